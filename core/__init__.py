@@ -1,0 +1,1 @@
+"""Podium engine: job specs, stores, runner, scheduler, conductor. Knows nothing of MCP."""

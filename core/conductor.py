@@ -1,0 +1,460 @@
+"""The `Conductor`: the one facade the MCP server and the CLI call.
+
+It owns a home (exclusive lock), the store, the instrument catalog and the job manager, runs
+the dispatch loop in the background, and turns facade calls into manager calls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import structlog
+
+from podium.core.config import PodiumConfig
+from podium.core.errors import NotFoundError, PodiumError, SpecError
+from podium.core.events import ChangeEvent, EventBus
+from podium.core.home import HomeLock, ensure_home
+from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.manager import JobManager
+from podium.core.models import (
+    HistoryEntry,
+    JobDetail,
+    JobStatus,
+    JobSummary,
+    SheetStatus,
+    utcnow,
+)
+from podium.core.paths import confine, resolve_workspace
+from podium.core.snapshots import SnapshotInfo, SnapshotStore
+from podium.core.spec.loader import LoadedSpec, load_spec, redact_spec
+from podium.core.store.rows import JobQuery, JobRow
+from podium.core.store.sqlite import SQLiteStore
+from podium.core.views import (
+    ClearResult,
+    ConductorStatus,
+    InstrumentView,
+    RateLimitView,
+    SheetPlan,
+    SpecErrorItem,
+    SubmittedJob,
+    ValidationReport,
+)
+
+log = structlog.get_logger("podium.conductor")
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAINTENANCE_INTERVAL_SECONDS = 600.0
+
+
+def podium_version() -> str:
+    try:
+        return package_version("podium")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def new_job_id(name: str) -> str:
+    return f"{name}-{utcnow().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
+
+
+class Conductor:
+    def __init__(self, config: PodiumConfig) -> None:
+        self.config = config
+        self.events = EventBus()
+        self._lock = HomeLock(config.lock_path)
+        self._stack: AsyncExitStack | None = None
+        self._store: SQLiteStore | None = None
+        self._manager: JobManager | None = None
+        self._snapshots: SnapshotStore | None = None
+        self.catalog: InstrumentCatalog | None = None
+        self._started_monotonic = 0.0
+        self._stopping = False
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Lock the home, open the store, reconcile a previous crash, start dispatching.
+        `stop()` must be called from the same task (it closes the background task group)."""
+        ensure_home(self.config)
+        self._lock.acquire()
+        stack = AsyncExitStack()
+        try:
+            stack.callback(self._lock.release)
+            self._store = await SQLiteStore.open(self.config.db_path)
+            stack.push_async_callback(self._store.close)
+            self.catalog = await anyio.to_thread.run_sync(
+                InstrumentCatalog.load, self.config.instruments_dir
+            )
+            self._snapshots = SnapshotStore(
+                self.config.snapshots_dir, self._store, self.config.logs_dir
+            )
+            self._manager = JobManager(
+                self.config, self._store, self.catalog, self.events, on_terminal=self._on_terminal
+            )
+            recovered = await self._manager.recover()
+            if recovered:
+                log.info("reconciled jobs after restart", job_ids=recovered)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            task_group.start_soon(self._manager.run, task_group)
+            task_group.start_soon(self._maintenance)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._started_monotonic = time.monotonic()
+        log.info("conductor started", home=str(self.config.home), pid=os.getpid())
+
+    async def stop(self) -> None:
+        """Graceful stop: running sheets are ended and their jobs paused (`shutdown`)."""
+        if self._stack is None:
+            return
+        self._stopping = True
+        with anyio.CancelScope(shield=True):
+            await self.manager.shutdown()
+        # Not inside the shield: the task group's own cancel scope must exit in the task's
+        # current scope.
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+        log.info("conductor stopped", home=str(self.config.home))
+
+    async def __aenter__(self) -> Conductor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def store(self) -> SQLiteStore:
+        if self._store is None:
+            raise PodiumError("the conductor is not started")
+        return self._store
+
+    @property
+    def manager(self) -> JobManager:
+        if self._manager is None:
+            raise PodiumError("the conductor is not started")
+        return self._manager
+
+    @property
+    def snapshots(self) -> SnapshotStore:
+        if self._snapshots is None:
+            raise PodiumError("the conductor is not started")
+        return self._snapshots
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                removed = await anyio.to_thread.run_sync(
+                    self.snapshots.cleanup, self.config.snapshot_ttl_hours
+                )
+                if removed:
+                    log.info("expired snapshots removed", count=removed)
+            except OSError:
+                log.exception("snapshot cleanup failed")
+            await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+
+    async def _on_terminal(self, job: JobRow) -> None:
+        info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
+        if info is not None:
+            fresh = await self.store.get_job(job.job_id)
+            if fresh is not None:
+                fresh.snapshot_path = info.path
+                await self.store.write(fresh)
+
+    # ----- specs ----------------------------------------------------------------------------
+
+    def _load(
+        self,
+        spec: Mapping[str, Any] | None,
+        spec_yaml: str | None,
+        path: str | Path | None,
+        extra_roots: Sequence[Path] = (),
+    ) -> LoadedSpec:
+        given = [
+            name
+            for name, v in (("spec", spec), ("spec_yaml", spec_yaml), ("path", path))
+            if v is not None
+        ]
+        if len(given) != 1:
+            which = ", ".join(given) if given else "none"
+            raise PodiumError(f"give exactly one of spec, spec_yaml or path (got: {which})")
+        confined = None
+        if path is not None:
+            confined = confine(path, [*self.config.roots(), *extra_roots], field="path")
+        check = self.catalog.check if self.catalog is not None else None
+        return load_spec(data=spec, text=spec_yaml, path=confined, check_instrument=check)
+
+    async def validate_spec(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        extra_roots: Sequence[Path] = (),
+    ) -> ValidationReport:
+        try:
+            loaded = self._load(spec, spec_yaml, path, extra_roots)
+        except SpecError as exc:
+            return ValidationReport(
+                valid=False,
+                errors=[SpecErrorItem(path=e.path, message=e.message) for e in exc.errors],
+                sheets=[],
+            )
+        return ValidationReport(
+            valid=True,
+            errors=[],
+            sheets=[
+                SheetPlan(
+                    sheet_num=s.sheet_num,
+                    name=s.name,
+                    depends_on=list(s.depends_on),
+                    instrument=s.instrument,
+                )
+                for s in loaded.sheets
+            ],
+        )
+
+    # ----- jobs -----------------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        job_id: str | None = None,
+        start: bool = True,
+        extra_roots: Sequence[Path] = (),
+    ) -> SubmittedJob:
+        if job_id is not None and not JOB_ID_PATTERN.match(job_id):
+            raise PodiumError(
+                f"job_id: {job_id!r} is not allowed; use 1-128 characters from letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit"
+            )
+        if self._stopping:
+            raise PodiumError("the conductor is shutting down; submit again after it restarts")
+        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        job_id = job_id or new_job_id(loaded.spec.name)
+        base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
+        workspace = resolve_workspace(
+            loaded.spec.workspace,
+            job_id=job_id,
+            base_dir=base_dir,
+            default_dir=self.config.workspaces_dir,
+            roots=[*self.config.roots(), *extra_roots],
+        )
+        existing = await self.store.get_job(job_id)
+        if existing is None:
+            workspace.mkdir(parents=True, exist_ok=True)
+        job, created = await self.manager.submit(
+            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=loaded.source_path
+        )
+        return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
+
+    async def _job_row(self, job_id: str) -> JobRow:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+        return job
+
+    async def get_job(
+        self,
+        job_id: str,
+        *,
+        sheet_status: Sequence[SheetStatus] | None = None,
+        sheet_offset: int = 0,
+        sheet_limit: int = 100,
+        include_spec: bool = False,
+    ) -> JobDetail:
+        job = await self._job_row(job_id)
+        sheets, matching = await self.store.get_sheets_page(
+            job_id, sheet_status, sheet_offset, sheet_limit
+        )
+        return JobDetail(
+            **job.summary().model_dump(),
+            workspace=job.workspace,
+            priority=job.priority,
+            sheets_total_matching=matching,
+            sheets=[s.state() for s in sheets],
+            spec=redact_spec(job.spec) if include_spec else None,
+        )
+
+    async def checkpoint(self, job_id: str) -> JobDetail:
+        detail = await self.store.load(job_id)
+        if detail is None:
+            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+        if detail.spec is not None:
+            detail.spec = redact_spec(detail.spec)
+        return detail
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Sequence[JobStatus] = (),
+        name: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobSummary], str | None]:
+        query = JobQuery(
+            statuses=tuple(statuses), name=name, label=label, limit=limit, cursor=cursor
+        )
+        try:
+            return await self.store.query_jobs(query)
+        except ValueError as exc:
+            raise PodiumError(str(exc)) from exc
+
+    async def pause_job(self, job_id: str, *, immediate: bool = False) -> JobSummary:
+        return await self.manager.pause(job_id, immediate)
+
+    async def resume_job(
+        self,
+        job_id: str,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        retry_failed: bool = True,
+    ) -> JobSummary:
+        changed = None
+        if spec is not None or spec_yaml is not None or path is not None:
+            await self._job_row(job_id)
+            changed = self._load(spec, spec_yaml, path)
+        return await self.manager.resume(job_id, changed, retry_failed)
+
+    async def cancel_job(self, job_id: str) -> JobSummary:
+        return await self.manager.cancel(job_id)
+
+    async def clear_jobs(
+        self,
+        *,
+        job_ids: Sequence[str] | None = None,
+        statuses: Sequence[JobStatus] | None = None,
+        older_than_hours: float | None = None,
+        all_jobs: bool = False,
+    ) -> ClearResult:
+        """Delete finished jobs with their logs and snapshots (never workspaces, never active
+        jobs). Filters combine with AND; with none, `all_jobs` must be set."""
+        if not job_ids and not statuses and older_than_hours is None and not all_jobs:
+            raise PodiumError(
+                "clear needs at least one of job_ids, statuses, older_than_hours, or all=true"
+            )
+        active = [s for s in (statuses or []) if s.is_active]
+        if active:
+            names = ", ".join(s.value for s in active)
+            raise PodiumError(
+                f"statuses: {names} jobs are never cleared; allowed: completed, failed, cancelled"
+            )
+        rows: list[JobRow] = []
+        not_found: list[str] = []
+        if job_ids:
+            for job_id in dict.fromkeys(job_ids):
+                job = await self.store.get_job(job_id)
+                if job is None:
+                    not_found.append(job_id)
+                else:
+                    rows.append(job)
+        else:
+            wanted = list(statuses) if statuses else list(JobStatus)
+            rows = await self.store.jobs_with_status(wanted)
+        cutoff = (
+            utcnow() - timedelta(hours=older_than_hours) if older_than_hours is not None else None
+        )
+        selected = []
+        for job in rows:
+            if statuses and job.status not in statuses:
+                continue
+            if cutoff is not None and (job.completed_at is None or job.completed_at >= cutoff):
+                continue
+            selected.append(job)
+        skipped = [j.job_id for j in selected if j.status.is_active]
+        deleted = await self.store.delete_jobs(
+            [j.job_id for j in selected if not j.status.is_active]
+        )
+        for job_id in deleted:
+            shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
+            self.snapshots.delete_for_job(job_id)
+            self.events.publish(ChangeEvent(job_id, "deleted"))
+        return ClearResult(
+            deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
+        )
+
+    async def get_execution_history(
+        self, job_id: str, *, sheet_num: int | None = None, limit: int = 1000, offset: int = 0
+    ) -> tuple[list[HistoryEntry], int]:
+        await self._job_row(job_id)
+        entries = await self.store.get_execution_history(job_id, sheet_num, limit, offset)
+        total = await self.store.get_execution_history_count(job_id, sheet_num)
+        return entries, total
+
+    async def list_snapshots(self, job_id: str | None = None) -> list[SnapshotInfo]:
+        if job_id is not None:
+            await self._job_row(job_id)
+        return await anyio.to_thread.run_sync(self.snapshots.list_snapshots, job_id)
+
+    async def cleanup_snapshots(self, max_age_hours: float | None = None) -> int:
+        ttl = self.config.snapshot_ttl_hours if max_age_hours is None else max_age_hours
+        return await anyio.to_thread.run_sync(self.snapshots.cleanup, ttl)
+
+    # ----- conductor status -----------------------------------------------------------------
+
+    async def status(self) -> ConductorStatus:
+        now = utcnow()
+        limits = [
+            RateLimitView(instrument=r.instrument, until=r.until)
+            for r in await self.store.get_rate_limits()
+            if r.until > now
+        ]
+        try:
+            memory_mb: float | None = psutil.Process().memory_info().rss / 1_048_576
+        except psutil.Error:
+            memory_mb = None
+        instruments = [
+            InstrumentView(
+                name=i.name,
+                available=i.available,
+                version=i.version,
+                description=i.profile.description,
+                executable=i.executable_path,
+                source=i.source,
+            )
+            for i in (self.catalog.all() if self.catalog else [])
+        ]
+        return ConductorStatus(
+            version=podium_version(),
+            pid=os.getpid(),
+            uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
+            home=str(self.config.home),
+            jobs_by_status=await self.store.count_jobs_by_status(),
+            running_sheets=self.manager.running_count,
+            pressure_level="none",
+            memory_mb=round(memory_mb, 1) if memory_mb is not None else None,
+            rate_limits=limits,
+            ready=not self._stopping and self._stack is not None,
+            instruments=instruments,
+        )
+
+
+@asynccontextmanager
+async def open_conductor(config: PodiumConfig) -> AsyncIterator[Conductor]:
+    conductor = Conductor(config)
+    await conductor.start()
+    try:
+        yield conductor
+    finally:
+        await conductor.stop()

@@ -1,0 +1,129 @@
+"""Configuration: one pydantic model; CLI flag > env `PODIUM_<KEY>` > config.yaml > default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from podium.core.errors import PodiumError
+
+ENV_PREFIX = "PODIUM_"
+
+
+class ConfigError(PodiumError):
+    pass
+
+
+class PodiumConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path
+    max_concurrent_jobs: int = Field(8, ge=1, le=10_000)
+    max_concurrent_sheets: int = Field(4, ge=1, le=10_000)
+    max_memory_mb: int = Field(4096, ge=16)
+    max_processes: int = Field(256, ge=1)
+    snapshot_ttl_hours: float = Field(168, ge=0)
+    allowed_roots: list[Path] = Field(default_factory=list)
+    log_max_bytes: int = Field(10_485_760, ge=1024)
+    monitor_interval_seconds: float = Field(5, gt=0)
+    auto_resume: bool = False
+    kill_grace_seconds: float = Field(10, ge=0)
+    max_rate_limit_wait_seconds: float = Field(3600, gt=0)
+    max_rate_limit_retries: int = Field(20, ge=0)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "podium.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def instruments_dir(self) -> Path:
+        return self.home / "instruments"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "conductor.lock"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.yaml"
+
+    def roots(self) -> list[Path]:
+        """Where workspaces may live: the home's workspaces dir plus configured roots."""
+        return [
+            self.workspaces_dir.resolve(),
+            *(Path(os.path.realpath(r)) for r in self.allowed_roots),
+        ]
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    value = env.get(ENV_PREFIX + "HOME")
+    return Path(value).expanduser() if value else Path.home() / ".podium"
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, field in PodiumConfig.model_fields.items():
+        if key == "home":
+            continue
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is None:
+            continue
+        if field.annotation is not None and "list" in str(field.annotation):
+            values[key] = [p for p in raw.split(os.pathsep) if p]
+        else:
+            values[key] = raw
+    return values
+
+
+def load_config(
+    home: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PodiumConfig:
+    env = os.environ if env is None else env
+    home = (home or default_home(env)).expanduser().resolve()
+    merged: dict[str, Any] = {}
+    config_file = home / "config.yaml"
+    if config_file.exists():
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_file}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: must be a mapping of config keys")
+        merged.update(loaded)
+    merged.update(_env_values(env))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "allowed_roots":
+            merged[key] = [*merged.get(key, []), *value]
+        else:
+            merged[key] = value
+    merged["home"] = home
+    try:
+        return PodiumConfig(**merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{key}: {err['msg']} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,65 @@
+"""Errors the engine raises; the server turns each into a tool error with its message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PodiumError(Exception):
+    """Base for every error a user can act on; the message is shown as-is."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str  # dotted path from the spec root, list indices 0-based; "" for the root
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+class SpecError(PodiumError):
+    """A job spec is invalid; carries every problem found, one `path: message` per line."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class NotFoundError(PodiumError):
+    pass
+
+
+class InvalidTransitionError(PodiumError):
+    """A control call that the job's current status does not allow (SPEC §6 table)."""
+
+
+class ConflictError(PodiumError):
+    """E.g. a job_id reused with a different spec."""
+
+
+class PathNotAllowedError(PodiumError):
+    pass
+
+
+class HomeLockedError(PodiumError):
+    def __init__(self, home: str, pid: int | None) -> None:
+        self.home = home
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"Podium home {home} is already in use by a running conductor ({who}); "
+            "stop it or use another home (--home / PODIUM_HOME)"
+        )
+
+
+class SchemaTooNewError(PodiumError):
+    pass
+
+
+class BackpressureError(PodiumError):
+    pass
+
+
+class InstrumentUnavailableError(PodiumError):
+    pass

@@ -1,0 +1,116 @@
+"""Known instruments: built-in profiles overridden by user profiles in <home>/instruments/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from podium.core.errors import PodiumError
+from podium.core.instruments.profile import InstrumentProfile
+
+
+class ProfileError(PodiumError):
+    pass
+
+
+@dataclass(frozen=True)
+class InstrumentInfo:
+    name: str
+    available: bool
+    version: str | None
+    executable_path: str | None
+    source: str  # "builtin" or the user profile's path
+    profile: InstrumentProfile
+
+
+def _parse_profile(text: str, origin: str) -> InstrumentProfile:
+    try:
+        data = yaml.safe_load(text)
+        return InstrumentProfile.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ProfileError(f"instrument profile {origin}: {exc}") from exc
+
+
+def builtin_profiles() -> dict[str, InstrumentProfile]:
+    folder = resources.files("podium.core.instruments").joinpath("builtin")
+    profiles = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith((".yaml", ".yml")):
+            profile = _parse_profile(entry.read_text(), f"builtin/{entry.name}")
+            profiles[profile.name] = profile
+    return profiles
+
+
+def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
+    path = shutil.which(profile.executable)
+    if path is None:
+        return False, None, None
+    version = None
+    if profile.check is not None:
+        try:
+            done = subprocess.run(
+                [path, *profile.check.version_args],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                text=True,
+                errors="replace",
+            )
+            first_line = (done.stdout or done.stderr).strip().splitlines()
+            version = first_line[0][:200] if first_line else None
+        except (OSError, subprocess.TimeoutExpired):
+            version = None
+    return True, version, path
+
+
+class InstrumentCatalog:
+    """Profiles and their availability, probed once at load (not per call)."""
+
+    def __init__(self, infos: dict[str, InstrumentInfo], errors: list[str]) -> None:
+        self._infos = infos
+        self.load_errors = errors
+
+    @classmethod
+    def load(cls, user_dir: Path | None) -> InstrumentCatalog:
+        sources: dict[str, tuple[InstrumentProfile, str]] = {
+            name: (p, "builtin") for name, p in builtin_profiles().items()
+        }
+        errors: list[str] = []
+        if user_dir is not None and user_dir.is_dir():
+            for path in sorted(user_dir.glob("*.y*ml")):
+                try:
+                    profile = _parse_profile(path.read_text(), str(path))
+                except (ProfileError, OSError) as exc:
+                    errors.append(str(exc))
+                    continue
+                sources[profile.name] = (profile, str(path))
+        infos = {}
+        for name, (profile, source) in sources.items():
+            available, version, exe = _probe(profile)
+            infos[name] = InstrumentInfo(name, available, version, exe, source, profile)
+        return cls(infos, errors)
+
+    def get(self, name: str) -> InstrumentInfo | None:
+        return self._infos.get(name)
+
+    def all(self) -> list[InstrumentInfo]:
+        return [self._infos[n] for n in sorted(self._infos)]
+
+    def check(self, name: str) -> str | None:
+        """None when usable; otherwise why not (for spec validation errors)."""
+        info = self._infos.get(name)
+        if info is None:
+            known = ", ".join(sorted(self._infos))
+            return f"unknown instrument {name!r}; known instruments: {known}"
+        if not info.available:
+            return (
+                f"instrument {name!r} is not installed: executable "
+                f"{info.profile.executable!r} was not found on PATH"
+            )
+        return None

@@ -1,0 +1,200 @@
+"""The one state model for jobs, sheets and attempts.
+
+Every view (tools, resources, CLI) reads these records from the store; field names are the
+public contract of SPEC §7, so rename nothing here without changing the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 UTC with a `Z`; fixed width so stored strings sort chronologically."""
+    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def parse_optional_time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
+
+
+UtcTime = Annotated[datetime, PlainSerializer(format_time, return_type=str, when_used="always")]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        """Active jobs are never deleted by `clear`."""
+        return not self.is_terminal
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class PauseReason(StrEnum):
+    USER = "user"
+    INTERRUPTED = "interrupted"
+    NOT_STARTED = "not_started"
+    SHUTDOWN = "shutdown"
+
+
+class SheetStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_SHEET_STATUSES
+
+
+TERMINAL_SHEET_STATUSES = frozenset(
+    {SheetStatus.COMPLETED, SheetStatus.FAILED, SheetStatus.SKIPPED, SheetStatus.CANCELLED}
+)
+# Sheets that may be reset and re-run by `resume` with retry_failed.
+RETRYABLE_SHEET_STATUSES = frozenset(
+    {SheetStatus.FAILED, SheetStatus.SKIPPED, SheetStatus.CANCELLED}
+)
+
+
+class Outcome(StrEnum):
+    """How one attempt ended (history `outcome`)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+
+
+class ErrorCategory(StrEnum):
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    TIMEOUT = "timeout"
+    TRANSIENT = "transient"
+    VALIDATION_FAILED = "validation_failed"
+    CRASHED = "crashed"
+    FAILED = "failed"
+    # Not attempt failures, but reasons a sheet or job ended without running to success.
+    DEPENDENCY_FAILED = "dependency_failed"
+    DEADLINE = "deadline"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+class WaitingReason(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    BACKPRESSURE = "backpressure"
+    RETRY_BACKOFF = "retry_backoff"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class ValidationResult(_Record):
+    type: str
+    passed: bool
+    detail: str | None = None
+
+
+class HistoryEntry(_Record):
+    """One attempt of one sheet; written for every attempt, including interrupted ones."""
+
+    sheet_num: int
+    attempt: int
+    started_at: UtcTime
+    ended_at: UtcTime | None
+    exit_code: int | None
+    signal: int | None = None
+    duration_seconds: float | None
+    outcome: Outcome | None  # null only while the attempt is in flight
+    error_category: ErrorCategory | None
+    error: str | None = None
+    validations: list[ValidationResult] = Field(default_factory=list)
+    log_path: str | None
+
+
+class SheetState(_Record):
+    sheet_num: int
+    name: str | None
+    status: SheetStatus
+    attempts: int
+    depends_on: list[int]
+    instrument: str
+    started_at: UtcTime | None
+    completed_at: UtcTime | None
+    duration_seconds: float | None
+    last_error: str | None
+    error_category: ErrorCategory | None
+    waiting_reason: WaitingReason | None
+    waiting_until: UtcTime | None
+    output_tail: str | None
+    log_uri: str | None
+
+
+class JobSummary(_Record):
+    job_id: str
+    name: str
+    status: JobStatus
+    total_sheets: int
+    completed_sheets: int
+    failed_sheets: int
+    submitted_at: UtcTime
+    started_at: UtcTime | None
+    completed_at: UtcTime | None
+    pause_reason: PauseReason | None
+    error: str | None
+    labels: list[str]
+
+
+class JobDetail(JobSummary):
+    """The checkpoint: a job with its sheets, assembled from rows on every read."""
+
+    workspace: str
+    priority: int
+    sheets_total_matching: int
+    sheets: list[SheetState]
+    spec: dict[str, Any] | None = None
+
+
+class JobStatistics(_Record):
+    job_id: str
+    sheets_by_status: dict[str, int]
+    total_attempts: int
+    attempts_by_outcome: dict[str, int]
+    total_duration_seconds: float
+
+
+def sheet_log_uri(job_id: str, sheet_num: int) -> str:
+    return f"podium://jobs/{job_id}/sheets/{sheet_num}/log"

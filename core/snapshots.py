@@ -1,0 +1,127 @@
+"""Snapshots: a copy of a finished job's key artifacts (checkpoint, spec, logs, validation
+results), kept under <home>/snapshots/<job_id>/<UTC timestamp>/ with a manifest and a TTL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from podium.core.models import UtcTime, utcnow
+from podium.core.spec.loader import redact_spec
+from podium.core.store.interfaces import StateBackend
+
+MANIFEST = "manifest.json"
+_ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
+HISTORY_LIMIT = 10_000
+
+
+class SnapshotInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot_id: str
+    job_id: str
+    created_at: UtcTime
+    path: str
+    files: list[str]
+    size_bytes: int
+    workspace: str | None = None
+
+
+class SnapshotStore:
+    def __init__(self, root: Path, backend: StateBackend, logs_root: Path) -> None:
+        self.root = root
+        self._backend = backend
+        self._logs_root = logs_root
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    async def capture(
+        self, job_id: str, workspace: str | Path | None, config_path: str | Path | None
+    ) -> SnapshotInfo | None:
+        checkpoint = await self._backend.load(job_id)
+        if checkpoint is None:
+            return None
+        history = await self._backend.get_execution_history(job_id, limit=HISTORY_LIMIT)
+        created = utcnow()
+        snapshot_id = created.strftime(_ID_FORMAT)
+        target = self._job_dir(job_id) / snapshot_id
+        detail = checkpoint.model_dump(mode="json")
+        if detail.get("spec") is not None:
+            detail["spec"] = redact_spec(detail["spec"])
+        validations = [
+            {
+                "sheet_num": h.sheet_num,
+                "attempt": h.attempt,
+                "validations": h.model_dump(mode="json")["validations"],
+            }
+            for h in history
+        ]
+
+        def write() -> SnapshotInfo:
+            target.mkdir(parents=True, exist_ok=False)
+            (target / "checkpoint.json").write_text(json.dumps(detail, indent=2))
+            (target / "history.json").write_text(
+                json.dumps([h.model_dump(mode="json") for h in history], indent=2)
+            )
+            (target / "validations.json").write_text(json.dumps(validations, indent=2))
+            (target / "spec.json").write_text(json.dumps(detail.get("spec"), indent=2))
+            if config_path is not None and Path(config_path).is_file():
+                shutil.copy2(config_path, target / f"spec-source{Path(config_path).suffix}")
+            logs = self._logs_root / job_id
+            if logs.is_dir():
+                shutil.copytree(logs, target / "logs")
+            files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+            size = sum((target / f).stat().st_size for f in files)
+            info = SnapshotInfo(
+                snapshot_id=snapshot_id,
+                job_id=job_id,
+                created_at=created,
+                path=str(target),
+                files=files,
+                size_bytes=size,
+                workspace=str(workspace) if workspace is not None else None,
+            )
+            (target / MANIFEST).write_text(info.model_dump_json(indent=2))
+            return info
+
+        return await anyio.to_thread.run_sync(write)
+
+    def list_snapshots(self, job_id: str | None = None) -> list[SnapshotInfo]:
+        """Newest first; a manifest that cannot be read is skipped, not fatal."""
+        job_dirs = [self._job_dir(job_id)] if job_id else sorted(self.root.glob("*"))
+        found = []
+        for job_dir in job_dirs:
+            for manifest in job_dir.glob(f"*/{MANIFEST}"):
+                try:
+                    found.append(SnapshotInfo.model_validate_json(manifest.read_text()))
+                except (OSError, ValueError):
+                    continue
+        found.sort(key=lambda s: (s.created_at, s.snapshot_id), reverse=True)
+        return found
+
+    def get(self, job_id: str, snapshot_id: str) -> SnapshotInfo | None:
+        for info in self.list_snapshots(job_id):
+            if info.snapshot_id == snapshot_id:
+                return info
+        return None
+
+    def cleanup(self, max_age_hours: float, now: datetime | None = None) -> int:
+        cutoff = (now or datetime.now(UTC)) - timedelta(hours=max_age_hours)
+        removed = 0
+        for info in self.list_snapshots():
+            if info.created_at < cutoff:
+                shutil.rmtree(info.path, ignore_errors=True)
+                removed += 1
+        for job_dir in self.root.glob("*"):
+            if job_dir.is_dir() and not any(job_dir.iterdir()):
+                job_dir.rmdir()
+        return removed
+
+    def delete_for_job(self, job_id: str) -> None:
+        shutil.rmtree(self._job_dir(job_id), ignore_errors=True)

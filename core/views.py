@@ -1,0 +1,72 @@
+"""What the facade returns besides the state model: submit, validation, clear, conductor
+status. Field names follow SPEC §7."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from podium.core.models import JobSummary, UtcTime
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmittedJob(JobSummary):
+    workspace: str
+    created: bool = Field(description="false when an identical earlier submit was returned")
+
+
+class SpecErrorItem(_View):
+    path: str
+    message: str
+
+
+class SheetPlan(_View):
+    sheet_num: int
+    name: str | None
+    depends_on: list[int]
+    instrument: str
+
+
+class ValidationReport(_View):
+    valid: bool
+    errors: list[SpecErrorItem]
+    sheets: list[SheetPlan]
+
+
+class ClearResult(_View):
+    deleted: int
+    job_ids: list[str]
+    skipped_active: list[str] = Field(
+        default_factory=list, description="matching jobs not deleted because they are active"
+    )
+    not_found: list[str] = Field(default_factory=list)
+
+
+class RateLimitView(_View):
+    instrument: str
+    until: UtcTime
+
+
+class InstrumentView(_View):
+    name: str
+    available: bool
+    version: str | None
+    description: str | None = None
+    executable: str | None = None
+    source: str | None = None
+
+
+class ConductorStatus(_View):
+    version: str
+    pid: int
+    uptime_seconds: float
+    home: str
+    jobs_by_status: dict[str, int]
+    running_sheets: int
+    pressure_level: str
+    memory_mb: float | None
+    rate_limits: list[RateLimitView]
+    ready: bool
+    instruments: list[InstrumentView]

@@ -1,0 +1,1 @@
+"""Podium MCP server and CLI: a thin layer over podium.core.Conductor."""
