@@ -13,7 +13,7 @@ import anyio
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig, load_config
-from podium.core.errors import PodiumError
+from podium.core.errors import PodiumError, SpecError
 from podium.core.models import JobStatus, SheetState
 from podium.server.logging_setup import configure_logging
 
@@ -117,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = anyio.run(args.handler, args)
         return code
+    except SpecError as exc:
+        print(f"podium: invalid job spec ({len(exc.errors)} problem(s)):", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
     except PodiumError as exc:
         print(f"podium: {exc}", file=sys.stderr)
         return 2

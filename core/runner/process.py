@@ -1,0 +1,504 @@
+"""Process groups: starting sheets in their own group, supervising them, and killing them.
+
+Every sheet runs as the leader of a new session/process group, so one signal reaches it and
+everything it spawned. Signals to groups go through `signal_group` only, which refuses the
+groups that can never be ours (SPEC §9 trap 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal as signal_mod
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import psutil
+
+from podium.core.errors import PodiumError
+from podium.core.models import utcnow
+from podium.core.runner.logs import CappedLog, TailBuffer
+
+STDOUT_TAIL_BYTES = 4096
+_POLL_SECONDS = 0.05
+# After SIGKILL, or after the leader exits, how long to wait for the rest to go away.
+_SETTLE_SECONDS = 2.0
+# Create-time comparison slack: psutil derives it from clock ticks since boot.
+_START_TIME_TOLERANCE = 0.01
+
+
+class UnsafeKillError(PodiumError):
+    """A signal was about to go to a group the conductor cannot own."""
+
+
+@dataclass(frozen=True)
+class ProcessGroupRef:
+    pid: int
+    pgid: int
+    start_time: float  # psutil create_time() of the leader
+
+
+def leader_matches(ref: ProcessGroupRef) -> bool:
+    """True only if the recorded leader is still the same process (pid, pgid and start time).
+
+    After a reboot or pid wrap-around a recorded pid/pgid may belong to something else; the
+    start time tells them apart.
+    """
+    try:
+        proc = psutil.Process(ref.pid)
+        create_time = proc.create_time()
+        pgid = os.getpgid(ref.pid)
+    except (psutil.Error, ProcessLookupError, PermissionError):
+        return False
+    return pgid == ref.pgid and abs(create_time - ref.start_time) <= _START_TIME_TOLERANCE
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to process group `pgid`; False if there is no such group.
+
+    Raises UnsafeKillError for pgid <= 1 (0 and -1 mean "my group"/"everyone" to kill(2))
+    and for the conductor's own group.
+    """
+    if pgid <= 1:
+        raise UnsafeKillError(f"refusing to signal process group {pgid}")
+    if pgid == os.getpgrp():
+        raise UnsafeKillError(f"refusing to signal the conductor's own process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The group exists but belongs to another user, so it is not one we created.
+        return False
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in process group `pgid`."""
+    members: list[int] = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+        members.append(pid)
+    return members
+
+
+async def _wait_until_empty(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if not group_members(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await anyio.sleep(_POLL_SECONDS)
+
+
+async def terminate_group(pgid: int, grace_seconds: float) -> None:
+    """SIGCONT + SIGTERM the group, SIGKILL whatever is left after the grace period."""
+    # Signal only while live members exist: they pin the pgid, so it cannot have been reused
+    # for somebody else's group since we created it.
+    if not group_members(pgid):
+        return
+    signal_group(pgid, signal_mod.SIGCONT)  # a stopped process never handles SIGTERM
+    if not signal_group(pgid, signal_mod.SIGTERM):
+        return
+    if await _wait_until_empty(pgid, max(0.0, grace_seconds)):
+        return
+    if signal_group(pgid, signal_mod.SIGKILL):
+        await _wait_until_empty(pgid, _SETTLE_SECONDS)
+
+
+def _kill_group_now(pgid: int) -> None:
+    """Last resort when async cleanup cannot run: SIGKILL without waiting."""
+    with contextlib.suppress(UnsafeKillError):
+        if group_members(pgid):
+            signal_group(pgid, signal_mod.SIGKILL)
+
+
+async def kill_recorded_group(ref: ProcessGroupRef, grace_seconds: float) -> bool:
+    """Crash recovery: terminate a group recorded by an earlier conductor, if still ours."""
+    # Only the recorded leader, still present with its start time, proves ownership (even as a
+    # zombie it pins its pid). If the leader is gone, surviving members of that
+    # pgid (e.g. a grandchild that outlived it) cannot be told apart from an unrelated group
+    # that reused the number after a reboot, so they are left alone rather than risk killing
+    # a stranger.
+    if not leader_matches(ref):
+        return False
+    await terminate_group(ref.pgid, grace_seconds)
+    return True
+
+
+class RunControl:
+    """Suspend/resume/cancel for one attempt; create one per attempt.
+
+    Requests made before the process exists are remembered and applied right after spawn.
+    It also accounts suspended time, so timeouts count running time only.
+    """
+
+    def __init__(self) -> None:
+        self._pgid: int | None = None
+        self._suspended = False
+        self._cancel_requested = False
+        self._suspended_since: float | None = None
+        self._suspended_total = 0.0
+
+    @property
+    def suspended(self) -> bool:
+        return self._suspended
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    async def suspend(self) -> None:
+        if self._suspended:
+            return
+        self._suspended = True
+        if self._pgid is not None:
+            self._suspended_since = time.monotonic()
+            signal_group(self._pgid, signal_mod.SIGSTOP)
+
+    async def resume(self) -> None:
+        if not self._suspended:
+            return
+        self._suspended = False
+        if self._pgid is not None:
+            signal_group(self._pgid, signal_mod.SIGCONT)
+        self._close_suspension(time.monotonic())
+
+    def request_cancel(self) -> None:
+        self._cancel_requested = True
+
+    def suspended_seconds(self, now: float) -> float:
+        """Time spent suspended since the process was spawned (monotonic clock)."""
+        current = now - self._suspended_since if self._suspended_since is not None else 0.0
+        return self._suspended_total + current
+
+    def _close_suspension(self, now: float) -> None:
+        if self._suspended_since is not None:
+            self._suspended_total += now - self._suspended_since
+            self._suspended_since = None
+
+    def _attach(self, pgid: int) -> None:
+        self._pgid = pgid
+        if self._suspended:
+            self._suspended_since = time.monotonic()
+            signal_group(pgid, signal_mod.SIGSTOP)
+
+    def _detach(self) -> None:
+        # The group is being terminated (which sends SIGCONT), so it is no longer suspended.
+        self._close_suspension(time.monotonic())
+        self._pgid = None
+        self._suspended = False
+
+
+@dataclass
+class ProcessOutcome:
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    idle_timed_out: bool
+    cancelled: bool
+    duration_seconds: float  # running time, excluding suspended time
+    started_at: datetime
+    ended_at: datetime
+    stdout_tail: str
+    log_truncated: bool
+    spawn_error: str | None
+    log_error: str | None = None  # the log could not be written (e.g. disk full)
+
+
+@dataclass
+class _Execution:
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    idle_timed_out: bool = False
+    cancelled: bool = False
+    duration_seconds: float = 0.0
+    spawn_error: str | None = None
+
+    def outcome(
+        self,
+        started_at: datetime,
+        stdout_tail: TailBuffer,
+        *,
+        log_truncated: bool = False,
+        log_error: str | None = None,
+    ) -> ProcessOutcome:
+        return ProcessOutcome(
+            exit_code=self.exit_code,
+            signal=self.signal,
+            timed_out=self.timed_out,
+            idle_timed_out=self.idle_timed_out,
+            cancelled=self.cancelled,
+            duration_seconds=self.duration_seconds,
+            started_at=started_at,
+            ended_at=utcnow(),
+            stdout_tail=stdout_tail.text(),
+            log_truncated=log_truncated,
+            spawn_error=self.spawn_error,
+            log_error=log_error,
+        )
+
+
+def _spawn_error_text(argv: Sequence[str], exc: OSError) -> str:
+    """The reason alone when it concerns the executable; callers name the executable."""
+    what = exc.strerror or exc.__class__.__name__
+    if exc.filename is None or str(exc.filename) == argv[0]:
+        return what
+    return f"{what}: {str(exc.filename)!r}"  # e.g. the working directory is missing
+
+
+async def _execute(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_data: bytes | None,
+    on_output: Callable[[bytes, bool], None],
+    timeout_seconds: float | None,
+    idle_timeout_seconds: float | None,
+    kill_grace_seconds: float,
+    control: RunControl | None,
+    on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+) -> _Execution:
+    """Run argv in a new process group; on_output(chunk, is_stdout) receives all output."""
+    result = _Execution()
+    if not argv:
+        result.spawn_error = "empty command line"
+        return result
+    try:
+        proc = await anyio.open_process(
+            list(argv),
+            # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        result.spawn_error = _spawn_error_text(argv, exc)
+        return result
+
+    spawned_at = time.monotonic()
+    pgid = proc.pid  # start_new_session makes the child the leader of a group with its pid
+
+    def running_time() -> float:
+        now = time.monotonic()
+        suspended = control.suspended_seconds(now) if control is not None else 0.0
+        return max(0.0, now - spawned_at - suspended)
+
+    last_output = 0.0  # running time at the last output, for the idle timeout
+    open_streams = 0
+    drained = anyio.Event()
+
+    async def pump(stream: anyio.abc.ByteReceiveStream, is_stdout: bool) -> None:
+        nonlocal last_output, open_streams
+        try:
+            async for chunk in stream:
+                last_output = running_time()
+                on_output(chunk, is_stdout)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            open_streams -= 1
+            if open_streams == 0:
+                drained.set()
+
+    async def feed(stream: anyio.abc.ByteSendStream, data: bytes) -> None:
+        # A child that exits without reading its input is not an error of ours.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            if data:
+                await stream.send(data)
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await stream.aclose()
+
+    async def supervise() -> None:
+        while proc.returncode is None:
+            with anyio.move_on_after(_POLL_SECONDS):
+                await proc.wait()
+            if proc.returncode is not None:
+                break
+            if control is not None and control.cancel_requested:
+                result.cancelled = True
+            elif timeout_seconds is not None and running_time() >= timeout_seconds:
+                result.timed_out = True
+            elif (
+                idle_timeout_seconds is not None
+                and running_time() - last_output >= idle_timeout_seconds
+            ):
+                result.idle_timed_out = True
+            else:
+                continue
+            if control is not None:
+                control._detach()
+            await terminate_group(pgid, kill_grace_seconds)
+            with anyio.move_on_after(_SETTLE_SECONDS):
+                await proc.wait()
+            break
+
+        result.duration_seconds = running_time()
+        if control is not None:
+            control._detach()
+        # The leader is gone; anything it left in its group (a backgrounded grandchild) goes
+        # too. That also closes the pipes the grandchild inherited, so the readers finish.
+        await terminate_group(pgid, kill_grace_seconds)
+        with anyio.move_on_after(_SETTLE_SECONDS):
+            await drained.wait()
+
+    hook_error: Exception | None = None
+    try:
+        if control is not None:
+            control._attach(pgid)
+        async with anyio.create_task_group() as tg:
+            for stream, is_stdout in ((proc.stdout, True), (proc.stderr, False)):
+                if stream is not None:
+                    open_streams += 1
+                    tg.start_soon(pump, stream, is_stdout)
+            if open_streams == 0:
+                drained.set()
+            if proc.stdin is not None:
+                tg.start_soon(feed, proc.stdin, stdin_data or b"")
+            try:
+                if on_spawn is not None:
+                    await on_spawn(ProcessGroupRef(proc.pid, pgid, _create_time(proc.pid)))
+            except Exception as exc:
+                # Raised below, outside the task group, so the caller sees it unwrapped; the
+                # finally block still terminates the group.
+                hook_error = exc
+            else:
+                await supervise()
+            # Output pipes still open now are held by a process that left our group; stop
+            # reading rather than wait for it.
+            tg.cancel_scope.cancel()
+        if hook_error is not None:
+            raise hook_error
+    finally:
+        try:
+            with anyio.CancelScope(shield=True):
+                if control is not None:
+                    control._detach()
+                # Covers cancellation of this coroutine and errors from on_spawn.
+                await terminate_group(pgid, kill_grace_seconds)
+                with anyio.move_on_after(_SETTLE_SECONDS):
+                    await proc.aclose()
+        except BaseException:
+            # A repeated native asyncio cancel can break through the shield; still leave
+            # nothing running behind.
+            _kill_group_now(pgid)
+            raise
+
+    code = proc.returncode
+    if code is not None:
+        if code < 0:
+            result.signal = -code
+        else:
+            result.exit_code = code
+    return result
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        # The leader already exited and was reaped; a ref with this time matches nothing,
+        # which is right: there is no leader left to prove the group is ours.
+        return time.time()
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_data: bytes | None,
+    log_path: Path,
+    log_max_bytes: int,
+    timeout_seconds: float | None,
+    idle_timeout_seconds: float | None,
+    kill_grace_seconds: float,
+    control: RunControl | None = None,
+    on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None = None,
+) -> ProcessOutcome:
+    """Run one sheet attempt; stdout+stderr go to a capped log at `log_path`.
+
+    `env` is the complete environment. Never raises for a command that cannot start: the
+    outcome carries `spawn_error` instead.
+    """
+    started_at = utcnow()
+    tail = TailBuffer(STDOUT_TAIL_BYTES)
+    with CappedLog(log_path, log_max_bytes) as log:
+
+        def on_output(chunk: bytes, is_stdout: bool) -> None:
+            log.write(chunk)
+            if is_stdout:
+                tail.write(chunk)
+
+        execution = await _execute(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin_data=stdin_data,
+            on_output=on_output,
+            timeout_seconds=timeout_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+            kill_grace_seconds=kill_grace_seconds,
+            control=control,
+            on_spawn=on_spawn,
+        )
+        if execution.spawn_error is not None:
+            log.write(f"[podium: cannot start {argv[0]!r}: {execution.spawn_error}]\n".encode())
+    return execution.outcome(
+        started_at, tail, log_truncated=log.truncated, log_error=log.write_error
+    )
+
+
+async def run_captured(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_seconds: float | None,
+    kill_grace_seconds: float,
+    capture_bytes: int = 64 * 1024,
+) -> tuple[ProcessOutcome, str]:
+    """Run a helper command (not a sheet) with output captured in memory, not logged.
+
+    Returns the outcome and the last `capture_bytes` of stdout and stderr, interleaved.
+    """
+    started_at = utcnow()
+    captured = TailBuffer(capture_bytes)
+    stdout_tail = TailBuffer(STDOUT_TAIL_BYTES)
+
+    def on_output(chunk: bytes, is_stdout: bool) -> None:
+        captured.write(chunk)
+        if is_stdout:
+            stdout_tail.write(chunk)
+
+    execution = await _execute(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin_data=None,
+        on_output=on_output,
+        timeout_seconds=timeout_seconds,
+        idle_timeout_seconds=None,
+        kill_grace_seconds=kill_grace_seconds,
+        control=None,
+        on_spawn=None,
+    )
+    return execution.outcome(started_at, stdout_tail), captured.text()

@@ -1,0 +1,35 @@
+"""Test helpers shared by the engine tests."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from podium.core.conductor import Conductor
+from podium.core.models import JobDetail
+
+
+async def wait_for_job(
+    conductor: Conductor, job_id: str, timeout: float = 30, statuses: tuple[str, ...] = ()
+) -> JobDetail:
+    """Wait until the job is terminal (or in one of `statuses`), driven by change events."""
+    wanted = set(statuses)
+    with anyio.fail_after(timeout):
+        async with conductor.events.subscribe() as events:
+            while True:
+                detail = await conductor.get_job(job_id, sheet_limit=1000)
+                if detail.status.value in wanted or (not wanted and detail.status.is_terminal):
+                    return detail
+                with anyio.move_on_after(0.5):
+                    async for event in events:
+                        if event.job_id == job_id:
+                            break
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10, interval: float = 0.05
+) -> None:
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(interval)
