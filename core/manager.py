@@ -431,6 +431,9 @@ class JobManager:
                     became_terminal = True
             job.updated_at = now
             await self.store.write(job, changed, [attempt])
+            # Leave the running table in the same locked section that recorded the result, so
+            # no control call ever sees a finished attempt as still running.
+            self._running.pop((entry.job_id, entry.sheet_num), None)
             self._publish(job, changed)
             if job.job_id in self._pending_modify and not self._entries_for_other(entry):
                 await self._apply_pending_modify(job.job_id)

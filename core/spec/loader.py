@@ -1,0 +1,423 @@
+"""Load a job spec from a mapping, YAML/JSON text or a file, and expand it into sheets.
+
+Every problem is collected and raised together in one `SpecError`, so an agent can fix a
+spec in one round trip instead of one error per submit.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from podium.core.errors import FieldError, SpecError
+from podium.core.spec.models import (
+    InstrumentConfig,
+    JobSpec,
+    SheetSpec,
+    Validation,
+    describe_kind,
+    field_errors,
+    form_errors,
+    merge_instrument_config,
+)
+from podium.core.spec.templating import check_templates
+
+REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class ResolvedSheet:
+    sheet_num: int  # 1-based
+    name: str | None
+    prompt: str  # the template, rendered per attempt
+    depends_on: tuple[int, ...]
+    instrument: str
+    instrument_config: InstrumentConfig  # the job's block with the sheet's merged over it
+    validations: tuple[Validation, ...]  # the sheet's own, then the job-level ones
+    start_item: int | None = None  # batch form only; 1-based, inclusive
+    end_item: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    spec: JobSpec
+    sheets: tuple[ResolvedSheet, ...]
+    source_path: Path | None = None
+
+    @property
+    def total_sheets(self) -> int:
+        return len(self.sheets)
+
+    def sheet(self, sheet_num: int) -> ResolvedSheet:
+        return self.sheets[sheet_num - 1]
+
+    def ancestors(self, sheet_num: int) -> frozenset[int]:
+        """Every sheet `sheet_num` depends on, directly or not: whose `outputs` it may read."""
+        seen: set[int] = set()
+        todo = list(self.sheet(sheet_num).depends_on)
+        while todo:
+            num = todo.pop()
+            if num not in seen:
+                seen.add(num)
+                todo.extend(self.sheet(num).depends_on)
+        return frozenset(seen)
+
+    def to_storable(self) -> dict[str, Any]:
+        return spec_to_storable(self.spec)
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            self.to_storable(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _config_to_storable(config: InstrumentConfig) -> dict[str, Any]:
+    # Only the fields given: an explicit null must survive a round trip, because merging
+    # treats "given as null" (clear the job's value) differently from "not given".
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+def spec_to_storable(spec: JobSpec) -> dict[str, Any]:
+    """Plain JSON data that loads back to the same spec; defaults are filled in, so
+    equivalent specs give equal data (and fingerprints)."""
+    data = spec.model_dump(mode="json", exclude_none=True, exclude={"instrument_config", "sheets"})
+    data["instrument_config"] = _config_to_storable(spec.instrument_config)
+    if spec.sheets is not None:
+        sheets: list[dict[str, Any]] = []
+        for sheet in spec.sheets:
+            item = sheet.model_dump(mode="json", exclude_none=True, exclude={"instrument_config"})
+            if sheet.instrument_config is not None:
+                config = _config_to_storable(sheet.instrument_config)
+                if config:
+                    item["instrument_config"] = config
+            sheets.append(item)
+        data["sheets"] = sheets
+    return {key: data[key] for key in JobSpec.model_fields if key in data}
+
+
+def redact_spec(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy with the values of every instrument_config.env replaced by "***"."""
+    out = copy.deepcopy(dict(data))
+
+    def redact(block: Any) -> None:
+        if isinstance(block, dict) and isinstance(block.get("env"), dict):
+            block["env"] = dict.fromkeys(block["env"], REDACTED)
+
+    redact(out.get("instrument_config"))
+    sheets = out.get("sheets")
+    if isinstance(sheets, list):
+        for sheet in sheets:
+            if isinstance(sheet, dict):
+                redact(sheet.get("instrument_config"))
+    return out
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Rejects duplicate keys, which plain YAML loading resolves silently to the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable keys get SafeLoader's own error
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str, source: Path | None) -> Any:
+    try:
+        # A SafeLoader subclass, so YAML tags cannot build arbitrary Python objects.
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        where = f" in {source}" if source else ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where += f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise SpecError([FieldError("", f"invalid YAML{where}: {detail}")]) from None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        message = f"spec file not found: {path}"
+    except IsADirectoryError:
+        message = f"spec path is a directory, not a file: {path}"
+    except UnicodeDecodeError as exc:
+        message = f"spec file {path} is not UTF-8 text: {exc.reason}"
+    except OSError as exc:
+        message = f"cannot read spec file {path}: {exc.strerror or exc}"
+    raise SpecError([FieldError("", message)])
+
+
+def _raw_form_errors(raw: Mapping[str, Any]) -> list[FieldError]:
+    sheets = raw.get("sheets")
+    names: list[object] = []
+    if isinstance(sheets, list):
+        names = [s.get("name") if isinstance(s, Mapping) else None for s in sheets]
+    problems = form_errors(
+        has_sheets=sheets is not None,
+        has_sheet=raw.get("sheet") is not None,
+        has_prompt=raw.get("prompt") is not None,
+        names=names,
+    )
+    return [FieldError(path, message) for path, message in problems]
+
+
+# --- sheets and the DAG ----------------------------------------------------------------------
+
+
+@dataclass
+class _Graph:
+    count: int
+    names: dict[str, int]
+    deps: list[set[int]]  # indexed by sheet number; [0] unused
+    cycle_paths: dict[int, str]  # where a cycle through a sheet is reported
+    labels: dict[int, str]  # names by number, for messages
+
+    def label(self, num: int) -> str:
+        return self.labels.get(num, f"sheet {num}")
+
+
+def _resolve_ref(ref: int | str, graph: _Graph) -> int | str:
+    """A sheet number, or an error message."""
+    if isinstance(ref, str) and ref.isdigit():
+        ref = int(ref)
+    if isinstance(ref, int):
+        if 1 <= ref <= graph.count:
+            return ref
+        return f"no sheet {ref}; sheet numbers are 1..{graph.count}"
+    if ref in graph.names:
+        return graph.names[ref]
+    if graph.names:
+        listed = sorted(graph.names)
+        more = ", ..." if len(listed) > 20 else ""
+        names = f"a sheet name ({', '.join(repr(n) for n in listed[:20])}{more})"
+    else:
+        names = "a sheet name (no sheet has one)"
+    return f"unknown sheet {ref!r}; use a sheet number 1..{graph.count} or {names}"
+
+
+def _add_dep(graph: _Graph, num: int, ref: int | str, path: str, errors: list[FieldError]) -> None:
+    target = _resolve_ref(ref, graph)
+    if isinstance(target, str):
+        errors.append(FieldError(path, target))
+    elif target == num:
+        errors.append(FieldError(path, f"{graph.label(num)} depends on itself"))
+    else:
+        graph.deps[num].add(target)
+
+
+def _build_graph(spec: JobSpec, errors: list[FieldError]) -> _Graph:
+    count = spec.total_sheets
+    if spec.sheets is not None:
+        names = {s.name: i + 1 for i, s in enumerate(spec.sheets) if s.name is not None}
+    else:
+        names = {f"sheet-{n}": n for n in range(1, count + 1)}
+    labels = {n: name for name, n in names.items()}
+    graph = _Graph(count, names, [set() for _ in range(count + 1)], {}, labels)
+    if spec.sheets is not None:
+        for i, sheet in enumerate(spec.sheets):
+            graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
+            for j, ref in enumerate(sheet.depends_on):
+                _add_dep(graph, i + 1, ref, f"sheets.{i}.depends_on.{j}", errors)
+        return graph
+    assert spec.sheet is not None
+    for key, refs in spec.sheet.dependencies.items():
+        key_path = f"sheet.dependencies.{key}"
+        num = _resolve_ref(key, graph)
+        if isinstance(num, str):
+            errors.append(FieldError(key_path, num))
+            continue
+        graph.cycle_paths.setdefault(num, key_path)
+        for j, ref in enumerate(refs):
+            _add_dep(graph, num, ref, f"{key_path}.{j}", errors)
+    return graph
+
+
+def _find_cycles(graph: _Graph) -> list[list[int]]:
+    # Iterative DFS: a chain of 10000 sheets would overflow Python's recursion limit.
+    state = [0] * (graph.count + 1)  # 0 new, 1 on the current path, 2 done
+    cycles: list[list[int]] = []
+    for start in range(1, graph.count + 1):
+        if state[start]:
+            continue
+        state[start] = 1
+        path = [start]
+        stack: list[Iterator[int]] = [iter(sorted(graph.deps[start]))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.deps[nxt])))
+            elif state[nxt] == 1:
+                cycle = path[path.index(nxt) :]
+                low = cycle.index(min(cycle))
+                cycles.append(cycle[low:] + cycle[:low])
+    return cycles
+
+
+def _ancestor_bits(graph: _Graph) -> list[int]:
+    """Transitive ancestors per sheet as bit sets (bit n = sheet n), in one topological
+    pass; sets of ints would cost O(n^2) memory for a long chain."""
+    dependents: list[list[int]] = [[] for _ in range(graph.count + 1)]
+    waiting = [len(d) for d in graph.deps]
+    for num in range(1, graph.count + 1):
+        for dep in graph.deps[num]:
+            dependents[dep].append(num)
+    bits = [0] * (graph.count + 1)
+    ready = [n for n in range(1, graph.count + 1) if waiting[n] == 0]
+    while ready:
+        num = ready.pop()
+        for dep in graph.deps[num]:
+            bits[num] |= bits[dep] | (1 << dep)
+        for child in dependents[num]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    return bits
+
+
+def _expand(spec: JobSpec, graph: _Graph) -> list[ResolvedSheet]:
+    job_validations = tuple(spec.validations)
+    if spec.sheets is not None:
+        return [
+            ResolvedSheet(
+                sheet_num=i + 1,
+                name=s.name,
+                prompt=s.prompt,
+                depends_on=tuple(sorted(graph.deps[i + 1])),
+                instrument=s.instrument or spec.instrument,
+                instrument_config=merge_instrument_config(
+                    spec.instrument_config, s.instrument_config
+                ),
+                validations=tuple(s.validations) + job_validations,
+            )
+            for i, s in enumerate(spec.sheets)
+        ]
+    assert spec.sheet is not None and spec.prompt is not None
+    size, total = spec.sheet.size, spec.sheet.total_items
+    return [
+        ResolvedSheet(
+            sheet_num=n,
+            name=f"sheet-{n}",
+            prompt=spec.prompt.template,
+            depends_on=tuple(sorted(graph.deps[n])),
+            instrument=spec.instrument,
+            instrument_config=spec.instrument_config,
+            validations=job_validations,
+            start_item=(n - 1) * size + 1,
+            end_item=min(n * size, total),
+        )
+        for n in range(1, graph.count + 1)
+    ]
+
+
+# --- instruments and templates ---------------------------------------------------------------
+
+
+def _check_instruments(
+    spec: JobSpec, sheets: list[ResolvedSheet], check: Callable[[str], str | None]
+) -> list[FieldError]:
+    paths: dict[str, list[str]] = {}
+    explicit: list[SheetSpec | None] = list(spec.sheets) if spec.sheets else [None] * len(sheets)
+    for index, (resolved, sheet) in enumerate(zip(sheets, explicit, strict=True)):
+        named_here = sheet is not None and sheet.instrument is not None
+        path = f"sheets.{index}.instrument" if named_here else "instrument"
+        where = paths.setdefault(resolved.instrument, [])
+        if path not in where:
+            where.append(path)
+    errors: list[FieldError] = []
+    for name, where in paths.items():
+        problem = check(name)
+        if problem is not None:
+            errors.extend(FieldError(path, problem) for path in where)
+    return errors
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def load_spec(
+    *,
+    data: Mapping[str, Any] | None = None,
+    text: str | None = None,
+    path: str | Path | None = None,
+    check_instrument: Callable[[str], str | None] | None = None,
+) -> LoadedSpec:
+    """Validate a spec from exactly one source; raise `SpecError` listing every problem.
+
+    `check_instrument(name)` returns None when the instrument can be used, else why not.
+    """
+    if sum(source is not None for source in (data, text, path)) != 1:
+        raise SpecError(
+            [
+                FieldError(
+                    "",
+                    "give exactly one of spec (a mapping), spec_yaml (YAML or JSON text) "
+                    "or path (a spec file)",
+                )
+            ]
+        )
+    source_path = Path(path).expanduser().absolute() if path is not None else None
+    raw: Any = data
+    if source_path is not None:
+        text = _read(source_path)
+    if text is not None:
+        raw = _parse_yaml(text, source_path)
+    if not isinstance(raw, Mapping):
+        found = "an empty document" if raw is None else describe_kind(raw)
+        raise SpecError([FieldError("", f"a spec must be a mapping at the top level, got {found}")])
+
+    errors = _raw_form_errors(raw)
+    try:
+        spec = JobSpec.model_validate(dict(raw))
+    except ValidationError as exc:
+        errors.extend(field_errors(exc))
+        raise SpecError(errors or [FieldError("", str(exc))]) from None
+    if errors:
+        raise SpecError(errors)
+
+    graph = _build_graph(spec, errors)
+    cycles = _find_cycles(graph)
+    for cycle in cycles:
+        chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
+        errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
+    sheets = _expand(spec, graph)
+    if check_instrument is not None:
+        errors.extend(_check_instruments(spec, sheets, check_instrument))
+    errors.extend(check_templates(spec, sheets, None if cycles else _ancestor_bits(graph)))
+    if errors:
+        raise SpecError(errors)
+    return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)

@@ -1,0 +1,517 @@
+"""Pydantic models of a job spec (SPEC §4).
+
+Every model forbids unknown fields so that a misspelt key is an error naming it instead of
+a silently ignored setting. Cross-sheet checks (references, cycles, templates) need the
+whole spec and live in `loader.py`; these models only check what one value can tell.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from podium.core.errors import FieldError
+
+DEFAULT_TIMEOUT_SECONDS = 1800
+MAX_SHEETS = 10000
+
+# Names the engine itself provides to templates; a spec variable with one of these names
+# would be silently overridden, so it is rejected instead.
+BUILTIN_TEMPLATE_VARIABLES = frozenset(
+    {
+        "workspace",
+        "job_id",
+        "sheet_num",
+        "total_sheets",
+        "sheet_name",
+        "start_item",
+        "end_item",
+        "outputs",
+    }
+)
+
+JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SHEET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Error type of the whole-spec form check; the loader reports the same problems with
+# precise paths from the raw data, so it drops errors of this type.
+FORM_ERROR_TYPE = "spec_form"
+
+
+def is_templated(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+class _SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlankStr = Annotated[str, AfterValidator(_not_blank)]
+
+
+# --- instrument settings -------------------------------------------------------------------
+
+
+def _env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid environment variable name {name!r}: use letters, digits and '_', "
+            "not starting with a digit"
+        )
+    return name
+
+
+def _env_value(value: Any) -> Any:
+    # YAML turns `PORT: 8080` into an int; the process environment only holds strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError("environment values must not contain NUL characters")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class InstrumentConfig(_SpecModel):
+    """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
+
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    idle_timeout_seconds: float | None = Field(default=None, gt=0)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    model: str | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    permission_mode: str | None = None
+
+    def effective_timeout(self, profile_timeout: float | None = None) -> float:
+        if self.timeout_seconds is not None:
+            return self.timeout_seconds
+        if profile_timeout is not None:
+            return profile_timeout
+        return DEFAULT_TIMEOUT_SECONDS
+
+
+def merge_instrument_config(
+    base: InstrumentConfig, override: InstrumentConfig | None
+) -> InstrumentConfig:
+    """`override`'s explicitly given fields win; `env` is merged key by key.
+
+    The result remembers which fields were given in either block, so merging it again
+    (e.g. over a profile's defaults) keeps the same precedence.
+    """
+    if override is None:
+        return base
+    values: dict[str, Any] = {
+        name: getattr(base, name) for name in base.model_fields_set if name != "env"
+    }
+    values.update(
+        {name: getattr(override, name) for name in override.model_fields_set if name != "env"}
+    )
+    if "env" in base.model_fields_set or "env" in override.model_fields_set:
+        values["env"] = {**base.env, **override.env}
+    return InstrumentConfig.model_validate(values)
+
+
+# --- validations ---------------------------------------------------------------------------
+
+
+class FileExistsValidation(_SpecModel):
+    type: Literal["file_exists"] = "file_exists"
+    path: NonBlankStr
+
+
+class FileModifiedValidation(_SpecModel):
+    type: Literal["file_modified"] = "file_modified"
+    path: NonBlankStr
+
+
+class ContentContainsValidation(_SpecModel):
+    type: Literal["content_contains"] = "content_contains"
+    path: NonBlankStr
+    pattern: str = Field(min_length=1)
+
+
+class ContentRegexValidation(_SpecModel):
+    type: Literal["content_regex"] = "content_regex"
+    path: NonBlankStr
+    pattern: str = Field(min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        # A templated pattern is only known after rendering; the runner compiles it then.
+        if not is_templated(value):
+            try:
+                re.compile(value, re.MULTILINE)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class CommandSucceedsValidation(_SpecModel):
+    type: Literal["command_succeeds"] = "command_succeeds"
+    command: NonBlankStr
+    timeout_seconds: float = Field(default=60, gt=0)
+
+
+Validation = Annotated[
+    FileExistsValidation
+    | FileModifiedValidation
+    | ContentContainsValidation
+    | ContentRegexValidation
+    | CommandSucceedsValidation,
+    Field(discriminator="type"),
+]
+VALIDATION_TYPES = (
+    "file_exists",
+    "file_modified",
+    "content_contains",
+    "content_regex",
+    "command_succeeds",
+)
+# Which fields of each validation type are templates, rendered per sheet.
+TEMPLATED_VALIDATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "file_exists": ("path",),
+    "file_modified": ("path",),
+    "content_contains": ("path", "pattern"),
+    "content_regex": ("path", "pattern"),
+    "command_succeeds": ("command",),
+}
+
+
+# --- sheets --------------------------------------------------------------------------------
+
+
+def _sheet_ref(value: Any) -> int | str:
+    # A plain validator instead of `int | str` keeps pydantic's union member names out of
+    # error paths and rejects booleans, which YAML produces from `yes`/`no`.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise PydanticCustomError(
+        "sheet_ref", "must be a sheet number or a sheet name, got {got}", {"got": repr(value)}
+    )
+
+
+SheetRef = Annotated[int | str, PlainValidator(_sheet_ref, json_schema_input_type=int | str)]
+
+
+def _not_all_digits(name: str) -> str:
+    if name.isdigit():
+        raise ValueError(
+            f"sheet name {name!r} must not be only digits, so it cannot be mistaken for a "
+            "sheet number"
+        )
+    return name
+
+
+SheetName = Annotated[str, Field(pattern=SHEET_NAME_PATTERN), AfterValidator(_not_all_digits)]
+InstrumentName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class SheetSpec(_SpecModel):
+    name: SheetName | None = None
+    prompt: NonBlankStr
+    depends_on: list[SheetRef] = Field(default_factory=list)
+    instrument: InstrumentName | None = None
+    instrument_config: InstrumentConfig | None = None
+    validations: list[Validation] = Field(default_factory=list)
+
+
+class BatchSheetSpec(_SpecModel):
+    """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
+
+    size: int = Field(ge=1)
+    total_items: int = Field(ge=1)
+    dependencies: dict[SheetRef, list[SheetRef]] = Field(default_factory=dict)
+
+    @property
+    def sheet_count(self) -> int:
+        return math.ceil(self.total_items / self.size)
+
+    @model_validator(mode="after")
+    def _not_too_many(self) -> BatchSheetSpec:
+        if self.sheet_count > MAX_SHEETS:
+            raise ValueError(
+                f"{self.total_items} items in sheets of {self.size} make {self.sheet_count} "
+                f"sheets; at most {MAX_SHEETS} are allowed (use a larger size)"
+            )
+        return self
+
+
+class PromptTemplate(_SpecModel):
+    template: NonBlankStr
+
+
+# --- job -----------------------------------------------------------------------------------
+
+
+class RetryPolicy(_SpecModel):
+    max_retries: int = Field(default=2, ge=0, le=100)
+    base_delay_seconds: float = Field(default=2, ge=0)
+    max_delay_seconds: float = Field(default=120, ge=0)
+    jitter: bool = True
+
+
+class ConcurrencySpec(_SpecModel):
+    max_parallel_sheets: int = Field(default=4, ge=1, le=256)
+
+
+def _not_builtin(name: str) -> str:
+    if name in BUILTIN_TEMPLATE_VARIABLES:
+        raise ValueError(
+            f"variable {name!r} would shadow the built-in template variable of that name; "
+            "choose another name"
+        )
+    return name
+
+
+VariableName = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_builtin)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def form_errors(
+    *, has_sheets: bool, has_sheet: bool, has_prompt: bool, names: list[object]
+) -> list[tuple[str, str]]:
+    """(path, message) for a spec that does not pick exactly one sheet form, or reuses a
+    sheet name. Shared by the model (whole-model check) and the loader (raw data, so the
+    problems are reported even when other fields fail validation)."""
+    problems: list[tuple[str, str]] = []
+    both = "give either 'sheets' (explicit form) or 'sheet' + 'prompt' (batch form)"
+    if has_sheets and (has_sheet or has_prompt):
+        extra = " and ".join(k for k, v in (("sheet", has_sheet), ("prompt", has_prompt)) if v)
+        problems.append(("", f"{both}, not both: found 'sheets' and {extra}"))
+    elif not has_sheets and not has_sheet and not has_prompt:
+        problems.append(("", f"{both}; found neither"))
+    elif has_sheet and not has_prompt:
+        problems.append(("prompt", "the batch form needs 'prompt' ({template: ...}) with 'sheet'"))
+    elif has_prompt and not has_sheet:
+        problems.append(
+            ("sheet", "the batch form needs 'sheet' ({size, total_items}) with 'prompt'")
+        )
+    first_use: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
+        if name in first_use:
+            problems.append(
+                (
+                    f"sheets.{index}.name",
+                    f"duplicate sheet name {name!r} (already used by sheets.{first_use[name]}); "
+                    "sheet names must be unique within a job",
+                )
+            )
+        else:
+            first_use[name] = index
+    return problems
+
+
+class JobSpec(_SpecModel):
+    name: str = Field(pattern=JOB_NAME_PATTERN)
+    description: str | None = None
+    labels: list[Label] = Field(default_factory=list)
+    workspace: str | None = Field(default=None, min_length=1)
+    instrument: InstrumentName = "shell"
+    instrument_config: InstrumentConfig = Field(default_factory=InstrumentConfig)
+    variables: dict[VariableName, Any] = Field(default_factory=dict)
+    sheets: list[SheetSpec] | None = Field(default=None, min_length=1, max_length=MAX_SHEETS)
+    sheet: BatchSheetSpec | None = None
+    prompt: PromptTemplate | None = None
+    validations: list[Validation] = Field(default_factory=list)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
+    priority: int = Field(default=5, ge=1, le=10)
+    on_failure: Literal["stop", "continue"] = "stop"
+    deadline_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for label in labels:
+            if label in seen:
+                raise ValueError(f"duplicate label {label!r}; labels must be unique")
+            seen.add(label)
+        return labels
+
+    @model_validator(mode="after")
+    def _one_sheet_form(self) -> JobSpec:
+        problems = form_errors(
+            has_sheets=self.sheets is not None,
+            has_sheet=self.sheet is not None,
+            has_prompt=self.prompt is not None,
+            names=[s.name for s in self.sheets or []],
+        )
+        if problems:
+            text = "; ".join(f"{path}: {msg}" if path else msg for path, msg in problems)
+            raise PydanticCustomError(FORM_ERROR_TYPE, text)
+        return self
+
+    @property
+    def total_sheets(self) -> int:
+        if self.sheets is not None:
+            return len(self.sheets)
+        assert self.sheet is not None  # guaranteed by _one_sheet_form
+        return self.sheet.sheet_count
+
+
+def describe_kind(value: object) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    for cls, name in names.items():
+        if isinstance(value, cls):
+            return name
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+# --- pydantic errors -> FieldError: dotted data paths, messages that say what is allowed ---
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The concrete types an annotation allows (Annotated and unions unwrapped)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        return [m for arg in get_args(annotation) for m in _members(arg) if m is not NoneType]
+    return [annotation]
+
+
+def _step(annotation: Any, segment: int | str) -> tuple[Any, bool]:
+    """The annotation one location segment further down, and whether the segment was a
+    discriminated-union tag that pydantic adds to locations (not part of the data path)."""
+    members = _members(annotation)
+    for member in members:
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            if isinstance(segment, str) and segment in member.model_fields:
+                return member.model_fields[segment].annotation, False
+        elif get_origin(member) is list and isinstance(segment, int):
+            return get_args(member)[0], False
+        elif get_origin(member) is dict:
+            return get_args(member)[1], False
+    for member in members:
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            tag_field = member.model_fields.get("type")
+            if tag_field is not None and tag_field.default == segment:
+                return member, True
+    return None, False
+
+
+def _walk(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Dotted data path for a pydantic location, and the model found at its end."""
+    parts: list[str] = []
+    annotation: Any = JobSpec
+    for segment in loc:
+        if segment == "[key]":
+            continue
+        if annotation is not None:
+            annotation, is_tag = _step(annotation, segment)
+            if is_tag:
+                continue
+        parts.append(str(segment))
+    models = [m for m in _members(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return ".".join(parts), models[0] if len(models) == 1 else None
+
+
+_JOB_NAME_HINT = "lowercase letters, digits, '-' and '_'; starts with a letter or digit; 1-64 long"
+# Pydantic's wording, rephrased to read after a field path ("priority: must be ...").
+_MESSAGE_STARTS = (
+    ("Input should ", "must "),
+    ("String should ", "must "),
+    ("List should ", "must "),
+    ("Value should ", "must "),
+    ("Keys should ", "field names must "),
+)
+_SHEET_NAME_HINT = "letters, digits, '.', '-' and '_'; starts with a letter or digit; 1-64 long"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _message(error: ErrorDetails, path: str) -> str:
+    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
+    value = error.get("input")
+    field = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        _, model = _walk(loc[:-1])
+        allowed = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field {field!r}{hint}; allowed fields: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"missing required field {field!r}"
+    if kind == "literal_error":
+        return f"invalid value {_short(value)}; allowed values: {ctx.get('expected')}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        types = ", ".join(VALIDATION_TYPES)
+        if kind == "union_tag_not_found":
+            return f"missing field 'type'; allowed validation types: {types}"
+        return f"unknown validation type {ctx.get('tag')!r}; allowed validation types: {types}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping, got {describe_kind(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {describe_kind(value)}"
+    if kind == "sheet_ref":
+        return error["msg"]
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        limit = "at least" if kind == "too_short" else "at most"
+        return f"must have {limit} {bound} item(s), got {ctx.get('actual_length')}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind == "string_pattern_mismatch":
+        hint = {"name": _JOB_NAME_HINT}.get(path, _SHEET_NAME_HINT if field == "name" else "")
+        described = f" ({hint})" if hint else ""
+        return f"{_short(value)} does not match the pattern {ctx.get('pattern')}{described}"
+    message = error["msg"]
+    for prefix, start in _MESSAGE_STARTS:
+        if message.startswith(prefix):
+            message = start + message[len(prefix) :]
+            break
+    if "[key]" in loc or kind == "dict_key_type":  # the key is wrong, not its value
+        message = "key " + message
+    secret = ".env." in f".{path}."  # never echo an environment value
+    if not secret and not isinstance(value, dict | list) and kind != "missing":
+        message += f" (got {_short(value)})"
+    return message
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    found: list[FieldError] = []
+    for error in exc.errors(include_url=False):
+        if error["type"] == FORM_ERROR_TYPE:
+            continue  # reported from the raw data with precise paths (see form_errors)
+        path, _ = _walk(error["loc"])
+        found.append(FieldError(path, _message(error, path)))
+    return found

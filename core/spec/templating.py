@@ -1,0 +1,347 @@
+"""Jinja2 templates for prompts and validation fields (SPEC §4).
+
+One sandboxed environment: specs come from agents and users, so templates must not reach
+Python internals. Undefined names are errors rather than empty strings, because an empty
+path or prompt would run the wrong thing silently.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+
+from podium.core.errors import FieldError, PodiumError
+from podium.core.spec.models import (
+    BUILTIN_TEMPLATE_VARIABLES,
+    TEMPLATED_VALIDATION_FIELDS,
+    JobSpec,
+    Validation,
+)
+
+
+class SheetLike(Protocol):
+    """What rendering needs of a sheet; `loader.ResolvedSheet` is the real one (not imported
+    here because the loader imports this module)."""
+
+    @property
+    def sheet_num(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def start_item(self) -> int | None: ...
+    @property
+    def end_item(self) -> int | None: ...
+
+
+_TEMPLATE_NAME = "<template>"
+PLACEHOLDER_WORKSPACE = "/workspace-placeholder"
+PLACEHOLDER_JOB_ID = "job-placeholder"
+
+ErrorKind = Literal["syntax", "undefined", "outputs", "security", "error"]
+
+
+class TemplateRenderError(PodiumError):
+    """A template failed to compile or render; `kind` tells the loader which failures are
+    mistakes in the spec and which may only come from placeholder values at check time."""
+
+    def __init__(self, message: str, *, kind: ErrorKind = "error", line: int | None = None):
+        self.kind: ErrorKind = kind
+        self.line = line
+        super().__init__(message)
+
+
+def shell_quote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+_MAX_REPEATED_LENGTH = 1_000_000
+_MAX_INT_EXPONENT = 4096
+
+
+class _Sandbox(SandboxedEnvironment):
+    # Specs are checked by rendering inside the server process, so `{{ 'x' * 10**12 }}` or
+    # `{{ 9 ** 9 ** 9 }}` must fail fast instead of exhausting memory or CPU there.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        huge_power = (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right > _MAX_INT_EXPONENT
+            and abs(left) > 1
+        )
+        if huge_power:
+            raise SecurityError(f"exponent {right} is too large (at most {_MAX_INT_EXPONENT})")
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                repeated = isinstance(seq, str | list | tuple) and isinstance(count, int)
+                if repeated and len(seq) * count > _MAX_REPEATED_LENGTH:
+                    raise SecurityError(
+                        f"repeating a sequence {count} times exceeds {_MAX_REPEATED_LENGTH} items"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+
+environment: SandboxedEnvironment = _Sandbox(
+    autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
+)
+environment.filters["shell_quote"] = shell_quote
+
+
+@dataclass
+class TemplateContext:
+    workspace: str
+    job_id: str
+    sheet_num: int
+    total_sheets: int
+    sheet_name: str | None
+    start_item: int | None
+    end_item: int | None
+    variables: Mapping[str, Any]
+    # Stdout tails of the sheet's transitive ancestors; other sheets are refused.
+    outputs: Mapping[int, str]
+
+
+class _NotAncestorError(Exception):
+    # Deliberately not a LookupError: Jinja turns those into an undefined value, which
+    # would hide the reason behind "has no element N".
+    def __init__(self, key: object, sheet_num: int) -> None:
+        self.key = key
+        super().__init__(f"outputs[{key!r}]: sheet {key} is not an ancestor of sheet {sheet_num}")
+
+
+class _Outputs(Mapping[int, str]):
+    def __init__(self, source: Mapping[int, str], sheet_num: int) -> None:
+        self._source = source
+        self._sheet_num = sheet_num
+
+    @staticmethod
+    def _key(key: object) -> object:
+        if isinstance(key, str) and key.isdigit():
+            return int(key)
+        return key
+
+    def __getitem__(self, key: object) -> str:
+        normal = self._key(key)
+        if isinstance(normal, int) and normal in self._source:
+            return self._source[normal]
+        raise _NotAncestorError(key, self._sheet_num)
+
+    def __contains__(self, key: object) -> bool:
+        normal = self._key(key)
+        return isinstance(normal, int) and normal in self._source
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+
+@lru_cache(maxsize=1024)
+def compile_template(source: str) -> Template:
+    """Compiled once per distinct source: a batch prompt renders for every sheet."""
+    try:
+        return environment.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError(
+            f"template syntax error at line {exc.lineno}: {exc.message}",
+            kind="syntax",
+            line=exc.lineno,
+        ) from None
+
+
+@lru_cache(maxsize=1024)
+def _undeclared_names(source: str) -> dict[str, int | None]:
+    ast = environment.parse(source)
+    names = meta.find_undeclared_variables(ast)
+    lines: dict[str, int | None] = dict.fromkeys(sorted(names))
+    for node in ast.find_all(nodes.Name):
+        if node.name in lines and lines[node.name] is None:
+            lines[node.name] = node.lineno
+    return lines
+
+
+def undefined_names(source: str, known: frozenset[str] | set[str]) -> list[tuple[str, int | None]]:
+    """Names a template reads that neither the context nor Jinja provides, with the line of
+    first use. Unlike rendering, this also finds names in branches not taken."""
+    compile_template(source)  # syntax errors first, with their own message
+    names = _undeclared_names(source)
+    return [
+        (name, line)
+        for name, line in names.items()
+        if name not in known and name not in environment.globals
+    ]
+
+
+def _template_line(tb: TracebackType | None) -> int | None:
+    # Jinja rewrites tracebacks so that template frames carry template line numbers.
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == _TEMPLATE_NAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _at_line(message: str, line: int | None) -> str:
+    return message if line is None else f"{message} (line {line})"
+
+
+def context_variables(ctx: TemplateContext) -> dict[str, Any]:
+    values = dict(ctx.variables)
+    values.update(
+        workspace=ctx.workspace,
+        job_id=ctx.job_id,
+        sheet_num=ctx.sheet_num,
+        total_sheets=ctx.total_sheets,
+        sheet_name=ctx.sheet_name,
+        start_item=ctx.start_item,
+        end_item=ctx.end_item,
+        outputs=_Outputs(ctx.outputs, ctx.sheet_num),
+    )
+    return values
+
+
+def render(template: str, ctx: TemplateContext) -> str:
+    compiled = compile_template(template)
+    try:
+        return compiled.render(context_variables(ctx))
+    except _NotAncestorError as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line) from None
+    except UndefinedError as exc:
+        line = _template_line(exc.__traceback__)
+        message = _at_line(f"undefined: {exc.message}", line)
+        raise TemplateRenderError(message, kind="undefined", line=line) from None
+    except SecurityError as exc:
+        line = _template_line(exc.__traceback__)
+        message = _at_line(f"not allowed in templates: {exc}", line)
+        raise TemplateRenderError(message, kind="security", line=line) from None
+    except Exception as exc:  # any error inside user template code is the template's fault
+        line = _template_line(exc.__traceback__)
+        message = _at_line(f"template error: {type(exc).__name__}: {exc}", line)
+        raise TemplateRenderError(message, kind="error", line=line) from None
+
+
+def render_sheet_prompt(sheet: SheetLike, ctx: TemplateContext) -> str:
+    try:
+        return render(sheet.prompt, ctx)
+    except TemplateRenderError as exc:
+        raise TemplateRenderError(
+            f"sheet {sheet.sheet_num} prompt: {exc}", kind=exc.kind, line=exc.line
+        ) from None
+
+
+def render_validation(validation: Validation, ctx: TemplateContext) -> Validation:
+    """A copy of `validation` with its templated fields rendered for one sheet."""
+    update: dict[str, str] = {}
+    for field in TEMPLATED_VALIDATION_FIELDS[validation.type]:
+        try:
+            update[field] = render(getattr(validation, field), ctx)
+        except TemplateRenderError as exc:
+            raise TemplateRenderError(
+                f"validation {validation.type} {field}: {exc}", kind=exc.kind, line=exc.line
+            ) from None
+    return validation.model_copy(update=update)
+
+
+# --- checks at load time ----------------------------------------------------------------
+
+
+class _PlaceholderOutputs(Mapping[int, str]):
+    """`outputs` at check time: empty text for each ancestor, nothing for other sheets."""
+
+    def __init__(self, bits: int | None, count: int) -> None:
+        self._bits = bits  # None: the DAG is broken, so allow any sheet rather than guess
+        self._count = count
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int) or not 1 <= key <= self._count:
+            return False
+        return self._bits is None or bool(self._bits >> key & 1)
+
+    def __getitem__(self, key: int) -> str:
+        if key in self:
+            return ""
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[int]:
+        return (n for n in range(1, self._count + 1) if n in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
+    """(field path, template) of everything rendered for one sheet."""
+    index = sheet.sheet_num - 1
+    yield (f"sheets.{index}.prompt" if spec.sheets else "prompt.template"), sheet.prompt
+    own = spec.sheets[index].validations if spec.sheets else []
+    groups = ((f"sheets.{index}.validations", own), ("validations", spec.validations))
+    for prefix, validations in groups:
+        for j, validation in enumerate(validations):
+            for field in TEMPLATED_VALIDATION_FIELDS[validation.type]:
+                yield f"{prefix}.{j}.{field}", getattr(validation, field)
+
+
+def check_templates(
+    spec: JobSpec, sheets: Sequence[SheetLike], bits: list[int] | None
+) -> list[FieldError]:
+    known = BUILTIN_TEMPLATE_VARIABLES | set(spec.variables)
+    known_list = ", ".join(sorted(known))
+    errors: list[FieldError] = []
+    failed: set[str] = set()  # a shared template (batch prompt, job validation) fails once
+    checked: set[str] = set()
+    for sheet in sheets:
+        ctx = TemplateContext(
+            workspace=PLACEHOLDER_WORKSPACE,
+            job_id=PLACEHOLDER_JOB_ID,
+            sheet_num=sheet.sheet_num,
+            total_sheets=len(sheets),
+            sheet_name=sheet.name,
+            start_item=sheet.start_item,
+            end_item=sheet.end_item,
+            variables=spec.variables,
+            outputs=_PlaceholderOutputs(
+                None if bits is None else bits[sheet.sheet_num], len(sheets)
+            ),
+        )
+        for path, template in _template_sites(spec, sheet):
+            if path in failed:
+                continue
+            try:
+                if path not in checked:
+                    checked.add(path)
+                    missing = undefined_names(template, known)
+                    for name, line in missing:
+                        at = f" at line {line}" if line else ""
+                        errors.append(
+                            FieldError(
+                                path,
+                                f"undefined template variable {name!r}{at}; defined: {known_list}",
+                            )
+                        )
+                    if missing:
+                        failed.add(path)
+                        continue
+                render(template, ctx)
+            except TemplateRenderError as exc:
+                # Other runtime errors may come from the placeholder values (e.g. empty
+                # outputs), so they are left for the real render.
+                if exc.kind != "error":
+                    errors.append(FieldError(path, str(exc)))
+                    failed.add(path)
+    return errors
