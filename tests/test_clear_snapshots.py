@@ -1,0 +1,105 @@
+"""`clear` never removes active jobs; snapshots are captured, listed and expired."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import wait_for_job
+
+from podium.core.conductor import Conductor
+from podium.core.errors import PodiumError
+from podium.core.models import JobStatus, utcnow
+
+pytestmark = pytest.mark.anyio
+
+QUICK = {"name": "quick", "sheets": [{"prompt": "echo hi"}]}
+FAILING = {"name": "failing", "retry": {"max_retries": 0}, "sheets": [{"prompt": "exit 2"}]}
+
+
+async def _finished(conductor: Conductor, spec: dict[str, object]) -> str:
+    job = await conductor.submit_job(spec=spec)
+    await wait_for_job(conductor, job.job_id)
+    return job.job_id
+
+
+async def test_clear_removes_only_finished_jobs_with_logs_and_snapshots(
+    conductor: Conductor,
+) -> None:
+    done = await _finished(conductor, QUICK)
+    failed = await _finished(conductor, FAILING)
+    paused = (await conductor.submit_job(spec=QUICK, start=False)).job_id
+    workspace = Path((await conductor.get_job(done)).workspace)
+    assert (conductor.config.logs_dir / done).is_dir()
+    assert await conductor.list_snapshots(done)
+
+    result = await conductor.clear_jobs(job_ids=[done, paused, "ghost"])
+    assert result.deleted == 1 and result.job_ids == [done]
+    assert result.skipped_active == [paused] and result.not_found == ["ghost"]
+    assert not (conductor.config.logs_dir / done).exists()
+    assert not (conductor.config.snapshots_dir / done).exists()
+    assert workspace.is_dir()  # workspaces are never deleted
+
+    result = await conductor.clear_jobs(statuses=[JobStatus.FAILED])
+    assert result.job_ids == [failed]
+    jobs, _ = await conductor.list_jobs()
+    assert [j.job_id for j in jobs] == [paused]
+
+
+async def test_clear_all_never_touches_active_jobs(conductor: Conductor) -> None:
+    await _finished(conductor, QUICK)
+    paused = (await conductor.submit_job(spec=QUICK, start=False)).job_id
+    result = await conductor.clear_jobs(all_jobs=True)
+    assert result.deleted == 1
+    assert [j.job_id for j in (await conductor.list_jobs())[0]] == [paused]
+
+
+async def test_clear_needs_a_filter_and_rejects_active_statuses(conductor: Conductor) -> None:
+    with pytest.raises(PodiumError, match="at least one of"):
+        await conductor.clear_jobs()
+    with pytest.raises(PodiumError, match="paused jobs are never cleared"):
+        await conductor.clear_jobs(statuses=[JobStatus.PAUSED])
+
+
+async def test_clear_older_than_counts_from_completion(conductor: Conductor) -> None:
+    job_id = await _finished(conductor, QUICK)
+    assert (await conductor.clear_jobs(older_than_hours=1)).deleted == 0
+    assert (await conductor.clear_jobs(older_than_hours=0)).job_ids == [job_id]
+
+
+async def test_snapshot_captured_listed_newest_first_and_expired(conductor: Conductor) -> None:
+    job_id = await _finished(conductor, QUICK)
+    snapshots = await conductor.list_snapshots(job_id)
+    assert len(snapshots) == 1
+    snap = snapshots[0]
+    assert ":" not in snap.snapshot_id
+    assert {"checkpoint.json", "history.json", "spec.json", "validations.json"} <= set(snap.files)
+    assert (Path(snap.path) / "manifest.json").is_file()
+    assert any(f.startswith("logs/") for f in snap.files)
+    assert snap.size_bytes > 0 and Path(snap.path).is_dir()
+    assert (await conductor.get_job(job_id)).status is JobStatus.COMPLETED
+
+    second = await conductor.snapshots.capture(job_id, None, None)
+    assert second is not None
+    listed = await conductor.list_snapshots(job_id)
+    assert [s.snapshot_id for s in listed] == [second.snapshot_id, snap.snapshot_id]
+
+    assert conductor.snapshots.cleanup(1) == 0
+    later = utcnow() + timedelta(hours=2)
+    assert conductor.snapshots.cleanup(1, now=later) == 2
+    assert await conductor.list_snapshots(job_id) == []
+
+
+async def test_snapshot_redacts_env_values(conductor: Conductor) -> None:
+    spec = {
+        "name": "secret",
+        "instrument_config": {"env": {"TOKEN": "s3cr3t"}},
+        "sheets": [{"prompt": "true"}],
+    }
+    job_id = await _finished(conductor, spec)
+    snap = (await conductor.list_snapshots(job_id))[0]
+    text = (Path(snap.path) / "checkpoint.json").read_text()
+    assert "s3cr3t" not in text and "TOKEN" in text
+    detail = await conductor.get_job(job_id, include_spec=True)
+    assert "s3cr3t" not in str(detail.spec)
