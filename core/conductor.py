@@ -11,7 +11,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
@@ -38,6 +38,7 @@ from podium.core.models import (
     utcnow,
 )
 from podium.core.paths import confine, resolve_workspace
+from podium.core.runner.logs import read_log_range, read_log_tail
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
 from podium.core.spec.loader import LoadedSpec, load_spec, redact_spec
 from podium.core.store.rows import JobQuery, JobRow
@@ -46,6 +47,7 @@ from podium.core.views import (
     ClearResult,
     ConductorStatus,
     InstrumentView,
+    LogChunk,
     RateLimitView,
     SheetPlan,
     SpecErrorItem,
@@ -57,6 +59,7 @@ log = structlog.get_logger("podium.conductor")
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAINTENANCE_INTERVAL_SECONDS = 600.0
+LOG_PAGE_BYTES = 256 * 1024
 
 
 def podium_version() -> str:
@@ -410,6 +413,152 @@ class Conductor:
     async def cleanup_snapshots(self, max_age_hours: float | None = None) -> int:
         ttl = self.config.snapshot_ttl_hours if max_age_hours is None else max_age_hours
         return await anyio.to_thread.run_sync(self.snapshots.cleanup, ttl)
+
+    # ----- logs -------------------------------------------------------------------------------
+
+    async def read_logs(
+        self,
+        job_id: str,
+        *,
+        sheet: int | None = None,
+        attempt: int | None = None,
+        tail_lines: int = 200,
+        offset: int | None = None,
+    ) -> LogChunk:
+        """A sheet attempt's log (latest attempt by default), or with no sheet the combined
+        tail of every sheet's latest log. `offset` pages forward from a byte offset."""
+        job = await self._job_row(job_id)
+        if sheet is None:
+            if attempt is not None or offset is not None:
+                raise PodiumError("attempt and offset need a sheet: give sheet as well")
+            return await self._combined_log(job, tail_lines)
+        row = await self.store.get_sheet(job_id, sheet)
+        if row is None:
+            raise NotFoundError(
+                f"sheet: job {job_id!r} has no sheet {sheet} (it has {job.total_sheets})"
+            )
+        record = (
+            await self.store.get_attempt(job_id, sheet, attempt)
+            if attempt is not None
+            else await self.store.get_latest_attempt(job_id, sheet)
+        )
+        if record is None:
+            which = f"attempt {attempt}" if attempt is not None else "any attempt"
+            raise NotFoundError(f"attempt: sheet {sheet} of job {job_id!r} has no {which} yet")
+        path = self._log_file(record.log_path)
+        if path is None:
+            return LogChunk(
+                text="",
+                sheet_num=sheet,
+                attempt=record.attempt,
+                truncated=False,
+                next_offset=0,
+                total_bytes=0,
+            )
+        size = path.stat().st_size
+        if offset is not None:
+            text, next_offset, more = read_log_range(path, offset, LOG_PAGE_BYTES)
+            return LogChunk(
+                text=text,
+                sheet_num=sheet,
+                attempt=record.attempt,
+                truncated=more,
+                next_offset=next_offset,
+                total_bytes=size,
+            )
+        text = read_log_tail(path, tail_lines)
+        shown = len(text.encode())
+        return LogChunk(
+            text=text,
+            sheet_num=sheet,
+            attempt=record.attempt,
+            truncated=shown < size,
+            next_offset=size,
+            total_bytes=size,
+        )
+
+    def _log_file(self, log_path: str | None) -> Path | None:
+        """Logs are read only from Podium's own logs directory, whatever the store says."""
+        if not log_path:
+            return None
+        path = confine(log_path, [self.config.logs_dir], field="log_path")
+        return path if path.is_file() else None
+
+    async def _combined_log(self, job: JobRow, tail_lines: int) -> LogChunk:
+        parts = []
+        truncated = False
+        for row in await self.store.get_sheets(job.job_id):
+            path = self._log_file(row.log_path)
+            if path is None:
+                continue
+            text = read_log_tail(path, tail_lines)
+            truncated = truncated or len(text.encode()) < path.stat().st_size
+            label = f" ({row.name})" if row.name else ""
+            parts.append(f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n{text}")
+        return LogChunk(
+            text="\n".join(parts),
+            sheet_num=None,
+            attempt=None,
+            truncated=truncated,
+            next_offset=None,
+            total_bytes=None,
+        )
+
+    # ----- waiting for changes --------------------------------------------------------------
+
+    async def wait_for_change(
+        self,
+        job_id: str | None,
+        wait_seconds: float,
+        on_tick: Callable[[float], Awaitable[None]] | None = None,
+        tick_seconds: float = 5.0,
+    ) -> bool:
+        """Wait until the job's status changes or it ends (any job's status, without a job id),
+        at most `wait_seconds`. Returns whether something changed. Driven by change events."""
+        start_status = None
+        if job_id is not None:
+            job = await self._job_row(job_id)
+            if job.status.is_terminal:
+                return False
+            start_status = job.status
+        deadline = time.monotonic() + wait_seconds
+        async with self.events.subscribe() as events:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with anyio.move_on_after(min(remaining, tick_seconds)):
+                    async for event in events:
+                        if event.kind == "sheet":
+                            continue
+                        if job_id is None:
+                            return True
+                        if event.job_id != job_id:
+                            continue
+                        current = await self.store.get_job(job_id)
+                        if current is None or current.status != start_status:
+                            return True
+                if on_tick is not None and time.monotonic() < deadline:
+                    await on_tick(wait_seconds - (deadline - time.monotonic()))
+
+    # ----- rate limits ----------------------------------------------------------------------
+
+    async def clear_rate_limits(self, instrument: str | None = None) -> list[str]:
+        if (
+            instrument is not None
+            and self.catalog is not None
+            and self.catalog.get(instrument) is None
+        ):
+            known = ", ".join(i.name for i in self.catalog.all())
+            raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
+        cleared = []
+        for row in await self.store.get_rate_limits():
+            wanted = instrument is None or row.instrument == instrument
+            if wanted and await self.store.clear_rate_limit(row.instrument):
+                cleared.append(row.instrument)
+        if cleared:
+            await self.manager.lift_rate_limits(cleared)
+        return cleared
 
     # ----- conductor status -----------------------------------------------------------------
 

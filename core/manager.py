@@ -28,6 +28,7 @@ from podium.core.models import (
     Outcome,
     PauseReason,
     SheetStatus,
+    WaitingReason,
     utcnow,
 )
 from podium.core.runner.process import ProcessGroupRef, RunControl, kill_recorded_group
@@ -480,6 +481,28 @@ class JobManager:
             entry.control.request_cancel()
         if self._task_group is not None:
             self._task_group.start_soon(self._terminal, job)
+
+    async def lift_rate_limits(self, instruments: Sequence[str]) -> None:
+        """Rate limits were cleared by hand: waiting sheets of those instruments may go now."""
+        async with self._lock:
+            now = utcnow()
+            for job in await self.store.jobs_with_status(
+                [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
+            ):
+                changed = []
+                for sheet in await self.store.get_sheets(job.job_id):
+                    if (
+                        sheet.status is SheetStatus.WAITING
+                        and sheet.waiting_reason is WaitingReason.RATE_LIMIT
+                        and sheet.instrument in instruments
+                    ):
+                        sheet.waiting_until = now
+                        sheet.updated_at = now
+                        changed.append(sheet)
+                if changed:
+                    await self.store.write(sheets=changed)
+                    self._publish(job, changed)
+        self.wake()
 
     # ----- control calls --------------------------------------------------------------------
 

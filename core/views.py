@@ -70,3 +70,12 @@ class ConductorStatus(_View):
     rate_limits: list[RateLimitView]
     ready: bool
     instruments: list[InstrumentView]
+
+
+class LogChunk(_View):
+    text: str
+    sheet_num: int | None
+    attempt: int | None
+    truncated: bool = Field(description="true when more log exists than `text` shows")
+    next_offset: int | None = Field(description="byte offset to pass as `offset` to read on")
+    total_bytes: int | None = None

@@ -39,6 +39,22 @@ async def read_schema_version(conn: aiosqlite.Connection) -> int:
     return int(row[0])
 
 
+async def check_not_newer(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a database written by a newer Podium, reading only (no table is created)."""
+    async with conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ) as cursor:
+        if await cursor.fetchone() is None:
+            return
+    async with conn.execute("SELECT version FROM schema_version") as cursor:
+        row = await cursor.fetchone()
+    if row is not None and int(row[0]) > LATEST_SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"database {path} has schema version {row[0]}, newer than this Podium supports "
+            f"({LATEST_SCHEMA_VERSION}); upgrade Podium or use another home"
+        )
+
+
 async def migrate(conn: aiosqlite.Connection, path: Path, target: int | None = None) -> int:
     """Bring the database up to `target` (default: latest); refuse a database that is newer."""
     target = LATEST_SCHEMA_VERSION if target is None else target

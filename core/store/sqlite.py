@@ -33,7 +33,7 @@ from podium.core.models import (
     utcnow,
 )
 from podium.core.store.rows import AttemptRow, JobQuery, JobRow, RateLimitRow, SheetRow
-from podium.core.store.schema import migrate
+from podium.core.store.schema import check_not_newer, migrate
 from podium.core.store.sqlite_codec import (
     attempt_from_row,
     attempt_params,
@@ -77,6 +77,8 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await cls._connect(path)
         try:
+            # Refuse a too-new database before anything (even the journal mode) touches it.
+            await check_not_newer(writer, path)
             await writer.execute("PRAGMA journal_mode = WAL")
             await migrate(writer, path)
             reader = await cls._connect(path)
@@ -253,50 +255,65 @@ class SQLiteStore:
         )
 
     async def save(self, checkpoint: JobDetail) -> None:
-        """Write a checkpoint back as rows (import/restore); existing rows are updated."""
+        """Write a checkpoint back as rows (import/restore). For an existing job, the
+        checkpoint's fields are copied over the stored rows, so fields a checkpoint does not
+        carry (log paths, retry budgets, snapshot path) survive a load/save round trip."""
         now = utcnow()
         existing = await self.get_job(checkpoint.job_id)
-        spec = (
-            checkpoint.spec if checkpoint.spec is not None else (existing.spec if existing else {})
-        )
-        job = JobRow(
+        stored_sheets = {s.sheet_num: s for s in await self.get_sheets(checkpoint.job_id)}
+        job = existing or JobRow(
             job_id=checkpoint.job_id,
             name=checkpoint.name,
             status=checkpoint.status,
             workspace=checkpoint.workspace,
-            spec=spec,
-            spec_fingerprint=existing.spec_fingerprint if existing else "",
+            spec={},
+            spec_fingerprint="",
             total_sheets=checkpoint.total_sheets,
             submitted_at=checkpoint.submitted_at,
             updated_at=now,
-            pause_reason=checkpoint.pause_reason,
-            error=checkpoint.error,
-            priority=checkpoint.priority,
-            labels=list(checkpoint.labels),
-            started_at=checkpoint.started_at,
-            completed_at=checkpoint.completed_at,
         )
-        sheets = [
-            SheetRow(
+        job.name = checkpoint.name
+        job.status = checkpoint.status
+        job.workspace = checkpoint.workspace
+        if checkpoint.spec is not None:
+            job.spec = checkpoint.spec
+        job.total_sheets = checkpoint.total_sheets
+        job.submitted_at = checkpoint.submitted_at
+        job.updated_at = now
+        job.pause_reason = checkpoint.pause_reason
+        job.error = checkpoint.error
+        job.priority = checkpoint.priority
+        job.labels = list(checkpoint.labels)
+        job.started_at = checkpoint.started_at
+        job.completed_at = checkpoint.completed_at
+        sheets = []
+        for state in checkpoint.sheets:
+            row = stored_sheets.get(state.sheet_num) or SheetRow(
                 job_id=checkpoint.job_id,
-                sheet_num=s.sheet_num,
-                name=s.name,
-                status=s.status,
-                instrument=s.instrument,
+                sheet_num=state.sheet_num,
+                name=state.name,
+                status=state.status,
+                instrument=state.instrument,
                 updated_at=now,
-                depends_on=list(s.depends_on),
-                attempts=s.attempts,
-                started_at=s.started_at,
-                completed_at=s.completed_at,
-                duration_seconds=s.duration_seconds,
-                last_error=s.last_error,
-                error_category=s.error_category,
-                waiting_reason=s.waiting_reason,
-                waiting_until=s.waiting_until,
-                output_tail=s.output_tail,
             )
-            for s in checkpoint.sheets
-        ]
+            row.name = state.name
+            row.status = state.status
+            row.instrument = state.instrument
+            row.updated_at = now
+            row.depends_on = list(state.depends_on)
+            row.attempts = state.attempts
+            row.started_at = state.started_at
+            row.completed_at = state.completed_at
+            row.duration_seconds = state.duration_seconds
+            row.last_error = state.last_error
+            row.error_category = state.error_category
+            row.waiting_reason = state.waiting_reason
+            row.waiting_until = state.waiting_until
+            if state.output_tail is not None and not (
+                row.output_tail and row.output_tail.endswith(state.output_tail)
+            ):
+                row.output_tail = state.output_tail
+            sheets.append(row)
         if existing is None:
             await self.create_job(job, sheets)
         else:
@@ -318,9 +335,6 @@ class SQLiteStore:
     async def query_job_rows(self, query: JobQuery) -> tuple[list[JobRow], str | None]:
         clauses: list[str] = []
         params: dict[str, Any] = {"limit": min(max(query.limit, 1), MAX_LIST_LIMIT) + 1}
-        if query.statuses:
-            clauses.append("status IN (SELECT value FROM json_each(:statuses))")
-            params["statuses"] = statuses_json(query.statuses)
         if query.name is not None:
             clauses.append("name = :name")
             params["name"] = query.name
@@ -336,10 +350,21 @@ class SQLiteStore:
         if query.cursor:
             params["cursor_at"], params["cursor_id"] = decode_cursor(query.cursor)
             clauses.append("(submitted_at, job_id) < (:cursor_at, :cursor_id)")
-        sql = Q["select_jobs_base"]
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY submitted_at DESC, job_id DESC LIMIT :limit"
+        order = " ORDER BY submitted_at DESC, job_id DESC"
+        if query.statuses:
+            # One index-ordered branch per status, merged: SQLite reads only the page it
+            # returns instead of sorting every job in those statuses.
+            branches = []
+            for i, status in enumerate(dict.fromkeys(query.statuses)):
+                params[f"status_{i}"] = status.value
+                where = " AND ".join([f"status = :status_{i}", *clauses])
+                branches.append(f"SELECT * FROM ({Q['select_jobs_base']} WHERE {where}{order})")
+            sql = " UNION ALL ".join(branches) + order + " LIMIT :limit"
+        else:
+            sql = Q["select_jobs_base"]
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += order + " LIMIT :limit"
         rows = [job_from_row(r) for r in await self._fetchall(sql, params)]
         page_size = params["limit"] - 1
         next_cursor = None
