@@ -74,8 +74,16 @@ def new_job_id(name: str) -> str:
 
 
 class Conductor:
-    def __init__(self, config: PodiumConfig) -> None:
+    def __init__(
+        self, config: PodiumConfig, *, dispatch: bool = True, read_only: bool = False
+    ) -> None:
+        """`dispatch=False` opens the home for control calls only (the CLI's pause, cancel...
+        when no server runs): nothing is started, and stopping pauses nothing.
+        `read_only=True` only reads the store, without the home lock, so the CLI can show
+        jobs while another process owns the home (WAL lets readers run beside the writer)."""
         self.config = config
+        self.read_only = read_only
+        self.dispatch = dispatch and not read_only
         self.events = EventBus()
         self._lock = HomeLock(config.lock_path)
         self._stack: AsyncExitStack | None = None
@@ -92,7 +100,8 @@ class Conductor:
         """Lock the home, open the store, reconcile a previous crash, start dispatching.
         `stop()` must be called from the same task (it closes the background task group)."""
         ensure_home(self.config)
-        self._lock.acquire()
+        if not self.read_only:
+            self._lock.acquire()
         stack = AsyncExitStack()
         try:
             stack.callback(self._lock.release)
@@ -107,13 +116,14 @@ class Conductor:
             self._manager = JobManager(
                 self.config, self._store, self.catalog, self.events, on_terminal=self._on_terminal
             )
-            recovered = await self._manager.recover()
+            recovered = [] if self.read_only else await self._manager.recover()
             if recovered:
                 log.info("reconciled jobs after restart", job_ids=recovered)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
-            task_group.start_soon(self._manager.run, task_group)
-            task_group.start_soon(self._maintenance)
+            if self.dispatch:
+                task_group.start_soon(self._manager.run, task_group)
+                task_group.start_soon(self._maintenance)
         except BaseException:
             await stack.aclose()
             raise
@@ -126,8 +136,9 @@ class Conductor:
         if self._stack is None:
             return
         self._stopping = True
-        with anyio.CancelScope(shield=True):
-            await self.manager.shutdown()
+        if self.dispatch:
+            with anyio.CancelScope(shield=True):
+                await self.manager.shutdown()
         # Not inside the shield: the task group's own cancel scope must exit in the task's
         # current scope.
         stack, self._stack = self._stack, None
@@ -590,7 +601,11 @@ class Conductor:
             uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
             home=str(self.config.home),
             jobs_by_status=await self.store.count_jobs_by_status(),
-            running_sheets=self.manager.running_count,
+            running_sheets=(
+                await self.store.count_running_sheets()
+                if self.read_only
+                else self.manager.running_count
+            ),
             pressure_level="none",
             memory_mb=round(memory_mb, 1) if memory_mb is not None else None,
             rate_limits=limits,

@@ -644,12 +644,15 @@ class JobManager:
         async with self._lock:
             self._stopping = True
             now = utcnow()
-            for job in await self.store.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING]):
-                set_job_status(job, JobStatus.PAUSED, now)
-                job.pause_reason = PauseReason.SHUTDOWN
-                await self.store.write(job)
-                self._publish(job)
             entries = list(self._running.values())
+            busy = {e.job_id for e in entries}
+            # Jobs in flight are paused; a queued job that never started stays queued.
+            for job in await self.store.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING]):
+                if job.status is JobStatus.RUNNING or job.job_id in busy:
+                    set_job_status(job, JobStatus.PAUSED, now)
+                    job.pause_reason = PauseReason.SHUTDOWN
+                    await self.store.write(job)
+                    self._publish(job)
             for entry in entries:
                 entry.stop_reason = "shutdown"
                 entry.control.request_cancel()
@@ -696,7 +699,9 @@ class JobManager:
                 if final is not None:
                     set_job_status(job, final[0], now)
                     job.error = final[1]
-                elif job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                elif job.status is JobStatus.RUNNING or (
+                    job.status is JobStatus.QUEUED and changed
+                ):
                     if self.config.auto_resume:
                         set_job_status(job, JobStatus.QUEUED, now)
                     else:

@@ -1,0 +1,87 @@
+"""Assembles the MCP server over a running `Conductor`.
+
+The conductor is owned by the process, not by the MCP lifespan (SSE runs a lifespan per
+connection), so every transport and connection shares one engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+
+from podium.core.conductor import Conductor, podium_version
+from podium.server.guard import ToolCallGuard
+from podium.server.notifier import ChangeNotifier
+from podium.server.resources import register_resources
+from podium.server.tools import register_tools
+
+INSTRUCTIONS = """Podium runs long, parallel, multi-step work in the background and never loses it.
+Submit a job (submit_job) whose sheets are shell commands or AI coding CLI runs, with
+dependencies, validations and retries; then follow it with `status` (pass wait_seconds to wait
+for a change instead of polling), read output with `logs`, and control it with pause, resume
+and cancel. Check a spec first with validate_spec. Jobs survive restarts of this server."""
+
+
+class StaticTokenVerifier:
+    """Bearer-token check for HTTP transports, in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        import hmac
+
+        if hmac.compare_digest(token.encode(), self._token.encode()):
+            return AccessToken(token=token, client_id="podium-client", scopes=["podium"])
+        return None
+
+
+class PodiumServer:
+    def __init__(
+        self,
+        conductor: Conductor,
+        *,
+        token: str | None = None,
+        issuer_url: str = "http://127.0.0.1",
+    ) -> None:
+        self.conductor = conductor
+        self.bus = InMemorySubscriptionBus()
+        auth: dict[str, Any] = {}
+        if token:
+            auth = {
+                "token_verifier": StaticTokenVerifier(token),
+                "auth": AuthSettings(
+                    issuer_url=issuer_url,
+                    resource_server_url=None,
+                    required_scopes=["podium"],
+                ),
+            }
+        self.mcp: MCPServer[Any] = MCPServer(
+            "podium",
+            version=podium_version(),
+            instructions=INSTRUCTIONS,
+            subscriptions=self.bus,
+            **auth,
+        )
+        self.mcp.middleware.append(ToolCallGuard(self.mcp._tool_manager.get_tool))
+        register_tools(self.mcp, conductor)
+        register_resources(self.mcp, conductor)
+        self.notifier = ChangeNotifier(self.bus, conductor.events)
+        self.notifier.install_legacy_handlers(self.mcp)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[PodiumServer]:
+        """Runs the change notifier for as long as the server is up."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.notifier.run)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()

@@ -1,0 +1,88 @@
+"""Turns the conductor's change events into MCP resource-updated notifications, for both
+protocol eras: `subscriptions/listen` (2026-07-28) through the SDK's subscription bus, and
+`resources/subscribe` + `notifications/resources/updated` (2025-11-25) per session."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import structlog
+from mcp.server import ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+from podium.core.events import ChangeEvent, EventBus
+
+log = structlog.get_logger("podium.notifier")
+
+JOBS_URI = "podium://jobs"
+MIN_INTERVAL_SECONDS = 1.0
+
+
+def checkpoint_uri(job_id: str) -> str:
+    return f"podium://jobs/{job_id}/checkpoint"
+
+
+class ChangeNotifier:
+    """At most about one notification per second per URI; the last change is never dropped
+    (a change inside the quiet period is sent when the period ends)."""
+
+    def __init__(self, bus: InMemorySubscriptionBus, events: EventBus) -> None:
+        self._bus = bus
+        self._events = events
+        self._legacy: dict[str, set[Any]] = {}
+        self._last_sent: dict[str, float] = {}
+        self._pending: set[str] = set()
+
+    def install_legacy_handlers(self, mcp: MCPServer[Any]) -> None:
+        async def subscribe(
+            ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
+        ) -> EmptyResult:
+            self._legacy.setdefault(str(params.uri), set()).add(ctx.session)
+            return EmptyResult()
+
+        async def unsubscribe(
+            ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
+        ) -> EmptyResult:
+            self._legacy.get(str(params.uri), set()).discard(ctx.session)
+            return EmptyResult()
+
+        lowlevel = mcp._lowlevel_server
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg, self._events.subscribe() as events:
+            tg.start_soon(self._flush_loop)
+            async for event in events:
+                for uri in self._uris(event):
+                    self._pending.add(uri)
+
+    @staticmethod
+    def _uris(event: ChangeEvent) -> list[str]:
+        uris = [checkpoint_uri(event.job_id)]
+        if event.kind in ("submitted", "job_status", "deleted"):
+            uris.append(JOBS_URI)
+        return uris
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await anyio.sleep(0.05)
+            now = time.monotonic()
+            for uri in list(self._pending):
+                if now - self._last_sent.get(uri, 0.0) >= MIN_INTERVAL_SECONDS:
+                    self._pending.discard(uri)
+                    self._last_sent[uri] = now
+                    await self._send(uri)
+
+    async def _send(self, uri: str) -> None:
+        await self._bus.publish(ResourceUpdated(uri=uri))
+        for session in list(self._legacy.get(uri, ())):
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # a closed session must not stop notifications for others
+                self._legacy.get(uri, set()).discard(session)
+                log.debug("dropped legacy subscriber", uri=uri)

@@ -1,0 +1,143 @@
+"""The MCP resources (SPEC §7): JSON views of the store and plain-text logs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+from podium.core.conductor import Conductor
+from podium.core.errors import NotFoundError, PodiumError
+
+HISTORY_LIMIT = 10_000
+RECENT_JOBS = 100
+LOG_TAIL_LINES = 500
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2)
+
+
+def _sheet_number(job_id: str, sheet_num: str) -> int:
+    if not sheet_num.isdigit() or int(sheet_num) < 1:
+        raise ResourceNotFoundError(f"sheet {sheet_num!r} of job {job_id!r}: not a sheet number")
+    return int(sheet_num)
+
+
+def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
+    async def guarded(coro: Any) -> str:
+        try:
+            result: str = await coro
+            return result
+        except NotFoundError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except PodiumError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    @mcp.resource(
+        "podium://conductor/status",
+        name="conductor-status",
+        description="The conductor: version, jobs by status, running sheets, rate limits, "
+        "instruments",
+        mime_type="application/json",
+    )
+    async def conductor_status() -> str:
+        async def read() -> str:
+            return _json((await conductor.status()).model_dump(mode="json"))
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://jobs",
+        name="jobs",
+        description=f"The {RECENT_JOBS} most recent jobs as summaries, newest first",
+        mime_type="application/json",
+    )
+    async def jobs() -> str:
+        async def read() -> str:
+            summaries, next_cursor = await conductor.list_jobs(limit=RECENT_JOBS)
+            return _json(
+                {
+                    "jobs": [s.model_dump(mode="json") for s in summaries],
+                    "next_cursor": next_cursor,
+                }
+            )
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://jobs/{job_id}/checkpoint",
+        name="job-checkpoint",
+        description="A job with every sheet and its spec (env values redacted); subscribe to "
+        "be told when it changes",
+        mime_type="application/json",
+    )
+    async def checkpoint(job_id: str) -> str:
+        async def read() -> str:
+            return _json((await conductor.checkpoint(job_id)).model_dump(mode="json"))
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://jobs/{job_id}/history",
+        name="job-history",
+        description="Execution history: one entry per attempt of every sheet",
+        mime_type="application/json",
+    )
+    async def history(job_id: str) -> str:
+        async def read() -> str:
+            entries, total = await conductor.get_execution_history(job_id, limit=HISTORY_LIMIT)
+            return _json(
+                {
+                    "job_id": job_id,
+                    "total": total,
+                    "truncated": total > len(entries),
+                    "entries": [e.model_dump(mode="json") for e in entries],
+                }
+            )
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://jobs/{job_id}/logs",
+        name="job-logs",
+        description=f"The last {LOG_TAIL_LINES} lines of every sheet's latest log",
+        mime_type="text/plain",
+    )
+    async def job_logs(job_id: str) -> str:
+        async def read() -> str:
+            chunk = await conductor.read_logs(job_id, tail_lines=LOG_TAIL_LINES)
+            return chunk.text
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://jobs/{job_id}/sheets/{sheet_num}/log",
+        name="sheet-log",
+        description=f"The last {LOG_TAIL_LINES} lines of a sheet's latest attempt log",
+        mime_type="text/plain",
+    )
+    async def sheet_log(job_id: str, sheet_num: str) -> str:
+        async def read() -> str:
+            number = _sheet_number(job_id, sheet_num)
+            chunk = await conductor.read_logs(job_id, sheet=number, tail_lines=LOG_TAIL_LINES)
+            return chunk.text
+
+        return await guarded(read())
+
+    @mcp.resource(
+        "podium://snapshots/{job_id}/{snapshot_id}",
+        name="snapshot-manifest",
+        description="A snapshot's manifest: files, size, creation time",
+        mime_type="application/json",
+    )
+    async def snapshot(job_id: str, snapshot_id: str) -> str:
+        async def read() -> str:
+            for info in await conductor.list_snapshots(job_id):
+                if info.snapshot_id == snapshot_id:
+                    return _json(info.model_dump(mode="json"))
+            raise NotFoundError(f"snapshot {snapshot_id!r} of job {job_id!r} not found")
+
+        return await guarded(read())
