@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import wait_for_job
+from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.errors import PodiumError
@@ -19,8 +19,14 @@ FAILING = {"name": "failing", "retry": {"max_retries": 0}, "sheets": [{"prompt":
 
 
 async def _finished(conductor: Conductor, spec: dict[str, object]) -> str:
+    """A finished job whose snapshot (taken just after the terminal transition) exists."""
     job = await conductor.submit_job(spec=spec)
     await wait_for_job(conductor, job.job_id)
+
+    async def snapshotted() -> bool:
+        return bool(await conductor.list_snapshots(job.job_id))
+
+    await wait_until(snapshotted)
     return job.job_id
 
 
