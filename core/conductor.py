@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import structlog
 
-from podium.core.config import PodiumConfig
-from podium.core.errors import NotFoundError, PodiumError, SpecError
+from podium.core.config import PodiumConfig, load_config
+from podium.core.errors import BackpressureError, NotFoundError, PodiumError, SpecError
 from podium.core.events import ChangeEvent, EventBus
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
@@ -38,6 +37,7 @@ from podium.core.models import (
     utcnow,
 )
 from podium.core.paths import confine, resolve_workspace
+from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
 from podium.core.runner.logs import read_log_range, read_log_tail
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
 from podium.core.spec.loader import LoadedSpec, load_spec, redact_spec
@@ -49,6 +49,7 @@ from podium.core.views import (
     InstrumentView,
     LogChunk,
     RateLimitView,
+    ReloadResult,
     SheetPlan,
     SpecErrorItem,
     SubmittedJob,
@@ -59,6 +60,20 @@ log = structlog.get_logger("podium.conductor")
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAINTENANCE_INTERVAL_SECONDS = 600.0
+# Readiness drops when at least this share of recent attempts failed.
+ELEVATED_FAILURE_RATE = 0.9
+RESTART_ONLY_KEYS = {
+    "home": "the home cannot change while a conductor owns it",
+    "auto_resume": "applies when the conductor starts",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 LOG_PAGE_BYTES = 256 * 1024
 
 
@@ -75,13 +90,20 @@ def new_job_id(name: str) -> str:
 
 class Conductor:
     def __init__(
-        self, config: PodiumConfig, *, dispatch: bool = True, read_only: bool = False
+        self,
+        config: PodiumConfig,
+        *,
+        dispatch: bool = True,
+        read_only: bool = False,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         """`dispatch=False` opens the home for control calls only (the CLI's pause, cancel...
         when no server runs): nothing is started, and stopping pauses nothing.
         `read_only=True` only reads the store, without the home lock, so the CLI can show
         jobs while another process owns the home (WAL lets readers run beside the writer)."""
         self.config = config
+        # CLI flags keep winning over config.yaml when the config is reloaded.
+        self._overrides = dict(overrides or {})
         self.read_only = read_only
         self.dispatch = dispatch and not read_only
         self.events = EventBus()
@@ -93,6 +115,7 @@ class Conductor:
         self.catalog: InstrumentCatalog | None = None
         self._started_monotonic = 0.0
         self._stopping = False
+        self.monitor: ResourceMonitor | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -116,6 +139,14 @@ class Conductor:
             self._manager = JobManager(
                 self.config, self._store, self.catalog, self.events, on_terminal=self._on_terminal
             )
+            self.monitor = await anyio.to_thread.run_sync(
+                lambda: ResourceMonitor(
+                    self.config.max_memory_mb,
+                    self.config.max_processes,
+                    self.config.monitor_interval_seconds,
+                )
+            )
+            self._manager.set_pressure(self.monitor.last.level, self.monitor.last.reason)
             recovered = [] if self.read_only else await self._manager.recover()
             if recovered:
                 log.info("reconciled jobs after restart", job_ids=recovered)
@@ -124,6 +155,7 @@ class Conductor:
             if self.dispatch:
                 task_group.start_soon(self._manager.run, task_group)
                 task_group.start_soon(self._maintenance)
+                task_group.start_soon(self.monitor.run, self._on_sample)
         except BaseException:
             await stack.aclose()
             raise
@@ -181,6 +213,52 @@ class Conductor:
             except OSError:
                 log.exception("snapshot cleanup failed")
             await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+
+    def _on_sample(self, sample: ResourceSample) -> None:
+        self.manager.set_pressure(sample.level, sample.reason)
+
+    async def _check_pressure(self) -> None:
+        """Refuse new work at critical pressure, with the reason (memory or processes)."""
+        if self.monitor is None:
+            return
+        sample = await anyio.to_thread.run_sync(self.monitor.sample)
+        self.manager.set_pressure(sample.level, sample.reason)
+        if sample.level is PressureLevel.CRITICAL:
+            raise BackpressureError(
+                f"not accepting jobs: {sample.reason}; running jobs continue, submit again "
+                "when usage drops or raise the limit (config.yaml, then podium reload)"
+            )
+
+    async def reload(self) -> ReloadResult:
+        """Re-read config.yaml (and the environment) and apply what can change live."""
+        fresh = await anyio.to_thread.run_sync(
+            lambda: load_config(home=self.config.home, overrides=self._overrides)
+        )
+        applied: dict[str, list[Any]] = {}
+        not_applied: dict[str, str] = {}
+        for key in PodiumConfig.model_fields:
+            old, new = getattr(self.config, key), getattr(fresh, key)
+            if old == new:
+                continue
+            if key in RESTART_ONLY_KEYS:
+                not_applied[key] = RESTART_ONLY_KEYS[key]
+            else:
+                applied[key] = [_jsonable(old), _jsonable(new)]
+        self.config = fresh.model_copy(update={k: getattr(self.config, k) for k in not_applied})
+        self.manager.apply_config(self.config)
+        if self.monitor is not None:
+            self.monitor.set_limits(
+                self.config.max_memory_mb,
+                self.config.max_processes,
+                self.config.monitor_interval_seconds,
+            )
+            self.manager.set_pressure(self.monitor.last.level, self.monitor.last.reason)
+        self.catalog = await anyio.to_thread.run_sync(
+            InstrumentCatalog.load, self.config.instruments_dir
+        )
+        self.manager.catalog = self.catalog
+        log.info("configuration reloaded", applied=applied, not_applied=not_applied)
+        return ReloadResult(applied=applied, not_applied=not_applied)
 
     async def _on_terminal(self, job: JobRow) -> None:
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
@@ -263,6 +341,7 @@ class Conductor:
         if self._stopping:
             raise PodiumError("the conductor is shutting down; submit again after it restarts")
         loaded = self._load(spec, spec_yaml, path, extra_roots)
+        await self._check_pressure()
         job_id = job_id or new_job_id(loaded.spec.name)
         base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
         workspace = resolve_workspace(
@@ -580,10 +659,9 @@ class Conductor:
             for r in await self.store.get_rate_limits()
             if r.until > now
         ]
-        try:
-            memory_mb: float | None = psutil.Process().memory_info().rss / 1_048_576
-        except psutil.Error:
-            memory_mb = None
+        sample = self.monitor.last if self.monitor is not None else None
+        memory_mb = sample.memory_mb if sample is not None else None
+        failure_rate = None if self.read_only else self.manager.failure_rate
         instruments = [
             InstrumentView(
                 name=i.name,
@@ -606,10 +684,18 @@ class Conductor:
                 if self.read_only
                 else self.manager.running_count
             ),
-            pressure_level="none",
+            pressure_level=sample.level.value if sample is not None else "none",
+            pressure_reason=sample.reason if sample is not None else None,
+            processes=sample.processes if sample is not None else None,
+            failure_rate=failure_rate,
             memory_mb=round(memory_mb, 1) if memory_mb is not None else None,
             rate_limits=limits,
-            ready=not self._stopping and self._stack is not None,
+            ready=(
+                not self._stopping
+                and self._stack is not None
+                and (sample is None or sample.level is not PressureLevel.CRITICAL)
+                and (failure_rate is None or failure_rate < ELEVATED_FAILURE_RATE)
+            ),
             instruments=instruments,
         )
 

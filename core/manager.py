@@ -8,6 +8,8 @@ the changed rows in one transaction before anything is announced.
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +33,7 @@ from podium.core.models import (
     WaitingReason,
     utcnow,
 )
+from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef, RunControl, kill_recorded_group
 from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.scheduler import JobState, Limits, next_wakeup, pick_dispatches
@@ -64,6 +67,10 @@ TerminalHook = Callable[[JobRow], Awaitable[None]]
 
 # Longest the dispatch loop sleeps without a wake-up, as a safety net for missed events.
 IDLE_RECHECK_SECONDS = 5.0
+HIGH_PRESSURE_GAP_SECONDS = 2.0
+RECENT_OUTCOMES = 50
+MIN_OUTCOMES_FOR_RATE = 10
+_PRESSURE_ORDER = list(PressureLevel)
 
 
 @dataclass
@@ -99,7 +106,10 @@ class JobManager:
         self._released_instruments: set[str] = set()
         self._task_group: TaskGroup | None = None
         self._stopping = False
-        self.dispatch_paused_reason: str | None = None
+        self.pressure = PressureLevel.NONE
+        self.pressure_reason: str | None = None
+        self._last_slow_dispatch = 0.0
+        self.recent_outcomes: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
         self.limits = Limits(config.max_concurrent_jobs, config.max_concurrent_sheets)
         self._base_env = dict(os.environ)
 
@@ -243,7 +253,7 @@ class JobManager:
                 max_parallel = int(job.spec.get("concurrency", {}).get("max_parallel_sheets", 4))
                 states.append(JobState(job, sheets, max_parallel))
             held = await self._held_instruments(now)
-            if self.dispatch_paused_reason is None:
+            if self._may_dispatch():
                 picks = pick_dispatches(
                     states,
                     self.limits,
@@ -252,12 +262,44 @@ class JobManager:
                     held_instruments=held.keys(),
                     one_per_instrument=self._released_instruments,
                 )
+                if self.pressure is PressureLevel.HIGH:
+                    # High pressure: keep going, but one sheet at a time with a pause between.
+                    picks = picks[:1]
+                    if picks:
+                        self._last_slow_dispatch = time.monotonic()
                 for state, sheet in picks:
                     await self._start_sheet(state.job, state.sheets, sheet, now)
             wake_at = next_wakeup(states, held)
+            if self.pressure is PressureLevel.HIGH:
+                slow = now + timedelta(seconds=HIGH_PRESSURE_GAP_SECONDS)
+                wake_at = min(wake_at, slow) if wake_at else slow
             if deadlines:
                 wake_at = min([*deadlines, wake_at] if wake_at else deadlines)
             return wake_at
+
+    def _may_dispatch(self) -> bool:
+        if self.pressure is PressureLevel.CRITICAL:
+            return False
+        if self.pressure is PressureLevel.HIGH:
+            return time.monotonic() - self._last_slow_dispatch >= HIGH_PRESSURE_GAP_SECONDS
+        return True
+
+    def set_pressure(self, level: PressureLevel, reason: str | None) -> None:
+        eased = _PRESSURE_ORDER.index(level) < _PRESSURE_ORDER.index(self.pressure)
+        self.pressure, self.pressure_reason = level, reason
+        if eased:
+            self.wake()
+
+    def apply_config(self, config: PodiumConfig) -> None:
+        self.config = config
+        self.limits = Limits(config.max_concurrent_jobs, config.max_concurrent_sheets)
+        self.wake()
+
+    @property
+    def failure_rate(self) -> float | None:
+        if len(self.recent_outcomes) < MIN_OUTCOMES_FOR_RATE:
+            return None
+        return 1 - sum(self.recent_outcomes) / len(self.recent_outcomes)
 
     def _deadline(self, job: JobRow) -> datetime | None:
         seconds = job.spec.get("deadline_seconds")
@@ -419,6 +461,8 @@ class JobManager:
                     )
                 if outcome is Outcome.COMPLETED:
                     self._released_instruments.discard(sheet.instrument)
+                if outcome is not Outcome.RATE_LIMITED:
+                    self.recent_outcomes.append(outcome is Outcome.COMPLETED)
             result_for_row = result
             if outcome is Outcome.INTERRUPTED:
                 result_for_row = with_category(result, ErrorCategory.INTERRUPTED)

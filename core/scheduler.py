@@ -99,7 +99,13 @@ def pick_dispatches(
             candidates[state.job.job_id] = ready_sheets(state.sheets, now, held_instruments)
     active_jobs = sum(1 for s in jobs if s.running > 0)
     picked: list[tuple[JobState, SheetRow]] = []
-    released_used: set[str] = set()
+    # A released instrument whose first sheet is already running lets nothing else through.
+    released_used: set[str] = {
+        sheet.instrument
+        for state in jobs
+        for sheet in state.sheets
+        if sheet.status is SheetStatus.RUNNING and sheet.instrument in one_per_instrument
+    }
     while free > 0:
         eligible = []
         for state in jobs:

@@ -3,6 +3,8 @@ status. Field names follow SPEC §7."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from podium.core.models import JobSummary, UtcTime
@@ -70,6 +72,9 @@ class ConductorStatus(_View):
     rate_limits: list[RateLimitView]
     ready: bool
     instruments: list[InstrumentView]
+    pressure_reason: str | None = None
+    processes: int | None = Field(None, description="live descendants of the conductor")
+    failure_rate: float | None = Field(None, description="share of recent attempts that failed")
 
 
 class LogChunk(_View):
@@ -79,3 +84,8 @@ class LogChunk(_View):
     truncated: bool = Field(description="true when more log exists than `text` shows")
     next_offset: int | None = Field(description="byte offset to pass as `offset` to read on")
     total_bytes: int | None = None
+
+
+class ReloadResult(_View):
+    applied: dict[str, list[Any]] = Field(description="key -> [old, new], in effect now")
+    not_applied: dict[str, str] = Field(description="key -> why it needs a restart")

@@ -23,6 +23,10 @@ from podium.server.logging_setup import configure_logging
 
 
 def _config(args: argparse.Namespace) -> PodiumConfig:
+    return load_config(home=Path(args.home) if args.home else None, overrides=_overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "allow_root", None):
         overrides["allowed_roots"] = [Path(p) for p in args.allow_root]
@@ -30,7 +34,7 @@ def _config(args: argparse.Namespace) -> PodiumConfig:
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
-    return load_config(home=Path(args.home) if args.home else None, overrides=overrides)
+    return overrides
 
 
 @asynccontextmanager
@@ -123,8 +127,27 @@ async def _serve(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("PODIUM_TOKEN") or None,
         allowed_hosts=args.allowed_host or [],
     )
-    await serve(config, args.transport, options)
+    await serve(config, args.transport, options, overrides=_overrides(args))
     return 0
+
+
+async def _reload(args: argparse.Namespace) -> int:
+    """Ask the conductor that owns the home to re-read its configuration (SIGHUP)."""
+    from podium.core.home import HomeLock, read_lock_owner
+
+    config = _config(args)
+    lock = HomeLock(config.lock_path)
+    try:
+        lock.acquire()
+    except PodiumError:
+        pid = read_lock_owner(config.lock_path)
+        if pid is None:
+            raise PodiumError(f"cannot tell which process owns {config.home}") from None
+        os.kill(pid, signal.SIGHUP)
+        print(f"asked the conductor (pid {pid}) of {config.home} to reload its configuration")
+        return 0
+    lock.release()
+    raise PodiumError(f"no conductor is running on {config.home}; nothing to reload")
 
 
 # ----- read commands --------------------------------------------------------------------------
@@ -345,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots = sub.add_parser("snapshots", help="list snapshots")
     snapshots.add_argument("job", nargs="?")
     snapshots.set_defaults(handler=_snapshots)
+
+    reload = sub.add_parser("reload", help="make the running conductor re-read config.yaml")
+    reload.set_defaults(handler=_reload)
 
     instruments = sub.add_parser("instruments", help="list instruments and their availability")
     instruments.set_defaults(handler=_instruments)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import signal
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import structlog
@@ -100,17 +100,23 @@ def build_http_app(server: PodiumServer, transport: Transport, options: HttpOpti
     )
 
 
-async def serve(config: PodiumConfig, transport: Transport, options: HttpOptions) -> None:
+async def serve(
+    config: PodiumConfig,
+    transport: Transport,
+    options: HttpOptions,
+    overrides: dict[str, Any] | None = None,
+) -> None:
     if transport != "stdio":
         check_http_options(options)
-    conductor = Conductor(config)
+    conductor = Conductor(config, overrides=overrides)
     await conductor.start()
     try:
         issuer = f"http://{options.host}:{options.port}"
         server = PodiumServer(
             conductor, token=options.token if transport != "stdio" else None, issuer_url=issuer
         )
-        async with server.running():
+        async with server.running(), anyio.create_task_group() as signals:
+            signals.start_soon(_reload_on_sighup, conductor)
             if transport == "stdio":
                 await _serve_stdio(server)
             else:
@@ -125,6 +131,7 @@ async def serve(config: PodiumConfig, transport: Transport, options: HttpOptions
                 log.info("serving", transport=transport, host=options.host, port=options.port)
                 # The app's own lifespan runs the streamable-HTTP session manager.
                 await uvicorn.Server(uv_config).serve()
+            signals.cancel_scope.cancel()
     finally:
         await conductor.stop()
 
@@ -135,7 +142,7 @@ async def _serve_stdio(server: PodiumServer) -> None:
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
                 async for _ in sigs:
                     tg.cancel_scope.cancel()
                     return
@@ -146,3 +153,14 @@ async def _serve_stdio(server: PodiumServer) -> None:
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(run)
+
+
+async def _reload_on_sighup(conductor: Conductor) -> None:
+    """SIGHUP (sent by `podium reload`) re-reads config.yaml and applies it live."""
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            try:
+                result = await conductor.reload()
+                log.info("reloaded", applied=result.applied, not_applied=result.not_applied)
+            except PodiumError as exc:
+                log.error("reload failed; the previous configuration stays", error=str(exc))

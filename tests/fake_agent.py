@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""A stand-in for an AI coding CLI, driven by its prompt (one argument):
+
+ratelimit-once:NAME  first call prints a rate-limit error with "retry after 2 seconds" and
+                     fails; later calls succeed (state kept in NAME.state in the cwd)
+auth                 prints an auth error and fails
+chatty-success       succeeds while mentioning "rate limit" in its output
+anything else        succeeds, echoing the prompt
+"""
+
+import sys
+from pathlib import Path
+
+arg = sys.argv[1] if len(sys.argv) > 1 else ""
+if arg == "--version":
+    print("fake-agent 1.0")
+    sys.exit(0)
+if arg.startswith("ratelimit-once:"):
+    state = Path(arg.split(":", 1)[1] + ".state")
+    if not state.exists():
+        state.write_text("limited")
+        print("Error: 429 rate limit exceeded, retry after 2 seconds", file=sys.stderr)
+        sys.exit(1)
+    print("done after the rate limit")
+    sys.exit(0)
+if arg.startswith("timed:"):
+    import time
+
+    log = Path(arg.split(":", 1)[1])
+    with log.open("a") as f:
+        f.write(f"start {time.time()}\n")
+    time.sleep(0.4)
+    with log.open("a") as f:
+        f.write(f"end {time.time()}\n")
+    sys.exit(0)
+if arg == "auth":
+    print("Error: invalid api key", file=sys.stderr)
+    sys.exit(1)
+if arg == "chatty-success":
+    print("note: no rate limit was hit this time (429 is just a number)")
+    sys.exit(0)
+print(f"ok: {arg}")
