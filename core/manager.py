@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,24 +18,30 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
-from podium.core.errors import ConflictError, InvalidTransitionError, NotFoundError
-from podium.core.events import ChangeEvent, EventBus
-from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.control import ControlCalls
+from podium.core.errors import ConflictError
+from podium.core.events import ChangeEvent
+from podium.core.manager_core import (
+    _PRESSURE_ORDER,
+    HIGH_PRESSURE_GAP_SECONDS,
+    IDLE_RECHECK_SECONDS,
+    MIN_OUTCOMES_FOR_RATE,
+    RunningSheet,
+)
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
-    JobSummary,
     Outcome,
     PauseReason,
     SheetStatus,
-    WaitingReason,
     utcnow,
 )
 from podium.core.pressure import PressureLevel
-from podium.core.runner.process import ProcessGroupRef, RunControl, kill_recorded_group
+from podium.core.recovery import Recovery
+from podium.core.runner.process import ProcessGroupRef
 from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.scheduler import JobState, Limits, next_wakeup, pick_dispatches
-from podium.core.spec.loader import LoadedSpec, load_spec
+from podium.core.spec.loader import LoadedSpec
 from podium.core.spec.templating import (
     TemplateContext,
     TemplateRenderError,
@@ -45,18 +49,14 @@ from podium.core.spec.templating import (
     render_validation,
 )
 from podium.core.store.rows import AttemptRow, JobRow, RateLimitRow, SheetRow
-from podium.core.store.sqlite import SQLiteStore
 from podium.core.transitions import (
     ancestors,
     apply_attempt_result,
-    apply_spec_change,
     failed_before_start,
     final_job_status,
     finish_attempt_row,
     mark_terminal,
-    match_sheets,
     reset_for_retry,
-    resettable,
     set_job_status,
     with_category,
 )
@@ -65,86 +65,10 @@ log = structlog.get_logger("podium.manager")
 
 TerminalHook = Callable[[JobRow], Awaitable[None]]
 
-# Longest the dispatch loop sleeps without a wake-up, as a safety net for missed events.
-IDLE_RECHECK_SECONDS = 5.0
-HIGH_PRESSURE_GAP_SECONDS = 2.0
-RECENT_OUTCOMES = 50
-MIN_OUTCOMES_FOR_RATE = 10
-_PRESSURE_ORDER = list(PressureLevel)
 
-
-@dataclass
-class RunningSheet:
-    job_id: str
-    sheet_num: int
-    attempt: int
-    control: RunControl = field(default_factory=RunControl)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    # Why the conductor is stopping this attempt: "cancel", "deadline" or "shutdown".
-    stop_reason: str | None = None
-
-
-class JobManager:
-    def __init__(
-        self,
-        config: PodiumConfig,
-        store: SQLiteStore,
-        catalog: InstrumentCatalog,
-        events: EventBus,
-        on_terminal: TerminalHook | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.catalog = catalog
-        self.events = events
-        self._on_terminal = on_terminal
-        self._lock = anyio.Lock()
-        self._wake = anyio.Event()
-        self._running: dict[tuple[str, int], RunningSheet] = {}
-        self._specs: dict[str, tuple[str, LoadedSpec]] = {}
-        self._pending_modify: dict[str, tuple[LoadedSpec, bool]] = {}
-        self._released_instruments: set[str] = set()
-        self._task_group: TaskGroup | None = None
-        self._stopping = False
-        self.pressure = PressureLevel.NONE
-        self.pressure_reason: str | None = None
-        self._last_slow_dispatch = 0.0
-        self.recent_outcomes: deque[bool] = deque(maxlen=RECENT_OUTCOMES)
-        self.limits = Limits(config.max_concurrent_jobs, config.max_concurrent_sheets)
-        self._base_env = dict(os.environ)
-
-    # ----- plumbing -------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
-
-    def _publish(self, job: JobRow, sheets: Sequence[SheetRow] = (), kind: str = "sheet") -> None:
-        self.events.publish(ChangeEvent(job.job_id, "job_status", job.status.value))
-        for sheet in sheets:
-            self.events.publish(
-                ChangeEvent(job.job_id, kind, sheet.status.value, sheet_num=sheet.sheet_num)
-            )
-
-    async def _require_job(self, job_id: str) -> JobRow:
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
-        return job
-
-    def _spec_for(self, job: JobRow) -> LoadedSpec:
-        cached = self._specs.get(job.job_id)
-        if cached is not None and cached[0] == job.spec_fingerprint:
-            return cached[1]
-        loaded = load_spec(data=job.spec)
-        self._specs[job.job_id] = (job.spec_fingerprint, loaded)
-        return loaded
-
-    def _entries_for(self, job_id: str) -> list[RunningSheet]:
-        return [e for (jid, _), e in self._running.items() if jid == job_id]
+class JobManager(ControlCalls, Recovery):
+    """Submit, the dispatch loop and attempt results; control calls and recovery come from
+    the mixed-in parts. All share one lock, so transitions never interleave."""
 
     # ----- submit ---------------------------------------------------------------------------
 
@@ -498,14 +422,6 @@ class JobManager:
         if self._task_group is not None:
             self._task_group.start_soon(self._terminal, job)
 
-    async def _terminal(self, job: JobRow) -> None:
-        self._specs.pop(job.job_id, None)
-        if self._on_terminal is not None:
-            try:
-                await self._on_terminal(job)
-            except Exception:
-                log.exception("terminal hook failed", job_id=job.job_id)
-
     async def _expire(self, job: JobRow, sheets: list[SheetRow], now: datetime) -> None:
         """The job ran past `deadline_seconds`: stop its sheets and fail it."""
         seconds = job.spec.get("deadline_seconds")
@@ -525,244 +441,3 @@ class JobManager:
             entry.control.request_cancel()
         if self._task_group is not None:
             self._task_group.start_soon(self._terminal, job)
-
-    async def lift_rate_limits(self, instruments: Sequence[str]) -> None:
-        """Rate limits were cleared by hand: waiting sheets of those instruments may go now."""
-        async with self._lock:
-            now = utcnow()
-            for job in await self.store.jobs_with_status(
-                [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
-            ):
-                changed = []
-                for sheet in await self.store.get_sheets(job.job_id):
-                    if (
-                        sheet.status is SheetStatus.WAITING
-                        and sheet.waiting_reason is WaitingReason.RATE_LIMIT
-                        and sheet.instrument in instruments
-                    ):
-                        sheet.waiting_until = now
-                        sheet.updated_at = now
-                        changed.append(sheet)
-                if changed:
-                    await self.store.write(sheets=changed)
-                    self._publish(job, changed)
-        self.wake()
-
-    # ----- control calls --------------------------------------------------------------------
-
-    async def pause(self, job_id: str, immediate: bool) -> JobSummary:
-        async with self._lock:
-            job = await self._require_job(job_id)
-            if job.status.is_terminal:
-                raise InvalidTransitionError(
-                    f"job {job_id!r} is {job.status.value}; only queued or running jobs can be "
-                    "paused"
-                )
-            if job.status is JobStatus.PAUSED:
-                return job.summary()
-            set_job_status(job, JobStatus.PAUSED, utcnow())
-            job.pause_reason = PauseReason.USER
-            await self.store.write(job)
-            self._publish(job)
-            if immediate:
-                for entry in self._entries_for(job_id):
-                    await entry.control.suspend()
-            return job.summary()
-
-    async def resume(
-        self, job_id: str, changed_spec: LoadedSpec | None, retry_failed: bool
-    ) -> JobSummary:
-        async with self._lock:
-            job = await self._require_job(job_id)
-            if job.status is JobStatus.COMPLETED:
-                raise InvalidTransitionError(
-                    f"job {job_id!r} is completed; there is nothing to resume (submit it again "
-                    "to re-run)"
-                )
-            sheets = await self.store.get_sheets(job_id)
-            if changed_spec is not None:
-                # Validate before touching anything: a bad changed spec leaves the job as it was.
-                match_sheets(sheets, changed_spec)
-            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-                if changed_spec is None:
-                    return job.summary()
-                # A modify: no new sheets start; running ones end; then the new spec applies.
-                self._pending_modify[job_id] = (changed_spec, retry_failed)
-                set_job_status(job, JobStatus.PAUSED, utcnow())
-                job.pause_reason = PauseReason.USER
-                await self.store.write(job)
-                self._publish(job)
-                if not self._entries_for(job_id):
-                    await self._apply_pending_modify(job_id)
-                job = await self._require_job(job_id)
-                return job.summary()
-            summary = await self._resume_now(job, sheets, changed_spec, retry_failed)
-        self.wake()
-        return summary
-
-    async def _apply_pending_modify(self, job_id: str) -> None:
-        changed_spec, retry_failed = self._pending_modify.pop(job_id)
-        job = await self._require_job(job_id)
-        if job.status is not JobStatus.PAUSED:
-            return
-        sheets = await self.store.get_sheets(job_id)
-        await self._resume_now(job, sheets, changed_spec, retry_failed)
-        self.wake()
-
-    async def _resume_now(
-        self,
-        job: JobRow,
-        sheets: list[SheetRow],
-        changed_spec: LoadedSpec | None,
-        retry_failed: bool,
-    ) -> JobSummary:
-        now = utcnow()
-        changed: list[SheetRow] = []
-        if changed_spec is not None:
-            changed += apply_spec_change(job, sheets, changed_spec, now)
-            self._specs[job.job_id] = (job.spec_fingerprint, changed_spec)
-        if retry_failed:
-            for sheet in resettable(sheets):
-                reset_for_retry(sheet, now)
-                changed.append(sheet)
-        entries = self._entries_for(job.job_id)
-        set_job_status(job, JobStatus.RUNNING if entries else JobStatus.QUEUED, now)
-        job.error = None
-        final = final_job_status(sheets)
-        if final is not None:
-            set_job_status(job, final[0], now)
-            job.error = final[1]
-        unique = list({s.sheet_num: s for s in changed}.values())
-        await self.store.write(job, unique)
-        self._publish(job, changed)
-        for entry in entries:
-            if entry.control.suspended:
-                await entry.control.resume()
-        if final is not None and self._task_group is not None:
-            self._task_group.start_soon(self._terminal, job)
-        return job.summary()
-
-    async def cancel(self, job_id: str) -> JobSummary:
-        async with self._lock:
-            job = await self._require_job(job_id)
-            if job.status is JobStatus.CANCELLED:
-                return job.summary()
-            if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
-                raise InvalidTransitionError(
-                    f"job {job_id!r} is already {job.status.value}; only queued, running or "
-                    "paused jobs can be cancelled"
-                )
-            now = utcnow()
-            self._pending_modify.pop(job_id, None)
-            sheets = await self.store.get_sheets(job_id)
-            entries = self._entries_for(job_id)
-            running = {e.sheet_num for e in entries}
-            changed = []
-            for sheet in sheets:
-                if not sheet.status.is_terminal and sheet.sheet_num not in running:
-                    mark_terminal(
-                        sheet, SheetStatus.CANCELLED, now, "cancelled", ErrorCategory.CANCELLED
-                    )
-                    changed.append(sheet)
-            set_job_status(job, JobStatus.CANCELLED, now)
-            job.error = None
-            await self.store.write(job, changed)
-            self._publish(job, changed)
-            for entry in entries:
-                entry.stop_reason = "cancel"
-                entry.control.request_cancel()
-        await self._wait_entries(entries)
-        await self._terminal(job)
-        job = await self._require_job(job_id)
-        return job.summary()
-
-    async def _wait_entries(self, entries: Sequence[RunningSheet]) -> None:
-        with anyio.move_on_after(self.config.kill_grace_seconds + 2):
-            for entry in entries:
-                await entry.done.wait()
-
-    # ----- recovery and shutdown ------------------------------------------------------------
-
-    async def shutdown(self) -> None:
-        """Stop dispatching, end running sheets, and leave their jobs paused (`shutdown`)."""
-        async with self._lock:
-            self._stopping = True
-            now = utcnow()
-            entries = list(self._running.values())
-            busy = {e.job_id for e in entries}
-            # Jobs in flight are paused; a queued job that never started stays queued.
-            for job in await self.store.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING]):
-                if job.status is JobStatus.RUNNING or job.job_id in busy:
-                    set_job_status(job, JobStatus.PAUSED, now)
-                    job.pause_reason = PauseReason.SHUTDOWN
-                    await self.store.write(job)
-                    self._publish(job)
-            for entry in entries:
-                entry.stop_reason = "shutdown"
-                entry.control.request_cancel()
-        self.wake()
-        await self._wait_entries(entries)
-
-    async def recover(self) -> list[str]:
-        """Reconcile what a dead conductor left behind; returns the job ids touched.
-
-        In-flight attempts become `interrupted` (their process group is killed first, but only
-        when pgid and leader start time both match the record), their sheets go back to
-        `pending`, and active jobs become paused (`interrupted`), or continue with auto_resume.
-        """
-        async with self._lock:
-            now = utcnow()
-            touched: set[str] = set()
-            for attempt in await self.store.get_in_flight_attempts():
-                if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
-                    ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
-                    killed = await kill_recorded_group(ref, self.config.kill_grace_seconds)
-                    if killed:
-                        log.warning("killed leftover process group", pgid=ref.pgid)
-                attempt.outcome = Outcome.INTERRUPTED
-                attempt.error_category = ErrorCategory.INTERRUPTED
-                attempt.error = "the conductor stopped while this attempt was running"
-                attempt.ended_at = now
-                await self.store.write(attempts=[attempt])
-                touched.add(attempt.job_id)
-            active = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
-            for job in await self.store.jobs_with_status(active):
-                sheets = await self.store.get_sheets(job.job_id)
-                changed = []
-                for sheet in sheets:
-                    if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
-                        interrupted = sheet.status is SheetStatus.RUNNING
-                        keep_retries = sheet.retries_used
-                        reset_for_retry(sheet, now)
-                        sheet.retries_used = keep_retries
-                        if interrupted:
-                            sheet.last_error = "interrupted: the conductor stopped"
-                            sheet.error_category = ErrorCategory.INTERRUPTED
-                        changed.append(sheet)
-                final = final_job_status(sheets)
-                if final is not None:
-                    set_job_status(job, final[0], now)
-                    job.error = final[1]
-                elif job.status is JobStatus.RUNNING or (
-                    job.status is JobStatus.QUEUED and changed
-                ):
-                    if self.config.auto_resume:
-                        set_job_status(job, JobStatus.QUEUED, now)
-                    else:
-                        set_job_status(job, JobStatus.PAUSED, now)
-                        job.pause_reason = PauseReason.INTERRUPTED
-                elif self.config.auto_resume and job.pause_reason in (
-                    PauseReason.INTERRUPTED,
-                    PauseReason.SHUTDOWN,
-                ):
-                    set_job_status(job, JobStatus.QUEUED, now)
-                else:
-                    if not changed:
-                        continue
-                job.conductor_pid = os.getpid()
-                job.updated_at = now
-                await self.store.write(job, changed)
-                self._publish(job, changed)
-                touched.add(job.job_id)
-        self.wake()
-        return sorted(touched)

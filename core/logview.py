@@ -1,0 +1,108 @@
+"""Reading sheet logs for views: only from Podium's own logs directory, paged and capped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from podium.core.errors import NotFoundError, PodiumError
+from podium.core.paths import confine
+from podium.core.runner.logs import read_log_range, read_log_tail
+from podium.core.store.rows import JobRow
+from podium.core.store.sqlite import SQLiteStore
+from podium.core.views import LogChunk
+
+LOG_PAGE_BYTES = 256 * 1024
+
+
+class LogReader:
+    def __init__(self, store: SQLiteStore, logs_dir: Path) -> None:
+        self.store = store
+        self._logs_dir = logs_dir
+
+    async def read(
+        self,
+        job: JobRow,
+        *,
+        sheet: int | None = None,
+        attempt: int | None = None,
+        tail_lines: int = 200,
+        offset: int | None = None,
+    ) -> LogChunk:
+        """A sheet attempt's log (latest attempt by default), or with no sheet the combined
+        tail of every sheet's latest log. `offset` pages forward from a byte offset."""
+        job_id = job.job_id
+        if sheet is None:
+            if attempt is not None or offset is not None:
+                raise PodiumError("attempt and offset need a sheet: give sheet as well")
+            return await self._combined_log(job, tail_lines)
+        row = await self.store.get_sheet(job_id, sheet)
+        if row is None:
+            raise NotFoundError(
+                f"sheet: job {job_id!r} has no sheet {sheet} (it has {job.total_sheets})"
+            )
+        record = (
+            await self.store.get_attempt(job_id, sheet, attempt)
+            if attempt is not None
+            else await self.store.get_latest_attempt(job_id, sheet)
+        )
+        if record is None:
+            which = f"attempt {attempt}" if attempt is not None else "any attempt"
+            raise NotFoundError(f"attempt: sheet {sheet} of job {job_id!r} has no {which} yet")
+        path = self._log_file(record.log_path)
+        if path is None:
+            return LogChunk(
+                text="",
+                sheet_num=sheet,
+                attempt=record.attempt,
+                truncated=False,
+                next_offset=0,
+                total_bytes=0,
+            )
+        size = path.stat().st_size
+        if offset is not None:
+            text, next_offset, more = read_log_range(path, offset, LOG_PAGE_BYTES)
+            return LogChunk(
+                text=text,
+                sheet_num=sheet,
+                attempt=record.attempt,
+                truncated=more,
+                next_offset=next_offset,
+                total_bytes=size,
+            )
+        text = read_log_tail(path, tail_lines)
+        shown = len(text.encode())
+        return LogChunk(
+            text=text,
+            sheet_num=sheet,
+            attempt=record.attempt,
+            truncated=shown < size,
+            next_offset=size,
+            total_bytes=size,
+        )
+
+    def _log_file(self, log_path: str | None) -> Path | None:
+        """Logs are read only from Podium's own logs directory, whatever the store says."""
+        if not log_path:
+            return None
+        path = confine(log_path, [self._logs_dir], field="log_path")
+        return path if path.is_file() else None
+
+    async def _combined_log(self, job: JobRow, tail_lines: int) -> LogChunk:
+        parts = []
+        truncated = False
+        for row in await self.store.get_sheets(job.job_id):
+            path = self._log_file(row.log_path)
+            if path is None:
+                continue
+            text = read_log_tail(path, tail_lines)
+            truncated = truncated or len(text.encode()) < path.stat().st_size
+            label = f" ({row.name})" if row.name else ""
+            parts.append(f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n{text}")
+        return LogChunk(
+            text="\n".join(parts),
+            sheet_num=None,
+            attempt=None,
+            truncated=truncated,
+            next_offset=None,
+            total_bytes=None,
+        )

@@ -1,0 +1,112 @@
+"""Crash recovery at start and graceful shutdown: what a stopped conductor left in flight is
+reconciled from the store, never from memory."""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from podium.core.manager_core import ManagerCore
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    PauseReason,
+    SheetStatus,
+    utcnow,
+)
+from podium.core.runner.process import ProcessGroupRef, kill_recorded_group
+from podium.core.transitions import (
+    final_job_status,
+    reset_for_retry,
+    set_job_status,
+)
+
+log = structlog.get_logger("podium.manager")
+
+
+class Recovery(ManagerCore):
+    async def shutdown(self) -> None:
+        """Stop dispatching, end running sheets, and leave their jobs paused (`shutdown`)."""
+        async with self._lock:
+            self._stopping = True
+            now = utcnow()
+            entries = list(self._running.values())
+            busy = {e.job_id for e in entries}
+            # Jobs in flight are paused; a queued job that never started stays queued.
+            for job in await self.store.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING]):
+                if job.status is JobStatus.RUNNING or job.job_id in busy:
+                    set_job_status(job, JobStatus.PAUSED, now)
+                    job.pause_reason = PauseReason.SHUTDOWN
+                    await self.store.write(job)
+                    self._publish(job)
+            for entry in entries:
+                entry.stop_reason = "shutdown"
+                entry.control.request_cancel()
+        self.wake()
+        await self._wait_entries(entries)
+
+    async def recover(self) -> list[str]:
+        """Reconcile what a dead conductor left behind; returns the job ids touched.
+
+        In-flight attempts become `interrupted` (their process group is killed first, but only
+        when pgid and leader start time both match the record), their sheets go back to
+        `pending`, and active jobs become paused (`interrupted`), or continue with auto_resume.
+        """
+        async with self._lock:
+            now = utcnow()
+            touched: set[str] = set()
+            for attempt in await self.store.get_in_flight_attempts():
+                if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
+                    ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
+                    killed = await kill_recorded_group(ref, self.config.kill_grace_seconds)
+                    if killed:
+                        log.warning("killed leftover process group", pgid=ref.pgid)
+                attempt.outcome = Outcome.INTERRUPTED
+                attempt.error_category = ErrorCategory.INTERRUPTED
+                attempt.error = "the conductor stopped while this attempt was running"
+                attempt.ended_at = now
+                await self.store.write(attempts=[attempt])
+                touched.add(attempt.job_id)
+            active = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
+            for job in await self.store.jobs_with_status(active):
+                sheets = await self.store.get_sheets(job.job_id)
+                changed = []
+                for sheet in sheets:
+                    if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
+                        interrupted = sheet.status is SheetStatus.RUNNING
+                        keep_retries = sheet.retries_used
+                        reset_for_retry(sheet, now)
+                        sheet.retries_used = keep_retries
+                        if interrupted:
+                            sheet.last_error = "interrupted: the conductor stopped"
+                            sheet.error_category = ErrorCategory.INTERRUPTED
+                        changed.append(sheet)
+                final = final_job_status(sheets)
+                if final is not None:
+                    set_job_status(job, final[0], now)
+                    job.error = final[1]
+                elif job.status is JobStatus.RUNNING or (
+                    job.status is JobStatus.QUEUED and changed
+                ):
+                    if self.config.auto_resume:
+                        set_job_status(job, JobStatus.QUEUED, now)
+                    else:
+                        set_job_status(job, JobStatus.PAUSED, now)
+                        job.pause_reason = PauseReason.INTERRUPTED
+                elif self.config.auto_resume and job.pause_reason in (
+                    PauseReason.INTERRUPTED,
+                    PauseReason.SHUTDOWN,
+                ):
+                    set_job_status(job, JobStatus.QUEUED, now)
+                else:
+                    if not changed:
+                        continue
+                job.conductor_pid = os.getpid()
+                job.updated_at = now
+                await self.store.write(job, changed)
+                self._publish(job, changed)
+                touched.add(job.job_id)
+        self.wake()
+        return sorted(touched)
