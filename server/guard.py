@@ -74,9 +74,16 @@ class ToolCallGuard:
 
 
 def _strip_prefix(result: HandlerResult, tool_name: str) -> HandlerResult:
+    """The rest of the chain returns the serialized wire form (a dict); a model is handled
+    too in case the SDK changes that."""
     prefix = f"Error executing tool {tool_name}: "
     if isinstance(result, CallToolResult) and result.is_error:
         for block in result.content:
             if isinstance(block, TextContent) and block.text.startswith(prefix):
                 block.text = block.text[len(prefix) :]
+    elif isinstance(result, dict) and result.get("isError"):
+        for item in result.get("content") or []:
+            text = item.get("text") if isinstance(item, dict) else None
+            if isinstance(text, str) and text.startswith(prefix):
+                item["text"] = text[len(prefix) :]
     return result

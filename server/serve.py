@@ -3,8 +3,10 @@ streamable HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -130,7 +132,9 @@ async def serve(
                 )
                 log.info("serving", transport=transport, host=options.host, port=options.port)
                 # The app's own lifespan runs the streamable-HTTP session manager.
-                await uvicorn.Server(uv_config).serve()
+                uv = _UvicornServer(uv_config)
+                signals.start_soon(_exit_on_signal, uv)
+                await uv.serve()
             signals.cancel_scope.cancel()
     finally:
         await conductor.stop()
@@ -164,3 +168,19 @@ async def _reload_on_sighup(conductor: Conductor) -> None:
                 log.info("reloaded", applied=result.applied, not_applied=result.not_applied)
             except PodiumError as exc:
                 log.error("reload failed; the previous configuration stays", error=str(exc))
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once `serve()` returns, which would kill the process
+    before the conductor's graceful stop; Podium handles those signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _exit_on_signal(uv: uvicorn.Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            uv.should_exit = True
+            return

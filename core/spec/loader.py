@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from podium.core.errors import FieldError, SpecError
 from podium.core.spec.models import (
+    BUILTIN_TEMPLATE_VARIABLES,
     InstrumentConfig,
     JobSpec,
     SheetSpec,
@@ -28,7 +29,7 @@ from podium.core.spec.models import (
     form_errors,
     merge_instrument_config,
 )
-from podium.core.spec.templating import check_templates
+from podium.core.spec.templating import check_templates, undefined_names
 
 REDACTED = "***"
 
@@ -262,6 +263,61 @@ def _build_graph(spec: JobSpec, errors: list[FieldError]) -> _Graph:
     return graph
 
 
+def _salvage_errors(raw: Mapping[str, Any], reported: set[str]) -> list[FieldError]:
+    """When the model itself is invalid, still check what can be checked on the raw sheets
+    (dependency references and undefined template names), so one answer lists every error.
+    Paths already reported are skipped; this pass is best-effort and never raises."""
+    sheets = raw.get("sheets")
+    if not isinstance(sheets, list):
+        return []
+    names = {
+        s["name"]: i + 1
+        for i, s in enumerate(sheets)
+        if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+    }
+    graph = _Graph(
+        len(sheets),
+        names,
+        [set() for _ in range(len(sheets) + 1)],
+        {},
+        {n: name for name, n in names.items()},
+    )
+    variables = raw.get("variables")
+    known = BUILTIN_TEMPLATE_VARIABLES | (
+        set(variables) if isinstance(variables, Mapping) else set()
+    )
+    known_list = ", ".join(sorted(known))
+    errors: list[FieldError] = []
+    for i, sheet in enumerate(sheets):
+        if not isinstance(sheet, Mapping):
+            continue
+        deps = sheet.get("depends_on")
+        if isinstance(deps, list):
+            for j, ref in enumerate(deps):
+                path = f"sheets.{i}.depends_on.{j}"
+                if (
+                    path not in reported
+                    and isinstance(ref, int | str)
+                    and not isinstance(ref, bool)
+                ):
+                    _add_dep(graph, i + 1, ref, path, errors)
+        prompt = sheet.get("prompt")
+        path = f"sheets.{i}.prompt"
+        if isinstance(prompt, str) and path not in reported:
+            try:
+                missing = undefined_names(prompt, known)
+            except Exception:  # a syntax error is reported by the full check once fixed
+                continue
+            for name, line in missing:
+                at = f" at line {line}" if line else ""
+                errors.append(
+                    FieldError(
+                        path, f"undefined template variable {name!r}{at}; defined: {known_list}"
+                    )
+                )
+    return errors
+
+
 def _find_cycles(graph: _Graph) -> list[list[int]]:
     # Iterative DFS: a chain of 10000 sheets would overflow Python's recursion limit.
     state = [0] * (graph.count + 1)  # 0 new, 1 on the current path, 2 done
@@ -405,6 +461,7 @@ def load_spec(
         spec = JobSpec.model_validate(dict(raw))
     except ValidationError as exc:
         errors.extend(field_errors(exc))
+        errors.extend(_salvage_errors(raw, {e.path for e in errors}))
         raise SpecError(errors or [FieldError("", str(exc))]) from None
     if errors:
         raise SpecError(errors)
