@@ -18,10 +18,21 @@ class FieldError:
         return f"{self.path or '<root>'}: {self.message}"
 
 
+MAX_REPORTED_ERRORS = 100
+
+
 class SpecError(PodiumError):
-    """A job spec is invalid; carries every problem found, one `path: message` per line."""
+    """A job spec is invalid; carries every problem found, one `path: message` per line,
+    capped so a spec with thousands of broken sheets still gets a readable answer."""
 
     def __init__(self, errors: list[FieldError]) -> None:
+        self.total = len(errors)
+        if len(errors) > MAX_REPORTED_ERRORS:
+            hidden = len(errors) - MAX_REPORTED_ERRORS
+            errors = [
+                *errors[:MAX_REPORTED_ERRORS],
+                FieldError("", f"{hidden} more errors not shown; fix these and validate again"),
+            ]
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
 

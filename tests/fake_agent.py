@@ -33,6 +33,22 @@ if arg.startswith("timed:"):
     with log.open("a") as f:
         f.write(f"end {time.time()}\n")
     sys.exit(0)
+if arg.startswith("json:"):
+    import json
+
+    print(json.dumps({"type": "result", "result": arg.split(":", 1)[1], "is_error": False}))
+    sys.exit(0)
+if arg.startswith("json-error-once:"):
+    import json
+
+    state = Path(arg.split(":", 1)[1] + ".state")
+    if not state.exists():
+        state.write_text("limited")
+        text = "API Error: rate limit reached, retry after 1 seconds"
+        print(json.dumps({"type": "result", "result": text, "is_error": True}))
+        sys.exit(0)  # like `claude -p`: an API error with exit code 0
+    print(json.dumps({"type": "result", "result": "recovered", "is_error": False}))
+    sys.exit(0)
 if arg == "auth":
     print("Error: invalid api key", file=sys.stderr)
     sys.exit(1)

@@ -213,3 +213,12 @@ async def test_reopened_store_has_no_running_state_left(conductor: Conductor) ->
         assert await store.get_orphaned_jobs() == []
     finally:
         await store.close()
+
+
+async def test_spec_error_answer_is_capped(conductor: Conductor) -> None:
+    spec = {"name": "many", "sheets": [{"prompt": "true", "oops": i} for i in range(300)]}
+    with pytest.raises(SpecError) as info:
+        await conductor.submit_job(spec=spec)
+    assert info.value.total == 300
+    assert len(info.value.errors) == 101
+    assert "200 more errors not shown" in str(info.value).splitlines()[-1]

@@ -174,3 +174,57 @@ async def test_after_the_wait_one_sheet_goes_first_then_the_rest(
     ]
     assert len(starts) == 3
     assert min(starts) >= first.completed_at.timestamp() - 0.05
+
+
+@pytest.fixture
+async def json_agent_conductor(
+    make_config: Callable[..., PodiumConfig], home: Path
+) -> AsyncIterator[Conductor]:
+    (home / "instruments").mkdir(exist_ok=True)
+    (home / "instruments" / "json-agent.yaml").write_text(
+        f"""
+name: json-agent
+executable: {sys.executable}
+args: ["{FAKE_AGENT}", "{{prompt}}"]
+output: {{format: json, result_path: result, error_path: is_error}}
+patterns:
+  rate_limit:
+    - regex: "rate limit reached, retry after (?P<secs>[0-9]+) seconds"
+      retry_after_group: secs
+"""
+    )
+    async with Conductor(make_config()) as conductor:
+        yield conductor
+
+
+async def test_json_result_becomes_the_sheet_output(json_agent_conductor: Conductor) -> None:
+    spec = {
+        "name": "answer",
+        "sheets": [
+            {"instrument": "json-agent", "prompt": "json:forty-two"},
+            {"depends_on": [1], "prompt": "echo 'got {{ outputs[1] }}' > got.txt"},
+        ],
+    }
+    job = await json_agent_conductor.submit_job(spec=spec)
+    detail = await wait_for_job(json_agent_conductor, job.job_id)
+    assert detail.status is JobStatus.COMPLETED
+    assert detail.sheets[0].output_tail == "forty-two"
+    assert (Path(detail.workspace) / "got.txt").read_text() == "got forty-two\n"
+
+
+async def test_error_reported_with_exit_zero_is_a_failed_run(
+    json_agent_conductor: Conductor,
+) -> None:
+    spec = {
+        "name": "flagged",
+        "instrument": "json-agent",
+        "retry": {"max_retries": 0},
+        "sheets": [{"prompt": "json-error-once:flag"}],
+    }
+    job = await json_agent_conductor.submit_job(spec=spec)
+    detail = await wait_for_job(json_agent_conductor, job.job_id, timeout=15)
+    assert detail.status is JobStatus.COMPLETED
+    assert detail.sheets[0].output_tail == "recovered"
+    history, _ = await json_agent_conductor.get_execution_history(job.job_id)
+    assert [h.outcome for h in history] == [Outcome.RATE_LIMITED, Outcome.COMPLETED]
+    assert "reported an error" in (history[0].error or "")

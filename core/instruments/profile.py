@@ -49,7 +49,12 @@ class Patterns(_Strict):
 
 class OutputSpec(_Strict):
     format: Literal["text", "json", "jsonl"] = "text"
+    # Dotted path to the answer in the JSON output (jsonl: in the last line that has it); the
+    # answer becomes the sheet's output (`outputs[N]`, `output_tail`).
     result_path: str | None = None
+    # Dotted path to a flag some CLIs set when they fail but exit 0 (e.g. Claude's
+    # `is_error`); a true value makes the run a failed run.
+    error_path: str | None = None
 
 
 class CheckSpec(_Strict):

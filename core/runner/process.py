@@ -433,6 +433,7 @@ async def run_process(
     kill_grace_seconds: float,
     control: RunControl | None = None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None = None,
+    stdout_tail_bytes: int = STDOUT_TAIL_BYTES,
 ) -> ProcessOutcome:
     """Run one sheet attempt; stdout+stderr go to a capped log at `log_path`.
 
@@ -440,7 +441,7 @@ async def run_process(
     outcome carries `spawn_error` instead.
     """
     started_at = utcnow()
-    tail = TailBuffer(STDOUT_TAIL_BYTES)
+    tail = TailBuffer(stdout_tail_bytes)
     with CappedLog(log_path, log_max_bytes) as log:
 
         def on_output(chunk: bytes, is_stdout: bool) -> None:

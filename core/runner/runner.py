@@ -6,6 +6,8 @@ transition (SPEC §2, one writer).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import signal as signal_module
 import time
@@ -13,8 +15,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from podium.core.instruments.profile import InstrumentProfile, InvocationError, build_invocation
+from podium.core.instruments.profile import (
+    InstrumentProfile,
+    InvocationError,
+    OutputSpec,
+    build_invocation,
+)
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
@@ -23,6 +31,9 @@ from podium.core.spec.models import InstrumentConfig, Validation
 
 # Failure patterns are searched in the end of the log, where CLIs print their final error.
 PATTERN_SCAN_BYTES = 64 * 1024
+# How much stdout is kept to parse a JSON-emitting CLI's answer from.
+STRUCTURED_OUTPUT_BYTES = 1024 * 1024
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,46 @@ def classify_failure(
     return None, None, None
 
 
+def _lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return _MISSING
+    return data
+
+
+def parse_structured_output(output: OutputSpec, stdout: str) -> tuple[str | None, bool]:
+    """The answer at `result_path` (None when absent or unparsable) and whether the
+    `error_path` flag is set, from a CLI's JSON or JSON-lines stdout."""
+    if output.format == "text" or not stdout.strip():
+        return None, False
+    documents: list[Any] = []
+    if output.format == "json":
+        try:
+            documents = [json.loads(stdout)]
+        except ValueError:
+            return None, False
+    else:
+        for line in reversed(stdout.splitlines()):
+            try:
+                documents.append(json.loads(line))
+            except ValueError:
+                continue
+    answer: str | None = None
+    flagged = False
+    for document in documents:
+        if answer is None and output.result_path:
+            found = _lookup(document, output.result_path)
+            if found is not _MISSING and found is not None:
+                answer = found if isinstance(found, str) else json.dumps(found)
+        if output.error_path and _lookup(document, output.error_path) is True:
+            flagged = True
+    return answer, flagged
+
+
 def _result(plan: AttemptPlan, proc: ProcessOutcome, **fields: object) -> AttemptResult:
     return AttemptResult(
         exit_code=proc.exit_code,
@@ -178,7 +229,16 @@ async def run_attempt(
         kill_grace_seconds=plan.kill_grace_seconds,
         control=control,
         on_spawn=on_spawn,
+        stdout_tail_bytes=(
+            STRUCTURED_OUTPUT_BYTES if plan.profile.output.format != "text" else 4096
+        ),
     )
+    answer, reported_error = parse_structured_output(plan.profile.output, proc.stdout_tail)
+    if answer is not None:
+        proc = dataclasses.replace(proc, stdout_tail=answer)
+    elif plan.profile.output.format != "text":
+        tail = proc.stdout_tail.encode()[-4096:].decode(errors="ignore")
+        proc = dataclasses.replace(proc, stdout_tail=tail)
     if proc.spawn_error is not None:
         return _result(
             plan,
@@ -207,7 +267,13 @@ async def run_attempt(
 
     exited_ok = proc.signal is None and proc.exit_code in plan.profile.success_exit_codes
     validations: list[ValidationResult] = []
-    if exited_ok:
+    if exited_ok and reported_error:
+        category = ErrorCategory.FAILED
+        error = (
+            f"exited with code {proc.exit_code} but reported an error "
+            f"({plan.profile.output.error_path})"
+        )
+    elif exited_ok:
         validations = await run_validations(
             list(plan.validations),
             workspace=plan.workspace,
