@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import structlog
 
 from podium.core.manager_core import ManagerCore
@@ -47,6 +48,10 @@ class Recovery(ManagerCore):
         self.wake()
         await self._wait_entries(entries)
 
+    async def _kill_leftover(self, ref: ProcessGroupRef) -> None:
+        if await kill_recorded_group(ref, self.config.kill_grace_seconds):
+            log.warning("killed leftover process group", pgid=ref.pgid)
+
     async def recover(self) -> list[str]:
         """Reconcile what a dead conductor left behind; returns the job ids touched.
 
@@ -57,12 +62,15 @@ class Recovery(ManagerCore):
         async with self._lock:
             now = utcnow()
             touched: set[str] = set()
-            for attempt in await self.store.get_in_flight_attempts():
-                if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
-                    ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
-                    killed = await kill_recorded_group(ref, self.config.kill_grace_seconds)
-                    if killed:
-                        log.warning("killed leftover process group", pgid=ref.pgid)
+            in_flight = await self.store.get_in_flight_attempts()
+            # Leftover groups are ended side by side: start-up waits one grace period, not one
+            # per attempt.
+            async with anyio.create_task_group() as kills:
+                for attempt in in_flight:
+                    if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
+                        ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
+                        kills.start_soon(self._kill_leftover, ref)
+            for attempt in in_flight:
                 attempt.outcome = Outcome.INTERRUPTED
                 attempt.error_category = ErrorCategory.INTERRUPTED
                 attempt.error = "the conductor stopped while this attempt was running"

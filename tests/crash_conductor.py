@@ -1,0 +1,43 @@
+"""A conductor in its own process, for the crash-recovery tests (tests/test_recovery.py).
+
+Usage: python tests/crash_conductor.py HOME SPEC_JSON JOB_ID READY_FILE
+
+Starts a `Conductor` on HOME (kill_grace_seconds 1, no env or config-file overrides), submits
+SPEC_JSON as JOB_ID unless SPEC_JSON is "-", writes its pid to READY_FILE, then runs until it is
+killed. Logs go to stderr only; stdout stays unused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import structlog
+
+from podium.core.conductor import Conductor
+from podium.core.config import load_config
+
+
+async def main(home: Path, spec_json: str, job_id: str, ready_file: Path) -> None:
+    config = load_config(home=home, overrides={"kill_grace_seconds": 1}, env={})
+    conductor = Conductor(config)
+    await conductor.start()
+    try:
+        if spec_json != "-":
+            await conductor.submit_job(spec=json.loads(spec_json), job_id=job_id)
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(ready_file)  # atomic: the test never reads a half-written file
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conductor.stop()
+
+
+if __name__ == "__main__":
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    home_arg, spec_arg, job_arg, ready_arg = sys.argv[1:5]
+    anyio.run(main, Path(home_arg), spec_arg, job_arg, Path(ready_arg))
