@@ -303,6 +303,7 @@ class JobManager(ControlCalls, Recovery):
             log_max_bytes=self.config.log_max_bytes,
             kill_grace_seconds=self.config.kill_grace_seconds,
             base_env=self._base_env,
+            home=str(self.config.home),
         )
 
     async def _run_sheet(self, entry: RunningSheet, plan: AttemptPlan | str) -> None:

@@ -17,7 +17,14 @@ from podium.core.models import (
     SheetStatus,
     utcnow,
 )
-from podium.core.runner.process import ProcessGroupRef, kill_recorded_group
+from podium.core.runner.process import (
+    ProcessGroupRef,
+    groups_marked,
+    kill_recorded_group,
+    terminate_group,
+)
+from podium.core.runner.runner import attempt_marker
+from podium.core.store.rows import AttemptRow
 from podium.core.transitions import (
     final_job_status,
     reset_for_retry,
@@ -52,6 +59,17 @@ class Recovery(ManagerCore):
         if await kill_recorded_group(ref, self.config.kill_grace_seconds):
             log.warning("killed leftover process group", pgid=ref.pgid)
 
+    async def _kill_marked(self, attempt: AttemptRow) -> None:
+        """Processes that carry this attempt's mark in their environment are ours even when no
+        process group was recorded (a crash right after spawn) or the leader is gone."""
+        marker = attempt_marker(
+            str(self.config.home), attempt.job_id, attempt.sheet_num, attempt.attempt
+        )
+        groups = await anyio.to_thread.run_sync(groups_marked, "PODIUM_ATTEMPT_OF", marker)
+        for pgid in groups:
+            log.warning("killing unrecorded leftover process group", pgid=pgid)
+            await terminate_group(pgid, self.config.kill_grace_seconds)
+
     async def recover(self) -> list[str]:
         """Reconcile what a dead conductor left behind; returns the job ids touched.
 
@@ -70,6 +88,7 @@ class Recovery(ManagerCore):
                     if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
                         ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
                         kills.start_soon(self._kill_leftover, ref)
+                    kills.start_soon(self._kill_marked, attempt)
             for attempt in in_flight:
                 attempt.outcome = Outcome.INTERRUPTED
                 attempt.error_category = ErrorCategory.INTERRUPTED

@@ -533,3 +533,60 @@ async def test_recovery_kills_a_recorded_group_only_if_it_is_still_ours(
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+
+
+async def test_recovery_finds_an_unrecorded_group_by_its_attempt_mark(
+    make_config: Callable[..., PodiumConfig], tmp_path: Path
+) -> None:
+    """A crash between spawn and recording the pgid leaves no record; the attempt's mark in
+    the environment still identifies its processes (and a grandchild whose leader died)."""
+    from podium.core.runner.runner import attempt_marker
+
+    config = make_config()
+    setup = Conductor(config)
+    await setup.start()
+    try:
+        submitted = await setup.submit_job(
+            spec={"name": "unrecorded", "sheets": [{"prompt": "true"}]}, start=False
+        )
+    finally:
+        await setup.stop()
+    job_id = submitted.job_id
+    marker = attempt_marker(str(config.home), job_id, 1, 1)
+    pid_file = tmp_path / "grandchild.pid"
+    leader = subprocess.Popen(
+        ["bash", "-c", f"sleep 60 & echo $! > {pid_file}; exit 0"],
+        env={**os.environ, "PODIUM_ATTEMPT_OF": marker},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    leader.wait(timeout=5)  # the leader is gone; its grandchild lives on in the group
+    poll(pid_file.exists, 5, "grandchild pid file")
+    grandchild = int(pid_file.read_text())
+    unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        store = await SQLiteStore.open(config.db_path)
+        try:
+            job = await store.get_job(job_id)
+            assert job is not None
+            (sheet,) = await store.get_sheets(job_id)
+            now = utcnow()
+            job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
+            sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+            attempt = AttemptRow(job_id=job_id, sheet_num=1, attempt=1, started_at=now)
+            await store.write(job, [sheet], [attempt])
+        finally:
+            await store.close()
+
+        async with Conductor(make_config()) as conductor:
+            assert live_group_members(leader.pid) == []
+            assert not psutil.pid_exists(grandchild) or (
+                psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+            )
+            assert unrelated.poll() is None  # no mark, not ours: untouched
+            history, _ = await conductor.get_execution_history(job_id)
+            assert history[0].outcome is Outcome.INTERRUPTED
+    finally:
+        kill_group_quietly(leader.pid)
+        unrelated.kill()
+        unrelated.wait()

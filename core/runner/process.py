@@ -503,3 +503,20 @@ async def run_captured(
         on_spawn=None,
     )
     return execution.outcome(started_at, stdout_tail), captured.text()
+
+
+def groups_marked(variable: str, value: str) -> set[int]:
+    """Process groups holding a process whose environment has `variable=value` (an attempt's
+    ownership mark); never the caller's own group or a group <= 1."""
+    own = os.getpgrp()
+    found: set[int] = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(variable) != value:
+                continue
+            pgid = os.getpgid(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+        if pgid > 1 and pgid != own:
+            found.add(pgid)
+    return found

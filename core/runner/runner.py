@@ -50,6 +50,7 @@ class AttemptPlan:
     log_max_bytes: int
     kill_grace_seconds: float
     base_env: Mapping[str, str]
+    home: str = ""
 
     @property
     def timeout_seconds(self) -> float:
@@ -74,6 +75,10 @@ class AttemptResult:
     retry_after_seconds: float | None = None
 
 
+def attempt_marker(home: str, job_id: str, sheet_num: int, attempt: int) -> str:
+    return f"{home}|{job_id}|{sheet_num}|{attempt}"
+
+
 def build_env(plan: AttemptPlan) -> dict[str, str]:
     env = dict(plan.base_env)
     env.update(plan.profile.env)
@@ -84,6 +89,11 @@ def build_env(plan: AttemptPlan) -> dict[str, str]:
             "PODIUM_SHEET_NUM": str(plan.sheet_num),
             "PODIUM_ATTEMPT": str(plan.attempt),
             "PODIUM_WORKSPACE": str(plan.workspace),
+            # Marks every process of this attempt (children inherit it), so recovery can find
+            # them even if the conductor died before it recorded the process group.
+            "PODIUM_ATTEMPT_OF": attempt_marker(
+                plan.home, plan.job_id, plan.sheet_num, plan.attempt
+            ),
         }
     )
     return env
