@@ -586,3 +586,22 @@ def test_mcp_conformance_script() -> None:
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reload_applies_config_to_the_running_server(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    with http_server(home) as server:
+        (home / "config.yaml").write_text("max_concurrent_sheets: 3\nauto_resume: true\n")
+        done = podium_cli(home, "reload")
+        assert done.returncode == 0, done.stderr
+        assert f"pid {server.proc.pid}" in done.stdout
+        log = home / "logs" / "conductor.log"
+        deadline = time.monotonic() + 10
+        while "configuration reloaded" not in log.read_text():
+            assert time.monotonic() < deadline, "the server did not reload"
+            time.sleep(0.1)
+        line = next(x for x in log.read_text().splitlines() if "configuration reloaded" in x)
+        assert "max_concurrent_sheets" in line and "auto_resume" in line
+        assert wait_healthy(server)["ready"] is True
+    nobody = podium_cli(home, "reload")
+    assert nobody.returncode != 0 and "no conductor is running" in nobody.stderr
