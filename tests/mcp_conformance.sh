@@ -20,6 +20,12 @@ SCENARIOS=(server-initialize ping tools-list resources-list prompts-list
 EXPECTED_TOOLS=(submit_job validate_spec list_jobs status pause resume cancel clear
   clear_rate_limits snapshots logs)
 
+# The Inspector spawns the server from its own working directory: use absolute paths.
+absolute() { (cd "$(dirname "$1")" && printf '%s/%s\n' "$PWD" "$(basename "$1")"); }
+PODIUM=$(absolute "$PODIUM")
+PYTHON=$(absolute "$PYTHON")
+MCP_NODE=$(absolute "$MCP_NODE")
+
 for f in "$PODIUM" "$PYTHON" "$MCP_NODE"; do
   [ -x "$f" ] || { echo "mcp_conformance: $f is not executable" >&2; exit 2; }
 done
