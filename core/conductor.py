@@ -531,12 +531,15 @@ class Conductor:
     ) -> bool:
         """Wait until the job's status changes or it ends (any job's status, without a job id),
         at most `wait_seconds`. Returns whether something changed. Driven by change events."""
-        start_status = None
+        known: dict[str, str] = {}
         if job_id is not None:
             job = await self._job_row(job_id)
             if job.status.is_terminal:
                 return False
-            start_status = job.status
+            known[job_id] = job.status.value
+        else:
+            active = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
+            known = {j.job_id: j.status.value for j in await self.store.jobs_with_status(active)}
         deadline = time.monotonic() + wait_seconds
         async with self.events.subscribe() as events:
             while True:
@@ -545,14 +548,11 @@ class Conductor:
                     return False
                 with anyio.move_on_after(min(remaining, tick_seconds)):
                     async for event in events:
-                        if event.kind == "sheet":
+                        if event.kind == "sheet" or (job_id is not None and event.job_id != job_id):
                             continue
-                        if job_id is None:
-                            return True
-                        if event.job_id != job_id:
-                            continue
-                        current = await self.store.get_job(job_id)
-                        if current is None or current.status != start_status:
+                        # Events fire on every transition; only a status that differs from the
+                        # one seen when the wait began counts as a change.
+                        if event.kind == "deleted" or event.status != known.get(event.job_id):
                             return True
                 if on_tick is not None and time.monotonic() < deadline:
                     await on_tick(wait_seconds - (deadline - time.monotonic()))
