@@ -371,10 +371,10 @@ class Conductor:
         sheet_limit: int = 100,
         include_spec: bool = False,
     ) -> JobDetail:
-        job = await self._job_row(job_id)
-        sheets, matching = await self.store.get_sheets_page(
-            job_id, sheet_status, sheet_offset, sheet_limit
-        )
+        page = await self.store.get_job_page(job_id, sheet_status, sheet_offset, sheet_limit)
+        if page is None:
+            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+        job, sheets, matching = page
         return JobDetail(
             **job.summary().model_dump(),
             workspace=job.workspace,

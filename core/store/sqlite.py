@@ -103,7 +103,10 @@ class SQLiteStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            # Shielded: a cancellation landing while BEGIN is in flight would otherwise leave
+            # the connection inside a transaction that nobody ends.
+            with anyio.CancelScope(shield=True):
+                await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
             except BaseException:
@@ -118,7 +121,8 @@ class SQLiteStore:
     async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
         """A read transaction: several SELECTs see one consistent committed state."""
         async with self._read_lock:
-            await self._reader.execute("BEGIN")
+            with anyio.CancelScope(shield=True):
+                await self._reader.execute("BEGIN")
             try:
                 yield self._reader
             finally:
@@ -200,6 +204,33 @@ class SQLiteStore:
                 count_row = await cursor.fetchone()
         total = int(count_row[0]) if count_row else 0
         return [sheet_from_row(r) for r in rows], total
+
+    async def get_job_page(
+        self,
+        job_id: str,
+        statuses: Sequence[SheetStatus] | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[JobRow, list[SheetRow], int] | None:
+        """A job with one page of its sheets, read in ONE snapshot so the view is never torn
+        by a transition committed between the two reads."""
+        params = {
+            "job_id": job_id,
+            "statuses": statuses_json(statuses),
+            "offset": offset,
+            "limit": limit,
+        }
+        async with self._snapshot() as conn:
+            async with conn.execute(Q["select_job"], {"job_id": job_id}) as cursor:
+                job_row = await cursor.fetchone()
+            if job_row is None:
+                return None
+            async with conn.execute(Q["select_sheets_page"], params) as cursor:
+                rows = await cursor.fetchall()
+            async with conn.execute(Q["count_sheets_matching"], params) as cursor:
+                count_row = await cursor.fetchone()
+        total = int(count_row[0]) if count_row else 0
+        return job_from_row(job_row), [sheet_from_row(r) for r in rows], total
 
     async def get_attempt(self, job_id: str, sheet_num: int, attempt: int) -> AttemptRow | None:
         row = await self._fetchone(
