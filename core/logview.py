@@ -45,9 +45,20 @@ class LogReader:
             if attempt is not None
             else await self.store.get_latest_attempt(job_id, sheet)
         )
+        if record is None and attempt is not None:
+            raise NotFoundError(
+                f"attempt: sheet {sheet} of job {job_id!r} has no attempt {attempt}"
+            )
         if record is None:
-            which = f"attempt {attempt}" if attempt is not None else "any attempt"
-            raise NotFoundError(f"attempt: sheet {sheet} of job {job_id!r} has no {which} yet")
+            # Not run yet: an empty log, so an agent can poll a sheet before it starts.
+            return LogChunk(
+                text="",
+                sheet_num=sheet,
+                attempt=None,
+                truncated=False,
+                next_offset=0,
+                total_bytes=0,
+            )
         path = self._log_file(record.log_path)
         if path is None:
             return LogChunk(

@@ -1461,3 +1461,38 @@ async def test_times_are_utc_and_serialize_with_z(store: SQLiteStore) -> None:
     assert entry.model_dump(mode="json")["started_at"].endswith("Z")
     [summary] = await store.list_jobs()
     assert summary.model_dump(mode="json")["submitted_at"].endswith("Z")
+
+
+async def test_cancelled_read_or_write_leaves_the_store_usable(store: SQLiteStore) -> None:
+    """A call cancelled while its BEGIN is in flight must not leave a connection inside a
+    transaction (every later call would fail)."""
+    import asyncio
+
+    await store.create_job(job_row("job-c"), [sheet_row("job-c", 1)])
+    for connection in (store._reader, store._writer):
+        original = connection._execute
+        armed = {"on": True}
+
+        async def slow_begin(
+            fn: Any, *args: Any, _orig: Any = original, _armed: Any = armed, **kwargs: Any
+        ) -> Any:
+            if _armed["on"] and args and str(args[0]).startswith("BEGIN"):
+                queued = asyncio.ensure_future(_orig(fn, *args, **kwargs))
+                await anyio.sleep(0.3)
+                return await queued
+            return await _orig(fn, *args, **kwargs)
+
+        connection._execute = slow_begin  # type: ignore[method-assign]
+        try:
+            with anyio.move_on_after(0.1) as scope:
+                if connection is store._reader:
+                    await store.get_job("job-c")
+                else:
+                    await store.update_progress("job-c")
+            assert scope.cancelled_caught
+        finally:
+            armed["on"] = False
+            connection._execute = original  # type: ignore[method-assign]
+        await anyio.sleep(0.4)
+        assert await store.get_job("job-c") is not None
+        await store.update_progress("job-c")
