@@ -66,12 +66,16 @@ class ControlCalls(ManagerCore):
             if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 if changed_spec is None:
                     return job.summary()
-                # A modify: no new sheets start; running ones end; then the new spec applies.
-                self._pending_modify[job_id] = (changed_spec, retry_failed)
-                set_job_status(job, JobStatus.PAUSED, utcnow())
+                # A modify: the new spec is saved at once (so a crash cannot lose it), no new
+                # sheet starts, and the job resumes by itself once its running sheets end.
+                now = utcnow()
+                changed = apply_spec_change(job, sheets, changed_spec, now)
+                self._specs[job_id] = (job.spec_fingerprint, changed_spec)
+                set_job_status(job, JobStatus.PAUSED, now)
                 job.pause_reason = PauseReason.USER
-                await self.store.write(job)
-                self._publish(job)
+                await self.store.write(job, changed)
+                self._publish(job, changed)
+                self._pending_modify[job_id] = retry_failed
                 if not self._entries_for(job_id):
                     await self._apply_pending_modify(job_id)
                 job = await self._require_job(job_id)
@@ -81,12 +85,12 @@ class ControlCalls(ManagerCore):
         return summary
 
     async def _apply_pending_modify(self, job_id: str) -> None:
-        changed_spec, retry_failed = self._pending_modify.pop(job_id)
+        retry_failed = self._pending_modify.pop(job_id)
         job = await self._require_job(job_id)
         if job.status is not JobStatus.PAUSED:
             return
         sheets = await self.store.get_sheets(job_id)
-        await self._resume_now(job, sheets, changed_spec, retry_failed)
+        await self._resume_now(job, sheets, None, retry_failed)
         self.wake()
 
     async def _resume_now(

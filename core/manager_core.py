@@ -64,7 +64,8 @@ class ManagerCore:
         self._wake = anyio.Event()
         self._running: dict[tuple[str, int], RunningSheet] = {}
         self._specs: dict[str, tuple[str, LoadedSpec]] = {}
-        self._pending_modify: dict[str, tuple[LoadedSpec, bool]] = {}
+        # Jobs paused by a modify, to resume once their running sheets end -> retry_failed.
+        self._pending_modify: dict[str, bool] = {}
         self._released_instruments: set[str] = set()
         self._task_group: TaskGroup | None = None
         self._stopping = False

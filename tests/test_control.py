@@ -180,6 +180,10 @@ async def test_resume_running_with_changed_spec_modifies(conductor: Conductor) -
     }
     summary = await conductor.resume_job(job_id, spec=changed)
     assert summary.status is JobStatus.PAUSED  # graceful pause until the running sheet ends
+    # The new spec is stored at once, so a crash before the automatic resume cannot lose it.
+    stored = (await conductor.get_job(job_id, include_spec=True)).spec or {}
+    assert "new" in stored["sheets"][1]["prompt"]
+    assert (await conductor.get_job(job_id)).sheets[0].status is SheetStatus.RUNNING
     detail = await wait_for_job(conductor, job_id)
     assert detail.status is JobStatus.COMPLETED
     workspace = Path(detail.workspace)
