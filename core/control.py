@@ -26,6 +26,7 @@ from podium.core.transitions import (
     reset_for_retry,
     resettable,
     set_job_status,
+    skip_unreachable,
 )
 
 
@@ -38,6 +39,8 @@ class ControlCalls(ManagerCore):
                     f"job {job_id!r} is {job.status.value}; only queued or running jobs can be "
                     "paused"
                 )
+            # An explicit pause also calls off the automatic resume of a pending modify.
+            self._pending_modify.pop(job_id, None)
             if job.status is JobStatus.PAUSED:
                 return job.summary()
             set_job_status(job, JobStatus.PAUSED, utcnow())
@@ -101,6 +104,10 @@ class ControlCalls(ManagerCore):
         retry_failed: bool,
     ) -> JobSummary:
         now = utcnow()
+        self._pending_modify.pop(job.job_id, None)
+        if job.status.is_terminal:
+            # A finished job resumed is a new run: its deadline counts from the restart.
+            job.started_at = None
         changed: list[SheetRow] = []
         if changed_spec is not None:
             changed += apply_spec_change(job, sheets, changed_spec, now)
@@ -112,6 +119,7 @@ class ControlCalls(ManagerCore):
         entries = self._entries_for(job.job_id)
         set_job_status(job, JobStatus.RUNNING if entries else JobStatus.QUEUED, now)
         job.error = None
+        changed += skip_unreachable(sheets, now)
         final = final_job_status(sheets)
         if final is not None:
             set_job_status(job, final[0], now)

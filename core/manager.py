@@ -58,6 +58,7 @@ from podium.core.transitions import (
     mark_terminal,
     reset_for_retry,
     set_job_status,
+    skip_unreachable,
     with_category,
 )
 
@@ -170,6 +171,10 @@ class JobManager(ControlCalls, Recovery):
                         await self._expire(job, sheets, now)
                         continue
                     deadlines.append(deadline)
+                unreachable = skip_unreachable(sheets, now)
+                if unreachable:
+                    await self.store.write(sheets=unreachable)
+                    self._publish(job, unreachable)
                 final = final_job_status(sheets)
                 if final is not None:
                     await self._finish_job(job, final, now)
@@ -193,6 +198,10 @@ class JobManager(ControlCalls, Recovery):
                         self._last_slow_dispatch = time.monotonic()
                 for state, sheet in picks:
                     await self._start_sheet(state.job, state.sheets, sheet, now)
+                    # A job that just started has a deadline from now on: wake for it.
+                    deadline = self._deadline(state.job)
+                    if deadline is not None:
+                        deadlines.append(deadline)
             wake_at = next_wakeup(states, held)
             if self.pressure is PressureLevel.HIGH:
                 slow = now + timedelta(seconds=HIGH_PRESSURE_GAP_SECONDS)
@@ -351,15 +360,19 @@ class JobManager(ControlCalls, Recovery):
             now = utcnow()
             changed: list[SheetRow] = [sheet]
             reason = entry.stop_reason
-            if result.outcome is Outcome.COMPLETED and reason != "shutdown":
-                reason = None  # it finished before the stop reached it: keep the work
+            if result.outcome is Outcome.COMPLETED:
+                # It finished (validations passed) before any stop reached it: the work is
+                # kept, whatever is happening to the job now. Nothing completed is re-run.
+                reason = None
             if reason == "shutdown":
                 outcome = Outcome.INTERRUPTED
                 reset_for_retry(sheet, now)
                 sheet.retries_used = 0
                 sheet.last_error = "interrupted by conductor shutdown"
                 sheet.error_category = ErrorCategory.INTERRUPTED
-            elif reason in ("cancel", "deadline") or job.status is JobStatus.CANCELLED:
+            elif reason in ("cancel", "deadline") or (
+                job.status is JobStatus.CANCELLED and result.outcome is not Outcome.COMPLETED
+            ):
                 outcome = Outcome.CANCELLED
                 category = (
                     ErrorCategory.DEADLINE if reason == "deadline" else ErrorCategory.CANCELLED

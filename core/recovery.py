@@ -27,6 +27,7 @@ from podium.core.runner.runner import attempt_marker
 from podium.core.store.rows import AttemptRow
 from podium.core.transitions import (
     final_job_status,
+    mark_terminal,
     reset_for_retry,
     set_job_status,
 )
@@ -50,7 +51,8 @@ class Recovery(ManagerCore):
                     await self.store.write(job)
                     self._publish(job)
             for entry in entries:
-                entry.stop_reason = "shutdown"
+                # A cancel or deadline already under way keeps its reason.
+                entry.stop_reason = entry.stop_reason or "shutdown"
                 entry.control.request_cancel()
         self.wake()
         await self._wait_entries(entries)
@@ -135,5 +137,25 @@ class Recovery(ManagerCore):
                 await self.store.write(job, changed)
                 self._publish(job, changed)
                 touched.add(job.job_id)
+            # A job already terminal (a cancel or deadline that the crash interrupted) keeps
+            # its status; its sheets that were still running or waiting are cancelled.
+            for job_id in sorted({a.job_id for a in in_flight}):
+                ended = await self.store.get_job(job_id)
+                if ended is None or not ended.status.is_terminal:
+                    continue
+                leftovers = [
+                    s for s in await self.store.get_sheets(job_id) if not s.status.is_terminal
+                ]
+                category = (
+                    ErrorCategory.DEADLINE
+                    if (ended.error or "").startswith("deadline")
+                    else ErrorCategory.CANCELLED
+                )
+                for sheet in leftovers:
+                    mark_terminal(sheet, SheetStatus.CANCELLED, now, "the job had ended", category)
+                if leftovers:
+                    await self.store.write(sheets=leftovers)
+                    self._publish(ended, leftovers)
+                touched.add(job_id)
         self.wake()
         return sorted(touched)

@@ -117,6 +117,33 @@ def skip_after_failure(
     return changed
 
 
+def skip_unreachable(sheets: Sequence[SheetRow], now: datetime) -> list[SheetRow]:
+    """Pending or waiting sheets that depend (transitively) on a sheet that can no longer
+    complete are skipped, so a job never waits forever (e.g. after a resume without
+    retry_failed, or a changed spec that added a dependent of a failed sheet)."""
+    by_num = {s.sheet_num: s for s in sheets}
+    dead = {
+        s.sheet_num
+        for s in sheets
+        if s.status in (SheetStatus.FAILED, SheetStatus.SKIPPED, SheetStatus.CANCELLED)
+    }
+    changed = []
+    for sheet in sorted(sheets, key=lambda s: s.sheet_num):
+        if sheet.status not in (SheetStatus.PENDING, SheetStatus.WAITING):
+            continue
+        blocked = sorted(ancestors(by_num, sheet.sheet_num) & dead)
+        if blocked:
+            mark_terminal(
+                sheet,
+                SheetStatus.SKIPPED,
+                now,
+                f"skipped: depends on sheet {blocked[0]}, which did not complete",
+                ErrorCategory.DEPENDENCY_FAILED,
+            )
+            changed.append(sheet)
+    return changed
+
+
 def apply_attempt_result(
     job: JobRow,
     sheets: Sequence[SheetRow],

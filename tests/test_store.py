@@ -505,7 +505,9 @@ async def test_execution_history_paging_and_sheet_filter(store: SQLiteStore) -> 
     assert await store.get_latest_attempt("job-1", 9) is None
 
 
-async def test_in_flight_attempts_only_of_non_terminal_jobs(store: SQLiteStore) -> None:
+async def test_in_flight_attempts_of_every_job(store: SQLiteStore) -> None:
+    """Every attempt without an outcome, whatever its job's status: a cancel or deadline marks
+    the job terminal before its running sheets die, and a crash then must still find them."""
     for job_id, status in (
         ("a-running", JobStatus.RUNNING),
         ("b-paused", JobStatus.PAUSED),
@@ -525,6 +527,9 @@ async def test_in_flight_attempts_only_of_non_terminal_jobs(store: SQLiteStore) 
     assert [(a.job_id, a.sheet_num, a.attempt) for a in found] == [
         ("a-running", 2, 1),
         ("b-paused", 2, 1),
+        ("c-completed", 2, 1),
+        ("d-failed", 2, 1),
+        ("e-cancelled", 2, 1),
         ("f-queued", 2, 1),
     ]
     assert all(a.outcome is None and a.pgid == 10 for a in found)

@@ -152,6 +152,14 @@ class RunControl:
         self._cancel_requested = False
         self._suspended_since: float | None = None
         self._suspended_total = 0.0
+        self._cancel_event: anyio.Event | None = None
+
+    async def wait_cancel_requested(self) -> None:
+        if self._cancel_event is None:
+            self._cancel_event = anyio.Event()
+        if self._cancel_requested:
+            return
+        await self._cancel_event.wait()
 
     @property
     def suspended(self) -> bool:
@@ -179,6 +187,8 @@ class RunControl:
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
+        if self._cancel_event is not None:
+            self._cancel_event.set()
 
     def suspended_seconds(self, now: float) -> float:
         """Time spent suspended since the process was spawned (monotonic clock)."""

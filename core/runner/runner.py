@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from podium.core.instruments.profile import (
     InstrumentProfile,
     InvocationError,
@@ -194,6 +196,38 @@ def _result(plan: AttemptPlan, proc: ProcessOutcome, **fields: object) -> Attemp
     )
 
 
+async def _validate_unless_cancelled(
+    plan: AttemptPlan, control: RunControl | None, started_ns: int, env: Mapping[str, str]
+) -> list[ValidationResult] | None:
+    """Run the validations; None when a cancel arrives first (a `command_succeeds` check can
+    run long, and cancel must not wait for it)."""
+    results: list[ValidationResult] = []
+    async with anyio.create_task_group() as group:
+
+        async def validate() -> None:
+            results.extend(
+                await run_validations(
+                    list(plan.validations),
+                    workspace=plan.workspace,
+                    attempt_started_at_ns=started_ns,
+                    env=env,
+                    kill_grace_seconds=plan.kill_grace_seconds,
+                )
+            )
+            group.cancel_scope.cancel()
+
+        async def watch_cancel(control: RunControl) -> None:
+            await control.wait_cancel_requested()
+            group.cancel_scope.cancel()
+
+        group.start_soon(validate)
+        if control is not None:
+            group.start_soon(watch_cancel, control)
+    if control is not None and control.cancel_requested and len(results) < len(plan.validations):
+        return None
+    return results
+
+
 async def run_attempt(
     plan: AttemptPlan,
     control: RunControl | None = None,
@@ -284,13 +318,16 @@ async def run_attempt(
             f"({plan.profile.output.error_path})"
         )
     elif exited_ok:
-        validations = await run_validations(
-            list(plan.validations),
-            workspace=plan.workspace,
-            attempt_started_at_ns=started_ns,
-            env=env,
-            kill_grace_seconds=plan.kill_grace_seconds,
-        )
+        checked = await _validate_unless_cancelled(plan, control, started_ns, env)
+        if checked is None:
+            return _result(
+                plan,
+                proc,
+                outcome=Outcome.CANCELLED,
+                error_category=ErrorCategory.CANCELLED,
+                error="cancelled while validating",
+            )
+        validations = checked
         failed = [v for v in validations if not v.passed]
         if not failed:
             return _result(

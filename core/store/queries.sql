@@ -134,10 +134,9 @@ SELECT coalesce(outcome, 'in_flight') AS outcome, count(*) AS n,
 FROM attempts WHERE job_id = :job_id GROUP BY outcome;
 
 -- name: select_in_flight_attempts
-SELECT attempts.* FROM attempts JOIN jobs USING (job_id)
-WHERE attempts.outcome IS NULL
-  AND jobs.status NOT IN ('completed', 'failed', 'cancelled')
-ORDER BY attempts.job_id, attempts.sheet_num;
+-- Every attempt without an outcome, whatever its job's status: a conductor that died during a
+-- cancel or a deadline stop had already marked the job terminal while its sheets still ran.
+SELECT * FROM attempts WHERE outcome IS NULL ORDER BY job_id, sheet_num;
 
 -- name: select_orphaned_jobs
 -- Jobs a dead conductor left mid-flight: still marked active with sheets in flight.

@@ -1,0 +1,215 @@
+"""Regressions for races and edge cases found in review: stops that meet finished work,
+crashes during a cancel, jobs that could wait forever, late deadlines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+
+import anyio
+import psutil
+import pytest
+from helpers import wait_for_job, wait_until
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.core.manager_core import RunningSheet
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    SheetStatus,
+    utcnow,
+)
+from podium.core.runner.runner import AttemptResult
+from podium.core.store.rows import AttemptRow
+from podium.core.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def _sheet_status(c: Conductor, job_id: str, n: int = 1) -> SheetStatus:
+    return (await c.get_job(job_id)).sheets[n - 1].status
+
+
+async def _mark_running(c: Conductor, job_id: str) -> RunningSheet:
+    """Put sheet 1 of a not-started job in flight, as the dispatcher would."""
+    job = await c.store.get_job(job_id)
+    assert job is not None
+    (sheet,) = await c.store.get_sheets(job_id)
+    now = utcnow()
+    job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
+    sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+    await c.store.write(job, [sheet], [AttemptRow(job_id, 1, 1, now)])
+    entry = RunningSheet(job_id, 1, 1)
+    c.manager._running[(job_id, 1)] = entry
+    return entry
+
+
+@pytest.mark.parametrize("stop_reason", ["shutdown", "cancel", "deadline"])
+async def test_a_completed_attempt_is_kept_whatever_stop_arrives(
+    conductor: Conductor, stop_reason: str
+) -> None:
+    job = await conductor.submit_job(
+        spec={"name": "done", "sheets": [{"prompt": "true"}]}, start=False
+    )
+    entry = await _mark_running(conductor, job.job_id)
+    entry.stop_reason = stop_reason
+    if stop_reason == "cancel":
+        # As a real cancel leaves it: the job already cancelled while the attempt finishes.
+        row = await conductor.store.get_job(job.job_id)
+        assert row is not None
+        row.status = JobStatus.CANCELLED
+        await conductor.store.write(row)
+    now = utcnow()
+    result = AttemptResult(
+        outcome=Outcome.COMPLETED,
+        error_category=None,
+        error=None,
+        exit_code=0,
+        signal=None,
+        started_at=now,
+        ended_at=now,
+        duration_seconds=0.1,
+        stdout_tail="ok",
+        log_path="",
+    )
+    await conductor.manager._apply_result(entry, result)
+    detail = await conductor.get_job(job.job_id)
+    assert detail.sheets[0].status is SheetStatus.COMPLETED
+    history, _ = await conductor.get_execution_history(job.job_id)
+    assert history[0].outcome is Outcome.COMPLETED
+
+
+async def test_crash_during_cancel_leaves_no_process_and_no_stuck_job(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    config = make_config()
+    async with Conductor(config) as setup:
+        job = await setup.submit_job(
+            spec={"name": "cut", "sheets": [{"prompt": "true"}]}, start=False
+        )
+    leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        store = await SQLiteStore.open(config.db_path)
+        try:
+            row = await store.get_job(job.job_id)
+            assert row is not None
+            (sheet,) = await store.get_sheets(job.job_id)
+            now = utcnow()
+            # The cancel had marked the job before its running sheet died; then a crash.
+            row.status, row.pause_reason, row.completed_at = JobStatus.CANCELLED, None, now
+            sheet.status, sheet.attempts = SheetStatus.RUNNING, 1
+            attempt = AttemptRow(
+                job.job_id,
+                1,
+                1,
+                now,
+                pid=leader.pid,
+                pgid=leader.pid,
+                pid_start_time=psutil.Process(leader.pid).create_time(),
+            )
+            await store.write(row, [sheet], [attempt])
+        finally:
+            await store.close()
+
+        async with Conductor(make_config()) as c:
+            assert leader.wait(timeout=5) is not None  # the leftover group was ended
+            detail = await c.get_job(job.job_id)
+            assert detail.status is JobStatus.CANCELLED
+            assert detail.sheets[0].status is SheetStatus.CANCELLED
+            history, _ = await c.get_execution_history(job.job_id)
+            assert history[0].outcome is Outcome.INTERRUPTED
+            await c.resume_job(job.job_id)
+            assert (await wait_for_job(c, job.job_id)).status is JobStatus.COMPLETED
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+
+
+async def test_changed_spec_adding_a_dependent_of_a_failed_sheet_cannot_hang(
+    conductor: Conductor,
+) -> None:
+    spec = {
+        "name": "grow",
+        "on_failure": "continue",
+        "retry": {"max_retries": 0},
+        "sheets": [{"name": "x", "prompt": "exit 1"}, {"name": "ok", "prompt": "true"}],
+    }
+    job = await conductor.submit_job(spec=spec)
+    assert (await wait_for_job(conductor, job.job_id)).status is JobStatus.FAILED
+    grown = {
+        **spec,
+        "sheets": [*spec["sheets"], {"name": "y", "depends_on": ["x"], "prompt": "true"}],
+    }
+    await conductor.resume_job(job.job_id, spec=grown, retry_failed=False)
+    detail = await wait_for_job(conductor, job.job_id, timeout=10)
+    assert detail.status is JobStatus.FAILED
+    assert detail.sheets[2].status is SheetStatus.SKIPPED
+    assert detail.sheets[2].error_category is ErrorCategory.DEPENDENCY_FAILED
+
+
+async def test_pause_calls_off_a_pending_modify(conductor: Conductor) -> None:
+    spec = {
+        "name": "modpause",
+        "concurrency": {"max_parallel_sheets": 1},
+        "sheets": [{"name": "a", "prompt": "sleep 0.8"}, {"name": "b", "prompt": "true"}],
+    }
+    job = await conductor.submit_job(spec=spec)
+    await wait_until(lambda: _is(conductor, job.job_id, SheetStatus.RUNNING))
+    changed = {**spec, "sheets": [spec["sheets"][0], {"name": "b", "prompt": "echo changed"}]}
+    await conductor.resume_job(job.job_id, spec=changed)  # pending modify
+    await conductor.resume_job(job.job_id)  # the user resumes by hand...
+    await conductor.pause_job(job.job_id)  # ...then pauses
+    await wait_until(lambda: _is(conductor, job.job_id, SheetStatus.COMPLETED))
+    await anyio.sleep(0.5)
+    detail = await conductor.get_job(job.job_id)
+    assert detail.status is JobStatus.PAUSED
+    assert detail.sheets[1].status is SheetStatus.PENDING
+
+
+async def _is(c: Conductor, job_id: str, status: SheetStatus) -> bool:
+    return await _sheet_status(c, job_id) is status
+
+
+async def test_deadline_fires_on_time_and_resume_starts_a_new_clock(conductor: Conductor) -> None:
+    spec = {"name": "late", "deadline_seconds": 1, "sheets": [{"prompt": "sleep 5"}]}
+    started = time.monotonic()
+    job = await conductor.submit_job(spec=spec)
+    detail = await wait_for_job(conductor, job.job_id, timeout=10)
+    assert detail.status is JobStatus.FAILED and "deadline" in (detail.error or "")
+    assert time.monotonic() - started < 3.5  # not the 5 s idle re-check
+    await wait_until(lambda: _is(conductor, job.job_id, SheetStatus.CANCELLED), timeout=5)
+    await conductor.resume_job(job.job_id)
+    await anyio.sleep(0.4)
+    assert (await conductor.get_job(job.job_id)).status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    await conductor.cancel_job(job.job_id)
+
+
+async def test_cancel_does_not_wait_for_a_long_validation(conductor: Conductor) -> None:
+    spec = {
+        "name": "slowcheck",
+        "sheets": [
+            {
+                "prompt": "true",
+                "validations": [{"type": "command_succeeds", "command": "sleep 30"}],
+            }
+        ],
+    }
+    job = await conductor.submit_job(spec=spec)
+    await wait_until(lambda: _is(conductor, job.job_id, SheetStatus.RUNNING))
+    await anyio.sleep(0.4)  # the process is done; the validation runs
+    started = time.monotonic()
+    summary = await conductor.cancel_job(job.job_id)
+    assert time.monotonic() - started < conductor.config.kill_grace_seconds + 2
+    assert summary.status is JobStatus.CANCELLED
+    assert await _sheet_status(conductor, job.job_id) is SheetStatus.CANCELLED
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] == ["bash", "-c", "sleep 30"]
+    ]
+    assert not [p for p in leftovers if p.status() != psutil.STATUS_ZOMBIE], os.getpid()
