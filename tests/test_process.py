@@ -40,11 +40,6 @@ pytestmark = pytest.mark.timeout(60)
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def alive(pid: int) -> bool:
     # Zombies count as gone: the sandbox's init may be slow to reap orphans.
     try:
