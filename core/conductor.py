@@ -260,10 +260,7 @@ class Conductor:
     async def _on_terminal(self, job: JobRow) -> None:
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
         if info is not None:
-            fresh = await self.store.get_job(job.job_id)
-            if fresh is not None:
-                fresh.snapshot_path = info.path
-                await self.store.write(fresh)
+            await self.store.set_snapshot_path(job.job_id, info.path)
 
     # ----- specs ----------------------------------------------------------------------------
 

@@ -337,11 +337,9 @@ class JobManager(ControlCalls, Recovery):
 
     def _spawn_recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:
-            attempt = await self.store.get_attempt(entry.job_id, entry.sheet_num, entry.attempt)
-            if attempt is None:
-                return
-            attempt.pid, attempt.pgid, attempt.pid_start_time = ref.pid, ref.pgid, ref.start_time
-            await self.store.write(attempts=[attempt])
+            await self.store.set_attempt_process(
+                entry.job_id, entry.sheet_num, entry.attempt, ref.pid, ref.pgid, ref.start_time
+            )
 
         return record
 

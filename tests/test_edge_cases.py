@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import psutil
@@ -213,3 +214,38 @@ async def test_cancel_does_not_wait_for_a_long_validation(conductor: Conductor) 
         if p.info["cmdline"] == ["bash", "-c", "sleep 30"]
     ]
     assert not [p for p in leftovers if p.status() != psutil.STATUS_ZOMBIE], os.getpid()
+
+
+async def test_snapshot_after_the_end_never_overwrites_a_resume(
+    conductor: Conductor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot is taken outside the manager's lock just after a job ends; a resume that
+    lands meanwhile must survive it: only the snapshot path may be written then, never a
+    (stale) copy of the whole job row."""
+    store = conductor.store
+    original_write = store.write
+
+    async def slow_stale_write(job: Any = None, *args: Any, **kwargs: Any) -> None:
+        if job is not None and job.snapshot_path is not None and job.status is JobStatus.FAILED:
+            await anyio.sleep(0.6)  # widen the window a resume can land in
+        await original_write(job, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write", slow_stale_write)
+    spec = {
+        "name": "flip",
+        "retry": {"max_retries": 0},
+        "sheets": [{"prompt": "test -f marker || { touch marker; exit 1; }"}],
+    }
+    job = await conductor.submit_job(spec=spec)
+    assert (await wait_for_job(conductor, job.job_id)).status is JobStatus.FAILED
+    await anyio.sleep(0.2)
+    await conductor.resume_job(job.job_id)
+    assert (await wait_for_job(conductor, job.job_id, timeout=10)).status is JobStatus.COMPLETED
+    await anyio.sleep(0.8)  # past any delayed write
+    assert (await conductor.get_job(job.job_id)).status is JobStatus.COMPLETED
+    await wait_until(lambda: _has_snapshot_path(conductor, job.job_id))
+
+
+async def _has_snapshot_path(c: Conductor, job_id: str) -> bool:
+    row = await c.store.get_job(job_id)
+    return row is not None and row.snapshot_path is not None

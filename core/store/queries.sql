@@ -160,3 +160,12 @@ DELETE FROM rate_limits WHERE instrument = :instrument;
 -- name: delete_terminal_job
 -- Active jobs (queued, running, paused) are never deleted, whatever the caller asked.
 DELETE FROM jobs WHERE job_id = :job_id AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: update_snapshot_path
+-- One column only: the snapshot is taken after the terminal transition, outside the manager's
+-- lock, and must never write back a stale copy of the job's status.
+UPDATE jobs SET snapshot_path = :snapshot_path WHERE job_id = :job_id;
+
+-- name: update_attempt_process
+UPDATE attempts SET pid = :pid, pgid = :pgid, pid_start_time = :pid_start_time
+WHERE job_id = :job_id AND sheet_num = :sheet_num AND attempt = :attempt;

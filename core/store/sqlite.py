@@ -490,6 +490,26 @@ class SQLiteStore:
             total_duration_seconds=float(sum(r["seconds"] for r in outcome_rows)),
         )
 
+    async def set_snapshot_path(self, job_id: str, path: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(Q["update_snapshot_path"], {"job_id": job_id, "snapshot_path": path})
+
+    async def set_attempt_process(
+        self, job_id: str, sheet_num: int, attempt: int, pid: int, pgid: int, start_time: float
+    ) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                Q["update_attempt_process"],
+                {
+                    "job_id": job_id,
+                    "sheet_num": sheet_num,
+                    "attempt": attempt,
+                    "pid": pid,
+                    "pgid": pgid,
+                    "pid_start_time": start_time,
+                },
+            )
+
     # ----- rate limits ----------------------------------------------------------------------
 
     async def set_rate_limit(self, row: RateLimitRow) -> None:
