@@ -282,8 +282,8 @@ class Conductor:
         confined = None
         if path is not None:
             confined = confine(path, [*self.config.roots(), *extra_roots], field="path")
-        check = self.catalog.check if self.catalog is not None else None
-        return load_spec(data=spec, text=spec_yaml, path=confined, check_instrument=check)
+        traits = self.catalog.traits if self.catalog is not None else None
+        return load_spec(data=spec, text=spec_yaml, path=confined, instruments=traits)
 
     async def validate_spec(
         self,

@@ -19,8 +19,9 @@ from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
 from podium.core.control import ControlCalls
-from podium.core.errors import ConflictError
+from podium.core.errors import ConflictError, SpecError
 from podium.core.events import ChangeEvent
+from podium.core.instruments.profile import applicable_config
 from podium.core.manager_core import (
     _PRESSURE_ORDER,
     HIGH_PRESSURE_GAP_SECONDS,
@@ -42,6 +43,7 @@ from podium.core.runner.process import ProcessGroupRef
 from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.scheduler import JobState, Limits, next_wakeup, pick_dispatches
 from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
     TemplateContext,
     TemplateRenderError,
@@ -165,6 +167,11 @@ class JobManager(ControlCalls, Recovery):
             deadlines: list[datetime] = []
             for job in await self.store.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING]):
                 sheets = await self.store.get_sheets(job.job_id)
+                try:
+                    self._spec_for(job)
+                except SpecError as exc:
+                    await self._fail_unloadable(job, sheets, exc, now)
+                    continue
                 deadline = self._deadline(job)
                 if deadline is not None:
                     if deadline <= now:
@@ -276,7 +283,10 @@ class JobManager(ControlCalls, Recovery):
     def _plan(
         self, job: JobRow, sheets: list[SheetRow], sheet: SheetRow, attempt_no: int, log_path: Path
     ) -> AttemptPlan | str:
-        loaded = self._spec_for(job)
+        try:
+            loaded = self._spec_for(job)
+        except SpecError as exc:
+            return f"spec: the stored spec no longer loads ({exc})"
         resolved = loaded.sheets[sheet.sheet_num - 1]
         by_num = {s.sheet_num: s for s in sheets}
         outputs = {n: by_num[n].output_tail or "" for n in ancestors(by_num, sheet.sheet_num)}
@@ -306,7 +316,7 @@ class JobManager(ControlCalls, Recovery):
             prompt=prompt,
             workspace=Path(job.workspace),
             profile=info.profile,
-            instrument_config=resolved.instrument_config,
+            instrument_config=applicable_config(resolved.instrument_config, info.profile),
             validations=validations,
             log_path=log_path,
             log_max_bytes=self.config.log_max_bytes,
@@ -378,13 +388,17 @@ class JobManager(ControlCalls, Recovery):
                 mark_terminal(sheet, SheetStatus.CANCELLED, now, result.error, category)
                 sheet.output_tail = result.stdout_tail[-4096:]
             else:
-                loaded = self._spec_for(job)
+                try:
+                    policy = self._spec_for(job).spec.retry
+                except SpecError:
+                    # The job is failing for its spec: record this attempt, retry nothing.
+                    policy = RetryPolicy(max_retries=0)
                 outcome, changed, hold = apply_attempt_result(
                     job,
                     sheets,
                     sheet,
                     result,
-                    loaded.spec.retry,
+                    policy,
                     now,
                     max_rate_limit_retries=self.config.max_rate_limit_retries,
                     max_rate_limit_wait_seconds=self.config.max_rate_limit_wait_seconds,
@@ -431,6 +445,34 @@ class JobManager(ControlCalls, Recovery):
         job.error = final[1]
         await self.store.write(job)
         self._publish(job)
+        if self._task_group is not None:
+            self._task_group.start_soon(self._terminal, job)
+
+    async def _fail_unloadable(
+        self, job: JobRow, sheets: list[SheetRow], exc: SpecError, now: datetime
+    ) -> None:
+        """A stored spec that no longer loads fails its own job with the reason; the loop and
+        every other job go on. Running sheets finish and are recorded as usual."""
+        reason = "; ".join(str(e) for e in exc.errors[:5])
+        log.error("stored spec no longer loads", job_id=job.job_id, errors=reason)
+        changed = []
+        for sheet in sheets:
+            if not sheet.status.is_terminal and (job.job_id, sheet.sheet_num) not in self._running:
+                mark_terminal(
+                    sheet,
+                    SheetStatus.FAILED,
+                    now,
+                    "the job's stored spec no longer loads",
+                    ErrorCategory.SPEC_INVALID,
+                )
+                changed.append(sheet)
+        set_job_status(job, JobStatus.FAILED, now)
+        job.error = (
+            f"spec: the stored spec no longer loads ({reason}); resume with a corrected spec "
+            "(resume with spec, spec_yaml or path)"
+        )
+        await self.store.write(job, changed)
+        self._publish(job, changed)
         if self._task_group is not None:
             self._task_group.start_soon(self._terminal, job)
 

@@ -13,7 +13,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
-from podium.core.errors import NotFoundError
+from podium.core.errors import FieldError, NotFoundError, SpecError
 from podium.core.events import ChangeEvent, EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.pressure import PressureLevel
@@ -99,9 +99,12 @@ class ManagerCore:
         return job
 
     def _spec_for(self, job: JobRow) -> LoadedSpec:
+        """The job's typed spec; raises SpecError when the stored spec no longer loads."""
         cached = self._specs.get(job.job_id)
         if cached is not None and cached[0] == job.spec_fingerprint:
             return cached[1]
+        if job.spec_error is not None:
+            raise SpecError([FieldError("", job.spec_error)])
         loaded = load_spec(data=job.spec)
         self._specs[job.job_id] = (job.spec_fingerprint, loaded)
         return loaded

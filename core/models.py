@@ -108,6 +108,8 @@ class ErrorCategory(StrEnum):
     # Not attempt failures, but reasons a sheet or job ended without running to success.
     DEPENDENCY_FAILED = "dependency_failed"
     DEADLINE = "deadline"
+    # The job's stored spec no longer loads (e.g. after an upgrade); only that job fails.
+    SPEC_INVALID = "spec_invalid"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
 

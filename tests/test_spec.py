@@ -28,6 +28,7 @@ from podium.core.spec import (
     render_sheet_prompt,
     render_validation,
 )
+from podium.core.spec.loader import InstrumentTraits
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -616,7 +617,9 @@ def test_semantic_errors_are_reported_together() -> None:
                 {"name": "b", "prompt": "y", "depends_on": ["a", "ghost"], "instrument": "bad"},
             ]
         ),
-        check_instrument=lambda name: None if name == "shell" else f"unknown instrument {name!r}",
+        instruments=lambda name: InstrumentTraits(
+            problem=None if name == "shell" else f"unknown instrument {name!r}"
+        ),
     )
     assert {e.path for e in errors} == {
         "sheets.0.depends_on",
@@ -637,9 +640,11 @@ def test_spec_error_text_is_one_line_per_error() -> None:
 def test_check_instrument_errors_at_the_naming_path() -> None:
     calls: list[str] = []
 
-    def check(name: str) -> str | None:
+    def check(name: str) -> InstrumentTraits:
         calls.append(name)
-        return None if name == "shell" else f"instrument {name!r} is not installed"
+        return InstrumentTraits(
+            problem=None if name == "shell" else f"instrument {name!r} is not installed"
+        )
 
     errors = errors_of(
         data=spec(
@@ -651,7 +656,7 @@ def test_check_instrument_errors_at_the_naming_path() -> None:
                 {"prompt": "d", "instrument": "codex-cli"},
             ],
         ),
-        check_instrument=check,
+        instruments=check,
     )
     assert sorted(calls) == ["codex-cli", "gemini-cli", "shell"]  # once per distinct name
     by_path = {e.path: e.message for e in errors}
@@ -663,13 +668,13 @@ def test_check_instrument_errors_at_the_naming_path() -> None:
 def test_unused_job_instrument_is_not_checked() -> None:
     calls: list[str] = []
 
-    def check(name: str) -> str | None:
+    def check(name: str) -> InstrumentTraits:
         calls.append(name)
-        return None
+        return InstrumentTraits()
 
     load_spec(
         data=spec(instrument="missing", sheets=[{"prompt": "a", "instrument": "shell"}]),
-        check_instrument=check,
+        instruments=check,
     )
     assert calls == ["shell"]
 

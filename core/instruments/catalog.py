@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import InstrumentProfile
+from podium.core.spec.loader import InstrumentTraits
 
 
 class ProfileError(PodiumError):
@@ -101,6 +102,18 @@ class InstrumentCatalog:
 
     def all(self) -> list[InstrumentInfo]:
         return [self._infos[n] for n in sorted(self._infos)]
+
+    def traits(self, name: str) -> InstrumentTraits:
+        """What spec validation needs to know of an instrument (see `load_spec`)."""
+        info = self._infos.get(name)
+        problem = self.check(name)
+        if info is None:
+            return InstrumentTraits(problem=problem)
+        return InstrumentTraits(
+            problem=problem,
+            permission_modes=frozenset(info.profile.permission_flags),
+            accepts_model=info.profile.model_flag is not None,
+        )
 
     def check(self, name: str) -> str | None:
         """None when usable; otherwise why not (for spec validation errors)."""

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from podium.core.spec.models import InstrumentConfig
+
 PROMPT_PLACEHOLDER = "{prompt}"
 PROMPT_FILE_PLACEHOLDER = "{prompt_file}"
 
@@ -76,6 +78,18 @@ class InstrumentProfile(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     patterns: Patterns = Field(default_factory=Patterns)
     check: CheckSpec | None = None
+
+
+def applicable_config(config: InstrumentConfig, profile: InstrumentProfile) -> InstrumentConfig:
+    """Drop settings the instrument has no notion of: a job-level `permission_mode` or
+    `model` meant for the AI sheets must not break a `shell` sheet. (Set on a sheet itself,
+    or a mode the instrument does not know, is refused when the spec is validated.)"""
+    drop: dict[str, None] = {}
+    if config.permission_mode is not None and not profile.permission_flags:
+        drop["permission_mode"] = None
+    if config.model is not None and profile.model_flag is None:
+        drop["model"] = None
+    return config.model_copy(update=drop) if drop else config
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
@@ -32,6 +32,18 @@ from podium.core.spec.models import (
 from podium.core.spec.templating import check_templates, undefined_names
 
 REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class InstrumentTraits:
+    """What the loader needs to know of an instrument to check a spec against it."""
+
+    problem: str | None = None  # why the instrument cannot be used; None when it can
+    permission_modes: frozenset[str] = frozenset()
+    accepts_model: bool = False
+
+
+InstrumentLookup = Callable[[str], InstrumentTraits]
 
 
 @dataclass(frozen=True)
@@ -75,27 +87,26 @@ class LoadedSpec:
         return spec_to_storable(self.spec)
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(
-            self.to_storable(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return hashlib.sha256(jsondata.canonical(self.to_storable()).encode("utf-8")).hexdigest()
 
 
 def _config_to_storable(config: InstrumentConfig) -> dict[str, Any]:
     # Only the fields given: an explicit null must survive a round trip, because merging
     # treats "given as null" (clear the job's value) differently from "not given".
-    return config.model_dump(mode="json", exclude_unset=True)
+    return config.model_dump(exclude_unset=True)
 
 
 def spec_to_storable(spec: JobSpec) -> dict[str, Any]:
-    """Plain JSON data that loads back to the same spec; defaults are filled in, so
-    equivalent specs give equal data (and fingerprints)."""
-    data = spec.model_dump(mode="json", exclude_none=True, exclude={"instrument_config", "sheets"})
+    """Data that loads back to the same spec; defaults are filled in, so equivalent specs
+    give equal data (and fingerprints). Python mode, not JSON mode: `variables` keep their
+    key types (`{1: Ada}` stays an int key); the store writes it with `jsondata`, which
+    keeps them too."""
+    data = spec.model_dump(exclude_none=True, exclude={"instrument_config", "sheets"})
     data["instrument_config"] = _config_to_storable(spec.instrument_config)
     if spec.sheets is not None:
         sheets: list[dict[str, Any]] = []
         for sheet in spec.sheets:
-            item = sheet.model_dump(mode="json", exclude_none=True, exclude={"instrument_config"})
+            item = sheet.model_dump(exclude_none=True, exclude={"instrument_config"})
             if sheet.instrument_config is not None:
                 config = _config_to_storable(sheet.instrument_config)
                 if config:
@@ -403,23 +414,82 @@ def _expand(spec: JobSpec, graph: _Graph) -> list[ResolvedSheet]:
 # --- instruments and templates ---------------------------------------------------------------
 
 
+def _config_origin(
+    spec: JobSpec, sheet: SheetSpec | None, index: int, field: str
+) -> tuple[str, bool] | None:
+    """Where a sheet's effective `field` was set: (path, set on the sheet itself)."""
+    own = sheet.instrument_config if sheet is not None else None
+    if own is not None and field in own.model_fields_set:
+        if getattr(own, field) is None:
+            return None  # cleared on the sheet
+        return f"sheets.{index}.instrument_config.{field}", True
+    if getattr(spec.instrument_config, field) is not None:
+        return f"instrument_config.{field}", False
+    return None
+
+
+def _check_instrument_settings(
+    spec: JobSpec,
+    resolved: ResolvedSheet,
+    sheet: SheetSpec | None,
+    index: int,
+    traits: InstrumentTraits,
+) -> list[FieldError]:
+    """A job-level default that an instrument has no notion of (a permission mode or model
+    for `shell`) does not apply to that instrument's sheets; set on the sheet itself it is an
+    error, and so is a value the instrument does not know. Never a run-time failure."""
+    errors: list[FieldError] = []
+    config = resolved.instrument_config
+    name = resolved.instrument
+    mode = config.permission_mode
+    origin = _config_origin(spec, sheet, index, "permission_mode")
+    if mode is not None and origin is not None:
+        path, on_sheet = origin
+        if not traits.permission_modes:
+            if on_sheet:
+                errors.append(
+                    FieldError(path, f"instrument {name!r} has no permission modes; remove it")
+                )
+        elif mode not in traits.permission_modes:
+            allowed = ", ".join(sorted(traits.permission_modes))
+            errors.append(
+                FieldError(
+                    path,
+                    f"instrument {name!r} has no permission mode {mode!r} (allowed: {allowed})",
+                )
+            )
+    origin = _config_origin(spec, sheet, index, "model")
+    if config.model is not None and origin is not None and not traits.accepts_model:
+        path, on_sheet = origin
+        if on_sheet:
+            errors.append(FieldError(path, f"instrument {name!r} takes no model; remove it"))
+    return errors
+
+
 def _check_instruments(
-    spec: JobSpec, sheets: list[ResolvedSheet], check: Callable[[str], str | None]
+    spec: JobSpec, sheets: list[ResolvedSheet], lookup: InstrumentLookup
 ) -> list[FieldError]:
     paths: dict[str, list[str]] = {}
     explicit: list[SheetSpec | None] = list(spec.sheets) if spec.sheets else [None] * len(sheets)
+    traits: dict[str, InstrumentTraits] = {}
+    errors: list[FieldError] = []
     for index, (resolved, sheet) in enumerate(zip(sheets, explicit, strict=True)):
         named_here = sheet is not None and sheet.instrument is not None
         path = f"sheets.{index}.instrument" if named_here else "instrument"
         where = paths.setdefault(resolved.instrument, [])
         if path not in where:
             where.append(path)
-    errors: list[FieldError] = []
+        found = traits.get(resolved.instrument)
+        if found is None:
+            found = traits[resolved.instrument] = lookup(resolved.instrument)
+        if found.problem is None:
+            errors.extend(_check_instrument_settings(spec, resolved, sheet, index, found))
     for name, where in paths.items():
-        problem = check(name)
+        problem = traits[name].problem
         if problem is not None:
             errors.extend(FieldError(path, problem) for path in where)
-    return errors
+    # A job-level value wrong for several sheets' instrument is one error, not one per sheet.
+    return list(dict.fromkeys(errors))
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -430,11 +500,11 @@ def load_spec(
     data: Mapping[str, Any] | None = None,
     text: str | None = None,
     path: str | Path | None = None,
-    check_instrument: Callable[[str], str | None] | None = None,
+    instruments: InstrumentLookup | None = None,
 ) -> LoadedSpec:
     """Validate a spec from exactly one source; raise `SpecError` listing every problem.
 
-    `check_instrument(name)` returns None when the instrument can be used, else why not.
+    `instruments(name)` tells whether an instrument can be used and what settings it takes.
     """
     if sum(source is not None for source in (data, text, path)) != 1:
         raise SpecError(
@@ -472,8 +542,8 @@ def load_spec(
         chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
         errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
     sheets = _expand(spec, graph)
-    if check_instrument is not None:
-        errors.extend(_check_instruments(spec, sheets, check_instrument))
+    if instruments is not None:
+        errors.extend(_check_instruments(spec, sheets, instruments))
     errors.extend(check_templates(spec, sheets, None if cycles else _ancestor_bits(graph)))
     if errors:
         raise SpecError(errors)

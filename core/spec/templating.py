@@ -163,10 +163,29 @@ def compile_template(source: str) -> Template:
         ) from None
 
 
+_GUARD_TESTS = frozenset({"defined", "undefined"})
+_GUARD_FILTERS = frozenset({"default", "d"})
+
+
+def _assigned_or_guarded(ast: nodes.Template) -> set[str]:
+    """Names the template sets somewhere (`set`, `for`, macro and call-block parameters,
+    `with`) or only reads behind a guard (`x is defined`, `x | default(...)`). Whether such
+    a name exists when it is read depends on the branch taken, so only a real render can tell;
+    Jinja's own analysis reports a name set inside an `if` as undeclared."""
+    names = {node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")}
+    for test in ast.find_all(nodes.Test):
+        if test.name in _GUARD_TESTS and isinstance(test.node, nodes.Name):
+            names.add(test.node.name)
+    for flt in ast.find_all(nodes.Filter):
+        if flt.name in _GUARD_FILTERS and isinstance(flt.node, nodes.Name):
+            names.add(flt.node.name)
+    return names
+
+
 @lru_cache(maxsize=1024)
 def _undeclared_names(source: str) -> dict[str, int | None]:
     ast = environment.parse(source)
-    names = meta.find_undeclared_variables(ast)
+    names = meta.find_undeclared_variables(ast) - _assigned_or_guarded(ast)
     lines: dict[str, int | None] = dict.fromkeys(sorted(names))
     for node in ast.find_all(nodes.Name):
         if node.name in lines and lines[node.name] is None:
@@ -174,9 +193,18 @@ def _undeclared_names(source: str) -> dict[str, int | None]:
     return lines
 
 
+@lru_cache(maxsize=1024)
+def reads_outputs(source: str) -> bool:
+    """Whether a template reads `outputs`, whose values exist only at run time."""
+    ast = environment.parse(source)
+    return any(node.name == "outputs" for node in ast.find_all(nodes.Name))
+
+
 def undefined_names(source: str, known: frozenset[str] | set[str]) -> list[tuple[str, int | None]]:
-    """Names a template reads that neither the context nor Jinja provides, with the line of
-    first use. Unlike rendering, this also finds names in branches not taken."""
+    """Names a template reads unconditionally that neither the context nor Jinja provides,
+    with the line of first use; this also finds typos in branches not taken. Names that are
+    set in the template or read behind a guard are left to the render with the real context,
+    which reports them only when they really are undefined."""
     compile_template(source)  # syntax errors first, with their own message
     names = _undeclared_names(source)
     return [
@@ -340,8 +368,10 @@ def check_templates(
                 render(template, ctx)
             except TemplateRenderError as exc:
                 # Other runtime errors may come from the placeholder values (e.g. empty
-                # outputs), so they are left for the real render.
-                if exc.kind != "error":
+                # outputs), so they are left for the real render; so is a name that is
+                # undefined only because a branch read placeholder outputs.
+                placeholder = exc.kind == "undefined" and reads_outputs(template)
+                if exc.kind != "error" and not placeholder:
                     errors.append(FieldError(path, str(exc)))
                     failed.add(path)
     return errors

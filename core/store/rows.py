@@ -50,6 +50,8 @@ class JobRow:
     completed_at: datetime | None = None
     conductor_pid: int | None = None
     snapshot_path: str | None = None
+    # Set by the store when the stored spec could not be decoded; the job then fails alone.
+    spec_error: str | None = None
 
     def summary(self) -> JobSummary:
         return JobSummary(

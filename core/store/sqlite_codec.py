@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from podium.core import jsondata
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
@@ -51,7 +52,7 @@ def job_params(job: JobRow) -> dict[str, Any]:
         "error": job.error,
         "priority": job.priority,
         "workspace": job.workspace,
-        "spec_json": json.dumps(job.spec, sort_keys=True),
+        "spec_json": jsondata.dumps(job.spec),
         "spec_fingerprint": job.spec_fingerprint,
         "spec_path": job.spec_path,
         "labels_json": json.dumps(job.labels),
@@ -67,7 +68,20 @@ def job_params(job: JobRow) -> dict[str, Any]:
     }
 
 
+def _spec_from_text(text: str) -> tuple[dict[str, Any], str | None]:
+    """A stored spec that cannot be decoded must fail its own job, not every read of the
+    jobs table, so the problem travels with the row instead of raising here."""
+    try:
+        spec = jsondata.loads(text)
+    except ValueError as exc:
+        return {}, f"the stored spec is not readable JSON ({exc})"
+    if not isinstance(spec, dict):
+        return {}, "the stored spec is not a mapping"
+    return spec, None
+
+
 def job_from_row(row: sqlite3.Row) -> JobRow:
+    spec, spec_error = _spec_from_text(row["spec_json"])
     return JobRow(
         job_id=row["job_id"],
         name=row["name"],
@@ -77,7 +91,8 @@ def job_from_row(row: sqlite3.Row) -> JobRow:
         error=row["error"],
         priority=row["priority"],
         workspace=row["workspace"],
-        spec=json.loads(row["spec_json"]),
+        spec=spec,
+        spec_error=spec_error,
         spec_fingerprint=row["spec_fingerprint"],
         spec_path=row["spec_path"],
         labels=json.loads(row["labels_json"]),
