@@ -20,6 +20,7 @@ from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
+    TEMPLATED_VALIDATION_FIELDS,
     InstrumentConfig,
     JobSpec,
     SheetSpec,
@@ -29,7 +30,7 @@ from podium.core.spec.models import (
     form_errors,
     merge_instrument_config,
 )
-from podium.core.spec.templating import check_templates, undefined_names
+from podium.core.spec.templating import TemplateRenderError, check_templates, undefined_names
 
 REDACTED = "***"
 
@@ -274,58 +275,118 @@ def _build_graph(spec: JobSpec, errors: list[FieldError]) -> _Graph:
     return graph
 
 
-def _salvage_errors(raw: Mapping[str, Any], reported: set[str]) -> list[FieldError]:
-    """When the model itself is invalid, still check what can be checked on the raw sheets
-    (dependency references and undefined template names), so one answer lists every error.
-    Paths already reported are skipped; this pass is best-effort and never raises."""
+def _raw_template_sites(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field path, template) of every template in raw spec data that is a string."""
+
+    def validation_sites(prefix: str, validations: object) -> Iterator[tuple[str, str]]:
+        if not isinstance(validations, list):
+            return
+        for j, item in enumerate(validations):
+            if not isinstance(item, Mapping):
+                continue
+            fields = TEMPLATED_VALIDATION_FIELDS.get(str(item.get("type")), ())
+            for name in fields:
+                value = item.get(name)
+                if isinstance(value, str):
+                    yield f"{prefix}.{j}.{name}", value
+
     sheets = raw.get("sheets")
-    if not isinstance(sheets, list):
-        return []
-    names = {
-        s["name"]: i + 1
-        for i, s in enumerate(sheets)
-        if isinstance(s, Mapping) and isinstance(s.get("name"), str)
-    }
-    graph = _Graph(
-        len(sheets),
-        names,
-        [set() for _ in range(len(sheets) + 1)],
-        {},
-        {n: name for name, n in names.items()},
-    )
+    if isinstance(sheets, list):
+        for i, sheet in enumerate(sheets):
+            if isinstance(sheet, Mapping):
+                if isinstance(sheet.get("prompt"), str):
+                    yield f"sheets.{i}.prompt", sheet["prompt"]
+                yield from validation_sites(f"sheets.{i}.validations", sheet.get("validations"))
+    prompt = raw.get("prompt")
+    if isinstance(prompt, Mapping) and isinstance(prompt.get("template"), str):
+        yield "prompt.template", prompt["template"]
+    yield from validation_sites("validations", raw.get("validations"))
+
+
+def _raw_instrument_errors(
+    raw: Mapping[str, Any], reported: set[str], lookup: InstrumentLookup
+) -> list[FieldError]:
+    """Unknown or unusable instruments named in raw spec data."""
+    sheets = raw.get("sheets")
+    sheet_list = sheets if isinstance(sheets, list) else []
+    named: list[tuple[str, object]] = []
+    default_used = not sheet_list  # the batch form uses the job's instrument
+    for i, sheet in enumerate(sheet_list):
+        own = sheet.get("instrument") if isinstance(sheet, Mapping) else None
+        if own is None:
+            default_used = True
+        else:
+            named.append((f"sheets.{i}.instrument", own))
+    if default_used:
+        named.insert(0, ("instrument", raw.get("instrument", "shell")))
+    errors: list[FieldError] = []
+    problems: dict[str, str | None] = {}
+    for path, name in named:
+        if path in reported or not isinstance(name, str) or not name:
+            continue
+        if name not in problems:
+            problems[name] = lookup(name).problem
+        problem = problems[name]
+        if problem is not None:
+            errors.append(FieldError(path, problem))
+    return errors
+
+
+def _salvage_errors(
+    raw: Mapping[str, Any], reported: set[str], instruments: InstrumentLookup | None
+) -> list[FieldError]:
+    """When the model itself is invalid, still check what can be checked on the raw data
+    (dependency references, template syntax and undefined names, instruments), so one answer
+    lists every error of every stage. Paths already reported are skipped; this pass is
+    best-effort and never raises."""
+    errors: list[FieldError] = []
+    sheets = raw.get("sheets")
+    if isinstance(sheets, list):
+        names = {
+            s["name"]: i + 1
+            for i, s in enumerate(sheets)
+            if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+        }
+        graph = _Graph(
+            len(sheets),
+            names,
+            [set() for _ in range(len(sheets) + 1)],
+            {},
+            {n: name for name, n in names.items()},
+        )
+        for i, sheet in enumerate(sheets):
+            deps = sheet.get("depends_on") if isinstance(sheet, Mapping) else None
+            if isinstance(deps, list):
+                for j, ref in enumerate(deps):
+                    path = f"sheets.{i}.depends_on.{j}"
+                    if (
+                        path not in reported
+                        and isinstance(ref, int | str)
+                        and not isinstance(ref, bool)
+                    ):
+                        _add_dep(graph, i + 1, ref, path, errors)
     variables = raw.get("variables")
     known = BUILTIN_TEMPLATE_VARIABLES | (
-        set(variables) if isinstance(variables, Mapping) else set()
+        {str(k) for k in variables} if isinstance(variables, Mapping) else set()
     )
     known_list = ", ".join(sorted(known))
-    errors: list[FieldError] = []
-    for i, sheet in enumerate(sheets):
-        if not isinstance(sheet, Mapping):
+    for path, template in _raw_template_sites(raw):
+        if path in reported:
             continue
-        deps = sheet.get("depends_on")
-        if isinstance(deps, list):
-            for j, ref in enumerate(deps):
-                path = f"sheets.{i}.depends_on.{j}"
-                if (
-                    path not in reported
-                    and isinstance(ref, int | str)
-                    and not isinstance(ref, bool)
-                ):
-                    _add_dep(graph, i + 1, ref, path, errors)
-        prompt = sheet.get("prompt")
-        path = f"sheets.{i}.prompt"
-        if isinstance(prompt, str) and path not in reported:
-            try:
-                missing = undefined_names(prompt, known)
-            except Exception:  # a syntax error is reported by the full check once fixed
-                continue
-            for name, line in missing:
-                at = f" at line {line}" if line else ""
-                errors.append(
-                    FieldError(
-                        path, f"undefined template variable {name!r}{at}; defined: {known_list}"
-                    )
-                )
+        try:
+            missing = undefined_names(template, known)
+        except TemplateRenderError as exc:
+            errors.append(FieldError(path, str(exc)))
+            continue
+        except Exception:  # best effort: anything else is left to the full check
+            continue
+        for name, line in missing:
+            at = f" at line {line}" if line else ""
+            errors.append(
+                FieldError(path, f"undefined template variable {name!r}{at}; defined: {known_list}")
+            )
+    if instruments is not None:
+        errors.extend(_raw_instrument_errors(raw, reported, instruments))
     return errors
 
 
@@ -531,7 +592,7 @@ def load_spec(
         spec = JobSpec.model_validate(dict(raw))
     except ValidationError as exc:
         errors.extend(field_errors(exc))
-        errors.extend(_salvage_errors(raw, {e.path for e in errors}))
+        errors.extend(_salvage_errors(raw, {e.path for e in errors}, instruments))
         raise SpecError(errors or [FieldError("", str(exc))]) from None
     if errors:
         raise SpecError(errors)

@@ -101,12 +101,27 @@ EnvValue = Annotated[str, BeforeValidator(_env_value)]
 class InstrumentConfig(_SpecModel):
     """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
 
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    idle_timeout_seconds: float | None = Field(default=None, gt=0)
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    model: str | None = None
-    extra_args: list[str] = Field(default_factory=list)
-    permission_mode: str | None = None
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="kill the sheet after this long (default 1800)"
+    )
+    idle_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="kill the sheet when it prints nothing for this long"
+    )
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict, description="extra environment; merged key by key, never echoed"
+    )
+    model: str | None = Field(
+        default=None, description="passed with the instrument's model flag (AI CLIs only)"
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="appended to the instrument's arguments"
+    )
+    permission_mode: str | None = Field(
+        default=None,
+        description="an AI CLI's non-interactive permission level, e.g. accept-edits, bypass, "
+        "plan (see the instrument's profile)",
+        examples=["accept-edits"],
+    )
 
     def effective_timeout(self, profile_timeout: float | None = None) -> float:
         if self.timeout_seconds is not None:
@@ -140,26 +155,33 @@ def merge_instrument_config(
 # --- validations ---------------------------------------------------------------------------
 
 
+_PATH = "relative to the workspace (must stay inside it); a template"
+
+
 class FileExistsValidation(_SpecModel):
     type: Literal["file_exists"] = "file_exists"
-    path: NonBlankStr
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
 class FileModifiedValidation(_SpecModel):
+    """The file changed during this attempt."""
+
     type: Literal["file_modified"] = "file_modified"
-    path: NonBlankStr
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
 class ContentContainsValidation(_SpecModel):
     type: Literal["content_contains"] = "content_contains"
-    path: NonBlankStr
-    pattern: str = Field(min_length=1)
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
+    pattern: str = Field(min_length=1, description="plain substring", examples=["done"])
 
 
 class ContentRegexValidation(_SpecModel):
     type: Literal["content_regex"] = "content_regex"
-    path: NonBlankStr
-    pattern: str = Field(min_length=1)
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
+    pattern: str = Field(
+        min_length=1, description="Python re.search, MULTILINE", examples=["^[0-9]+$"]
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -175,7 +197,9 @@ class ContentRegexValidation(_SpecModel):
 
 class CommandSucceedsValidation(_SpecModel):
     type: Literal["command_succeeds"] = "command_succeeds"
-    command: NonBlankStr
+    command: NonBlankStr = Field(
+        description="bash command run in the workspace; exit 0 passes", examples=["test -s out.txt"]
+    )
     timeout_seconds: float = Field(default=60, gt=0)
 
 
@@ -236,20 +260,41 @@ InstrumentName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class SheetSpec(_SpecModel):
-    name: SheetName | None = None
-    prompt: NonBlankStr
-    depends_on: list[SheetRef] = Field(default_factory=list)
-    instrument: InstrumentName | None = None
-    instrument_config: InstrumentConfig | None = None
-    validations: list[Validation] = Field(default_factory=list)
+    name: SheetName | None = Field(
+        default=None,
+        description="unique label; depends_on and outputs can use it",
+        examples=["build"],
+    )
+    prompt: NonBlankStr = Field(
+        description="a template: the shell command, or the AI CLI's prompt",
+        examples=["echo hello > out.txt"],
+    )
+    depends_on: list[SheetRef] = Field(
+        default_factory=list,
+        description="sheet numbers (1-based) or names that must complete first",
+        examples=[[]],
+    )
+    instrument: InstrumentName | None = Field(
+        default=None, description="overrides the job's instrument", examples=["shell"]
+    )
+    instrument_config: InstrumentConfig | None = Field(
+        default=None, description="merged over the job's instrument_config"
+    )
+    validations: list[Validation] = Field(
+        default_factory=list, description="checks after the run; all must pass"
+    )
 
 
 class BatchSheetSpec(_SpecModel):
     """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
 
-    size: int = Field(ge=1)
-    total_items: int = Field(ge=1)
-    dependencies: dict[SheetRef, list[SheetRef]] = Field(default_factory=dict)
+    size: int = Field(ge=1, description="items per sheet")
+    total_items: int = Field(ge=1, description="items 1..total_items are split into sheets")
+    dependencies: dict[SheetRef, list[SheetRef]] = Field(
+        default_factory=dict,
+        description="sheet number -> the sheet numbers it waits for",
+        examples=[{"2": [1]}],
+    )
 
     @property
     def sheet_count(self) -> int:
@@ -266,14 +311,17 @@ class BatchSheetSpec(_SpecModel):
 
 
 class PromptTemplate(_SpecModel):
-    template: NonBlankStr
+    template: NonBlankStr = Field(
+        description="rendered per sheet with start_item, end_item, sheet_num, total_sheets",
+        examples=["echo items {{ start_item }}-{{ end_item }}"],
+    )
 
 
 # --- job -----------------------------------------------------------------------------------
 
 
 class RetryPolicy(_SpecModel):
-    max_retries: int = Field(default=2, ge=0, le=100)
+    max_retries: int = Field(default=2, ge=0, le=100, description="up to N+1 attempts")
     base_delay_seconds: float = Field(default=2, ge=0)
     max_delay_seconds: float = Field(default=120, ge=0)
     jitter: bool = True
@@ -333,22 +381,66 @@ def form_errors(
 
 
 class JobSpec(_SpecModel):
-    name: str = Field(pattern=JOB_NAME_PATTERN)
+    """A Podium job spec: give either `sheets` (explicit form) or `sheet` + `prompt` (batch
+    form)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="Podium job spec",
+        json_schema_extra={"oneOf": [{"required": ["sheets"]}, {"required": ["sheet", "prompt"]}]},
+    )
+
+    name: str = Field(pattern=JOB_NAME_PATTERN, examples=["nightly-review"])
     description: str | None = None
-    labels: list[Label] = Field(default_factory=list)
-    workspace: str | None = Field(default=None, min_length=1)
-    instrument: InstrumentName = "shell"
-    instrument_config: InstrumentConfig = Field(default_factory=InstrumentConfig)
-    variables: dict[VariableName, Any] = Field(default_factory=dict)
-    sheets: list[SheetSpec] | None = Field(default=None, min_length=1, max_length=MAX_SHEETS)
-    sheet: BatchSheetSpec | None = None
-    prompt: PromptTemplate | None = None
-    validations: list[Validation] = Field(default_factory=list)
+    labels: list[Label] = Field(
+        default_factory=list, description="list_jobs can filter by label", examples=[["nightly"]]
+    )
+    workspace: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the sheets' working directory; relative to the spec file's folder, or "
+        "to <home>/workspaces for an inline spec; must be inside an allowed root "
+        "(default: <home>/workspaces/<job_id>)",
+        examples=["my-work"],
+    )
+    instrument: InstrumentName = Field(
+        default="shell",
+        description="how sheets run: shell, claude-code, gemini-cli, codex-cli, aider, goose, "
+        "opencode, or a user profile",
+        examples=["shell"],
+    )
+    instrument_config: InstrumentConfig = Field(
+        default_factory=InstrumentConfig, description="defaults for every sheet"
+    )
+    variables: dict[VariableName, Any] = Field(
+        default_factory=dict,
+        description="template variables for every sheet",
+        examples=[{"repo": "my-project"}],
+    )
+    sheets: list[SheetSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SHEETS,
+        description="explicit form: the sheets, numbered from 1",
+    )
+    sheet: BatchSheetSpec | None = Field(default=None, description="batch form, with prompt")
+    prompt: PromptTemplate | None = Field(
+        default=None, description="batch form only: the prompt template of every sheet"
+    )
+    validations: list[Validation] = Field(
+        default_factory=list, description="applied to every sheet, after its own"
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
-    priority: int = Field(default=5, ge=1, le=10)
-    on_failure: Literal["stop", "continue"] = "stop"
-    deadline_seconds: float | None = Field(default=None, gt=0)
+    priority: int = Field(default=5, ge=1, le=10, description="1 is the most urgent")
+    on_failure: Literal["stop", "continue"] = Field(
+        default="stop",
+        description="stop: a failure skips every sheet not yet started; continue: only the "
+        "failed sheet's dependents are skipped",
+    )
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, description='the job fails with reason "deadline" after this long'
+    )
 
     @field_validator("labels")
     @classmethod
@@ -454,6 +546,50 @@ _MESSAGE_STARTS = (
 _SHEET_NAME_HINT = "letters, digits, '.', '-' and '_'; starts with a letter or digit; 1-64 long"
 
 
+_VALIDATION_MODELS: tuple[type[BaseModel], ...] = (
+    FileExistsValidation,
+    FileModifiedValidation,
+    ContentContainsValidation,
+    ContentRegexValidation,
+    CommandSucceedsValidation,
+)
+
+
+def misplaced_hint(field: str, here: type[BaseModel] | None) -> str | None:
+    """Where a field that is unknown in `here` does belong, for the common misplacements
+    (a top-level `timeout_seconds`, a sheet-level `retry`, a top-level `depends_on`...)."""
+    if here is None:
+        return None
+    on_sheet = here is SheetSpec
+    homes: list[tuple[type[BaseModel], str]] = [
+        (
+            InstrumentConfig,
+            "it belongs under this sheet's instrument_config"
+            if on_sheet
+            else "it belongs under instrument_config (defaults for every sheet) or a sheet's "
+            "instrument_config",
+        ),
+        (JobSpec, "it is a job-level field: set it at the top level of the spec"),
+        (SheetSpec, "it belongs on a sheet (an entry of sheets)"),
+        (RetryPolicy, "it belongs under retry"),
+        (ConcurrencySpec, "it belongs under concurrency"),
+        (BatchSheetSpec, "it belongs under sheet (the batch form: sheet: {size, total_items})"),
+        (PromptTemplate, "it belongs under prompt (the batch form: prompt: {template: ...})"),
+        *((m, "it belongs in a validation (an entry of validations)") for m in _VALIDATION_MODELS),
+    ]
+    for model, hint in homes:
+        if model is not here and field in model.model_fields:
+            if here in _VALIDATION_MODELS and model in _VALIDATION_MODELS:
+                kinds = [
+                    str(m.model_fields["type"].default)
+                    for m in _VALIDATION_MODELS
+                    if field in m.model_fields
+                ]
+                return f"only these validation types take it: {', '.join(kinds)}"
+            return hint
+    return None
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -466,8 +602,11 @@ def _message(error: ErrorDetails, path: str) -> str:
     if kind == "extra_forbidden":
         _, model = _walk(loc[:-1])
         allowed = list(model.model_fields) if model else []
+        belongs = misplaced_hint(field, model)
         close = difflib.get_close_matches(field, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if belongs:
+            hint = f"; {belongs}"
         return f"unknown field {field!r}{hint}; allowed fields: {', '.join(allowed)}"
     if kind == "missing":
         return f"missing required field {field!r}"
@@ -515,3 +654,11 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         path, _ = _walk(error["loc"])
         found.append(FieldError(path, _message(error, path)))
     return found
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The job spec's JSON Schema (served as `podium://spec/schema`), from the same models
+    that validate specs, so it can never drift from what `validate_spec` accepts."""
+    schema = JobSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
