@@ -108,7 +108,9 @@ class InstrumentConfig(_SpecModel):
         default=None, gt=0, description="kill the sheet when it prints nothing for this long"
     )
     env: dict[EnvName, EnvValue] = Field(
-        default_factory=dict, description="extra environment; merged key by key, never echoed"
+        default_factory=dict,
+        description="extra environment; merged key by key, never echoed",
+        examples=[{"LOG_LEVEL": "debug"}],
     )
     model: str | None = Field(
         default=None, description="passed with the instrument's model flag (AI CLIs only)"
@@ -288,12 +290,14 @@ class SheetSpec(_SpecModel):
 class BatchSheetSpec(_SpecModel):
     """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
 
-    size: int = Field(ge=1, description="items per sheet")
-    total_items: int = Field(ge=1, description="items 1..total_items are split into sheets")
+    size: int = Field(ge=1, description="items per sheet", examples=[5])
+    total_items: int = Field(
+        ge=1, description="items 1..total_items are split into sheets", examples=[12]
+    )
     dependencies: dict[SheetRef, list[SheetRef]] = Field(
         default_factory=dict,
         description="sheet number -> the sheet numbers it waits for",
-        examples=[{"2": [1]}],
+        examples=[{"3": [1, 2]}],
     )
 
     @property
