@@ -22,6 +22,7 @@ from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.server.app import PodiumServer
+from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
 
 log = structlog.get_logger("podium.serve")
 
@@ -99,6 +100,8 @@ def build_http_app(server: PodiumServer, transport: Transport, options: HttpOpti
         transport_security=security,
         host=options.host,
         max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        event_store=BoundedEventStore(),
+        retry_interval=RETRY_INTERVAL_MS,
     )
 
 
