@@ -11,11 +11,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import wait_for_job
 
 from podium.core.conductor import Conductor
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.spec.loader import InstrumentTraits, load_spec
-from tests.helpers import wait_for_job
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
