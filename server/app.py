@@ -18,7 +18,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from podium.core.conductor import Conductor, podium_version
 from podium.core.errors import NotFoundError
-from podium.server.guard import ToolCallGuard
+from podium.server.guard import RequestGuard
 from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job
 from podium.server.prompts import PROMPT_NAMES, register_prompts
 from podium.server.resources import register_resources
@@ -76,7 +76,9 @@ class PodiumServer:
             tools=tools,
             **auth,
         )
-        self.mcp.middleware.append(ToolCallGuard({t.name: t for t in tools}, PROMPT_NAMES))
+        self.mcp.middleware.append(
+            RequestGuard({t.name: t for t in tools}, PROMPT_NAMES, self._subscribe_problem)
+        )
         register_resources(self.mcp, conductor)
         register_prompts(self.mcp)
         self.notifier = ChangeNotifier(self.bus, conductor.events)

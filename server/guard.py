@@ -1,6 +1,9 @@
-"""Checks every `tools/call` and `prompts/get` in one place, before and after the handler:
+"""Checks every `tools/call`, `prompts/get` and `subscriptions/listen` in one place, before
+and after the handler:
 - an unknown tool or prompt is the JSON-RPC error -32602 (invalid params) naming what exists,
   as the MCP spec lists it, not a tool result;
+- listening for changes of a resource that does not exist (an unknown job's checkpoint) is
+  the same "not found" error that `resources/subscribe` gives older clients;
 - unknown arguments are refused (the SDK drops them silently, and an agent's misspelt
   `jobid` must be an error it can read, not a silent default);
 - argument errors come back as `field: message` lines, like spec errors;
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -23,6 +26,8 @@ from mcp_types import INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import ValidationError
 
 TextRenderer = Callable[[dict[str, Any]], str]
+# Why a resource URI cannot be subscribed to, or None when it can.
+SubscriptionCheck = Callable[[str], Awaitable[str | None]]
 
 
 def compact_json(value: Any) -> str:
@@ -83,10 +88,20 @@ def _not_found(kind: str, name: object, known: Collection[str]) -> MCPError:
     )
 
 
-class ToolCallGuard:
-    def __init__(self, tools: Mapping[str, Tool], prompts: Collection[str] = ()) -> None:
+async def _any_uri(uri: str) -> str | None:
+    return None
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        tools: Mapping[str, Tool],
+        prompts: Collection[str] = (),
+        subscription_check: SubscriptionCheck = _any_uri,
+    ) -> None:
         self._tools = tools
         self._prompts = prompts
+        self._subscription_check = subscription_check
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -97,6 +112,9 @@ class ToolCallGuard:
             name = ctx.params.get("name")
             if name not in self._prompts:
                 raise _not_found("prompt", name, self._prompts)
+            return await call_next(ctx)
+        if ctx.method == "subscriptions/listen":
+            await self._check_subscriptions(ctx.params)
             return await call_next(ctx)
         if ctx.method != "tools/call":
             return await call_next(ctx)
@@ -115,6 +133,14 @@ class ToolCallGuard:
                 return _error(argument_errors(exc))
         result = await call_next(ctx)
         return _finish(result, tool.name)
+
+    async def _check_subscriptions(self, params: dict[str, Any]) -> None:
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+        for uri in uris if isinstance(uris, list) else []:
+            problem = await self._subscription_check(str(uri))
+            if problem is not None:
+                raise MCPError(code=INVALID_PARAMS, message=problem, data={"uri": str(uri)})
 
 
 def _finish(result: HandlerResult, tool_name: str) -> HandlerResult:

@@ -506,3 +506,21 @@ async def test_status_wait_reports_progress_on_sheet_transitions(client: Client)
     progress = [p for p, _ in seen]
     assert progress == sorted(progress), "progress must not go backwards"
     assert any(m and "sheets completed" in m for _, m in seen), seen
+
+
+async def test_listening_to_an_unknown_job_is_not_found(conductor: Conductor) -> None:
+    async for modern in _serve(conductor, "auto"):
+        with pytest.raises(MCPError) as info:
+            async with modern.listen(
+                resource_subscriptions=["podium://jobs/ghost-job/checkpoint"]
+            ) as sub:
+                async for _ in sub:
+                    break
+        assert info.value.code == INVALID_PARAMS
+        assert "'ghost-job' not found" in info.value.message
+        job = await ok(
+            modern, "submit_job", {"spec": {"name": "l", "sheets": [{"prompt": "true"}]}}
+        )
+        uri = f"podium://jobs/{job['job_id']}/checkpoint"
+        async with modern.listen(resource_subscriptions=[uri, "podium://jobs"]):
+            pass
