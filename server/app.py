@@ -29,7 +29,8 @@ Submit a job (submit_job) whose sheets are shell commands or AI coding CLI runs,
 dependencies, validations and retries; then follow it with `status` (pass wait_seconds to wait
 for a change instead of polling), read output with `logs`, and control it with pause, resume
 and cancel. The spec format: submit_job's description, the resource podium://spec/schema and
-the prompt spec_from_task; check a spec first with validate_spec. Jobs survive restarts of
+the prompt spec_from_task; check a spec first with validate_spec. Every field of a result's
+output schema is always present (null when it does not apply). Jobs survive restarts of
 this server."""
 
 
@@ -71,7 +72,7 @@ class PodiumServer:
         self.mcp: MCPServer[Any] = MCPServer(
             "podium",
             version=podium_version(),
-            instructions=INSTRUCTIONS,
+            instructions=" ".join(INSTRUCTIONS.split()),  # one paragraph, not source lines
             subscriptions=self.bus,
             tools=tools,
             **auth,

@@ -285,6 +285,21 @@ async def test_template_syntax_error_beside_a_field_error(client: Client) -> Non
     assert "syntax" in errors["sheets.0.prompt"]
 
 
+async def test_a_cycle_is_reported_beside_a_field_error(client: Client) -> None:
+    spec = {
+        "name": "cyclic",
+        "priority": 0,
+        "sheets": [
+            {"name": "a", "prompt": "true", "depends_on": ["b"]},
+            {"name": "b", "prompt": "true", "depends_on": ["a"]},
+        ],
+    }
+    report = await ok(client, "validate_spec", {"spec": spec})
+    errors = {e["path"]: e["message"] for e in report["errors"]}
+    assert "priority" in errors
+    assert errors["sheets.0.depends_on"] == "cycle: a -> b -> a"
+
+
 @pytest.mark.parametrize(
     ("spec", "path", "hint"),
     [
@@ -524,3 +539,11 @@ async def test_listening_to_an_unknown_job_is_not_found(conductor: Conductor) ->
         uri = f"podium://jobs/{job['job_id']}/checkpoint"
         async with modern.listen(resource_subscriptions=[uri, "podium://jobs"]):
             pass
+
+
+async def test_instructions_point_to_the_spec_format(conductor: Conductor) -> None:
+    async for legacy in _serve(conductor, "legacy"):
+        text = legacy.instructions
+        assert text and "\n" not in text
+        assert "podium://spec/schema" in text and "spec_from_task" in text
+        assert "wait_seconds" in text and "always present" in text

@@ -365,6 +365,10 @@ def _salvage_errors(
                         and not isinstance(ref, bool)
                     ):
                         _add_dep(graph, i + 1, ref, path, errors)
+            graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
+        for cycle in _find_cycles(graph):
+            chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
+            errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
     variables = raw.get("variables")
     known = BUILTIN_TEMPLATE_VARIABLES | (
         {str(k) for k in variables} if isinstance(variables, Mapping) else set()
