@@ -689,3 +689,14 @@ def test_every_ai_profile_has_classification_samples() -> None:
 
 def test_shell_never_classifies(builtins: dict[str, InstrumentProfile]) -> None:
     assert classify_failure(builtins["shell"], "API Error: 429 rate_limit_error") is None
+
+
+@pytest.mark.parametrize("name", AI_NAMES)
+def test_ai_profiles_say_whether_session_resume_is_supported(
+    builtins: dict[str, InstrumentProfile], name: str
+) -> None:
+    folder = Path(__file__).resolve().parents[1] / "core" / "instruments" / "builtin"
+    text = (folder / f"{name}.yaml").read_text()
+    said = re.search(r"^# Session resume: (supported|not supported)", text, re.MULTILINE)
+    assert said is not None, f"{name}.yaml must say whether session resume is supported"
+    assert (said.group(1) == "supported") == (builtins[name].session is not None)
