@@ -71,7 +71,10 @@ class RateLimitPattern(_Strict):
     retry_after_group: str | None = None
     reset: ResetSpec | None = None
 
-    _regex_ok = field_validator("regex")(lambda v: v if v is None else _check_regex(v))
+    @field_validator("regex")
+    @classmethod
+    def _regex_ok(cls, value: str | None) -> str | None:
+        return None if value is None else _check_regex(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> RateLimitPattern:
