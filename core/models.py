@@ -100,6 +100,8 @@ class Outcome(StrEnum):
 class ErrorCategory(StrEnum):
     RATE_LIMITED = "rate_limited"
     AUTH = "auth"
+    # Out of credits, or the plan/billing is exhausted: waiting cannot help, so no retry.
+    BILLING = "billing"
     TIMEOUT = "timeout"
     TRANSIENT = "transient"
     VALIDATION_FAILED = "validation_failed"
