@@ -130,6 +130,11 @@ class ValidationResult(_Record):
     type: str
     passed: bool
     detail: str | None = None
+    # For a failed check: what it looked at, what it wanted and what it found, so a
+    # diagnosis can say "report.txt has no line matching ^[0-9]+$; it starts with ...".
+    path: str | None = None
+    expected: str | None = None
+    found: str | None = None
 
 
 class HistoryEntry(_Record):
