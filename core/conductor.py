@@ -23,6 +23,7 @@ import anyio
 import structlog
 
 from podium.core.config import PodiumConfig, load_config
+from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
 from podium.core.errors import (
     BackpressureError,
     NotFoundError,
@@ -30,7 +31,9 @@ from podium.core.errors import (
     SpecError,
     job_not_found,
 )
+from podium.core.estimate import Estimate, History, SheetSamples, estimate
 from podium.core.events import ChangeEvent, EventBus
+from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.logview import LogReader
@@ -47,6 +50,7 @@ from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
 from podium.core.spec.loader import LoadedSpec, load_spec, redact_spec
+from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.rows import JobQuery, JobRow
 from podium.core.store.sqlite import SQLiteStore
 from podium.core.views import (
@@ -66,6 +70,11 @@ log = structlog.get_logger("podium.conductor")
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAINTENANCE_INTERVAL_SECONDS = 600.0
+DIAGNOSE_HISTORY_LIMIT = 50_000
+MAX_SHEET_PAGE = 10_000
+# Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
+ESTIMATE_EARLIER_RUNS = 20
+ESTIMATE_INSTRUMENT_RUNS = 30
 # Readiness drops when at least this share of recent attempts failed.
 ELEVATED_FAILURE_RATE = 0.9
 RESTART_ONLY_KEYS = {
@@ -565,6 +574,87 @@ class Conductor:
                             return True
                 if on_tick is not None and time.monotonic() < deadline:
                     await on_tick(wait_seconds - (deadline - time.monotonic()))
+
+    # ----- diagnose and estimate -------------------------------------------------------------
+
+    async def diagnose(self, job_id: str) -> Diagnosis:
+        """Why a job failed or is stuck, with next steps, in one answer of bounded size."""
+        detail = await self.checkpoint(job_id)
+        entries, _ = await self.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
+
+        async def read_log(sheet_num: int, attempt: int) -> str:
+            try:
+                chunk = await self.read_logs(
+                    job_id, sheet=sheet_num, attempt=attempt, tail_lines=LOG_TAIL_SCANNED
+                )
+            except PodiumError:
+                return ""
+            return chunk.text
+
+        status = await self.status()
+        return await diagnose(
+            detail,
+            entries,
+            read_log,
+            rate_limits=[(r.instrument, r.until) for r in status.rate_limits],
+            pressure_level=status.pressure_level,
+            pressure_reason=status.pressure_reason,
+        )
+
+    async def estimate(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        extra_roots: Sequence[Path] = (),
+    ) -> Estimate:
+        """Expected duration and cost of a spec from the history of similar jobs."""
+        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        history = await self._estimate_history(loaded)
+        return estimate(loaded, history, max_concurrent_sheets=self.config.max_concurrent_sheets)
+
+    async def _estimate_history(self, loaded: LoadedSpec) -> History:
+        history = History()
+        finished = [JobStatus.COMPLETED, JobStatus.FAILED]
+        runs, _ = await self.list_jobs(
+            statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
+        )
+        seen: set[str] = set()
+        for run in runs:
+            seen.add(run.job_id)
+            samples = await self._sheet_samples(run.job_id)
+            if not samples.sheets:
+                continue
+            history.earlier_runs += 1
+            for key, instrument, sample in samples.sheets:
+                history.by_sheet.setdefault(key, SheetSamples()).add(sample)
+                history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
+            if samples.overhead is not None:
+                history.overheads.append(samples.overhead)
+        wanted = {s.instrument for s in loaded.sheets} - set(history.by_instrument)
+        if wanted:
+            recent, _ = await self.list_jobs(
+                statuses=[JobStatus.COMPLETED], limit=ESTIMATE_INSTRUMENT_RUNS
+            )
+            for run in recent:
+                if run.job_id in seen:
+                    continue
+                samples = await self._sheet_samples(run.job_id)
+                for _, instrument, sample in samples.sheets:
+                    if instrument in wanted:
+                        history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
+        return history
+
+    async def _sheet_samples(self, job_id: str) -> RunSamples:
+        detail = await self.get_job(job_id, sheet_limit=MAX_SHEET_PAGE, include_spec=True)
+        entries, _ = await self.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
+        concurrency = ConcurrencySpec.model_validate((detail.spec or {}).get("concurrency") or {})
+        return run_samples(
+            detail,
+            entries,
+            parallelism=min(concurrency.max_parallel_sheets, self.config.max_concurrent_sheets),
+        )
 
     # ----- rate limits ----------------------------------------------------------------------
 

@@ -100,6 +100,8 @@ class Outcome(StrEnum):
 class ErrorCategory(StrEnum):
     RATE_LIMITED = "rate_limited"
     AUTH = "auth"
+    # Out of credits, or the plan/billing is exhausted: waiting cannot help, so no retry.
+    BILLING = "billing"
     TIMEOUT = "timeout"
     TRANSIENT = "transient"
     VALIDATION_FAILED = "validation_failed"
@@ -128,6 +130,11 @@ class ValidationResult(_Record):
     type: str
     passed: bool
     detail: str | None = None
+    # For a failed check: what it looked at, what it wanted and what it found, so a
+    # diagnosis can say "report.txt has no line matching ^[0-9]+$; it starts with ...".
+    path: str | None = None
+    expected: str | None = None
+    found: str | None = None
 
 
 class HistoryEntry(_Record):

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from podium.core.instruments.catalog import InstrumentInfo
 from podium.core.models import JobSummary, UtcTime
 
 
@@ -54,10 +55,29 @@ class RateLimitView(_View):
 class InstrumentView(_View):
     name: str
     available: bool
-    version: str | None
+    version: str | None = Field(description="what the installed CLI's version command printed")
     description: str | None = None
     executable: str | None = None
     source: str | None = None
+    written_for: str | None = Field(None, description="the CLI version the profile was written for")
+    version_matches: bool | None = Field(
+        None,
+        description="whether the installed version is the one the profile was written for "
+        "(null when not installed or no version to compare)",
+    )
+
+    @classmethod
+    def from_info(cls, info: InstrumentInfo) -> InstrumentView:
+        return cls(
+            name=info.name,
+            available=info.available,
+            version=info.version,
+            description=info.profile.description,
+            executable=info.executable_path,
+            source=info.source,
+            written_for=info.written_for,
+            version_matches=info.version_matches,
+        )
 
 
 class ConductorStatus(_View):

@@ -239,16 +239,16 @@ async def _snapshots(args: argparse.Namespace) -> int:
 
 async def _instruments(args: argparse.Namespace) -> int:
     from podium.core.instruments.catalog import InstrumentCatalog
+    from podium.core.views import InstrumentView
 
     config = _config(args)
     catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
-    rows = [
-        {"name": i.name, "available": i.available, "version": i.version, "source": i.source}
-        for i in catalog.all()
-    ]
+    rows = [InstrumentView.from_info(i).model_dump(mode="json") for i in catalog.all()]
+    match = {True: "matches", False: "DIFFERS", None: "unknown"}
     text = "\n".join(
         f"{r['name']:12} {'available' if r['available'] else 'not installed'}"
         f"{' (' + str(r['version']) + ')' if r['version'] else ''}  [{r['source']}]"
+        f"\n{'':12} written for {r['written_for'] or '?'}: {match[r['version_matches']]}"
         for r in rows
     )
     _emit(args, {"instruments": rows}, text)

@@ -55,7 +55,7 @@ SpecObject = Annotated[
 ]
 SpecYaml = Annotated[str | None, Field(description="the spec as YAML/JSON text")]
 SpecPath = Annotated[str | None, Field(description="a spec file in an allowed root")]
-JobId = Annotated[str, Field(description="from submit_job or list_jobs")]
+JobId = str  # the name says it all; a description here costs every agent, every session
 
 
 def _one_or_many(value: Any) -> Any:
@@ -182,10 +182,9 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         sheet_limit: Annotated[int, Field(ge=1, le=1000)] = 100,
         include_spec: bool = False,
     ) -> dict[str, Any]:
-        """A job and a page of its sheets (status, attempts, last_error, output_tail), or
-        without job_id the conductor (jobs_by_status, pressure, rate_limits, instruments).
-        wait_seconds long-polls: it returns as soon as the status changes (progress is
-        notified on each sheet transition), so never poll in a loop."""
+        """A job and a page of its sheets, or without job_id the conductor. wait_seconds
+        long-polls: it returns as soon as the status changes, with progress notifications on
+        each sheet transition meanwhile; never poll in a loop."""
         try:
             if wait_seconds > 0:
 

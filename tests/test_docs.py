@@ -41,6 +41,7 @@ def test_the_reference_covers_the_topics() -> None:
         "lifecycle.md",
         "configuration.md",
         "operations.md",
+        "instruments.md",
     } <= names
 
 
@@ -49,10 +50,24 @@ def test_specs_in_the_docs_validate(where: str, text: str) -> None:
     assert load_spec(text=text).sheets, where
 
 
-def test_profile_example_is_a_valid_profile() -> None:
-    (text,) = [t for t in blocks(ROOT / "docs" / "configuration.md", "yaml") if "executable" in t]
+def test_profile_examples_are_valid_profiles() -> None:
+    doc = ROOT / "docs" / "instruments.md"
+    (text,) = [t for t in blocks(doc, "yaml") if "executable" in t]
     profile = InstrumentProfile.model_validate(yaml.safe_load(text))
     assert profile.prompt_via == "file"
+    # The fragments (output paths, sessions, usage, patterns) are valid parts of a profile.
+    for fragment in blocks(doc, "yaml"):
+        if "executable" not in fragment:
+            # json_where patterns read JSON events, so a fragment gets a JSON output format.
+            base = {"name": "fragment", "executable": "x", "output": {"format": "jsonl"}}
+            data = {**base, **yaml.safe_load(fragment)}
+            InstrumentProfile.model_validate(data)
+
+
+def test_every_builtin_instrument_is_documented() -> None:
+    doc = (ROOT / "docs" / "instruments.md").read_text()
+    for path in (ROOT / "core" / "instruments" / "builtin").glob("*.yaml"):
+        assert f"`{path.stem}`" in doc, path.stem
 
 
 def test_every_spec_field_and_setting_is_documented() -> None:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,12 @@ from podium.core.instruments.profile import (
     build_invocation,
 )
 from podium.core.models import ErrorCategory
-from podium.core.runner.runner import classify_failure
+from podium.core.runner.classify import classify_failure
 
-BUILTIN_NAMES = {"shell", "claude-code", "gemini-cli", "codex-cli", "aider", "goose", "opencode"}
+BUILTIN_NAMES = {
+    "shell", "claude-code", "gemini-cli", "codex-cli", "aider", "goose", "opencode",
+    "cursor-agent", "qwen-code", "amp",
+}  # fmt: skip
 AI_NAMES = sorted(BUILTIN_NAMES - {"shell"})
 
 # Quotes, a newline, command substitution, backticks and `;`: none of it may be interpreted.
@@ -31,6 +35,9 @@ PROMPT = 'Fix the "parser" in Bob\'s code;\nthen echo $(touch pwned) and `touch 
 RATE = ErrorCategory.RATE_LIMITED
 AUTH = ErrorCategory.AUTH
 TRANSIENT = ErrorCategory.TRANSIENT
+BILLING = ErrorCategory.BILLING
+# Classification is dated against this frozen clock; clock times without a zone read as UTC.
+NOW = datetime(2025, 7, 21, 4, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +122,7 @@ FULL_CASES = [
         "accept-edits",
         ["--max-turns", "5"],
         [
-            "claude", "-p", "--output-format", "json",
+            "claude", "-p", "--output-format", "stream-json", "--verbose",
             "--model", "sonnet",
             "--permission-mode", "acceptEdits",
             "--max-turns", "5",
@@ -127,7 +134,7 @@ FULL_CASES = [
         "bypass",
         ["--include-directories", "docs"],
         [
-            "gemini", "--output-format", "json",
+            "gemini", "--output-format", "stream-json",
             "--model", "gemini-2.5-pro",
             "--approval-mode", "yolo",
             "--include-directories", "docs",
@@ -139,7 +146,7 @@ FULL_CASES = [
         "accept-edits",
         ["--ephemeral"],
         [
-            "codex", "exec", "--skip-git-repo-check", "-",
+            "codex", "exec", "--json", "--skip-git-repo-check",
             "--model", "gpt-5-codex",
             "--sandbox", "workspace-write",
             "--ephemeral",
@@ -176,10 +183,46 @@ FULL_CASES = [
         "plan",
         ["--title", "nightly"],
         [
-            "opencode", "run",
+            "opencode", "run", "--format", "json",
             "--model", "anthropic/claude-sonnet-4-5",
             "--agent", "plan",
             "--title", "nightly",
+        ],
+    ),
+    (
+        "cursor-agent",
+        "sonnet-4.5",
+        "bypass",
+        ["--sandbox", "enabled"],
+        [
+            "cursor-agent", "--print", "--output-format", "stream-json", "--trust",
+            "--model", "sonnet-4.5",
+            "--force",
+            "--sandbox", "enabled",
+        ],
+    ),
+    (
+        "qwen-code",
+        "qwen3-coder-plus",
+        "accept-edits",
+        ["--max-session-turns", "30"],
+        [
+            "qwen", "--output-format", "stream-json",
+            "--model", "qwen3-coder-plus",
+            "--approval-mode", "auto-edit",
+            "--max-session-turns", "30",
+        ],
+    ),
+    (
+        "amp",
+        "claude-sonnet-4-5",
+        "bypass",
+        ["--mode", "rush"],
+        [
+            "amp", "--execute", "--stream-json",
+            "--model", "claude-sonnet-4-5",
+            "--dangerously-allow-all",
+            "--mode", "rush",
         ],
     ),
     ("shell", None, None, [], ["bash", "-c", PROMPT]),
@@ -212,55 +255,77 @@ def test_build_invocation_exact_argv(
         assert inv.stdin_data is None and inv.prompt_file is None
 
 
-# Every permission mode of every built-in, without a model or extra args.
+# Every permission mode of every built-in, without a model or extra args: the argv and the
+# environment variables the mode sets.
 MODE_CASES = [
     ("claude-code", "accept-edits",
-     ["claude", "-p", "--output-format", "json", "--permission-mode", "acceptEdits"]),
+     ["claude", "-p", "--output-format", "stream-json", "--verbose",
+      "--permission-mode", "acceptEdits"], {}),
     ("claude-code", "bypass",
-     ["claude", "-p", "--output-format", "json", "--dangerously-skip-permissions"]),
+     ["claude", "-p", "--output-format", "stream-json", "--verbose",
+      "--dangerously-skip-permissions"], {}),
     ("claude-code", "plan",
-     ["claude", "-p", "--output-format", "json", "--permission-mode", "plan"]),
+     ["claude", "-p", "--output-format", "stream-json", "--verbose",
+      "--permission-mode", "plan"], {}),
     ("gemini-cli", "accept-edits",
-     ["gemini", "--output-format", "json", "--approval-mode", "auto_edit"]),
+     ["gemini", "--output-format", "stream-json", "--approval-mode", "auto_edit"], {}),
     ("gemini-cli", "bypass",
-     ["gemini", "--output-format", "json", "--approval-mode", "yolo"]),
+     ["gemini", "--output-format", "stream-json", "--approval-mode", "yolo"], {}),
     ("gemini-cli", "plan",
-     ["gemini", "--output-format", "json", "--approval-mode", "plan"]),
+     ["gemini", "--output-format", "stream-json", "--approval-mode", "plan"], {}),
     ("codex-cli", "accept-edits",
-     ["codex", "exec", "--skip-git-repo-check", "-", "--sandbox", "workspace-write"]),
+     ["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write"], {}),
     ("codex-cli", "bypass",
-     ["codex", "exec", "--skip-git-repo-check", "-",
-      "--dangerously-bypass-approvals-and-sandbox"]),
+     ["codex", "exec", "--json", "--skip-git-repo-check",
+      "--dangerously-bypass-approvals-and-sandbox"], {}),
     ("codex-cli", "plan",
-     ["codex", "exec", "--skip-git-repo-check", "-", "--sandbox", "read-only"]),
+     ["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only"], {}),
     ("aider", "accept-edits",
      ["aider", "--message-file", "<PROMPT_FILE>", "--yes-always", "--no-pretty", "--no-stream",
-      "--no-check-update", "--no-show-release-notes", "--no-analytics", "--no-detect-urls"]),
+      "--no-check-update", "--no-show-release-notes", "--no-analytics", "--no-detect-urls"], {}),
     ("aider", "plan",
      ["aider", "--message-file", "<PROMPT_FILE>", "--yes-always", "--no-pretty", "--no-stream",
       "--no-check-update", "--no-show-release-notes", "--no-analytics", "--no-detect-urls",
-      "--chat-mode", "ask"]),
-    ("opencode", "bypass", ["opencode", "run", "--auto"]),
-    ("opencode", "plan", ["opencode", "run", "--agent", "plan"]),
+      "--chat-mode", "ask"], {}),
+    ("goose", "bypass", ["goose", "run", "--no-session", "-i", "-"], {"GOOSE_MODE": "auto"}),
+    ("goose", "plan", ["goose", "run", "--no-session", "-i", "-"], {"GOOSE_MODE": "chat"}),
+    ("opencode", "bypass", ["opencode", "run", "--format", "json", "--auto"], {}),
+    ("opencode", "plan", ["opencode", "run", "--format", "json", "--agent", "plan"], {}),
+    ("cursor-agent", "accept-edits",
+     ["cursor-agent", "--print", "--output-format", "stream-json", "--trust"], {}),
+    ("cursor-agent", "bypass",
+     ["cursor-agent", "--print", "--output-format", "stream-json", "--trust", "--force"], {}),
+    ("cursor-agent", "plan",
+     ["cursor-agent", "--print", "--output-format", "stream-json", "--trust",
+      "--mode", "plan"], {}),
+    ("qwen-code", "accept-edits",
+     ["qwen", "--output-format", "stream-json", "--approval-mode", "auto-edit"], {}),
+    ("qwen-code", "bypass",
+     ["qwen", "--output-format", "stream-json", "--approval-mode", "yolo"], {}),
+    ("qwen-code", "plan",
+     ["qwen", "--output-format", "stream-json", "--approval-mode", "plan"], {}),
+    ("amp", "bypass", ["amp", "--execute", "--stream-json", "--dangerously-allow-all"], {}),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "mode", "expected"), MODE_CASES)
+@pytest.mark.parametrize(("name", "mode", "expected", "env"), MODE_CASES)
 def test_permission_mode_flags_exact(
     builtins: dict[str, InstrumentProfile],
     tmp_path: Path,
     name: str,
     mode: str,
     expected: list[str],
+    env: dict[str, str],
 ) -> None:
     prompt_file = tmp_path / "p.txt"
     inv = _invoke(builtins[name], prompt_file, mode=mode)
     assert inv.argv == [str(prompt_file) if a == "<PROMPT_FILE>" else a for a in expected]
+    assert inv.env == env
 
 
 def test_mode_cases_cover_every_declared_mode(builtins: dict[str, InstrumentProfile]) -> None:
     declared = {(n, m) for n, p in builtins.items() for m in p.permission_flags}
-    assert declared == {(n, m) for n, m, _ in MODE_CASES}
+    assert declared == {(n, m) for n, m, _, _ in MODE_CASES}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_NAMES))
@@ -444,9 +509,11 @@ CLASSIFY_CASES = [
      '{"type":"result","subtype":"success","is_error":true,'
      '"result":"API Error: Rate limit reached"}',
      RATE, None),
-    # The epoch after "|" is a reset time, not seconds to wait.
-    ("claude-code", "Claude AI usage limit reached|1753077600", RATE, None),
-    ("claude-code", "You've hit your limit · resets 1pm (Europe/Lisbon)", RATE, None),
+    # The epoch after "|" is a reset time, not seconds to wait: 06:00 UTC, two hours on.
+    ("claude-code", "Claude AI usage limit reached|1753077600", RATE, 7200.0),
+    # 1pm in Lisbon (UTC+1 in July) is 12:00 UTC, eight hours on.
+    ("claude-code", "You've hit your limit · resets 1pm (Europe/Lisbon)", RATE, 28800.0),
+    ("claude-code", "Your credit balance is too low to access the Anthropic API.", BILLING, None),
     ("claude-code", "Invalid API key · Please run /login", AUTH, None),
     ("claude-code",
      'API Error: 401 {"type":"error","error":{"type":"authentication_error",'
@@ -474,7 +541,9 @@ CLASSIFY_CASES = [
     ("gemini-cli",
      "TerminalQuotaError: You have exhausted your capacity on this model. "
      "Your quota will reset after 1h49m8s.",
-     RATE, None),
+     RATE, 6548.0),
+    # Daily quotas reset at midnight Pacific: 07:00 UTC in July, three hours on.
+    ("gemini-cli", "You have exhausted your daily quota on this model.", RATE, 10800.0),
     ("gemini-cli",
      '{"session_id":"473f","error":{"type":"Error","message":"Please set an Auth method in your '
      '/root/.gemini/settings.json or specify one of the following environment variables before '
@@ -510,6 +579,12 @@ CLASSIFY_CASES = [
     ("codex-cli", "ERROR: exceeded retry limit, last status: 503 Service Unavailable",
      TRANSIENT, None),
     ("codex-cli", "stream disconnected before completion: error sending request", TRANSIENT, None),
+    ("codex-cli", "Quota exceeded. Check your plan and billing details.", BILLING, None),
+    # A 429 whose body says the quota is spent is a stop, not a wait.
+    ("codex-cli",
+     'unexpected status 429 Too Many Requests: {"error":{"message":"You exceeded your current '
+     'quota, please check your plan and billing details.","type":"insufficient_quota"}}',
+     BILLING, None),
     # aider
     ("aider",
      'litellm.RateLimitError: AnthropicException - {"type":"error","error":'
@@ -536,6 +611,7 @@ CLASSIFY_CASES = [
      "Error: Authentication error: Authentication failed. Please ensure your API keys are valid",
      AUTH, None),
     ("goose", "error: No provider configured. Run 'goose configure' first.", AUTH, None),
+    ("goose", "Error: Credits exhausted: your OpenRouter balance is spent", BILLING, None),
     ("goose", "Error: Server error: Service Unavailable", TRANSIENT, None),
     ("goose",
      "Error: Network error: Could not connect to api.anthropic.com — check your network "
@@ -556,6 +632,29 @@ CLASSIFY_CASES = [
     ("opencode",
      'Error: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
      TRANSIENT, None),
+    # cursor-agent: the reason is on stderr only, with a non-zero exit
+    ("cursor-agent", "Error: 429 Too Many Requests", RATE, None),
+    ("cursor-agent",
+     "Error: You've hit your usage limit\n  Get Cursor Pro for more Agent usage, unlimited Tab, "
+     "and more.\n  fallbackModel: \n  spendLimitHit: false\n  chatMessage: *You've hit your "
+     "free requests limit. Your usage limits will reset when your monthly cycle ends on "
+     "11/17/2025.*",
+     BILLING, None),
+    ("cursor-agent",
+     "Error: Authentication required. Please run 'cursor-agent login' first, or set "
+     "CURSOR_API_KEY environment variable.",
+     AUTH, None),
+    ("cursor-agent", "Error: read ECONNRESET", TRANSIENT, None),
+    # qwen-code
+    ("qwen-code", "[API Error: 429 Free allocated quota exceeded.]", RATE, None),
+    ("qwen-code", "[API Error: 429 status code (no body)]", RATE, None),
+    ("qwen-code", "[API Error: 401 status code (no body)]", AUTH, None),
+    ("qwen-code", "[API Error: 503 status code (no body)]", TRANSIENT, None),
+    # amp
+    ("amp", "Error: Out of Credits", BILLING, None),
+    ("amp", "Error: 429 Too Many Requests", RATE, None),
+    ("amp", "Error: Unauthorized. Run amp login to sign in.", AUTH, None),
+    ("amp", "Error: 503 Service Unavailable", TRANSIENT, None),
 ] + [(name, ORDINARY, None, None) for name in AI_NAMES]  # fmt: skip
 
 
@@ -567,10 +666,19 @@ def test_classify_failure(
     category: ErrorCategory | None,
     wait: float | None,
 ) -> None:
-    got_category, got_wait, excerpt = classify_failure(builtins[name], text)
-    assert got_category == category
-    assert got_wait == wait
-    assert (excerpt is None) == (category is None)
+    found = classify_failure(builtins[name], text, now=NOW, zone=UTC)
+    if category is None:
+        assert found is None
+        return
+    assert found is not None
+    assert found.category == category
+    assert found.retry_after_seconds == wait
+    assert found.excerpt
+    if wait is None:
+        assert found.reset_at is None
+    else:
+        assert found.reset_at is not None
+        assert (found.reset_at - NOW).total_seconds() == wait
 
 
 def test_every_ai_profile_has_classification_samples() -> None:
@@ -580,8 +688,15 @@ def test_every_ai_profile_has_classification_samples() -> None:
 
 
 def test_shell_never_classifies(builtins: dict[str, InstrumentProfile]) -> None:
-    assert classify_failure(builtins["shell"], "API Error: 429 rate_limit_error") == (
-        None,
-        None,
-        None,
-    )
+    assert classify_failure(builtins["shell"], "API Error: 429 rate_limit_error") is None
+
+
+@pytest.mark.parametrize("name", AI_NAMES)
+def test_ai_profiles_say_whether_session_resume_is_supported(
+    builtins: dict[str, InstrumentProfile], name: str
+) -> None:
+    folder = Path(__file__).resolve().parents[1] / "core" / "instruments" / "builtin"
+    text = (folder / f"{name}.yaml").read_text()
+    said = re.search(r"^# Session resume: (supported|not supported)", text, re.MULTILINE)
+    assert said is not None, f"{name}.yaml must say whether session resume is supported"
+    assert (said.group(1) == "supported") == (builtins[name].session is not None)

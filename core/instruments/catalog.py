@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import InstrumentProfile
+from podium.core.instruments.versions import version_matches
 from podium.core.spec.loader import InstrumentTraits
 
 
@@ -28,6 +29,16 @@ class InstrumentInfo:
     executable_path: str | None
     source: str  # "builtin" or the user profile's path
     profile: InstrumentProfile
+
+    @property
+    def written_for(self) -> str | None:
+        return self.profile.written_for
+
+    @property
+    def version_matches(self) -> bool | None:
+        """Whether the installed version is the one the profile was written for; None when
+        it is not installed or either side names no version."""
+        return version_matches(self.profile.written_for, self.version) if self.available else None
 
 
 def _parse_profile(text: str, origin: str) -> InstrumentProfile:

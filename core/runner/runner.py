@@ -7,27 +7,24 @@ transition (SPEC §2, one writer).
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import signal as signal_module
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from podium.core.instruments.profile import (
-    InstrumentProfile,
-    InvocationError,
-    OutputSpec,
-    build_invocation,
-)
+from podium.core.instruments.jsondocs import parse_documents, string_leaves
+from podium.core.instruments.profile import InstrumentProfile, InvocationError, build_invocation
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
+from podium.core.runner.classify import classify_failure
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
+from podium.core.runner.prompts import attempt_prompt
+from podium.core.runner.structured import StructuredReport, read_structured
 from podium.core.runner.validations import run_validations
 from podium.core.spec.models import InstrumentConfig, Validation
 
@@ -35,7 +32,8 @@ from podium.core.spec.models import InstrumentConfig, Validation
 PATTERN_SCAN_BYTES = 64 * 1024
 # How much stdout is kept to parse a JSON-emitting CLI's answer from.
 STRUCTURED_OUTPUT_BYTES = 1024 * 1024
-_MISSING = object()
+# The sheet's output tail when a JSON CLI's answer could not be found.
+TEXT_TAIL_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,12 @@ class AttemptPlan:
     kill_grace_seconds: float
     base_env: Mapping[str, str]
     home: str = ""
+    # A retry continues this CLI session (from the last attempt's `session_id`) with the
+    # profile's resume arguments; ignored by a profile without `session`.
+    resume_session_id: str | None = None
+    # Why the last attempt did not finish (e.g. `validation_feedback(...)`): sent with the
+    # task, or instead of it, first, when resuming (see `prompts.attempt_prompt`).
+    feedback: str | None = None
 
     @property
     def timeout_seconds(self) -> float:
@@ -73,18 +77,33 @@ class AttemptResult:
     log_path: str
     log_truncated: bool = False
     validations: list[ValidationResult] = field(default_factory=list)
-    # Seconds the instrument asked us to wait, when a rate-limit pattern captured it.
+    # Rate limits: when the limit lifts (UTC) and the seconds from the attempt's end until
+    # then, when the CLI said so (else None: back off).
     retry_after_seconds: float | None = None
+    reset_at: datetime | None = None
+    # What a JSON-emitting CLI reported, on any run: its session (the one a retry resumes)
+    # and what the run cost, as the CLI counts it.
+    session_id: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    # The session this attempt continued (None: it started a fresh one).
+    resumed_session_id: str | None = None
 
 
 def attempt_marker(home: str, job_id: str, sheet_num: int, attempt: int) -> str:
     return f"{home}|{job_id}|{sheet_num}|{attempt}"
 
 
-def build_env(plan: AttemptPlan) -> dict[str, str]:
+def build_env(plan: AttemptPlan, mode_env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(plan.base_env)
     env.update(plan.profile.env)
     env.update(plan.instrument_config.env)
+    # The permission mode's variables (goose's GOOSE_MODE) win: a sheet asking for `plan`
+    # must not run with a job-wide env that grants more.
+    env.update(mode_env or {})
     env.update(
         {
             "PODIUM_JOB_ID": plan.job_id,
@@ -108,78 +127,33 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _failure_text(log_path: Path) -> str:
+def _failure_text(log_path: Path, stdout_tail: str, documents: Sequence[Any]) -> str:
+    """What failure patterns search: the end of the log (stdout and stderr as they came),
+    the end of stdout (past a log that hit its size cap), and the strings inside the CLI's
+    JSON output, unescaped."""
+    parts = []
     try:
         size = log_path.stat().st_size
     except OSError:
-        return ""
-    text, _, _ = read_log_range(log_path, max(0, size - PATTERN_SCAN_BYTES), PATTERN_SCAN_BYTES)
-    return text
+        size = 0
+    if size:
+        text, _, _ = read_log_range(log_path, max(0, size - PATTERN_SCAN_BYTES), PATTERN_SCAN_BYTES)
+        parts.append(text)
+    parts.append(stdout_tail[-PATTERN_SCAN_BYTES:])
+    if documents:
+        parts.append(string_leaves(documents, PATTERN_SCAN_BYTES))
+    return "\n".join(parts)
 
 
-def classify_failure(
-    profile: InstrumentProfile, text: str
-) -> tuple[ErrorCategory | None, float | None, str | None]:
-    """Match a FAILED run's output against the profile's patterns (success never gets here)."""
-    for pattern in profile.patterns.rate_limit:
-        match = re.search(pattern.regex, text, re.IGNORECASE | re.MULTILINE)
-        if match:
-            wait = None
-            if pattern.retry_after_group:
-                try:
-                    wait = float(match.group(pattern.retry_after_group))
-                except (IndexError, TypeError, ValueError):
-                    wait = None
-            return ErrorCategory.RATE_LIMITED, wait, match.group(0)
-    for regex in profile.patterns.auth:
-        match = re.search(regex, text, re.IGNORECASE | re.MULTILINE)
-        if match:
-            return ErrorCategory.AUTH, None, match.group(0)
-    for regex in profile.patterns.transient:
-        match = re.search(regex, text, re.IGNORECASE | re.MULTILINE)
-        if match:
-            return ErrorCategory.TRANSIENT, None, match.group(0)
-    return None, None, None
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return _MISSING
-    return data
-
-
-def parse_structured_output(output: OutputSpec, stdout: str) -> tuple[str | None, bool]:
-    """The answer at `result_path` (None when absent or unparsable) and whether the
-    `error_path` flag is set, from a CLI's JSON or JSON-lines stdout."""
-    if output.format == "text" or not stdout.strip():
-        return None, False
-    documents: list[Any] = []
-    if output.format == "json":
-        try:
-            documents = [json.loads(stdout)]
-        except ValueError:
-            return None, False
-    else:
-        for line in reversed(stdout.splitlines()):
-            try:
-                documents.append(json.loads(line))
-            except ValueError:
-                continue
-    answer: str | None = None
-    flagged = False
-    for document in documents:
-        if answer is None and output.result_path:
-            found = _lookup(document, output.result_path)
-            if found is not _MISSING and found is not None:
-                answer = found if isinstance(found, str) else json.dumps(found)
-        if output.error_path and _lookup(document, output.error_path) is True:
-            flagged = True
-    return answer, flagged
+def _usage_fields(report: StructuredReport) -> dict[str, Any]:
+    return {
+        "session_id": report.session_id,
+        "cost_usd": report.cost_usd,
+        "input_tokens": report.input_tokens,
+        "output_tokens": report.output_tokens,
+        "cache_read_tokens": report.cache_read_tokens,
+        "cache_write_tokens": report.cache_write_tokens,
+    }
 
 
 def _result(plan: AttemptPlan, proc: ProcessOutcome, **fields: object) -> AttemptResult:
@@ -232,19 +206,26 @@ async def run_attempt(
     plan: AttemptPlan,
     control: RunControl | None = None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    zone: tzinfo | None = None,
 ) -> AttemptResult:
+    """Run one attempt. `clock` and `zone` only date rate-limit resets (a clock time with no
+    zone is read in `zone`, default the machine's, where the CLI printed it)."""
     started_wall = utcnow()
     # Validations like file_modified compare against the moment the attempt began.
     started_ns = time.time_ns()
     config = plan.instrument_config
+    resuming = plan.profile.session is not None and plan.resume_session_id is not None
     try:
         invocation = build_invocation(
             plan.profile,
-            plan.prompt,
+            attempt_prompt(plan.prompt, feedback=plan.feedback, resuming=resuming),
             model=config.model,
             permission_mode=config.permission_mode,
             extra_args=list(config.extra_args),
             prompt_file=plan.log_path.with_suffix(".prompt"),
+            resume_session_id=plan.resume_session_id,
         )
     except InvocationError as exc:
         now = utcnow()
@@ -260,7 +241,8 @@ async def run_attempt(
             stdout_tail="",
             log_path=str(plan.log_path),
         )
-    env = build_env(plan)
+    env = build_env(plan, invocation.env)
+    output_format = plan.profile.output.format
     proc = await run_process(
         invocation.argv,
         cwd=plan.workspace,
@@ -273,31 +255,30 @@ async def run_attempt(
         kill_grace_seconds=plan.kill_grace_seconds,
         control=control,
         on_spawn=on_spawn,
-        stdout_tail_bytes=(
-            STRUCTURED_OUTPUT_BYTES if plan.profile.output.format != "text" else 4096
-        ),
+        stdout_tail_bytes=STRUCTURED_OUTPUT_BYTES if output_format != "text" else TEXT_TAIL_BYTES,
     )
-    answer, reported_error = parse_structured_output(plan.profile.output, proc.stdout_tail)
-    if answer is not None:
-        proc = dataclasses.replace(proc, stdout_tail=answer)
-    elif plan.profile.output.format != "text":
-        tail = proc.stdout_tail.encode()[-4096:].decode(errors="ignore")
+    raw_stdout = proc.stdout_tail
+    documents = parse_documents(output_format, raw_stdout)
+    report = read_structured(plan.profile, documents)
+    if report.answer is not None:
+        proc = dataclasses.replace(proc, stdout_tail=report.answer)
+    elif output_format != "text":
+        tail = raw_stdout.encode()[-TEXT_TAIL_BYTES:].decode(errors="ignore")
         proc = dataclasses.replace(proc, stdout_tail=tail)
+    reported = {**_usage_fields(report), "resumed_session_id": invocation.resumed_session_id}
+
+    def result(**fields: Any) -> AttemptResult:
+        return _result(plan, proc, **reported, **fields)
+
     if proc.spawn_error is not None:
-        return _result(
-            plan,
-            proc,
+        return result(
             outcome=Outcome.FAILED,
             error_category=ErrorCategory.FAILED,
             error=f"could not start {invocation.argv[0]!r}: {proc.spawn_error}",
         )
     if proc.cancelled:
-        return _result(
-            plan,
-            proc,
-            outcome=Outcome.CANCELLED,
-            error_category=ErrorCategory.CANCELLED,
-            error="cancelled",
+        return result(
+            outcome=Outcome.CANCELLED, error_category=ErrorCategory.CANCELLED, error="cancelled"
         )
     if proc.timed_out or proc.idle_timed_out:
         error = (
@@ -305,24 +286,17 @@ async def run_attempt(
             if proc.idle_timed_out
             else f"timed out after {plan.timeout_seconds:g}s of running time"
         )
-        return _result(
-            plan, proc, outcome=Outcome.TIMEOUT, error_category=ErrorCategory.TIMEOUT, error=error
-        )
+        return result(outcome=Outcome.TIMEOUT, error_category=ErrorCategory.TIMEOUT, error=error)
 
     exited_ok = proc.signal is None and proc.exit_code in plan.profile.success_exit_codes
     validations: list[ValidationResult] = []
-    if exited_ok and reported_error:
+    if exited_ok and report.reported_error:
         category = ErrorCategory.FAILED
-        error = (
-            f"exited with code {proc.exit_code} but reported an error "
-            f"({plan.profile.output.error_path})"
-        )
+        error = f"exited with code {proc.exit_code} but reported an error (output.error_path)"
     elif exited_ok:
         checked = await _validate_unless_cancelled(plan, control, started_ns, env)
         if checked is None:
-            return _result(
-                plan,
-                proc,
+            return result(
                 outcome=Outcome.CANCELLED,
                 error_category=ErrorCategory.CANCELLED,
                 error="cancelled while validating",
@@ -330,9 +304,7 @@ async def run_attempt(
         validations = checked
         failed = [v for v in validations if not v.passed]
         if not failed:
-            return _result(
-                plan,
-                proc,
+            return result(
                 outcome=Outcome.COMPLETED,
                 error_category=None,
                 error=None,
@@ -348,19 +320,23 @@ async def run_attempt(
         error = f"exited with code {proc.exit_code}"
 
     # Patterns apply to failed runs only: rate-limit text in a successful run means nothing.
-    matched, retry_after, excerpt = classify_failure(plan.profile, _failure_text(plan.log_path))
-    outcome = Outcome.FAILED
-    if matched is not None:
-        category = matched
-        error = f"{error}; {matched.value}: {excerpt}"
-        if matched is ErrorCategory.RATE_LIMITED:
-            outcome = Outcome.RATE_LIMITED
-    return _result(
-        plan,
-        proc,
-        outcome=outcome,
-        error_category=category,
-        error=error,
+    found = classify_failure(
+        plan.profile,
+        _failure_text(plan.log_path, raw_stdout, documents),
+        documents=documents,
+        now=clock(),
+        zone=zone,
+    )
+    if found is None:
+        return result(
+            outcome=Outcome.FAILED, error_category=category, error=error, validations=validations
+        )
+    rate_limited = found.category is ErrorCategory.RATE_LIMITED
+    return result(
+        outcome=Outcome.RATE_LIMITED if rate_limited else Outcome.FAILED,
+        error_category=found.category,
+        error=f"{error}; {found.category.value}: {found.excerpt}",
         validations=validations,
-        retry_after_seconds=retry_after,
+        retry_after_seconds=found.retry_after_seconds,
+        reset_at=found.reset_at,
     )

@@ -22,6 +22,8 @@ from podium.core.runner.process import run_captured
 MAX_CONTENT_BYTES = 16 * 1024 * 1024
 COMMAND_CAPTURE_BYTES = 64 * 1024
 _DETAIL_OUTPUT_BYTES = 500
+# How much of a file a failed content check shows as what it found.
+FOUND_EXCERPT_BYTES = 300
 _SHOWN_CHARS = 80
 # The kernel stamps mtimes from a coarse clock that can lag time.time_ns() by a scheduler tick
 # (up to 10 ms at HZ=100), so a file a fast sheet writes right after the attempt started could
@@ -190,7 +192,49 @@ async def run_validation(
             passed, detail = False, f"unknown validation type {_show(vtype)}"
     except PathNotAllowedError as exc:
         passed, detail = False, str(exc)
-    return ValidationResult(type=vtype, passed=passed, detail=detail)
+    if passed:
+        return ValidationResult(type=vtype, passed=True, detail=detail)
+    looked_at, expected, found = await _what_failed(v, vtype, workspace, detail)
+    return ValidationResult(
+        type=vtype, passed=False, detail=detail, path=looked_at, expected=expected, found=found
+    )
+
+
+def _file_start(workspace: Path, rel: str) -> str:
+    """The first lines of a file a failed check read, or why there is nothing to show."""
+    try:
+        resolved = resolve_in_workspace(workspace, rel)
+        with open(resolved, "rb") as f:
+            head = f.read(FOUND_EXCERPT_BYTES + 1)
+    except PathNotAllowedError as exc:
+        return str(exc)
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "a directory"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not head:
+        return "an empty file"
+    text = head[:FOUND_EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return text + ("..." if len(head) > FOUND_EXCERPT_BYTES else "")
+
+
+async def _what_failed(
+    v: Any, vtype: str, workspace: Path, detail: str | None
+) -> tuple[str | None, str | None, str | None]:
+    if vtype == "command_succeeds":
+        return None, f"command {_show(str(v.command))} exits 0", detail
+    rel = str(getattr(v, "path", "") or "")
+    if not rel:
+        return None, None, None
+    if vtype in ("content_contains", "content_regex"):
+        kind = "a match for the regex" if vtype == "content_regex" else "the text"
+        found = await anyio.to_thread.run_sync(_file_start, workspace, rel)
+        return rel, f"{kind} {_show(str(v.pattern))}", found
+    if vtype == "file_modified":
+        return rel, "the file changed during this attempt", detail
+    return rel, "the file exists", "no such file"
 
 
 async def run_validations(

@@ -1,0 +1,288 @@
+"""What a spec will take before it runs (the `estimate` tool).
+
+Each sheet's duration comes from earlier runs: the same sheet (by name, else number) in
+earlier jobs with the same name first, else the same instrument's completed sheets in recent
+jobs. The job's duration is then a simulation of Podium's own dispatch over the DAG with the
+job's and the conductor's concurrency limits, so parallelism and the critical path both count.
+Pure: the conductor gathers the samples.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from podium.core.spec.loader import LoadedSpec
+
+MAX_LISTED_SHEETS = 200
+Basis = Literal["same_sheet", "same_instrument", "assumed", "none"]
+Confidence = Literal["none", "low", "medium", "high"]
+
+
+@dataclass(frozen=True)
+class SheetSample:
+    """One completed run of a sheet: elapsed seconds from its first attempt (retries and
+    backoff included), its cost when the instrument reported one, and its attempts."""
+
+    seconds: float
+    cost_usd: float | None
+    attempts: int
+
+
+@dataclass
+class SheetSamples:
+    """Every sample of one sheet key or one instrument, newest first."""
+
+    seconds: list[float] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    attempts: int = 0
+
+    def add(self, sample: SheetSample) -> None:
+        self.seconds.append(sample.seconds)
+        if sample.cost_usd is not None:
+            self.costs.append(sample.cost_usd)
+        self.attempts += sample.attempts
+
+
+@dataclass
+class History:
+    # Keyed by sheet name (or "#<num>" for unnamed sheets), from earlier runs of this job name.
+    by_sheet: dict[str, SheetSamples] = field(default_factory=dict)
+    by_instrument: dict[str, SheetSamples] = field(default_factory=dict)
+    earlier_runs: int = 0
+    # Per earlier run: actual job seconds minus the simulated seconds of its own sheets, the
+    # engine's overhead that no sheet's duration shows (dispatch, spawning, validations).
+    overheads: list[float] = field(default_factory=list)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SheetEstimate(_Model):
+    sheet_num: int
+    name: str | None
+    instrument: str
+    expected_seconds: float | None
+    expected_cost_usd: float | None
+    samples: int = Field(description="earlier completed runs of this sheet the figure draws on")
+    basis: Basis
+
+
+class Estimate(_Model):
+    name: str
+    total_sheets: int
+    expected_seconds: float | None = Field(
+        description="the whole job, simulated over the DAG with its concurrency limits"
+    )
+    critical_path_seconds: float | None = Field(
+        description="the longest chain of dependent sheets; no amount of parallelism beats it"
+    )
+    critical_path: list[int] = Field(description="sheet numbers along that chain")
+    sequential_seconds: float | None = Field(description="every sheet one after another")
+    parallelism: int = Field(description="sheets that may run at once for this job")
+    expected_cost_usd: float | None
+    earlier_runs: int = Field(description="earlier jobs with this name the estimate draws on")
+    samples: int = Field(description="earlier completed sheet runs the estimate draws on")
+    attempts: int = Field(description="earlier attempts (retries included) behind the samples")
+    confidence: Confidence
+    note: str
+    sheets: list[SheetEstimate]
+    sheets_total: int
+
+
+def sheet_key(name: str | None, sheet_num: int) -> str:
+    return name if name else f"#{sheet_num}"
+
+
+def _typical(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _per_sheet(
+    loaded: LoadedSpec, history: History
+) -> tuple[dict[int, float | None], dict[int, float | None], list[SheetEstimate]]:
+    seconds: dict[int, float | None] = {}
+    costs: dict[int, float | None] = {}
+    rows: list[SheetEstimate] = []
+    for sheet in loaded.sheets:
+        basis: Basis = "none"
+        samples = history.by_sheet.get(sheet_key(sheet.name, sheet.sheet_num))
+        if samples is not None and samples.seconds:
+            basis = "same_sheet"
+        else:
+            samples = history.by_instrument.get(sheet.instrument)
+            if samples is not None and samples.seconds:
+                basis = "same_instrument"
+        value = _typical(samples.seconds) if samples and samples.seconds else None
+        cost = _typical(samples.costs) if samples and samples.costs else None
+        seconds[sheet.sheet_num] = value
+        costs[sheet.sheet_num] = cost
+        rows.append(
+            SheetEstimate(
+                sheet_num=sheet.sheet_num,
+                name=sheet.name,
+                instrument=sheet.instrument,
+                expected_seconds=None if value is None else round(value, 3),
+                expected_cost_usd=None if cost is None else round(cost, 6),
+                samples=len(samples.seconds) if samples and basis != "none" else 0,
+                basis=basis,
+            )
+        )
+    return seconds, costs, rows
+
+
+def critical_path(
+    durations: Mapping[int, float], deps: Mapping[int, Sequence[int]]
+) -> tuple[float, list[int]]:
+    """Longest chain by total duration; sheets are numbered in an order where every
+    dependency is checked acyclic at submit, so one pass in topological order does."""
+    finish: dict[int, float] = {}
+    previous: dict[int, int | None] = {}
+    for num in _topological(deps):
+        best = max(deps[num], key=lambda d: finish[d], default=None)
+        finish[num] = durations[num] + (finish[best] if best is not None else 0.0)
+        previous[num] = best
+    if not finish:
+        return 0.0, []
+    end = max(finish, key=lambda n: finish[n])
+    chain = [end]
+    while (before := previous[chain[-1]]) is not None:
+        chain.append(before)
+    return finish[end], chain[::-1]
+
+
+def _topological(deps: Mapping[int, Sequence[int]]) -> list[int]:
+    remaining = {n: len(d) for n, d in deps.items()}
+    children: dict[int, list[int]] = {n: [] for n in deps}
+    for num, parents in deps.items():
+        for parent in parents:
+            children[parent].append(num)
+    ready = sorted(n for n, count in remaining.items() if count == 0)
+    order: list[int] = []
+    while ready:
+        num = ready.pop(0)
+        order.append(num)
+        for child in children[num]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+        ready.sort()
+    return order
+
+
+def _depths(deps: Mapping[int, Sequence[int]]) -> dict[int, int]:
+    depth: dict[int, int] = {}
+    for num in _topological(deps):
+        depth[num] = 1 + max((depth[d] for d in deps[num]), default=0)
+    return depth
+
+
+def simulate(
+    durations: Mapping[int, float], deps: Mapping[int, Sequence[int]], slots: int
+) -> float:
+    """Makespan of Podium's dispatch: whenever a slot is free, the ready sheet of least DAG
+    depth (then lowest number) starts, as the scheduler picks within a job."""
+    depth = _depths(deps)
+    waiting = {n: set(d) for n, d in deps.items()}
+    children: dict[int, list[int]] = {n: [] for n in deps}
+    for num, parents in deps.items():
+        for parent in parents:
+            children[parent].append(num)
+    ready = [(depth[n], n) for n, d in waiting.items() if not d]
+    heapq.heapify(ready)
+    running: list[tuple[float, int]] = []
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < max(1, slots):
+            _, num = heapq.heappop(ready)
+            heapq.heappush(running, (now + durations[num], num))
+        now, done = heapq.heappop(running)
+        for child in children[done]:
+            waiting[child].discard(done)
+            if not waiting[child]:
+                heapq.heappush(ready, (depth[child], child))
+    return now
+
+
+def _confidence(rows: Sequence[SheetEstimate], earlier_runs: int) -> Confidence:
+    if not rows or all(r.basis == "none" for r in rows):
+        return "none"
+    same = sum(1 for r in rows if r.basis == "same_sheet")
+    if same == len(rows) and earlier_runs >= 3:
+        return "high"
+    if same == len(rows) or (same > len(rows) / 2 and earlier_runs >= 2):
+        return "medium"
+    return "low"
+
+
+def estimate(loaded: LoadedSpec, history: History, *, max_concurrent_sheets: int) -> Estimate:
+    seconds, costs, rows = _per_sheet(loaded, history)
+    known = [v for v in seconds.values() if v is not None]
+    parallelism = min(loaded.spec.concurrency.max_parallel_sheets, max_concurrent_sheets)
+    samples = sum(r.samples for r in rows)
+    attempts = sum(
+        (history.by_sheet.get(sheet_key(r.name, r.sheet_num)) or SheetSamples()).attempts
+        for r in rows
+        if r.basis == "same_sheet"
+    )
+    base = {
+        "name": loaded.spec.name,
+        "total_sheets": loaded.total_sheets,
+        "parallelism": parallelism,
+        "earlier_runs": history.earlier_runs,
+        "samples": samples,
+        "attempts": attempts,
+        "sheets": rows[:MAX_LISTED_SHEETS],
+        "sheets_total": len(rows),
+    }
+    if not known:
+        return Estimate(
+            **base,
+            expected_seconds=None,
+            critical_path_seconds=None,
+            critical_path=[],
+            sequential_seconds=None,
+            expected_cost_usd=None,
+            confidence="none",
+            note="no history: no earlier job with this name, and no earlier completed sheet of "
+            "these instruments",
+        )
+    fallback = _typical(known)
+    assumed = [r for r in rows if r.expected_seconds is None]
+    for row in assumed:
+        row.basis = "assumed"
+    filled = {n: (v if v is not None else fallback) for n, v in seconds.items()}
+    deps = {s.sheet_num: list(s.depends_on) for s in loaded.sheets}
+    overhead = _typical(history.overheads) if history.overheads else 0.0
+    makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
+    path_seconds, path = critical_path(filled, deps)
+    known_costs = [c for c in costs.values() if c is not None]
+    notes = [
+        f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
+        if history.earlier_runs
+        else f"no earlier run of {loaded.spec.name!r}; from other jobs' sheets of the same "
+        "instruments",
+    ]
+    if assumed:
+        notes.append(
+            f"{len(assumed)} sheet(s) without history assumed to take the median of the others "
+            f"({fallback:.1f}s)"
+        )
+    if not known_costs:
+        notes.append("no instrument reported a cost")
+    return Estimate(
+        **base,
+        expected_seconds=round(makespan, 3),
+        critical_path_seconds=round(path_seconds, 3),
+        critical_path=path,
+        sequential_seconds=round(sum(filled.values()), 3),
+        expected_cost_usd=round(sum(known_costs), 6) if known_costs else None,
+        confidence=_confidence(rows, history.earlier_runs),
+        note="; ".join(notes),
+    )
