@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
+from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
+from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
     TEMPLATED_VALIDATION_FIELDS,
@@ -25,8 +27,6 @@ from podium.core.spec.models import (
     JobSpec,
     SheetSpec,
     Validation,
-    describe_kind,
-    field_errors,
     form_errors,
     merge_instrument_config,
 )
@@ -204,75 +204,7 @@ def _raw_form_errors(raw: Mapping[str, Any]) -> list[FieldError]:
     return [FieldError(path, message) for path, message in problems]
 
 
-# --- sheets and the DAG ----------------------------------------------------------------------
-
-
-@dataclass
-class _Graph:
-    count: int
-    names: dict[str, int]
-    deps: list[set[int]]  # indexed by sheet number; [0] unused
-    cycle_paths: dict[int, str]  # where a cycle through a sheet is reported
-    labels: dict[int, str]  # names by number, for messages
-
-    def label(self, num: int) -> str:
-        return self.labels.get(num, f"sheet {num}")
-
-
-def _resolve_ref(ref: int | str, graph: _Graph) -> int | str:
-    """A sheet number, or an error message."""
-    if isinstance(ref, str) and ref.isdigit():
-        ref = int(ref)
-    if isinstance(ref, int):
-        if 1 <= ref <= graph.count:
-            return ref
-        return f"no sheet {ref}; sheet numbers are 1..{graph.count}"
-    if ref in graph.names:
-        return graph.names[ref]
-    if graph.names:
-        listed = sorted(graph.names)
-        more = ", ..." if len(listed) > 20 else ""
-        names = f"a sheet name ({', '.join(repr(n) for n in listed[:20])}{more})"
-    else:
-        names = "a sheet name (no sheet has one)"
-    return f"unknown sheet {ref!r}; use a sheet number 1..{graph.count} or {names}"
-
-
-def _add_dep(graph: _Graph, num: int, ref: int | str, path: str, errors: list[FieldError]) -> None:
-    target = _resolve_ref(ref, graph)
-    if isinstance(target, str):
-        errors.append(FieldError(path, target))
-    elif target == num:
-        errors.append(FieldError(path, f"{graph.label(num)} depends on itself"))
-    else:
-        graph.deps[num].add(target)
-
-
-def _build_graph(spec: JobSpec, errors: list[FieldError]) -> _Graph:
-    count = spec.total_sheets
-    if spec.sheets is not None:
-        names = {s.name: i + 1 for i, s in enumerate(spec.sheets) if s.name is not None}
-    else:
-        names = {f"sheet-{n}": n for n in range(1, count + 1)}
-    labels = {n: name for name, n in names.items()}
-    graph = _Graph(count, names, [set() for _ in range(count + 1)], {}, labels)
-    if spec.sheets is not None:
-        for i, sheet in enumerate(spec.sheets):
-            graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
-            for j, ref in enumerate(sheet.depends_on):
-                _add_dep(graph, i + 1, ref, f"sheets.{i}.depends_on.{j}", errors)
-        return graph
-    assert spec.sheet is not None
-    for key, refs in spec.sheet.dependencies.items():
-        key_path = f"sheet.dependencies.{key}"
-        num = _resolve_ref(key, graph)
-        if isinstance(num, str):
-            errors.append(FieldError(key_path, num))
-            continue
-        graph.cycle_paths.setdefault(num, key_path)
-        for j, ref in enumerate(refs):
-            _add_dep(graph, num, ref, f"{key_path}.{j}", errors)
-    return graph
+# --- sheets -----------------------------------------------------------------------------------
 
 
 def _raw_template_sites(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -347,7 +279,7 @@ def _salvage_errors(
             for i, s in enumerate(sheets)
             if isinstance(s, Mapping) and isinstance(s.get("name"), str)
         }
-        graph = _Graph(
+        graph = Graph(
             len(sheets),
             names,
             [set() for _ in range(len(sheets) + 1)],
@@ -364,9 +296,9 @@ def _salvage_errors(
                         and isinstance(ref, int | str)
                         and not isinstance(ref, bool)
                     ):
-                        _add_dep(graph, i + 1, ref, path, errors)
+                        add_dep(graph, i + 1, ref, path, errors)
             graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
-        for cycle in _find_cycles(graph):
+        for cycle in find_cycles(graph):
             chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
             errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
     variables = raw.get("variables")
@@ -394,54 +326,7 @@ def _salvage_errors(
     return errors
 
 
-def _find_cycles(graph: _Graph) -> list[list[int]]:
-    # Iterative DFS: a chain of 10000 sheets would overflow Python's recursion limit.
-    state = [0] * (graph.count + 1)  # 0 new, 1 on the current path, 2 done
-    cycles: list[list[int]] = []
-    for start in range(1, graph.count + 1):
-        if state[start]:
-            continue
-        state[start] = 1
-        path = [start]
-        stack: list[Iterator[int]] = [iter(sorted(graph.deps[start]))]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(sorted(graph.deps[nxt])))
-            elif state[nxt] == 1:
-                cycle = path[path.index(nxt) :]
-                low = cycle.index(min(cycle))
-                cycles.append(cycle[low:] + cycle[:low])
-    return cycles
-
-
-def _ancestor_bits(graph: _Graph) -> list[int]:
-    """Transitive ancestors per sheet as bit sets (bit n = sheet n), in one topological
-    pass; sets of ints would cost O(n^2) memory for a long chain."""
-    dependents: list[list[int]] = [[] for _ in range(graph.count + 1)]
-    waiting = [len(d) for d in graph.deps]
-    for num in range(1, graph.count + 1):
-        for dep in graph.deps[num]:
-            dependents[dep].append(num)
-    bits = [0] * (graph.count + 1)
-    ready = [n for n in range(1, graph.count + 1) if waiting[n] == 0]
-    while ready:
-        num = ready.pop()
-        for dep in graph.deps[num]:
-            bits[num] |= bits[dep] | (1 << dep)
-        for child in dependents[num]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    return bits
-
-
-def _expand(spec: JobSpec, graph: _Graph) -> list[ResolvedSheet]:
+def _expand(spec: JobSpec, graph: Graph) -> list[ResolvedSheet]:
     job_validations = tuple(spec.validations)
     if spec.sheets is not None:
         return [
@@ -601,15 +486,15 @@ def load_spec(
     if errors:
         raise SpecError(errors)
 
-    graph = _build_graph(spec, errors)
-    cycles = _find_cycles(graph)
+    graph = build_graph(spec, errors)
+    cycles = find_cycles(graph)
     for cycle in cycles:
         chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
         errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
     sheets = _expand(spec, graph)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))
-    errors.extend(check_templates(spec, sheets, None if cycles else _ancestor_bits(graph)))
+    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(graph)))
     if errors:
         raise SpecError(errors)
     return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)
