@@ -1,409 +1,795 @@
-"""The `podium` command line: the same core as the MCP tools, for people."""
+"""The `podium` command line (click): the same conductor as the MCP tools, for people.
+
+Every command that changes something talks to the home's conductor over MCP, starting one
+(detached) when none runs. Pure reads (`list`, `status`, `logs`, `snapshots`) go through the
+running conductor too; when none runs they read the store directly, read-only, and say so.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from pydantic import BaseModel
+import click
+import httpx2
+from rich.console import Console
 
-from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig, load_config
-from podium.core.errors import PodiumError, SpecError
-from podium.core.models import JobStatus, SheetState, SheetStatus
+from podium.core.errors import HomeLockedError, PodiumError, SpecError
+from podium.core.models import JobStatus
 from podium.server.logging_setup import configure_logging
 
+T = TypeVar("T")
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+ACTIVE = ["queued", "running"]
+FINISHED = ["completed", "failed", "cancelled"]
 
-def _config(args: argparse.Namespace) -> PodiumConfig:
-    return load_config(home=Path(args.home) if args.home else None, overrides=_overrides(args))
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if getattr(args, "allow_root", None):
-        overrides["allowed_roots"] = [Path(p) for p in args.allow_root]
-    for key in ("max_concurrent_sheets", "max_concurrent_jobs", "kill_grace_seconds"):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
-    return overrides
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 
-@asynccontextmanager
-async def _open(args: argparse.Namespace, *, read_only: bool) -> AsyncIterator[Conductor]:
-    """Read commands read the store beside any running server; control commands need the
-    home's lock (a running server owns it and the command says so, naming its pid)."""
-    config = _config(args)
-    configure_logging(config.logs_dir, level="WARNING")
-    conductor = Conductor(config, dispatch=False, read_only=read_only)
-    await conductor.start()
-    try:
-        yield conductor
-    finally:
-        await conductor.stop()
+class Context:
+    def __init__(self, home: str | None) -> None:
+        self.home = Path(home).expanduser() if home else None
+
+    def config(self, **overrides: Any) -> PodiumConfig:
+        return load_config(home=self.home, overrides=overrides)
 
 
-def _emit(args: argparse.Namespace, value: BaseModel | dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        print(json.dumps(data, indent=2))
-    else:
-        print(text)
+def run_async(fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
+    """Run an async command; its int is the exit code. Errors are printed in CLI words."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = anyio.run(lambda: fn(*args, **kwargs))
+        except KeyboardInterrupt:
+            code = 128 + signal.SIGINT
+        except BaseException as exc:
+            code = _report(exc)
+        sys.exit(code)
+
+    return wrapper
 
 
-def _sheet_line(sheet: SheetState) -> str:
-    label = f"sheet {sheet.sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
-    status = sheet.status.value
-    if sheet.status is SheetStatus.WAITING and sheet.waiting_reason is not None:
-        status = f"waiting ({sheet.waiting_reason.value})"
-    duration = f" in {sheet.duration_seconds:.1f}s" if sheet.duration_seconds is not None else ""
-    attempts = f", {sheet.attempts} attempt(s)" if sheet.attempts else ""
-    error = ""
-    if sheet.last_error and sheet.status is not SheetStatus.COMPLETED:
-        error = f": {sheet.last_error}"
-    return f"  {label}: {status}{duration}{attempts}{error}"
+def _report(exc: BaseException) -> int:
+    """Print an error the user can act on; anything else is a bug and keeps its traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, SpecError):
+        err.print(f"podium: invalid job spec ({len(exc.errors)} problem(s)):", markup=False)
+        for error in exc.errors:
+            err.print(f"  {error}", markup=False)
+        return EXIT_USAGE
+    if isinstance(exc, PodiumError):
+        err.print(f"podium: {exc}", markup=False)
+        return EXIT_USAGE
+    if isinstance(exc, httpx2.HTTPError):
+        err.print(f"podium: cannot reach the conductor: {exc!r}", markup=False)
+        return EXIT_USAGE
+    raise exc
 
 
-# ----- run ------------------------------------------------------------------------------------
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
-async def _run(args: argparse.Namespace) -> int:
-    spec_path = Path(args.spec).expanduser().resolve()
-    config = _config(args)
-    configure_logging(config.logs_dir, level="WARNING")
-    conductor = Conductor(config)
-    await conductor.start()
-    try:
-        async with conductor.events.subscribe() as events:
-            submitted = await conductor.submit_job(
-                path=spec_path, job_id=args.job_id, extra_roots=[spec_path.parent]
-            )
-            job_id = submitted.job_id
-            print(
-                f"job {job_id} ({submitted.total_sheets} sheets), workspace {submitted.workspace}"
-            )
-            reported: dict[int, tuple[str, int]] = {}
-            while True:
-                detail = await conductor.get_job(job_id, sheet_limit=10_000)
-                for sheet in detail.sheets:
-                    key = (sheet.status.value, sheet.attempts)
-                    settled = sheet.status.is_terminal or sheet.status is SheetStatus.WAITING
-                    if settled and reported.get(sheet.sheet_num) != key:
-                        reported[sheet.sheet_num] = key
-                        print(_sheet_line(sheet), flush=True)
-                        if args.follow and sheet.output_tail:
-                            print("    | " + sheet.output_tail.rstrip().replace("\n", "\n    | "))
-                if detail.status.is_terminal:
-                    extra = f": {detail.error}" if detail.error else ""
-                    print(f"job {job_id} {detail.status.value}{extra}")
-                    return 0 if detail.status is JobStatus.COMPLETED else 1
-                with anyio.move_on_after(2):
-                    async for event in events:
-                        if event.job_id == job_id:
-                            break
-    finally:
-        await conductor.stop()
+def say(text: str) -> None:
+    out.print(text, markup=False, soft_wrap=True)
 
 
-# ----- serve ----------------------------------------------------------------------------------
+def json_option(fn: Callable[..., T]) -> Callable[..., T]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"show_default": True, "help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--home",
+    envvar="PODIUM_HOME",
+    show_envvar=True,
+    help="Podium home (state directory).  [default: ~/.podium]",
+    show_default=False,
+)
+@click.version_option(package_name="podium")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """Durable job orchestration for AI agents: one conductor per home runs the jobs; MCP
+    sessions (`podium serve`) and these commands attach to it."""
+    ctx.obj = Context(home)
+    if ctx.invoked_subcommand not in ("start", "serve"):
+        # Commands other than the engine's own log warnings only, to stderr.
+        configure_logging(None, level="WARNING")
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+
+
+# ----- the conductor --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--detach", is_flag=True, help="Run in the background; return once it is ready.")
+@click.option("--child", is_flag=True, hidden=True)
+@click.option("--log-level", default="INFO", help="Log level of conductor.log and stderr.")
+@pass_ctx
+@run_async
+async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
+    """Run the home's conductor: the engine plus MCP over streamable HTTP on 127.0.0.1
+    (random port and bearer token, written to <home>/conductor.json)."""
+    from podium.server.daemon import LOCKED_EXIT_CODE, ensure_conductor, find_conductor
     from podium.server.serve import HttpOptions, serve
 
-    config = _config(args)
-    configure_logging(config.logs_dir, level=args.log_level)
-    options = HttpOptions(
-        host=args.host,
-        port=args.port,
-        token=args.token or os.environ.get("PODIUM_TOKEN") or None,
-        allowed_hosts=args.allowed_host or [],
-    )
-    await serve(config, args.transport, options, overrides=_overrides(args))
-    return 0
-
-
-async def _reload(args: argparse.Namespace) -> int:
-    """Ask the conductor that owns the home to re-read its configuration (SIGHUP)."""
-    from podium.core.home import HomeLock, read_lock_owner
-
-    config = _config(args)
-    lock = HomeLock(config.lock_path)
-    try:
-        lock.acquire()
-    except PodiumError:
-        pid = read_lock_owner(config.lock_path)
-        if pid is None:
-            raise PodiumError(f"cannot tell which process owns {config.home}") from None
-        os.kill(pid, signal.SIGHUP)
-        print(f"asked the conductor (pid {pid}) of {config.home} to reload its configuration")
+    config = ctx.config()
+    running = find_conductor(config)
+    if running is not None and not child:
+        say(f"the conductor of {config.home} is already running (pid {running.pid}, {running.url})")
         return 0
-    lock.release()
-    raise PodiumError(f"no conductor is running on {config.home}; nothing to reload")
-
-
-# ----- read commands --------------------------------------------------------------------------
-
-
-async def _list(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=True) as c:
-        statuses = [JobStatus(s) for s in args.status or []]
-        jobs, cursor = await c.list_jobs(
-            statuses=statuses,
-            name=args.name,
-            label=args.label,
-            limit=args.limit,
-            cursor=args.cursor,
+    if detach:
+        info, _ = await ensure_conductor(config)
+        say(
+            f"conductor pid {info.pid} serving {info.url} for {config.home}\n"
+            f"log: {config.logs_dir / 'conductor.log'}; stop it with `podium stop`"
         )
-        lines = [
-            f"{j.job_id:48} {j.status.value:10} {j.completed_sheets}/{j.total_sheets}"
-            f"{' failed=' + str(j.failed_sheets) if j.failed_sheets else ''}"
-            for j in jobs
-        ] or ["no jobs"]
-        if cursor:
-            lines.append(f"more: podium list --cursor {cursor}")
-        _emit(
-            args,
-            {"jobs": [j.model_dump(mode="json") for j in jobs], "next_cursor": cursor},
-            "\n".join(lines),
-        )
+        return 0
+    if child:
+        os.chdir(config.home)  # hold no caller's directory open
+    # A detached child's stderr is conductor.log already.
+    configure_logging(config.logs_dir, level=log_level, stderr=not child)
+    options = HttpOptions(host="127.0.0.1", port=0, token=secrets.token_urlsafe(32))
+    try:
+        await serve(config, "streamable-http", options, idle_exit_minutes=config.idle_exit_minutes)
+    except HomeLockedError as exc:
+        err.print(f"podium: {exc}", markup=False)
+        return LOCKED_EXIT_CODE
     return 0
 
 
-async def _status(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=True) as c:
-        if args.job is None:
-            s = await c.status()
-            text = (
-                f"podium {s.version} home {s.home}\njobs: "
-                + (", ".join(f"{k}={v}" for k, v in sorted(s.jobs_by_status.items())) or "none")
-                + f"\nrunning sheets: {s.running_sheets}\ninstruments: "
-                + ", ".join(f"{i.name}{'' if i.available else ' (missing)'}" for i in s.instruments)
+async def _active_jobs(config: PodiumConfig) -> list[dict[str, Any]]:
+    from podium.server.remote import reader
+
+    async with reader(config) as (caller, _):
+        listed = await caller.call("list_jobs", {"status": ACTIVE, "limit": 500})
+    jobs: list[dict[str, Any]] = listed["jobs"]
+    return jobs
+
+
+async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
+    from podium.server.daemon import find_conductor, stop_conductor
+
+    info = find_conductor(config)
+    if info is None:
+        say(f"no conductor is running on {config.home}")
+        return 0
+    active = await _active_jobs(config)
+    if active and not force:
+        names = ", ".join(f"{j['job_id']} ({j['status']})" for j in active)
+        err.print(
+            f"podium: not stopping the conductor of {config.home}: {len(active)} active "
+            f"job(s): {names}\nwait for them, pause them (podium pause JOB), or stop anyway "
+            "with `podium stop --force` (running jobs become paused, reason shutdown; "
+            "`podium resume JOB` continues them)",
+            markup=False,
+        )
+        return EXIT_FAILED
+    wait = wait_seconds if wait_seconds > 0 else config.kill_grace_seconds + 30
+    if not await stop_conductor(info, wait):
+        err.print(f"podium: the conductor (pid {info.pid}) is still stopping after {wait:.0f}s")
+        return EXIT_FAILED
+    paused = ", ".join(j["job_id"] for j in active if j["status"] == "running")
+    say(
+        f"stopped the conductor of {config.home} (pid {info.pid})"
+        + (f"; paused (shutdown): {paused}" if paused else "")
+    )
+    return 0
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Stop even with active jobs (they are paused).")
+@click.option(
+    "--wait", "wait_seconds", default=0.0, help="Seconds to wait (0: kill_grace_seconds + 30)."
+)
+@pass_ctx
+@run_async
+async def stop(ctx: Context, force: bool, wait_seconds: float) -> int:
+    """Stop the conductor gracefully. Refuses while jobs are queued or running, naming them,
+    unless --force: then running sheets are ended and their jobs paused (shutdown)."""
+    return await _stop(ctx.config(), force, wait_seconds)
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Restart even with active jobs (they are paused).")
+@pass_ctx
+@run_async
+async def restart(ctx: Context, force: bool) -> int:
+    """Stop the conductor (as `podium stop`) and start it again, detached."""
+    from podium.server.daemon import ensure_conductor
+
+    config = ctx.config()
+    code = await _stop(config, force, 0)
+    if code != 0:
+        return code
+    info, _ = await ensure_conductor(config)
+    say(f"conductor pid {info.pid} serving {info.url}")
+    return 0
+
+
+@main.command()
+@click.option("--embedded", is_flag=True, help="Run the engine in this process (stdio only).")
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "sse", "streamable-http"]),
+    default="stdio",
+    help="stdio attaches to the conductor; sse and streamable-http run the engine here.",
+)
+@click.option("--host", default="127.0.0.1", help="Address to bind (HTTP transports).")
+@click.option("--port", default=8765, help="Port to bind (HTTP transports; 0: any free one).")
+@click.option("--token", envvar="PODIUM_TOKEN", help="Bearer token required on HTTP.")
+@click.option("--allowed-host", multiple=True, help="Host header to accept (repeat).")
+@click.option("--allow-root", multiple=True, help="Extra allowed workspace root (repeat).")
+@click.option("--log-level", default="INFO", help="Log level.")
+@pass_ctx
+@run_async
+async def serve(
+    ctx: Context,
+    embedded: bool,
+    transport: str,
+    host: str,
+    port: int,
+    token: str | None,
+    allowed_host: tuple[str, ...],
+    allow_root: tuple[str, ...],
+    log_level: str,
+) -> int:
+    """Serve MCP. Over stdio (what mcp.json launches) this attaches to the home's conductor,
+    starting it when none runs; the host exiting ends only this connection, never a job."""
+    from podium.server.serve import HttpOptions
+    from podium.server.serve import serve as serve_engine
+
+    overrides: dict[str, Any] = {}
+    if allow_root:
+        overrides["allowed_roots"] = [Path(p) for p in allow_root]
+    config = ctx.config(**overrides)
+    if transport == "stdio" and not embedded:
+        from podium.server.bridge import run_bridge
+
+        # The bridge logs to stderr only: conductor.log belongs to the conductor.
+        configure_logging(None, level=log_level)
+        if allow_root:
+            raise PodiumError(
+                "--allow-root applies to the engine: set allowed_roots in config.yaml (the "
+                "conductor reads it) or use --embedded"
             )
-            _emit(args, s, text)
-            return 0
-        d = await c.get_job(args.job, sheet_limit=args.sheet_limit, include_spec=args.json)
-        head = f"{d.job_id}: {d.status.value}" + (
-            f" ({d.pause_reason.value})" if d.pause_reason else ""
-        )
-        lines = [
-            head,
-            f"  {d.completed_sheets}/{d.total_sheets} sheets completed, workspace {d.workspace}",
-        ]
-        if d.error:
-            lines.append(f"  error: {d.error}")
-        lines += [_sheet_line(s) for s in d.sheets]
-        _emit(args, d, "\n".join(lines))
+        return await run_bridge(config)
+    configure_logging(config.logs_dir, level=log_level)
+    if embedded and transport != "stdio":
+        raise PodiumError("--embedded is for stdio; sse and streamable-http always embed")
+    options = HttpOptions(
+        host=host, port=port, token=token or None, allowed_hosts=list(allowed_host)
+    )
+    await serve_engine(config, transport, options, overrides=overrides)  # type: ignore[arg-type]
     return 0
 
 
-async def _logs(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=True) as c:
-        chunk = await c.read_logs(
-            args.job, sheet=args.sheet, attempt=args.attempt, tail_lines=args.tail
+@main.command()
+@pass_ctx
+@run_async
+async def reload(ctx: Context) -> int:
+    """Make the running conductor re-read config.yaml (SIGHUP)."""
+    from podium.core.home import lock_owner_alive, read_conductor_info
+
+    config = ctx.config()
+    info = read_conductor_info(config)
+    pid = info.pid if info is not None else lock_owner_alive(config)
+    if pid is None:
+        raise PodiumError(f"no conductor is running on {config.home}; nothing to reload")
+    os.kill(pid, signal.SIGHUP)
+    say(f"asked the conductor (pid {pid}) of {config.home} to reload its configuration")
+    return 0
+
+
+# ----- jobs -----------------------------------------------------------------------------------
+
+
+def _started_note(config: PodiumConfig, started: bool, pid: int) -> None:
+    if started:
+        err.print(
+            f"started the conductor of {config.home} (pid {pid}; `podium stop` stops it)",
+            markup=False,
         )
-        sys.stdout.write(chunk.text)
-        if not args.follow or args.sheet is None:
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--job-id", help="Job id.  [default: <name>-<timestamp>-<hex>]", show_default=False)
+@click.option("--follow", is_flag=True, help="Also print each sheet's output as it settles.")
+@click.option("--cancel-on-interrupt", is_flag=True, help="Ctrl-C cancels the job instead.")
+@pass_ctx
+@run_async
+async def run(
+    ctx: Context, spec: str, job_id: str | None, follow: bool, cancel_on_interrupt: bool
+) -> int:
+    """Submit SPEC to the conductor and follow it: exit 0 when the job completes, 1 when it
+    fails or is cancelled. Ctrl-C (or SIGTERM) detaches; the job goes on."""
+    from podium.server.follow import Follower
+    from podium.server.remote import controller
+
+    config = ctx.config()
+    path = Path(spec).expanduser().resolve()
+    async with controller(config) as (remote, started):
+        _started_note(config, started, remote.info.pid)
+        submitted = await remote.submit_path(path, job_id)
+        job = submitted["job_id"]
+        say(f"job {job} ({submitted['total_sheets']} sheets), workspace {submitted['workspace']}")
+        interrupted: int | None = None
+        detail: dict[str, Any] | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        interrupted = signum
+                        tg.cancel_scope.cancel()
+                        return
+
+            async def follow_job() -> None:
+                nonlocal detail
+                detail = await Follower(remote, job, out, show_output=follow).run()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signal)
+            tg.start_soon(follow_job)
+        if interrupted is not None:
+            if cancel_on_interrupt:
+                cancelled = await remote.call("cancel", {"job_id": job})
+                say(f"\njob {job} {cancelled['status']}")
+            else:
+                say(
+                    f"\ndetached; job {job} goes on in the conductor.\n"
+                    f"  follow it:  podium status {job} --follow\n"
+                    f"  cancel it:  podium cancel {job}"
+                )
+            return 128 + interrupted
+        assert detail is not None
+        return 0 if detail["status"] == "completed" else EXIT_FAILED
+
+
+@main.command(name="list")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in JobStatus]),
+    help="Only jobs in this status (repeat).",
+)
+@click.option("--name", help="Only jobs with this spec name.")
+@click.option("--label", help="Only jobs carrying this label.")
+@click.option("--limit", default=50, type=click.IntRange(1, 500), help="Jobs per page.")
+@click.option("--cursor", help="Next page, from the previous page's last line.")
+@json_option
+@pass_ctx
+@run_async
+async def list_command(
+    ctx: Context,
+    statuses: tuple[str, ...],
+    name: str | None,
+    label: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> int:
+    """List jobs, newest first."""
+    from podium.server.remote import reader
+
+    config = ctx.config()
+    arguments: dict[str, Any] = {"limit": limit}
+    for key, value in (("status", list(statuses)), ("name", name), ("label", label)):
+        if value:
+            arguments[key] = value
+    if cursor:
+        arguments["cursor"] = cursor
+    async with reader(config) as (caller, info):
+        listed = await caller.call("list_jobs", arguments)
+    if as_json:
+        emit_json(listed)
+        return 0
+    jobs = listed["jobs"]
+    if not jobs:
+        say("no jobs")
+    else:
+        rows = [("JOB", "STATUS", "SHEETS", "SUBMITTED", "COMPLETED")]
+        for j in jobs:
+            status = j["status"] + (f" ({j['pause_reason']})" if j.get("pause_reason") else "")
+            sheets = f"{j['completed_sheets']}/{j['total_sheets']}"
+            if j["failed_sheets"]:
+                sheets += f" ({j['failed_sheets']} failed)"
+            rows.append(
+                (j["job_id"], status, sheets, _local(j["submitted_at"]), _local(j["completed_at"]))
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if listed.get("next_cursor"):
+        say(f"more: podium list --cursor {listed['next_cursor']}")
+    if info is None:
+        err.print(f"(no conductor is running on {config.home}; read from the store)")
+    return 0
+
+
+def _local(value: str | None) -> str:
+    """A stored UTC time as local time, to the second."""
+    from podium.server.follow import parse_time
+
+    when = parse_time(value)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S") if when else "-"
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--follow", is_flag=True, help="Follow the job live until it ends.")
+@click.option("--sheet-limit", default=1000, type=click.IntRange(1, 1000), help="Sheets shown.")
+@json_option
+@pass_ctx
+@run_async
+async def status(
+    ctx: Context, job: str | None, follow: bool, sheet_limit: int, as_json: bool
+) -> int:
+    """A job's status and sheets, or without JOB the conductor's."""
+    from podium.server.follow import Follower, job_state, sheet_line
+    from podium.server.remote import controller, reader
+
+    config = ctx.config()
+    if follow:
+        if job is None:
+            raise PodiumError("--follow needs a JOB (podium status JOB --follow)")
+        async with controller(config) as (remote, started):
+            _started_note(config, started, remote.info.pid)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def on_signal() -> None:
+                        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                            async for _ in sigs:
+                                scope.cancel()
+                                return
+
+                    tg.start_soon(on_signal)
+                    detail = await Follower(remote, job, out, show_output=False).run()
+                    tg.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                say(f"\ndetached; job {job} goes on")
+                return 128 + signal.SIGINT
+            return 0 if detail["status"] == "completed" else EXIT_FAILED
+    async with reader(config) as (caller, info):
+        if job is None:
+            s = await caller.call("status", {})
+            if as_json:
+                emit_json({**s, "conductor_running": info is not None})
+                return 0
+            jobs = ", ".join(f"{k} {v}" for k, v in sorted(s["jobs_by_status"].items()))
+            head = (
+                f"conductor pid {s['pid']} ({info.url}), podium {s['version']}, up "
+                f"{s['uptime_seconds']:.0f}s"
+                if info is not None
+                else "no conductor is running"
+            )
+            say(
+                f"{head}\nhome: {s['home']}\njobs: {jobs or 'none'}\n"
+                f"running sheets: {s['running_sheets']}\npressure: {s['pressure_level']}\n"
+                "instruments: "
+                + ", ".join(
+                    i["name"] + ("" if i["available"] else " (not installed)")
+                    for i in s["instruments"]
+                )
+            )
             return 0
-        offset = chunk.next_offset or 0
+        d = await caller.call(
+            "status", {"job_id": job, "sheet_limit": sheet_limit, "include_spec": as_json}
+        )
+    if as_json:
+        emit_json(d)
+        return 0
+    lines = [
+        f"{d['job_id']}: {job_state(d)}",
+        f"  {d['completed_sheets']}/{d['total_sheets']} sheets completed, workspace "
+        f"{d['workspace']}",
+    ]
+    if d.get("error"):
+        lines.append(f"  error: {d['error']}")
+    lines += [sheet_line(s) for s in d["sheets"]]
+    say("\n".join(lines))
+    return 0
+
+
+@main.command()
+@click.argument("job")
+@click.option(
+    "--sheet",
+    type=click.IntRange(min=1),
+    help="Sheet number.  [default: every sheet]",
+    show_default=False,
+)
+@click.option(
+    "--attempt", type=click.IntRange(min=1), help="Attempt.  [default: latest]", show_default=False
+)
+@click.option("--tail", default=200, type=click.IntRange(1, 10_000), help="Lines from the end.")
+@click.option("--follow", is_flag=True, help="Keep printing new output until the sheet ends.")
+@json_option
+@pass_ctx
+@run_async
+async def logs(
+    ctx: Context,
+    job: str,
+    sheet: int | None,
+    attempt: int | None,
+    tail: int,
+    follow: bool,
+    as_json: bool,
+) -> int:
+    """A job's sheet logs: the latest attempt's tail, or every sheet's without --sheet."""
+    from podium.server.remote import reader
+
+    config = ctx.config()
+    if follow and sheet is None:
+        raise PodiumError("--follow needs --sheet N (one sheet's log grows at a time)")
+    arguments: dict[str, Any] = {"job_id": job, "tail_lines": tail}
+    if sheet is not None:
+        arguments["sheet"] = sheet
+    if attempt is not None:
+        arguments["attempt"] = attempt
+    async with reader(config) as (caller, _):
+        chunk = await caller.call("logs", arguments)
+        if as_json:
+            emit_json(chunk)
+            return 0
+        if sheet is not None and chunk.get("attempt") is None and not follow:
+            say(f"sheet {sheet} of {job} has not run yet: no attempt, no log")
+            return 0
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+        if not follow:
+            return 0
+        offset = chunk.get("next_offset") or 0
+        current = chunk.get("attempt")
         while True:
-            await anyio.sleep(0.5)
-            chunk = await c.read_logs(
-                args.job, sheet=args.sheet, attempt=chunk.attempt, offset=offset
+            detail = await caller.call(
+                "status",
+                {
+                    "job_id": job,
+                    "sheet_offset": (sheet or 1) - 1,
+                    "sheet_limit": 1,
+                    "wait_seconds": 1,
+                },
             )
-            sys.stdout.write(chunk.text)
+            page: dict[str, Any] = {"job_id": job, "sheet": sheet, "offset": offset}
+            if current is not None:
+                page["attempt"] = current
+            chunk = await caller.call("logs", page)
+            if chunk.get("attempt") != current and chunk.get("attempt") is not None:
+                current, offset = chunk["attempt"], 0
+                continue
+            sys.stdout.write(chunk["text"])
             sys.stdout.flush()
-            offset = chunk.next_offset or offset
-            detail = await c.get_job(args.job, sheet_limit=1, sheet_offset=args.sheet - 1)
-            if detail.sheets and detail.sheets[0].status.is_terminal and not chunk.text:
+            offset = chunk.get("next_offset") or offset
+            ended = detail["sheets"] and detail["sheets"][0]["status"] in (
+                "completed",
+                "failed",
+                "skipped",
+                "cancelled",
+            )
+            if ended and not chunk["text"] and not chunk.get("truncated"):
                 return 0
 
 
-async def _snapshots(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=True) as c:
-        snaps = await c.list_snapshots(args.job)
-        text = "\n".join(f"{s.job_id} {s.snapshot_id} {s.size_bytes}B {s.path}" for s in snaps)
-        _emit(
-            args, {"snapshots": [s.model_dump(mode="json") for s in snaps]}, text or "no snapshots"
-        )
-    return 0
-
-
-async def _instruments(args: argparse.Namespace) -> int:
-    from podium.core.instruments.catalog import InstrumentCatalog
-
-    config = _config(args)
-    catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
-    rows = [
-        {"name": i.name, "available": i.available, "version": i.version, "source": i.source}
-        for i in catalog.all()
-    ]
-    text = "\n".join(
-        f"{r['name']:12} {'available' if r['available'] else 'not installed'}"
-        f"{' (' + str(r['version']) + ')' if r['version'] else ''}  [{r['source']}]"
-        for r in rows
+def _summary_text(summary: dict[str, Any]) -> str:
+    state = summary["status"] + (
+        f" ({summary['pause_reason']})" if summary.get("pause_reason") else ""
     )
-    _emit(args, {"instruments": rows}, text)
-    for error in catalog.load_errors:
-        print(f"error: {error}", file=sys.stderr)
+    return f"{summary['job_id']}: {state}"
+
+
+async def _control(ctx: Context, tool: str, arguments: dict[str, Any], as_json: bool) -> int:
+    from podium.server.remote import controller
+
+    config = ctx.config()
+    async with controller(config) as (remote, started):
+        _started_note(config, started, remote.info.pid)
+        summary = await remote.call(tool, arguments)
+    if as_json:
+        emit_json(summary)
+    else:
+        say(_summary_text(summary))
     return 0
 
 
-# ----- control commands -----------------------------------------------------------------------
+@main.command()
+@click.argument("job")
+@click.option("--immediate", is_flag=True, help="Freeze running sheets now (SIGSTOP).")
+@json_option
+@pass_ctx
+@run_async
+async def pause(ctx: Context, job: str, immediate: bool, as_json: bool) -> int:
+    """Pause a job: no new sheets start; running ones finish (or freeze, --immediate)."""
+    return await _control(ctx, "pause", {"job_id": job, "immediate": immediate}, as_json)
 
 
-async def _control(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=False) as c:
-        if args.command == "pause":
-            summary = await c.pause_job(args.job, immediate=args.immediate)
-        elif args.command == "resume":
-            summary = await c.resume_job(
-                args.job, path=args.spec, retry_failed=not args.no_retry_failed
-            )
-        else:
-            summary = await c.cancel_job(args.job)
-        note = ""
-        if args.command == "resume" and not summary.status.is_terminal:
-            note = "\n(no server is running on this home: the job runs when `podium serve` starts)"
-        _emit(args, summary, f"{summary.job_id}: {summary.status.value}{note}")
-    return 0
+@main.command()
+@click.argument("job")
+@click.option("--spec", type=click.Path(exists=True, dir_okay=False), help="A changed spec file.")
+@click.option("--no-retry-failed", is_flag=True, help="Do not re-run failed or skipped sheets.")
+@json_option
+@pass_ctx
+@run_async
+async def resume(
+    ctx: Context, job: str, spec: str | None, no_retry_failed: bool, as_json: bool
+) -> int:
+    """Resume a paused, failed or cancelled job (completed sheets never re-run)."""
+    arguments: dict[str, Any] = {"job_id": job, "retry_failed": not no_retry_failed}
+    if spec is not None:
+        arguments["spec_yaml"] = Path(spec).read_text()
+    return await _control(ctx, "resume", arguments, as_json)
 
 
-async def _clear(args: argparse.Namespace) -> int:
-    async with _open(args, read_only=False) as c:
-        if args.rate_limits:
-            cleared = await c.clear_rate_limits(args.instrument)
-            _emit(args, {"cleared": cleared}, "cleared: " + (", ".join(cleared) or "none"))
+@main.command()
+@click.argument("job")
+@json_option
+@pass_ctx
+@run_async
+async def cancel(ctx: Context, job: str, as_json: bool) -> int:
+    """Cancel a job: running sheets and every process they started are ended."""
+    return await _control(ctx, "cancel", {"job_id": job}, as_json)
+
+
+@main.command()
+@click.argument("jobs", nargs=-1)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(FINISHED),
+    help="Only jobs in this status (repeat).",
+)
+@click.option("--older-than-hours", type=float, help="Only jobs finished this long ago.")
+@click.option("--all", "all_jobs", is_flag=True, help="Every finished job.")
+@click.option("--rate-limits", is_flag=True, help="Lift active rate limits instead.")
+@click.option("--instrument", help="With --rate-limits: only this instrument.")
+@json_option
+@pass_ctx
+@run_async
+async def clear(
+    ctx: Context,
+    jobs: tuple[str, ...],
+    statuses: tuple[str, ...],
+    older_than_hours: float | None,
+    all_jobs: bool,
+    rate_limits: bool,
+    instrument: str | None,
+    as_json: bool,
+) -> int:
+    """Delete finished jobs with their logs and snapshots (never active jobs, never
+    workspaces), or lift rate limits."""
+    from podium.server.remote import controller
+
+    config = ctx.config()
+    async with controller(config) as (remote, started):
+        _started_note(config, started, remote.info.pid)
+        if rate_limits:
+            args = {"instrument": instrument} if instrument else {}
+            result = await remote.call("clear_rate_limits", args)
+            if as_json:
+                emit_json(result)
+            else:
+                say("lifted rate limits: " + (", ".join(result["cleared"]) or "none were active"))
             return 0
-        result = await c.clear_jobs(
-            job_ids=args.jobs or None,
-            statuses=[JobStatus(s) for s in args.status or []] or None,
-            older_than_hours=args.older_than_hours,
-            all_jobs=args.all,
-        )
-        text = f"deleted {result.deleted} job(s)" + (
-            f"; kept active: {', '.join(result.skipped_active)}" if result.skipped_active else ""
-        )
-        _emit(args, result, text)
+        arguments: dict[str, Any] = {"all": all_jobs}
+        if jobs:
+            arguments["job_ids"] = list(jobs)
+        if statuses:
+            arguments["statuses"] = list(statuses)
+        if older_than_hours is not None:
+            arguments["older_than_hours"] = older_than_hours
+        result = await remote.call("clear", arguments)
+    if as_json:
+        emit_json(result)
+        return 0
+    text = f"deleted {result['deleted']} job(s)"
+    if result.get("skipped_active"):
+        text += f"; kept active: {', '.join(result['skipped_active'])}"
+    if result.get("not_found"):
+        text += f"; not found: {', '.join(result['not_found'])}"
+    say(text)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="podium", description="Durable job orchestration for AI agents (MCP server + CLI)"
-    )
-    parser.add_argument("--home", help="Podium home (default $PODIUM_HOME or ~/.podium)")
-    sub = parser.add_subparsers(dest="command", required=True)
+@main.command()
+@click.argument("job", required=False)
+@json_option
+@pass_ctx
+@run_async
+async def snapshots(ctx: Context, job: str | None, as_json: bool) -> int:
+    """Snapshots of finished jobs, newest first."""
+    from podium.server.remote import reader
 
-    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
-    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--token", help="bearer token required on HTTP (or PODIUM_TOKEN)")
-    serve.add_argument("--allowed-host", action="append", help="Host header to accept (repeat)")
-    serve.add_argument("--allow-root", action="append", help="extra allowed workspace root")
-    serve.add_argument("--log-level", default="INFO")
-    serve.set_defaults(handler=_serve)
-
-    run = sub.add_parser("run", help="run a job spec in this process; exit 0 if it completes")
-    run.add_argument("spec", help="path to a job spec (YAML or JSON)")
-    run.add_argument("--job-id", help="job id (default <name>-<timestamp>-<hex>)")
-    run.add_argument("--follow", action="store_true", help="also print each sheet's output")
-    run.add_argument("--allow-root", action="append", help="extra allowed workspace root")
-    run.add_argument("--max-concurrent-sheets", type=int)
-    run.set_defaults(handler=_run)
-
-    listing = sub.add_parser("list", help="list jobs, newest first")
-    listing.add_argument("--status", action="append", choices=[s.value for s in JobStatus])
-    listing.add_argument("--name")
-    listing.add_argument("--label")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--cursor")
-    listing.set_defaults(handler=_list)
-
-    status = sub.add_parser("status", help="a job's status, or the conductor's")
-    status.add_argument("job", nargs="?")
-    status.add_argument("--sheet-limit", type=int, default=1000)
-    status.set_defaults(handler=_status)
-
-    logs = sub.add_parser("logs", help="a job's sheet logs")
-    logs.add_argument("job")
-    logs.add_argument("--sheet", type=int)
-    logs.add_argument("--attempt", type=int)
-    logs.add_argument("--tail", type=int, default=200)
-    logs.add_argument("--follow", action="store_true", help="keep printing (needs --sheet)")
-    logs.set_defaults(handler=_logs)
-
-    for name, help_text in (
-        ("pause", "pause a job"),
-        ("resume", "resume a paused, failed or cancelled job"),
-        ("cancel", "cancel a job"),
-    ):
-        control = sub.add_parser(name, help=help_text)
-        control.add_argument("job")
-        if name == "pause":
-            control.add_argument("--immediate", action="store_true")
-        if name == "resume":
-            control.add_argument("--spec", help="a changed spec file")
-            control.add_argument("--no-retry-failed", action="store_true")
-        control.set_defaults(handler=_control)
-
-    clear = sub.add_parser("clear", help="delete finished jobs, or lift rate limits")
-    clear.add_argument("jobs", nargs="*")
-    clear.add_argument("--status", action="append", choices=["completed", "failed", "cancelled"])
-    clear.add_argument("--older-than-hours", type=float)
-    clear.add_argument("--all", action="store_true")
-    clear.add_argument("--rate-limits", action="store_true", help="lift rate limits instead")
-    clear.add_argument("--instrument", help="with --rate-limits: only this instrument")
-    clear.set_defaults(handler=_clear)
-
-    snapshots = sub.add_parser("snapshots", help="list snapshots")
-    snapshots.add_argument("job", nargs="?")
-    snapshots.set_defaults(handler=_snapshots)
-
-    reload = sub.add_parser("reload", help="make the running conductor re-read config.yaml")
-    reload.set_defaults(handler=_reload)
-
-    instruments = sub.add_parser("instruments", help="list instruments and their availability")
-    instruments.set_defaults(handler=_instruments)
-
-    for command in (
-        listing,
-        status,
-        logs,
-        snapshots,
-        instruments,
-        clear,
-        *[sub.choices[n] for n in ("pause", "resume", "cancel")],
-    ):
-        command.add_argument("--json", action="store_true", help="print JSON")
-    return parser
+    async with reader(ctx.config()) as (caller, _):
+        result = await caller.call("snapshots", {"job_id": job} if job else {})
+    if as_json:
+        emit_json(result)
+        return 0
+    snaps = result["snapshots"]
+    if not snaps:
+        say("no snapshots")
+    for s in snaps:
+        say(
+            f"{s['job_id']}  {s['snapshot_id']}  {_local(s['created_at'])}  "
+            f"{s['size_bytes']}B  {s['path']}"
+        )
+    return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = anyio.run(args.handler, args)
-        return code
-    except SpecError as exc:
-        print(f"podium: invalid job spec ({len(exc.errors)} problem(s)):", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 2
-    except PodiumError as exc:
-        print(f"podium: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+@main.command()
+@json_option
+@pass_ctx
+@run_async
+async def instruments(ctx: Context, as_json: bool) -> int:
+    """Instruments and whether each is installed (as the conductor sees them)."""
+    from podium.core.instruments.catalog import InstrumentCatalog
+    from podium.server.remote import reader
+
+    config = ctx.config()
+    async with reader(config) as (caller, info):
+        if info is not None:
+            rows = (await caller.call("status", {}))["instruments"]
+            errors: list[str] = []
+        else:
+            catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
+            rows = [
+                {"name": i.name, "available": i.available, "version": i.version, "source": i.source}
+                for i in catalog.all()
+            ]
+            errors = [str(e) for e in catalog.load_errors]
+    if as_json:
+        emit_json({"instruments": rows})
+    else:
+        for r in rows:
+            version = f" ({r['version']})" if r.get("version") else ""
+            state = "available" if r["available"] else "not installed"
+            say(f"{r['name']:12} {state}{version}  [{r.get('source') or '?'}]")
+    for error in errors:
+        err.print(f"error: {error}", markup=False)
+    return 0
+
+
+@main.command()
+@click.option(
+    "--interval", default=1.0, type=click.FloatRange(0.2, 60), help="Seconds between refreshes."
+)
+@pass_ctx
+@run_async
+async def top(ctx: Context, interval: float) -> int:
+    """A live view of running jobs and sheets, waits, pressure and rate limits (q quits)."""
+    from podium.server.remote import controller
+    from podium.server.top import run_top
+
+    config = ctx.config()
+    async with controller(config) as (remote, started):
+        _started_note(config, started, remote.info.pid)
+        return await run_top(remote, out, interval)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
