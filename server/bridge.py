@@ -166,7 +166,11 @@ class Bridge:
         info, started = await ensure_conductor(self.config)
         log.info("attached", pid=info.pid, url=info.url, started=started)
         stdin = CancellableStdin().as_async_file()
-        async with stdio_server(stdin=stdin) as (client_read, client_write):
+        async with (
+            stdio_server(stdin=stdin) as (client_read, client_write),
+            client_read,
+            client_write,
+        ):
             carry: SessionMessage | None = None
             reconnect = False
             while True:

@@ -146,9 +146,10 @@ async def serve(
                     else:
                         await _serve_http(conductor, transport, options, stop, idle_exit_minutes)
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await conductor.stop()
-                        remove_conductor_info(config.conductor_file, os.getpid())
+                    # Not under a shield: stop() closes the conductor's task group, whose scope
+                    # must be the current one; it shields its own graceful shutdown.
+                    await conductor.stop()
+                    remove_conductor_info(config.conductor_file, os.getpid())
             outer.cancel_scope.cancel()
     if failure is not None:
         raise failure
