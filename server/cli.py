@@ -71,7 +71,9 @@ def _report(exc: BaseException) -> int:
             err.print(f"  {error}", markup=False)
         return EXIT_USAGE
     if isinstance(exc, PodiumError):
-        err.print(f"podium: {exc}", markup=False)
+        from podium.server.remote import cli_words
+
+        err.print(f"podium: {cli_words(str(exc))}", markup=False)
         return EXIT_USAGE
     if isinstance(exc, httpx2.HTTPError):
         err.print(f"podium: cannot reach the conductor: {exc!r}", markup=False)
@@ -330,43 +332,56 @@ async def run(
 
     config = ctx.config()
     path = Path(spec).expanduser().resolve()
-    async with controller(config) as (remote, started):
-        _started_note(config, started, remote.info.pid)
-        submitted = await remote.submit_path(path, job_id)
-        job = submitted["job_id"]
-        say(f"job {job} ({submitted['total_sheets']} sheets), workspace {submitted['workspace']}")
-        interrupted: int | None = None
-        detail: dict[str, Any] | None = None
-        async with anyio.create_task_group() as tg:
+    # Signals are received from the start, so one that arrives while submitting still detaches
+    # (after the submit answered) instead of killing the process with the job unreported.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with controller(config) as (remote, started):
+            _started_note(config, started, remote.info.pid)
+            submitted = await remote.submit_path(path, job_id)
+            job = submitted["job_id"]
+            sheets, workspace = submitted["total_sheets"], submitted["workspace"]
+            say(f"job {job} ({sheets} sheets), workspace {workspace}")
+            interrupted: int | None = None
+            detail: dict[str, Any] | None = None
+            async with anyio.create_task_group() as tg:
 
-            async def on_signal() -> None:
-                nonlocal interrupted
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async def on_signal() -> None:
+                    nonlocal interrupted
                     async for signum in signals:
                         interrupted = signum
                         tg.cancel_scope.cancel()
                         return
 
-            async def follow_job() -> None:
-                nonlocal detail
-                detail = await Follower(remote, job, out, show_output=follow).run()
-                tg.cancel_scope.cancel()
+                async def follow_job() -> None:
+                    nonlocal detail
+                    detail = await Follower(remote, job, out, show_output=follow).run()
+                    tg.cancel_scope.cancel()
 
-            tg.start_soon(on_signal)
-            tg.start_soon(follow_job)
-        if interrupted is not None:
-            if cancel_on_interrupt:
-                cancelled = await remote.call("cancel", {"job_id": job})
-                say(f"\njob {job} {cancelled['status']}")
-            else:
-                say(
-                    f"\ndetached; job {job} goes on in the conductor.\n"
-                    f"  follow it:  podium status {job} --follow\n"
-                    f"  cancel it:  podium cancel {job}"
-                )
-            return 128 + interrupted
-        assert detail is not None
-        return 0 if detail["status"] == "completed" else EXIT_FAILED
+                tg.start_soon(on_signal)
+                tg.start_soon(follow_job)
+            return await _after_follow(remote, job, interrupted, detail, cancel_on_interrupt)
+
+
+async def _after_follow(
+    remote: Any,
+    job: str,
+    interrupted: int | None,
+    detail: dict[str, Any] | None,
+    cancel_on_interrupt: bool,
+) -> int:
+    if interrupted is not None:
+        if cancel_on_interrupt:
+            cancelled = await remote.call("cancel", {"job_id": job})
+            say(f"\njob {job} {cancelled['status']}")
+        else:
+            say(
+                f"\ndetached; job {job} goes on in the conductor.\n"
+                f"  follow it:  podium status {job} --follow\n"
+                f"  cancel it:  podium cancel {job}"
+            )
+        return 128 + interrupted
+    assert detail is not None
+    return 0 if detail["status"] == "completed" else EXIT_FAILED
 
 
 @main.command(name="list")

@@ -66,7 +66,7 @@ class Remote:
             raise PodiumError(f"the conductor did not answer {tool}: {exc}") from exc
         if result.is_error:
             text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
-            raise PodiumError(cli_words(text or f"{tool} failed"))
+            raise PodiumError(text or f"{tool} failed")
         if not isinstance(result.structured_content, dict):
             raise PodiumError(f"the conductor's answer to {tool} had no structured content")
         return result.structured_content
@@ -86,7 +86,7 @@ class Remote:
             errors = [FieldError(*_split(e)) for e in body.get("errors", [])]
             raise SpecError(errors)
         if response.status_code != 200:
-            raise PodiumError(cli_words(str(body.get("error", response.text))))
+            raise PodiumError(str(body.get("error", response.text)))
         return body
 
 
