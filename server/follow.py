@@ -142,7 +142,9 @@ class Follower:
             for line in self._settled_lines(detail):
                 self.console.print(line, markup=False, highlight=False, soft_wrap=True)
             if detail["status"] in TERMINAL_JOB:
-                self.console.print(final_line(detail), markup=False, highlight=False)
+                self.console.print(
+                    final_line(detail), markup=False, highlight=False, soft_wrap=True
+                )
                 return detail
             detail = await self._read(wait=True)
 
@@ -166,7 +168,7 @@ class Follower:
                 if detail["status"] in TERMINAL_JOB:
                     break
                 detail = await self._read(wait=True)
-        self.console.print(final_line(detail), markup=False, highlight=False)
+        self.console.print(final_line(detail), markup=False, highlight=False, soft_wrap=True)
         return detail
 
     def _view(self, progress: Progress, task: TaskID, detail: dict[str, Any]) -> Group:

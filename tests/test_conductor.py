@@ -147,10 +147,16 @@ async def test_two_stdio_sessions_and_the_cli_share_one_conductor(tmp_path: Path
 # ----- the starting session leaves mid-job ----------------------------------------------------
 
 
-async def test_starting_session_exits_mid_job_and_the_job_completes(tmp_path: Path) -> None:
+async def test_starting_session_exits_mid_job_and_the_job_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The session that started the conductor goes away as the SDK does it (stdin closed,
-    SIGTERM 2 s later): the job goes on and completes; a new session sees it completed;
-    after `podium stop` no process and no open attempt is left."""
+    then SIGTERM to the server's whole process group; here at once instead of 2 s later, so
+    the signal surely lands while the bridge lives): the job goes on and completes; a new
+    session sees it completed; after `podium stop` no process and no open attempt is left."""
+    import mcp.client.stdio as sdk_stdio
+
+    monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 0.0)
     home = make_home(tmp_path)
     pid_file = tmp_path / "sheet.pid"
     spec = {
