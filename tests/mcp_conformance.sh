@@ -38,6 +38,10 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null
   fi
+  # `podium serve` over stdio started a detached conductor on the stdio home: stop it.
+  if [ -d "$WORK/stdio-home" ]; then
+    env -u PODIUM_TOKEN "$PODIUM" --home "$WORK/stdio-home" stop --force >/dev/null 2>&1
+  fi
   wait 2>/dev/null
   rm -rf "$WORK"
 }
@@ -95,7 +99,8 @@ mkdir -p "$WORK/stdio-home"
 inspect() { # out-file inspector-args...
   local out=$1; shift
   (cd "$WORK" && env -u PODIUM_TOKEN PODIUM_HOME="$WORK/stdio-home" timeout 120 \
-    "$MCP_NODE" inspector --cli "$PODIUM" serve "$@") >"$out" 2>"$out.err"
+    "$MCP_NODE" inspector --cli -e PODIUM_HOME="$WORK/stdio-home" "$PODIUM" serve "$@") \
+    >"$out" 2>"$out.err"
 }
 
 if inspect "$WORK/tools.json" --method tools/list; then
