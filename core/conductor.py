@@ -688,15 +688,7 @@ class Conductor:
         memory_mb = sample.memory_mb if sample is not None else None
         failure_rate = None if self.read_only else self.manager.failure_rate
         instruments = [
-            InstrumentView(
-                name=i.name,
-                available=i.available,
-                version=i.version,
-                description=i.profile.description,
-                executable=i.executable_path,
-                source=i.source,
-            )
-            for i in (self.catalog.all() if self.catalog else [])
+            InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
         return ConductorStatus(
             version=podium_version(),

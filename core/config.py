@@ -35,6 +35,8 @@ class PodiumConfig(BaseModel):
     kill_grace_seconds: float = Field(10, ge=0)
     max_rate_limit_wait_seconds: float = Field(3600, gt=0)
     max_rate_limit_retries: int = Field(20, ge=0)
+    # None: a started conductor runs until stopped.
+    idle_exit_minutes: float | None = Field(None, gt=0)
 
     @property
     def db_path(self) -> Path:
@@ -59,6 +61,10 @@ class PodiumConfig(BaseModel):
     @property
     def lock_path(self) -> Path:
         return self.home / "conductor.lock"
+
+    @property
+    def conductor_file(self) -> Path:
+        return self.home / "conductor.json"
 
     @property
     def config_path(self) -> Path:

@@ -1,14 +1,22 @@
-"""The Podium home: its directories and the one-conductor-per-home OS lock."""
+"""The Podium home: its directories, the one-conductor-per-home OS lock, and
+`conductor.json`, which tells other processes how to reach the conductor that holds it."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
+import tempfile
 from pathlib import Path
 from typing import IO
 
+import psutil
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from podium.core.config import PodiumConfig
 from podium.core.errors import HomeLockedError
+from podium.core.models import UtcTime
 
 
 def ensure_home(config: PodiumConfig) -> None:
@@ -61,3 +69,70 @@ class HomeLock:
     @property
     def held(self) -> bool:
         return self._file is not None
+
+
+class ConductorInfo(BaseModel):
+    """The contents of `<home>/conductor.json` (SPEC §3). `url` is null for a conductor that
+    serves no HTTP endpoint another process could attach to (`podium serve --embedded`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    pid: int
+    url: str | None
+    token: str | None
+    version: str
+    started_at: UtcTime
+
+
+def write_conductor_info(path: Path, info: ConductorInfo) -> None:
+    """Atomically, and readable only by the owner (it holds the bearer token)."""
+    fd, tmp = tempfile.mkstemp(prefix=".conductor-", suffix=".json", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(info.model_dump(mode="json"), indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_conductor_info(path: Path, pid: int) -> None:
+    """Remove the file only if it still describes `pid` (a successor may have replaced it)."""
+    current = _load_info(path)
+    if current is not None and current.pid == pid:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _load_info(path: Path) -> ConductorInfo | None:
+    try:
+        return ConductorInfo.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def read_conductor_info(config: PodiumConfig) -> ConductorInfo | None:
+    """The running conductor of this home, or None. A file whose pid is dead, or is not the
+    process that holds the home's lock, is left over from a conductor that died: ignored."""
+    info = _load_info(config.conductor_file)
+    if info is None or not _alive(info.pid):
+        return None
+    if read_lock_owner(config.lock_path) != info.pid:
+        return None
+    return info
+
+
+def lock_owner_alive(config: PodiumConfig) -> int | None:
+    """The pid written by the last lock holder, if that process still lives (it may hold the
+    home without a conductor.json: starting up, or an embedded server)."""
+    pid = read_lock_owner(config.lock_path)
+    return pid if pid is not None and pid != os.getpid() and _alive(pid) else None

@@ -13,7 +13,7 @@ import structlog
 LOG_FILE_BYTES = 10 * 1024 * 1024
 
 
-def configure_logging(logs_dir: Path | None, level: str = "INFO") -> None:
+def configure_logging(logs_dir: Path | None, level: str = "INFO", *, stderr: bool = True) -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -35,7 +35,7 @@ def configure_logging(logs_dir: Path | None, level: str = "INFO") -> None:
         ],
         foreign_pre_chain=shared,
     )
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if stderr else []
     if logs_dir is not None:
         logs_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(
@@ -50,3 +50,6 @@ def configure_logging(logs_dir: Path | None, level: str = "INFO") -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level)
+    # Per-request transport chatter of the HTTP client is noise in a conductor's log.
+    for noisy in ("httpx2", "httpx", "mcp.client.streamable_http"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
+import os
 import signal
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
 import structlog
 import uvicorn
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from podium.core.conductor import Conductor
+from podium.core.conductor import Conductor, podium_version
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
+from podium.core.home import ConductorInfo, remove_conductor_info, write_conductor_info
+from podium.core.models import utcnow
+from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
+from podium.server.cli_routes import add_cli_routes
 from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
+from podium.server.stdio_input import CancellableStdin
 
 log = structlog.get_logger("podium.serve")
 
@@ -110,80 +119,182 @@ async def serve(
     transport: Transport,
     options: HttpOptions,
     overrides: dict[str, Any] | None = None,
+    *,
+    idle_exit_minutes: float | None = None,
 ) -> None:
+    """Run the engine and serve MCP in this process until stdin closes (stdio), a SIGTERM or
+    SIGINT arrives, or (with `idle_exit_minutes`) nothing has used it for that long.
+
+    The signal receiver stays open through the graceful stop: a second SIGTERM while running
+    sheets are being ended (the SDK's stdio client sends one 2 s after closing stdin) is
+    logged and ignored instead of killing the process in the middle of its kill sequence."""
     if transport != "stdio":
         check_http_options(options)
     conductor = Conductor(config, overrides=overrides)
-    await conductor.start()
-    try:
-        issuer = f"http://{options.host}:{options.port}"
-        server = PodiumServer(
-            conductor, token=options.token if transport != "stdio" else None, issuer_url=issuer
-        )
-        async with server.running(), anyio.create_task_group() as signals:
-            signals.start_soon(_reload_on_sighup, conductor)
-            if transport == "stdio":
-                await _serve_stdio(server)
+    stop = anyio.Event()
+    failure: PodiumError | None = None
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        # The signal task encloses the conductor's own task group, so the conductor can be
+        # stopped (LIFO) while signals are still being received.
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(_handle_signals, signals, conductor, stop)
+            try:
+                await conductor.start()
+            except PodiumError as exc:
+                failure = exc
             else:
-                app = build_http_app(server, transport, options)
-                uv_config = uvicorn.Config(
-                    app,
-                    host=options.host,
-                    port=options.port,
-                    log_level="warning",
-                    lifespan="on",
-                )
-                log.info("serving", transport=transport, host=options.host, port=options.port)
-                # The app's own lifespan runs the streamable-HTTP session manager.
-                uv = _UvicornServer(uv_config)
-                signals.start_soon(_exit_on_signal, uv)
-                await uv.serve()
-            signals.cancel_scope.cancel()
-    finally:
-        await conductor.stop()
+                try:
+                    if transport == "stdio":
+                        await _serve_stdio(conductor, stop)
+                    else:
+                        await _serve_http(conductor, transport, options, stop, idle_exit_minutes)
+                finally:
+                    # Not under a shield: stop() closes the conductor's task group, whose scope
+                    # must be the current one; it shields its own graceful shutdown.
+                    await conductor.stop()
+                    remove_conductor_info(config.conductor_file, os.getpid())
+            outer.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
-async def _serve_stdio(server: PodiumServer) -> None:
-    """Serve until the host closes stdin or a SIGTERM/SIGINT arrives; then the conductor stops
-    gracefully (running sheets are ended and their jobs paused with reason `shutdown`)."""
-    async with anyio.create_task_group() as tg:
+async def _handle_signals(
+    signals: AsyncIterator[int], conductor: Conductor, stop: anyio.Event
+) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            await _reload(conductor)
+        elif stop.is_set():
+            log.warning("already stopping; waiting for running sheets to end", signal=signum)
+        else:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            stop.set()
 
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-                async for _ in sigs:
-                    tg.cancel_scope.cancel()
-                    return
 
-        async def run() -> None:
-            await server.mcp.run_stdio_async()
+async def _reload(conductor: Conductor) -> None:
+    """SIGHUP (sent by `podium reload`) re-reads config.yaml and applies it live."""
+    try:
+        result = await conductor.reload()
+        log.info("reloaded", applied=result.applied, not_applied=result.not_applied)
+    except PodiumError as exc:
+        log.error("reload failed; the previous configuration stays", error=str(exc))
+
+
+def _publish(conductor: Conductor, url: str | None, token: str | None) -> None:
+    info = ConductorInfo(
+        pid=os.getpid(), url=url, token=token, version=podium_version(), started_at=utcnow()
+    )
+    write_conductor_info(conductor.config.conductor_file, info)
+
+
+async def _serve_stdio(conductor: Conductor, stop: anyio.Event) -> None:
+    """The embedded engine over stdio, until the host closes stdin or a stop signal comes; then
+    the conductor stops gracefully (running sheets are ended, their jobs paused `shutdown`).
+    conductor.json names this process with no URL: nothing can attach to it."""
+    server = PodiumServer(conductor)
+    _publish(conductor, None, None)
+    lowlevel = server.mcp._lowlevel_server
+    async with server.running(), anyio.create_task_group() as tg:
+
+        async def protocol() -> None:
+            stdin = CancellableStdin().as_async_file()
+            async with stdio_server(stdin=stdin) as (read, write):
+                await lowlevel.run(read, write, lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()
 
-        tg.start_soon(stop_on_signal)
+        async def on_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(protocol)
+        tg.start_soon(on_stop)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a process on this machine uses to reach a server bound to host:port."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/mcp"
+
+
+async def _serve_http(
+    conductor: Conductor,
+    transport: Transport,
+    options: HttpOptions,
+    stop: anyio.Event,
+    idle_exit_minutes: float | None,
+) -> None:
+    sock = _bind(options.host, options.port)
+    port: int = sock.getsockname()[1]
+    bound = HttpOptions(
+        host=options.host,
+        port=port,
+        token=options.token,
+        allowed_hosts=options.allowed_hosts,
+        allowed_origins=options.allowed_origins,
+    )
+    server = PodiumServer(
+        conductor, token=options.token, issuer_url=f"http://{options.host}:{port}"
+    )
+    if options.token:
+        add_cli_routes(server.mcp, conductor, options.token)
+    app = build_http_app(server, transport, bound)
+    tracker = ActivityTracker(app)
+    uv_config = uvicorn.Config(tracker, log_level="warning", lifespan="on")
+    uv = _UvicornServer(uv_config)
+    async with server.running(), anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            await uv.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+
+        async def announce() -> None:
+            await uv.ready.wait()
+            # Only a streamable-HTTP conductor can be attached to (bridge and CLI speak it).
+            url = local_url(options.host, port) if transport == "streamable-http" else None
+            _publish(conductor, url, options.token)
+            log.info("serving", transport=transport, host=options.host, port=port, url=url)
+
+        async def on_stop() -> None:
+            with anyio.move_on_after(_minutes(idle_exit_minutes)):
+                await stop.wait()
+            if not stop.is_set():
+                await wait_until_idle(conductor, tracker, _minutes(idle_exit_minutes))
+            uv.should_exit = True
+
         tg.start_soon(run)
+        tg.start_soon(announce)
+        tg.start_soon(on_stop)
+    sock.close()
 
 
-async def _reload_on_sighup(conductor: Conductor) -> None:
-    """SIGHUP (sent by `podium reload`) re-reads config.yaml and applies it live."""
-    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
-        async for _ in signals:
-            try:
-                result = await conductor.reload()
-                log.info("reloaded", applied=result.applied, not_applied=result.not_applied)
-            except PodiumError as exc:
-                log.error("reload failed; the previous configuration stays", error=str(exc))
+def _minutes(value: float | None) -> float:
+    return math.inf if value is None else value * 60
 
 
 class _UvicornServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT once `serve()` returns, which would kill the process
     before the conductor's graceful stop; Podium handles those signals itself."""
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
-
-async def _exit_on_signal(uv: uvicorn.Server) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            uv.should_exit = True
-            return
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.ready.set()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from podium.core.conductor import Conductor
@@ -41,3 +47,23 @@ async def conductor(make_config: Callable[..., PodiumConfig]) -> AsyncIterator[C
         yield c
     finally:
         await c.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_conductors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A CLI command or `podium serve` starts a detached conductor when none runs; whatever a
+    test left running in its temp homes is stopped (gracefully, then killed) afterwards."""
+    yield
+    tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if not isinstance(tmp_path, Path):
+        return
+    for info in [*tmp_path.glob("conductor.json"), *tmp_path.glob("*/conductor.json")]:
+        with suppress(OSError, ValueError, KeyError, psutil.Error):
+            proc = psutil.Process(int(json.loads(info.read_text())["pid"]))
+            os.kill(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    break
+                time.sleep(0.05)

@@ -41,6 +41,10 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null
   fi
+  # `podium serve` over stdio started a detached conductor on the stdio home: stop it.
+  if [ -d "$WORK/stdio-home" ]; then
+    env -u PODIUM_TOKEN "$PODIUM" --home "$WORK/stdio-home" stop --force >/dev/null 2>&1
+  fi
   wait 2>/dev/null
   rm -rf "$WORK"
 }

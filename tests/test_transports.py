@@ -64,6 +64,15 @@ def mcp_json_server() -> tuple[str, list[str]]:
 PODIUM = mcp_json_server()[0]
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a detached conductor's parent may be gone, leaving init to
+    reap it whenever it does)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -301,70 +310,101 @@ async def round_trip(client: Client, inbox: Inbox, job_id: str) -> dict[str, Any
 # ----- 1. stdio, as mcp.json launches it ------------------------------------------------------
 
 
-async def test_stdio_as_mcp_json_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mcp.client.stdio as sdk_stdio
-
-    # The SDK closes stdin, waits PROCESS_TERMINATION_TIMEOUT, then SIGTERMs. Make the wait
-    # long, so a quick exit proves the server stopped on stdin EOF by itself.
-    monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 30.0)
-    home = make_home(tmp_path)
+def stdio_params(home: Path, *extra_args: str) -> StdioServerParameters:
     command, args = mcp_json_server()
     assert args == ["serve"]
-    params = StdioServerParameters(
+    return StdioServerParameters(
         command=command,
-        args=args,
+        args=[*args, *extra_args],
         env={
             "PODIUM_HOME": str(home),
             "PATH": os.environ["PATH"],
             "PODIUM_KILL_GRACE_SECONDS": "2",
         },
     )
-    pid_file = tmp_path / "long.pid"
+
+
+async def _round_trip_then_long_job(
+    tmp_path: Path, params: StdioServerParameters, pid_file: Path
+) -> tuple[int, float]:
+    """A DAG round trip, then a long sheet left running when the client closes stdin.
+    Returns the engine's pid (from `status`) and how long the server took to exit."""
     inbox = Inbox()
+    with (tmp_path / "stderr.log").open("w") as errlog:
+        client = Client(stdio_client(params, errlog=errlog), message_handler=inbox.handler)
+        async with client:
+            assert client.protocol_version == MODERN
+            status = await call(client, "status", {})
+            engine_pid: int = status["pid"]
+            assert Path(status["home"]) == Path(params.env["PODIUM_HOME"])  # type: ignore[index]
+            await round_trip(client, inbox, "stdio-dag")
+            spec = {"name": "long", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
+            assert long["status"] in {"queued", "running"}
+            with anyio.fail_after(20):
+                while True:
+                    detail = await call(client, "status", {"job_id": "long", "wait_seconds": 5})
+                    if detail["sheets"][0]["status"] == "running" and pid_file.exists():
+                        break
+            assert not inbox.errors, inbox.errors
+            closing = time.monotonic()
+        return engine_pid, time.monotonic() - closing
+
+
+async def test_stdio_as_mcp_json_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`podium serve` as mcp.json launches it attaches to the home's conductor (starting it):
+    the host closing stdin ends only the bridge, never a job (SPEC §3). Changed premise: this
+    test used to expect the running job to be paused (`shutdown`) with the server."""
+    import mcp.client.stdio as sdk_stdio
+
+    # The SDK closes stdin, waits PROCESS_TERMINATION_TIMEOUT, then SIGTERMs. Make the wait
+    # long, so a quick exit proves the bridge stopped on stdin EOF by itself.
+    monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 30.0)
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "long.pid"
+    try:
+        conductor_pid, took = await _round_trip_then_long_job(
+            tmp_path, stdio_params(home), pid_file
+        )
+        assert took < 10, f"the bridge needed {took:.1f}s to exit after stdin EOF"
+        assert running(conductor_pid), "the conductor must outlive the session"
+        assert running(int(pid_file.read_text())), "the running sheet was stopped"
+        info = json.loads((home / "conductor.json").read_text())
+        assert info["pid"] == conductor_pid
+        assert "conductor started" in (home / "logs" / "conductor.log").read_text()
+        job = json.loads(podium_cli(home, "status", "long", "--json").stdout)
+        assert (job["status"], job["sheets"][0]["status"]) == ("running", "running"), job
+        dag = json.loads(podium_cli(home, "status", "stdio-dag", "--json").stdout)
+        assert dag["status"] == "completed"
+        stopped = podium_cli(home, "stop", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not running(conductor_pid)
+        assert not running(int(pid_file.read_text()))
+    finally:
+        kill_group_of(pid_file)
+
+
+async def test_embedded_stdio_stops_with_its_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`podium serve --embedded` keeps the engine in the stdio process: when the host closes
+    stdin the conductor stops gracefully, the running sheet is ended and its job paused."""
+    import mcp.client.stdio as sdk_stdio
+
+    monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 30.0)
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "long.pid"
     server_pid: int | None = None
     try:
-        with (tmp_path / "stderr.log").open("w") as errlog:
-            client = Client(stdio_client(params, errlog=errlog), message_handler=inbox.handler)
-            async with client:
-                assert client.protocol_version == MODERN
-                status = await call(client, "status", {})
-                server_pid = status["pid"]
-                assert Path(status["home"]) == home
-                await round_trip(client, inbox, "stdio-dag")
-
-                long = await call(
-                    client,
-                    "submit_job",
-                    {
-                        "job_id": "long",
-                        "spec": {
-                            "name": "long",
-                            "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
-                        },
-                    },
-                )
-                assert long["status"] in {"queued", "running"}
-                with anyio.fail_after(20):
-                    while True:
-                        detail = await call(client, "status", {"job_id": "long", "wait_seconds": 5})
-                        if detail["sheets"][0]["status"] == "running" and pid_file.exists():
-                            break
-                assert not inbox.errors, inbox.errors
-                closing = time.monotonic()
-            took = time.monotonic() - closing
-        # The client closed stdin and the server went away well before the SDK's SIGTERM.
+        server_pid, took = await _round_trip_then_long_job(
+            tmp_path, stdio_params(home, "--embedded"), pid_file
+        )
         assert took < 10, f"server needed {took:.1f}s to exit after stdin EOF"
-        assert server_pid is not None and not psutil.pid_exists(server_pid)
-        sheet_pid = int(pid_file.read_text())
-        assert not psutil.pid_exists(sheet_pid), "the running sheet outlived the server"
-
-        conductor_log = home / "logs" / "conductor.log"
-        assert conductor_log.is_file()
-        assert "conductor started" in conductor_log.read_text()
-
-        reopened = podium_cli(home, "status", "long", "--json")
-        assert reopened.returncode == 0, reopened.stderr
-        job = json.loads(reopened.stdout)
+        assert not psutil.pid_exists(server_pid)
+        assert not psutil.pid_exists(int(pid_file.read_text())), "the sheet outlived the server"
+        assert not (home / "conductor.json").exists()
+        assert "conductor started" in (home / "logs" / "conductor.log").read_text()
+        job = json.loads(podium_cli(home, "status", "long", "--json").stdout)
         assert (job["status"], job["pause_reason"]) == ("paused", "shutdown"), job
         dag = json.loads(podium_cli(home, "status", "stdio-dag", "--json").stdout)
         assert dag["status"] == "completed"
@@ -554,20 +594,48 @@ def test_non_loopback_bind_needs_token(tmp_path: Path) -> None:
 # ----- 7. one conductor per home --------------------------------------------------------------
 
 
-def test_second_serve_on_same_home_refused(tmp_path: Path) -> None:
+async def test_second_serve_on_same_home_attaches(tmp_path: Path) -> None:
+    """Changed premise: a stdio `podium serve` on a home whose engine serves streamable HTTP
+    used to exit ("home locked"); it now attaches to that engine (SPEC §3)."""
     home = make_home(tmp_path)
     with http_server(home) as first:
-        second, log = start_serve(home, [])  # stdio, as a host would launch it
+        async with Client(stdio_client(stdio_params(home))) as client:
+            status = await call(client, "status", {})
+            assert status["pid"] == first.proc.pid
+        # The running server is unharmed.
+        assert httpx2.get(f"{first.base}/healthz").status_code == 200
+
+
+def test_serve_on_a_home_owned_by_an_embedded_engine_refused(tmp_path: Path) -> None:
+    """An embedded engine serves nothing another process can attach to: a second serve exits
+    with a message naming the pid and the home."""
+    home = make_home(tmp_path)
+    first = subprocess.Popen(
+        [PODIUM, "serve", "--embedded"],
+        env=server_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (home / "conductor.json").exists():
+            assert time.monotonic() < deadline and first.poll() is None, "no conductor.json"
+            time.sleep(0.05)
+        second, log = start_serve(home, [])
         try:
-            code = second.wait(15)
+            code = second.wait(30)
             output = log.read_text()
             assert code != 0, output
-            assert f"pid {first.proc.pid}" in output, output
+            assert f"pid {first.pid}" in output, output
             assert str(home) in output, output
         finally:
             stop_process(second)
-        # The running server is unharmed.
-        assert httpx2.get(f"{first.base}/healthz").status_code == 200
+    finally:
+        assert first.stdin is not None
+        first.stdin.close()
+        first.wait(20)
 
 
 # ----- 8. conformance suite + Inspector (Node tools; opt-in) ----------------------------------

@@ -1,0 +1,328 @@
+"""`podium serve` over stdio: a bridge to the home's conductor (streamable HTTP on loopback).
+
+It forwards JSON-RPC messages both ways at the transport level, so every method, notification
+and subscription passes without per-tool code. What it adds to a plain copy:
+- per-message HTTP headers for 2026-07-28 clients, derived from each message body
+  (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` learned from tools/list);
+  the negotiated version header for 2025-11-25 clients;
+- a table of the client's requests in flight: when the conductor is lost, each one gets a
+  JSON-RPC error instead of silence;
+- reconnection: the client's next message starts the conductor again (recovery reconciles
+  what the dead one left) and reattaches; a 2025-11-25 session is re-established by
+  replaying the client's `initialize` and its resource subscriptions, so the host never
+  notices beyond the failed requests.
+The bridge never runs an engine and never opens the database.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+import structlog
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.stdio import stdio_server
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._stream_protocols import WriteStream
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    NAME_BEARING_METHODS,
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from mcp_types import (
+    CONNECTION_CLOSED,
+    PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from podium.core.config import PodiumConfig
+from podium.core.errors import PodiumError
+from podium.core.home import ConductorInfo
+from podium.server.daemon import alive, ensure_conductor, reap
+from podium.server.stdio_input import CancellableStdin
+
+log = structlog.get_logger("podium.bridge")
+
+ClientRead = ObjectReceiveStream[SessionMessage | Exception]
+ClientWrite = ObjectSendStream[SessionMessage]
+WATCH_SECONDS = 0.25
+REPLAY_TIMEOUT_SECONDS = 30.0
+LOST_MESSAGE = (
+    "the Podium conductor stopped while this request was in flight; send it again "
+    "(the next request starts the conductor again)"
+)
+
+
+class UpstreamLost(Exception):
+    """The conductor went away (its process ended or its HTTP endpoint failed)."""
+
+
+@dataclass
+class Pending:
+    method: str
+    params: dict[str, Any] | None
+
+
+@dataclass
+class SessionState:
+    """What the bridge remembers about the client's session, to stamp headers and to
+    re-establish a handshake-era session on a new conductor."""
+
+    pending: dict[RequestId, Pending] = field(default_factory=dict)
+    initialize: JSONRPCRequest | None = None
+    initialized: bool = False
+    legacy_version: str | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    param_maps: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
+
+    def outbound(self, message: SessionMessage) -> SessionMessage:
+        """Record a client message and give it the HTTP headers its body implies."""
+        m = message.message
+        if isinstance(m, JSONRPCRequest):
+            self.pending[m.id] = Pending(m.method, m.params)
+            if m.method == "initialize":
+                self.initialize, self.initialized, self.legacy_version = m, False, None
+        elif isinstance(m, JSONRPCNotification):
+            if m.method == "notifications/initialized":
+                self.initialized = True
+            elif m.method == "notifications/cancelled" and isinstance(m.params, dict):
+                cancelled = m.params.get("requestId")
+                if isinstance(cancelled, int | str):
+                    self.pending.pop(cancelled, None)
+        if not isinstance(m, JSONRPCRequest | JSONRPCNotification):
+            return message  # a response to a server request: the transport's cached version
+        headers = self.headers_for(m)
+        return SessionMessage(m, ClientMessageMetadata(headers=headers)) if headers else message
+
+    def headers_for(self, m: JSONRPCRequest | JSONRPCNotification) -> dict[str, str]:
+        params: dict[str, Any] = m.params or {}
+        meta = params.get("_meta")
+        version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+        headers: dict[str, str] = {}
+        if isinstance(version, str):  # the 2026-07-28 per-request envelope
+            headers[MCP_PROTOCOL_VERSION_HEADER] = version
+            headers[MCP_METHOD_HEADER] = m.method
+            key = NAME_BEARING_METHODS.get(m.method)
+            if key is not None and isinstance(name := params.get(key), str):
+                headers[MCP_NAME_HEADER] = encode_header_value(name)
+            if m.method == "tools/call" and isinstance(tool := params.get("name"), str):
+                arguments = params.get("arguments") or {}
+                headers.update(mcp_param_headers(self.param_maps.get(tool, {}), arguments))
+        elif m.method != "initialize" and self.legacy_version is not None:
+            headers[MCP_PROTOCOL_VERSION_HEADER] = self.legacy_version
+        return headers
+
+    def delivered(self, m: JSONRPCResponse | JSONRPCError) -> None:
+        """A response reached the client: its request is no longer in flight."""
+        request = self.pending.pop(m.id, None) if m.id is not None else None
+        if request is None or not isinstance(m, JSONRPCResponse):
+            return
+        result = m.result
+        if request.method == "initialize":
+            version = result.get("protocolVersion")
+            modern = version in MODERN_PROTOCOL_VERSIONS
+            self.legacy_version = version if isinstance(version, str) and not modern else None
+        elif request.method == "tools/list":
+            for tool in result.get("tools", []):
+                schema = tool.get("inputSchema")
+                if isinstance(tool.get("name"), str) and find_invalid_x_mcp_header(schema) is None:
+                    self.param_maps[tool["name"]] = x_mcp_header_map(schema)
+        elif request.method in ("resources/subscribe", "resources/unsubscribe"):
+            uri = (request.params or {}).get("uri")
+            if isinstance(uri, str):
+                if request.method == "resources/subscribe":
+                    self.subscriptions.add(uri)
+                else:
+                    self.subscriptions.discard(uri)
+
+
+class Bridge:
+    def __init__(self, config: PodiumConfig) -> None:
+        self.config = config
+        self.state = SessionState()
+        self._ids = itertools.count(1)
+        # Responses to requests the bridge itself sent (handshake replay): never forwarded.
+        self._own: dict[RequestId, anyio.Event] = {}
+        # A client message read but not sent because the conductor had just died.
+        self._carry: SessionMessage | None = None
+
+    async def run(self) -> int:
+        info, started = await ensure_conductor(self.config)
+        log.info("attached", pid=info.pid, url=info.url, started=started)
+        stdin = CancellableStdin().as_async_file()
+        async with (
+            stdio_server(stdin=stdin) as (client_read, client_write),
+            client_read,
+            client_write,
+        ):
+            carry: SessionMessage | None = None
+            reconnect = False
+            while True:
+                try:
+                    await self._attach(info, client_read, client_write, carry, reconnect)
+                    return 0  # the client closed stdin
+                except UpstreamLost as exc:
+                    log.warning("conductor lost", pid=info.pid, reason=str(exc))
+                await self._fail_pending(client_write)
+                carry, self._carry = self._carry, None
+                if carry is None:
+                    carry = await self._next_message(client_read)
+                if carry is None:
+                    return 0
+                reconnect = True
+                while True:
+                    try:
+                        info, started = await ensure_conductor(self.config)
+                        log.info("reattached", pid=info.pid, started=started)
+                        break
+                    except PodiumError as exc:
+                        await self._refuse(client_write, carry, str(exc))
+                        carry = await self._next_message(client_read)
+                        if carry is None:
+                            return 0
+
+    async def _next_message(self, client_read: ClientRead) -> SessionMessage | None:
+        async for item in client_read:
+            if isinstance(item, SessionMessage):
+                return item
+            log.warning("unparseable line from the client", error=str(item))
+        return None
+
+    async def _refuse(self, client_write: ClientWrite, message: SessionMessage, why: str) -> None:
+        m = message.message
+        if isinstance(m, JSONRPCRequest):
+            error = ErrorData(code=CONNECTION_CLOSED, message=why)
+            await client_write.send(
+                SessionMessage(JSONRPCError(jsonrpc="2.0", id=m.id, error=error))
+            )
+
+    async def _fail_pending(self, client_write: ClientWrite) -> None:
+        for request_id in list(self.state.pending):
+            self.state.pending.pop(request_id, None)
+            error = ErrorData(code=CONNECTION_CLOSED, message=LOST_MESSAGE)
+            reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+            await client_write.send(SessionMessage(reply))
+
+    async def _attach(
+        self,
+        info: ConductorInfo,
+        client_read: ClientRead,
+        client_write: ClientWrite,
+        carry: SessionMessage | None,
+        reconnect: bool,
+    ) -> None:
+        """Pump until the client closes stdin (returns) or the conductor is lost (raises)."""
+        assert info.url is not None
+        headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
+        http = create_mcp_http_client(headers=headers)
+        lost: str | None = None
+        try:
+            async with (
+                http,
+                streamable_http_client(info.url, http_client=http) as (up_read, up_write),
+                anyio.create_task_group() as tg,
+            ):
+
+                async def downstream() -> None:
+                    nonlocal lost
+                    async for item in up_read:
+                        if isinstance(item, Exception):
+                            log.warning("conductor transport error", error=repr(item))
+                            continue
+                        m = item.message
+                        if isinstance(m, JSONRPCResponse | JSONRPCError) and m.id in self._own:
+                            self._own.pop(m.id).set()
+                            continue
+                        await client_write.send(SessionMessage(m))
+                        if isinstance(m, JSONRPCResponse | JSONRPCError):
+                            self.state.delivered(m)  # only once delivered
+                    lost = lost or "the conductor's HTTP stream closed"
+                    tg.cancel_scope.cancel()
+
+                async def upstream() -> None:
+                    if reconnect:
+                        await self._replay(up_write)
+                    if carry is not None:
+                        await up_write.send(self.state.outbound(carry))
+                    nonlocal lost
+                    async for item in client_read:
+                        if isinstance(item, Exception):
+                            log.warning("unparseable line from the client", error=str(item))
+                            continue
+                        if isinstance(item.message, JSONRPCRequest) and not alive(info.pid):
+                            # Sent to a dead conductor it would fail; the next one gets it.
+                            self._carry = item
+                            lost = f"conductor pid {info.pid} exited"
+                            tg.cancel_scope.cancel()
+                            return
+                        await up_write.send(self.state.outbound(item))
+                    # stdin EOF. Cancel rather than close the write stream, which would make
+                    # the transport close its read side while responses may still arrive.
+                    tg.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    nonlocal lost
+                    while alive(info.pid):
+                        reap(info.pid)
+                        await anyio.sleep(WATCH_SECONDS)
+                    reap(info.pid)
+                    lost = f"conductor pid {info.pid} exited"
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(downstream)
+                tg.start_soon(upstream)
+                tg.start_soon(watch)
+        except* (httpx2.HTTPError, OSError) as group:
+            lost = lost or f"the conductor's HTTP endpoint failed: {group.exceptions[0]!r}"
+        if lost is not None:
+            raise UpstreamLost(lost)
+
+    async def _replay(self, up_write: WriteStream[SessionMessage]) -> None:
+        """Re-establish a handshake-era session on a new conductor: its initialize, the
+        initialized notification, and the resource subscriptions it had."""
+        state = self.state
+        if state.initialize is None or state.legacy_version is None:
+            return  # 2026-07-28 traffic carries everything in each request
+        init = state.initialize
+        done = anyio.Event()
+        own_id = f"podium-bridge-{next(self._ids)}"
+        self._own[own_id] = done
+        request = JSONRPCRequest(jsonrpc="2.0", id=own_id, method=init.method, params=init.params)
+        await up_write.send(SessionMessage(request))
+        with anyio.fail_after(REPLAY_TIMEOUT_SECONDS):
+            await done.wait()
+        if state.initialized:
+            note = JSONRPCNotification(jsonrpc="2.0", method="notifications/initialized")
+            await up_write.send(self._stamped(note))
+        for uri in sorted(state.subscriptions):
+            sub_id = f"podium-bridge-{next(self._ids)}"
+            self._own[sub_id] = anyio.Event()
+            sub = JSONRPCRequest(
+                jsonrpc="2.0", id=sub_id, method="resources/subscribe", params={"uri": uri}
+            )
+            await up_write.send(self._stamped(sub))
+        log.info("session re-established", subscriptions=len(state.subscriptions))
+
+    def _stamped(self, m: JSONRPCRequest | JSONRPCNotification) -> SessionMessage:
+        headers = self.state.headers_for(m)
+        return SessionMessage(m, ClientMessageMetadata(headers=headers or None))
+
+
+async def run_bridge(config: PodiumConfig) -> int:
+    return await Bridge(config).run()

@@ -1,0 +1,104 @@
+"""What every `podium` command shares: the home, running an async command with errors
+printed in CLI words and an exit code, and plain or JSON output."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+import httpx2
+from rich.console import Console
+
+from podium.core.config import PodiumConfig, load_config
+from podium.core.errors import PodiumError, SpecError
+
+T = TypeVar("T")
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+ACTIVE = ["queued", "running"]
+FINISHED = ["completed", "failed", "cancelled"]
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class Context:
+    def __init__(self, home: str | None) -> None:
+        self.home = Path(home).expanduser() if home else None
+
+    def config(self, **overrides: Any) -> PodiumConfig:
+        return load_config(home=self.home, overrides=overrides)
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
+    """Run an async command; its int is the exit code. Errors are printed in CLI words."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = anyio.run(lambda: fn(*args, **kwargs))
+        except KeyboardInterrupt:
+            code = 128 + signal.SIGINT
+        except BaseException as exc:
+            code = _report(exc)
+        sys.exit(code)
+
+    return wrapper
+
+
+def _report(exc: BaseException) -> int:
+    """Print an error the user can act on; anything else is a bug and keeps its traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, SpecError):
+        err.print(f"podium: invalid job spec ({len(exc.errors)} problem(s)):", markup=False)
+        for error in exc.errors:
+            err.print(f"  {error}", markup=False)
+        return EXIT_USAGE
+    if isinstance(exc, PodiumError):
+        from podium.server.remote import cli_words
+
+        err.print(f"podium: {cli_words(str(exc))}", markup=False)
+        return EXIT_USAGE
+    if isinstance(exc, httpx2.HTTPError):
+        err.print(f"podium: cannot reach the conductor: {exc!r}", markup=False)
+        return EXIT_USAGE
+    raise exc
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def say(text: str) -> None:
+    out.print(text, markup=False, soft_wrap=True)
+
+
+def json_option(fn: Callable[..., T]) -> Callable[..., T]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def started_note(config: PodiumConfig, started: bool, pid: int) -> None:
+    if started:
+        err.print(
+            f"started the conductor of {config.home} (pid {pid}; `podium stop` stops it)",
+            markup=False,
+        )
+
+
+def local_time(value: str | None) -> str:
+    """A stored UTC time as local time, to the second."""
+    from podium.server.follow import parse_time
+
+    when = parse_time(value)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S") if when else "-"

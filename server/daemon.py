@@ -1,0 +1,157 @@
+"""Finding, starting and stopping the home's conductor from another process.
+
+One conductor per home, decided by the OS lock: a process that needs a conductor and finds
+none spawns one (`podium start --child`, in its own session, output to conductor.log) and
+waits for `conductor.json` to name a live lock holder. When two processes do that at once,
+both children race for the lock; the loser exits with LOCKED_EXIT_CODE and both parents end
+up attached to the winner.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+
+from podium.core.config import PodiumConfig
+from podium.core.errors import PodiumError
+from podium.core.home import ConductorInfo, ensure_home, read_conductor_info, read_lock_owner
+
+# Exit code of a conductor child that found the home already locked (it lost a start race).
+LOCKED_EXIT_CODE = 3
+START_TIMEOUT_SECONDS = 60.0
+POLL_SECONDS = 0.05
+LOG_TAIL_LINES = 15
+
+
+class NoConductorError(PodiumError):
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        super().__init__(f"no conductor is running on {home} (start one: podium start --detach)")
+
+
+class NotAttachableError(PodiumError):
+    def __init__(self, home: Path, pid: int) -> None:
+        super().__init__(
+            f"Podium home {home} is owned by pid {pid}, an engine inside `podium serve "
+            "--embedded` or `--transport sse`, which other processes cannot attach to; stop it "
+            "or use another home (--home / PODIUM_HOME)"
+        )
+
+
+def find_conductor(config: PodiumConfig) -> ConductorInfo | None:
+    """The home's running conductor if one can be attached to; raises if the home is owned by
+    an engine that serves no attachable endpoint."""
+    info = read_conductor_info(config)
+    if info is not None and info.url is None:
+        raise NotAttachableError(config.home, info.pid)
+    return info
+
+
+def _spawn(config: PodiumConfig) -> int:
+    """A conductor child in its own session, stdin from /dev/null, output to conductor.log."""
+    ensure_home(config)
+    log_path = config.logs_dir / "conductor.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    argv = [sys.executable, "-m", "podium.server.cli", "--home", str(config.home), "start"]
+    argv.append("--child")
+    try:
+        return os.posix_spawn(
+            sys.executable,
+            argv,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def reap(pid: int) -> int | None:
+    """The exit code of our child `pid` once it has ended (collecting it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return -1
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def _log_tail(config: PodiumConfig) -> str:
+    try:
+        lines = (config.logs_dir / "conductor.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+async def ensure_conductor(
+    config: PodiumConfig, *, within: float = START_TIMEOUT_SECONDS
+) -> tuple[ConductorInfo, bool]:
+    """The home's conductor, started detached when none runs. Returns it and whether this
+    call started it."""
+    info = find_conductor(config)
+    if info is not None:
+        return info, False
+    child: int | None = _spawn(config)
+    deadline = time.monotonic() + within
+    while True:
+        info = find_conductor(config)
+        if info is not None:
+            return info, info.pid == child
+        if child is not None and (code := reap(child)) is not None:
+            if code != LOCKED_EXIT_CODE:
+                raise PodiumError(
+                    f"the conductor of {config.home} failed to start (exit code {code}); "
+                    f"its log ({config.logs_dir / 'conductor.log'}) ends with:\n"
+                    + _log_tail(config)
+                )
+            # Another process holds the lock: wait for it to publish conductor.json. If it
+            # went away without doing so, try again (the lock decides again).
+            child = None
+        if child is None and _lock_free_hint(config):
+            child = _spawn(config)
+        if time.monotonic() > deadline:
+            owner = read_lock_owner(config.lock_path)
+            raise PodiumError(
+                f"no conductor answered on {config.home} within {within:.0f}s"
+                + (f" (the home is locked by pid {owner})" if owner else "")
+                + f"; see {config.logs_dir / 'conductor.log'}"
+            )
+        await anyio.sleep(POLL_SECONDS)
+
+
+def _lock_free_hint(config: PodiumConfig) -> bool:
+    """True when the last lock holder is gone, so a new child may win the lock."""
+    owner = read_lock_owner(config.lock_path)
+    return owner is None or not psutil.pid_exists(owner)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+async def stop_conductor(info: ConductorInfo, within: float) -> bool:
+    """Ask the conductor to stop gracefully (SIGTERM, as systemd would) and wait for it."""
+    try:
+        os.kill(info.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + within
+    while alive(info.pid):
+        if time.monotonic() > deadline:
+            return False
+        reap(info.pid)
+        await anyio.sleep(POLL_SECONDS)
+    return True

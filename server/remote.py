@@ -1,0 +1,176 @@
+"""How the CLI talks to Podium: an MCP client over HTTP to the home's conductor, calling the
+SPEC §7 tools; or, for pure reads when no conductor runs, the store read directly (never for
+writes). Both answer `call(tool, arguments)` with the tool's structured output as JSON."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import TextContent
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.core.errors import FieldError, PodiumError, SpecError
+from podium.core.home import ConductorInfo
+from podium.core.models import JobStatus, SheetStatus
+from podium.server.cli_routes import SUBMIT_PATH
+from podium.server.daemon import ensure_conductor, find_conductor
+
+# Tool and argument names in conductor messages, as a person types them at the CLI.
+CLI_WORDS = {
+    r"\blist_jobs\b": "podium list",
+    r"\bsubmit_job\b": "podium run",
+    r"\bvalidate_spec\b": "podium validate",
+    r"\bclear_rate_limits\b": "podium clear --rate-limits",
+    r"^job_id:": "JOB:",
+    r"^job_ids:": "JOB:",
+    r"^statuses:": "--status:",
+    r"^older_than_hours:": "--older-than-hours:",
+    r"^sheet:": "--sheet:",
+    r"^attempt:": "--attempt:",
+    r"\ball=true\b": "--all",
+}
+
+
+def cli_words(text: str) -> str:
+    for pattern, words in CLI_WORDS.items():
+        text = re.sub(pattern, words, text, flags=re.MULTILINE)
+    return text
+
+
+class Caller(Protocol):
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Remote:
+    """The CLI's MCP client session with a running conductor."""
+
+    def __init__(self, client: Client, info: ConductorInfo, http: httpx2.AsyncClient) -> None:
+        self.client = client
+        self.info = info
+        self._http = http
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = await self.client.call_tool(tool, arguments)
+        except MCPError as exc:
+            raise PodiumError(f"the conductor did not answer {tool}: {exc}") from exc
+        if result.is_error:
+            text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
+            raise PodiumError(text or f"{tool} failed")
+        if not isinstance(result.structured_content, dict):
+            raise PodiumError(f"the conductor's answer to {tool} had no structured content")
+        return result.structured_content
+
+    async def submit_path(self, path: Path, job_id: str | None) -> dict[str, Any]:
+        """Submit a spec file with its folder as a workspace root (the CLI-only route)."""
+        url = self.info.url or ""
+        base = url[: -len("/mcp")] if url.endswith("/mcp") else url
+        if not self.info.token:
+            # A conductor without a token offers no CLI route: the spec must lie in a root.
+            return await self.call("submit_job", {"path": str(path), "job_id": job_id})
+        response = await self._http.post(
+            base + SUBMIT_PATH, json={"path": str(path), "job_id": job_id}
+        )
+        body: dict[str, Any] = response.json()
+        if response.status_code == 422:
+            errors = [FieldError(*_split(e)) for e in body.get("errors", [])]
+            raise SpecError(errors)
+        if response.status_code != 200:
+            raise PodiumError(str(body.get("error", response.text)))
+        return body
+
+
+def _split(line: str) -> tuple[str, str]:
+    path, _, message = line.partition(": ")
+    return ("" if path == "<root>" else path), message
+
+
+@asynccontextmanager
+async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
+    assert info.url is not None
+    headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
+    http = create_mcp_http_client(headers=headers)
+    async with http, Client(streamable_http_client(info.url, http_client=http)) as client:
+        yield Remote(client, info, http)
+
+
+class LocalReader:
+    """Pure reads of the store while no conductor runs (read-only; takes no lock)."""
+
+    def __init__(self, conductor: Conductor) -> None:
+        self.conductor = conductor
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        c = self.conductor
+        if tool == "list_jobs":
+            jobs, cursor = await c.list_jobs(
+                statuses=[JobStatus(s) for s in arguments.get("status") or []],
+                name=arguments.get("name"),
+                label=arguments.get("label"),
+                limit=arguments.get("limit", 50),
+                cursor=arguments.get("cursor"),
+            )
+            return {"jobs": [j.model_dump(mode="json") for j in jobs], "next_cursor": cursor}
+        if tool == "status" and arguments.get("job_id") is None:
+            status = (await c.status()).model_dump(mode="json")
+            status.update(pid=None, uptime_seconds=None, ready=False)
+            return status
+        if tool == "status":
+            detail = await c.get_job(
+                arguments["job_id"],
+                sheet_status=[SheetStatus(s) for s in arguments.get("sheet_status") or []],
+                sheet_offset=arguments.get("sheet_offset", 0),
+                sheet_limit=arguments.get("sheet_limit", 100),
+                include_spec=arguments.get("include_spec", False),
+            )
+            return detail.model_dump(mode="json")
+        if tool == "logs":
+            chunk = await c.read_logs(
+                arguments["job_id"],
+                sheet=arguments.get("sheet"),
+                attempt=arguments.get("attempt"),
+                tail_lines=arguments.get("tail_lines", 200),
+                offset=arguments.get("offset"),
+            )
+            return chunk.model_dump(mode="json")
+        if tool == "snapshots":
+            snaps = await c.list_snapshots(arguments.get("job_id"))
+            return {"snapshots": [s.model_dump(mode="json") for s in snaps]}
+        raise PodiumError(f"{tool} needs a running conductor (podium start --detach)")
+
+
+@asynccontextmanager
+async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorInfo | None]]:
+    """The running conductor for reads, else the store as it is."""
+    try:
+        info = find_conductor(config)
+    except PodiumError:
+        info = None  # an embedded engine owns the home: its store can still be read
+    if info is not None:
+        async with connect(info) as remote:
+            yield remote, info
+        return
+    conductor = Conductor(config, dispatch=False, read_only=True)
+    await conductor.start()
+    try:
+        yield LocalReader(conductor), None
+    finally:
+        await conductor.stop()
+
+
+@asynccontextmanager
+async def controller(config: PodiumConfig) -> AsyncIterator[tuple[Remote, bool]]:
+    """The running conductor, started (detached) when none runs."""
+    info, started = await ensure_conductor(config)
+    async with connect(info) as remote:
+        yield remote, started

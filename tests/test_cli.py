@@ -1,0 +1,136 @@
+"""CLI behaviour that needs no terminal: help, defaults, errors in CLI words, `--json` on
+every read command, `list` columns and times, `logs` of a sheet that has not run, and
+`podium run` detaching on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_conductor import conductor_client
+from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
+
+pytestmark = pytest.mark.anyio
+
+READ_COMMANDS = [["list"], ["status"], ["snapshots"], ["instruments"]]
+
+
+def test_bare_podium_prints_help_and_options_show_defaults(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    bare = podium_cli(home)
+    assert bare.returncode == 0, bare.stderr
+    assert "Commands:" in bare.stdout and "run" in bare.stdout and "top" in bare.stdout
+    listing = podium_cli(home, "list", "--help")
+    assert "[default: 50;" in listing.stdout
+    logs = podium_cli(home, "logs", "--help")
+    assert "[default: 200;" in logs.stdout and "[default: latest]" in logs.stdout
+
+
+def test_every_option_has_help() -> None:
+    import click
+
+    from podium.server.cli import main
+
+    assert isinstance(main, click.Group)
+    assert main.context_settings.get("show_default") is True
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"podium {name} {param.opts[0]} has no help text"
+
+
+async def test_read_commands_through_the_conductor(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    assert not (home / "conductor.json").exists()
+    # With no conductor, reads show the store and say so; they start nothing.
+    cold = podium_cli(home, "list")
+    assert cold.returncode == 0 and "no jobs" in cold.stdout
+    assert "no conductor is running" in cold.stderr
+    assert not (home / "conductor.json").exists()
+
+    assert podium_cli(home, "start", "--detach").returncode == 0
+    async with conductor_client(home) as client:
+        spec = {
+            "name": "mixed",
+            "retry": {"max_retries": 0},
+            "sheets": [
+                {"name": "bad", "prompt": "exit 4"},
+                {"name": "later", "depends_on": ["bad"], "prompt": "echo never"},
+            ],
+        }
+        await call(client, "submit_job", {"spec": spec, "job_id": "mixed", "start": False})
+        pending_log = podium_cli(home, "logs", "mixed", "--sheet", "2")
+        assert pending_log.returncode == 0, pending_log.stderr
+        assert "sheet 2 of mixed has not run yet" in pending_log.stdout
+        await call(client, "resume", {"job_id": "mixed"})
+        with_status = await call(client, "status", {"job_id": "mixed", "wait_seconds": 20})
+        while with_status["status"] != "failed":
+            with_status = await call(client, "status", {"job_id": "mixed", "wait_seconds": 20})
+
+    for command in [*READ_COMMANDS, ["status", "mixed"], ["logs", "mixed", "--sheet", "1"]]:
+        done = podium_cli(home, *command, "--json")
+        assert done.returncode == 0, (command, done.stderr)
+        json.loads(done.stdout)  # valid JSON, nothing else on stdout
+    status = json.loads(podium_cli(home, "status", "--json").stdout)
+    assert status["conductor_running"] is True
+    assert status["pid"] == json.loads((home / "conductor.json").read_text())["pid"]
+
+    listed = podium_cli(home, "list").stdout.splitlines()
+    assert listed[0].split() == ["JOB", "STATUS", "SHEETS", "SUBMITTED", "COMPLETED"]
+    assert listed[1].startswith("mixed") and "failed" in listed[1]
+    assert len(listed[1].split()) >= 7  # date and time for submitted and completed
+
+    text = podium_cli(home, "status", "mixed").stdout
+    skipped = next(line for line in text.splitlines() if "sheet 2" in line)
+    assert "skipped: skipped" not in skipped and "skipped: depends on sheet 1" in skipped, text
+
+
+def test_errors_use_cli_words(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    missing = podium_cli(home, "status", "nope")
+    assert missing.returncode == 2
+    assert "list_jobs" not in missing.stderr and "podium list" in missing.stderr, missing.stderr
+    assert "Traceback" not in missing.stderr
+    paused = podium_cli(home, "pause", "nope")
+    assert paused.returncode == 2
+    assert "JOB: job 'nope' not found" in paused.stderr and "podium list" in paused.stderr
+    clear = podium_cli(home, "clear")
+    assert clear.returncode == 2 and "--all" in clear.stderr, clear.stderr
+    assert podium_cli(home, "stop", "--force").returncode == 0
+
+
+def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    spec = tmp_path / "nap.yaml"
+    spec.write_text("name: nap\nsheets:\n  - prompt: 'sleep 3; echo awake'\n")
+    proc = subprocess.Popen(
+        [PODIUM, "run", str(spec), "--job-id", "nap-term"],
+        env=server_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("job nap-term"), first
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "detached" in out and "podium status nap-term --follow" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    conductor = json.loads((home / "conductor.json").read_text())["pid"]
+    deadline = time.monotonic() + 30
+    while json.loads(podium_cli(home, "status", "nap-term", "--json").stdout)["status"] != (
+        "completed"
+    ):
+        assert time.monotonic() < deadline, "the detached job did not complete"
+        time.sleep(0.2)
+    assert running(conductor)

@@ -1,0 +1,452 @@
+"""The always-on conductor (issue 8), with real processes: stdio bridges launched as mcp.json
+says, detached conductors, the CLI, kill -9, and the embedded engine's shutdown. Every home
+is a temp dir; conftest stops any conductor a test leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ResourceUpdated
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from test_transports import (
+    MODERN,
+    PODIUM,
+    Inbox,
+    call,
+    kill_group_of,
+    make_home,
+    podium_cli,
+    running,
+    server_env,
+)
+
+from podium.core.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+def bridge_params(home: Path, **env: str) -> StdioServerParameters:
+    """`podium serve` exactly as mcp.json launches it, with PODIUM_HOME in a temp dir."""
+    entry = json.loads((Path(__file__).resolve().parents[1] / "mcp.json").read_text())
+    assert entry["mcpServers"]["podium"]["args"] == ["serve"]
+    return StdioServerParameters(
+        command=PODIUM,
+        args=["serve"],
+        env={"PODIUM_HOME": str(home), "PATH": os.environ["PATH"], **env},
+    )
+
+
+def conductor_pid(home: Path) -> int:
+    pid: int = json.loads((home / "conductor.json").read_text())["pid"]
+    return pid
+
+
+def engines_on(home: Path) -> list[int]:
+    """Processes running an engine on this home (a conductor child or a serve)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ", "status"]):
+        with suppress(psutil.Error):
+            cmd = proc.info["cmdline"] or []
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or "start" not in cmd:
+                continue
+            if str(home) in cmd:
+                found.append(proc.pid)
+    return found
+
+
+async def wait_until(predicate: Any, timeout: float = 30, what: str = "condition") -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.05)
+
+
+async def wait_job(client: Client, job_id: str, wanted: set[str], timeout: float = 60) -> Any:
+    with anyio.fail_after(timeout):
+        while True:
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 5})
+            if detail["status"] in wanted:
+                return detail
+
+
+@asynccontextmanager
+async def conductor_client(home: Path) -> AsyncIterator[Client]:
+    """An MCP client straight to the conductor's HTTP endpoint (as the CLI connects)."""
+    info = json.loads((home / "conductor.json").read_text())
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {info['token']}"})
+    async with http, Client(streamable_http_client(info["url"], http_client=http)) as client:
+        yield client
+
+
+# ----- two sessions and the CLI: one engine ---------------------------------------------------
+
+
+async def test_two_stdio_sessions_and_the_cli_share_one_conductor(tmp_path: Path) -> None:
+    """Two `podium serve` started at the same moment on a fresh home race to start the
+    conductor; the OS lock decides: one engine, both sessions and `podium list` see the same
+    job, and each sheet runs exactly once."""
+    home = make_home(tmp_path)
+    runs = tmp_path / "runs.txt"
+    spec = {
+        "name": "shared",
+        "sheets": [{"name": f"s{i}", "prompt": f"echo s{i} >> {runs}"} for i in range(1, 4)],
+    }
+    clients: list[Client] = []
+    release = anyio.Event()
+
+    async def open_session() -> None:
+        # Each session is opened and closed by its own task (the SDK's scopes need that).
+        async with Client(bridge_params(home)) as client:
+            clients.append(client)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(open_session)
+        tg.start_soon(open_session)
+        await wait_until(lambda: len(clients) == 2, what="both sessions")
+        first, second = clients
+        pids = {(await call(c, "status", {}))["pid"] for c in clients}
+        assert len(pids) == 1, f"two engines: {pids}"
+        (pid,) = pids
+        assert conductor_pid(home) == pid
+        # The child that lost the start race exits as soon as it finds the lock taken.
+        await wait_until(lambda: engines_on(home) == [pid], what="a single conductor process")
+        assert (home / "conductor.lock").read_text().strip() == str(pid)
+
+        submitted = await call(first, "submit_job", {"spec": spec, "job_id": "shared"})
+        assert submitted["job_id"] == "shared"
+        done = await wait_job(second, "shared", {"completed"})
+        assert done["completed_sheets"] == 3
+        listed = podium_cli(home, "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [j["job_id"] for j in json.loads(listed.stdout)["jobs"]] == ["shared"]
+        text = podium_cli(home, "list")
+        assert text.stdout.splitlines()[0].split()[:3] == ["JOB", "STATUS", "SHEETS"]
+        assert "shared" in text.stdout and "completed" in text.stdout
+        release.set()
+    assert sorted(runs.read_text().split()) == ["s1", "s2", "s3"], "each sheet once"
+    history = json.loads(podium_cli(home, "status", "shared", "--json").stdout)
+    assert [s["attempts"] for s in history["sheets"]] == [1, 1, 1]
+    assert running(pid), "the conductor outlives both sessions"
+
+
+# ----- the starting session leaves mid-job ----------------------------------------------------
+
+
+async def test_starting_session_exits_mid_job_and_the_job_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session that started the conductor goes away as the SDK does it (stdin closed,
+    then SIGTERM to the server's whole process group; here at once instead of 2 s later, so
+    the signal surely lands while the bridge lives): the job goes on and completes; a new
+    session sees it completed; after `podium stop` no process and no open attempt is left."""
+    import mcp.client.stdio as sdk_stdio
+
+    monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 0.0)
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "sheet.pid"
+    spec = {
+        "name": "walkaway",
+        "sheets": [
+            {"name": "slow", "prompt": f"echo $$ > {pid_file}; sleep 4; echo slow-done"},
+            {"name": "after", "depends_on": ["slow"], "prompt": "echo after-done"},
+        ],
+    }
+    async with Client(bridge_params(home)) as starter:
+        pid = (await call(starter, "status", {}))["pid"]
+        await call(starter, "submit_job", {"spec": spec, "job_id": "walkaway"})
+        await wait_until(pid_file.exists, what="the sheet started")
+        bridge_gone_at = time.monotonic()
+    # The SDK waited for the bridge to exit (or SIGTERMed it after 2 s): it is gone now.
+    assert time.monotonic() - bridge_gone_at < 10
+    sheet_pid = int(pid_file.read_text())
+    assert running(pid) and running(sheet_pid), "the job stopped with the session"
+
+    async with Client(bridge_params(home), mode="legacy") as later:
+        assert (await call(later, "status", {}))["pid"] == pid
+        done = await wait_job(later, "walkaway", {"completed", "failed"})
+        assert done["status"] == "completed", done
+        assert "slow-done" in (done["sheets"][0]["output_tail"] or "")
+    stopped = podium_cli(home, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not running(pid) and not running(sheet_pid)
+    assert not (home / "conductor.json").exists()
+    store = await SQLiteStore.open(home / "podium.db")
+    try:
+        assert await store.get_in_flight_attempts() == []
+    finally:
+        await store.close()
+
+
+# ----- notifications and long-polls through the bridge ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_notification_and_long_poll_through_the_bridge(tmp_path: Path, mode: str) -> None:
+    home = make_home(tmp_path)
+    inbox = Inbox()
+    spec = {"name": "notify", "sheets": [{"prompt": "echo hi"}]}
+    uri = "podium://jobs/notify/checkpoint"
+    async with Client(bridge_params(home), mode=mode, message_handler=inbox.handler) as client:
+        assert (client.protocol_version == MODERN) is (mode == "auto")
+        await call(client, "submit_job", {"spec": spec, "job_id": "notify", "start": False})
+        got = anyio.Event()
+        progress: list[float] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(done)
+
+        async def long_poll() -> dict[str, Any]:
+            started = time.monotonic()
+            result = await client.call_tool(
+                "status", {"job_id": "notify", "wait_seconds": 40}, progress_callback=on_progress
+            )
+            assert not result.is_error, result
+            assert time.monotonic() - started < 30, "the long-poll did not wake on the change"
+            assert isinstance(result.structured_content, dict)
+            return result.structured_content
+
+        async with AsyncExitStack() as stack:
+            if mode == "auto":
+                sub = await stack.enter_async_context(client.listen(resource_subscriptions=[uri]))
+
+                async def consume() -> None:
+                    async for event in sub:
+                        if isinstance(event, ResourceUpdated) and event.uri == uri:
+                            got.set()
+                            return
+
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await client.subscribe_resource(uri)
+
+                async def consume() -> None:
+                    await inbox.wait_for(uri, timeout=30)
+                    got.set()
+
+            polled: dict[str, Any] = {}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+
+                async def poll() -> None:
+                    polled.update(await long_poll())
+
+                tg.start_soon(poll)
+                await anyio.sleep(6)  # the long-poll is waiting (a progress tick passed)
+                await call(client, "resume", {"job_id": "notify"})
+                with anyio.fail_after(30):
+                    await got.wait()
+            assert polled["status"] in {"queued", "running", "completed"}
+            assert progress, "no progress notification while the long-poll waited"
+    assert not inbox.errors, inbox.errors
+
+
+# ----- kill -9 of the conductor with a client attached ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_kill_9_of_the_conductor_with_a_client_attached(tmp_path: Path, mode: str) -> None:
+    """The pending request gets an error; the next request starts a new conductor, whose
+    recovery leaves the job `paused` (`interrupted`); `resume` completes it."""
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "sheet.pid"
+    marker = tmp_path / "second-run"
+    prompt = (
+        f"if [ -e {marker} ]; then echo second-run; else touch {marker}; "
+        f"echo $$ > {pid_file}; exec sleep 60; fi"
+    )
+    spec = {"name": "crash", "sheets": [{"prompt": prompt}]}
+    try:
+        async with Client(bridge_params(home), mode=mode) as client:
+            old = (await call(client, "status", {}))["pid"]
+            await call(client, "submit_job", {"spec": spec, "job_id": "crash"})
+            await wait_until(pid_file.exists, what="the sheet started")
+            sheet_pid = int(pid_file.read_text())
+            outcome: dict[str, Any] = {}
+
+            async def pending_request() -> None:
+                started = time.monotonic()
+                try:
+                    result = await client.call_tool(
+                        "status", {"job_id": "crash", "wait_seconds": 45}
+                    )
+                    outcome["error"] = result.is_error
+                except MCPError as exc:
+                    outcome["error"] = str(exc)
+                outcome["after"] = time.monotonic() - started
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pending_request)
+                await anyio.sleep(1)
+                os.kill(old, signal.SIGKILL)
+            assert outcome["error"], outcome
+            assert outcome["after"] < 20, "the pending request waited out its long-poll"
+
+            detail = await call(client, "status", {"job_id": "crash"})
+            assert (detail["status"], detail["pause_reason"]) == ("paused", "interrupted")
+            new = (await call(client, "status", {}))["pid"]
+            assert new != old and running(new)
+            assert not running(sheet_pid), "recovery left the old sheet running"
+            await call(client, "resume", {"job_id": "crash"})
+            done = await wait_job(client, "crash", {"completed", "failed"})
+            assert done["status"] == "completed", done
+            assert "second-run" in done["sheets"][0]["output_tail"]
+    finally:
+        kill_group_of(pid_file)
+
+
+# ----- podium stop ------------------------------------------------------------------------------
+
+
+async def test_stop_refuses_with_an_active_job_and_force_pauses_it(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "sheet.pid"
+    started = podium_cli(home, "start", "--detach")
+    assert started.returncode == 0, started.stderr
+    pid = conductor_pid(home)
+    assert (home / "conductor.json").stat().st_mode & 0o777 == 0o600
+    try:
+        async with conductor_client(home) as client:
+            spec = {"name": "busy", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            await call(client, "submit_job", {"spec": spec, "job_id": "busy-job"})
+            await wait_until(pid_file.exists, what="the sheet started")
+        refused = podium_cli(home, "stop")
+        assert refused.returncode != 0
+        assert "busy-job" in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert running(pid) and running(int(pid_file.read_text()))
+
+        forced = podium_cli(home, "stop", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert not running(pid)
+        assert not running(int(pid_file.read_text()))
+        assert not (home / "conductor.json").exists()
+        job = json.loads(podium_cli(home, "status", "busy-job", "--json").stdout)
+        assert (job["status"], job["pause_reason"]) == ("paused", "shutdown"), job
+        again = podium_cli(home, "stop")
+        assert again.returncode == 0 and "no conductor is running" in again.stdout
+    finally:
+        kill_group_of(pid_file)
+
+
+async def test_idle_conductor_stops_by_itself(tmp_path: Path) -> None:
+    """idle_exit_minutes: no active job and no client for that long -> a clean stop; an active
+    job keeps it up."""
+    home = make_home(tmp_path)
+    env = server_env(home, PODIUM_IDLE_EXIT_MINUTES="0.05")  # 3 s
+    spec = tmp_path / "slow.yaml"
+    spec.write_text("name: slow\nsheets:\n  - prompt: sleep 6\n")
+    started = time.monotonic()
+    done = subprocess.run(
+        [PODIUM, "run", str(spec)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started >= 6
+    pid = conductor_pid(home)
+    await wait_until(lambda: not running(pid), timeout=30, what="idle exit")
+    assert not (home / "conductor.json").exists()
+    assert "idle" in (home / "logs" / "conductor.log").read_text()
+
+
+# ----- the embedded engine: a second SIGTERM during shutdown ----------------------------------
+
+
+def _rpc(proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(message) + "\n").encode())
+    proc.stdin.flush()
+
+
+def _answer(proc: subprocess.Popen[bytes], request_id: int) -> dict[str, Any]:
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        assert line, "the server closed stdout"
+        message: dict[str, Any] = json.loads(line)
+        if message.get("id") == request_id:
+            return message
+
+
+async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: Path) -> None:
+    """A sheet that ignores SIGTERM needs the full SIGTERM -> grace -> SIGKILL sequence; a
+    second SIGTERM to the embedded server during its graceful stop must not end it early."""
+    home = make_home(tmp_path)
+    pid_file = tmp_path / "stubborn.pid"
+    with (tmp_path / "embedded.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [PODIUM, "serve", "--embedded"],
+            env=server_env(home),  # kill_grace_seconds 2
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        _rpc(
+            proc,
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"},
+                },
+            },
+        )
+        assert "result" in _answer(proc, 1)
+        _rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        prompt = f"trap '' TERM; echo $$ > {pid_file}; while true; do sleep 0.2; done"
+        spec = {"name": "stubborn", "sheets": [{"prompt": prompt}]}
+        _rpc(
+            proc,
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "submit_job", "arguments": {"spec": spec, "job_id": "st"}},
+            },
+        )
+        assert not _answer(proc, 2)["result"].get("isError")
+        await wait_until(pid_file.exists, what="the sheet started")
+        sheet = int(pid_file.read_text())
+        assert proc.stdin is not None
+        proc.stdin.close()
+        await anyio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        await anyio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        assert code == 0, (tmp_path / "embedded.log").read_text()
+        assert not running(sheet), "the stubborn sheet was orphaned"
+        assert "already stopping" in (tmp_path / "embedded.log").read_text()
+        job = json.loads(podium_cli(home, "status", "st", "--json").stdout)
+        assert (job["status"], job["pause_reason"]) == ("paused", "shutdown"), job
+        store = await SQLiteStore.open(home / "podium.db")
+        try:
+            assert await store.get_in_flight_attempts() == []
+        finally:
+            await store.close()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        kill_group_of(pid_file)
