@@ -24,7 +24,13 @@ import structlog
 
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
-from podium.core.errors import BackpressureError, NotFoundError, PodiumError, SpecError
+from podium.core.errors import (
+    BackpressureError,
+    NotFoundError,
+    PodiumError,
+    SpecError,
+    job_not_found,
+)
 from podium.core.estimate import Estimate, History, SheetSamples, estimate
 from podium.core.events import ChangeEvent, EventBus
 from podium.core.history_samples import RunSamples, run_samples
@@ -365,7 +371,7 @@ class Conductor:
     async def _job_row(self, job_id: str) -> JobRow:
         job = await self.store.get_job(job_id)
         if job is None:
-            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+            raise job_not_found(job_id)
         return job
 
     async def get_job(
@@ -379,7 +385,7 @@ class Conductor:
     ) -> JobDetail:
         page = await self.store.get_job_page(job_id, sheet_status, sheet_offset, sheet_limit)
         if page is None:
-            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+            raise job_not_found(job_id)
         job, sheets, matching = page
         return JobDetail(
             **job.summary().model_dump(),
@@ -393,7 +399,7 @@ class Conductor:
     async def checkpoint(self, job_id: str) -> JobDetail:
         detail = await self.store.load(job_id)
         if detail is None:
-            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+            raise job_not_found(job_id)
         if detail.spec is not None:
             detail.spec = redact_spec(detail.spec)
         return detail
@@ -536,7 +542,9 @@ class Conductor:
         tick_seconds: float = 5.0,
     ) -> bool:
         """Wait until the job's status changes or it ends (any job's status, without a job id),
-        at most `wait_seconds`. Returns whether something changed. Driven by change events."""
+        at most `wait_seconds`. Returns whether something changed. Driven by change events.
+        `on_tick(elapsed)` is called every `tick_seconds` and, with a job id, on each sheet
+        transition of that job, so a caller can report progress."""
         known: dict[str, str] = {}
         if job_id is not None:
             job = await self._job_row(job_id)
@@ -554,7 +562,11 @@ class Conductor:
                     return False
                 with anyio.move_on_after(min(remaining, tick_seconds)):
                     async for event in events:
-                        if event.kind == "sheet" or (job_id is not None and event.job_id != job_id):
+                        if job_id is not None and event.job_id != job_id:
+                            continue
+                        if event.kind == "sheet":
+                            if job_id is not None and on_tick is not None:
+                                await on_tick(wait_seconds - (deadline - time.monotonic()))
                             continue
                         # Events fire on every transition; only a status that differs from the
                         # one seen when the wait began counts as a change.

@@ -41,6 +41,11 @@ class NotFoundError(PodiumError):
     pass
 
 
+def job_not_found(job_id: str) -> NotFoundError:
+    """The one wording for an unknown job (SPEC §7: a clear "not found" naming it)."""
+    return NotFoundError(f"job_id: job {job_id!r} not found (list_jobs shows the known jobs)")
+
+
 class InvalidTransitionError(PodiumError):
     """A control call that the job's current status does not allow (SPEC §6 table)."""
 

@@ -38,7 +38,7 @@ class LogReader:
         row = await self.store.get_sheet(job_id, sheet)
         if row is None:
             raise NotFoundError(
-                f"sheet: job {job_id!r} has no sheet {sheet} (it has {job.total_sheets})"
+                f"sheet: sheet {sheet} of job {job_id!r} not found (it has {job.total_sheets})"
             )
         record = (
             await self.store.get_attempt(job_id, sheet, attempt)
@@ -47,7 +47,7 @@ class LogReader:
         )
         if record is None and attempt is not None:
             raise NotFoundError(
-                f"attempt: sheet {sheet} of job {job_id!r} has no attempt {attempt}"
+                f"attempt: attempt {attempt} of sheet {sheet} of job {job_id!r} not found"
             )
         if record is None:
             # Not run yet: an empty log, so an agent can poll a sheet before it starts.

@@ -300,6 +300,7 @@ class JobManager(ControlCalls, Recovery):
             end_item=resolved.end_item,
             variables=loaded.spec.variables,
             outputs=outputs,
+            sheet_names={s.name: s.sheet_num for s in loaded.sheets if s.name is not None},
         )
         info = self.catalog.get(resolved.instrument)
         if info is None:

@@ -13,7 +13,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
-from podium.core.errors import FieldError, NotFoundError, SpecError
+from podium.core.errors import FieldError, SpecError, job_not_found
 from podium.core.events import ChangeEvent, EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.pressure import PressureLevel
@@ -95,7 +95,7 @@ class ManagerCore:
     async def _require_job(self, job_id: str) -> JobRow:
         job = await self.store.get_job(job_id)
         if job is None:
-            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+            raise job_not_found(job_id)
         return job
 
     def _spec_for(self, job: JobRow) -> LoadedSpec:

@@ -17,16 +17,21 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from podium.core.conductor import Conductor, podium_version
-from podium.server.guard import ToolCallGuard
-from podium.server.notifier import ChangeNotifier
+from podium.core.errors import NotFoundError
+from podium.server.guard import RequestGuard
+from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job
+from podium.server.prompts import PROMPT_NAMES, register_prompts
 from podium.server.resources import register_resources
-from podium.server.tools import register_tools
+from podium.server.tools import build_tools
 
 INSTRUCTIONS = """Podium runs long, parallel, multi-step work in the background and never loses it.
 Submit a job (submit_job) whose sheets are shell commands or AI coding CLI runs, with
 dependencies, validations and retries; then follow it with `status` (pass wait_seconds to wait
 for a change instead of polling), read output with `logs`, and control it with pause, resume
-and cancel. Check a spec first with validate_spec. Jobs survive restarts of this server."""
+and cancel. The spec format: submit_job's description, the resource podium://spec/schema and
+the prompt spec_from_task; check a spec first with validate_spec. Every field of a result's
+output schema is always present (null when it does not apply). Jobs survive restarts of
+this server."""
 
 
 class StaticTokenVerifier:
@@ -63,18 +68,38 @@ class PodiumServer:
                     required_scopes=["podium"],
                 ),
             }
+        tools = build_tools(conductor)
         self.mcp: MCPServer[Any] = MCPServer(
             "podium",
             version=podium_version(),
-            instructions=INSTRUCTIONS,
+            instructions=" ".join(INSTRUCTIONS.split()),  # one paragraph, not source lines
             subscriptions=self.bus,
+            tools=tools,
             **auth,
         )
-        self.mcp.middleware.append(ToolCallGuard(self.mcp._tool_manager.get_tool))
-        register_tools(self.mcp, conductor)
+        self.mcp.middleware.append(
+            RequestGuard({t.name: t for t in tools}, PROMPT_NAMES, self._subscribe_problem)
+        )
         register_resources(self.mcp, conductor)
+        register_prompts(self.mcp)
         self.notifier = ChangeNotifier(self.bus, conductor.events)
-        self.notifier.install_legacy_handlers(self.mcp)
+        self.notifier.install_legacy_handlers(self.mcp, self._subscribe_problem)
+
+    async def _subscribe_problem(self, uri: str) -> str | None:
+        """Only `podium://jobs` and the checkpoints of known jobs change (SPEC §7)."""
+        if uri == JOBS_URI:
+            return None
+        job_id = checkpoint_job(uri)
+        if job_id is None:
+            return (
+                f"resource {uri!r} not found for subscription; subscribe to {JOBS_URI} or "
+                "podium://jobs/{job_id}/checkpoint"
+            )
+        try:
+            await self.conductor.get_job(job_id, sheet_limit=1)
+        except NotFoundError as exc:
+            return str(exc)
+        return None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[PodiumServer]:

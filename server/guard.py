@@ -1,22 +1,55 @@
-"""Checks every `tools/call` in one place, before and after the tool runs:
+"""Checks every `tools/call`, `prompts/get` and `subscriptions/listen` in one place, before
+and after the handler:
+- an unknown tool or prompt is the JSON-RPC error -32602 (invalid params) naming what exists,
+  as the MCP spec lists it, not a tool result;
+- listening for changes of a resource that does not exist (an unknown job's checkpoint) is
+  the same "not found" error that `resources/subscribe` gives older clients;
 - unknown arguments are refused (the SDK drops them silently, and an agent's misspelt
   `jobid` must be an error it can read, not a silent default);
 - argument errors come back as `field: message` lines, like spec errors;
 - tool errors lose the SDK's "Error executing tool X:" prefix, so the message is exactly the
-  engine's (one `path: message` per line)."""
+  engine's (one `path: message` per line);
+- a result's text is compact JSON of its structured content (the SDK pretty-prints it, which
+  agents pay for twice), and for `logs` the log text itself."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.mcpserver.tools.base import Tool
-from mcp_types import CallToolResult, TextContent
+from mcp.server.mcpserver.tools import Tool
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import ValidationError
 
-ToolLookup = Callable[[str], Tool | None]
+TextRenderer = Callable[[dict[str, Any]], str]
+# Why a resource URI cannot be subscribed to, or None when it can.
+SubscriptionCheck = Callable[[str], Awaitable[str | None]]
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def log_text(structured: dict[str, Any]) -> str:
+    """The log itself; a last line says how to read on when there is more."""
+    text = str(structured.get("text") or "")
+    if structured.get("truncated"):
+        more = structured.get("next_offset")
+        hint = f"; read on with offset={more}" if more is not None else ""
+        text += f"\n[podium: log truncated{hint}]"
+    return text
+
+
+RESULT_TEXT: dict[str, TextRenderer] = {"logs": log_text}
+
+
+def _suggest(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def unknown_argument_message(
@@ -26,11 +59,7 @@ def unknown_argument_message(
     unknown = sorted(set(given) - set(allowed))
     if not unknown:
         return None
-    lines = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        lines.append(f"{name}: unknown argument for {tool}{hint}")
+    lines = [f"{name}: unknown argument for {tool}{_suggest(name, allowed)}" for name in unknown]
     lines.append(f"allowed arguments: {', '.join(allowed) or 'none'}")
     return "\n".join(lines)
 
@@ -39,7 +68,10 @@ def argument_errors(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "arguments"
-        lines.append(f"{path}: {error['msg']}")
+        message = error["msg"]
+        if path == "spec" and isinstance(error.get("input"), str):
+            message = "expected an object, got a string; pass YAML or JSON text as spec_yaml"
+        lines.append(f"{path}: {message}")
     return "\n".join(lines)
 
 
@@ -47,19 +79,49 @@ def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-class ToolCallGuard:
-    def __init__(self, tool_of: ToolLookup) -> None:
-        self._tool_of = tool_of
+def _not_found(kind: str, name: object, known: Collection[str]) -> MCPError:
+    listed = ", ".join(sorted(known)) or "none"
+    shown = name if isinstance(name, str) else repr(name)
+    return MCPError(
+        code=INVALID_PARAMS,
+        message=f"{kind} {shown!r} not found{_suggest(str(name), known)}; {kind}s: {listed}",
+    )
+
+
+async def _any_uri(uri: str) -> str | None:
+    return None
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        tools: Mapping[str, Tool],
+        prompts: Collection[str] = (),
+        subscription_check: SubscriptionCheck = _any_uri,
+    ) -> None:
+        self._tools = tools
+        self._prompts = prompts
+        self._subscription_check = subscription_check
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
-        if ctx.method != "tools/call" or not isinstance(ctx.params, dict):
+        if not isinstance(ctx.params, dict):
+            return await call_next(ctx)
+        if ctx.method == "prompts/get":
+            name = ctx.params.get("name")
+            if name not in self._prompts:
+                raise _not_found("prompt", name, self._prompts)
+            return await call_next(ctx)
+        if ctx.method == "subscriptions/listen":
+            await self._check_subscriptions(ctx.params)
+            return await call_next(ctx)
+        if ctx.method != "tools/call":
             return await call_next(ctx)
         name = ctx.params.get("name")
-        tool = self._tool_of(name) if isinstance(name, str) else None
+        tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            return await call_next(ctx)
+            raise _not_found("tool", name, self._tools)
         arguments = ctx.params.get("arguments") or {}
         if isinstance(arguments, dict):
             message = unknown_argument_message(tool.name, arguments, tool.parameters)
@@ -70,20 +132,35 @@ class ToolCallGuard:
             except ValidationError as exc:
                 return _error(argument_errors(exc))
         result = await call_next(ctx)
-        return _strip_prefix(result, tool.name)
+        return _finish(result, tool.name)
+
+    async def _check_subscriptions(self, params: dict[str, Any]) -> None:
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions") if isinstance(wanted, dict) else None
+        for uri in uris if isinstance(uris, list) else []:
+            problem = await self._subscription_check(str(uri))
+            if problem is not None:
+                raise MCPError(code=INVALID_PARAMS, message=problem, data={"uri": str(uri)})
 
 
-def _strip_prefix(result: HandlerResult, tool_name: str) -> HandlerResult:
+def _finish(result: HandlerResult, tool_name: str) -> HandlerResult:
     """The rest of the chain returns the serialized wire form (a dict); a model is handled
     too in case the SDK changes that."""
     prefix = f"Error executing tool {tool_name}: "
-    if isinstance(result, CallToolResult) and result.is_error:
-        for block in result.content:
-            if isinstance(block, TextContent) and block.text.startswith(prefix):
-                block.text = block.text[len(prefix) :]
-    elif isinstance(result, dict) and result.get("isError"):
-        for item in result.get("content") or []:
-            text = item.get("text") if isinstance(item, dict) else None
-            if isinstance(text, str) and text.startswith(prefix):
-                item["text"] = text[len(prefix) :]
+    render: TextRenderer = RESULT_TEXT.get(tool_name) or compact_json
+    if isinstance(result, CallToolResult):
+        if result.is_error:
+            for block in result.content:
+                if isinstance(block, TextContent) and block.text.startswith(prefix):
+                    block.text = block.text[len(prefix) :]
+        elif result.structured_content is not None:
+            result.content = [TextContent(type="text", text=render(result.structured_content))]
+    elif isinstance(result, dict):
+        if result.get("isError"):
+            for item in result.get("content") or []:
+                text = item.get("text") if isinstance(item, dict) else None
+                if isinstance(text, str) and text.startswith(prefix):
+                    item["text"] = text[len(prefix) :]
+        elif isinstance(result.get("structuredContent"), dict):
+            result["content"] = [{"type": "text", "text": render(result["structuredContent"])}]
     return result

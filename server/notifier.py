@@ -4,7 +4,9 @@ protocol eras: `subscriptions/listen` (2026-07-28) through the SDK's subscriptio
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -12,9 +14,11 @@ import structlog
 from mcp.server import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
-from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from podium.core.events import ChangeEvent, EventBus
+from podium.server.sdk_seams import add_request_handler
 
 log = structlog.get_logger("podium.notifier")
 
@@ -22,8 +26,19 @@ JOBS_URI = "podium://jobs"
 MIN_INTERVAL_SECONDS = 1.0
 
 
+_CHECKPOINT = re.compile(r"podium://jobs/(?P<job_id>[^/]+)/checkpoint")
+# Why a URI cannot be subscribed to (None: it can); checks that the job exists.
+SubscribeCheck = Callable[[str], Awaitable[str | None]]
+
+
 def checkpoint_uri(job_id: str) -> str:
     return f"podium://jobs/{job_id}/checkpoint"
+
+
+def checkpoint_job(uri: str) -> str | None:
+    """The job id of a checkpoint URI, else None."""
+    match = _CHECKPOINT.fullmatch(uri)
+    return match["job_id"] if match else None
 
 
 class ChangeNotifier:
@@ -37,11 +52,18 @@ class ChangeNotifier:
         self._last_sent: dict[str, float] = {}
         self._pending: set[str] = set()
 
-    def install_legacy_handlers(self, mcp: MCPServer[Any]) -> None:
+    def install_legacy_handlers(self, mcp: MCPServer[Any], check: SubscribeCheck) -> None:
+        """`check(uri)` refuses a subscription to a resource that does not exist (an unknown
+        job) with a "not found" error instead of a silent success."""
+
         async def subscribe(
             ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
         ) -> EmptyResult:
-            self._legacy.setdefault(str(params.uri), set()).add(ctx.session)
+            uri = str(params.uri)
+            problem = await check(uri)
+            if problem is not None:
+                raise MCPError(code=INVALID_PARAMS, message=problem, data={"uri": uri})
+            self._legacy.setdefault(uri, set()).add(ctx.session)
             return EmptyResult()
 
         async def unsubscribe(
@@ -50,9 +72,8 @@ class ChangeNotifier:
             self._legacy.get(str(params.uri), set()).discard(ctx.session)
             return EmptyResult()
 
-        lowlevel = mcp._lowlevel_server
-        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+        add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
+        add_request_handler(mcp, "resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg, self._events.subscribe() as events:

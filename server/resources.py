@@ -10,19 +10,26 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from podium.core.conductor import Conductor
 from podium.core.errors import NotFoundError, PodiumError
+from podium.core.spec import spec_json_schema
 
 HISTORY_LIMIT = 10_000
 RECENT_JOBS = 100
 LOG_TAIL_LINES = 500
 
 
+SPEC_SCHEMA_URI = "podium://spec/schema"
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, indent=2)
+    # Compact: agents pay per character, and every JSON reader handles it.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _sheet_number(job_id: str, sheet_num: str) -> int:
     if not sheet_num.isdigit() or int(sheet_num) < 1:
-        raise ResourceNotFoundError(f"sheet {sheet_num!r} of job {job_id!r}: not a sheet number")
+        raise ResourceNotFoundError(
+            f"sheet {sheet_num!r} of job {job_id!r} not found: sheets are numbered from 1"
+        )
     return int(sheet_num)
 
 
@@ -35,6 +42,15 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
             raise ResourceNotFoundError(str(exc)) from exc
         except PodiumError as exc:
             raise ResourceError(str(exc)) from exc
+
+    @mcp.resource(
+        SPEC_SCHEMA_URI,
+        name="spec-schema",
+        description="JSON Schema of a job spec (what submit_job and validate_spec accept)",
+        mime_type="application/json",
+    )
+    def spec_schema() -> str:
+        return _json(spec_json_schema())
 
     @mcp.resource(
         "podium://conductor/status",

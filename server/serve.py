@@ -30,6 +30,7 @@ from podium.core.models import utcnow
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
+from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
 from podium.server.stdio_input import CancellableStdin
 
 log = structlog.get_logger("podium.serve")
@@ -108,6 +109,8 @@ def build_http_app(server: PodiumServer, transport: Transport, options: HttpOpti
         transport_security=security,
         host=options.host,
         max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        event_store=BoundedEventStore(),
+        retry_interval=RETRY_INTERVAL_MS,
     )
 
 

@@ -97,7 +97,7 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
     paused = podium_cli(home, "pause", "nope")
     assert paused.returncode == 2
-    assert "JOB: no job 'nope'" in paused.stderr and "podium list" in paused.stderr
+    assert "JOB: job 'nope' not found" in paused.stderr and "podium list" in paused.stderr
     clear = podium_cli(home, "clear")
     assert clear.returncode == 2 and "--all" in clear.stderr, clear.stderr
     assert podium_cli(home, "stop", "--force").returncode == 0

@@ -311,7 +311,7 @@ async def test_cancel_finished_is_error(conductor: Conductor, make_job: Any) -> 
 
 @pytest.mark.parametrize("call", ["pause_job", "resume_job", "cancel_job", "get_job"])
 async def test_unknown_job_is_not_found(conductor: Conductor, call: str) -> None:
-    with pytest.raises(NotFoundError, match="no job 'ghost'"):
+    with pytest.raises(NotFoundError, match="job 'ghost' not found"):
         await getattr(conductor, call)("ghost")
 
 

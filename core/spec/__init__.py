@@ -26,6 +26,7 @@ from podium.core.spec.models import (
     SheetSpec,
     Validation,
     merge_instrument_config,
+    spec_json_schema,
 )
 from podium.core.spec.templating import (
     TemplateContext,
@@ -65,5 +66,6 @@ __all__ = [
     "render_sheet_prompt",
     "render_validation",
     "shell_quote",
+    "spec_json_schema",
     "spec_to_storable",
 ]

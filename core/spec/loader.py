@@ -18,18 +18,19 @@ from pydantic import ValidationError
 
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
+from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
+from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
+    TEMPLATED_VALIDATION_FIELDS,
     InstrumentConfig,
     JobSpec,
     SheetSpec,
     Validation,
-    describe_kind,
-    field_errors,
     form_errors,
     merge_instrument_config,
 )
-from podium.core.spec.templating import check_templates, undefined_names
+from podium.core.spec.templating import TemplateRenderError, check_templates, undefined_names
 
 REDACTED = "***"
 
@@ -203,180 +204,129 @@ def _raw_form_errors(raw: Mapping[str, Any]) -> list[FieldError]:
     return [FieldError(path, message) for path, message in problems]
 
 
-# --- sheets and the DAG ----------------------------------------------------------------------
+# --- sheets -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Graph:
-    count: int
-    names: dict[str, int]
-    deps: list[set[int]]  # indexed by sheet number; [0] unused
-    cycle_paths: dict[int, str]  # where a cycle through a sheet is reported
-    labels: dict[int, str]  # names by number, for messages
+def _raw_template_sites(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field path, template) of every template in raw spec data that is a string."""
 
-    def label(self, num: int) -> str:
-        return self.labels.get(num, f"sheet {num}")
-
-
-def _resolve_ref(ref: int | str, graph: _Graph) -> int | str:
-    """A sheet number, or an error message."""
-    if isinstance(ref, str) and ref.isdigit():
-        ref = int(ref)
-    if isinstance(ref, int):
-        if 1 <= ref <= graph.count:
-            return ref
-        return f"no sheet {ref}; sheet numbers are 1..{graph.count}"
-    if ref in graph.names:
-        return graph.names[ref]
-    if graph.names:
-        listed = sorted(graph.names)
-        more = ", ..." if len(listed) > 20 else ""
-        names = f"a sheet name ({', '.join(repr(n) for n in listed[:20])}{more})"
-    else:
-        names = "a sheet name (no sheet has one)"
-    return f"unknown sheet {ref!r}; use a sheet number 1..{graph.count} or {names}"
-
-
-def _add_dep(graph: _Graph, num: int, ref: int | str, path: str, errors: list[FieldError]) -> None:
-    target = _resolve_ref(ref, graph)
-    if isinstance(target, str):
-        errors.append(FieldError(path, target))
-    elif target == num:
-        errors.append(FieldError(path, f"{graph.label(num)} depends on itself"))
-    else:
-        graph.deps[num].add(target)
-
-
-def _build_graph(spec: JobSpec, errors: list[FieldError]) -> _Graph:
-    count = spec.total_sheets
-    if spec.sheets is not None:
-        names = {s.name: i + 1 for i, s in enumerate(spec.sheets) if s.name is not None}
-    else:
-        names = {f"sheet-{n}": n for n in range(1, count + 1)}
-    labels = {n: name for name, n in names.items()}
-    graph = _Graph(count, names, [set() for _ in range(count + 1)], {}, labels)
-    if spec.sheets is not None:
-        for i, sheet in enumerate(spec.sheets):
-            graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
-            for j, ref in enumerate(sheet.depends_on):
-                _add_dep(graph, i + 1, ref, f"sheets.{i}.depends_on.{j}", errors)
-        return graph
-    assert spec.sheet is not None
-    for key, refs in spec.sheet.dependencies.items():
-        key_path = f"sheet.dependencies.{key}"
-        num = _resolve_ref(key, graph)
-        if isinstance(num, str):
-            errors.append(FieldError(key_path, num))
-            continue
-        graph.cycle_paths.setdefault(num, key_path)
-        for j, ref in enumerate(refs):
-            _add_dep(graph, num, ref, f"{key_path}.{j}", errors)
-    return graph
-
-
-def _salvage_errors(raw: Mapping[str, Any], reported: set[str]) -> list[FieldError]:
-    """When the model itself is invalid, still check what can be checked on the raw sheets
-    (dependency references and undefined template names), so one answer lists every error.
-    Paths already reported are skipped; this pass is best-effort and never raises."""
-    sheets = raw.get("sheets")
-    if not isinstance(sheets, list):
-        return []
-    names = {
-        s["name"]: i + 1
-        for i, s in enumerate(sheets)
-        if isinstance(s, Mapping) and isinstance(s.get("name"), str)
-    }
-    graph = _Graph(
-        len(sheets),
-        names,
-        [set() for _ in range(len(sheets) + 1)],
-        {},
-        {n: name for name, n in names.items()},
-    )
-    variables = raw.get("variables")
-    known = BUILTIN_TEMPLATE_VARIABLES | (
-        set(variables) if isinstance(variables, Mapping) else set()
-    )
-    known_list = ", ".join(sorted(known))
-    errors: list[FieldError] = []
-    for i, sheet in enumerate(sheets):
-        if not isinstance(sheet, Mapping):
-            continue
-        deps = sheet.get("depends_on")
-        if isinstance(deps, list):
-            for j, ref in enumerate(deps):
-                path = f"sheets.{i}.depends_on.{j}"
-                if (
-                    path not in reported
-                    and isinstance(ref, int | str)
-                    and not isinstance(ref, bool)
-                ):
-                    _add_dep(graph, i + 1, ref, path, errors)
-        prompt = sheet.get("prompt")
-        path = f"sheets.{i}.prompt"
-        if isinstance(prompt, str) and path not in reported:
-            try:
-                missing = undefined_names(prompt, known)
-            except Exception:  # a syntax error is reported by the full check once fixed
+    def validation_sites(prefix: str, validations: object) -> Iterator[tuple[str, str]]:
+        if not isinstance(validations, list):
+            return
+        for j, item in enumerate(validations):
+            if not isinstance(item, Mapping):
                 continue
-            for name, line in missing:
-                at = f" at line {line}" if line else ""
-                errors.append(
-                    FieldError(
-                        path, f"undefined template variable {name!r}{at}; defined: {known_list}"
-                    )
-                )
+            fields = TEMPLATED_VALIDATION_FIELDS.get(str(item.get("type")), ())
+            for name in fields:
+                value = item.get(name)
+                if isinstance(value, str):
+                    yield f"{prefix}.{j}.{name}", value
+
+    sheets = raw.get("sheets")
+    if isinstance(sheets, list):
+        for i, sheet in enumerate(sheets):
+            if isinstance(sheet, Mapping):
+                if isinstance(sheet.get("prompt"), str):
+                    yield f"sheets.{i}.prompt", sheet["prompt"]
+                yield from validation_sites(f"sheets.{i}.validations", sheet.get("validations"))
+    prompt = raw.get("prompt")
+    if isinstance(prompt, Mapping) and isinstance(prompt.get("template"), str):
+        yield "prompt.template", prompt["template"]
+    yield from validation_sites("validations", raw.get("validations"))
+
+
+def _raw_instrument_errors(
+    raw: Mapping[str, Any], reported: set[str], lookup: InstrumentLookup
+) -> list[FieldError]:
+    """Unknown or unusable instruments named in raw spec data."""
+    sheets = raw.get("sheets")
+    sheet_list = sheets if isinstance(sheets, list) else []
+    named: list[tuple[str, object]] = []
+    default_used = not sheet_list  # the batch form uses the job's instrument
+    for i, sheet in enumerate(sheet_list):
+        own = sheet.get("instrument") if isinstance(sheet, Mapping) else None
+        if own is None:
+            default_used = True
+        else:
+            named.append((f"sheets.{i}.instrument", own))
+    if default_used:
+        named.insert(0, ("instrument", raw.get("instrument", "shell")))
+    errors: list[FieldError] = []
+    problems: dict[str, str | None] = {}
+    for path, name in named:
+        if path in reported or not isinstance(name, str) or not name:
+            continue
+        if name not in problems:
+            problems[name] = lookup(name).problem
+        problem = problems[name]
+        if problem is not None:
+            errors.append(FieldError(path, problem))
     return errors
 
 
-def _find_cycles(graph: _Graph) -> list[list[int]]:
-    # Iterative DFS: a chain of 10000 sheets would overflow Python's recursion limit.
-    state = [0] * (graph.count + 1)  # 0 new, 1 on the current path, 2 done
-    cycles: list[list[int]] = []
-    for start in range(1, graph.count + 1):
-        if state[start]:
+def _salvage_errors(
+    raw: Mapping[str, Any], reported: set[str], instruments: InstrumentLookup | None
+) -> list[FieldError]:
+    """When the model itself is invalid, still check what can be checked on the raw data
+    (dependency references, template syntax and undefined names, instruments), so one answer
+    lists every error of every stage. Paths already reported are skipped; this pass is
+    best-effort and never raises."""
+    errors: list[FieldError] = []
+    sheets = raw.get("sheets")
+    if isinstance(sheets, list):
+        names = {
+            s["name"]: i + 1
+            for i, s in enumerate(sheets)
+            if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+        }
+        graph = Graph(
+            len(sheets),
+            names,
+            [set() for _ in range(len(sheets) + 1)],
+            {},
+            {n: name for name, n in names.items()},
+        )
+        for i, sheet in enumerate(sheets):
+            deps = sheet.get("depends_on") if isinstance(sheet, Mapping) else None
+            if isinstance(deps, list):
+                for j, ref in enumerate(deps):
+                    path = f"sheets.{i}.depends_on.{j}"
+                    if (
+                        path not in reported
+                        and isinstance(ref, int | str)
+                        and not isinstance(ref, bool)
+                    ):
+                        add_dep(graph, i + 1, ref, path, errors)
+            graph.cycle_paths[i + 1] = f"sheets.{i}.depends_on"
+        for cycle in find_cycles(graph):
+            chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
+            errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
+    variables = raw.get("variables")
+    known = BUILTIN_TEMPLATE_VARIABLES | (
+        {str(k) for k in variables} if isinstance(variables, Mapping) else set()
+    )
+    known_list = ", ".join(sorted(known))
+    for path, template in _raw_template_sites(raw):
+        if path in reported:
             continue
-        state[start] = 1
-        path = [start]
-        stack: list[Iterator[int]] = [iter(sorted(graph.deps[start]))]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(sorted(graph.deps[nxt])))
-            elif state[nxt] == 1:
-                cycle = path[path.index(nxt) :]
-                low = cycle.index(min(cycle))
-                cycles.append(cycle[low:] + cycle[:low])
-    return cycles
+        try:
+            missing = undefined_names(template, known)
+        except TemplateRenderError as exc:
+            errors.append(FieldError(path, str(exc)))
+            continue
+        except Exception:  # best effort: anything else is left to the full check
+            continue
+        for name, line in missing:
+            at = f" at line {line}" if line else ""
+            errors.append(
+                FieldError(path, f"undefined template variable {name!r}{at}; defined: {known_list}")
+            )
+    if instruments is not None:
+        errors.extend(_raw_instrument_errors(raw, reported, instruments))
+    return errors
 
 
-def _ancestor_bits(graph: _Graph) -> list[int]:
-    """Transitive ancestors per sheet as bit sets (bit n = sheet n), in one topological
-    pass; sets of ints would cost O(n^2) memory for a long chain."""
-    dependents: list[list[int]] = [[] for _ in range(graph.count + 1)]
-    waiting = [len(d) for d in graph.deps]
-    for num in range(1, graph.count + 1):
-        for dep in graph.deps[num]:
-            dependents[dep].append(num)
-    bits = [0] * (graph.count + 1)
-    ready = [n for n in range(1, graph.count + 1) if waiting[n] == 0]
-    while ready:
-        num = ready.pop()
-        for dep in graph.deps[num]:
-            bits[num] |= bits[dep] | (1 << dep)
-        for child in dependents[num]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    return bits
-
-
-def _expand(spec: JobSpec, graph: _Graph) -> list[ResolvedSheet]:
+def _expand(spec: JobSpec, graph: Graph) -> list[ResolvedSheet]:
     job_validations = tuple(spec.validations)
     if spec.sheets is not None:
         return [
@@ -531,20 +481,20 @@ def load_spec(
         spec = JobSpec.model_validate(dict(raw))
     except ValidationError as exc:
         errors.extend(field_errors(exc))
-        errors.extend(_salvage_errors(raw, {e.path for e in errors}))
+        errors.extend(_salvage_errors(raw, {e.path for e in errors}, instruments))
         raise SpecError(errors or [FieldError("", str(exc))]) from None
     if errors:
         raise SpecError(errors)
 
-    graph = _build_graph(spec, errors)
-    cycles = _find_cycles(graph)
+    graph = build_graph(spec, errors)
+    cycles = find_cycles(graph)
     for cycle in cycles:
         chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
         errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
     sheets = _expand(spec, graph)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))
-    errors.extend(check_templates(spec, sheets, None if cycles else _ancestor_bits(graph)))
+    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(graph)))
     if errors:
         raise SpecError(errors)
     return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)

@@ -7,11 +7,9 @@ whole spec and live in `loader.py`; these models only check what one value can t
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from types import NoneType, UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,13 +19,10 @@ from pydantic import (
     Field,
     PlainValidator,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
-
-from podium.core.errors import FieldError
+from pydantic_core import PydanticCustomError
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 MAX_SHEETS = 10000
@@ -101,12 +96,29 @@ EnvValue = Annotated[str, BeforeValidator(_env_value)]
 class InstrumentConfig(_SpecModel):
     """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
 
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    idle_timeout_seconds: float | None = Field(default=None, gt=0)
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    model: str | None = None
-    extra_args: list[str] = Field(default_factory=list)
-    permission_mode: str | None = None
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="kill the sheet after this long (default 1800)"
+    )
+    idle_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="kill the sheet when it prints nothing for this long"
+    )
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        description="extra environment; merged key by key, never echoed",
+        examples=[{"LOG_LEVEL": "debug"}],
+    )
+    model: str | None = Field(
+        default=None, description="passed with the instrument's model flag (AI CLIs only)"
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="appended to the instrument's arguments"
+    )
+    permission_mode: str | None = Field(
+        default=None,
+        description="an AI CLI's non-interactive permission level, e.g. accept-edits, bypass, "
+        "plan (see the instrument's profile)",
+        examples=["accept-edits"],
+    )
 
     def effective_timeout(self, profile_timeout: float | None = None) -> float:
         if self.timeout_seconds is not None:
@@ -140,26 +152,33 @@ def merge_instrument_config(
 # --- validations ---------------------------------------------------------------------------
 
 
+_PATH = "relative to the workspace (must stay inside it); a template"
+
+
 class FileExistsValidation(_SpecModel):
     type: Literal["file_exists"] = "file_exists"
-    path: NonBlankStr
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
 class FileModifiedValidation(_SpecModel):
+    """The file changed during this attempt."""
+
     type: Literal["file_modified"] = "file_modified"
-    path: NonBlankStr
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
 class ContentContainsValidation(_SpecModel):
     type: Literal["content_contains"] = "content_contains"
-    path: NonBlankStr
-    pattern: str = Field(min_length=1)
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
+    pattern: str = Field(min_length=1, description="plain substring", examples=["done"])
 
 
 class ContentRegexValidation(_SpecModel):
     type: Literal["content_regex"] = "content_regex"
-    path: NonBlankStr
-    pattern: str = Field(min_length=1)
+    path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
+    pattern: str = Field(
+        min_length=1, description="Python re.search, MULTILINE", examples=["^[0-9]+$"]
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -175,7 +194,9 @@ class ContentRegexValidation(_SpecModel):
 
 class CommandSucceedsValidation(_SpecModel):
     type: Literal["command_succeeds"] = "command_succeeds"
-    command: NonBlankStr
+    command: NonBlankStr = Field(
+        description="bash command run in the workspace; exit 0 passes", examples=["test -s out.txt"]
+    )
     timeout_seconds: float = Field(default=60, gt=0)
 
 
@@ -236,20 +257,43 @@ InstrumentName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class SheetSpec(_SpecModel):
-    name: SheetName | None = None
-    prompt: NonBlankStr
-    depends_on: list[SheetRef] = Field(default_factory=list)
-    instrument: InstrumentName | None = None
-    instrument_config: InstrumentConfig | None = None
-    validations: list[Validation] = Field(default_factory=list)
+    name: SheetName | None = Field(
+        default=None,
+        description="unique label; depends_on and outputs can use it",
+        examples=["build"],
+    )
+    prompt: NonBlankStr = Field(
+        description="a template: the shell command, or the AI CLI's prompt",
+        examples=["echo hello > out.txt"],
+    )
+    depends_on: list[SheetRef] = Field(
+        default_factory=list,
+        description="sheet numbers (1-based) or names that must complete first",
+        examples=[[]],
+    )
+    instrument: InstrumentName | None = Field(
+        default=None, description="overrides the job's instrument", examples=["shell"]
+    )
+    instrument_config: InstrumentConfig | None = Field(
+        default=None, description="merged over the job's instrument_config"
+    )
+    validations: list[Validation] = Field(
+        default_factory=list, description="checks after the run; all must pass"
+    )
 
 
 class BatchSheetSpec(_SpecModel):
     """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
 
-    size: int = Field(ge=1)
-    total_items: int = Field(ge=1)
-    dependencies: dict[SheetRef, list[SheetRef]] = Field(default_factory=dict)
+    size: int = Field(ge=1, description="items per sheet", examples=[5])
+    total_items: int = Field(
+        ge=1, description="items 1..total_items are split into sheets", examples=[12]
+    )
+    dependencies: dict[SheetRef, list[SheetRef]] = Field(
+        default_factory=dict,
+        description="sheet number -> the sheet numbers it waits for",
+        examples=[{"3": [1, 2]}],
+    )
 
     @property
     def sheet_count(self) -> int:
@@ -266,14 +310,17 @@ class BatchSheetSpec(_SpecModel):
 
 
 class PromptTemplate(_SpecModel):
-    template: NonBlankStr
+    template: NonBlankStr = Field(
+        description="rendered per sheet with start_item, end_item, sheet_num, total_sheets",
+        examples=["echo items {{ start_item }}-{{ end_item }}"],
+    )
 
 
 # --- job -----------------------------------------------------------------------------------
 
 
 class RetryPolicy(_SpecModel):
-    max_retries: int = Field(default=2, ge=0, le=100)
+    max_retries: int = Field(default=2, ge=0, le=100, description="up to N+1 attempts")
     base_delay_seconds: float = Field(default=2, ge=0)
     max_delay_seconds: float = Field(default=120, ge=0)
     jitter: bool = True
@@ -333,22 +380,66 @@ def form_errors(
 
 
 class JobSpec(_SpecModel):
-    name: str = Field(pattern=JOB_NAME_PATTERN)
+    """A Podium job spec: give either `sheets` (explicit form) or `sheet` + `prompt` (batch
+    form)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="Podium job spec",
+        json_schema_extra={"oneOf": [{"required": ["sheets"]}, {"required": ["sheet", "prompt"]}]},
+    )
+
+    name: str = Field(pattern=JOB_NAME_PATTERN, examples=["nightly-review"])
     description: str | None = None
-    labels: list[Label] = Field(default_factory=list)
-    workspace: str | None = Field(default=None, min_length=1)
-    instrument: InstrumentName = "shell"
-    instrument_config: InstrumentConfig = Field(default_factory=InstrumentConfig)
-    variables: dict[VariableName, Any] = Field(default_factory=dict)
-    sheets: list[SheetSpec] | None = Field(default=None, min_length=1, max_length=MAX_SHEETS)
-    sheet: BatchSheetSpec | None = None
-    prompt: PromptTemplate | None = None
-    validations: list[Validation] = Field(default_factory=list)
+    labels: list[Label] = Field(
+        default_factory=list, description="list_jobs can filter by label", examples=[["nightly"]]
+    )
+    workspace: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the sheets' working directory; relative to the spec file's folder, or "
+        "to <home>/workspaces for an inline spec; must be inside an allowed root "
+        "(default: <home>/workspaces/<job_id>)",
+        examples=["my-work"],
+    )
+    instrument: InstrumentName = Field(
+        default="shell",
+        description="how sheets run: shell, claude-code, gemini-cli, codex-cli, aider, goose, "
+        "opencode, or a user profile",
+        examples=["shell"],
+    )
+    instrument_config: InstrumentConfig = Field(
+        default_factory=InstrumentConfig, description="defaults for every sheet"
+    )
+    variables: dict[VariableName, Any] = Field(
+        default_factory=dict,
+        description="template variables for every sheet",
+        examples=[{"repo": "my-project"}],
+    )
+    sheets: list[SheetSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SHEETS,
+        description="explicit form: the sheets, numbered from 1",
+    )
+    sheet: BatchSheetSpec | None = Field(default=None, description="batch form, with prompt")
+    prompt: PromptTemplate | None = Field(
+        default=None, description="batch form only: the prompt template of every sheet"
+    )
+    validations: list[Validation] = Field(
+        default_factory=list, description="applied to every sheet, after its own"
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     concurrency: ConcurrencySpec = Field(default_factory=ConcurrencySpec)
-    priority: int = Field(default=5, ge=1, le=10)
-    on_failure: Literal["stop", "continue"] = "stop"
-    deadline_seconds: float | None = Field(default=None, gt=0)
+    priority: int = Field(default=5, ge=1, le=10, description="1 is the most urgent")
+    on_failure: Literal["stop", "continue"] = Field(
+        default="stop",
+        description="stop: a failure skips every sheet not yet started; continue: only the "
+        "failed sheet's dependents are skipped",
+    )
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, description='the job fails with reason "deadline" after this long'
+    )
 
     @field_validator("labels")
     @classmethod
@@ -381,137 +472,9 @@ class JobSpec(_SpecModel):
         return self.sheet.sheet_count
 
 
-def describe_kind(value: object) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    for cls, name in names.items():
-        if isinstance(value, cls):
-            return name
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__
-
-
-# --- pydantic errors -> FieldError: dotted data paths, messages that say what is allowed ---
-
-
-def _members(annotation: Any) -> list[Any]:
-    """The concrete types an annotation allows (Annotated and unions unwrapped)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _members(get_args(annotation)[0])
-    if origin is Union or origin is UnionType:
-        return [m for arg in get_args(annotation) for m in _members(arg) if m is not NoneType]
-    return [annotation]
-
-
-def _step(annotation: Any, segment: int | str) -> tuple[Any, bool]:
-    """The annotation one location segment further down, and whether the segment was a
-    discriminated-union tag that pydantic adds to locations (not part of the data path)."""
-    members = _members(annotation)
-    for member in members:
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            if isinstance(segment, str) and segment in member.model_fields:
-                return member.model_fields[segment].annotation, False
-        elif get_origin(member) is list and isinstance(segment, int):
-            return get_args(member)[0], False
-        elif get_origin(member) is dict:
-            return get_args(member)[1], False
-    for member in members:
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            tag_field = member.model_fields.get("type")
-            if tag_field is not None and tag_field.default == segment:
-                return member, True
-    return None, False
-
-
-def _walk(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
-    """Dotted data path for a pydantic location, and the model found at its end."""
-    parts: list[str] = []
-    annotation: Any = JobSpec
-    for segment in loc:
-        if segment == "[key]":
-            continue
-        if annotation is not None:
-            annotation, is_tag = _step(annotation, segment)
-            if is_tag:
-                continue
-        parts.append(str(segment))
-    models = [m for m in _members(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
-    return ".".join(parts), models[0] if len(models) == 1 else None
-
-
-_JOB_NAME_HINT = "lowercase letters, digits, '-' and '_'; starts with a letter or digit; 1-64 long"
-# Pydantic's wording, rephrased to read after a field path ("priority: must be ...").
-_MESSAGE_STARTS = (
-    ("Input should ", "must "),
-    ("String should ", "must "),
-    ("List should ", "must "),
-    ("Value should ", "must "),
-    ("Keys should ", "field names must "),
-)
-_SHEET_NAME_HINT = "letters, digits, '.', '-' and '_'; starts with a letter or digit; 1-64 long"
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _message(error: ErrorDetails, path: str) -> str:
-    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
-    value = error.get("input")
-    field = str(loc[-1]) if loc else ""
-    if kind == "extra_forbidden":
-        _, model = _walk(loc[:-1])
-        allowed = list(model.model_fields) if model else []
-        close = difflib.get_close_matches(field, allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown field {field!r}{hint}; allowed fields: {', '.join(allowed)}"
-    if kind == "missing":
-        return f"missing required field {field!r}"
-    if kind == "literal_error":
-        return f"invalid value {_short(value)}; allowed values: {ctx.get('expected')}"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        types = ", ".join(VALIDATION_TYPES)
-        if kind == "union_tag_not_found":
-            return f"missing field 'type'; allowed validation types: {types}"
-        return f"unknown validation type {ctx.get('tag')!r}; allowed validation types: {types}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping, got {describe_kind(value)}"
-    if kind == "list_type":
-        return f"expected a list, got {describe_kind(value)}"
-    if kind == "sheet_ref":
-        return error["msg"]
-    if kind in ("too_short", "too_long"):
-        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
-        limit = "at least" if kind == "too_short" else "at most"
-        return f"must have {limit} {bound} item(s), got {ctx.get('actual_length')}"
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return str(ctx["error"])
-    if kind == "string_pattern_mismatch":
-        hint = {"name": _JOB_NAME_HINT}.get(path, _SHEET_NAME_HINT if field == "name" else "")
-        described = f" ({hint})" if hint else ""
-        return f"{_short(value)} does not match the pattern {ctx.get('pattern')}{described}"
-    message = error["msg"]
-    for prefix, start in _MESSAGE_STARTS:
-        if message.startswith(prefix):
-            message = start + message[len(prefix) :]
-            break
-    if "[key]" in loc or kind == "dict_key_type":  # the key is wrong, not its value
-        message = "key " + message
-    secret = ".env." in f".{path}."  # never echo an environment value
-    if not secret and not isinstance(value, dict | list) and kind != "missing":
-        message += f" (got {_short(value)})"
-    return message
-
-
-def field_errors(exc: ValidationError) -> list[FieldError]:
-    found: list[FieldError] = []
-    for error in exc.errors(include_url=False):
-        if error["type"] == FORM_ERROR_TYPE:
-            continue  # reported from the raw data with precise paths (see form_errors)
-        path, _ = _walk(error["loc"])
-        found.append(FieldError(path, _message(error, path)))
-    return found
+def spec_json_schema() -> dict[str, Any]:
+    """The job spec's JSON Schema (served as `podium://spec/schema`), from the same models
+    that validate specs, so it can never drift from what `validate_spec` accepts."""
+    schema = JobSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

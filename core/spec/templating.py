@@ -7,6 +7,7 @@ path or prompt would run the wrong thing silently.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,32 +113,49 @@ class TemplateContext:
     variables: Mapping[str, Any]
     # Stdout tails of the sheet's transitive ancestors; other sheets are refused.
     outputs: Mapping[int, str]
+    # Sheet names -> numbers, so `outputs.build` and `outputs['build']` work like `outputs[1]`.
+    sheet_names: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _NotAncestorError(Exception):
     # Deliberately not a LookupError: Jinja turns those into an undefined value, which
     # would hide the reason behind "has no element N".
-    def __init__(self, key: object, sheet_num: int) -> None:
-        self.key = key
-        super().__init__(f"outputs[{key!r}]: sheet {key} is not an ancestor of sheet {sheet_num}")
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class _Outputs(Mapping[int, str]):
-    def __init__(self, source: Mapping[int, str], sheet_num: int) -> None:
+    """`outputs` in templates: by sheet number or name, ancestors only."""
+
+    def __init__(
+        self, source: Mapping[int, str], sheet_num: int, names: Mapping[str, int] | None = None
+    ) -> None:
         self._source = source
         self._sheet_num = sheet_num
+        self._names = names or {}
 
-    @staticmethod
-    def _key(key: object) -> object:
+    def _key(self, key: object) -> object:
         if isinstance(key, str) and key.isdigit():
             return int(key)
+        if isinstance(key, str) and key in self._names:
+            return self._names[key]
         return key
 
     def __getitem__(self, key: object) -> str:
         normal = self._key(key)
         if isinstance(normal, int) and normal in self._source:
             return self._source[normal]
-        raise _NotAncestorError(key, self._sheet_num)
+        if isinstance(normal, int):
+            named = f"sheet {key!r} (sheet {normal})" if normal != key else f"sheet {normal}"
+            raise _NotAncestorError(
+                f"outputs[{key!r}]: {named} is not an ancestor of sheet {self._sheet_num}; "
+                "add it to depends_on"
+            )
+        names = ", ".join(sorted(self._names)) or "none"
+        raise _NotAncestorError(
+            f"outputs[{key!r}]: no sheet named {key!r}; use an ancestor's number or name "
+            f"(sheet names: {names})"
+        )
 
     def __contains__(self, key: object) -> bool:
         normal = self._key(key)
@@ -238,7 +256,7 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
         sheet_name=ctx.sheet_name,
         start_item=ctx.start_item,
         end_item=ctx.end_item,
-        outputs=_Outputs(ctx.outputs, ctx.sheet_num),
+        outputs=_Outputs(ctx.outputs, ctx.sheet_num, ctx.sheet_names),
     )
     return values
 
@@ -289,28 +307,10 @@ def render_validation(validation: Validation, ctx: TemplateContext) -> Validatio
 # --- checks at load time ----------------------------------------------------------------
 
 
-class _PlaceholderOutputs(Mapping[int, str]):
-    """`outputs` at check time: empty text for each ancestor, nothing for other sheets."""
-
-    def __init__(self, bits: int | None, count: int) -> None:
-        self._bits = bits  # None: the DAG is broken, so allow any sheet rather than guess
-        self._count = count
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, int) or not 1 <= key <= self._count:
-            return False
-        return self._bits is None or bool(self._bits >> key & 1)
-
-    def __getitem__(self, key: int) -> str:
-        if key in self:
-            return ""
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[int]:
-        return (n for n in range(1, self._count + 1) if n in self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+def _placeholder_outputs(bits: int | None, count: int) -> dict[int, str]:
+    """`outputs` at check time: empty text for each ancestor. With a broken DAG (`bits` None)
+    every sheet is allowed rather than guessed at; the DAG error is reported instead."""
+    return {n: "" for n in range(1, count + 1) if bits is None or bits >> n & 1}
 
 
 def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
@@ -330,6 +330,7 @@ def check_templates(
 ) -> list[FieldError]:
     known = BUILTIN_TEMPLATE_VARIABLES | set(spec.variables)
     known_list = ", ".join(sorted(known))
+    names = {s.name: s.sheet_num for s in sheets if s.name is not None}
     errors: list[FieldError] = []
     failed: set[str] = set()  # a shared template (batch prompt, job validation) fails once
     checked: set[str] = set()
@@ -343,9 +344,10 @@ def check_templates(
             start_item=sheet.start_item,
             end_item=sheet.end_item,
             variables=spec.variables,
-            outputs=_PlaceholderOutputs(
+            outputs=_placeholder_outputs(
                 None if bits is None else bits[sheet.sheet_num], len(sheets)
             ),
+            sheet_names=names,
         )
         for path, template in _template_sites(spec, sheet):
             if path in failed:
