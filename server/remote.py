@@ -1,6 +1,7 @@
 """How the CLI talks to Podium: an MCP client over HTTP to the home's conductor, calling the
-SPEC §7 tools; or, for pure reads when no conductor runs, the store read directly (never for
-writes). Both answer `call(tool, arguments)` with the tool's structured output as JSON."""
+SPEC §7 tools; or, for pure reads when no conductor runs, the same tools in memory over a
+read-only view of the store (never for writes). Both answer `call(tool, arguments)` with the
+tool's structured output as JSON."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, PodiumError, SpecError
 from podium.core.home import ConductorInfo
-from podium.core.models import JobStatus, SheetStatus
 from podium.server.cli_routes import SUBMIT_PATH
 from podium.server.daemon import ensure_conductor, find_conductor
 
@@ -51,6 +51,19 @@ class Caller(Protocol):
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
 
 
+async def _call_tool(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result = await client.call_tool(tool, arguments)
+    except MCPError as exc:
+        raise PodiumError(f"the conductor did not answer {tool}: {exc}") from exc
+    if result.is_error:
+        text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
+        raise PodiumError(text or f"{tool} failed")
+    if not isinstance(result.structured_content, dict):
+        raise PodiumError(f"the conductor's answer to {tool} had no structured content")
+    return result.structured_content
+
+
 class Remote:
     """The CLI's MCP client session with a running conductor."""
 
@@ -60,16 +73,7 @@ class Remote:
         self._http = http
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        try:
-            result = await self.client.call_tool(tool, arguments)
-        except MCPError as exc:
-            raise PodiumError(f"the conductor did not answer {tool}: {exc}") from exc
-        if result.is_error:
-            text = "\n".join(b.text for b in result.content if isinstance(b, TextContent))
-            raise PodiumError(text or f"{tool} failed")
-        if not isinstance(result.structured_content, dict):
-            raise PodiumError(f"the conductor's answer to {tool} had no structured content")
-        return result.structured_content
+        return await _call_tool(self.client, tool, arguments)
 
     async def submit_path(self, path: Path, job_id: str | None) -> dict[str, Any]:
         """Submit a spec file with its folder as a workspace root (the CLI-only route)."""
@@ -105,48 +109,17 @@ async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
 
 
 class LocalReader:
-    """Pure reads of the store while no conductor runs (read-only; takes no lock)."""
+    """Pure reads while no conductor runs: the same MCP tools, in memory, over a read-only
+    view of the store (no lock, no dispatch). Tools that are not read-only are refused."""
 
-    def __init__(self, conductor: Conductor) -> None:
-        self.conductor = conductor
+    def __init__(self, client: Client, read_only: frozenset[str]) -> None:
+        self._client = client
+        self._read_only = read_only
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        c = self.conductor
-        if tool == "list_jobs":
-            jobs, cursor = await c.list_jobs(
-                statuses=[JobStatus(s) for s in arguments.get("status") or []],
-                name=arguments.get("name"),
-                label=arguments.get("label"),
-                limit=arguments.get("limit", 50),
-                cursor=arguments.get("cursor"),
-            )
-            return {"jobs": [j.model_dump(mode="json") for j in jobs], "next_cursor": cursor}
-        if tool == "status" and arguments.get("job_id") is None:
-            status = (await c.status()).model_dump(mode="json")
-            status.update(pid=None, uptime_seconds=None, ready=False)
-            return status
-        if tool == "status":
-            detail = await c.get_job(
-                arguments["job_id"],
-                sheet_status=[SheetStatus(s) for s in arguments.get("sheet_status") or []],
-                sheet_offset=arguments.get("sheet_offset", 0),
-                sheet_limit=arguments.get("sheet_limit", 100),
-                include_spec=arguments.get("include_spec", False),
-            )
-            return detail.model_dump(mode="json")
-        if tool == "logs":
-            chunk = await c.read_logs(
-                arguments["job_id"],
-                sheet=arguments.get("sheet"),
-                attempt=arguments.get("attempt"),
-                tail_lines=arguments.get("tail_lines", 200),
-                offset=arguments.get("offset"),
-            )
-            return chunk.model_dump(mode="json")
-        if tool == "snapshots":
-            snaps = await c.list_snapshots(arguments.get("job_id"))
-            return {"snapshots": [s.model_dump(mode="json") for s in snaps]}
-        raise PodiumError(f"{tool} needs a running conductor (podium start --detach)")
+        if tool not in self._read_only:
+            raise PodiumError(f"{tool} needs a running conductor (podium start --detach)")
+        return await _call_tool(self._client, tool, arguments)
 
 
 @asynccontextmanager
@@ -160,10 +133,18 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
         async with connect(info) as remote:
             yield remote, info
         return
+    from podium.server.app import PodiumServer
+
     conductor = Conductor(config, dispatch=False, read_only=True)
     await conductor.start()
     try:
-        yield LocalReader(conductor), None
+        server = PodiumServer(conductor)
+        async with Client(server.mcp) as client:
+            tools = (await client.list_tools()).tools
+            read_only = frozenset(
+                t.name for t in tools if t.annotations and t.annotations.read_only_hint
+            )
+            yield LocalReader(client, read_only), None
     finally:
         await conductor.stop()
 

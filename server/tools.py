@@ -17,7 +17,9 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
 from podium.core.conductor import Conductor
+from podium.core.diagnosis import Diagnosis
 from podium.core.errors import PodiumError
+from podium.core.estimate import Estimate
 from podium.core.models import JobDetail, JobStatus, JobSummary, SheetStatus
 from podium.core.snapshots import SnapshotInfo
 from podium.core.views import (
@@ -290,6 +292,26 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
 
+    async def diagnose(job_id: JobId) -> Diagnosis:
+        """Why a job failed or is stuck, in one bounded answer: failing sheets with their
+        cause, failed validations (expected vs found), log lines around each error, waits,
+        and next steps as tool calls."""
+        try:
+            return await conductor.diagnose(job_id)
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def estimate(
+        spec: SpecObject = None, spec_yaml: SpecYaml = None, path: SpecPath = None
+    ) -> Estimate:
+        """Expected duration (DAG simulated with the job's concurrency; critical path) and
+        cost of a spec, from earlier runs of the same job name or instruments; says how many
+        runs it draws on, or that there is no history."""
+        try:
+            return await conductor.estimate(spec=spec, spec_yaml=spec_yaml, path=path)
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
     submit_description = (
         "Run a job in the background: sheets (shell commands or AI CLI runs) with "
         "dependencies, validations and retries. Returns at once; follow with "
@@ -318,6 +340,8 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         _tool(clear_rate_limits, title="Lift rate limits", annotations=_control()),
         _tool(snapshots, title="List snapshots", annotations=_read_only()),
         _tool(logs, title="Read sheet logs", annotations=_read_only()),
+        _tool(diagnose, title="Diagnose a job", annotations=_read_only()),
+        _tool(estimate, title="Estimate a spec", annotations=_read_only()),
     ]
 
 
