@@ -260,8 +260,9 @@ async def test_the_app_approve_button_calls_approve_with_the_spec_arguments(
         "completed_sheets": 0, "failed_sheets": 0, "submitted_at": "2026-01-01T00:00:00.000000Z",
         "started_at": None, "completed_at": None, "pause_reason": None, "error": None,
         "labels": [], "workspace": "/tmp/w", "priority": 5, "sheets_total_matching": 2,
-        "sheets": [sheet, {**sheet, "sheet_num": 2, "name": "ship", "status": "pending",
-                           "depends_on": [1], "instrument": "shell", "waiting_reason": None}],
+        "sheets": [sheet, {**sheet, "sheet_num": 2, "name": "ship", "status": "waiting",
+                           "depends_on": [], "instrument": "shell",
+                           "waiting_reason": "rate_limit"}],
     }  # fmt: skip
     text = [{"type": "text", "text": json.dumps(detail)}]
     result = {"content": text, "structuredContent": detail}
@@ -286,7 +287,10 @@ async def test_the_app_approve_button_calls_approve_with_the_spec_arguments(
         app = page.frame_locator("#app")
         mark = app.locator('#dag g.sheet[data-sheet="1"][data-waiting="approval"] .approval-mark')
         await mark.wait_for(timeout=WAIT_MS)
+        # A sheet waiting for anything else gets the clock, not the approval mark.
         assert await app.locator('#dag g.sheet[data-sheet="2"] .approval-mark').count() == 0
+        assert await app.locator('#dag g.sheet[data-sheet="2"] .clock').count() == 1
+        assert await app.locator('#dag g.sheet[data-sheet="1"] .clock').count() == 0
         await app.locator('#dag g.sheet[data-sheet="2"]').click()
         assert await app.locator("#approval").is_hidden()
         await app.locator('#dag g.sheet[data-sheet="1"]').click()

@@ -54,6 +54,23 @@ async def dashboard(conductor: RunningConductor, fragment: str = "") -> AsyncIte
         assert not errors, errors
 
 
+async def test_a_browser_without_the_login_link_is_refused(conductor: RunningConductor) -> None:
+    link = conductor.login_url()
+    async with chromium() as browser:
+        first = await browser.new_page()
+        assert (await first.goto(link)) is not None
+        assert await first.locator("#view-list").count() == 1
+        stranger = await browser.new_context()
+        page = await stranger.new_page()
+        answer = await page.goto(conductor.base + "/")
+        assert answer is not None and answer.status == 401
+        assert "podium dashboard" in await page.inner_text("body")
+        reused = await page.goto(link)
+        assert reused is not None and reused.status == 401, "the link was used already"
+        events = await page.goto(conductor.base + "/podium/dashboard/events")
+        assert events is not None and events.status == 401
+
+
 async def submit(conductor: RunningConductor, spec: dict[str, Any]) -> dict[str, Any]:
     async with conductor.client() as client:
         return await call(client, "submit_job", {"spec": spec})
