@@ -18,6 +18,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from podium.core.conductor import Conductor, podium_version
 from podium.core.errors import NotFoundError
+from podium.server.app_view import apps_extension
 from podium.server.guard import RequestGuard
 from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job
 from podium.server.prompts import PROMPT_NAMES, register_prompts
@@ -75,6 +76,7 @@ class PodiumServer:
             instructions=" ".join(INSTRUCTIONS.split()),  # one paragraph, not source lines
             subscriptions=self.bus,
             tools=tools,
+            extensions=[apps_extension()],
             **auth,
         )
         self.mcp.middleware.append(

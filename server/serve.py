@@ -30,6 +30,7 @@ from podium.core.models import utcnow
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
+from podium.server.dashboard import Dashboard
 from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
 from podium.server.stdio_input import CancellableStdin
 
@@ -248,11 +249,13 @@ async def _serve_http(
     )
     if options.token:
         add_cli_routes(server.mcp, conductor, options.token)
+    dashboard = Dashboard(server, transport_security(bound), options.token)
+    dashboard.install()
     app = build_http_app(server, transport, bound)
     tracker = ActivityTracker(app)
     uv_config = uvicorn.Config(tracker, log_level="warning", lifespan="on")
     uv = _UvicornServer(uv_config)
-    async with server.running(), anyio.create_task_group() as tg:
+    async with server.running(), dashboard.running(), anyio.create_task_group() as tg:
 
         async def run() -> None:
             await uv.serve(sockets=[sock])
@@ -270,6 +273,8 @@ async def _serve_http(
                 await stop.wait()
             if not stop.is_set():
                 await wait_until_idle(conductor, tracker, _minutes(idle_exit_minutes))
+            # Open dashboard event streams end first; uvicorn waits for open responses.
+            dashboard.close()
             uv.should_exit = True
 
         tg.start_soon(run)

@@ -29,6 +29,7 @@ from podium.core.views import (
     SubmittedJob,
     ValidationReport,
 )
+from podium.server.app_view import JOB_VIEW_URI
 from podium.server.schemas import compact_input_schema, model_output_schema
 
 SPEC_EXAMPLE = """\
@@ -57,6 +58,10 @@ SpecObject = Annotated[
 ]
 SpecYaml = Annotated[str | None, Field(description="the spec as YAML/JSON text")]
 SpecPath = Annotated[str | None, Field(description="a spec file in an allowed root")]
+# Tools whose result an MCP Apps host renders with the job view page.
+APP_VIEW: dict[str, Any] = {"ui": {"resourceUri": JOB_VIEW_URI}}
+# A DAG is drawn whole: show_job returns every sheet up to this many.
+SHOW_SHEET_LIMIT = 1000
 JobId = str  # the name says it all; a description here costs every agent, every session
 
 
@@ -110,6 +115,7 @@ def _tool(
     annotations: ToolAnnotations,
     output: tuple[type[BaseModel], ...] = (),
     description: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Tool:
     tool = Tool.from_function(
         fn,
@@ -117,6 +123,7 @@ def _tool(
         # Docstrings wrap for the source, not for agents: one line each.
         description=description or " ".join((fn.__doc__ or "").split()),
         annotations=annotations,
+        meta=meta,
     )
     tool.parameters = compact_input_schema(tool.parameters)
     # `FuncMetadata` fields are read live; the result is still validated against the model.
@@ -312,6 +319,24 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
 
+    async def show_job(job_id: JobId) -> JobDetail:
+        """A job with every sheet (up to 1000), shown as a live view (DAG, timeline, logs,
+        controls) by hosts that support MCP Apps."""
+        try:
+            return await conductor.get_job(job_id, sheet_limit=SHOW_SHEET_LIMIT)
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def show_jobs(
+        status: JobStatuses = None,
+        name: Annotated[str | None, Field(description="spec name")] = None,
+        label: str | None = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """list_jobs, shown as a live job list by hosts that support MCP Apps."""
+        return await list_jobs(status=status, name=name, label=label, limit=limit, cursor=cursor)
+
     submit_description = (
         "Run a job in the background: sheets (shell commands or AI CLI runs) with "
         "dependencies, validations and retries. Returns at once; follow with "
@@ -342,6 +367,8 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         _tool(logs, title="Read sheet logs", annotations=_read_only()),
         _tool(diagnose, title="Diagnose a job", annotations=_read_only()),
         _tool(estimate, title="Estimate a spec", annotations=_read_only()),
+        _tool(show_job, title="Show a job", annotations=_read_only(), meta=APP_VIEW),
+        _tool(show_jobs, title="Show jobs", annotations=_read_only(), meta=APP_VIEW),
     ]
 
 

@@ -38,7 +38,9 @@ FIRST_SURFACE = {
     "submit_job", "validate_spec", "list_jobs", "status", "pause", "resume", "cancel", "clear",
     "clear_rate_limits", "snapshots", "logs",
 }  # fmt: skip
-ADDED_TOOL_BUDGETS = {"diagnose": 3_300, "estimate": 2_000}
+# show_job and show_jobs (issue 14) publish the job detail / job list output schemas, which
+# an Apps host needs to render them; their descriptions are one line each.
+ADDED_TOOL_BUDGETS = {"diagnose": 3_300, "estimate": 2_000, "show_job": 1_750, "show_jobs": 1_350}
 TOOLS_LIST_BUDGET = TOOLS_LIST_BEFORE // 2 + sum(ADDED_TOOL_BUDGETS.values())
 
 FAKE_AGENT_PROFILE = """\

@@ -39,8 +39,15 @@ TOOLS = {
     "clear_rate_limits",
     "snapshots",
     "logs",
+    "diagnose",
+    "estimate",
+    "show_job",
+    "show_jobs",
 }
-READ_ONLY = {"status", "list_jobs", "logs", "snapshots", "validate_spec"}
+READ_ONLY = {
+    "status", "list_jobs", "logs", "snapshots", "validate_spec", "diagnose", "estimate",
+    "show_job", "show_jobs",
+}  # fmt: skip
 DESTRUCTIVE = {"cancel", "clear"}
 MUST_BE_IDEMPOTENT = {"pause", "resume", "cancel"} | READ_ONLY
 
@@ -281,6 +288,8 @@ async def test_list_tools_exact_surface_and_truthful_annotations(mcp: Harness) -
     for name in ("pause", "resume", "cancel"):
         assert out[name] >= SUMMARY_FIELDS, name
     assert out["list_jobs"] >= {"jobs", "next_cursor"}
+    assert out["show_jobs"] >= {"jobs", "next_cursor"}
+    assert out["show_job"] >= DETAIL_FIELDS
     assert out["validate_spec"] >= {"valid", "errors", "sheets"}
     assert out["clear"] >= {"deleted", "job_ids"}
     assert out["clear_rate_limits"] >= {"cleared"}
