@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from podium.core.checkpoint import read_checkpoint
 from podium.core.models import UtcTime, utcnow
-from podium.core.spec.loader import redact_spec
-from podium.core.store.interfaces import StateBackend
+from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -33,9 +33,9 @@ class SnapshotInfo(BaseModel):
 
 
 class SnapshotStore:
-    def __init__(self, root: Path, backend: StateBackend, logs_root: Path) -> None:
+    def __init__(self, root: Path, store: Store, logs_root: Path) -> None:
         self.root = root
-        self._backend = backend
+        self._store = store
         self._logs_root = logs_root
 
     def _job_dir(self, job_id: str) -> Path:
@@ -44,16 +44,15 @@ class SnapshotStore:
     async def capture(
         self, job_id: str, workspace: str | Path | None, config_path: str | Path | None
     ) -> SnapshotInfo | None:
-        checkpoint = await self._backend.load(job_id)
+        checkpoint = await read_checkpoint(self._store, job_id)
         if checkpoint is None:
             return None
-        history = await self._backend.get_execution_history(job_id, limit=HISTORY_LIMIT)
+        attempts, _ = await self._store.get_history(job_id, None, HISTORY_LIMIT, 0)
+        history = [a.entry() for a in attempts]
         created = utcnow()
         snapshot_id = created.strftime(_ID_FORMAT)
         target = self._job_dir(job_id) / snapshot_id
         detail = checkpoint.model_dump(mode="json")
-        if detail.get("spec") is not None:
-            detail["spec"] = redact_spec(detail["spec"])
         validations = [
             {
                 "sheet_num": h.sheet_num,
@@ -110,6 +109,13 @@ class SnapshotStore:
             if info.snapshot_id == snapshot_id:
                 return info
         return None
+
+    def next_expiry(self, max_age_hours: float) -> datetime | None:
+        """When the oldest snapshot kept now runs out its TTL (None when there is none)."""
+        snapshots = self.list_snapshots()
+        if not snapshots:
+            return None
+        return min(s.created_at for s in snapshots) + timedelta(hours=max_age_hours)
 
     def cleanup(self, max_age_hours: float, now: datetime | None = None) -> int:
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=max_age_hours)

@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from helpers import wait_for_job
+from helpers import wait_for_job, write_rows
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import HomeLockedError
 from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow
-from podium.core.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -480,31 +480,31 @@ async def test_recovery_kills_a_recorded_group_only_if_it_is_still_ours(
 
         # Leave the store as a conductor that died mid-attempt would: the job and sheet
         # running, the attempt in flight with its recorded process group.
-        store = await SQLiteStore.open(make_config().db_path)
+        store = await open_store(make_config())
         try:
             job = await store.get_job(job_id)
             assert job is not None
             (sheet,) = await store.get_sheets(job_id)
-            now = utcnow()
-            job.status, job.pause_reason, job.started_at, job.updated_at = (
-                JobStatus.RUNNING,
-                None,
-                now,
-                now,
-            )
-            sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
-            attempt = AttemptRow(
-                job_id=job_id,
-                sheet_num=1,
-                attempt=1,
-                started_at=now,
-                pid=stranger.pid,
-                pgid=pgid,
-                pid_start_time=start_time,
-            )
-            await store.write(job, [sheet], [attempt])
         finally:
             await store.close()
+        now = utcnow()
+        job.status, job.pause_reason, job.started_at, job.updated_at = (
+            JobStatus.RUNNING,
+            None,
+            now,
+            now,
+        )
+        sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+        attempt = AttemptRow(
+            job_id=job_id,
+            sheet_num=1,
+            attempt=1,
+            started_at=now,
+            pid=stranger.pid,
+            pgid=pgid,
+            pid_start_time=start_time,
+        )
+        await write_rows(make_config(), jobs=[job], sheets=[sheet], new_attempts=[attempt])
 
         conductor = Conductor(make_config())
         await conductor.start()
@@ -565,18 +565,18 @@ async def test_recovery_finds_an_unrecorded_group_by_its_attempt_mark(
     grandchild = int(pid_file.read_text())
     unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        store = await SQLiteStore.open(config.db_path)
+        store = await open_store(config)
         try:
             job = await store.get_job(job_id)
             assert job is not None
             (sheet,) = await store.get_sheets(job_id)
-            now = utcnow()
-            job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
-            sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
-            attempt = AttemptRow(job_id=job_id, sheet_num=1, attempt=1, started_at=now)
-            await store.write(job, [sheet], [attempt])
         finally:
             await store.close()
+        now = utcnow()
+        job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
+        sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+        attempt = AttemptRow(job_id=job_id, sheet_num=1, attempt=1, started_at=now)
+        await write_rows(config, jobs=[job], sheets=[sheet], new_attempts=[attempt])
 
         async with Conductor(make_config()) as conductor:
             assert live_group_members(leader.pid) == []

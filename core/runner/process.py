@@ -8,6 +8,7 @@ groups that can never be ours (SPEC §9 trap 10).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal as signal_mod
 import subprocess
@@ -26,7 +27,9 @@ from podium.core.models import utcnow
 from podium.core.runner.logs import CappedLog, TailBuffer
 
 STDOUT_TAIL_BYTES = 4096
-_POLL_SECONDS = 0.05
+# While a group is being emptied, how often to look again (doubling up to the maximum).
+_FIRST_LOOK_SECONDS = 0.002
+_MAX_LOOK_SECONDS = 0.1
 # After SIGKILL, or after the leader exits, how long to wait for the rest to go away.
 _SETTLE_SECONDS = 2.0
 # Create-time comparison slack: psutil derives it from clock ticks since boot.
@@ -79,6 +82,20 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether group `pgid` has a live (non-zombie) member. `killpg(pgid, 0)` answers for the
+    common case, an empty group, without looking at any process; only a group that still
+    has members (which may all be zombies nobody reaped yet) is looked at process by
+    process."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # a group of another user's processes is not one we created
+    return bool(group_members(pgid))
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) pids in process group `pgid`."""
     members: list[int] = []
@@ -96,19 +113,22 @@ def group_members(pgid: int) -> list[int]:
 
 async def _wait_until_empty(pgid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
+    pause = _FIRST_LOOK_SECONDS
     while True:
-        if not group_members(pgid):
+        if not group_alive(pgid):
             return True
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False
-        await anyio.sleep(_POLL_SECONDS)
+        await anyio.sleep(min(pause, left))
+        pause = min(pause * 2, _MAX_LOOK_SECONDS)
 
 
 async def terminate_group(pgid: int, grace_seconds: float) -> None:
     """SIGCONT + SIGTERM the group, SIGKILL whatever is left after the grace period."""
     # Signal only while live members exist: they pin the pgid, so it cannot have been reused
     # for somebody else's group since we created it.
-    if not group_members(pgid):
+    if not group_alive(pgid):
         return
     signal_group(pgid, signal_mod.SIGCONT)  # a stopped process never handles SIGTERM
     if not signal_group(pgid, signal_mod.SIGTERM):
@@ -122,7 +142,7 @@ async def terminate_group(pgid: int, grace_seconds: float) -> None:
 def _kill_group_now(pgid: int) -> None:
     """Last resort when async cleanup cannot run: SIGKILL without waiting."""
     with contextlib.suppress(UnsafeKillError):
-        if group_members(pgid):
+        if group_alive(pgid):
             signal_group(pgid, signal_mod.SIGKILL)
 
 
@@ -153,6 +173,7 @@ class RunControl:
         self._suspended_since: float | None = None
         self._suspended_total = 0.0
         self._cancel_event: anyio.Event | None = None
+        self._listener: anyio.Event | None = None
 
     async def wait_cancel_requested(self) -> None:
         if self._cancel_event is None:
@@ -178,17 +199,35 @@ class RunControl:
             signal_group(self._pgid, signal_mod.SIGSTOP)
 
     async def resume(self) -> None:
+        self.resume_now()
+
+    def resume_now(self) -> None:
+        """SIGCONT the suspended group (nothing to wait for)."""
         if not self._suspended:
             return
         self._suspended = False
         if self._pgid is not None:
             signal_group(self._pgid, signal_mod.SIGCONT)
         self._close_suspension(time.monotonic())
+        self._notify()
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
         if self._cancel_event is not None:
             self._cancel_event.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        # Wakes a supervisor waiting for "something changed" (cancel, end of a suspension).
+        if self._listener is not None:
+            self._listener.set()
+
+    def listen(self, event: anyio.Event) -> None:
+        """Set `event` at the next cancel request or resume (at once if a cancel is already
+        requested)."""
+        self._listener = event
+        if self._cancel_requested:
+            event.set()
 
     def suspended_seconds(self, now: float) -> float:
         """Time spent suspended since the process was spawned (monotonic clock)."""
@@ -290,22 +329,77 @@ async def _execute(
         result.spawn_error = "empty command line"
         return result
     try:
-        proc = await anyio.open_process(
-            list(argv),
-            # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
-            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-        )
+        # Shielded: a cancellation landing inside the spawn would let the SDK kill the leader
+        # alone, leaving whatever it had already started running in its group. Once the spawn
+        # returns, the try/finally below owns the group, whatever happens next.
+        with anyio.CancelScope(shield=True):
+            proc = await anyio.open_process(
+                list(argv),
+                # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
+                stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+            )
     except OSError as exc:
         result.spawn_error = _spawn_error_text(argv, exc)
         return result
+    try:
+        await _supervise(
+            proc,
+            result,
+            stdin_data=stdin_data,
+            on_output=on_output,
+            timeout_seconds=timeout_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+            kill_grace_seconds=kill_grace_seconds,
+            control=control,
+            on_spawn=on_spawn,
+        )
+    finally:
+        # start_new_session makes the child the leader of a group with its pid.
+        pgid = proc.pid
+        try:
+            with anyio.CancelScope(shield=True):
+                if control is not None:
+                    control._detach()
+                # Covers cancellation of this coroutine and errors from on_spawn.
+                await terminate_group(pgid, kill_grace_seconds)
+                with anyio.move_on_after(_SETTLE_SECONDS):
+                    await proc.aclose()
+        except BaseException:
+            # A repeated native asyncio cancel can break through the shield; still leave
+            # nothing running behind.
+            _kill_group_now(pgid)
+            raise
 
+    code = proc.returncode
+    if code is not None:
+        if code < 0:
+            result.signal = -code
+        else:
+            result.exit_code = code
+    return result
+
+
+async def _supervise(
+    proc: anyio.abc.Process,
+    result: _Execution,
+    *,
+    stdin_data: bytes | None,
+    on_output: Callable[[bytes, bool], None],
+    timeout_seconds: float | None,
+    idle_timeout_seconds: float | None,
+    kill_grace_seconds: float,
+    control: RunControl | None,
+    on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+) -> None:
+    """Pump output, wait for the leader to exit, and stop the group on cancel or timeout.
+    Waits on events and on the next deadline only: a running sheet costs no timer wake-ups."""
     spawned_at = time.monotonic()
-    pgid = proc.pid  # start_new_session makes the child the leader of a group with its pid
+    pgid = proc.pid
 
     def running_time() -> float:
         now = time.monotonic()
@@ -315,6 +409,7 @@ async def _execute(
     last_output = 0.0  # running time at the last output, for the idle timeout
     open_streams = 0
     drained = anyio.Event()
+    exited = anyio.Event()
 
     async def pump(stream: anyio.abc.ByteReceiveStream, is_stdout: bool) -> None:
         nonlocal last_output, open_streams
@@ -337,28 +432,50 @@ async def _execute(
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await stream.aclose()
 
+    wakeup = anyio.Event()
+
+    async def wait_exit() -> None:
+        await proc.wait()
+        exited.set()
+        wakeup.set()
+
+    def next_deadline() -> float | None:
+        """Seconds of running time until a timeout would fire (None: no timeout)."""
+        now = running_time()
+        left = []
+        if timeout_seconds is not None:
+            left.append(timeout_seconds - now)
+        if idle_timeout_seconds is not None:
+            left.append(idle_timeout_seconds - (now - last_output))
+        return min(left) if left else None
+
     async def supervise() -> None:
-        while proc.returncode is None:
-            with anyio.move_on_after(_POLL_SECONDS):
-                await proc.wait()
-            if proc.returncode is not None:
-                break
+        nonlocal wakeup
+        while not exited.is_set():
             if control is not None and control.cancel_requested:
                 result.cancelled = True
-            elif timeout_seconds is not None and running_time() >= timeout_seconds:
-                result.timed_out = True
-            elif (
-                idle_timeout_seconds is not None
-                and running_time() - last_output >= idle_timeout_seconds
-            ):
-                result.idle_timed_out = True
             else:
-                continue
+                left = next_deadline()
+                if left is None or left > 0:
+                    # Sleep until the process exits, a cancel or resume arrives, or the
+                    # next timeout is due; then look again.
+                    wakeup = anyio.Event()
+                    if exited.is_set():
+                        break
+                    if control is not None:
+                        control.listen(wakeup)
+                    with anyio.move_on_after(left if left is not None else math.inf):
+                        await wakeup.wait()
+                    continue
+                if timeout_seconds is not None and running_time() >= timeout_seconds:
+                    result.timed_out = True
+                else:
+                    result.idle_timed_out = True
             if control is not None:
                 control._detach()
             await terminate_group(pgid, kill_grace_seconds)
             with anyio.move_on_after(_SETTLE_SECONDS):
-                await proc.wait()
+                await exited.wait()
             break
 
         result.duration_seconds = running_time()
@@ -371,54 +488,32 @@ async def _execute(
             await drained.wait()
 
     hook_error: Exception | None = None
-    try:
-        if control is not None:
-            control._attach(pgid)
-        async with anyio.create_task_group() as tg:
-            for stream, is_stdout in ((proc.stdout, True), (proc.stderr, False)):
-                if stream is not None:
-                    open_streams += 1
-                    tg.start_soon(pump, stream, is_stdout)
-            if open_streams == 0:
-                drained.set()
-            if proc.stdin is not None:
-                tg.start_soon(feed, proc.stdin, stdin_data or b"")
-            try:
-                if on_spawn is not None:
-                    await on_spawn(ProcessGroupRef(proc.pid, pgid, _create_time(proc.pid)))
-            except Exception as exc:
-                # Raised below, outside the task group, so the caller sees it unwrapped; the
-                # finally block still terminates the group.
-                hook_error = exc
-            else:
-                await supervise()
-            # Output pipes still open now are held by a process that left our group; stop
-            # reading rather than wait for it.
-            tg.cancel_scope.cancel()
-        if hook_error is not None:
-            raise hook_error
-    finally:
+    if control is not None:
+        control._attach(pgid)
+    async with anyio.create_task_group() as tg:
+        for stream, is_stdout in ((proc.stdout, True), (proc.stderr, False)):
+            if stream is not None:
+                open_streams += 1
+                tg.start_soon(pump, stream, is_stdout)
+        if open_streams == 0:
+            drained.set()
+        if proc.stdin is not None:
+            tg.start_soon(feed, proc.stdin, stdin_data or b"")
+        tg.start_soon(wait_exit)
         try:
-            with anyio.CancelScope(shield=True):
-                if control is not None:
-                    control._detach()
-                # Covers cancellation of this coroutine and errors from on_spawn.
-                await terminate_group(pgid, kill_grace_seconds)
-                with anyio.move_on_after(_SETTLE_SECONDS):
-                    await proc.aclose()
-        except BaseException:
-            # A repeated native asyncio cancel can break through the shield; still leave
-            # nothing running behind.
-            _kill_group_now(pgid)
-            raise
-
-    code = proc.returncode
-    if code is not None:
-        if code < 0:
-            result.signal = -code
+            if on_spawn is not None:
+                await on_spawn(ProcessGroupRef(proc.pid, pgid, _create_time(proc.pid)))
+        except Exception as exc:
+            # Raised below, outside the task group, so the caller sees it unwrapped; the
+            # caller's finally block still terminates the group.
+            hook_error = exc
         else:
-            result.exit_code = code
-    return result
+            await supervise()
+        # Output pipes still open now are held by a process that left our group; stop
+        # reading rather than wait for it.
+        tg.cancel_scope.cancel()
+    if hook_error is not None:
+        raise hook_error
 
 
 def _create_time(pid: int) -> float:

@@ -1,0 +1,604 @@
+"""The ONE writer of job, sheet, attempt and hold rows.
+
+Every change is an `Op`: a rule run against a `Tx` (a view of committed rows with the op's
+own edits on top). Ops queue up; the writer runs whatever has queued as one group: each op's
+edits become a `WriteBatch`, the group is committed in one transaction (each batch all or
+nothing), then, for every batch that committed, the in-memory state and ready index take the
+new rows and the change events go out, in that order. A batch refused because a row moved on
+(another writer on the same store) gets its jobs reloaded and its op re-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+
+from podium.core.engine.state import EngineState, JobState
+from podium.core.errors import ConflictError, NotFoundError, PodiumError
+from podium.core.events import ChangeEvent, EventBus
+from podium.core.models import SheetStatus, utcnow
+from podium.core.spec.loader import LoadedSpec, load_spec
+from podium.core.store.base import Conflict, NewJob, Store, WriteBatch
+from podium.core.store.rows import AttemptRow, HoldRow, JobRecord, JobRow, SheetRow, clone
+
+log = structlog.get_logger("podium.writer")
+
+R = TypeVar("R")
+MAX_GROUP = 256
+MAX_CONFLICT_RETRIES = 20
+AttemptKey = tuple[str, int, int]
+
+
+@dataclass
+class Op(Generic[R]):
+    """A change to make: `apply` reads and edits rows through the `Tx` and returns what the
+    caller gets back once the change is committed. It may run more than once (after a
+    conflict), so it must not act on the world itself; `tx.after` schedules what runs once
+    the commit is done."""
+
+    apply: Callable[[Tx], R]
+    jobs: Sequence[str] = ()  # jobs the op reads as a whole (rows, sheets and spec)
+    job_rows: Sequence[str] = ()  # jobs the op needs only the row of
+    name: str = "op"
+
+
+class _Layer:
+    """Rows edited but not yet committed, keyed by identity."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRow] = {}
+        self.sheets: dict[tuple[str, int], SheetRow] = {}
+        self.attempts: dict[AttemptKey, AttemptRow] = {}
+        self.holds: dict[str, HoldRow | None] = {}
+
+
+class Tx:
+    """One op's view: its own edits, over earlier ops of the same group, over what is
+    committed. Reads return rows to look at; `edit_*` returns a copy to change."""
+
+    def __init__(self, writer: Writer, group: _Layer, loose: dict[str, JobRow], now: datetime):
+        self.now = now
+        self._state = writer.state
+        self._group = group
+        self._loose = loose
+        self._own = _Layer()
+        self.new_jobs: list[NewJob] = []
+        self.new_specs: dict[str, LoadedSpec] = {}
+        self.specs: dict[str, LoadedSpec] = {}  # replaced specs
+        self.new_sheets: list[SheetRow] = []
+        self._added: dict[tuple[str, int], SheetRow] = {}
+        self.new_attempts: list[AttemptRow] = []
+        self.deleted_jobs: list[JobRow] = []
+        self.events: list[ChangeEvent] = []
+        self._after: list[Callable[[], None]] = []
+
+    # ----- reading ---------------------------------------------------------------------------
+
+    def state(self, job_id: str) -> JobState:
+        found = self._state.jobs.get(job_id)
+        if found is None:
+            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+        return found
+
+    def has_job(self, job_id: str) -> bool:
+        return (
+            job_id in self._own.jobs
+            or job_id in self._group.jobs
+            or job_id in self._state.jobs
+            or job_id in self._loose
+        )
+
+    def job(self, job_id: str) -> JobRow:
+        for layer in (self._own.jobs, self._group.jobs):
+            if job_id in layer:
+                return layer[job_id]
+        found = self._state.jobs.get(job_id)
+        if found is not None:
+            return found.job
+        loose = self._loose.get(job_id)
+        if loose is None:
+            raise NotFoundError(f"job_id: no job {job_id!r} (list_jobs shows the known jobs)")
+        return loose
+
+    def sheet(self, job_id: str, sheet_num: int) -> SheetRow:
+        key = (job_id, sheet_num)
+        added = self._added.get(key)
+        if added is not None:
+            return added
+        for layer in (self._own.sheets, self._group.sheets):
+            if key in layer:
+                return layer[key]
+        return self.state(job_id).sheets[sheet_num]
+
+    def sheets(self, job_id: str) -> dict[int, SheetRow]:
+        """Every sheet of the job as this op sees it (O(sheets): not for the hot path)."""
+        merged = dict(self.state(job_id).sheets)
+        for layer in (self._group.sheets, self._own.sheets):
+            for (jid, num), row in layer.items():
+                if jid == job_id:
+                    merged[num] = row
+        for row in self.new_sheets:
+            if row.job_id == job_id:
+                merged[row.sheet_num] = row
+        return merged
+
+    def open_sheets(self, job_id: str) -> int:
+        """Sheets of the job not terminal, counting this op's and the group's edits."""
+        state = self.state(job_id)
+        count = state.open_sheets
+        seen: set[int] = set()
+        for layer in (self._own.sheets, self._group.sheets):
+            for (jid, num), row in layer.items():
+                if jid != job_id or num in seen:
+                    continue
+                seen.add(num)
+                before = state.sheets[num].status.is_terminal
+                count += int(before) - int(row.status.is_terminal)
+        count += sum(1 for r in self.new_sheets if r.job_id == job_id and not r.status.is_terminal)
+        return count
+
+    def attempt(self, key: AttemptKey) -> AttemptRow | None:
+        for layer in (self._own.attempts, self._group.attempts):
+            if key in layer:
+                return layer[key]
+        return self._state.attempts.get(key)
+
+    def hold(self, key: str) -> HoldRow | None:
+        for layer in (self._own.holds, self._group.holds):
+            if key in layer:
+                return layer[key]
+        return self._state.holds.get(key)
+
+    def holds(self) -> dict[str, HoldRow]:
+        merged: dict[str, HoldRow | None] = dict(self._state.holds)
+        merged.update(self._group.holds)
+        merged.update(self._own.holds)
+        return {k: v for k, v in merged.items() if v is not None}
+
+    # ----- editing ---------------------------------------------------------------------------
+
+    def edit_job(self, job_id: str) -> JobRow:
+        row = self._own.jobs.get(job_id)
+        if row is None:
+            row = self._own.jobs[job_id] = clone(self.job(job_id))
+        return row
+
+    def lock_job(self, job_id: str) -> None:
+        """Write the job row (its version) with this op even if nothing in it changes: every
+        change to a job's sheets is then serialised against every other writer of the job, so
+        no rule ever decides on sheets another writer has changed meanwhile."""
+        self.edit_job(job_id)
+
+    def edit_sheet(self, job_id: str, sheet_num: int) -> SheetRow:
+        key = (job_id, sheet_num)
+        added = self._added.get(key)
+        if added is not None:
+            return added  # inserted by this op: still ours to change
+        row = self._own.sheets.get(key)
+        if row is None:
+            row = self._own.sheets[key] = clone(self.sheet(job_id, sheet_num))
+            self.lock_job(job_id)
+        return row
+
+    def add_sheet(self, row: SheetRow) -> None:
+        self.new_sheets.append(row)
+        self._added[(row.job_id, row.sheet_num)] = row
+        self.lock_job(row.job_id)
+
+    def add_attempt(self, row: AttemptRow) -> None:
+        self.new_attempts.append(row)
+        self._own.attempts[(row.job_id, row.sheet_num, row.attempt)] = row
+        self.lock_job(row.job_id)
+
+    def edit_attempt(self, row: AttemptRow, *, lock_job: bool = True) -> AttemptRow:
+        """A copy of `row` (read here or from the store) to change and write back."""
+        key = (row.job_id, row.sheet_num, row.attempt)
+        own = self._own.attempts.get(key)
+        if own is not None:
+            return own
+        current = self.attempt(key) or row
+        edited = self._own.attempts[key] = clone(current)
+        if lock_job:
+            self.lock_job(row.job_id)
+        return edited
+
+    def put_hold(self, row: HoldRow) -> None:
+        self._own.holds[row.hold_key] = row
+
+    def delete_hold(self, key: str) -> None:
+        if self.hold(key) is not None:
+            self._own.holds[key] = None
+
+    def insert_job(self, job: JobRow, sheets: list[SheetRow], spec: LoadedSpec) -> None:
+        self.new_jobs.append(NewJob(job, spec.to_storable(), sheets))
+        self.new_specs[job.job_id] = spec
+
+    def replace_spec(self, job_id: str, spec: LoadedSpec) -> None:
+        self.specs[job_id] = spec
+        self.lock_job(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        self.deleted_jobs.append(self.job(job_id))
+
+    def publish(self, event: ChangeEvent) -> None:
+        self.events.append(event)
+
+    def after(self, action: Callable[[], None]) -> None:
+        """Run `action` once this op's changes are committed and applied."""
+        self._after.append(action)
+
+    # ----- finishing -------------------------------------------------------------------------
+
+    def batch(self) -> WriteBatch:
+        own = self._own
+        inserted = {(a.job_id, a.sheet_num, a.attempt) for a in self.new_attempts}
+        batch = WriteBatch(
+            new_jobs=list(self.new_jobs),
+            jobs=[j for j in own.jobs.values() if j.version != 0],
+            specs={jid: spec.to_storable() for jid, spec in self.specs.items()},
+            new_sheets=list(self.new_sheets),
+            sheets=list(own.sheets.values()),
+            new_attempts=list(self.new_attempts),
+            attempts=[a for k, a in own.attempts.items() if k not in inserted],
+            holds=[h for h in own.holds.values() if h is not None],
+            deleted_holds=[],
+            deleted_jobs=list(self.deleted_jobs),
+        )
+        for key, hold in own.holds.items():
+            if hold is None:
+                existing = self._group.holds.get(key) or self._state.holds.get(key)
+                if existing is not None:
+                    batch.deleted_holds.append(existing)
+        return batch
+
+    def merge_into(self, group: _Layer) -> None:
+        """Later ops of the group see this op's rows as they will be once committed."""
+        for jid, job in self._own.jobs.items():
+            group.jobs[jid] = _bumped(job)
+        for key, sheet in self._own.sheets.items():
+            group.sheets[key] = _bumped(sheet)
+        for akey, attempt in self._own.attempts.items():
+            group.attempts[akey] = _bumped(attempt)
+        for hkey, hold in self._own.holds.items():
+            group.holds[hkey] = None if hold is None else _bumped(hold)
+        for row in self.new_sheets:
+            group.sheets[(row.job_id, row.sheet_num)] = _bumped(row)
+
+    def touched_jobs(self) -> set[str]:
+        jobs = set(self._own.jobs) | {n.job.job_id for n in self.new_jobs}
+        return jobs | {j.job_id for j in self.deleted_jobs}
+
+    def own(self) -> _Layer:
+        return self._own
+
+    def actions(self) -> list[Callable[[], None]]:
+        return self._after
+
+
+_Row = TypeVar("_Row", JobRow, SheetRow, AttemptRow, HoldRow)
+
+
+def _bumped(row: _Row) -> _Row:
+    copy = clone(row)
+    copy.version += 1
+    return copy
+
+
+@dataclass
+class _Pending(Generic[R]):
+    op: Op[R]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+    conflicts: int = 0
+
+
+class Writer:
+    """Runs ops in groups (see the module docstring). `run` must be called while `serve`
+    runs in a task (the engine starts it)."""
+
+    def __init__(
+        self,
+        store: Store,
+        state: EngineState,
+        events: EventBus,
+        load: Callable[[dict[str, Any]], LoadedSpec] | None = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.events = events
+        self._load_spec = load or (lambda data: load_spec(data=data))
+        self._queue: list[_Pending[Any]] = []
+        self._wake = anyio.Event()
+        self._serving = False
+        self._closed = False
+        self.on_commit: Callable[[], None] = lambda: None
+        # Called with a job's row when it is done with: terminal, nothing of it running.
+        self.on_finished: Callable[[JobRow], None] = lambda job: None
+        # Counters for tests and benchmarks: transactions and conflicts seen.
+        self.commits = 0
+        self.conflicts = 0
+
+    async def run(self, op: Op[R]) -> R:
+        if self._closed or not self._serving:
+            raise PodiumError("the conductor is not running; no change can be made now")
+        pending: _Pending[R] = _Pending(op)
+        self._queue.append(pending)
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            # Once queued, an op is committed or refused; its caller learns which.
+            await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[no-any-return]
+
+    def submit_nowait(self, op: Op[Any]) -> None:
+        """Queue an op whose outcome nobody waits for (e.g. a process record)."""
+        if not self._closed:
+            self._queue.append(_Pending(op))
+            self._wake.set()
+
+    async def serve(self) -> None:
+        self._serving = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._queue:
+                    group = self._queue[:MAX_GROUP]
+                    del self._queue[: len(group)]
+                    with anyio.CancelScope(shield=True):
+                        await self._process(group)
+        finally:
+            self._serving = False
+            self._closed = True
+            for pending in self._queue:
+                pending.error = PodiumError("the conductor stopped before this change was made")
+                pending.done.set()
+            self._queue.clear()
+
+    # ----- one group ---------------------------------------------------------------------
+
+    async def _process(self, group: list[_Pending[Any]]) -> None:
+        loose = await self._prepare(group)
+        now = utcnow()
+        overlay = _Layer()
+        ran: list[tuple[_Pending[Any], Tx, WriteBatch]] = []
+        for pending in group:
+            tx = Tx(self, overlay, loose, now)
+            try:
+                pending.result = pending.op.apply(tx)
+            except Exception as exc:
+                pending.error = exc
+                pending.done.set()
+                continue
+            tx.merge_into(overlay)
+            ran.append((pending, tx, tx.batch()))
+        todo = [item for item in ran if item[2]]
+        results: list[Conflict | None] = []
+        if todo:
+            try:
+                results = await self.store.commit([batch for _, _, batch in todo])
+            except Exception as exc:
+                await self._isolate([p for p, _, _ in ran], exc)
+                return
+            self.commits += 1
+        outcome = dict(zip((id(p) for p, _, _ in todo), results, strict=True))
+        retry: list[_Pending[Any]] = []
+        for pending, tx, batch in ran:
+            conflict = outcome.get(id(pending))
+            if conflict is None:
+                self._apply(tx, batch)
+                pending.done.set()
+                continue
+            self.conflicts += 1
+            pending.conflicts += 1
+            log.info(
+                "write refused, retrying",
+                op=pending.op.name,
+                table=conflict.table,
+                key=conflict.key,
+            )
+            retry.append(pending)
+        if retry:
+            await self._refresh(retry)
+            for pending in retry:
+                if pending.conflicts > MAX_CONFLICT_RETRIES:
+                    pending.error = ConflictError(
+                        f"{pending.op.name}: the rows kept changing under this change; try again"
+                    )
+                    pending.done.set()
+            self._queue[:0] = [p for p in retry if not p.done.is_set()]
+            self._wake.set()
+        self.on_commit()
+
+    async def _isolate(self, ran: list[_Pending[Any]], exc: Exception) -> None:
+        """The group failed as a whole, not by a conflict (e.g. a batch broke a constraint):
+        nothing of it was applied, so run each op alone and only the faulty one fails."""
+        if len(ran) == 1:
+            ran[0].error = exc
+            ran[0].done.set()
+            return
+        for pending in ran:
+            pending.result = None
+            await self._process([pending])
+
+    async def _prepare(self, group: list[_Pending[Any]]) -> dict[str, JobRow]:
+        loose: dict[str, JobRow] = {}
+        for pending in group:
+            for job_id in pending.op.jobs:
+                if job_id not in self.state.jobs:
+                    await self.load(job_id)
+            for job_id in pending.op.job_rows:
+                if job_id not in self.state.jobs and job_id not in loose:
+                    row = await self.store.get_job(job_id)
+                    if row is not None:
+                        loose[job_id] = row
+        return loose
+
+    async def load(self, job_id: str) -> JobState | None:
+        """Take a job in hand from the store (its rows, and its spec typed)."""
+        record = await self.store.load_job(job_id)
+        if record is None:
+            self.state.jobs.pop(job_id, None)
+            return None
+        job_state = await self._job_state(record)
+        self.state.add(job_state)
+        return job_state
+
+    async def _job_state(self, record: JobRecord, spec: LoadedSpec | None = None) -> JobState:
+        error = record.spec_error
+        if spec is None and error is None:
+            cached = self.state.jobs.get(record.job.job_id)
+            if (
+                cached is not None
+                and cached.spec is not None
+                and (cached.job.spec_fingerprint == record.job.spec_fingerprint)
+            ):
+                spec = cached.spec
+            else:
+                data = record.spec or {}
+                try:
+                    spec = await anyio.to_thread.run_sync(self._load_spec, data)
+                except Exception as exc:  # any failure to load fails that job alone
+                    error = str(exc)
+        state = JobState(record.job, record.sheets, spec, error)
+        state.replace_job(record.job)
+        return state
+
+    async def _refresh(self, retry: list[_Pending[Any]]) -> None:
+        """After a conflict: re-read what the refused ops touched."""
+        jobs: set[str] = set()
+        for pending in retry:
+            jobs.update(pending.op.jobs)
+            jobs.update(pending.op.job_rows)
+        for job_id in jobs:
+            if job_id in self.state.jobs:
+                await self.load(job_id)
+        self.state.holds = {h.hold_key: h for h in await self.store.holds()}
+        live = {
+            (a.job_id, a.sheet_num, a.attempt): a for a in await self.store.in_flight_attempts()
+        }
+        for key in list(self.state.attempts):
+            if key in live:
+                self.state.attempts[key] = live[key]
+
+    # ----- after a commit ------------------------------------------------------------------
+
+    def _apply(self, tx: Tx, batch: WriteBatch) -> None:
+        """The batch is durable: move the state and the ready index onto its rows, in the
+        same step, then announce."""
+        state = self.state
+        now = tx.now
+        own = tx.own()
+        touched = tx.touched_jobs()
+        finished_before = {j for j in touched if j in state.jobs and _finished(state.jobs[j])}
+        for new in batch.new_jobs:
+            _bump_all([new.job, *new.sheets])
+            spec = tx.new_specs[new.job.job_id]
+            job_state = JobState(new.job, new.sheets, spec, None)
+            job_state.replace_job(new.job)
+            state.add(job_state)
+            tx.publish(ChangeEvent(new.job.job_id, "submitted", new.job.status.value))
+        rebuild = set(tx.specs) | {s.job_id for s in batch.new_sheets}
+        _bump_all(batch.sheets)
+        _bump_all(batch.new_sheets)
+        for sheet in batch.sheets:
+            if sheet.job_id not in rebuild and sheet.job_id in state.jobs:
+                state.jobs[sheet.job_id].replace_sheet(sheet, now)
+            tx.publish(ChangeEvent(sheet.job_id, "sheet", sheet.status.value, sheet.sheet_num))
+        for job_id in rebuild:
+            old = state.jobs.get(job_id)
+            if old is None:
+                continue
+            rows = dict(old.sheets)
+            rows.update({s.sheet_num: s for s in batch.sheets if s.job_id == job_id})
+            rows.update({s.sheet_num: s for s in batch.new_sheets if s.job_id == job_id})
+            new_spec = tx.specs.get(job_id, old.spec)
+            fresh = JobState(old.job, sorted(rows.values(), key=_num), new_spec, None)
+            state.add(fresh)
+        _bump_all(batch.jobs)
+        for job in batch.jobs:
+            held = state.jobs.get(job.job_id)
+            if held is not None:
+                held.replace_job(job)
+            tx.publish(ChangeEvent(job.job_id, "job_status", job.status.value))
+        _bump_all(batch.new_attempts)
+        _bump_all(batch.attempts)
+        for attempt in [*batch.new_attempts, *batch.attempts]:
+            key = (attempt.job_id, attempt.sheet_num, attempt.attempt)
+            if attempt.outcome is None:
+                state.attempts[key] = attempt
+            else:
+                state.attempts.pop(key, None)
+        _bump_all(batch.holds)
+        for hold in batch.holds:
+            state.holds[hold.hold_key] = hold
+        for hold_key, hold_row in own.holds.items():
+            if hold_row is None:
+                state.holds.pop(hold_key, None)
+        for job in batch.deleted_jobs:
+            state.jobs.pop(job.job_id, None)
+            tx.publish(ChangeEvent(job.job_id, "deleted"))
+        finished: list[JobRow] = []
+        for job_id in touched:
+            held = state.jobs.get(job_id)
+            if held is not None and _finished(held):
+                # Done with: it is read from the store from now on.
+                del state.jobs[job_id]
+                if job_id not in finished_before:
+                    finished.append(held.job)
+        for event in tx.events:
+            self.events.publish(event)
+        for action in tx.actions():
+            try:
+                action()
+            except Exception:
+                log.exception("post-commit action failed", op="after")
+        for job in finished:
+            self.on_finished(job)
+
+    async def renew_leases(self, conductor_id: str, until: datetime) -> None:
+        """Extend this conductor's claim on its in-flight attempts. Fewer renewed than held
+        means another conductor reclaimed some (their results will be refused)."""
+        renewed = await self.store.renew_leases(conductor_id, until)
+        held = sum(1 for a in self.state.attempts.values() if a.conductor_id == conductor_id)
+        if renewed < held:
+            log.warning(
+                "some attempts were reclaimed by another conductor", held=held, renewed=renewed
+            )
+        for attempt in self.state.attempts.values():
+            attempt.lease_expires_at = until
+
+    def in_flight(self) -> Iterator[AttemptRow]:
+        return iter(self.state.attempts.values())
+
+    @property
+    def serving(self) -> bool:
+        return self._serving
+
+
+def _finished(job_state: JobState) -> bool:
+    return job_state.job.status.is_terminal and not job_state.running
+
+
+def _num(row: SheetRow) -> int:
+    return row.sheet_num
+
+
+def _bump_all(rows: Sequence[JobRow | SheetRow | AttemptRow | HoldRow]) -> None:
+    for row in rows:
+        row.version += 1
+
+
+def sheet_is_startable(row: SheetRow, now: datetime) -> bool:
+    if row.status is SheetStatus.PENDING:
+        return True
+    return row.status is SheetStatus.WAITING and (
+        row.waiting_until is None or row.waiting_until <= now
+    )
