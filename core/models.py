@@ -22,7 +22,8 @@ def format_time(value: datetime) -> str:
     chronologically."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # "...+00:00" -> "...Z"; isoformat is C code, strftime several times slower.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -48,7 +48,7 @@ async def _mark_running(c: Conductor, job_id: str) -> RunningSheet:
 
     await c.engine.writer.run(Op(apply, jobs=[job_id]))
     entry = RunningSheet(job_id, 1, 1)
-    c.engine.state.running[(job_id, 1)] = entry
+    c.engine.state.add_running(entry)
     return entry
 
 

@@ -31,7 +31,7 @@ from podium.core.models import (
     SheetStatus,
 )
 from podium.core.spec.loader import LoadedSpec
-from podium.core.store.rows import JobRow, SheetRow
+from podium.core.store.rows import JobRow, SheetRow, clone
 
 
 def resume_now(
@@ -93,6 +93,19 @@ def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
         tx.add_sheet(sheet)
 
 
+class _Committed:
+    """The job's summary as the op's commit left it (taken in that same step)."""
+
+    def __init__(self, tx: Tx, state: EngineState, job_id: str) -> None:
+        self.summary: JobSummary | None = None
+
+        def take() -> None:
+            held = state.jobs.get(job_id)
+            self.summary = (held.job if held is not None else tx.job(job_id)).summary()
+
+        tx.after(take)
+
+
 class Control:
     def __init__(self, writer: Writer, state: EngineState, config: PodiumConfig) -> None:
         self.writer = writer
@@ -123,7 +136,15 @@ class Control:
         the existing job, so a retried submit is safe."""
         fingerprint = loaded.fingerprint()
 
+        taken: list[JobRow] = []
+
+        def take() -> None:
+            held = self.state.jobs.get(job_id)
+            if held is not None:
+                taken.append(clone(held.job))
+
         def apply(tx: Tx) -> bool:
+            tx.after(take)
             if tx.has_job(job_id):
                 if tx.job(job_id).spec_fingerprint == fingerprint:
                     return False
@@ -164,8 +185,8 @@ class Control:
             return True
 
         created = await self.writer.run(Op(apply, job_rows=[job_id], name="submit"))
-        held = self.state.jobs.get(job_id)
-        job = held.job if held is not None else await self.writer.store.get_job(job_id)
+        # The job as this submit committed it (it may be running by the time we return).
+        job = taken[-1] if taken else await self.writer.store.get_job(job_id)
         if job is None:
             raise InvalidTransitionError(f"job {job_id!r} was deleted meanwhile")
         return job, created
@@ -173,7 +194,8 @@ class Control:
     # ----- pause / resume / cancel -----------------------------------------------------------
 
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:
-        def apply(tx: Tx) -> list[RunningSheet]:
+        def apply(tx: Tx) -> tuple[list[RunningSheet], _Committed]:
+            committed = _Committed(tx, self.state, job_id)
             job = tx.job(job_id)
             if job.status.is_terminal:
                 raise InvalidTransitionError(
@@ -184,25 +206,26 @@ class Control:
                 # An explicit pause also calls off the automatic resume of a pending modify.
                 if job.pending_resume is not None:
                     tx.edit_job(job_id).pending_resume = None
-                return []
+                return [], committed
             edited = tx.edit_job(job_id)
             set_job_status(edited, JobStatus.PAUSED, tx.now)
             edited.pause_reason = PauseReason.USER
             edited.pending_resume = None
-            return self.state.entries_for(job_id)
+            return self.state.entries_for(job_id), committed
 
-        entries = await self.writer.run(Op(apply, job_rows=[job_id], name="pause"))
+        entries, committed = await self.writer.run(Op(apply, job_rows=[job_id], name="pause"))
         if immediate:
             for entry in entries:
                 await entry.control.suspend()
-        return await self.summary(job_id)
+        return committed.summary or await self.summary(job_id)
 
     async def resume(
         self, job_id: str, changed_spec: LoadedSpec | None, retry_failed: bool
     ) -> JobSummary:
         state = self.state
 
-        def apply(tx: Tx) -> None:
+        def apply(tx: Tx) -> _Committed:
+            committed = _Committed(tx, state, job_id)
             job = tx.job(job_id)
             if job.status is JobStatus.COMPLETED:
                 raise InvalidTransitionError(
@@ -214,7 +237,7 @@ class Control:
                 check_spec_change(list(tx.sheets(job_id).values()), changed_spec)
             if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 if changed_spec is None:
-                    return
+                    return committed
                 # A modify: the new spec is saved at once (so a crash cannot lose it), no new
                 # sheet starts, and the job resumes by itself once its running sheets end; that
                 # intent is stored with the job, so a restart knows it was not a user's pause.
@@ -225,11 +248,12 @@ class Control:
                 edited.pending_resume = retry_failed
                 if not state.entries_for(job_id):
                     resume_now(tx, state, job_id, None, retry_failed)
-                return
+                return committed
             resume_now(tx, state, job_id, changed_spec, retry_failed)
+            return committed
 
-        await self.writer.run(Op(apply, jobs=[job_id], name="resume"))
-        return await self.summary(job_id)
+        committed = await self.writer.run(Op(apply, jobs=[job_id], name="resume"))
+        return committed.summary or await self.summary(job_id)
 
     async def cancel(self, job_id: str) -> JobSummary:
         state = self.state

@@ -5,8 +5,10 @@ nothing to do it never wakes."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -55,6 +57,8 @@ from podium.core.spec.templating import (
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.dispatch")
+
+PROCESS_RECORD_DELAY_SECONDS = 0.2
 
 # Rules the engine wires in from other parts (dispatch imports neither control nor recovery).
 IdleHook = Callable[[Tx, str], None]  # a job's last running sheet ended within this op
@@ -106,6 +110,7 @@ class Dispatcher:
         self._actions: dict[int, Action] = {}
         self._seq = itertools.count()
         self._lease_due: datetime | None = None
+        self._logs_dir: str | None = None
 
     # ----- control -------------------------------------------------------------------------
 
@@ -157,7 +162,11 @@ class Dispatcher:
         if self._task_group is not None and self.ctx.may_dispatch():
             picks = self._pick(now)
             if picks:
-                await self._start(picks)
+                # The start is committed in its own task: slots that free meanwhile are
+                # filled by the next pass, whose start can share the same commit.
+                for job_id, _ in picks:
+                    self.state.take_slot(job_id)
+                self._task_group.start_soon(self._start, picks)
         return self._next_wake()
 
     def _next_wake(self) -> datetime | None:
@@ -228,17 +237,18 @@ class Dispatcher:
 
     def _pick(self, now: datetime) -> list[tuple[str, int]]:
         limits = self.ctx.limits
-        free = free_slots(limits, len(self.state.running))
+        # A slot is a live process: an attempt whose processes ended frees its slot while
+        # its result is still being committed, so the next sheet's start shares that commit.
+        state = self.state
+        free = free_slots(limits, state.live)
         if free <= 0:
             return []
-        held = self.state.held_keys(now)
-        released = self.state.released_keys()
-        busy = ratelimits.busy_released(self.state, released)
+        held = state.held_keys(now)
+        released = state.released_keys()
+        busy = ratelimits.busy_released(state, released)
         candidates: dict[str, Candidate] = {}
-        active_jobs = 0
-        for job_state in self.state.jobs.values():
-            if job_state.running:
-                active_jobs += 1
+        active_jobs = len(state.live_by_job)
+        for job_state in state.jobs.values():
             if not job_state.dispatchable:
                 continue
             keys = job_state.ready_keys()
@@ -249,7 +259,7 @@ class Dispatcher:
                 job = job_state.job
                 candidates[job.job_id] = Candidate(
                     job.job_id,
-                    len(job_state.running),
+                    state.live_by_job.get(job.job_id, 0),
                     job_state.max_parallel,
                     job.priority,
                     job.submitted_at,
@@ -286,10 +296,13 @@ class Dispatcher:
     # ----- starting and running ------------------------------------------------------------
 
     async def _start(self, picks: list[tuple[str, int]]) -> None:
+        """Commit the start of `picks` (slots already taken for them), then launch them."""
         ctx = self.ctx
 
         def apply(tx: Tx) -> list[tuple[str, int, int]]:
-            started = []
+            started: list[tuple[str, int, int]] = []
+            if self._stopping:
+                return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
             for job_id, num in picks:
                 job_state = self.state.jobs.get(job_id)
@@ -302,15 +315,15 @@ class Dispatcher:
                 ):
                     continue
                 attempt = sheet.attempts + 1
-                log_path = ctx.config.logs_dir / job_id / f"sheet-{num}-attempt-{attempt}.log"
-                begin_attempt(tx.edit_sheet(job_id, num), attempt, tx.now, str(log_path))
+                log_path = self._log_path(job_id, num, attempt)
+                begin_attempt(tx.edit_sheet(job_id, num), attempt, tx.now, log_path)
                 tx.add_attempt(
                     AttemptRow(
                         job_id=job_id,
                         sheet_num=num,
                         attempt=attempt,
                         started_at=tx.now,
-                        log_path=str(log_path),
+                        log_path=log_path,
                         conductor_id=ctx.config.conductor_id,
                         lease_expires_at=tx.now + lease,
                     )
@@ -322,15 +335,45 @@ class Dispatcher:
                 tx.after(lambda: self._launch(started))
             return started
 
+        started: list[tuple[str, int, int]] = []
         try:
-            started = await self.writer.run(Op(apply, name="start sheets"))
+            async with anyio.create_task_group() as side:
+                # Log files are created beside the commit, off the event loop: creating a
+                # file costs a good part of a millisecond, and the runner only opens it.
+                side.start_soon(anyio.to_thread.run_sync, self._create_logs, picks)
+                started = await self.writer.run(Op(apply, name="start sheets"))
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
-            started = []
-        begun = {(j, n) for j, n, _ in started}
+        finally:
+            for job_id, _ in picks:
+                self.state.free_slot(job_id)
+            begun = {(j, n) for j, n, _ in started}
+            for job_id, num in picks:
+                if (job_id, num) not in begun and job_id in self.state.jobs:
+                    self.state.jobs[job_id].push_back(num)
+            self.wake()
+
+    def _log_path(self, job_id: str, sheet_num: int, attempt: int) -> str:
+        logs = self._logs_dir
+        if logs is None:
+            logs = self._logs_dir = str(self.ctx.config.logs_dir)
+        return f"{logs}/{job_id}/sheet-{sheet_num}-attempt-{attempt}.log"
+
+    def _create_logs(self, picks: list[tuple[str, int]]) -> None:
+        made: set[str] = set()
         for job_id, num in picks:
-            if (job_id, num) not in begun and job_id in self.state.jobs:
-                self.state.jobs[job_id].push_back(num)
+            job_state = self.state.jobs.get(job_id)
+            sheet = job_state.sheets.get(num) if job_state is not None else None
+            if sheet is None:
+                continue
+            path = self._log_path(job_id, num, sheet.attempts + 1)
+            try:
+                if job_id not in made:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    made.add(job_id)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            except OSError:
+                continue  # the runner reports it when it opens the log
 
     def _launch(self, started: list[tuple[str, int, int]]) -> None:
         """Runs right after the start is committed, before any other change: a control call
@@ -338,7 +381,7 @@ class Dispatcher:
         assert self._task_group is not None
         for job_id, num, attempt in started:
             entry = RunningSheet(job_id, num, attempt)
-            self.state.running[(job_id, num)] = entry
+            self.state.add_running(entry)
             self._task_group.start_soon(self._run_sheet, entry)
         self.state.started_running()
 
@@ -353,6 +396,8 @@ class Dispatcher:
         except Exception as exc:  # a bug must fail the sheet, never wedge the job
             log.exception("attempt crashed", job_id=entry.job_id, sheet=entry.sheet_num)
             result = failed_before_start(f"internal error: {exc!r}", started, "")
+        self.state.end_running(entry)
+        self.wake()
         try:
             with anyio.CancelScope(shield=True):
                 await self.writer.run(self._finish(entry, result))
@@ -364,7 +409,7 @@ class Dispatcher:
                 error=str(exc),
             )
         finally:
-            self.state.running.pop((entry.job_id, entry.sheet_num), None)
+            self.state.drop_running(entry)
             entry.done.set()
             self.wake()
 
@@ -416,8 +461,15 @@ class Dispatcher:
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:
-            # Not awaited: the process runs on while the record waits for the next commit.
-            self.writer.submit_nowait(record_process(entry, ref))
+            def submit() -> None:
+                if not entry.ended:
+                    # Not awaited: the process runs on while the record waits for a commit.
+                    self.writer.submit_nowait(record_process(entry, ref))
+
+            # Only an attempt still running a moment after its spawn gets its group recorded:
+            # one that crashes with its conductor before that is found by the mark every one
+            # of its processes carries in its environment (recovery looks for both).
+            asyncio.get_running_loop().call_later(PROCESS_RECORD_DELAY_SECONDS, submit)
 
         return record
 
@@ -507,7 +559,7 @@ class Dispatcher:
             def done() -> None:
                 # Leave the running table in the same step that recorded the result, so no
                 # control call ever sees a finished attempt as still running.
-                state.running.pop((job_id, num), None)
+                state.drop_running(entry)
                 if counted is not None:
                     ctx.recent_outcomes.append(counted)
 

@@ -11,19 +11,17 @@ from datetime import datetime, timedelta
 from podium.core.engine.state import EngineState, hold_key_for
 from podium.core.engine.writer import Op, Tx
 from podium.core.models import SheetStatus, WaitingReason
-from podium.core.store.rows import HoldRow, clone
+from podium.core.store.rows import HoldRow
 
 
 def hold(tx: Tx, key: str, seconds: float, reason: str | None) -> None:
     """Hold `key` for `seconds` from now (a later hit replaces the earlier wait)."""
-    current = tx.hold(key)
+    row = tx.edit_hold(key)
     until = tx.now + timedelta(seconds=seconds)
-    if current is None:
+    if row is None:
         tx.put_hold(HoldRow(key, until, reason, tx.now))
         return
-    row = clone(current)
     row.until, row.reason, row.set_at, row.released = until, reason, tx.now, False
-    tx.put_hold(row)
 
 
 def succeeded(tx: Tx, key: str) -> None:
@@ -40,10 +38,10 @@ def release_due(now: datetime) -> Op[list[str]]:
         released = []
         for key, current in tx.holds().items():
             if not current.released and current.until <= now:
-                row = clone(current)
-                row.released = True
-                tx.put_hold(row)
-                released.append(key)
+                row = tx.edit_hold(key)
+                if row is not None:
+                    row.released = True
+                    released.append(key)
         return released
 
     return Op(apply, name="release holds")

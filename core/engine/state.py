@@ -8,6 +8,7 @@ compare-and-set conflict shows another writer moved a job on).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -42,9 +43,11 @@ class RunningSheet:
     sheet_num: int
     attempt: int
     control: RunControl = field(default_factory=RunControl)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     # Why the conductor is stopping this attempt: "cancel", "deadline" or "shutdown".
     stop_reason: str | None = None
+    # Its processes are gone and its result is on the way to the store: its slot is free.
+    ended: bool = False
 
 
 class JobState:
@@ -296,6 +299,10 @@ class EngineState:
         # In-flight attempts this conductor started (the rows, for their final write).
         self.attempts: dict[tuple[str, int, int], AttemptRow] = {}
         self.running: dict[tuple[str, int], RunningSheet] = {}
+        # Slots in use, in total and by job: attempts whose processes still run, and picks
+        # whose start is being committed.
+        self.live = 0
+        self.live_by_job: dict[str, int] = {}
         self.timers: list[Timer] = []
         self._busy = anyio.Event()
 
@@ -318,6 +325,35 @@ class EngineState:
 
     def entries_for(self, job_id: str) -> list[RunningSheet]:
         return [e for (jid, _), e in self.running.items() if jid == job_id]
+
+    def take_slot(self, job_id: str) -> None:
+        self.live_by_job[job_id] = self.live_by_job.get(job_id, 0) + 1
+        self.live += 1
+
+    def free_slot(self, job_id: str) -> None:
+        self.live -= 1
+        left = self.live_by_job[job_id] - 1
+        if left:
+            self.live_by_job[job_id] = left
+        else:
+            del self.live_by_job[job_id]
+
+    def add_running(self, entry: RunningSheet) -> None:
+        self.running[(entry.job_id, entry.sheet_num)] = entry
+        self.take_slot(entry.job_id)
+
+    def end_running(self, entry: RunningSheet) -> None:
+        """The attempt's processes are gone: its slot is free, though its result may still
+        be on the way to the store (the sheet stays `running` there until it lands)."""
+        if entry.ended:
+            return
+        entry.ended = True
+        self.free_slot(entry.job_id)
+
+    def drop_running(self, entry: RunningSheet) -> None:
+        self.end_running(entry)
+        if self.running.get((entry.job_id, entry.sheet_num)) is entry:
+            del self.running[(entry.job_id, entry.sheet_num)]
 
     def dispatchable(self) -> Iterable[JobState]:
         return (s for s in self.jobs.values() if s.dispatchable)

@@ -10,6 +10,8 @@ new rows and the change events go out, in that order. A batch refused because a 
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,13 +19,14 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from podium.core.engine.state import EngineState, JobState
 from podium.core.errors import ConflictError, NotFoundError, PodiumError
 from podium.core.events import ChangeEvent, EventBus
 from podium.core.models import SheetStatus, utcnow
 from podium.core.spec.loader import LoadedSpec, load_spec
-from podium.core.store.base import Conflict, NewJob, Store, WriteBatch
+from podium.core.store.base import NewJob, Store, WriteBatch, Written
 from podium.core.store.rows import AttemptRow, HoldRow, JobRecord, JobRow, SheetRow, clone
 
 log = structlog.get_logger("podium.writer")
@@ -48,18 +51,22 @@ class Op(Generic[R]):
 
 
 class _Layer:
-    """Rows edited but not yet committed, keyed by identity."""
+    """Rows edited but not yet committed, keyed by identity, and the version each of those
+    rows will have once committed (what a later op of the same group must expect)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobRow] = {}
         self.sheets: dict[tuple[str, int], SheetRow] = {}
         self.attempts: dict[AttemptKey, AttemptRow] = {}
         self.holds: dict[str, HoldRow | None] = {}
+        self.versions: dict[tuple[str, Any], int] = {}
+        self.inserted: set[str] = set()  # jobs inserted by an op of the group
 
 
 class Tx:
     """One op's view: its own edits, over earlier ops of the same group, over what is
-    committed. Reads return rows to look at; `edit_*` returns a copy to change."""
+    committed. Reads return rows to look at (never to change); `edit_*` returns this op's
+    own copy to change, carrying the version the row is expected to have when written."""
 
     def __init__(self, writer: Writer, group: _Layer, loose: dict[str, JobRow], now: datetime):
         self.now = now
@@ -67,6 +74,7 @@ class Tx:
         self._group = group
         self._loose = loose
         self._own = _Layer()
+        self._locks: dict[str, int] = {}
         self.new_jobs: list[NewJob] = []
         self.new_specs: dict[str, LoadedSpec] = {}
         self.specs: dict[str, LoadedSpec] = {}  # replaced specs
@@ -137,7 +145,7 @@ class Tx:
                 if jid != job_id or num in seen:
                     continue
                 seen.add(num)
-                before = state.sheets[num].status.is_terminal
+                before = state.sheets[num].status.is_terminal if num in state.sheets else True
                 count += int(before) - int(row.status.is_terminal)
         count += sum(1 for r in self.new_sheets if r.job_id == job_id and not r.status.is_terminal)
         return count
@@ -160,19 +168,28 @@ class Tx:
         merged.update(self._own.holds)
         return {k: v for k, v in merged.items() if v is not None}
 
+    def _expected(self, kind: str, key: Any, row: Any) -> int:
+        """The version `row` (as read) will have when this op's write of it is checked."""
+        version: int = self._group.versions.get((kind, key), row.version)
+        return version
+
     # ----- editing ---------------------------------------------------------------------------
 
     def edit_job(self, job_id: str) -> JobRow:
         row = self._own.jobs.get(job_id)
         if row is None:
-            row = self._own.jobs[job_id] = clone(self.job(job_id))
+            base = self.job(job_id)
+            row = self._own.jobs[job_id] = clone(base)
+            locked = self._locks.pop(job_id, 0)
+            row.version = locked or self._expected("job", job_id, base)
         return row
 
     def lock_job(self, job_id: str) -> None:
-        """Write the job row (its version) with this op even if nothing in it changes: every
+        """Write the job row's version with this op even if nothing in it changes: every
         change to a job's sheets is then serialised against every other writer of the job, so
         no rule ever decides on sheets another writer has changed meanwhile."""
-        self.edit_job(job_id)
+        if job_id not in self._own.jobs and job_id not in self._locks:
+            self._locks[job_id] = self._expected("job", job_id, self.job(job_id))
 
     def edit_sheet(self, job_id: str, sheet_num: int) -> SheetRow:
         key = (job_id, sheet_num)
@@ -181,7 +198,9 @@ class Tx:
             return added  # inserted by this op: still ours to change
         row = self._own.sheets.get(key)
         if row is None:
-            row = self._own.sheets[key] = clone(self.sheet(job_id, sheet_num))
+            base = self.sheet(job_id, sheet_num)
+            row = self._own.sheets[key] = clone(base)
+            row.version = self._expected("sheet", key, base)
             self.lock_job(job_id)
         return row
 
@@ -201,13 +220,28 @@ class Tx:
         own = self._own.attempts.get(key)
         if own is not None:
             return own
-        current = self.attempt(key) or row
-        edited = self._own.attempts[key] = clone(current)
+        base = self.attempt(key) or row
+        edited = self._own.attempts[key] = clone(base)
+        edited.version = self._expected("attempt", key, base)
         if lock_job:
             self.lock_job(row.job_id)
         return edited
 
+    def edit_hold(self, key: str) -> HoldRow | None:
+        """This op's copy of hold `key` to change (None when there is no such hold)."""
+        own = self._own.holds.get(key)
+        if own is not None or key in self._own.holds:
+            return own
+        base = self.hold(key)
+        if base is None:
+            return None
+        edited = clone(base)
+        edited.version = self._expected("hold", key, base)
+        self._own.holds[key] = edited
+        return edited
+
     def put_hold(self, row: HoldRow) -> None:
+        """A new hold (version 0), or one from `edit_hold`."""
         self._own.holds[row.hold_key] = row
 
     def delete_hold(self, key: str) -> None:
@@ -223,7 +257,10 @@ class Tx:
         self.lock_job(job_id)
 
     def delete_job(self, job_id: str) -> None:
-        self.deleted_jobs.append(self.job(job_id))
+        base = self.job(job_id)
+        row = clone(base)
+        row.version = self._expected("job", job_id, base)
+        self.deleted_jobs.append(row)
 
     def publish(self, event: ChangeEvent) -> None:
         self.events.append(event)
@@ -239,7 +276,8 @@ class Tx:
         inserted = {(a.job_id, a.sheet_num, a.attempt) for a in self.new_attempts}
         batch = WriteBatch(
             new_jobs=list(self.new_jobs),
-            jobs=[j for j in own.jobs.values() if j.version != 0],
+            jobs=list(own.jobs.values()),
+            locks=dict(self._locks),
             specs={jid: spec.to_storable() for jid, spec in self.specs.items()},
             new_sheets=list(self.new_sheets),
             sheets=list(own.sheets.values()),
@@ -253,24 +291,38 @@ class Tx:
             if hold is None:
                 existing = self._group.holds.get(key) or self._state.holds.get(key)
                 if existing is not None:
-                    batch.deleted_holds.append(existing)
+                    row = clone(existing)
+                    row.version = self._expected("hold", key, existing)
+                    batch.deleted_holds.append(row)
         return batch
 
     def merge_into(self, group: _Layer) -> None:
-        """Later ops of the group see this op's rows as they will be once committed."""
+        """Later ops of the group see this op's rows, and expect the versions they will have
+        once this op's batch is committed."""
+        versions = group.versions
         for jid, job in self._own.jobs.items():
-            group.jobs[jid] = _bumped(job)
+            group.jobs[jid] = job
+            versions[("job", jid)] = job.version + 1
+        for jid, expected in self._locks.items():
+            versions[("job", jid)] = expected + 1
         for key, sheet in self._own.sheets.items():
-            group.sheets[key] = _bumped(sheet)
-        for akey, attempt in self._own.attempts.items():
-            group.attempts[akey] = _bumped(attempt)
-        for hkey, hold in self._own.holds.items():
-            group.holds[hkey] = None if hold is None else _bumped(hold)
+            group.sheets[key] = sheet
+            versions[("sheet", key)] = sheet.version + 1
         for row in self.new_sheets:
-            group.sheets[(row.job_id, row.sheet_num)] = _bumped(row)
+            group.sheets[(row.job_id, row.sheet_num)] = row
+            versions[("sheet", (row.job_id, row.sheet_num))] = 1
+        for akey, attempt in self._own.attempts.items():
+            group.attempts[akey] = attempt
+            versions[("attempt", akey)] = attempt.version + 1
+        for hkey, hold in self._own.holds.items():
+            group.holds[hkey] = hold
+            if hold is not None:
+                versions[("hold", hkey)] = hold.version + 1
+        for new in self.new_jobs:
+            group.inserted.add(new.job.job_id)
 
     def touched_jobs(self) -> set[str]:
-        jobs = set(self._own.jobs) | {n.job.job_id for n in self.new_jobs}
+        jobs = set(self._own.jobs) | set(self._locks) | {n.job.job_id for n in self.new_jobs}
         return jobs | {j.job_id for j in self.deleted_jobs}
 
     def own(self) -> _Layer:
@@ -280,19 +332,19 @@ class Tx:
         return self._after
 
 
-_Row = TypeVar("_Row", JobRow, SheetRow, AttemptRow, HoldRow)
-
-
-def _bumped(row: _Row) -> _Row:
-    copy = clone(row)
-    copy.version += 1
-    return copy
+@dataclass
+class _Announcement:
+    written: Written | None
+    events: list[ChangeEvent] = field(default_factory=list)
+    done: list[_Pending[Any]] = field(default_factory=list)
 
 
 @dataclass
 class _Pending(Generic[R]):
     op: Op[R]
-    done: anyio.Event = field(default_factory=anyio.Event)
+    # An asyncio event: set from the writer task, waited on by one caller; anyio's costs a
+    # backend lookup per op.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     result: Any = None
     error: BaseException | None = None
     conflicts: int = 0
@@ -317,6 +369,8 @@ class Writer:
         self._wake = anyio.Event()
         self._serving = False
         self._closed = False
+        self._announcements: MemoryObjectSendStream[_Announcement] | None = None
+        self._unannounced: list[_Announcement] = []
         self.on_commit: Callable[[], None] = lambda: None
         # Called with a job's row when it is done with: terminal, nothing of it running.
         self.on_finished: Callable[[JobRow], None] = lambda job: None
@@ -345,18 +399,28 @@ class Writer:
 
     async def serve(self) -> None:
         self._serving = True
+        send, receive = anyio.create_memory_object_stream[_Announcement](math.inf)
+        self._announcements = send
         try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                while self._queue:
-                    group = self._queue[:MAX_GROUP]
-                    del self._queue[: len(group)]
-                    with anyio.CancelScope(shield=True):
-                        await self._process(group)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._announce, receive)
+                while True:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    while self._queue:
+                        group = self._queue[:MAX_GROUP]
+                        del self._queue[: len(group)]
+                        with anyio.CancelScope(shield=True):
+                            await self._process(group)
         finally:
             self._serving = False
             self._closed = True
+            send.close()
+            for item in self._unannounced:
+                # Committed, but the writer stops before it could wait for durability.
+                for pending in item.done:
+                    pending.done.set()
+            self._unannounced.clear()
             for pending in self._queue:
                 pending.error = PodiumError("the conductor stopped before this change was made")
                 pending.done.set()
@@ -369,7 +433,13 @@ class Writer:
         now = utcnow()
         overlay = _Layer()
         ran: list[tuple[_Pending[Any], Tx, WriteBatch]] = []
-        for pending in group:
+        for index, pending in enumerate(group):
+            needs = {*pending.op.jobs, *pending.op.job_rows}
+            if needs & overlay.inserted:
+                # It reads a job this group inserts: it runs once that insert is committed.
+                self._queue[:0] = group[index:]
+                self._wake.set()
+                break
             tx = Tx(self, overlay, loose, now)
             try:
                 pending.result = pending.op.apply(tx)
@@ -380,21 +450,26 @@ class Writer:
             tx.merge_into(overlay)
             ran.append((pending, tx, tx.batch()))
         todo = [item for item in ran if item[2]]
-        results: list[Conflict | None] = []
+        written: Written | None = None
         if todo:
             try:
-                results = await self.store.commit([batch for _, _, batch in todo])
+                written = await self.store.write([batch for _, _, batch in todo])
             except Exception as exc:
                 await self._isolate([p for p, _, _ in ran], exc)
                 return
             self.commits += 1
+        results = written.results if written is not None else []
         outcome = dict(zip((id(p) for p, _, _ in todo), results, strict=True))
         retry: list[_Pending[Any]] = []
+        announcement = _Announcement(written)
         for pending, tx, batch in ran:
             conflict = outcome.get(id(pending))
             if conflict is None:
+                # Committed: state and ready index move on now (the next group reads them),
+                # the change is announced once durable.
                 self._apply(tx, batch)
-                pending.done.set()
+                announcement.events.extend(tx.events)
+                announcement.done.append(pending)
                 continue
             self.conflicts += 1
             pending.conflicts += 1
@@ -415,7 +490,30 @@ class Writer:
                     pending.done.set()
             self._queue[:0] = [p for p in retry if not p.done.is_set()]
             self._wake.set()
+        assert self._announcements is not None
+        self._unannounced.append(announcement)
+        self._announcements.send_nowait(announcement)
         self.on_commit()
+
+    async def _announce(self, receive: MemoryObjectReceiveStream[_Announcement]) -> None:
+        """In commit order: wait until a group's transaction is durable, then publish its
+        events and hand each op its result."""
+        async with receive:
+            async for item in receive:
+                if item.written is not None:
+                    try:
+                        await item.written.durable()
+                    except Exception as exc:
+                        log.critical("a committed change could not be made durable", error=exc)
+                        for pending in item.done:
+                            pending.error = PodiumError(
+                                f"the store could not make this change durable: {exc}"
+                            )
+                for event in item.events:
+                    self.events.publish(event)
+                for pending in item.done:
+                    pending.done.set()
+                self._unannounced.remove(item)
 
     async def _isolate(self, ran: list[_Pending[Any]], exc: Exception) -> None:
         """The group failed as a whole, not by a conflict (e.g. a batch broke a constraint):
@@ -528,6 +626,12 @@ class Writer:
             if held is not None:
                 held.replace_job(job)
             tx.publish(ChangeEvent(job.job_id, "job_status", job.status.value))
+        for job_id, expected in batch.locks.items():
+            held = state.jobs.get(job_id)
+            if held is not None:
+                held.job.version = expected + 1
+                held.replace_job(held.job)
+                tx.publish(ChangeEvent(job_id, "job_status", held.job.status.value))
         _bump_all(batch.new_attempts)
         _bump_all(batch.attempts)
         for attempt in [*batch.new_attempts, *batch.attempts]:
@@ -553,8 +657,6 @@ class Writer:
                 del state.jobs[job_id]
                 if job_id not in finished_before:
                     finished.append(held.job)
-        for event in tx.events:
-            self.events.publish(event)
         for action in tx.actions():
             try:
                 action()

@@ -7,11 +7,10 @@ groups that can never be ours (SPEC §9 trap 10).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import math
 import os
 import signal as signal_mod
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import psutil
 
 from podium.core.errors import PodiumError
 from podium.core.models import utcnow
+from podium.core.runner.child import Child
 from podium.core.runner.logs import CappedLog, TailBuffer
 
 STDOUT_TAIL_BYTES = 4096
@@ -173,7 +173,7 @@ class RunControl:
         self._suspended_since: float | None = None
         self._suspended_total = 0.0
         self._cancel_event: anyio.Event | None = None
-        self._listener: anyio.Event | None = None
+        self._listener: asyncio.Event | None = None
 
     async def wait_cancel_requested(self) -> None:
         if self._cancel_event is None:
@@ -222,7 +222,7 @@ class RunControl:
         if self._listener is not None:
             self._listener.set()
 
-    def listen(self, event: anyio.Event) -> None:
+    def listen(self, event: asyncio.Event) -> None:
         """Set `event` at the next cancel request or resume (at once if a cancel is already
         requested)."""
         self._listener = event
@@ -329,26 +329,17 @@ async def _execute(
         result.spawn_error = "empty command line"
         return result
     try:
-        # Shielded: a cancellation landing inside the spawn would let the SDK kill the leader
-        # alone, leaving whatever it had already started running in its group. Once the spawn
-        # returns, the try/finally below owns the group, whatever happens next.
-        with anyio.CancelScope(shield=True):
-            proc = await anyio.open_process(
-                list(argv),
-                # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
-                stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=dict(env),
-                start_new_session=True,
-            )
+        # No await between the spawn and the try/finally that owns the group: a cancellation
+        # cannot land in between, so the group is ours (and killed) from the instant it exists.
+        child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
     except OSError as exc:
         result.spawn_error = _spawn_error_text(argv, exc)
         return result
+    # start_new_session makes the child the leader of a group with its pid.
+    pgid = child.pid
     try:
         await _supervise(
-            proc,
+            child,
             result,
             stdin_data=stdin_data,
             on_output=on_output,
@@ -359,23 +350,24 @@ async def _execute(
             on_spawn=on_spawn,
         )
     finally:
-        # start_new_session makes the child the leader of a group with its pid.
-        pgid = proc.pid
         try:
             with anyio.CancelScope(shield=True):
                 if control is not None:
                     control._detach()
                 # Covers cancellation of this coroutine and errors from on_spawn.
                 await terminate_group(pgid, kill_grace_seconds)
-                with anyio.move_on_after(_SETTLE_SECONDS):
-                    await proc.aclose()
+                if not child.exited.is_set():
+                    with anyio.move_on_after(_SETTLE_SECONDS):
+                        await child.wait()
         except BaseException:
             # A repeated native asyncio cancel can break through the shield; still leave
             # nothing running behind.
             _kill_group_now(pgid)
             raise
+        finally:
+            child.close()
 
-    code = proc.returncode
+    code = child.returncode
     if code is not None:
         if code < 0:
             result.signal = -code
@@ -385,7 +377,7 @@ async def _execute(
 
 
 async def _supervise(
-    proc: anyio.abc.Process,
+    child: Child,
     result: _Execution,
     *,
     stdin_data: bytes | None,
@@ -396,10 +388,11 @@ async def _supervise(
     control: RunControl | None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
 ) -> None:
-    """Pump output, wait for the leader to exit, and stop the group on cancel or timeout.
-    Waits on events and on the next deadline only: a running sheet costs no timer wake-ups."""
+    """Take the output, wait for the leader to exit, and stop the group on cancel or timeout.
+    Sleeps until something happens or the next deadline: a running sheet costs no timer
+    wake-ups, and a trivial one no task besides its own."""
     spawned_at = time.monotonic()
-    pgid = proc.pid
+    pgid = child.pid
 
     def running_time() -> float:
         now = time.monotonic()
@@ -407,37 +400,14 @@ async def _supervise(
         return max(0.0, now - spawned_at - suspended)
 
     last_output = 0.0  # running time at the last output, for the idle timeout
-    open_streams = 0
-    drained = anyio.Event()
-    exited = anyio.Event()
+    loop = asyncio.get_running_loop()
+    wakeup = asyncio.Event()
 
-    async def pump(stream: anyio.abc.ByteReceiveStream, is_stdout: bool) -> None:
-        nonlocal last_output, open_streams
-        try:
-            async for chunk in stream:
-                last_output = running_time()
-                on_output(chunk, is_stdout)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            open_streams -= 1
-            if open_streams == 0:
-                drained.set()
-
-    async def feed(stream: anyio.abc.ByteSendStream, data: bytes) -> None:
-        # A child that exits without reading its input is not an error of ours.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            if data:
-                await stream.send(data)
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await stream.aclose()
-
-    wakeup = anyio.Event()
-
-    async def wait_exit() -> None:
-        await proc.wait()
-        exited.set()
-        wakeup.set()
+    def output(chunk: bytes, is_stdout: bool) -> None:
+        nonlocal last_output
+        if idle_timeout_seconds is not None:
+            last_output = running_time()
+        on_output(chunk, is_stdout)
 
     def next_deadline() -> float | None:
         """Seconds of running time until a timeout would fire (None: no timeout)."""
@@ -449,9 +419,15 @@ async def _supervise(
             left.append(idle_timeout_seconds - (now - last_output))
         return min(left) if left else None
 
-    async def supervise() -> None:
-        nonlocal wakeup
-        while not exited.is_set():
+    if control is not None:
+        control._attach(pgid)
+    child.watch(output, lambda: wakeup.set())
+    if on_spawn is not None:
+        # Raised to the caller, whose finally block still terminates the group.
+        await on_spawn(ProcessGroupRef(child.pid, pgid, _create_time(child.pid)))
+    feeding = loop.create_task(child.feed(stdin_data)) if stdin_data is not None else None
+    try:
+        while not child.exited.is_set():
             if control is not None and control.cancel_requested:
                 result.cancelled = True
             else:
@@ -459,13 +435,15 @@ async def _supervise(
                 if left is None or left > 0:
                     # Sleep until the process exits, a cancel or resume arrives, or the
                     # next timeout is due; then look again.
-                    wakeup = anyio.Event()
-                    if exited.is_set():
-                        break
+                    wakeup.clear()
                     if control is not None:
                         control.listen(wakeup)
-                    with anyio.move_on_after(left if left is not None else math.inf):
+                    timer = loop.call_later(left, wakeup.set) if left is not None else None
+                    try:
                         await wakeup.wait()
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
                     continue
                 if timeout_seconds is not None and running_time() >= timeout_seconds:
                     result.timed_out = True
@@ -474,49 +452,47 @@ async def _supervise(
             if control is not None:
                 control._detach()
             await terminate_group(pgid, kill_grace_seconds)
-            with anyio.move_on_after(_SETTLE_SECONDS):
-                await exited.wait()
+            if not child.exited.is_set():
+                with anyio.move_on_after(_SETTLE_SECONDS):
+                    await child.wait()
             break
+    finally:
+        if feeding is not None:
+            feeding.cancel()
 
-        result.duration_seconds = running_time()
-        if control is not None:
-            control._detach()
-        # The leader is gone; anything it left in its group (a backgrounded grandchild) goes
-        # too. That also closes the pipes the grandchild inherited, so the readers finish.
-        await terminate_group(pgid, kill_grace_seconds)
-        with anyio.move_on_after(_SETTLE_SECONDS):
-            await drained.wait()
-
-    hook_error: Exception | None = None
+    result.duration_seconds = running_time()
     if control is not None:
-        control._attach(pgid)
-    async with anyio.create_task_group() as tg:
-        for stream, is_stdout in ((proc.stdout, True), (proc.stderr, False)):
-            if stream is not None:
-                open_streams += 1
-                tg.start_soon(pump, stream, is_stdout)
-        if open_streams == 0:
-            drained.set()
-        if proc.stdin is not None:
-            tg.start_soon(feed, proc.stdin, stdin_data or b"")
-        tg.start_soon(wait_exit)
-        try:
-            if on_spawn is not None:
-                await on_spawn(ProcessGroupRef(proc.pid, pgid, _create_time(proc.pid)))
-        except Exception as exc:
-            # Raised below, outside the task group, so the caller sees it unwrapped; the
-            # caller's finally block still terminates the group.
-            hook_error = exc
-        else:
-            await supervise()
-        # Output pipes still open now are held by a process that left our group; stop
-        # reading rather than wait for it.
-        tg.cancel_scope.cancel()
-    if hook_error is not None:
-        raise hook_error
+        control._detach()
+    # The leader is gone; anything it left in its group (a backgrounded grandchild) goes
+    # too. That also closes the pipes the grandchild inherited, so the output ends.
+    await terminate_group(pgid, kill_grace_seconds)
+    if not child.drained.is_set():
+        with anyio.move_on_after(_SETTLE_SECONDS):
+            await child.drained.wait()
+    # Output pipes still open now are held by a process that left our group; stop reading
+    # rather than wait for it.
+    child.close_output()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_BOOT_TIME: float | None = None
 
 
 def _create_time(pid: int) -> float:
+    """The leader's start time, as psutil's `create_time()` computes it (clock ticks since
+    boot plus the boot time), without re-reading the boot time for every sheet."""
+    global _BOOT_TIME
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        if _BOOT_TIME is None:
+            _BOOT_TIME = psutil.boot_time()
+        return int(fields[19]) / _CLOCK_TICKS + _BOOT_TIME
+    except (OSError, IndexError, ValueError):
+        return _psutil_create_time(pid)
+
+
+def _psutil_create_time(pid: int) -> float:
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:

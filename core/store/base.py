@@ -9,7 +9,7 @@ version the row was read at. Views read through the same protocol. A second impl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,6 +47,9 @@ class WriteBatch:
 
     new_jobs: list[NewJob] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
+    # Jobs whose rows do not change but whose version must (job id -> version read): a
+    # change to a job's sheets takes its job's version, so writers of one job serialise.
+    locks: dict[str, int] = field(default_factory=dict)
     # Replaced specs (a modify), by job id; the job's labels are rewritten with them.
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_sheets: list[SheetRow] = field(default_factory=list)
@@ -64,6 +67,7 @@ class WriteBatch:
             (
                 self.new_jobs,
                 self.jobs,
+                self.locks,
                 self.specs,
                 self.new_sheets,
                 self.sheets,
@@ -84,17 +88,33 @@ class Conflict:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A committed transaction: what happened to each batch, and how to wait until it is
+    durable (survives power loss, not just a crash of the process)."""
+
+    results: list[Conflict | None]
+    durable: Callable[[], Awaitable[None]]
+
+
 class Store(Protocol):
     """What the engine and the views need from a store. Every method is safe to call from
-    many tasks at once; `commit` is the only way rows change."""
+    many tasks at once; `write` and `commit` are the only ways rows change."""
 
     async def close(self) -> None: ...
 
     # ----- writing ---------------------------------------------------------------------------
 
-    async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
+    async def write(self, batches: Sequence[WriteBatch]) -> Written:
         """Apply the batches in ONE transaction, each all or nothing: a batch that conflicts
-        is left out (its entry says why) and the others still commit. Returns when durable."""
+        is left out (its result says why) and the others still commit. Returns once the
+        transaction is committed (other readers see it, a crash of this process keeps it);
+        `durable()` returns once it would survive power loss too. A store whose commits are
+        durable at once returns an awaitable that is already done."""
+        ...
+
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
+        """`write`, then wait until durable."""
         ...
 
     async def renew_leases(self, conductor_id: str, until: datetime) -> int:

@@ -13,6 +13,9 @@ VALUES ({jobs.values}, :spec_json);
 UPDATE jobs SET {jobs.assign}, version = version + 1
 WHERE job_id = :job_id AND version = :version;
 
+-- name: lock_job
+UPDATE jobs SET version = version + 1 WHERE job_id = :job_id AND version = :version;
+
 -- name: update_job_spec
 UPDATE jobs SET spec_json = :spec_json, labels_json = :labels_json WHERE job_id = :job_id;
 
@@ -30,6 +33,9 @@ WHERE job_id = :job_id AND version = :version
 
 -- name: select_job
 SELECT {jobs.columns} FROM jobs WHERE job_id = :job_id;
+
+-- name: select_job_version
+SELECT version FROM jobs WHERE job_id = :job_id;
 
 -- name: select_spec
 SELECT spec_json FROM jobs WHERE job_id = :job_id;

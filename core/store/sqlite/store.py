@@ -1,14 +1,21 @@
 """SQLite store: the `Store` protocol over one database file (WAL, foreign keys, migrations).
 
-One writer connection and a small pool of reader connections, each used from a worker thread
-one call at a time. A call runs whole in its thread (a commit is BEGIN ... COMMIT in one
-hop), so a cancelled caller can never leave a connection inside a transaction, and in WAL
-mode a reader always sees the last committed state, never a half-written one.
+One writer connection and a small pool of reader connections. Reads run in worker threads,
+one call per connection at a time, each read whole in its thread. A commit runs its
+statements where it is called (they are CPU work of microseconds, and a worker thread would
+hand the GIL back and forth once per statement), then waits in a worker thread for the one
+slow part, the fsync of the write-ahead log: SQLite's `synchronous = NORMAL` writes the log
+without syncing it, and the explicit fsync before `commit` returns makes each commit as
+durable as `synchronous = FULL` would. Checkpoints run in that thread too, never inside a
+commit. A commit has no await between BEGIN and COMMIT, so a cancelled caller can never leave
+the connection inside a transaction; in WAL mode a reader always sees the last committed
+state, never a half-written one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -20,7 +27,7 @@ import anyio
 
 from podium.core import jsondata
 from podium.core.models import JobStatus, SheetStatus, format_time
-from podium.core.store.base import MAX_LIST_LIMIT, Conflict, NewJob, WriteBatch
+from podium.core.store.base import MAX_LIST_LIMIT, Conflict, NewJob, WriteBatch, Written
 from podium.core.store.rows import (
     AttemptRow,
     HoldRow,
@@ -45,6 +52,8 @@ T = TypeVar("T")
 _NAME_MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\.(columns|values|assign)\}")
 READERS = 2
+# Checkpoint (copy the log into the database) once the log has grown past this.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
 _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
 
@@ -77,6 +86,10 @@ def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(spec, dict):
         return None, "the stored spec is not a mapping"
     return spec, None
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _Refused(Exception):
@@ -119,36 +132,54 @@ def _insert(conn: sqlite3.Connection, table: Table[Any], sql: str, rows: Sequenc
             raise
 
 
-def _apply(conn: sqlite3.Connection, batch: WriteBatch) -> None:
-    for new in batch.new_jobs:
-        _insert_job(conn, new)
-    _execute_many(conn, JOBS, Q["update_job"], batch.jobs)
-    for job_id, spec in batch.specs.items():
-        labels = list(spec.get("labels") or [])
-        conn.execute(
-            Q["update_job_spec"],
-            {
-                "job_id": job_id,
-                "spec_json": jsondata.dumps(spec),
-                "labels_json": json.dumps(labels),
-            },
-        )
-        conn.execute(Q["delete_labels"], {"job_id": job_id})
-        conn.executemany(Q["insert_label"], [{"job_id": job_id, "label": lb} for lb in labels])
-    _insert(conn, SHEETS, Q["insert_sheet"], batch.new_sheets)
-    _execute_many(conn, SHEETS, Q["update_sheet"], batch.sheets)
-    _insert(conn, ATTEMPTS, Q["insert_attempt"], batch.new_attempts)
-    _execute_many(conn, ATTEMPTS, Q["update_attempt"], batch.attempts)
-    fresh = [h for h in batch.holds if h.version == 0]
-    _insert(conn, HOLDS, Q["insert_hold"], fresh)
-    _execute_many(conn, HOLDS, Q["update_hold"], [h for h in batch.holds if h.version != 0])
-    for hold in batch.deleted_holds:
-        if conn.execute(Q["delete_hold"], HOLDS.params(hold)).rowcount != 1:
-            raise _Refused(Conflict("holds", hold.hold_key))
-    for job in batch.deleted_jobs:
-        params = {"job_id": job.job_id, "version": job.version}
-        if conn.execute(Q["delete_terminal_job"], params).rowcount != 1:
-            raise _Refused(Conflict("jobs", job.job_id))
+def _apply(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> None:
+    """Apply `batches` in order, one statement per table where rows of several batches can
+    share it (each table's rows keep the batches' order, so versions chain)."""
+    for batch in batches:
+        for new in batch.new_jobs:
+            _insert_job(conn, new)
+        # Job rows in batch order: one batch may edit a job another locks.
+        _execute_many(conn, JOBS, Q["update_job"], batch.jobs)
+        if batch.locks:
+            _lock(conn, batch.locks)
+        for job_id, spec in batch.specs.items():
+            labels = list(spec.get("labels") or [])
+            conn.execute(
+                Q["update_job_spec"],
+                {
+                    "job_id": job_id,
+                    "spec_json": jsondata.dumps(spec),
+                    "labels_json": json.dumps(labels),
+                },
+            )
+            conn.execute(Q["delete_labels"], {"job_id": job_id})
+            conn.executemany(Q["insert_label"], [{"job_id": job_id, "label": lb} for lb in labels])
+    _insert(conn, SHEETS, Q["insert_sheet"], [s for b in batches for s in b.new_sheets])
+    _execute_many(conn, SHEETS, Q["update_sheet"], [s for b in batches for s in b.sheets])
+    _insert(conn, ATTEMPTS, Q["insert_attempt"], [a for b in batches for a in b.new_attempts])
+    _execute_many(conn, ATTEMPTS, Q["update_attempt"], [a for b in batches for a in b.attempts])
+    holds = [h for b in batches for h in b.holds]
+    _insert(conn, HOLDS, Q["insert_hold"], [h for h in holds if h.version == 0])
+    _execute_many(conn, HOLDS, Q["update_hold"], [h for h in holds if h.version != 0])
+    for batch in batches:
+        for hold in batch.deleted_holds:
+            if conn.execute(Q["delete_hold"], HOLDS.params(hold)).rowcount != 1:
+                raise _Refused(Conflict("holds", hold.hold_key))
+        for job in batch.deleted_jobs:
+            params = {"job_id": job.job_id, "version": job.version}
+            if conn.execute(Q["delete_terminal_job"], params).rowcount != 1:
+                raise _Refused(Conflict("jobs", job.job_id))
+
+
+def _lock(conn: sqlite3.Connection, locks: dict[str, int]) -> None:
+    params = [{"job_id": j, "version": v} for j, v in locks.items()]
+    if conn.executemany(Q["lock_job"], params).rowcount == len(params):
+        return
+    for job_id, version in locks.items():
+        found = conn.execute(Q["select_job_version"], {"job_id": job_id}).fetchone()
+        if found is None or found[0] != version + 1:
+            raise _Refused(Conflict("jobs", job_id))
+    raise _Refused(Conflict("jobs", next(iter(locks))))
 
 
 def _insert_job(conn: sqlite3.Connection, new: NewJob) -> None:
@@ -169,28 +200,21 @@ def _insert_job(conn: sqlite3.Connection, new: NewJob) -> None:
 
 
 def _commit(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
-    results: list[Conflict | None] = []
+    """All batches in one transaction. Conflicts are rare (another writer on the store), so
+    the batches are first applied together; only if one is refused are they applied again
+    one savepoint each, to leave out just the refused ones."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if len(batches) == 1:
-            try:
-                _apply(conn, batches[0])
-            except _Refused as refused:
-                conn.execute("ROLLBACK")
+        try:
+            _apply(conn, batches)
+        except _Refused as refused:
+            conn.execute("ROLLBACK")
+            if len(batches) == 1:
                 return [refused.conflict]
-            results.append(None)
+            conn.execute("BEGIN IMMEDIATE")
+            results = _one_by_one(conn, batches)
         else:
-            for batch in batches:
-                # Each batch in its own savepoint: one that conflicts is undone alone.
-                conn.execute("SAVEPOINT batch")
-                try:
-                    _apply(conn, batch)
-                except _Refused as refused:
-                    conn.execute("ROLLBACK TO batch")
-                    results.append(refused.conflict)
-                else:
-                    results.append(None)
-                conn.execute("RELEASE batch")
+            results = [None] * len(batches)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -199,12 +223,34 @@ def _commit(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> list[Con
     return results
 
 
+def _one_by_one(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
+    results: list[Conflict | None] = []
+    for batch in batches:
+        # Each batch in its own savepoint: one that conflicts is undone alone.
+        conn.execute("SAVEPOINT batch")
+        try:
+            _apply(conn, [batch])
+        except _Refused as refused:
+            conn.execute("ROLLBACK TO batch")
+            results.append(refused.conflict)
+        else:
+            results.append(None)
+        conn.execute("RELEASE batch")
+    return results
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    # FULL: a transition the user was told about must survive power loss, not just a crash.
     for pragma in ("foreign_keys = ON", "synchronous = FULL", "busy_timeout = 10000"):
         conn.execute(f"PRAGMA {pragma}")
     return conn
+
+
+def _writer_mode(conn: sqlite3.Connection) -> None:
+    # The log is fsynced by SQLiteStore._sync after every commit instead (see the module
+    # docstring): a transition the user was told about survives power loss, not just a crash.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
 
 
 def _open_connections(path: Path) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
@@ -215,7 +261,8 @@ def _open_connections(path: Path) -> tuple[sqlite3.Connection, list[sqlite3.Conn
         check_not_newer(writer, path)
         writer.execute("PRAGMA journal_mode = WAL")
         migrate(writer, path)
-        readers = [_connect(path) for _ in range(READERS)]
+        _writer_mode(writer)
+        readers = [_connect(path) for _ in range(READERS + 1)]
     except BaseException:
         writer.close()
         raise
@@ -229,12 +276,20 @@ class SQLiteStore:
         self, path: Path, writer: sqlite3.Connection, readers: list[sqlite3.Connection]
     ) -> None:
         self.path = path
+        self._wal_path = Path(f"{path}-wal")
         self._writer = writer
-        self._write_limiter = anyio.CapacityLimiter(1)
-        self._readers = list(readers)
+        # The last reader is the checkpointer's: a checkpoint runs beside reads and writes.
+        self._checkpointer = readers[-1]
+        self._readers = list(readers[:-1])
         self._all_readers = tuple(readers)
-        self._read_slots = anyio.Semaphore(len(readers))
-        self._read_limiter = anyio.CapacityLimiter(len(readers))
+        self._read_slots = anyio.Semaphore(len(self._readers))
+        self._read_limiter = anyio.CapacityLimiter(len(self._readers))
+        self._sync_limiter = anyio.CapacityLimiter(1)
+        self._sync_lock = anyio.Lock()
+        self._written = 0  # transactions committed
+        self._synced = 0  # ... and made durable
+        self._wal_fd: int | None = None
+        self._wal_inode: int | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
@@ -245,15 +300,50 @@ class SQLiteStore:
         def close_all() -> None:
             for conn in (*self._all_readers, self._writer):
                 conn.close()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
 
-        await anyio.to_thread.run_sync(close_all, limiter=self._write_limiter)
+        await anyio.to_thread.run_sync(close_all, limiter=self._sync_limiter)
 
     # ----- plumbing -------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # Not abandoned on cancel: the caller waits for the thread, so the transaction is
-        # always finished (committed or rolled back) before anything else uses the writer.
-        return await anyio.to_thread.run_sync(fn, self._writer, limiter=self._write_limiter)
+        """Run a write transaction here (no await inside it), then make it durable."""
+        result = fn(self._writer)
+        self._written += 1
+        await self._durable(self._written)
+        return result
+
+    async def _durable(self, generation: int) -> None:
+        """Wait until transaction number `generation` is durable. One fsync covers every
+        transaction committed before it started, so waiters share fsyncs."""
+        if self._synced >= generation:
+            return
+        with anyio.CancelScope(shield=True):
+            async with self._sync_lock:
+                if self._synced >= generation:
+                    return
+                target = self._written
+                await anyio.to_thread.run_sync(self._sync, limiter=self._sync_limiter)
+                self._synced = max(self._synced, target)
+
+    def _sync(self) -> None:
+        """fsync the write-ahead log (what `synchronous = FULL` does at every commit), and
+        checkpoint it once it has grown."""
+        try:
+            info = os.stat(self._wal_path)
+        except FileNotFoundError:
+            return  # nothing written through the log yet
+        if self._wal_fd is None or self._wal_inode != info.st_ino:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+            self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            self._wal_inode = info.st_ino
+        os.fsync(self._wal_fd)
+        if info.st_size >= CHECKPOINT_BYTES:
+            # Passive: copies what no reader still needs, never waits for a lock.
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._read_slots:
@@ -287,10 +377,18 @@ class SQLiteStore:
 
     # ----- writing --------------------------------------------------------------------------
 
-    async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
+    async def write(self, batches: Sequence[WriteBatch]) -> Written:
         if not batches:
-            return []
-        return await self._write(lambda conn: _commit(conn, batches))
+            return Written([], _nothing)
+        results = _commit(self._writer, batches)
+        self._written += 1
+        generation = self._written
+        return Written(results, lambda: self._durable(generation))
+
+    async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
+        written = await self.write(batches)
+        await written.durable()
+        return written.results
 
     async def renew_leases(self, conductor_id: str, until: Any) -> int:
         def run(conn: sqlite3.Connection) -> int:
