@@ -6,6 +6,7 @@ the dispatch loop in the background, and turns facade calls into manager calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -379,12 +380,23 @@ class Conductor:
             default_dir=self.config.workspaces_dir,
             roots=[*self.config.roots(), *extra_roots],
         )
-        existing = await self.store.get_job(job_id)
-        if existing is None:
-            workspace.mkdir(parents=True, exist_ok=True)
-        job, created = await self.engine.submit(
-            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=loaded.source_path
-        )
+        # Made before the job exists (its first sheet may start at once); removed again if
+        # this submit turns out to add no job.
+        made = not workspace.exists()
+        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            job, created = await self.engine.submit(
+                loaded,
+                job_id=job_id,
+                workspace=workspace,
+                start=start,
+                spec_path=loaded.source_path,
+            )
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    workspace.rmdir()
+            raise
         return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
 
     async def _job_row(self, job_id: str) -> JobRow:

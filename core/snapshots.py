@@ -4,6 +4,7 @@ results), kept under <home>/snapshots/<job_id>/<UTC timestamp>/ with a manifest 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,13 @@ from podium.core.store.base import Store
 MANIFEST = "manifest.json"
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 HISTORY_LIMIT = 10_000
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 class SnapshotInfo(BaseModel):
@@ -74,7 +82,9 @@ class SnapshotStore:
                 shutil.copy2(config_path, target / f"spec-source{Path(config_path).suffix}")
             logs = self._logs_root / job_id
             if logs.is_dir():
-                shutil.copytree(logs, target / "logs")
+                # Logs of finished attempts never change again: a hard link is a copy that
+                # costs no data (and survives the deletion of the original).
+                shutil.copytree(logs, target / "logs", copy_function=_link_or_copy)
             files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
             size = sum((target / f).stat().st_size for f in files)
             info = SnapshotInfo(

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -248,7 +247,12 @@ class Dispatcher:
         busy = ratelimits.busy_released(state, released)
         candidates: dict[str, Candidate] = {}
         active_jobs = len(state.live_by_job)
-        for job_state in state.jobs.values():
+        pool: Iterable[JobState] = state.jobs.values()
+        if active_jobs >= limits.max_concurrent_jobs:
+            # No other job may start: only the jobs running now can take a slot, so a pass
+            # looks at those few rather than every job in hand.
+            pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
+        for job_state in pool:
             if not job_state.dispatchable:
                 continue
             keys = job_state.ready_keys()
@@ -337,11 +341,7 @@ class Dispatcher:
 
         started: list[tuple[str, int, int]] = []
         try:
-            async with anyio.create_task_group() as side:
-                # Log files are created beside the commit, off the event loop: creating a
-                # file costs a good part of a millisecond, and the runner only opens it.
-                side.start_soon(anyio.to_thread.run_sync, self._create_logs, picks)
-                started = await self.writer.run(Op(apply, name="start sheets"))
+            started = await self.writer.run(Op(apply, name="start sheets"))
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
@@ -358,22 +358,6 @@ class Dispatcher:
         if logs is None:
             logs = self._logs_dir = str(self.ctx.config.logs_dir)
         return f"{logs}/{job_id}/sheet-{sheet_num}-attempt-{attempt}.log"
-
-    def _create_logs(self, picks: list[tuple[str, int]]) -> None:
-        made: set[str] = set()
-        for job_id, num in picks:
-            job_state = self.state.jobs.get(job_id)
-            sheet = job_state.sheets.get(num) if job_state is not None else None
-            if sheet is None:
-                continue
-            path = self._log_path(job_id, num, sheet.attempts + 1)
-            try:
-                if job_id not in made:
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    made.add(job_id)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-            except OSError:
-                continue  # the runner reports it when it opens the log
 
     def _launch(self, started: list[tuple[str, int, int]]) -> None:
         """Runs right after the start is committed, before any other change: a control call

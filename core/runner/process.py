@@ -322,18 +322,36 @@ async def _execute(
     kill_grace_seconds: float,
     control: RunControl | None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+    prepare: Callable[[], None] | None = None,
 ) -> _Execution:
-    """Run argv in a new process group; on_output(chunk, is_stdout) receives all output."""
+    """Run argv in a new process group; on_output(chunk, is_stdout) receives all output.
+    `prepare()` runs just before the spawn, in the same worker thread (e.g. creating the
+    log file, which can take a good part of a millisecond)."""
     result = _Execution()
     if not argv:
+        if prepare is not None:
+            await anyio.to_thread.run_sync(prepare)
         result.spawn_error = "empty command line"
         return result
-    try:
-        # No await between the spawn and the try/finally that owns the group: a cancellation
-        # cannot land in between, so the group is ours (and killed) from the instant it exists.
-        child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
-    except OSError as exc:
-        result.spawn_error = _spawn_error_text(argv, exc)
+
+    def start() -> tuple[Child | None, float, OSError | None]:
+        if prepare is not None:
+            prepare()
+        try:
+            child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
+        except OSError as exc:
+            return None, 0.0, exc
+        return child, _create_time(child.pid), None
+
+    # In a worker thread: the fork waits for the child's exec, which under load takes
+    # milliseconds the event loop would otherwise stand still for. Shielded, and nothing
+    # awaited between the spawn and the try/finally that owns the group: a cancellation
+    # cannot land in between, so the group is ours (and killed) from the instant it exists.
+    with anyio.CancelScope(shield=True):
+        child, start_time, error = await anyio.to_thread.run_sync(start)
+    if child is None:
+        assert error is not None
+        result.spawn_error = _spawn_error_text(argv, error)
         return result
     # start_new_session makes the child the leader of a group with its pid.
     pgid = child.pid
@@ -348,6 +366,7 @@ async def _execute(
             kill_grace_seconds=kill_grace_seconds,
             control=control,
             on_spawn=on_spawn,
+            start_time=start_time,
         )
     finally:
         try:
@@ -387,6 +406,7 @@ async def _supervise(
     kill_grace_seconds: float,
     control: RunControl | None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+    start_time: float,
 ) -> None:
     """Take the output, wait for the leader to exit, and stop the group on cancel or timeout.
     Sleeps until something happens or the next deadline: a running sheet costs no timer
@@ -424,7 +444,7 @@ async def _supervise(
     child.watch(output, lambda: wakeup.set())
     if on_spawn is not None:
         # Raised to the caller, whose finally block still terminates the group.
-        await on_spawn(ProcessGroupRef(child.pid, pgid, _create_time(child.pid)))
+        await on_spawn(ProcessGroupRef(child.pid, pgid, start_time))
     feeding = loop.create_task(child.feed(stdin_data)) if stdin_data is not None else None
     try:
         while not child.exited.is_set():
@@ -523,13 +543,17 @@ async def run_process(
     """
     started_at = utcnow()
     tail = TailBuffer(stdout_tail_bytes)
-    with CappedLog(log_path, log_max_bytes) as log:
+    logs: list[CappedLog] = []
 
-        def on_output(chunk: bytes, is_stdout: bool) -> None:
-            log.write(chunk)
-            if is_stdout:
-                tail.write(chunk)
+    def open_log() -> None:
+        logs.append(CappedLog(log_path, log_max_bytes))
 
+    def on_output(chunk: bytes, is_stdout: bool) -> None:
+        logs[0].write(chunk)
+        if is_stdout:
+            tail.write(chunk)
+
+    try:
         execution = await _execute(
             argv,
             cwd=cwd,
@@ -541,9 +565,14 @@ async def run_process(
             kill_grace_seconds=kill_grace_seconds,
             control=control,
             on_spawn=on_spawn,
+            prepare=open_log,
         )
+        log = logs[0]
         if execution.spawn_error is not None:
             log.write(f"[podium: cannot start {argv[0]!r}: {execution.spawn_error}]\n".encode())
+    finally:
+        for opened in logs:
+            opened.close()
     return execution.outcome(
         started_at, tail, log_truncated=log.truncated, log_error=log.write_error
     )

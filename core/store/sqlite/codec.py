@@ -88,8 +88,7 @@ class Table(Generic[R]):
         self.fields = tuple(f.name for f in dataclasses.fields(row_type))  # type: ignore[arg-type]
         specs = [_converters(f, hints[f]) for f in self.fields]
         self.columns = tuple(column for column, _, _ in specs)
-        self._encoders = tuple((f, enc) for f, (_, enc, _) in zip(self.fields, specs, strict=True))
-        self._decoders = tuple(dec for _, _, dec in specs)
+        self._params, self._decode = _compile(row_type, self.fields, self.columns, specs)
         skipped = {*self.key, "version", *not_updated}
         self.placeholders = {
             "columns": ", ".join(self.columns),
@@ -100,19 +99,46 @@ class Table(Generic[R]):
         }
 
     def params(self, row: R) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for (name, encode), column in zip(self._encoders, self.columns, strict=True):
-            value = getattr(row, name)
-            out[column] = value if encode is None else encode(value)
-        return out
+        return self._params(row)
 
     def decode(self, values: Sequence[Any]) -> R:
-        return self.row_type(
-            *[v if d is None else d(v) for d, v in zip(self._decoders, values, strict=True)]
-        )
+        row: R = self._decode(values)
+        return row
 
     def key_text(self, row: R) -> str:
         return "/".join(str(getattr(row, k)) for k in self.key)
+
+
+def _compile(
+    row_type: type[Any],
+    fields: Sequence[str],
+    columns: Sequence[str],
+    specs: Sequence[tuple[str, Convert | None, Convert | None]],
+) -> tuple[Callable[[Any], dict[str, Any]], Callable[[Sequence[Any]], Any]]:
+    """Straight-line functions for one row type, generated from its declaration: a row is
+    encoded and decoded on every write and read, and a loop over converters costs several
+    times as much as the unrolled code."""
+    scope: dict[str, Any] = {"Row": row_type}
+    encode_items, decode_items = [], []
+    for i, (field, column, (_, encode, decode)) in enumerate(
+        zip(fields, columns, specs, strict=True)
+    ):
+        if encode is None:
+            encode_items.append(f"{column!r}: row.{field}")
+        else:
+            scope[f"e{i}"] = encode
+            encode_items.append(f"{column!r}: e{i}(row.{field})")
+        if decode is None:
+            decode_items.append(f"v[{i}]")
+        else:
+            scope[f"d{i}"] = decode
+            decode_items.append(f"d{i}(v[{i}])")
+    source = (
+        "def params(row):\n    return {" + ", ".join(encode_items) + "}\n"
+        "def decode(v):\n    return Row(" + ", ".join(decode_items) + ")\n"
+    )
+    exec(compile(source, f"<codec {row_type.__name__}>", "exec"), scope)
+    return scope["params"], scope["decode"]
 
 
 # Counters follow the sheet rows (triggers), labels follow the spec: never rewritten per update.
