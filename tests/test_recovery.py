@@ -123,17 +123,23 @@ def _kill_leftover_sheets(tmp_path: Path) -> Iterator[None]:
 
 @contextmanager
 def conductor_process(
-    home: Path, tmp_path: Path, spec: dict[str, Any] | None, job_id: str = JOB_ID
+    home: Path,
+    tmp_path: Path,
+    spec: dict[str, Any] | None,
+    job_id: str = JOB_ID,
+    modified: dict[str, Any] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A conductor in a child process; yields once it has started (and submitted `spec`).
-    Whatever happens, the child is killed and reaped (its sheets are left to the
-    `_kill_leftover_sheets` fixture, since recovery is what the tests check)."""
+    """A conductor in a child process; yields once it has started (and submitted `spec`, and
+    with `modified`, modified the job with it once its first sheet ran). Whatever happens,
+    the child is killed and reaped (its sheets are left to the `_kill_leftover_sheets`
+    fixture, since recovery is what the tests check)."""
     ready = tmp_path / f"ready-{time.monotonic_ns()}"
     stderr_path = tmp_path / "conductor-stderr.txt"
     spec_arg = "-" if spec is None else json.dumps(spec)
+    extra = [] if modified is None else [json.dumps(modified)]
     with open(stderr_path, "ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(CRASH_SCRIPT), str(home), spec_arg, job_id, str(ready)],
+            [sys.executable, str(CRASH_SCRIPT), str(home), spec_arg, job_id, str(ready), *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

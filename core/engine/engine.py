@@ -82,7 +82,7 @@ class Engine:
 
     def _recheck_leases_at(self, when: datetime) -> None:
         async def recheck() -> None:
-            _, later = await self.recovery.recover()
+            later = await self.recovery.reclaim_expired()
             if later is not None:
                 self._recheck_leases_at(later)
 

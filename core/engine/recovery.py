@@ -88,7 +88,8 @@ class Recovery:
         jobs += sorted({a.job_id for a in claimed} - set(jobs))
         for job_id in jobs:
             await self.writer.load(job_id)
-        busy_elsewhere = {a.job_id for a in foreign}
+        # Sheets another live conductor is running: theirs, left alone.
+        elsewhere = {(a.job_id, a.sheet_num) for a in foreign}
         auto_resume = self.ctx.config.auto_resume
         state = self.state
 
@@ -101,15 +102,49 @@ class Recovery:
                 )
                 touched.add(attempt.job_id)
             for job_id in jobs:
-                if job_id not in state.jobs or job_id in busy_elsewhere:
+                if job_id not in state.jobs:
                     continue
-                if _reconcile(tx, job_id, auto_resume):
+                theirs = {num for jid, num in elsewhere if jid == job_id}
+                if _reconcile(tx, job_id, auto_resume, theirs):
                     touched.add(job_id)
             return sorted(touched)
 
         touched = await self.writer.run(Op(apply, jobs=jobs, name="recover"))
         expiries = [a.lease_expires_at for a in foreign if a.lease_expires_at is not None]
         return touched, min(expiries) if expiries else None
+
+    async def reclaim_expired(self) -> datetime | None:
+        """While running: take back the attempts of other conductors whose lease ran out
+        (their owner is gone or cut off; its late writes are refused, since the rows move on).
+        Their sheets go back to `pending` for whoever runs the job. Returns when the next
+        foreign lease runs out, if any is left."""
+        store = self.writer.store
+        now = utcnow()
+        foreign = [a for a in await store.in_flight_attempts() if not self._ours(a)]
+        expired = [a for a in foreign if self._claimable(a, now)]
+        for job_id in sorted({a.job_id for a in expired}):
+            if job_id not in self.state.jobs:
+                await self.writer.load(job_id)
+
+        def apply(tx: Tx) -> None:
+            for attempt in expired:
+                row = tx.edit_attempt(attempt)
+                interrupt_attempt_row(row, tx.now, "its conductor's lease ran out")
+                if attempt.job_id not in self.state.jobs:
+                    continue
+                sheet = tx.sheet(attempt.job_id, attempt.sheet_num)
+                if sheet.status is SheetStatus.RUNNING and sheet.attempts == attempt.attempt:
+                    edited = tx.edit_sheet(attempt.job_id, attempt.sheet_num)
+                    reset_for_retry(edited, tx.now, fresh_budget=False)
+                    edited.last_error = "interrupted: its conductor's lease ran out"
+                    edited.error_category = ErrorCategory.INTERRUPTED
+
+        if expired:
+            await self.writer.run(
+                Op(apply, jobs=sorted({a.job_id for a in expired}), name="reclaim")
+            )
+        left = [a.lease_expires_at for a in foreign if a not in expired and a.lease_expires_at]
+        return min(left) if left else None
 
     async def _kill_leftover(self, ref: ProcessGroupRef) -> None:
         if await kill_recorded_group(ref, self.ctx.config.kill_grace_seconds):
@@ -159,8 +194,9 @@ class Recovery:
         await wait_entries(entries, self.ctx.config.kill_grace_seconds)
 
 
-def _reconcile(tx: Tx, job_id: str, auto_resume: bool) -> bool:
-    """One job after a restart; returns whether anything changed."""
+def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool:
+    """One job after a restart; returns whether anything changed. Sheets in `theirs` are
+    being run by another live conductor: they, and the job's status, are left as they are."""
     now = tx.now
     job = tx.job(job_id)
     changed = False
@@ -173,7 +209,7 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool) -> bool:
             else ErrorCategory.CANCELLED
         )
         for num, sheet in tx.sheets(job_id).items():
-            if not sheet.status.is_terminal:
+            if not sheet.status.is_terminal and num not in theirs:
                 mark_terminal(
                     tx.edit_sheet(job_id, num),
                     SheetStatus.CANCELLED,
@@ -184,6 +220,8 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool) -> bool:
                 changed = True
         return changed
     for num, sheet in tx.sheets(job_id).items():
+        if num in theirs:
+            continue
         if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
             interrupted = sheet.status is SheetStatus.RUNNING
             row = tx.edit_sheet(job_id, num)
@@ -193,6 +231,8 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool) -> bool:
                 row.last_error = "interrupted: the conductor stopped"
                 row.error_category = ErrorCategory.INTERRUPTED
             changed = True
+    if theirs:
+        return changed
     final = final_job_status(tx.sheets(job_id).values())
     in_flight = job.status is JobStatus.RUNNING or job.pending_resume is not None
     if final is not None:
