@@ -65,6 +65,7 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Snapshot cleanup runs when the oldest snapshot expires, but at most this often.
 MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
 SNAPSHOT_WAIT_SECONDS = 5.0
+SUBMIT_SAMPLE_SECONDS = 1.0
 # Readiness drops when at least this share of recent attempts failed.
 ELEVATED_FAILURE_RATE = 0.9
 RESTART_ONLY_KEYS = {
@@ -252,7 +253,11 @@ class Conductor:
         """Refuse new work at critical pressure, with the reason (memory or processes)."""
         if self.monitor is None:
             return
-        sample = await anyio.to_thread.run_sync(self.monitor.sample)
+        sample = self.monitor.last
+        # A sample this fresh is as good as a new one; a burst of submits (an agent fanning
+        # out) costs one walk of the process table, not one each.
+        if time.monotonic() - sample.taken_at >= SUBMIT_SAMPLE_SECONDS:
+            sample = await anyio.to_thread.run_sync(self.monitor.sample)
         self.engine.set_pressure(sample.level, sample.reason)
         if sample.level is PressureLevel.CRITICAL:
             raise BackpressureError(
@@ -613,9 +618,16 @@ class Conductor:
 
     async def status(self) -> ConductorStatus:
         now = utcnow()
+        # The engine's view of the holds is the store's (kept in the same step as each
+        # write): one store read less per status call.
+        holds = (
+            list(self._engine.state.holds.values())
+            if self._engine is not None
+            else await self.store.holds()
+        )
         limits = [
             RateLimitView(instrument=h.hold_key, until=h.until)
-            for h in await self.store.holds()
+            for h in sorted(holds, key=lambda h: h.hold_key)
             if h.until > now and not h.released
         ]
         sample = self.monitor.last if self.monitor is not None else None

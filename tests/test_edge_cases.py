@@ -254,3 +254,24 @@ async def test_snapshot_after_the_end_never_overwrites_a_resume(
 async def _has_snapshot_path(c: Conductor, job_id: str) -> bool:
     row = await c.store.get_job(job_id)
     return row is not None and row.snapshot_path is not None
+
+
+async def test_a_resume_in_the_same_group_as_a_write_to_the_finished_job_runs_it(
+    conductor: Conductor,
+) -> None:
+    """An op that writes a finished job (its snapshot path) and a resume of that job are
+    committed together: the job must stay in the engine's hands and run, not be let go of
+    by the first op's commit."""
+    job = await conductor.submit_job(
+        spec={"name": "again", "sheets": [{"prompt": "true"}]}, start=False
+    )
+    await conductor.cancel_job(job.job_id)
+    await conductor.engine.hooks_settled()
+
+    def note(tx: Tx) -> None:
+        tx.edit_job(job.job_id).snapshot_path = "/elsewhere"
+
+    conductor.engine.writer.submit_nowait(Op(note, job_rows=[job.job_id], name="note"))
+    resumed = await conductor.resume_job(job.job_id)
+    assert resumed.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert (await wait_for_job(conductor, job.job_id, timeout=10)).status is JobStatus.COMPLETED

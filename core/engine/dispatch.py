@@ -102,7 +102,8 @@ class Dispatcher:
         self.writer = writer
         self.state = state
         self._on_idle = on_idle
-        self._wake = anyio.Event()
+        # An asyncio event: set from timer callbacks and other tasks, waited on by the loop.
+        self._wake = asyncio.Event()
         self._stopping = False
         self._task_group: TaskGroup | None = None
         self._timers: list[tuple[datetime, int, str, str, int]] = []
@@ -136,18 +137,33 @@ class Dispatcher:
 
     async def run(self, task_group: TaskGroup) -> None:
         self._task_group = task_group
-        while not self._stopping:
-            self._wake = anyio.Event()
-            wake_at = await self._pass()
-            if self._stopping:
-                break
-            if wake_at is None:
+        loop = asyncio.get_running_loop()
+        alarm: asyncio.TimerHandle | None = None
+        alarm_at: datetime | None = None
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                wake_at = await self._pass()
+                if self._stopping:
+                    break
+                if wake_at != alarm_at:
+                    # One timer for the next moment due, moved only when that moment moves
+                    # (a timeout per loop turn would cost a cancel scope every pass).
+                    if alarm is not None:
+                        alarm.cancel()
+                    alarm, alarm_at = None, wake_at
+                    if wake_at is not None:
+                        delay = max(0.0, (wake_at - utcnow()).total_seconds())
+                        alarm = loop.call_later(delay, self._alarm)
+                if wake_at is not None and wake_at <= utcnow():
+                    continue
                 await self._wake.wait()
-                continue
-            delay = (wake_at - utcnow()).total_seconds()
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+
+    def _alarm(self) -> None:
+        self._wake.set()
 
     async def _pass(self) -> datetime | None:
         now = utcnow()

@@ -465,6 +465,12 @@ class Writer:
         outcome = dict(zip((id(p) for p, _, _ in todo), results, strict=True))
         retry: list[_Pending[Any]] = []
         announcement = _Announcement(written)
+        # Jobs done with before this group (terminal, nothing running): letting go of a job
+        # waits for the whole group, since a later op of it may have taken the job up again.
+        touched = {j for _, tx, _ in ran for j in tx.touched_jobs()}
+        finished_before = {
+            j for j in touched if j in self.state.jobs and _finished(self.state.jobs[j])
+        }
         for pending, tx, batch in ran:
             conflict = outcome.get(id(pending))
             if conflict is None:
@@ -493,6 +499,7 @@ class Writer:
                     pending.done.set()
             self._queue[:0] = [p for p in retry if not p.done.is_set()]
             self._wake.set()
+        self._let_go(touched, finished_before)
         assert self._announcements is not None
         self._unannounced.append(announcement)
         self._announcements.send_nowait(announcement)
@@ -597,8 +604,6 @@ class Writer:
         state = self.state
         now = tx.now
         own = tx.own()
-        touched = tx.touched_jobs()
-        finished_before = {j for j in touched if j in state.jobs and _finished(state.jobs[j])}
         for new in batch.new_jobs:
             _bump_all([new.job, *new.sheets])
             spec = tx.new_specs[new.job.job_id]
@@ -652,21 +657,21 @@ class Writer:
         for job in batch.deleted_jobs:
             state.jobs.pop(job.job_id, None)
             tx.publish(ChangeEvent(job.job_id, "deleted"))
-        finished: list[JobRow] = []
-        for job_id in touched:
-            held = state.jobs.get(job_id)
-            if held is not None and _finished(held):
-                # Done with: it is read from the store from now on.
-                del state.jobs[job_id]
-                if job_id not in finished_before:
-                    finished.append(held.job)
         for action in tx.actions():
             try:
                 action()
             except Exception:
                 log.exception("post-commit action failed", op="after")
-        for job in finished:
-            self.on_finished(job)
+
+    def _let_go(self, touched: set[str], finished_before: set[str]) -> None:
+        """Drop the jobs that are done with from the view (they are read from the store from
+        now on), and report those that became so."""
+        for job_id in touched:
+            held = self.state.jobs.get(job_id)
+            if held is not None and _finished(held):
+                del self.state.jobs[job_id]
+                if job_id not in finished_before:
+                    self.on_finished(held.job)
 
     async def renew_leases(self, conductor_id: str, until: datetime) -> None:
         """Extend this conductor's claim on its in-flight attempts. Fewer renewed than held
