@@ -1,7 +1,8 @@
 """The `Conductor`: the one facade the MCP server and the CLI call.
 
-It owns a home (exclusive lock), the store, the instrument catalog and the job manager, runs
-the dispatch loop in the background, and turns facade calls into manager calls.
+It owns a home (exclusive lock), the store, the instrument catalog and the engine (the one
+writer of the store and the dispatch loop), and turns facade calls into engine calls; views
+read the store.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.engine.rules import begin_attempt
 from podium.core.engine.state import RunningSheet
-from podium.core.engine.writer import Op, Tx
+from podium.core.engine.tx import Op, Tx
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
@@ -82,7 +82,7 @@ async def test_a_completed_attempt_is_kept_whatever_stop_arrives(
         log_path="",
     )
     engine = conductor.engine
-    await engine.writer.run(engine.dispatcher._finish(entry, result))
+    await engine.writer.run(engine.result_op(entry, result))
     detail = await conductor.get_job(job.job_id)
     assert detail.sheets[0].status is SheetStatus.COMPLETED
     history, _ = await conductor.get_execution_history(job.job_id)

@@ -16,7 +16,7 @@ from helpers import commit_rows
 from podium.core.config import PodiumConfig
 from podium.core.engine.engine import Engine
 from podium.core.engine.state import RunningSheet
-from podium.core.engine.writer import Op, Tx
+from podium.core.engine.tx import Op, Tx
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.models import JobStatus, Outcome, SheetStatus, utcnow
@@ -117,11 +117,11 @@ async def test_a_result_recorded_on_a_stale_view_is_refused_re_read_and_not_lost
         entry_a = await take_in_hand(a, "shared", 1)
         entry_b = await take_in_hand(b, "shared", 2)
 
-        await a.engine.writer.run(a.engine.dispatcher._finish(entry_a, completed()))
+        await a.engine.writer.run(a.engine.result_op(entry_a, completed()))
         assert a.engine.writer.conflicts == 0
         # B decides on its stale view (sheet 1 still running, so the job would stay running);
         # its write is refused, it re-reads, and the retry sees the job is done.
-        await b.engine.writer.run(b.engine.dispatcher._finish(entry_b, completed()))
+        await b.engine.writer.run(b.engine.result_op(entry_b, completed()))
         assert b.engine.writer.conflicts >= 1
 
         record = await a.store.load_job("shared")

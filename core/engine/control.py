@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import structlog
 
 from podium.core.config import PodiumConfig
 from podium.core.engine.rules import (
@@ -21,7 +22,8 @@ from podium.core.engine.rules import (
     unreachable,
 )
 from podium.core.engine.state import EngineState, RunningSheet
-from podium.core.engine.writer import Op, Tx, Writer
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
 from podium.core.errors import ConflictError, InvalidTransitionError
 from podium.core.models import (
     ErrorCategory,
@@ -32,6 +34,8 @@ from podium.core.models import (
 )
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.rows import JobRow, SheetRow, clone
+
+log = structlog.get_logger("podium.control")
 
 
 def resume_now(
@@ -325,3 +329,64 @@ async def wait_entries(entries: Sequence[RunningSheet], grace_seconds: float) ->
     with anyio.move_on_after(grace_seconds + 2):
         for entry in entries:
             await entry.done.wait()
+
+
+def expire(state: EngineState, job_id: str) -> Op[None]:
+    """The job ran past `deadline_seconds`: stop its sheets and fail it."""
+
+    def apply(tx: Tx) -> None:
+        job_state = tx.state(job_id)
+        seconds = job_state.spec.spec.deadline_seconds if job_state.spec else None
+        entries = state.entries_for(job_id)
+        running = {e.sheet_num for e in entries}
+        for num, sheet in tx.sheets(job_id).items():
+            if not sheet.status.is_terminal and num not in running:
+                mark_terminal(
+                    tx.edit_sheet(job_id, num),
+                    SheetStatus.CANCELLED,
+                    tx.now,
+                    "deadline reached",
+                    ErrorCategory.DEADLINE,
+                )
+        job = tx.edit_job(job_id)
+        set_job_status(job, JobStatus.FAILED, tx.now)
+        limit = f"{seconds:g}" if seconds is not None else "?"
+        job.error = f"deadline: the job ran longer than deadline_seconds={limit}"
+        job.pending_resume = None
+
+        def stop_running() -> None:
+            for entry in entries:
+                entry.stop_reason = "deadline"
+                entry.control.request_cancel()
+
+        tx.after(stop_running)
+
+    return Op(apply, jobs=[job_id], name="deadline")
+
+
+def fail_unloadable(state: EngineState, job_id: str) -> Op[None]:
+    """A stored spec that no longer loads fails its own job with the reason; the loop and
+    every other job go on. Running sheets finish and are recorded as usual."""
+
+    def apply(tx: Tx) -> None:
+        job_state = tx.state(job_id)
+        reason = job_state.spec_error or "unknown error"
+        log.error("stored spec no longer loads", job_id=job_id, errors=reason)
+        running = {e.sheet_num for e in state.entries_for(job_id)}
+        for num, sheet in tx.sheets(job_id).items():
+            if not sheet.status.is_terminal and num not in running:
+                mark_terminal(
+                    tx.edit_sheet(job_id, num),
+                    SheetStatus.FAILED,
+                    tx.now,
+                    "the job's stored spec no longer loads",
+                    ErrorCategory.SPEC_INVALID,
+                )
+        job = tx.edit_job(job_id)
+        set_job_status(job, JobStatus.FAILED, tx.now)
+        job.error = (
+            f"spec: the stored spec no longer loads ({reason}); resume with a corrected spec "
+            "(resume with spec, spec_yaml or path)"
+        )
+
+    return Op(apply, jobs=[job_id], name="fail unloadable spec")

@@ -14,17 +14,20 @@ from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
 from podium.core.engine import ratelimits
+from podium.core.engine.attempts import record_result
 from podium.core.engine.context import EngineContext, TerminalHook
 from podium.core.engine.control import Control, resume_now
 from podium.core.engine.dispatch import Dispatcher
 from podium.core.engine.recovery import Recovery
 from podium.core.engine.scheduler import Limits
-from podium.core.engine.state import EngineState
-from podium.core.engine.writer import Tx, Writer
+from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.models import JobStatus, JobSummary
 from podium.core.pressure import PressureLevel
+from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.base import Store
 from podium.core.store.rows import JobRow
@@ -92,7 +95,10 @@ class Engine:
         """Stop dispatching, end running sheets, and leave their jobs paused (`shutdown`)."""
         self.dispatcher.stop()
         if self.writer.serving:
-            await self.recovery.shutdown()
+            if self._dispatching:
+                # Only a conductor that ran sheets has any to stop (a control-only engine
+                # must not pause jobs it never ran).
+                await self.recovery.shutdown()
             # Snapshots of jobs that just ended still record their path through the writer.
             with anyio.move_on_after(SHUTDOWN_HOOK_SECONDS):
                 await self.hooks_settled()
@@ -168,6 +174,10 @@ class Engine:
     async def lift_holds(self, keys: Sequence[str] | None) -> list[str]:
         """Lift rate-limit holds (all with None); waiting sheets behind them may go now."""
         return await self.writer.run(ratelimits.lift(self.state, keys))
+
+    def result_op(self, entry: RunningSheet, result: AttemptResult) -> Op[None]:
+        """The op recording an attempt's result (what the dispatcher runs when one ends)."""
+        return record_result(self.ctx, self.state, entry, result, self._apply_pending_modify)
 
     async def set_snapshot_path(self, job_id: str, path: str) -> None:
         await self.control.set_snapshot_path(job_id, path)

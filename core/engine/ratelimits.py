@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from podium.core.engine.state import EngineState, hold_key_for
-from podium.core.engine.writer import Op, Tx
+from podium.core.engine.tx import Op, Tx
 from podium.core.models import SheetStatus, WaitingReason
 from podium.core.store.rows import HoldRow
 

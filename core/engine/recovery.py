@@ -24,7 +24,8 @@ from podium.core.engine.rules import (
     set_job_status,
 )
 from podium.core.engine.state import EngineState
-from podium.core.engine.writer import Op, Tx, Writer
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
 from podium.core.models import (
     ErrorCategory,
     JobStatus,

@@ -357,3 +357,12 @@ def spec_change(
         if row.instrument != resolved.instrument or row.depends_on != depends_on:
             changed.append(SheetChange(row.sheet_num, resolved.instrument, depends_on))
     return changed, added
+
+
+def sheet_is_startable(row: SheetRow, now: datetime) -> bool:
+    """Pending, or waiting with its wait over."""
+    if row.status is SheetStatus.PENDING:
+        return True
+    return row.status is SheetStatus.WAITING and (
+        row.waiting_until is None or row.waiting_until <= now
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -354,9 +354,6 @@ class EngineState:
         self.end_running(entry)
         if self.running.get((entry.job_id, entry.sheet_num)) is entry:
             del self.running[(entry.job_id, entry.sheet_num)]
-
-    def dispatchable(self) -> Iterable[JobState]:
-        return (s for s in self.jobs.values() if s.dispatchable)
 
     def held_keys(self, now: datetime) -> set[str]:
         return {k for k, h in self.holds.items() if not h.released and h.until > now}
