@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_job, wait_until
 
 from podium.core import jsondata
 from podium.core.conductor import Conductor
@@ -22,7 +23,6 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import SpecError
 from podium.core.models import ErrorCategory, JobStatus, SheetStatus
 from podium.core.spec import TemplateContext, load_spec, render_sheet_prompt
-from tests.helpers import wait_for_job, wait_until
 
 pytestmark = pytest.mark.anyio
 

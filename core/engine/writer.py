@@ -5,13 +5,17 @@ own edits on top). Ops queue up; the writer runs whatever has queued as one grou
 edits become a `WriteBatch`, the group is committed in one transaction (each batch all or
 nothing), then, for every batch that committed, the in-memory state and ready index take the
 new rows and the change events go out, in that order. A batch refused because a row moved on
-(another writer on the same store) gets its jobs reloaded and its op re-run.
+(another writer on the same store) gets its jobs reloaded and its op re-run, after a short
+random pause that grows with each refusal: two writers racing on one row would otherwise
+refuse each other in lockstep, and the one that always re-reads just before the other writes
+would starve.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +38,10 @@ log = structlog.get_logger("podium.writer")
 
 R = TypeVar("R")
 MAX_GROUP = 256
-MAX_CONFLICT_RETRIES = 20
+MAX_CONFLICT_RETRIES = 50
+# Backoff after the n-th refusal of one op: uniform in [0, min(CAP, BASE * 2**n)] seconds.
+RETRY_BASE = 0.002
+RETRY_CAP = 0.2
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Writer:
         self.events = events
         self._load_spec = load or (lambda data: load_spec(data=data))
         self._queue: list[_Pending[Any]] = []
+        # Refused ops waiting out their backoff: (when due, op), in order of refusal.
+        self._deferred: list[tuple[float, _Pending[Any]]] = []
         self._wake = anyio.Event()
         self._serving = False
         self._closed = False
@@ -110,11 +119,13 @@ class Writer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._announce, receive)
                 while True:
-                    await self._wake.wait()
+                    with anyio.move_on_after(self._next_retry_in()):
+                        await self._wake.wait()
                     self._wake = anyio.Event()
                     # Let every task that is ready run first: what they change joins this
                     # group (one transaction) instead of the next.
                     await asyncio.sleep(0)
+                    await self._take_due_retries()
                     while self._queue:
                         group = self._queue[:MAX_GROUP]
                         del self._queue[: len(group)]
@@ -129,10 +140,28 @@ class Writer:
                 for pending in item.done:
                     pending.done.set()
             self._unannounced.clear()
-            for pending in self._queue:
+            for pending in [*self._queue, *(p for _, p in self._deferred)]:
                 pending.error = PodiumError("the conductor stopped before this change was made")
                 pending.done.set()
             self._queue.clear()
+            self._deferred.clear()
+
+    def _next_retry_in(self) -> float:
+        if not self._deferred:
+            return math.inf
+        return max(0.0, min(due for due, _ in self._deferred) - anyio.current_time())
+
+    async def _take_due_retries(self) -> None:
+        """Refused ops whose pause is over: re-read what they touch, then they go first."""
+        if not self._deferred:
+            return
+        now = anyio.current_time()
+        due = [p for when, p in self._deferred if when <= now]
+        if not due:
+            return
+        self._deferred = [(when, p) for when, p in self._deferred if when > now]
+        await self._refresh(due)
+        self._queue[:0] = due
 
     # ----- one group ---------------------------------------------------------------------
 
@@ -194,16 +223,16 @@ class Writer:
                 key=conflict.key,
             )
             retry.append(pending)
-        if retry:
-            await self._refresh(retry)
-            for pending in retry:
-                if pending.conflicts > MAX_CONFLICT_RETRIES:
-                    pending.error = ConflictError(
-                        f"{pending.op.name}: the rows kept changing under this change; try again"
-                    )
-                    pending.done.set()
-            self._queue[:0] = [p for p in retry if not p.done.is_set()]
-            self._wake.set()
+        now_t = anyio.current_time()
+        for pending in retry:
+            if pending.conflicts > MAX_CONFLICT_RETRIES:
+                pending.error = ConflictError(
+                    f"{pending.op.name}: the rows kept changing under this change; try again"
+                )
+                pending.done.set()
+                continue
+            pause = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**pending.conflicts))
+            self._deferred.append((now_t + pause, pending))
         self._let_go(touched, finished_before)
         assert self._announcements is not None
         self._unannounced.append(announcement)
@@ -290,9 +319,6 @@ class Writer:
         for pending in retry:
             jobs.update(pending.op.jobs)
             jobs.update(pending.op.job_rows)
-        for job_id in jobs:
-            if job_id in self.state.jobs:
-                await self.load(job_id)
         self.state.holds = {h.hold_key: h for h in await self.store.holds()}
         live = {
             (a.job_id, a.sheet_num, a.attempt): a for a in await self.store.in_flight_attempts()
@@ -300,6 +326,10 @@ class Writer:
         for key in list(self.state.attempts):
             if key in live:
                 self.state.attempts[key] = live[key]
+        # The job rows last, the ones most likely to move again before the retry is written.
+        for job_id in jobs:
+            if job_id in self.state.jobs:
+                await self.load(job_id)
 
     # ----- after a commit ------------------------------------------------------------------
 
