@@ -1,11 +1,13 @@
 """The `Conductor`: the one facade the MCP server and the CLI call.
 
-It owns a home (exclusive lock), the store, the instrument catalog and the job manager, runs
-the dispatch loop in the background, and turns facade calls into manager calls.
+It owns a home (exclusive lock), the store, the instrument catalog and the engine (the one
+writer of the store and the dispatch loop), and turns facade calls into engine calls; views
+read the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -22,8 +24,10 @@ from typing import Any
 import anyio
 import structlog
 
+from podium.core.checkpoint import read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
+from podium.core.engine.engine import Engine
 from podium.core.errors import (
     BackpressureError,
     NotFoundError,
@@ -32,12 +36,11 @@ from podium.core.errors import (
     job_not_found,
 )
 from podium.core.estimate import Estimate, History, SheetSamples, estimate
-from podium.core.events import ChangeEvent, EventBus
+from podium.core.events import EventBus
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.logview import LogReader
-from podium.core.manager import JobManager
 from podium.core.models import (
     HistoryEntry,
     JobDetail,
@@ -49,10 +52,11 @@ from podium.core.models import (
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
-from podium.core.spec.loader import LoadedSpec, load_spec, redact_spec
+from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.spec.models import ConcurrencySpec
+from podium.core.store.base import Store
+from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow
-from podium.core.store.sqlite import SQLiteStore
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
@@ -69,7 +73,10 @@ from podium.core.views import (
 log = structlog.get_logger("podium.conductor")
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAINTENANCE_INTERVAL_SECONDS = 600.0
+# Snapshot cleanup runs when the oldest snapshot expires, but at most this often.
+MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
+SNAPSHOT_WAIT_SECONDS = 5.0
+SUBMIT_SAMPLE_SECONDS = 1.0
 DIAGNOSE_HISTORY_LIMIT = 50_000
 MAX_SHEET_PAGE = 10_000
 # Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
@@ -80,6 +87,9 @@ ELEVATED_FAILURE_RATE = 0.9
 RESTART_ONLY_KEYS = {
     "home": "the home cannot change while a conductor owns it",
     "auto_resume": "applies when the conductor starts",
+    "store_url": "the store is opened when the conductor starts",
+    "conductor_id": "attempts in flight are owned under the name the conductor started with",
+    "lease_seconds": "applies when the conductor starts",
 }
 
 
@@ -121,8 +131,9 @@ class Conductor:
         self.events = EventBus()
         self._lock = HomeLock(config.lock_path)
         self._stack: AsyncExitStack | None = None
-        self._store: SQLiteStore | None = None
-        self._manager: JobManager | None = None
+        self._store: Store | None = None
+        self._engine: Engine | None = None
+        self._snapshot_added = anyio.Event()
         self._snapshots: SnapshotStore | None = None
         self.catalog: InstrumentCatalog | None = None
         self._started_monotonic = 0.0
@@ -140,16 +151,13 @@ class Conductor:
         stack = AsyncExitStack()
         try:
             stack.callback(self._lock.release)
-            self._store = await SQLiteStore.open(self.config.db_path)
+            self._store = await open_store(self.config)
             stack.push_async_callback(self._store.close)
             self.catalog = await anyio.to_thread.run_sync(
                 InstrumentCatalog.load, self.config.instruments_dir
             )
             self._snapshots = SnapshotStore(
                 self.config.snapshots_dir, self._store, self.config.logs_dir
-            )
-            self._manager = JobManager(
-                self.config, self._store, self.catalog, self.events, on_terminal=self._on_terminal
             )
             self.monitor = await anyio.to_thread.run_sync(
                 lambda: ResourceMonitor(
@@ -158,16 +166,20 @@ class Conductor:
                     self.config.monitor_interval_seconds,
                 )
             )
-            self._manager.set_pressure(self.monitor.last.level, self.monitor.last.reason)
-            recovered = [] if self.read_only else await self._manager.recover()
-            if recovered:
-                log.info("reconciled jobs after restart", job_ids=recovered)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
+            if not self.read_only:
+                engine = Engine(
+                    self.config, self._store, self.catalog, self.events, self._on_terminal
+                )
+                engine.set_pressure(self.monitor.last.level, self.monitor.last.reason)
+                self._engine = engine
+                recovered = await engine.start(task_group, recover=True, dispatch=self.dispatch)
+                if recovered:
+                    log.info("reconciled jobs after restart", job_ids=recovered)
             if self.dispatch:
-                task_group.start_soon(self._manager.run, task_group)
                 task_group.start_soon(self._maintenance)
-                task_group.start_soon(self.monitor.run, self._on_sample)
+                task_group.start_soon(self._sample_while_busy)
         except BaseException:
             await stack.aclose()
             raise
@@ -180,9 +192,9 @@ class Conductor:
         if self._stack is None:
             return
         self._stopping = True
-        if self.dispatch:
+        if self._engine is not None:
             with anyio.CancelScope(shield=True):
-                await self.manager.shutdown()
+                await self._engine.shutdown()
         # Not inside the shield: the task group's own cancel scope must exit in the task's
         # current scope.
         stack, self._stack = self._stack, None
@@ -197,16 +209,23 @@ class Conductor:
         await self.stop()
 
     @property
-    def store(self) -> SQLiteStore:
+    def store(self) -> Store:
         if self._store is None:
             raise PodiumError("the conductor is not started")
         return self._store
 
     @property
-    def manager(self) -> JobManager:
-        if self._manager is None:
-            raise PodiumError("the conductor is not started")
-        return self._manager
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise PodiumError(
+                "the conductor is not started"
+                if self._store is None
+                else "this conductor only reads the store (another process owns the home)"
+            )
+        return self._engine
+
+    # The name earlier callers used for the engine.
+    manager = engine
 
     @property
     def snapshots(self) -> SnapshotStore:
@@ -215,26 +234,47 @@ class Conductor:
         return self._snapshots
 
     async def _maintenance(self) -> None:
+        """Remove expired snapshots; sleeps until the oldest one expires (or, with none, until
+        one is taken), never on a fixed tick."""
         while True:
+            ttl = self.config.snapshot_ttl_hours
             try:
-                removed = await anyio.to_thread.run_sync(
-                    self.snapshots.cleanup, self.config.snapshot_ttl_hours
-                )
+                removed = await anyio.to_thread.run_sync(self.snapshots.cleanup, ttl)
                 if removed:
                     log.info("expired snapshots removed", count=removed)
+                expiry = await anyio.to_thread.run_sync(self.snapshots.next_expiry, ttl)
             except OSError:
                 log.exception("snapshot cleanup failed")
-            await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+                expiry = utcnow() + timedelta(hours=1)
+            added = self._snapshot_added = anyio.Event()
+            if expiry is None:
+                await added.wait()
+                continue
+            delay = max(MAINTENANCE_MIN_INTERVAL_SECONDS, (expiry - utcnow()).total_seconds())
+            await anyio.sleep(delay)
+
+    async def _sample_while_busy(self) -> None:
+        """Resource samples while sheets run; an idle conductor is sampled on demand (submit)
+        instead of on a timer."""
+        assert self.monitor is not None
+        while True:
+            await self.engine.wait_busy()
+            await anyio.sleep(self.monitor.interval_seconds)
+            self._on_sample(await anyio.to_thread.run_sync(self.monitor.sample))
 
     def _on_sample(self, sample: ResourceSample) -> None:
-        self.manager.set_pressure(sample.level, sample.reason)
+        self.engine.set_pressure(sample.level, sample.reason)
 
     async def _check_pressure(self) -> None:
         """Refuse new work at critical pressure, with the reason (memory or processes)."""
         if self.monitor is None:
             return
-        sample = await anyio.to_thread.run_sync(self.monitor.sample)
-        self.manager.set_pressure(sample.level, sample.reason)
+        sample = self.monitor.last
+        # A sample this fresh is as good as a new one; a burst of submits (an agent fanning
+        # out) costs one walk of the process table, not one each.
+        if time.monotonic() - sample.taken_at >= SUBMIT_SAMPLE_SECONDS:
+            sample = await anyio.to_thread.run_sync(self.monitor.sample)
+        self.engine.set_pressure(sample.level, sample.reason)
         if sample.level is PressureLevel.CRITICAL:
             raise BackpressureError(
                 f"not accepting jobs: {sample.reason}; running jobs continue, submit again "
@@ -257,25 +297,26 @@ class Conductor:
             else:
                 applied[key] = [_jsonable(old), _jsonable(new)]
         self.config = fresh.model_copy(update={k: getattr(self.config, k) for k in not_applied})
-        self.manager.apply_config(self.config)
+        self.engine.apply_config(self.config)
         if self.monitor is not None:
             self.monitor.set_limits(
                 self.config.max_memory_mb,
                 self.config.max_processes,
                 self.config.monitor_interval_seconds,
             )
-            self.manager.set_pressure(self.monitor.last.level, self.monitor.last.reason)
+            self.engine.set_pressure(self.monitor.last.level, self.monitor.last.reason)
         self.catalog = await anyio.to_thread.run_sync(
             InstrumentCatalog.load, self.config.instruments_dir
         )
-        self.manager.catalog = self.catalog
+        self.engine.catalog = self.catalog
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
 
     async def _on_terminal(self, job: JobRow) -> None:
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
         if info is not None:
-            await self.store.set_snapshot_path(job.job_id, info.path)
+            self._snapshot_added.set()
+            await self.engine.set_snapshot_path(job.job_id, info.path)
 
     # ----- specs ----------------------------------------------------------------------------
 
@@ -360,12 +401,23 @@ class Conductor:
             default_dir=self.config.workspaces_dir,
             roots=[*self.config.roots(), *extra_roots],
         )
-        existing = await self.store.get_job(job_id)
-        if existing is None:
-            workspace.mkdir(parents=True, exist_ok=True)
-        job, created = await self.manager.submit(
-            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=loaded.source_path
-        )
+        # Made before the job exists (its first sheet may start at once); removed again if
+        # this submit turns out to add no job.
+        made = not workspace.exists()
+        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            job, created = await self.engine.submit(
+                loaded,
+                job_id=job_id,
+                workspace=workspace,
+                start=start,
+                spec_path=loaded.source_path,
+            )
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    workspace.rmdir()
+            raise
         return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
 
     async def _job_row(self, job_id: str) -> JobRow:
@@ -383,25 +435,22 @@ class Conductor:
         sheet_limit: int = 100,
         include_spec: bool = False,
     ) -> JobDetail:
-        page = await self.store.get_job_page(job_id, sheet_status, sheet_offset, sheet_limit)
-        if page is None:
-            raise job_not_found(job_id)
-        job, sheets, matching = page
-        return JobDetail(
-            **job.summary().model_dump(),
-            workspace=job.workspace,
-            priority=job.priority,
-            sheets_total_matching=matching,
-            sheets=[s.state() for s in sheets],
-            spec=redact_spec(job.spec) if include_spec else None,
+        detail = await read_job(
+            self.store,
+            job_id,
+            sheet_status=sheet_status,
+            sheet_offset=sheet_offset,
+            sheet_limit=sheet_limit,
+            include_spec=include_spec,
         )
-
-    async def checkpoint(self, job_id: str) -> JobDetail:
-        detail = await self.store.load(job_id)
         if detail is None:
             raise job_not_found(job_id)
-        if detail.spec is not None:
-            detail.spec = redact_spec(detail.spec)
+        return detail
+
+    async def checkpoint(self, job_id: str) -> JobDetail:
+        detail = await read_checkpoint(self.store, job_id)
+        if detail is None:
+            raise job_not_found(job_id)
         return detail
 
     async def list_jobs(
@@ -416,13 +465,11 @@ class Conductor:
         query = JobQuery(
             statuses=tuple(statuses), name=name, label=label, limit=limit, cursor=cursor
         )
-        try:
-            return await self.store.query_jobs(query)
-        except ValueError as exc:
-            raise PodiumError(str(exc)) from exc
+        rows, next_cursor = await self.store.query_jobs(query)
+        return [r.summary() for r in rows], next_cursor
 
     async def pause_job(self, job_id: str, *, immediate: bool = False) -> JobSummary:
-        return await self.manager.pause(job_id, immediate)
+        return await self.engine.pause(job_id, immediate)
 
     async def resume_job(
         self,
@@ -437,10 +484,10 @@ class Conductor:
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
             changed = self._load(spec, spec_yaml, path)
-        return await self.manager.resume(job_id, changed, retry_failed)
+        return await self.engine.resume(job_id, changed, retry_failed)
 
     async def cancel_job(self, job_id: str) -> JobSummary:
-        return await self.manager.cancel(job_id)
+        return await self.engine.cancel(job_id)
 
     async def clear_jobs(
         self,
@@ -485,13 +532,12 @@ class Conductor:
                 continue
             selected.append(job)
         skipped = [j.job_id for j in selected if j.status.is_active]
-        deleted = await self.store.delete_jobs(
+        deleted = await self.engine.delete_jobs(
             [j.job_id for j in selected if not j.status.is_active]
         )
         for job_id in deleted:
             shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
             self.snapshots.delete_for_job(job_id)
-            self.events.publish(ChangeEvent(job_id, "deleted"))
         return ClearResult(
             deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
         )
@@ -500,13 +546,16 @@ class Conductor:
         self, job_id: str, *, sheet_num: int | None = None, limit: int = 1000, offset: int = 0
     ) -> tuple[list[HistoryEntry], int]:
         await self._job_row(job_id)
-        entries = await self.store.get_execution_history(job_id, sheet_num, limit, offset)
-        total = await self.store.get_execution_history_count(job_id, sheet_num)
-        return entries, total
+        attempts, total = await self.store.get_history(job_id, sheet_num, limit, offset)
+        return [a.entry() for a in attempts], total
 
     async def list_snapshots(self, job_id: str | None = None) -> list[SnapshotInfo]:
         if job_id is not None:
             await self._job_row(job_id)
+        if self._engine is not None:
+            # A job that just ended is listed with its snapshot, not a moment before it.
+            with anyio.move_on_after(SNAPSHOT_WAIT_SECONDS):
+                await self._engine.hooks_settled(job_id)
         return await anyio.to_thread.run_sync(self.snapshots.list_snapshots, job_id)
 
     async def cleanup_snapshots(self, max_age_hours: float | None = None) -> int:
@@ -666,27 +715,27 @@ class Conductor:
         ):
             known = ", ".join(i.name for i in self.catalog.all())
             raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
-        cleared = []
-        for row in await self.store.get_rate_limits():
-            wanted = instrument is None or row.instrument == instrument
-            if wanted and await self.store.clear_rate_limit(row.instrument):
-                cleared.append(row.instrument)
-        if cleared:
-            await self.manager.lift_rate_limits(cleared)
-        return cleared
+        return await self.engine.lift_holds(None if instrument is None else [instrument])
 
     # ----- conductor status -----------------------------------------------------------------
 
     async def status(self) -> ConductorStatus:
         now = utcnow()
+        # The engine's view of the holds is the store's (kept in the same step as each
+        # write): one store read less per status call.
+        holds = (
+            list(self._engine.state.holds.values())
+            if self._engine is not None
+            else await self.store.holds()
+        )
         limits = [
-            RateLimitView(instrument=r.instrument, until=r.until)
-            for r in await self.store.get_rate_limits()
-            if r.until > now
+            RateLimitView(instrument=h.hold_key, until=h.until)
+            for h in sorted(holds, key=lambda h: h.hold_key)
+            if h.until > now and not h.released
         ]
         sample = self.monitor.last if self.monitor is not None else None
         memory_mb = sample.memory_mb if sample is not None else None
-        failure_rate = None if self.read_only else self.manager.failure_rate
+        failure_rate = None if self._engine is None else self._engine.failure_rate
         instruments = [
             InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
@@ -698,8 +747,8 @@ class Conductor:
             jobs_by_status=await self.store.count_jobs_by_status(),
             running_sheets=(
                 await self.store.count_running_sheets()
-                if self.read_only
-                else self.manager.running_count
+                if self._engine is None
+                else self._engine.running_count
             ),
             pressure_level=sample.level.value if sample is not None else "none",
             pressure_reason=sample.reason if sample is not None else None,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from podium.core.errors import PodiumError
 
@@ -33,10 +35,27 @@ class PodiumConfig(BaseModel):
     monitor_interval_seconds: float = Field(5, gt=0)
     auto_resume: bool = False
     kill_grace_seconds: float = Field(10, ge=0)
-    max_rate_limit_wait_seconds: float = Field(3600, gt=0)
+    max_rate_limit_wait_seconds: float = Field(21600, gt=0)
     max_rate_limit_retries: int = Field(20, ge=0)
     # None: a started conductor runs until stopped.
     idle_exit_minutes: float | None = Field(None, gt=0)
+    # Filled from `home` when not given (see _derived_defaults).
+    store_url: str = Field("", min_length=0)
+    conductor_id: str = Field("", max_length=200)
+    lease_seconds: float = Field(30, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        """`store_url` and `conductor_id` default to values derived from the home."""
+        if isinstance(data, dict) and data.get("home") is not None:
+            home = Path(data["home"])
+            if not data.get("store_url"):
+                data = {**data, "store_url": f"sqlite://{home / 'podium.db'}"}
+            if not data.get("conductor_id"):
+                digest = hashlib.sha256(str(home).encode()).hexdigest()[:8]
+                data = {**data, "conductor_id": f"{socket.gethostname()}-{digest}"}
+        return data
 
     @property
     def db_path(self) -> Path:

@@ -7,15 +7,15 @@ from pathlib import Path
 from podium.core.errors import NotFoundError, PodiumError
 from podium.core.paths import confine
 from podium.core.runner.logs import read_log_range, read_log_tail
+from podium.core.store.base import Store
 from podium.core.store.rows import JobRow
-from podium.core.store.sqlite import SQLiteStore
 from podium.core.views import LogChunk
 
 LOG_PAGE_BYTES = 256 * 1024
 
 
 class LogReader:
-    def __init__(self, store: SQLiteStore, logs_dir: Path) -> None:
+    def __init__(self, store: Store, logs_dir: Path) -> None:
         self.store = store
         self._logs_dir = logs_dir
 

@@ -12,20 +12,26 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 UTC with a `Z`; fixed width so stored strings sort chronologically."""
-    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+    """RFC 3339 UTC with a `Z`; fixed width (microseconds always) so stored strings sort
+    chronologically."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # "...+00:00" -> "...Z"; isoformat is C code, strftime several times slower.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(value: str) -> datetime:
-    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat is C code and reads the `Z`; strptime costs ten times as much per row.
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {value!r} has no UTC offset")
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def parse_optional_time(value: str | None) -> datetime | None:

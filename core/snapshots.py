@@ -4,6 +4,7 @@ results), kept under <home>/snapshots/<job_id>/<UTC timestamp>/ with a manifest 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,13 +12,20 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from podium.core.checkpoint import read_checkpoint
 from podium.core.models import UtcTime, utcnow
-from podium.core.spec.loader import redact_spec
-from podium.core.store.interfaces import StateBackend
+from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 HISTORY_LIMIT = 10_000
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 class SnapshotInfo(BaseModel):
@@ -33,9 +41,9 @@ class SnapshotInfo(BaseModel):
 
 
 class SnapshotStore:
-    def __init__(self, root: Path, backend: StateBackend, logs_root: Path) -> None:
+    def __init__(self, root: Path, store: Store, logs_root: Path) -> None:
         self.root = root
-        self._backend = backend
+        self._store = store
         self._logs_root = logs_root
 
     def _job_dir(self, job_id: str) -> Path:
@@ -44,16 +52,15 @@ class SnapshotStore:
     async def capture(
         self, job_id: str, workspace: str | Path | None, config_path: str | Path | None
     ) -> SnapshotInfo | None:
-        checkpoint = await self._backend.load(job_id)
+        checkpoint = await read_checkpoint(self._store, job_id)
         if checkpoint is None:
             return None
-        history = await self._backend.get_execution_history(job_id, limit=HISTORY_LIMIT)
+        attempts, _ = await self._store.get_history(job_id, None, HISTORY_LIMIT, 0)
+        history = [a.entry() for a in attempts]
         created = utcnow()
         snapshot_id = created.strftime(_ID_FORMAT)
         target = self._job_dir(job_id) / snapshot_id
         detail = checkpoint.model_dump(mode="json")
-        if detail.get("spec") is not None:
-            detail["spec"] = redact_spec(detail["spec"])
         validations = [
             {
                 "sheet_num": h.sheet_num,
@@ -65,17 +72,21 @@ class SnapshotStore:
 
         def write() -> SnapshotInfo:
             target.mkdir(parents=True, exist_ok=False)
-            (target / "checkpoint.json").write_text(json.dumps(detail, indent=2))
+            # Compact: with an indent, json.dumps takes its pure-Python encoder (ten times
+            # slower, and a snapshot is taken for every job that ends).
+            (target / "checkpoint.json").write_text(json.dumps(detail))
             (target / "history.json").write_text(
-                json.dumps([h.model_dump(mode="json") for h in history], indent=2)
+                json.dumps([h.model_dump(mode="json") for h in history])
             )
-            (target / "validations.json").write_text(json.dumps(validations, indent=2))
-            (target / "spec.json").write_text(json.dumps(detail.get("spec"), indent=2))
+            (target / "validations.json").write_text(json.dumps(validations))
+            (target / "spec.json").write_text(json.dumps(detail.get("spec")))
             if config_path is not None and Path(config_path).is_file():
                 shutil.copy2(config_path, target / f"spec-source{Path(config_path).suffix}")
             logs = self._logs_root / job_id
             if logs.is_dir():
-                shutil.copytree(logs, target / "logs")
+                # Logs of finished attempts never change again: a hard link is a copy that
+                # costs no data (and survives the deletion of the original).
+                shutil.copytree(logs, target / "logs", copy_function=_link_or_copy)
             files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
             size = sum((target / f).stat().st_size for f in files)
             info = SnapshotInfo(
@@ -110,6 +121,13 @@ class SnapshotStore:
             if info.snapshot_id == snapshot_id:
                 return info
         return None
+
+    def next_expiry(self, max_age_hours: float) -> datetime | None:
+        """When the oldest snapshot kept now runs out its TTL (None when there is none)."""
+        snapshots = self.list_snapshots()
+        if not snapshots:
+            return None
+        return min(s.created_at for s in snapshots) + timedelta(hours=max_age_hours)
 
     def cleanup(self, max_age_hours: float, now: datetime | None = None) -> int:
         cutoff = (now or datetime.now(UTC)) - timedelta(hours=max_age_hours)

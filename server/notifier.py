@@ -51,6 +51,7 @@ class ChangeNotifier:
         self._legacy: dict[str, set[Any]] = {}
         self._last_sent: dict[str, float] = {}
         self._pending: set[str] = set()
+        self._wake = anyio.Event()
 
     def install_legacy_handlers(self, mcp: MCPServer[Any], check: SubscribeCheck) -> None:
         """`check(uri)` refuses a subscription to a resource that does not exist (an unknown
@@ -81,6 +82,7 @@ class ChangeNotifier:
             async for event in events:
                 for uri in self._uris(event):
                     self._pending.add(uri)
+                self._wake.set()
 
     @staticmethod
     def _uris(event: ChangeEvent) -> list[str]:
@@ -90,14 +92,28 @@ class ChangeNotifier:
         return uris
 
     async def _flush_loop(self) -> None:
+        """Sends what is pending as soon as its URI's quiet period is over; sleeps until the
+        next change (or the end of the nearest quiet period), never on a fixed tick."""
         while True:
-            await anyio.sleep(0.05)
+            if not self._pending:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
             now = time.monotonic()
-            for uri in list(self._pending):
-                if now - self._last_sent.get(uri, 0.0) >= MIN_INTERVAL_SECONDS:
-                    self._pending.discard(uri)
-                    self._last_sent[uri] = now
-                    await self._send(uri)
+            due = [
+                uri
+                for uri in self._pending
+                if now - self._last_sent.get(uri, 0.0) >= MIN_INTERVAL_SECONDS
+            ]
+            for uri in due:
+                self._pending.discard(uri)
+                self._last_sent[uri] = now
+                await self._send(uri)
+            if self._pending and not due:
+                soonest = min(self._last_sent.get(uri, 0.0) for uri in self._pending)
+                self._wake = anyio.Event()
+                with anyio.move_on_after(max(0.0, soonest + MIN_INTERVAL_SECONDS - now)):
+                    await self._wake.wait()
 
     async def _send(self, uri: str) -> None:
         await self._bus.publish(ResourceUpdated(uri=uri))

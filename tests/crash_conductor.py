@@ -1,10 +1,11 @@
 """A conductor in its own process, for the crash-recovery tests (tests/test_recovery.py).
 
-Usage: python tests/crash_conductor.py HOME SPEC_JSON JOB_ID READY_FILE
+Usage: python tests/crash_conductor.py HOME SPEC_JSON JOB_ID READY_FILE [MODIFIED_SPEC_JSON]
 
 Starts a `Conductor` on HOME (kill_grace_seconds 1, no env or config-file overrides), submits
-SPEC_JSON as JOB_ID unless SPEC_JSON is "-", writes its pid to READY_FILE, then runs until it is
-killed. Logs go to stderr only; stdout stays unused.
+SPEC_JSON as JOB_ID unless SPEC_JSON is "-", and with MODIFIED_SPEC_JSON, once the job's first
+sheet runs, modifies the job with it (a resume with a changed spec). Then it writes its pid to
+READY_FILE and runs until it is killed. Logs go to stderr only; stdout stays unused.
 """
 
 from __future__ import annotations
@@ -19,15 +20,23 @@ import structlog
 
 from podium.core.conductor import Conductor
 from podium.core.config import load_config
+from podium.core.models import SheetStatus
 
 
-async def main(home: Path, spec_json: str, job_id: str, ready_file: Path) -> None:
+async def main(
+    home: Path, spec_json: str, job_id: str, ready_file: Path, modified: str | None
+) -> None:
     config = load_config(home=home, overrides={"kill_grace_seconds": 1}, env={})
     conductor = Conductor(config)
     await conductor.start()
     try:
         if spec_json != "-":
             await conductor.submit_job(spec=json.loads(spec_json), job_id=job_id)
+        if modified is not None:
+            with anyio.fail_after(20):
+                while (await conductor.get_job(job_id)).sheets[0].status is not SheetStatus.RUNNING:
+                    await anyio.sleep(0.02)
+            await conductor.resume_job(job_id, spec=json.loads(modified))
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(f"{os.getpid()}\n")
         tmp.replace(ready_file)  # atomic: the test never reads a half-written file
@@ -40,4 +49,5 @@ async def main(home: Path, spec_json: str, job_id: str, ready_file: Path) -> Non
 if __name__ == "__main__":
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     home_arg, spec_arg, job_arg, ready_arg = sys.argv[1:5]
-    anyio.run(main, Path(home_arg), spec_arg, job_arg, Path(ready_arg))
+    modified_arg = sys.argv[5] if len(sys.argv) > 5 else None
+    anyio.run(main, Path(home_arg), spec_arg, job_arg, Path(ready_arg), modified_arg)

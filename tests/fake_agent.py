@@ -5,6 +5,8 @@ ratelimit-once:NAME  first call prints a rate-limit error with "retry after 2 se
                      fails; later calls succeed (state kept in NAME.state in the cwd)
 auth                 prints an auth error and fails
 chatty-success       succeeds while mentioning "rate limit" in its output
+timed:LOG            writes its start and end times to LOG, sleeping 0.4 s between
+hold:FILE:LOG        like timed, but sleeps while FILE exists instead
 anything else        succeeds, echoing the prompt
 """
 
@@ -30,6 +32,18 @@ if arg.startswith("timed:"):
     with log.open("a") as f:
         f.write(f"start {time.time()}\n")
     time.sleep(0.4)
+    with log.open("a") as f:
+        f.write(f"end {time.time()}\n")
+    sys.exit(0)
+if arg.startswith("hold:"):
+    import time
+
+    _, hold, log_name = arg.split(":", 2)
+    log = Path(log_name)
+    with log.open("a") as f:
+        f.write(f"start {time.time()}\n")
+    while Path(hold).exists():
+        time.sleep(0.05)
     with log.open("a") as f:
         f.write(f"end {time.time()}\n")
     sys.exit(0)

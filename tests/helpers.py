@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
 from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
 from podium.core.models import JobDetail
+from podium.core.store.base import Store, WriteBatch
+from podium.core.store.open import open_store
 
 
 async def wait_for_job(
@@ -33,3 +37,18 @@ async def wait_until(
     with anyio.fail_after(timeout):
         while not await predicate():
             await anyio.sleep(interval)
+
+
+async def commit_rows(store: Store, **rows: Any) -> None:
+    """Write rows straight to the store, as a conductor that died left them (tests only:
+    the engine's writer is the one writer in a running conductor)."""
+    assert await store.commit([WriteBatch(**rows)]) == [None]
+
+
+async def write_rows(config: PodiumConfig, **rows: Any) -> None:
+    """`commit_rows` on the home's store while no conductor runs."""
+    store = await open_store(config)
+    try:
+        await commit_rows(store, **rows)
+    finally:
+        await store.close()

@@ -35,7 +35,8 @@ from test_transports import (
     server_env,
 )
 
-from podium.core.store.sqlite import SQLiteStore
+from podium.core.config import load_config
+from podium.core.store.open import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -185,9 +186,9 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     assert stopped.returncode == 0, stopped.stderr
     assert not running(pid) and not running(sheet_pid)
     assert not (home / "conductor.json").exists()
-    store = await SQLiteStore.open(home / "podium.db")
+    store = await open_store(load_config(home=home, env={}))
     try:
-        assert await store.get_in_flight_attempts() == []
+        assert await store.in_flight_attempts() == []
     finally:
         await store.close()
 
@@ -437,9 +438,9 @@ async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: 
         assert "already stopping" in (tmp_path / "embedded.log").read_text()
         job = json.loads(podium_cli(home, "status", "st", "--json").stdout)
         assert (job["status"], job["pause_reason"]) == ("paused", "shutdown"), job
-        store = await SQLiteStore.open(home / "podium.db")
+        store = await open_store(load_config(home=home, env={}))
         try:
-            assert await store.get_in_flight_attempts() == []
+            assert await store.in_flight_attempts() == []
         finally:
             await store.close()
     finally:

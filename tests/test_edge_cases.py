@@ -12,11 +12,13 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from helpers import wait_for_job, wait_until
+from helpers import wait_for_job, wait_until, write_rows
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.manager_core import RunningSheet
+from podium.core.engine.rules import begin_attempt
+from podium.core.engine.state import RunningSheet
+from podium.core.engine.tx import Op, Tx
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
@@ -25,8 +27,8 @@ from podium.core.models import (
     utcnow,
 )
 from podium.core.runner.runner import AttemptResult
+from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow
-from podium.core.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -37,15 +39,16 @@ async def _sheet_status(c: Conductor, job_id: str, n: int = 1) -> SheetStatus:
 
 async def _mark_running(c: Conductor, job_id: str) -> RunningSheet:
     """Put sheet 1 of a not-started job in flight, as the dispatcher would."""
-    job = await c.store.get_job(job_id)
-    assert job is not None
-    (sheet,) = await c.store.get_sheets(job_id)
-    now = utcnow()
-    job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
-    sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
-    await c.store.write(job, [sheet], [AttemptRow(job_id, 1, 1, now)])
+
+    def apply(tx: Tx) -> None:
+        job = tx.edit_job(job_id)
+        job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, tx.now
+        begin_attempt(tx.edit_sheet(job_id, 1), 1, tx.now, "")
+        tx.add_attempt(AttemptRow(job_id, 1, 1, tx.now, conductor_id=c.config.conductor_id))
+
+    await c.engine.writer.run(Op(apply, jobs=[job_id]))
     entry = RunningSheet(job_id, 1, 1)
-    c.manager._running[(job_id, 1)] = entry
+    c.engine.state.add_running(entry)
     return entry
 
 
@@ -60,10 +63,11 @@ async def test_a_completed_attempt_is_kept_whatever_stop_arrives(
     entry.stop_reason = stop_reason
     if stop_reason == "cancel":
         # As a real cancel leaves it: the job already cancelled while the attempt finishes.
-        row = await conductor.store.get_job(job.job_id)
-        assert row is not None
-        row.status = JobStatus.CANCELLED
-        await conductor.store.write(row)
+
+        def cancel(tx: Tx) -> None:
+            tx.edit_job(job.job_id).status = JobStatus.CANCELLED
+
+        await conductor.engine.writer.run(Op(cancel, jobs=[job.job_id]))
     now = utcnow()
     result = AttemptResult(
         outcome=Outcome.COMPLETED,
@@ -77,7 +81,8 @@ async def test_a_completed_attempt_is_kept_whatever_stop_arrives(
         stdout_tail="ok",
         log_path="",
     )
-    await conductor.manager._apply_result(entry, result)
+    engine = conductor.engine
+    await engine.writer.run(engine.result_op(entry, result))
     detail = await conductor.get_job(job.job_id)
     assert detail.sheets[0].status is SheetStatus.COMPLETED
     history, _ = await conductor.get_execution_history(job.job_id)
@@ -94,27 +99,27 @@ async def test_crash_during_cancel_leaves_no_process_and_no_stuck_job(
         )
     leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        store = await SQLiteStore.open(config.db_path)
+        store = await open_store(config)
         try:
             row = await store.get_job(job.job_id)
             assert row is not None
             (sheet,) = await store.get_sheets(job.job_id)
-            now = utcnow()
-            # The cancel had marked the job before its running sheet died; then a crash.
-            row.status, row.pause_reason, row.completed_at = JobStatus.CANCELLED, None, now
-            sheet.status, sheet.attempts = SheetStatus.RUNNING, 1
-            attempt = AttemptRow(
-                job.job_id,
-                1,
-                1,
-                now,
-                pid=leader.pid,
-                pgid=leader.pid,
-                pid_start_time=psutil.Process(leader.pid).create_time(),
-            )
-            await store.write(row, [sheet], [attempt])
         finally:
             await store.close()
+        now = utcnow()
+        # The cancel had marked the job before its running sheet died; then a crash.
+        row.status, row.pause_reason, row.completed_at = JobStatus.CANCELLED, None, now
+        sheet.status, sheet.attempts = SheetStatus.RUNNING, 1
+        attempt = AttemptRow(
+            job.job_id,
+            1,
+            1,
+            now,
+            pid=leader.pid,
+            pgid=leader.pid,
+            pid_start_time=psutil.Process(leader.pid).create_time(),
+        )
+        await write_rows(config, jobs=[row], sheets=[sheet], new_attempts=[attempt])
 
         async with Conductor(make_config()) as c:
             assert leader.wait(timeout=5) is not None  # the leftover group was ended
@@ -219,18 +224,18 @@ async def test_cancel_does_not_wait_for_a_long_validation(conductor: Conductor) 
 async def test_snapshot_after_the_end_never_overwrites_a_resume(
     conductor: Conductor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The snapshot is taken outside the manager's lock just after a job ends; a resume that
-    lands meanwhile must survive it: only the snapshot path may be written then, never a
-    (stale) copy of the whole job row."""
-    store = conductor.store
-    original_write = store.write
+    """The snapshot is taken just after a job ends, and its path written afterwards; a
+    resume that lands meanwhile must survive it: the path write is a compare-and-set on the
+    row as it is then, never a (stale) copy of the job row read when the job ended."""
+    snapshots = conductor.snapshots
+    original_capture = snapshots.capture
 
-    async def slow_stale_write(job: Any = None, *args: Any, **kwargs: Any) -> None:
-        if job is not None and job.snapshot_path is not None and job.status is JobStatus.FAILED:
-            await anyio.sleep(0.6)  # widen the window a resume can land in
-        await original_write(job, *args, **kwargs)
+    async def slow_capture(*args: Any, **kwargs: Any) -> Any:
+        info = await original_capture(*args, **kwargs)
+        await anyio.sleep(0.6)  # widen the window a resume can land in
+        return info
 
-    monkeypatch.setattr(store, "write", slow_stale_write)
+    monkeypatch.setattr(snapshots, "capture", slow_capture)
     spec = {
         "name": "flip",
         "retry": {"max_retries": 0},
@@ -249,3 +254,24 @@ async def test_snapshot_after_the_end_never_overwrites_a_resume(
 async def _has_snapshot_path(c: Conductor, job_id: str) -> bool:
     row = await c.store.get_job(job_id)
     return row is not None and row.snapshot_path is not None
+
+
+async def test_a_resume_in_the_same_group_as_a_write_to_the_finished_job_runs_it(
+    conductor: Conductor,
+) -> None:
+    """An op that writes a finished job (its snapshot path) and a resume of that job are
+    committed together: the job must stay in the engine's hands and run, not be let go of
+    by the first op's commit."""
+    job = await conductor.submit_job(
+        spec={"name": "again", "sheets": [{"prompt": "true"}]}, start=False
+    )
+    await conductor.cancel_job(job.job_id)
+    await conductor.engine.hooks_settled()
+
+    def note(tx: Tx) -> None:
+        tx.edit_job(job.job_id).snapshot_path = "/elsewhere"
+
+    conductor.engine.writer.submit_nowait(Op(note, job_rows=[job.job_id], name="note"))
+    resumed = await conductor.resume_job(job.job_id)
+    assert resumed.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert (await wait_for_job(conductor, job.job_id, timeout=10)).status is JobStatus.COMPLETED

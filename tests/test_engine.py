@@ -15,11 +15,12 @@ import psutil
 import pytest
 from helpers import wait_for_job
 
+from podium.core.checkpoint import read_checkpoint
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import SpecError
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
-from podium.core.store.sqlite import SQLiteStore
+from podium.core.store.open import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -70,15 +71,19 @@ async def test_three_sheet_dag_runs_and_state_survives_reopen(conductor: Conduct
     assert all(h.exit_code == 0 and h.log_path and Path(h.log_path).exists() for h in history)
     assert [v.passed for v in history[2].validations] == [True, True]
 
-    in_process = (await conductor.store.load(submitted.job_id)).model_dump(mode="json")  # type: ignore[union-attr]
+    in_process = (await read_checkpoint(conductor.store, submitted.job_id)).model_dump(  # type: ignore[union-attr]
+        mode="json"
+    )
     script = textwrap.dedent(
         f"""
         import anyio, json
         from pathlib import Path
-        from podium.core.store.sqlite import SQLiteStore
+        from podium.core.checkpoint import read_checkpoint
+        from podium.core.config import load_config
+        from podium.core.store.open import open_store
         async def main():
-            store = await SQLiteStore.open(Path({str(conductor.config.db_path)!r}))
-            detail = await store.load({submitted.job_id!r})
+            store = await open_store(load_config(home=Path({str(conductor.config.home)!r})))
+            detail = await read_checkpoint(store, {submitted.job_id!r})
             print(json.dumps(detail.model_dump(mode="json")))
             await store.close()
         anyio.run(main)
@@ -207,10 +212,13 @@ async def test_podium_run_cli_exit_codes(tmp_path: Path, home: Path) -> None:
 async def test_reopened_store_has_no_running_state_left(conductor: Conductor) -> None:
     submitted = await conductor.submit_job(spec=DAG_SPEC)
     await wait_for_job(conductor, submitted.job_id)
-    store = await SQLiteStore.open(conductor.config.db_path)
+    store = await open_store(conductor.config)
     try:
-        assert await store.get_in_flight_attempts() == []
-        assert await store.get_orphaned_jobs() == []
+        assert await store.in_flight_attempts() == []
+        assert await store.count_running_sheets() == 0
+        for job in await store.active_jobs():
+            statuses = {s.status for s in await store.get_sheets(job.job_id)}
+            assert not statuses & {SheetStatus.RUNNING, SheetStatus.WAITING}, job.job_id
     finally:
         await store.close()
 

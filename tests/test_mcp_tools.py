@@ -203,7 +203,11 @@ async def wait_status(
             detail = await ok(h, "status", {"job_id": job_id, "sheet_limit": 1000})
             if detail["status"] in wanted | TERMINAL:
                 return detail
-            await ok(h, "status", {"job_id": job_id, "wait_seconds": 2})
+            # A long-poll wakes on a change after it began; a change that landed between the
+            # read above and the poll is seen by the next read, so waits for a status that
+            # does not last (e.g. `running`) poll often.
+            wait = 2.0 if wanted <= TERMINAL else 0.1
+            await ok(h, "status", {"job_id": job_id, "wait_seconds": wait})
 
 
 async def wait_sheet_running(h: Harness, job_id: str) -> None:

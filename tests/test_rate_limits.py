@@ -129,12 +129,13 @@ async def test_rate_limit_survives_restart(
     from datetime import timedelta
 
     from podium.core.models import utcnow
-    from podium.core.store.rows import RateLimitRow
+    from podium.core.store.base import WriteBatch
+    from podium.core.store.rows import HoldRow
 
     now = utcnow()
-    await agent_conductor.store.set_rate_limit(
-        RateLimitRow("fake-agent", now + timedelta(seconds=60), "limited", now)
-    )
+    # Written straight to the store, as a conductor that died mid-wait left it.
+    hold = HoldRow("fake-agent", now + timedelta(seconds=60), "limited", now)
+    assert await agent_conductor.store.commit([WriteBatch(holds=[hold])]) == [None]
     await agent_conductor.stop()
     async with Conductor(make_config()) as again:
         assert [r.instrument for r in (await again.status()).rate_limits] == ["fake-agent"]

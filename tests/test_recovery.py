@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from helpers import wait_for_job
+from helpers import wait_for_job, write_rows
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import HomeLockedError
 from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow
-from podium.core.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -123,17 +123,23 @@ def _kill_leftover_sheets(tmp_path: Path) -> Iterator[None]:
 
 @contextmanager
 def conductor_process(
-    home: Path, tmp_path: Path, spec: dict[str, Any] | None, job_id: str = JOB_ID
+    home: Path,
+    tmp_path: Path,
+    spec: dict[str, Any] | None,
+    job_id: str = JOB_ID,
+    modified: dict[str, Any] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A conductor in a child process; yields once it has started (and submitted `spec`).
-    Whatever happens, the child is killed and reaped (its sheets are left to the
-    `_kill_leftover_sheets` fixture, since recovery is what the tests check)."""
+    """A conductor in a child process; yields once it has started (and submitted `spec`, and
+    with `modified`, modified the job with it once its first sheet ran). Whatever happens,
+    the child is killed and reaped (its sheets are left to the `_kill_leftover_sheets`
+    fixture, since recovery is what the tests check)."""
     ready = tmp_path / f"ready-{time.monotonic_ns()}"
     stderr_path = tmp_path / "conductor-stderr.txt"
     spec_arg = "-" if spec is None else json.dumps(spec)
+    extra = [] if modified is None else [json.dumps(modified)]
     with open(stderr_path, "ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(CRASH_SCRIPT), str(home), spec_arg, job_id, str(ready)],
+            [sys.executable, str(CRASH_SCRIPT), str(home), spec_arg, job_id, str(ready), *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -480,31 +486,31 @@ async def test_recovery_kills_a_recorded_group_only_if_it_is_still_ours(
 
         # Leave the store as a conductor that died mid-attempt would: the job and sheet
         # running, the attempt in flight with its recorded process group.
-        store = await SQLiteStore.open(make_config().db_path)
+        store = await open_store(make_config())
         try:
             job = await store.get_job(job_id)
             assert job is not None
             (sheet,) = await store.get_sheets(job_id)
-            now = utcnow()
-            job.status, job.pause_reason, job.started_at, job.updated_at = (
-                JobStatus.RUNNING,
-                None,
-                now,
-                now,
-            )
-            sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
-            attempt = AttemptRow(
-                job_id=job_id,
-                sheet_num=1,
-                attempt=1,
-                started_at=now,
-                pid=stranger.pid,
-                pgid=pgid,
-                pid_start_time=start_time,
-            )
-            await store.write(job, [sheet], [attempt])
         finally:
             await store.close()
+        now = utcnow()
+        job.status, job.pause_reason, job.started_at, job.updated_at = (
+            JobStatus.RUNNING,
+            None,
+            now,
+            now,
+        )
+        sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+        attempt = AttemptRow(
+            job_id=job_id,
+            sheet_num=1,
+            attempt=1,
+            started_at=now,
+            pid=stranger.pid,
+            pgid=pgid,
+            pid_start_time=start_time,
+        )
+        await write_rows(make_config(), jobs=[job], sheets=[sheet], new_attempts=[attempt])
 
         conductor = Conductor(make_config())
         await conductor.start()
@@ -565,18 +571,18 @@ async def test_recovery_finds_an_unrecorded_group_by_its_attempt_mark(
     grandchild = int(pid_file.read_text())
     unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        store = await SQLiteStore.open(config.db_path)
+        store = await open_store(config)
         try:
             job = await store.get_job(job_id)
             assert job is not None
             (sheet,) = await store.get_sheets(job_id)
-            now = utcnow()
-            job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
-            sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
-            attempt = AttemptRow(job_id=job_id, sheet_num=1, attempt=1, started_at=now)
-            await store.write(job, [sheet], [attempt])
         finally:
             await store.close()
+        now = utcnow()
+        job.status, job.pause_reason, job.started_at = JobStatus.RUNNING, None, now
+        sheet.status, sheet.attempts, sheet.started_at = SheetStatus.RUNNING, 1, now
+        attempt = AttemptRow(job_id=job_id, sheet_num=1, attempt=1, started_at=now)
+        await write_rows(config, jobs=[job], sheets=[sheet], new_attempts=[attempt])
 
         async with Conductor(make_config()) as conductor:
             assert live_group_members(leader.pid) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_job, wait_until
 
 from podium.core import jsondata
 from podium.core.conductor import Conductor
@@ -22,7 +23,6 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import SpecError
 from podium.core.models import ErrorCategory, JobStatus, SheetStatus
 from podium.core.spec import TemplateContext, load_spec, render_sheet_prompt
-from tests.helpers import wait_for_job, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -113,9 +113,9 @@ async def test_int_keyed_job_and_running_job_continue_after_restart(
     second = Conductor(config)
     await second.start()
     try:
-        row = await second.store.get_job(cast.job_id)
-        assert row is not None
-        reloaded = load_spec(data=row.spec)
+        stored = await second.store.get_spec(cast.job_id)
+        assert stored is not None
+        reloaded = load_spec(data=stored)
         assert reloaded.spec.variables["characters"] == CHARACTERS
         assert _rendered_prompts(reloaded, cast.job_id, cast.workspace) == before
         # The job that was running comes back paused (shutdown); resume continues it.

@@ -1,16 +1,12 @@
-"""Process groups: starting sheets in their own group, supervising them, and killing them.
-
-Every sheet runs as the leader of a new session/process group, so one signal reaches it and
-everything it spawned. Signals to groups go through `signal_group` only, which refuses the
-groups that can never be ours (SPEC §9 trap 10).
-"""
+"""Running a sheet's process: in its own group, supervised (cancel, suspend, timeouts), its
+output logged; the group is owned from the instant it exists and emptied when it ends. The
+group primitives live in `groups`; their names are re-exported here for callers of this
+module."""
 
 from __future__ import annotations
 
-import contextlib
-import os
+import asyncio
 import signal as signal_mod
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,124 +15,26 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import psutil
 
-from podium.core.errors import PodiumError
 from podium.core.models import utcnow
+from podium.core.runner.child import Child
+from podium.core.runner.groups import (
+    SETTLE_SECONDS,
+    ProcessGroupRef,
+    UnsafeKillError,
+    create_time,
+    group_alive,
+    group_members,
+    groups_marked,
+    kill_now,
+    kill_recorded_group,
+    leader_matches,
+    signal_group,
+    terminate_group,
+)
 from podium.core.runner.logs import CappedLog, TailBuffer
 
 STDOUT_TAIL_BYTES = 4096
-_POLL_SECONDS = 0.05
-# After SIGKILL, or after the leader exits, how long to wait for the rest to go away.
-_SETTLE_SECONDS = 2.0
-# Create-time comparison slack: psutil derives it from clock ticks since boot.
-_START_TIME_TOLERANCE = 0.01
-
-
-class UnsafeKillError(PodiumError):
-    """A signal was about to go to a group the conductor cannot own."""
-
-
-@dataclass(frozen=True)
-class ProcessGroupRef:
-    pid: int
-    pgid: int
-    start_time: float  # psutil create_time() of the leader
-
-
-def leader_matches(ref: ProcessGroupRef) -> bool:
-    """True only if the recorded leader is still the same process (pid, pgid and start time).
-
-    After a reboot or pid wrap-around a recorded pid/pgid may belong to something else; the
-    start time tells them apart.
-    """
-    try:
-        proc = psutil.Process(ref.pid)
-        create_time = proc.create_time()
-        pgid = os.getpgid(ref.pid)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return False
-    return pgid == ref.pgid and abs(create_time - ref.start_time) <= _START_TIME_TOLERANCE
-
-
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to process group `pgid`; False if there is no such group.
-
-    Raises UnsafeKillError for pgid <= 1 (0 and -1 mean "my group"/"everyone" to kill(2))
-    and for the conductor's own group.
-    """
-    if pgid <= 1:
-        raise UnsafeKillError(f"refusing to signal process group {pgid}")
-    if pgid == os.getpgrp():
-        raise UnsafeKillError(f"refusing to signal the conductor's own process group {pgid}")
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # The group exists but belongs to another user, so it is not one we created.
-        return False
-    return True
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids in process group `pgid`."""
-    members: list[int] = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) != pgid:
-                continue
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                continue
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-        members.append(pid)
-    return members
-
-
-async def _wait_until_empty(pgid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        if not group_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await anyio.sleep(_POLL_SECONDS)
-
-
-async def terminate_group(pgid: int, grace_seconds: float) -> None:
-    """SIGCONT + SIGTERM the group, SIGKILL whatever is left after the grace period."""
-    # Signal only while live members exist: they pin the pgid, so it cannot have been reused
-    # for somebody else's group since we created it.
-    if not group_members(pgid):
-        return
-    signal_group(pgid, signal_mod.SIGCONT)  # a stopped process never handles SIGTERM
-    if not signal_group(pgid, signal_mod.SIGTERM):
-        return
-    if await _wait_until_empty(pgid, max(0.0, grace_seconds)):
-        return
-    if signal_group(pgid, signal_mod.SIGKILL):
-        await _wait_until_empty(pgid, _SETTLE_SECONDS)
-
-
-def _kill_group_now(pgid: int) -> None:
-    """Last resort when async cleanup cannot run: SIGKILL without waiting."""
-    with contextlib.suppress(UnsafeKillError):
-        if group_members(pgid):
-            signal_group(pgid, signal_mod.SIGKILL)
-
-
-async def kill_recorded_group(ref: ProcessGroupRef, grace_seconds: float) -> bool:
-    """Crash recovery: terminate a group recorded by an earlier conductor, if still ours."""
-    # Only the recorded leader, still present with its start time, proves ownership (even as a
-    # zombie it pins its pid). If the leader is gone, surviving members of that
-    # pgid (e.g. a grandchild that outlived it) cannot be told apart from an unrelated group
-    # that reused the number after a reboot, so they are left alone rather than risk killing
-    # a stranger.
-    if not leader_matches(ref):
-        return False
-    await terminate_group(ref.pgid, grace_seconds)
-    return True
 
 
 class RunControl:
@@ -153,6 +51,7 @@ class RunControl:
         self._suspended_since: float | None = None
         self._suspended_total = 0.0
         self._cancel_event: anyio.Event | None = None
+        self._listener: asyncio.Event | None = None
 
     async def wait_cancel_requested(self) -> None:
         if self._cancel_event is None:
@@ -178,17 +77,35 @@ class RunControl:
             signal_group(self._pgid, signal_mod.SIGSTOP)
 
     async def resume(self) -> None:
+        self.resume_now()
+
+    def resume_now(self) -> None:
+        """SIGCONT the suspended group (nothing to wait for)."""
         if not self._suspended:
             return
         self._suspended = False
         if self._pgid is not None:
             signal_group(self._pgid, signal_mod.SIGCONT)
         self._close_suspension(time.monotonic())
+        self._notify()
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
         if self._cancel_event is not None:
             self._cancel_event.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        # Wakes a supervisor waiting for "something changed" (cancel, end of a suspension).
+        if self._listener is not None:
+            self._listener.set()
+
+    def listen(self, event: asyncio.Event) -> None:
+        """Set `event` at the next cancel request or resume (at once if a cancel is already
+        requested)."""
+        self._listener = event
+        if self._cancel_requested:
+            event.set()
 
     def suspended_seconds(self, now: float) -> float:
         """Time spent suspended since the process was spawned (monotonic clock)."""
@@ -283,120 +200,52 @@ async def _execute(
     kill_grace_seconds: float,
     control: RunControl | None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+    prepare: Callable[[], None] | None = None,
 ) -> _Execution:
-    """Run argv in a new process group; on_output(chunk, is_stdout) receives all output."""
+    """Run argv in a new process group; on_output(chunk, is_stdout) receives all output.
+    `prepare()` runs just before the spawn, in the same worker thread (e.g. creating the
+    log file, which can take a good part of a millisecond)."""
     result = _Execution()
     if not argv:
+        if prepare is not None:
+            await anyio.to_thread.run_sync(prepare)
         result.spawn_error = "empty command line"
         return result
-    try:
-        proc = await anyio.open_process(
-            list(argv),
-            # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
-            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-        )
-    except OSError as exc:
-        result.spawn_error = _spawn_error_text(argv, exc)
-        return result
 
-    spawned_at = time.monotonic()
-    pgid = proc.pid  # start_new_session makes the child the leader of a group with its pid
-
-    def running_time() -> float:
-        now = time.monotonic()
-        suspended = control.suspended_seconds(now) if control is not None else 0.0
-        return max(0.0, now - spawned_at - suspended)
-
-    last_output = 0.0  # running time at the last output, for the idle timeout
-    open_streams = 0
-    drained = anyio.Event()
-
-    async def pump(stream: anyio.abc.ByteReceiveStream, is_stdout: bool) -> None:
-        nonlocal last_output, open_streams
+    def start() -> tuple[Child | None, float, OSError | None]:
+        if prepare is not None:
+            prepare()
         try:
-            async for chunk in stream:
-                last_output = running_time()
-                on_output(chunk, is_stdout)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            open_streams -= 1
-            if open_streams == 0:
-                drained.set()
+            child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
+        except OSError as exc:
+            return None, 0.0, exc
+        return child, create_time(child.pid), None
 
-    async def feed(stream: anyio.abc.ByteSendStream, data: bytes) -> None:
-        # A child that exits without reading its input is not an error of ours.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            if data:
-                await stream.send(data)
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await stream.aclose()
-
-    async def supervise() -> None:
-        while proc.returncode is None:
-            with anyio.move_on_after(_POLL_SECONDS):
-                await proc.wait()
-            if proc.returncode is not None:
-                break
-            if control is not None and control.cancel_requested:
-                result.cancelled = True
-            elif timeout_seconds is not None and running_time() >= timeout_seconds:
-                result.timed_out = True
-            elif (
-                idle_timeout_seconds is not None
-                and running_time() - last_output >= idle_timeout_seconds
-            ):
-                result.idle_timed_out = True
-            else:
-                continue
-            if control is not None:
-                control._detach()
-            await terminate_group(pgid, kill_grace_seconds)
-            with anyio.move_on_after(_SETTLE_SECONDS):
-                await proc.wait()
-            break
-
-        result.duration_seconds = running_time()
-        if control is not None:
-            control._detach()
-        # The leader is gone; anything it left in its group (a backgrounded grandchild) goes
-        # too. That also closes the pipes the grandchild inherited, so the readers finish.
-        await terminate_group(pgid, kill_grace_seconds)
-        with anyio.move_on_after(_SETTLE_SECONDS):
-            await drained.wait()
-
-    hook_error: Exception | None = None
+    # In a worker thread: the fork waits for the child's exec, which under load takes
+    # milliseconds the event loop would otherwise stand still for. Shielded, and nothing
+    # awaited between the spawn and the try/finally that owns the group: a cancellation
+    # cannot land in between, so the group is ours (and killed) from the instant it exists.
+    with anyio.CancelScope(shield=True):
+        child, start_time, error = await anyio.to_thread.run_sync(start)
+    if child is None:
+        assert error is not None
+        result.spawn_error = _spawn_error_text(argv, error)
+        return result
+    # start_new_session makes the child the leader of a group with its pid.
+    pgid = child.pid
     try:
-        if control is not None:
-            control._attach(pgid)
-        async with anyio.create_task_group() as tg:
-            for stream, is_stdout in ((proc.stdout, True), (proc.stderr, False)):
-                if stream is not None:
-                    open_streams += 1
-                    tg.start_soon(pump, stream, is_stdout)
-            if open_streams == 0:
-                drained.set()
-            if proc.stdin is not None:
-                tg.start_soon(feed, proc.stdin, stdin_data or b"")
-            try:
-                if on_spawn is not None:
-                    await on_spawn(ProcessGroupRef(proc.pid, pgid, _create_time(proc.pid)))
-            except Exception as exc:
-                # Raised below, outside the task group, so the caller sees it unwrapped; the
-                # finally block still terminates the group.
-                hook_error = exc
-            else:
-                await supervise()
-            # Output pipes still open now are held by a process that left our group; stop
-            # reading rather than wait for it.
-            tg.cancel_scope.cancel()
-        if hook_error is not None:
-            raise hook_error
+        await _supervise(
+            child,
+            result,
+            stdin_data=stdin_data,
+            on_output=on_output,
+            timeout_seconds=timeout_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+            kill_grace_seconds=kill_grace_seconds,
+            control=control,
+            on_spawn=on_spawn,
+            start_time=start_time,
+        )
     finally:
         try:
             with anyio.CancelScope(shield=True):
@@ -404,15 +253,18 @@ async def _execute(
                     control._detach()
                 # Covers cancellation of this coroutine and errors from on_spawn.
                 await terminate_group(pgid, kill_grace_seconds)
-                with anyio.move_on_after(_SETTLE_SECONDS):
-                    await proc.aclose()
+                if not child.exited.is_set():
+                    with anyio.move_on_after(SETTLE_SECONDS):
+                        await child.wait()
         except BaseException:
             # A repeated native asyncio cancel can break through the shield; still leave
             # nothing running behind.
-            _kill_group_now(pgid)
+            kill_now(pgid)
             raise
+        finally:
+            child.close()
 
-    code = proc.returncode
+    code = child.returncode
     if code is not None:
         if code < 0:
             result.signal = -code
@@ -421,13 +273,103 @@ async def _execute(
     return result
 
 
-def _create_time(pid: int) -> float:
+async def _supervise(
+    child: Child,
+    result: _Execution,
+    *,
+    stdin_data: bytes | None,
+    on_output: Callable[[bytes, bool], None],
+    timeout_seconds: float | None,
+    idle_timeout_seconds: float | None,
+    kill_grace_seconds: float,
+    control: RunControl | None,
+    on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+    start_time: float,
+) -> None:
+    """Take the output, wait for the leader to exit, and stop the group on cancel or timeout.
+    Sleeps until something happens or the next deadline: a running sheet costs no timer
+    wake-ups, and a trivial one no task besides its own."""
+    spawned_at = time.monotonic()
+    pgid = child.pid
+
+    def running_time() -> float:
+        now = time.monotonic()
+        suspended = control.suspended_seconds(now) if control is not None else 0.0
+        return max(0.0, now - spawned_at - suspended)
+
+    last_output = 0.0  # running time at the last output, for the idle timeout
+    loop = asyncio.get_running_loop()
+    wakeup = asyncio.Event()
+
+    def output(chunk: bytes, is_stdout: bool) -> None:
+        nonlocal last_output
+        if idle_timeout_seconds is not None:
+            last_output = running_time()
+        on_output(chunk, is_stdout)
+
+    def next_deadline() -> float | None:
+        """Seconds of running time until a timeout would fire (None: no timeout)."""
+        now = running_time()
+        left = []
+        if timeout_seconds is not None:
+            left.append(timeout_seconds - now)
+        if idle_timeout_seconds is not None:
+            left.append(idle_timeout_seconds - (now - last_output))
+        return min(left) if left else None
+
+    if control is not None:
+        control._attach(pgid)
+    child.watch(output, lambda: wakeup.set())
+    if on_spawn is not None:
+        # Raised to the caller, whose finally block still terminates the group.
+        await on_spawn(ProcessGroupRef(child.pid, pgid, start_time))
+    feeding = loop.create_task(child.feed(stdin_data)) if stdin_data is not None else None
     try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        # The leader already exited and was reaped; a ref with this time matches nothing,
-        # which is right: there is no leader left to prove the group is ours.
-        return time.time()
+        while not child.exited.is_set():
+            if control is not None and control.cancel_requested:
+                result.cancelled = True
+            else:
+                left = next_deadline()
+                if left is None or left > 0:
+                    # Sleep until the process exits, a cancel or resume arrives, or the
+                    # next timeout is due; then look again.
+                    wakeup.clear()
+                    if control is not None:
+                        control.listen(wakeup)
+                    timer = loop.call_later(left, wakeup.set) if left is not None else None
+                    try:
+                        await wakeup.wait()
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
+                    continue
+                if timeout_seconds is not None and running_time() >= timeout_seconds:
+                    result.timed_out = True
+                else:
+                    result.idle_timed_out = True
+            if control is not None:
+                control._detach()
+            await terminate_group(pgid, kill_grace_seconds)
+            if not child.exited.is_set():
+                with anyio.move_on_after(SETTLE_SECONDS):
+                    await child.wait()
+            break
+    finally:
+        if feeding is not None:
+            feeding.cancel()
+
+    result.duration_seconds = running_time()
+    if control is not None:
+        control._detach()
+    # The leader is gone; anything it left in its group (a backgrounded grandchild) goes
+    # too. That also closes the pipes the grandchild inherited, so the output ends.
+    await terminate_group(pgid, kill_grace_seconds)
+    if not child.drained.is_set():
+        with anyio.move_on_after(SETTLE_SECONDS):
+            await child.drained.wait()
+    # Output pipes still open now are held by a process that left our group; stop reading
+    # rather than wait for it.
+    child.close_output()
 
 
 async def run_process(
@@ -452,13 +394,17 @@ async def run_process(
     """
     started_at = utcnow()
     tail = TailBuffer(stdout_tail_bytes)
-    with CappedLog(log_path, log_max_bytes) as log:
+    logs: list[CappedLog] = []
 
-        def on_output(chunk: bytes, is_stdout: bool) -> None:
-            log.write(chunk)
-            if is_stdout:
-                tail.write(chunk)
+    def open_log() -> None:
+        logs.append(CappedLog(log_path, log_max_bytes))
 
+    def on_output(chunk: bytes, is_stdout: bool) -> None:
+        logs[0].write(chunk)
+        if is_stdout:
+            tail.write(chunk)
+
+    try:
         execution = await _execute(
             argv,
             cwd=cwd,
@@ -470,9 +416,14 @@ async def run_process(
             kill_grace_seconds=kill_grace_seconds,
             control=control,
             on_spawn=on_spawn,
+            prepare=open_log,
         )
+        log = logs[0]
         if execution.spawn_error is not None:
             log.write(f"[podium: cannot start {argv[0]!r}: {execution.spawn_error}]\n".encode())
+    finally:
+        for opened in logs:
+            opened.close()
     return execution.outcome(
         started_at, tail, log_truncated=log.truncated, log_error=log.write_error
     )
@@ -515,18 +466,18 @@ async def run_captured(
     return execution.outcome(started_at, stdout_tail), captured.text()
 
 
-def groups_marked(variable: str, value: str) -> set[int]:
-    """Process groups holding a process whose environment has `variable=value` (an attempt's
-    ownership mark); never the caller's own group or a group <= 1."""
-    own = os.getpgrp()
-    found: set[int] = set()
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(variable) != value:
-                continue
-            pgid = os.getpgid(proc.pid)
-        except (psutil.Error, OSError):
-            continue
-        if pgid > 1 and pgid != own:
-            found.add(pgid)
-    return found
+__all__ = [
+    "ProcessGroupRef",
+    "ProcessOutcome",
+    "RunControl",
+    "UnsafeKillError",
+    "group_alive",
+    "group_members",
+    "groups_marked",
+    "kill_recorded_group",
+    "leader_matches",
+    "run_captured",
+    "run_process",
+    "signal_group",
+    "terminate_group",
+]

@@ -175,6 +175,8 @@ async def _validate_unless_cancelled(
 ) -> list[ValidationResult] | None:
     """Run the validations; None when a cancel arrives first (a `command_succeeds` check can
     run long, and cancel must not wait for it)."""
+    if not plan.validations:
+        return []
     results: list[ValidationResult] = []
     async with anyio.create_task_group() as group:
 

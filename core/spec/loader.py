@@ -7,6 +7,7 @@ spec in one round trip instead of one error per submit.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class LoadedSpec:
     @property
     def total_sheets(self) -> int:
         return len(self.sheets)
+
+    @functools.cached_property
+    def sheet_numbers(self) -> dict[str, int]:
+        """Sheet numbers by name (for `outputs.NAME`); computed once per loaded spec."""
+        return {s.name: s.sheet_num for s in self.sheets if s.name is not None}
 
     def sheet(self, sheet_num: int) -> ResolvedSheet:
         return self.sheets[sheet_num - 1]

@@ -262,6 +262,8 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
 
 
 def render(template: str, ctx: TemplateContext) -> str:
+    if "{" not in template:
+        return template  # no expression, statement or comment: the text is the result
     compiled = compile_template(template)
     try:
         return compiled.render(context_variables(ctx))

@@ -1,14 +1,19 @@
-"""Backend-neutral rows: what a store holds per job, sheet and attempt.
+"""Backend-neutral rows: what a store holds per job, sheet, attempt and rate-limit hold.
 
-The manager reads rows, decides a transition, and hands changed rows back to the store. Public
-views (`JobSummary`, `JobDetail`, `SheetState`, `HistoryEntry`) are derived from these.
+Each row carries the `version` it was read at; a store writes a changed row only if the
+stored version is still that one (compare-and-set), so two writers can never silently
+overwrite each other. The dataclass declarations below are the single description of each
+row: the store's codec derives its columns from them, and the public views (`JobSummary`,
+`SheetState`, `HistoryEntry`) are built from them by field name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from podium.core.models import (
     ErrorCategory,
@@ -26,14 +31,61 @@ from podium.core.models import (
 
 OUTPUT_TAIL_VIEW_BYTES = 2048
 
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
-@dataclass
+
+def view(model: type[M], row: Any, **extra: Any) -> M:
+    """The public model of a row: every field the two declarations share, copied by name
+    (no validation: the row's values are already typed), plus `extra`."""
+    names = _shared_fields(model, type(row))
+    values = {name: getattr(row, name) for name in names}
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = list(value)
+    values.update(extra)
+    return model.model_construct(**values)
+
+
+_SHARED: dict[tuple[type[Any], type[Any]], tuple[str, ...]] = {}
+
+
+def _shared_fields(model: type[BaseModel], row_type: type[Any]) -> tuple[str, ...]:
+    key = (model, row_type)
+    found = _SHARED.get(key)
+    if found is None:
+        declared = {f.name for f in fields(row_type)}
+        found = _SHARED[key] = tuple(n for n in model.model_fields if n in declared)
+    return found
+
+
+def clone(row: R) -> R:
+    """A copy to edit; lists inside are copied too, so the original stays intact. (Field by
+    field: `copy.copy` of a slotted dataclass costs several times as much, once per edit.)"""
+    cls = type(row)
+    new = object.__new__(cls)
+    for name in _slots(cls):
+        value = getattr(row, name)
+        object.__setattr__(new, name, list(value) if type(value) is list else value)
+    return new
+
+
+_SLOTS: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _slots(cls: type[Any]) -> tuple[str, ...]:
+    found = _SLOTS.get(cls)
+    if found is None:
+        found = _SLOTS[cls] = tuple(f.name for f in fields(cls))
+    return found
+
+
+@dataclass(slots=True)
 class JobRow:
     job_id: str
     name: str
     status: JobStatus
     workspace: str
-    spec: dict[str, Any]
     spec_fingerprint: str
     total_sheets: int
     submitted_at: datetime
@@ -44,33 +96,21 @@ class JobRow:
     priority: int = 5
     spec_path: str | None = None
     labels: list[str] = field(default_factory=list)
+    # Derived by the store from the sheet rows in the same transaction; never written.
     completed_sheets: int = 0
     failed_sheets: int = 0
     started_at: datetime | None = None
     completed_at: datetime | None = None
-    conductor_pid: int | None = None
     snapshot_path: str | None = None
-    # Set by the store when the stored spec could not be decoded; the job then fails alone.
-    spec_error: str | None = None
+    # A modify waits for running sheets: resume (with this retry_failed) once they end.
+    pending_resume: bool | None = None
+    version: int = 0
 
     def summary(self) -> JobSummary:
-        return JobSummary(
-            job_id=self.job_id,
-            name=self.name,
-            status=self.status,
-            total_sheets=self.total_sheets,
-            completed_sheets=self.completed_sheets,
-            failed_sheets=self.failed_sheets,
-            submitted_at=self.submitted_at,
-            started_at=self.started_at,
-            completed_at=self.completed_at,
-            pause_reason=self.pause_reason,
-            error=self.error,
-            labels=list(self.labels),
-        )
+        return view(JobSummary, self)
 
 
-@dataclass
+@dataclass(slots=True)
 class SheetRow:
     job_id: str
     sheet_num: int
@@ -91,33 +131,19 @@ class SheetRow:
     waiting_until: datetime | None = None
     output_tail: str | None = None  # last 4 KiB of stdout, the source of `outputs[N]`
     log_path: str | None = None
+    version: int = 0
 
     def state(self) -> SheetState:
         tail = self.output_tail
-        if tail is not None:
+        if tail is not None and len(tail) > OUTPUT_TAIL_VIEW_BYTES // 4:
             encoded = tail.encode()
             if len(encoded) > OUTPUT_TAIL_VIEW_BYTES:
                 tail = encoded[-OUTPUT_TAIL_VIEW_BYTES:].decode(errors="ignore")
-        return SheetState(
-            sheet_num=self.sheet_num,
-            name=self.name,
-            status=self.status,
-            attempts=self.attempts,
-            depends_on=list(self.depends_on),
-            instrument=self.instrument,
-            started_at=self.started_at,
-            completed_at=self.completed_at,
-            duration_seconds=self.duration_seconds,
-            last_error=self.last_error,
-            error_category=self.error_category,
-            waiting_reason=self.waiting_reason,
-            waiting_until=self.waiting_until,
-            output_tail=tail,
-            log_uri=sheet_log_uri(self.job_id, self.sheet_num) if self.log_path else None,
-        )
+        log_uri = sheet_log_uri(self.job_id, self.sheet_num) if self.log_path else None
+        return view(SheetState, self, output_tail=tail, log_uri=log_uri)
 
 
-@dataclass
+@dataclass(slots=True)
 class AttemptRow:
     job_id: str
     sheet_num: int
@@ -135,22 +161,26 @@ class AttemptRow:
     pid: int | None = None
     pgid: int | None = None
     pid_start_time: float | None = None
+    # Who runs it, and until when that claim holds unless renewed (SPEC §2).
+    conductor_id: str | None = None
+    lease_expires_at: datetime | None = None
+    version: int = 0
 
     def entry(self) -> HistoryEntry:
-        return HistoryEntry(
-            sheet_num=self.sheet_num,
-            attempt=self.attempt,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            exit_code=self.exit_code,
-            signal=self.signal,
-            duration_seconds=self.duration_seconds,
-            outcome=self.outcome,
-            error_category=self.error_category,
-            error=self.error,
-            validations=list(self.validations),
-            log_path=self.log_path,
-        )
+        return view(HistoryEntry, self)
+
+
+@dataclass(slots=True)
+class HoldRow:
+    """A rate-limit wait shared by every sheet whose instrument maps to `hold_key`."""
+
+    hold_key: str
+    until: datetime
+    reason: str | None
+    set_at: datetime
+    # The wait is over and one sheet is going first; the rest follow once it succeeds.
+    released: bool = False
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,12 +192,14 @@ class JobQuery:
     label: str | None = None
     limit: int = 50
     cursor: str | None = None
-    completed_before: datetime | None = None
 
 
-@dataclass(frozen=True)
-class RateLimitRow:
-    instrument: str
-    until: datetime
-    reason: str | None
-    set_at: datetime
+@dataclass(slots=True)
+class JobRecord:
+    """Everything the engine needs to take a job in hand: its row, every sheet, the spec."""
+
+    job: JobRow
+    sheets: list[SheetRow]
+    spec: dict[str, Any] | None
+    # Why the stored spec could not be decoded (the job then fails alone), else None.
+    spec_error: str | None = None

@@ -1,0 +1,162 @@
+"""Dispatch throughput: trivial `true` sheets through a conductor (8 at a time), against
+`xargs -P8 bash -c true` over the same count and a plain asyncio loop with a semaphore of 8,
+measured in the same run. Every transition is checked in the store afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from bench.common import Figure, bench_config, scratch
+from podium.core.conductor import Conductor
+from podium.core.models import JobStatus, Outcome, SheetStatus
+
+CONCURRENCY = 8
+
+ASYNCIO_FLOOR = """
+import asyncio, subprocess, sys, time
+N = int(sys.argv[1])
+async def one(gate):
+    async with gate:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", "true", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True)
+        await proc.communicate()
+async def main():
+    gate = asyncio.Semaphore(8)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(gate) for _ in range(N)))
+    print(N / (time.perf_counter() - started))
+asyncio.run(main())
+"""
+
+
+def xargs_rate(count: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        f"seq {count} | xargs -P{CONCURRENCY} -I{{}} bash -c true",
+        shell=True,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return count / (time.perf_counter() - started)
+
+
+def asyncio_floor_rate(count: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", ASYNCIO_FLOOR, str(count)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip())
+
+
+def trivial_spec(name: str, sheets: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "concurrency": {"max_parallel_sheets": CONCURRENCY},
+        "sheet": {"size": 1, "total_items": sheets},
+        "prompt": {"template": "true"},
+    }
+
+
+async def podium_rate(home: Path, jobs: int, per_job: int) -> tuple[float, int]:
+    """Sheets per second from the first submit to the last job's completion; returns the
+    rate and the number of commits the writer made."""
+    config = bench_config(home, max_concurrent_sheets=CONCURRENCY)
+    async with Conductor(config) as conductor:
+        started = time.perf_counter()
+        ids = set()
+        for i in range(jobs):
+            submitted = await conductor.submit_job(spec=trivial_spec(f"b{i}", per_job))
+            ids.add(submitted.job_id)
+        await until_finished(conductor, ids)
+        elapsed = time.perf_counter() - started
+        await verify(conductor, ids, per_job)
+        return jobs * per_job / elapsed, conductor.engine.writer.commits
+
+
+async def until_finished(conductor: Conductor, ids: set[str]) -> None:
+    """Wait until every job in `ids` has completed: woken by change events, and checking
+    the store (cheap: counts are kept) in case a busy subscriber missed one."""
+    async with conductor.events.subscribe() as events:
+        while True:
+            counts = await conductor.store.count_jobs_by_status()
+            if counts.get("failed") or counts.get("cancelled"):
+                raise AssertionError(f"a benchmark job did not complete: {counts}")
+            if counts.get(JobStatus.COMPLETED.value, 0) >= len(ids):
+                return
+            with anyio.move_on_after(0.5):
+                async for event in events:
+                    if event.kind == "job_status" and event.status != "running":
+                        break
+
+
+async def verify(conductor: Conductor, job_ids: set[str], per_job: int) -> None:
+    """Every transition committed: each job completed, each sheet completed once, one
+    finished attempt per sheet in the history, nothing left in flight."""
+    store = conductor.store
+    for job_id in job_ids:
+        record = await store.load_job(job_id)
+        assert record is not None, job_id
+        assert record.job.status is JobStatus.COMPLETED, (job_id, record.job.status)
+        assert record.job.completed_sheets == per_job, (job_id, record.job.completed_sheets)
+        assert len(record.sheets) == per_job
+        for sheet in record.sheets:
+            assert sheet.status is SheetStatus.COMPLETED and sheet.attempts == 1, sheet
+        attempts, total = await store.get_history(job_id, None, per_job + 1, 0)
+        assert total == per_job, (job_id, total)
+        assert all(a.outcome is Outcome.COMPLETED and a.ended_at for a in attempts)
+    assert await store.in_flight_attempts() == []
+    assert await store.count_running_sheets() == 0
+
+
+async def run(rounds: int, quick: bool) -> list[Figure]:
+    shapes = [(1, 2000), (200, 10)] if not quick else [(1, 200), (20, 10)]
+    figures = []
+    for jobs, per_job in shapes:
+        count = jobs * per_job
+        ours: list[float] = []
+        xargs: list[float] = []
+        floor: list[float] = []
+        commits: list[int] = []
+        for _ in range(rounds):
+            # Interleaved, so a change in the machine's load touches all three alike.
+            xargs.append(await anyio.to_thread.run_sync(xargs_rate, count))
+            floor.append(await anyio.to_thread.run_sync(asyncio_floor_rate, count))
+            with scratch("dispatch") as home:
+                rate, made = await podium_rate(home, jobs, per_job)
+            ours.append(rate)
+            commits.append(made)
+        shape = f"{jobs} x {per_job:,}"
+        note = f"every transition checked in the store; commits/sheet {commits[-1] / count:.2f}"
+        figures.append(
+            Figure(
+                "dispatch",
+                f"{shape} sheets/s",
+                "/s",
+                ours,
+                "xargs -P8",
+                xargs,
+                compare="speed",
+                target=1.5,
+                note=note,
+            )
+        )
+        figures.append(
+            Figure(
+                "dispatch",
+                f"{shape} sheets/s vs asyncio floor",
+                "/s",
+                ours,
+                "asyncio+semaphore",
+                floor,
+                compare="speed",
+            )
+        )
+    return figures

@@ -1,0 +1,53 @@
+"""The job detail and the checkpoint, assembled from rows on every read (SPEC §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from podium.core.models import JobDetail, SheetStatus
+from podium.core.spec.loader import redact_spec
+from podium.core.store.base import Store
+from podium.core.store.rows import JobRow, SheetRow
+
+# A checkpoint holds every sheet; the spec caps a job at 10,000 of them.
+ALL_SHEETS = 1_000_000
+
+
+def job_detail(
+    job: JobRow, sheets: Sequence[SheetRow], matching: int, spec: dict[str, Any] | None
+) -> JobDetail:
+    return JobDetail(
+        **job.summary().model_dump(),
+        workspace=job.workspace,
+        priority=job.priority,
+        sheets_total_matching=matching,
+        sheets=[s.state() for s in sheets],
+        spec=redact_spec(spec) if spec is not None else None,
+    )
+
+
+async def read_job(
+    store: Store,
+    job_id: str,
+    *,
+    sheet_status: Sequence[SheetStatus] | None = None,
+    sheet_offset: int = 0,
+    sheet_limit: int = 100,
+    include_spec: bool = False,
+) -> JobDetail | None:
+    """One page of a job's sheets (read in one snapshot), with its spec when asked for
+    (env values redacted)."""
+    page = await store.get_job_page(job_id, sheet_status, sheet_offset, sheet_limit)
+    if page is None:
+        return None
+    job, sheets, matching = page
+    spec = await store.get_spec(job_id) if include_spec else None
+    if include_spec and spec is None:
+        spec = {}
+    return job_detail(job, sheets, matching, spec)
+
+
+async def read_checkpoint(store: Store, job_id: str) -> JobDetail | None:
+    """The whole checkpoint: every sheet and the spec (redacted)."""
+    return await read_job(store, job_id, sheet_limit=ALL_SHEETS, include_spec=True)

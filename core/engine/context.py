@@ -1,0 +1,66 @@
+"""What every part of the engine reads and nothing writes but the engine itself: the
+configuration and instrument catalog in force (both change on reload), backpressure, and
+recent outcomes for readiness."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from podium.core.config import PodiumConfig
+from podium.core.engine.rules import RetryLimits
+from podium.core.engine.scheduler import Limits
+from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.pressure import PressureLevel
+from podium.core.store.rows import JobRow
+
+RECENT_OUTCOMES = 50
+MIN_OUTCOMES_FOR_RATE = 10
+HIGH_PRESSURE_GAP_SECONDS = 2.0
+_PRESSURE_ORDER = list(PressureLevel)
+
+TerminalHook = Callable[[JobRow], Awaitable[None]]
+
+
+@dataclass
+class EngineContext:
+    config: PodiumConfig
+    catalog: InstrumentCatalog
+    on_terminal: TerminalHook | None = None
+    pressure: PressureLevel = PressureLevel.NONE
+    pressure_reason: str | None = None
+    last_slow_dispatch: float = 0.0
+    recent_outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_OUTCOMES))
+    base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.config.max_concurrent_jobs, self.config.max_concurrent_sheets)
+
+    @property
+    def retry_limits(self) -> RetryLimits:
+        return RetryLimits(
+            self.config.max_rate_limit_retries, self.config.max_rate_limit_wait_seconds
+        )
+
+    @property
+    def failure_rate(self) -> float | None:
+        if len(self.recent_outcomes) < MIN_OUTCOMES_FOR_RATE:
+            return None
+        return 1 - sum(self.recent_outcomes) / len(self.recent_outcomes)
+
+    def set_pressure(self, level: PressureLevel, reason: str | None) -> bool:
+        """Returns whether pressure eased (dispatch may have more to do)."""
+        eased = _PRESSURE_ORDER.index(level) < _PRESSURE_ORDER.index(self.pressure)
+        self.pressure, self.pressure_reason = level, reason
+        return eased
+
+    def may_dispatch(self) -> bool:
+        if self.pressure is PressureLevel.CRITICAL:
+            return False
+        if self.pressure is PressureLevel.HIGH:
+            return time.monotonic() - self.last_slow_dispatch >= HIGH_PRESSURE_GAP_SECONDS
+        return True

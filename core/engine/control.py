@@ -1,0 +1,392 @@
+"""Control calls on jobs (SPEC §6 table): submit, pause, resume (including a modify with a
+changed spec), cancel, and the bookkeeping writes (snapshot path, deletion). Each is one op
+of the writer: read rows, decide by the table, write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+
+from podium.core.config import PodiumConfig
+from podium.core.engine.rules import (
+    check_spec_change,
+    final_job_status,
+    mark_terminal,
+    reset_for_retry,
+    resettable,
+    set_job_status,
+    spec_change,
+    unreachable,
+)
+from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
+from podium.core.errors import ConflictError, InvalidTransitionError
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    JobSummary,
+    PauseReason,
+    SheetStatus,
+)
+from podium.core.spec.loader import LoadedSpec
+from podium.core.store.rows import JobRow, SheetRow, clone
+
+log = structlog.get_logger("podium.control")
+
+
+def resume_now(
+    tx: Tx,
+    state: EngineState,
+    job_id: str,
+    changed_spec: LoadedSpec | None,
+    retry_failed: bool,
+) -> None:
+    """Queue the job again (running, if sheets of it still run): with a changed spec applied
+    to every sheet not completed, and failed/skipped/cancelled sheets reset unless
+    `retry_failed` is false. Also what ends a pending modify."""
+    now = tx.now
+    job = tx.edit_job(job_id)
+    job.pending_resume = None
+    if job.status.is_terminal:
+        # A finished job resumed is a new run: its deadline counts from the restart.
+        job.started_at = None
+    if changed_spec is not None:
+        _change_spec(tx, job, changed_spec)
+    if retry_failed:
+        for sheet in resettable(tx.sheets(job_id).values()):
+            reset_for_retry(tx.edit_sheet(job_id, sheet.sheet_num), now)
+    entries = state.entries_for(job_id)
+    set_job_status(job, JobStatus.RUNNING if entries else JobStatus.QUEUED, now)
+    job.error = None
+    for num, why in unreachable(tx.sheets(job_id)):
+        mark_terminal(
+            tx.edit_sheet(job_id, num),
+            SheetStatus.SKIPPED,
+            now,
+            why,
+            ErrorCategory.DEPENDENCY_FAILED,
+        )
+    final = final_job_status(tx.sheets(job_id).values())
+    if final is not None:
+        set_job_status(job, final[0], now)
+        job.error = final[1]
+
+    def continue_suspended() -> None:
+        for entry in entries:
+            if entry.control.suspended:
+                # Sends SIGCONT at once; the coroutine does no waiting.
+                entry.control.resume_now()
+
+    tx.after(continue_suspended)
+
+
+def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
+    sheets = tx.sheets(job.job_id)
+    changes, added = spec_change(job, sheets, new, tx.now)
+    tx.replace_spec(job.job_id, new)
+    for change in changes:
+        row = tx.edit_sheet(job.job_id, change.sheet_num)
+        row.instrument = change.instrument
+        row.depends_on = list(change.depends_on)
+        row.updated_at = tx.now
+    for sheet in added:
+        tx.add_sheet(sheet)
+
+
+class _Committed:
+    """The job's summary as the op's commit left it (taken in that same step)."""
+
+    def __init__(self, tx: Tx, state: EngineState, job_id: str) -> None:
+        self.summary: JobSummary | None = None
+
+        def take() -> None:
+            held = state.jobs.get(job_id)
+            self.summary = (held.job if held is not None else tx.job(job_id)).summary()
+
+        tx.after(take)
+
+
+class Control:
+    def __init__(self, writer: Writer, state: EngineState, config: PodiumConfig) -> None:
+        self.writer = writer
+        self.state = state
+        self.config = config
+
+    async def summary(self, job_id: str) -> JobSummary:
+        held = self.state.jobs.get(job_id)
+        if held is not None:
+            return held.job.summary()
+        row = await self.writer.store.get_job(job_id)
+        if row is None:
+            raise InvalidTransitionError(f"job {job_id!r} was deleted meanwhile")
+        return row.summary()
+
+    # ----- submit ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        loaded: LoadedSpec,
+        *,
+        job_id: str,
+        workspace: Path,
+        start: bool,
+        spec_path: Path | None,
+    ) -> tuple[JobRow, bool]:
+        """Register a job; returns (job, created). The same job_id with the same spec returns
+        the existing job, so a retried submit is safe."""
+        fingerprint = loaded.fingerprint()
+
+        taken: list[JobRow] = []
+
+        def take() -> None:
+            held = self.state.jobs.get(job_id)
+            if held is not None:
+                taken.append(clone(held.job))
+
+        def apply(tx: Tx) -> bool:
+            tx.after(take)
+            if tx.has_job(job_id):
+                if tx.job(job_id).spec_fingerprint == fingerprint:
+                    return False
+                raise ConflictError(
+                    f"job_id: job {job_id!r} already exists with a different spec; "
+                    "choose another job_id or omit it"
+                )
+            now = tx.now
+            spec = loaded.spec
+            job = JobRow(
+                job_id=job_id,
+                name=spec.name,
+                description=spec.description,
+                status=JobStatus.QUEUED if start else JobStatus.PAUSED,
+                pause_reason=None if start else PauseReason.NOT_STARTED,
+                workspace=str(workspace),
+                spec_fingerprint=fingerprint,
+                spec_path=str(spec_path) if spec_path else None,
+                total_sheets=len(loaded.sheets),
+                submitted_at=now,
+                updated_at=now,
+                priority=spec.priority,
+                labels=list(spec.labels),
+            )
+            sheets = [
+                SheetRow(
+                    job_id=job_id,
+                    sheet_num=s.sheet_num,
+                    name=s.name,
+                    status=SheetStatus.PENDING,
+                    instrument=s.instrument,
+                    updated_at=now,
+                    depends_on=list(s.depends_on),
+                )
+                for s in loaded.sheets
+            ]
+            tx.insert_job(job, sheets, loaded)
+            return True
+
+        created = await self.writer.run(Op(apply, job_rows=[job_id], name="submit"))
+        # The job as this submit committed it (it may be running by the time we return).
+        job = taken[-1] if taken else await self.writer.store.get_job(job_id)
+        if job is None:
+            raise InvalidTransitionError(f"job {job_id!r} was deleted meanwhile")
+        return job, created
+
+    # ----- pause / resume / cancel -----------------------------------------------------------
+
+    async def pause(self, job_id: str, immediate: bool) -> JobSummary:
+        def apply(tx: Tx) -> tuple[list[RunningSheet], _Committed]:
+            committed = _Committed(tx, self.state, job_id)
+            job = tx.job(job_id)
+            if job.status.is_terminal:
+                raise InvalidTransitionError(
+                    f"job {job_id!r} is {job.status.value}; only queued or running jobs can be "
+                    "paused"
+                )
+            if job.status is JobStatus.PAUSED:
+                # An explicit pause also calls off the automatic resume of a pending modify.
+                if job.pending_resume is not None:
+                    tx.edit_job(job_id).pending_resume = None
+                return [], committed
+            edited = tx.edit_job(job_id)
+            set_job_status(edited, JobStatus.PAUSED, tx.now)
+            edited.pause_reason = PauseReason.USER
+            edited.pending_resume = None
+            return self.state.entries_for(job_id), committed
+
+        entries, committed = await self.writer.run(Op(apply, job_rows=[job_id], name="pause"))
+        if immediate:
+            for entry in entries:
+                await entry.control.suspend()
+        return committed.summary or await self.summary(job_id)
+
+    async def resume(
+        self, job_id: str, changed_spec: LoadedSpec | None, retry_failed: bool
+    ) -> JobSummary:
+        state = self.state
+
+        def apply(tx: Tx) -> _Committed:
+            committed = _Committed(tx, state, job_id)
+            job = tx.job(job_id)
+            if job.status is JobStatus.COMPLETED:
+                raise InvalidTransitionError(
+                    f"job {job_id!r} is completed; there is nothing to resume (submit it again "
+                    "to re-run)"
+                )
+            if changed_spec is not None:
+                # Validate before touching anything: a bad changed spec leaves the job as it was.
+                check_spec_change(list(tx.sheets(job_id).values()), changed_spec)
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                if changed_spec is None:
+                    return committed
+                # A modify: the new spec is saved at once (so a crash cannot lose it), no new
+                # sheet starts, and the job resumes by itself once its running sheets end; that
+                # intent is stored with the job, so a restart knows it was not a user's pause.
+                edited = tx.edit_job(job_id)
+                _change_spec(tx, edited, changed_spec)
+                set_job_status(edited, JobStatus.PAUSED, tx.now)
+                edited.pause_reason = PauseReason.USER
+                edited.pending_resume = retry_failed
+                if not state.entries_for(job_id):
+                    resume_now(tx, state, job_id, None, retry_failed)
+                return committed
+            resume_now(tx, state, job_id, changed_spec, retry_failed)
+            return committed
+
+        committed = await self.writer.run(Op(apply, jobs=[job_id], name="resume"))
+        return committed.summary or await self.summary(job_id)
+
+    async def cancel(self, job_id: str) -> JobSummary:
+        state = self.state
+
+        def apply(tx: Tx) -> list[RunningSheet]:
+            job = tx.job(job_id)
+            if job.status is JobStatus.CANCELLED:
+                return []
+            if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+                raise InvalidTransitionError(
+                    f"job {job_id!r} is already {job.status.value}; only queued, running or "
+                    "paused jobs can be cancelled"
+                )
+            entries = state.entries_for(job_id)
+            running = {e.sheet_num for e in entries}
+            for num, sheet in tx.sheets(job_id).items():
+                if not sheet.status.is_terminal and num not in running:
+                    mark_terminal(
+                        tx.edit_sheet(job_id, num),
+                        SheetStatus.CANCELLED,
+                        tx.now,
+                        "cancelled",
+                        ErrorCategory.CANCELLED,
+                    )
+            edited = tx.edit_job(job_id)
+            set_job_status(edited, JobStatus.CANCELLED, tx.now)
+            edited.error = None
+            edited.pending_resume = None
+
+            def stop_running() -> None:
+                for entry in entries:
+                    entry.stop_reason = "cancel"
+                    entry.control.request_cancel()
+
+            tx.after(stop_running)
+            return entries
+
+        entries = await self.writer.run(Op(apply, jobs=[job_id], name="cancel"))
+        await wait_entries(entries, self.config.kill_grace_seconds)
+        return await self.summary(job_id)
+
+    # ----- bookkeeping -----------------------------------------------------------------------
+
+    async def set_snapshot_path(self, job_id: str, path: str) -> None:
+        def apply(tx: Tx) -> None:
+            if tx.has_job(job_id):
+                tx.edit_job(job_id).snapshot_path = path
+
+        await self.writer.run(Op(apply, job_rows=[job_id], name="snapshot path"))
+
+    async def delete(self, job_ids: Sequence[str]) -> list[str]:
+        """Delete the given jobs that are terminal; active ones are never deleted."""
+
+        def apply(tx: Tx) -> list[str]:
+            deleted = []
+            for job_id in job_ids:
+                if tx.has_job(job_id) and tx.job(job_id).status.is_terminal:
+                    if job_id in self.state.jobs and self.state.jobs[job_id].running:
+                        continue  # its last sheets are still being stopped
+                    tx.delete_job(job_id)
+                    deleted.append(job_id)
+            return deleted
+
+        return await self.writer.run(Op(apply, job_rows=list(job_ids), name="delete jobs"))
+
+
+async def wait_entries(entries: Sequence[RunningSheet], grace_seconds: float) -> None:
+    """Wait until the attempts have ended, at most grace + 2 s (SPEC §6 cancel)."""
+    with anyio.move_on_after(grace_seconds + 2):
+        for entry in entries:
+            await entry.done.wait()
+
+
+def expire(state: EngineState, job_id: str) -> Op[None]:
+    """The job ran past `deadline_seconds`: stop its sheets and fail it."""
+
+    def apply(tx: Tx) -> None:
+        job_state = tx.state(job_id)
+        seconds = job_state.spec.spec.deadline_seconds if job_state.spec else None
+        entries = state.entries_for(job_id)
+        running = {e.sheet_num for e in entries}
+        for num, sheet in tx.sheets(job_id).items():
+            if not sheet.status.is_terminal and num not in running:
+                mark_terminal(
+                    tx.edit_sheet(job_id, num),
+                    SheetStatus.CANCELLED,
+                    tx.now,
+                    "deadline reached",
+                    ErrorCategory.DEADLINE,
+                )
+        job = tx.edit_job(job_id)
+        set_job_status(job, JobStatus.FAILED, tx.now)
+        limit = f"{seconds:g}" if seconds is not None else "?"
+        job.error = f"deadline: the job ran longer than deadline_seconds={limit}"
+        job.pending_resume = None
+
+        def stop_running() -> None:
+            for entry in entries:
+                entry.stop_reason = "deadline"
+                entry.control.request_cancel()
+
+        tx.after(stop_running)
+
+    return Op(apply, jobs=[job_id], name="deadline")
+
+
+def fail_unloadable(state: EngineState, job_id: str) -> Op[None]:
+    """A stored spec that no longer loads fails its own job with the reason; the loop and
+    every other job go on. Running sheets finish and are recorded as usual."""
+
+    def apply(tx: Tx) -> None:
+        job_state = tx.state(job_id)
+        reason = job_state.spec_error or "unknown error"
+        log.error("stored spec no longer loads", job_id=job_id, errors=reason)
+        running = {e.sheet_num for e in state.entries_for(job_id)}
+        for num, sheet in tx.sheets(job_id).items():
+            if not sheet.status.is_terminal and num not in running:
+                mark_terminal(
+                    tx.edit_sheet(job_id, num),
+                    SheetStatus.FAILED,
+                    tx.now,
+                    "the job's stored spec no longer loads",
+                    ErrorCategory.SPEC_INVALID,
+                )
+        job = tx.edit_job(job_id)
+        set_job_status(job, JobStatus.FAILED, tx.now)
+        job.error = (
+            f"spec: the stored spec no longer loads ({reason}); resume with a corrected spec "
+            "(resume with spec, spec_yaml or path)"
+        )
+
+    return Op(apply, jobs=[job_id], name="fail unloadable spec")

@@ -1,0 +1,409 @@
+"""The dispatch loop: starts ready sheets from the in-memory ready index, runs each attempt
+as a task, and hands its result to the writer. It sleeps until something changes or a timer
+it holds comes due (a waiting sheet, a deadline, a hold's end, a lease renewal); with
+nothing to do it never wakes."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from podium.core.engine import ratelimits
+from podium.core.engine.attempts import IdleHook, plan_attempt, record_process, record_result
+from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
+from podium.core.engine.control import expire, fail_unloadable
+from podium.core.engine.rules import (
+    begin_attempt,
+    failed_before_start,
+    set_job_status,
+    sheet_is_startable,
+)
+from podium.core.engine.scheduler import Candidate, free_slots, pick_next
+from podium.core.engine.state import EngineState, JobState, RunningSheet
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
+from podium.core.errors import NotFoundError, PodiumError
+from podium.core.models import JobStatus, utcnow
+from podium.core.pressure import PressureLevel
+from podium.core.runner.process import ProcessGroupRef
+from podium.core.runner.runner import run_attempt
+from podium.core.store.rows import AttemptRow
+
+log = structlog.get_logger("podium.dispatch")
+
+PROCESS_RECORD_DELAY_SECONDS = 0.2
+
+Action = Callable[[], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        ctx: EngineContext,
+        writer: Writer,
+        state: EngineState,
+        on_idle: IdleHook,
+    ) -> None:
+        self.ctx = ctx
+        self.writer = writer
+        self.state = state
+        self._on_idle = on_idle
+        # An asyncio event: set from timer callbacks and other tasks, waited on by the loop.
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task_group: TaskGroup | None = None
+        self._timers: list[tuple[datetime, int, str, str, int]] = []
+        self._actions: dict[int, Action] = {}
+        self._seq = itertools.count()
+        self._lease_due: datetime | None = None
+        self._logs_dir: str | None = None
+
+    # ----- control -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """No new attempt starts from now on; running ones are left to their owners."""
+        self._stopping = True
+        self.wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def at(self, when: datetime, action: Action) -> None:
+        """Run `action` (in the loop) once `when` has come."""
+        seq = next(self._seq)
+        self._actions[seq] = action
+        heapq.heappush(self._timers, (when, seq, "action", "", 0))
+        self.wake()
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    async def run(self, task_group: TaskGroup) -> None:
+        self._task_group = task_group
+        loop = asyncio.get_running_loop()
+        alarm: asyncio.TimerHandle | None = None
+        alarm_at: datetime | None = None
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                wake_at = await self._pass()
+                if self._stopping:
+                    break
+                if wake_at != alarm_at:
+                    # One timer for the next moment due, moved only when that moment moves
+                    # (a timeout per loop turn would cost a cancel scope every pass).
+                    if alarm is not None:
+                        alarm.cancel()
+                    alarm, alarm_at = None, wake_at
+                    if wake_at is not None:
+                        delay = max(0.0, (wake_at - utcnow()).total_seconds())
+                        alarm = loop.call_later(delay, self._alarm)
+                if wake_at is not None and wake_at <= utcnow():
+                    continue
+                await self._wake.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+
+    def _alarm(self) -> None:
+        self._wake.set()
+
+    async def _pass(self) -> datetime | None:
+        now = utcnow()
+        for when, kind, job_id, num in self.state.timers:
+            heapq.heappush(self._timers, (when, next(self._seq), kind, job_id, num))
+        self.state.timers.clear()
+        await self._fire_due(now)
+        if any(not h.released and h.until <= now for h in self.state.holds.values()):
+            await self.writer.run(ratelimits.release_due(now))
+        await self._renew_leases(now)
+        if self._task_group is not None and self.ctx.may_dispatch():
+            picks = self._pick(now)
+            if picks:
+                # The start is committed in its own task: slots that free meanwhile are
+                # filled by the next pass, whose start can share the same commit.
+                for job_id, _ in picks:
+                    self.state.take_slot(job_id)
+                self._task_group.start_soon(self._start, picks)
+        return self._next_wake()
+
+    def _next_wake(self) -> datetime | None:
+        times = []
+        if self._timers:
+            times.append(self._timers[0][0])
+        release = ratelimits.next_release(self.state)
+        if release is not None:
+            times.append(release)
+        if self._lease_due is not None:
+            times.append(self._lease_due)
+        if self.ctx.pressure is PressureLevel.HIGH:
+            gap = HIGH_PRESSURE_GAP_SECONDS - (time.monotonic() - self.ctx.last_slow_dispatch)
+            times.append(utcnow() + timedelta(seconds=max(0.0, gap)))
+        return min(times) if times else None
+
+    async def _fire_due(self, now: datetime) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            when, seq, kind, job_id, num = heapq.heappop(self._timers)
+            if kind == "action":
+                action = self._actions.pop(seq)
+                try:
+                    await action()
+                except Exception:
+                    log.exception("timed action failed")
+                continue
+            job_state = self.state.jobs.get(job_id)
+            if job_state is None:
+                continue
+            if kind == "wait":
+                job_state.wait_over(num, now)
+            elif kind == "deadline":
+                job_state.clear_deadline_timer(when)
+                deadline = job_state.deadline
+                if job_state.dispatchable and deadline is not None and deadline <= now:
+                    await self._run_quietly(expire(self.state, job_id))
+            elif (
+                kind == "spec"
+                and job_state.spec_error is not None
+                and job_state.job.status
+                in (
+                    JobStatus.QUEUED,
+                    JobStatus.RUNNING,
+                )
+            ):
+                await self._run_quietly(fail_unloadable(self.state, job_id))
+
+    async def _run_quietly(self, op: Op[None]) -> None:
+        try:
+            await self.writer.run(op)
+        except PodiumError as exc:
+            log.warning("timed change not made", op=op.name, error=str(exc))
+
+    async def _renew_leases(self, now: datetime) -> None:
+        if not self.state.attempts:
+            self._lease_due = None
+            return
+        period = self.ctx.config.lease_seconds / 3
+        if self._lease_due is None:
+            self._lease_due = now + timedelta(seconds=period)
+            return
+        if self._lease_due <= now:
+            until = now + timedelta(seconds=self.ctx.config.lease_seconds)
+            await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+            self._lease_due = now + timedelta(seconds=period)
+
+    # ----- picking -------------------------------------------------------------------------
+
+    def _pick(self, now: datetime) -> list[tuple[str, int]]:
+        limits = self.ctx.limits
+        # A slot is a live process: an attempt whose processes ended frees its slot while
+        # its result is still being committed, so the next sheet's start shares that commit.
+        state = self.state
+        free = free_slots(limits, state.live)
+        if free <= 0:
+            return []
+        held = state.held_keys(now)
+        released = state.released_keys()
+        busy = ratelimits.busy_released(state, released)
+        candidates: dict[str, Candidate] = {}
+        active_jobs = len(state.live_by_job)
+        pool: Iterable[JobState] = state.jobs.values()
+        if active_jobs >= limits.max_concurrent_jobs:
+            # No other job may start: only the jobs running now can take a slot, so a pass
+            # looks at those few rather than every job in hand.
+            pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
+        for job_state in pool:
+            if not job_state.dispatchable:
+                continue
+            keys = job_state.ready_keys()
+            if not keys:
+                continue
+            startable = _startable(keys, held, released, busy)
+            if startable:
+                job = job_state.job
+                candidates[job.job_id] = Candidate(
+                    job.job_id,
+                    state.live_by_job.get(job.job_id, 0),
+                    job_state.max_parallel,
+                    job.priority,
+                    job.submitted_at,
+                    startable,
+                )
+        picks: list[tuple[str, int]] = []
+        while free > 0 and candidates:
+            chosen = pick_next(candidates.values(), limits, active_jobs)
+            if chosen is None:
+                break
+            job_state = self.state.jobs[chosen.job_id]
+            key = _best_key(job_state, held, released, busy)
+            num = job_state.pop(key) if key is not None else None
+            if num is None:
+                del candidates[chosen.job_id]
+                continue
+            if key in released:
+                busy.add(key)
+                for other in candidates.values():
+                    keys = self.state.jobs[other.job_id].ready_keys()
+                    other.startable = _startable(keys, held, released, busy)
+            if chosen.running == 0:
+                active_jobs += 1
+            chosen.running += 1
+            chosen.startable = _startable(job_state.ready_keys(), held, released, busy)
+            picks.append((chosen.job_id, num))
+            free -= 1
+            if self.ctx.pressure is PressureLevel.HIGH:
+                # High pressure: keep going, but one sheet at a time with a pause between.
+                self.ctx.last_slow_dispatch = time.monotonic()
+                break
+        return picks
+
+    # ----- starting and running ------------------------------------------------------------
+
+    async def _start(self, picks: list[tuple[str, int]]) -> None:
+        """Commit the start of `picks` (slots already taken for them), then launch them."""
+        ctx = self.ctx
+
+        def apply(tx: Tx) -> list[tuple[str, int, int]]:
+            started: list[tuple[str, int, int]] = []
+            if self._stopping:
+                return started
+            lease = timedelta(seconds=ctx.config.lease_seconds)
+            for job_id, num in picks:
+                job_state = self.state.jobs.get(job_id)
+                sheet = tx.sheet(job_id, num) if job_state is not None else None
+                if (
+                    job_state is None
+                    or sheet is None
+                    or not job_state.dispatchable
+                    or not sheet_is_startable(sheet, tx.now)
+                ):
+                    continue
+                attempt = sheet.attempts + 1
+                log_path = self._log_path(job_id, num, attempt)
+                begin_attempt(tx.edit_sheet(job_id, num), attempt, tx.now, log_path)
+                tx.add_attempt(
+                    AttemptRow(
+                        job_id=job_id,
+                        sheet_num=num,
+                        attempt=attempt,
+                        started_at=tx.now,
+                        log_path=log_path,
+                        conductor_id=ctx.config.conductor_id,
+                        lease_expires_at=tx.now + lease,
+                    )
+                )
+                if tx.job(job_id).status is JobStatus.QUEUED:
+                    set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
+                started.append((job_id, num, attempt))
+            if started:
+                tx.after(lambda: self._launch(started))
+            return started
+
+        started: list[tuple[str, int, int]] = []
+        try:
+            started = await self.writer.run(Op(apply, name="start sheets"))
+        except PodiumError as exc:
+            log.warning("could not start sheets", error=str(exc))
+        finally:
+            for job_id, _ in picks:
+                self.state.free_slot(job_id)
+            begun = {(j, n) for j, n, _ in started}
+            for job_id, num in picks:
+                if (job_id, num) not in begun and job_id in self.state.jobs:
+                    self.state.jobs[job_id].push_back(num)
+            self.wake()
+
+    def _log_path(self, job_id: str, sheet_num: int, attempt: int) -> str:
+        logs = self._logs_dir
+        if logs is None:
+            logs = self._logs_dir = str(self.ctx.config.logs_dir)
+        return f"{logs}/{job_id}/sheet-{sheet_num}-attempt-{attempt}.log"
+
+    def _launch(self, started: list[tuple[str, int, int]]) -> None:
+        """Runs right after the start is committed, before any other change: a control call
+        made from now on finds these attempts in the running table."""
+        assert self._task_group is not None
+        for job_id, num, attempt in started:
+            entry = RunningSheet(job_id, num, attempt)
+            self.state.add_running(entry)
+            self._task_group.start_soon(self._run_sheet, entry)
+        self.state.started_running()
+
+    async def _run_sheet(self, entry: RunningSheet) -> None:
+        started = utcnow()
+        try:
+            plan = plan_attempt(self.ctx, self.state, entry)
+            if isinstance(plan, str):
+                result = failed_before_start(plan, started, "")
+            else:
+                result = await run_attempt(plan, entry.control, on_spawn=self._recorder(entry))
+        except Exception as exc:  # a bug must fail the sheet, never wedge the job
+            log.exception("attempt crashed", job_id=entry.job_id, sheet=entry.sheet_num)
+            result = failed_before_start(f"internal error: {exc!r}", started, "")
+        self.state.end_running(entry)
+        self.wake()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.writer.run(
+                    record_result(self.ctx, self.state, entry, result, self._on_idle)
+                )
+        except (NotFoundError, PodiumError) as exc:
+            log.warning(
+                "attempt result not recorded",
+                job_id=entry.job_id,
+                sheet=entry.sheet_num,
+                error=str(exc),
+            )
+        finally:
+            self.state.drop_running(entry)
+            entry.done.set()
+            self.wake()
+
+    def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
+        async def record(ref: ProcessGroupRef) -> None:
+            def submit() -> None:
+                if not entry.ended:
+                    # Not awaited: the process runs on while the record waits for a commit.
+                    self.writer.submit_nowait(record_process(entry, ref))
+
+            # Only an attempt still running a moment after its spawn gets its group recorded:
+            # one that crashes with its conductor before that is found by the mark every one
+            # of its processes carries in its environment (recovery looks for both).
+            asyncio.get_running_loop().call_later(PROCESS_RECORD_DELAY_SECONDS, submit)
+
+        return record
+
+
+def _startable(keys: Mapping[str, int], held: set[str], released: set[str], busy: set[str]) -> int:
+    total = 0
+    for key, count in keys.items():
+        if key in held:
+            continue
+        if key in released:
+            total += 0 if key in busy else 1
+        else:
+            total += count
+    return total
+
+
+def _best_key(
+    job_state: JobState, held: set[str], released: set[str], busy: set[str]
+) -> str | None:
+    best: tuple[tuple[int, int, int], str] | None = None
+    for key in job_state.ready_keys():
+        if key in held or (key in released and key in busy):
+            continue
+        top = job_state.peek(key)
+        if top is not None and (best is None or top < best[0]):
+            best = (top, key)
+    return None if best is None else best[1]

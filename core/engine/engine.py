@@ -1,0 +1,231 @@
+"""The engine: the store's one writer, the dispatcher, control calls and recovery, composed.
+This is the only part of the engine the conductor holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import structlog
+from anyio.abc import TaskGroup
+
+from podium.core.config import PodiumConfig
+from podium.core.engine import ratelimits
+from podium.core.engine.attempts import record_result
+from podium.core.engine.context import EngineContext, TerminalHook
+from podium.core.engine.control import Control, resume_now
+from podium.core.engine.dispatch import Dispatcher
+from podium.core.engine.recovery import Recovery
+from podium.core.engine.scheduler import Limits
+from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
+from podium.core.events import EventBus
+from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.models import JobStatus, JobSummary
+from podium.core.pressure import PressureLevel
+from podium.core.runner.runner import AttemptResult
+from podium.core.spec.loader import LoadedSpec
+from podium.core.store.base import Store
+from podium.core.store.rows import JobRow
+
+log = structlog.get_logger("podium.engine")
+SHUTDOWN_HOOK_SECONDS = 10.0
+
+
+class Engine:
+    def __init__(
+        self,
+        config: PodiumConfig,
+        store: Store,
+        catalog: InstrumentCatalog,
+        events: EventBus,
+        on_terminal: TerminalHook | None = None,
+    ) -> None:
+        self.ctx = EngineContext(config, catalog, on_terminal)
+        self.store = store
+        self.events = events
+        self.state = EngineState()
+        self.writer = Writer(store, self.state, events)
+        self.dispatcher = Dispatcher(self.ctx, self.writer, self.state, self._apply_pending_modify)
+        self.control = Control(self.writer, self.state, config)
+        self.recovery = Recovery(self.ctx, self.writer, self.state)
+        self.writer.on_commit = self.dispatcher.wake
+        self.writer.on_finished = self._finished
+        self._task_group: TaskGroup | None = None
+        self._dispatching = False
+        # Terminal hooks (snapshots) under way, by job: views wait for them to settle.
+        self._hooks: dict[str, anyio.Event] = {}
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, task_group: TaskGroup, *, recover: bool, dispatch: bool) -> list[str]:
+        """Serve writes in `task_group`, reconcile the store (unless `recover` is false),
+        take the active jobs in hand and, with `dispatch`, start running them."""
+        self._task_group = task_group
+        task_group.start_soon(self.writer.serve)
+        while not self.writer.serving:
+            await anyio.lowlevel.checkpoint()
+        touched: list[str] = []
+        if recover:
+            touched, foreign_expiry = await self.recovery.recover()
+            if foreign_expiry is not None:
+                self._recheck_leases_at(foreign_expiry)
+        else:
+            self.state.holds = {h.hold_key: h for h in await self.store.holds()}
+            for job in await self.store.active_jobs():
+                await self.writer.load(job.job_id)
+        if dispatch:
+            self._dispatching = True
+            task_group.start_soon(self.dispatcher.run, task_group)
+        return touched
+
+    def _recheck_leases_at(self, when: datetime) -> None:
+        async def recheck() -> None:
+            later = await self.recovery.reclaim_expired()
+            if later is not None:
+                self._recheck_leases_at(later)
+
+        self.dispatcher.at(when, recheck)
+
+    async def shutdown(self) -> None:
+        """Stop dispatching, end running sheets, and leave their jobs paused (`shutdown`)."""
+        self.dispatcher.stop()
+        if self.writer.serving:
+            if self._dispatching:
+                # Only a conductor that ran sheets has any to stop (a control-only engine
+                # must not pause jobs it never ran).
+                await self.recovery.shutdown()
+            # Snapshots of jobs that just ended still record their path through the writer.
+            with anyio.move_on_after(SHUTDOWN_HOOK_SECONDS):
+                await self.hooks_settled()
+
+    def _finished(self, job: JobRow) -> None:
+        hook = self.ctx.on_terminal
+        if hook is None or self._task_group is None:
+            return
+
+        done = anyio.Event()
+        previous = self._hooks.get(job.job_id)
+
+        async def run() -> None:
+            try:
+                if previous is not None:
+                    await previous.wait()
+                await hook(job)
+            except Exception:
+                log.exception("terminal hook failed", job_id=job.job_id)
+            finally:
+                done.set()
+                if self._hooks.get(job.job_id) is done:
+                    del self._hooks[job.job_id]
+
+        # Registered before anyone hears the job ended, so a view can wait for it.
+        self._hooks[job.job_id] = done
+        self._task_group.start_soon(run)
+
+    async def hooks_settled(self, job_id: str | None = None) -> None:
+        """Return once the terminal hooks under way (of `job_id`, or of every job) are done."""
+        while True:
+            pending = [e for j, e in self._hooks.items() if job_id is None or j == job_id]
+            if not pending:
+                return
+            for event in pending:
+                await event.wait()
+
+    def _apply_pending_modify(self, tx: Tx, job_id: str) -> None:
+        job = tx.job(job_id)
+        if job.pending_resume is None:
+            return
+        if job.status is JobStatus.PAUSED:
+            resume_now(tx, self.state, job_id, None, job.pending_resume)
+        else:
+            tx.edit_job(job_id).pending_resume = None
+
+    # ----- control calls ---------------------------------------------------------------------
+
+    async def submit(
+        self,
+        loaded: LoadedSpec,
+        *,
+        job_id: str,
+        workspace: Path,
+        start: bool,
+        spec_path: Path | None,
+    ) -> tuple[JobRow, bool]:
+        return await self.control.submit(
+            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=spec_path
+        )
+
+    async def pause(self, job_id: str, immediate: bool) -> JobSummary:
+        return await self.control.pause(job_id, immediate)
+
+    async def resume(
+        self, job_id: str, changed_spec: LoadedSpec | None, retry_failed: bool
+    ) -> JobSummary:
+        return await self.control.resume(job_id, changed_spec, retry_failed)
+
+    async def cancel(self, job_id: str) -> JobSummary:
+        return await self.control.cancel(job_id)
+
+    async def lift_holds(self, keys: Sequence[str] | None) -> list[str]:
+        """Lift rate-limit holds (all with None); waiting sheets behind them may go now."""
+        return await self.writer.run(ratelimits.lift(self.state, keys))
+
+    def result_op(self, entry: RunningSheet, result: AttemptResult) -> Op[None]:
+        """The op recording an attempt's result (what the dispatcher runs when one ends)."""
+        return record_result(self.ctx, self.state, entry, result, self._apply_pending_modify)
+
+    async def set_snapshot_path(self, job_id: str, path: str) -> None:
+        await self.control.set_snapshot_path(job_id, path)
+
+    async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+        return await self.control.delete(job_ids)
+
+    # ----- what the conductor reads and sets -------------------------------------------------
+
+    @property
+    def config(self) -> PodiumConfig:
+        return self.ctx.config
+
+    @property
+    def catalog(self) -> InstrumentCatalog:
+        return self.ctx.catalog
+
+    @catalog.setter
+    def catalog(self, catalog: InstrumentCatalog) -> None:
+        self.ctx.catalog = catalog
+
+    @property
+    def limits(self) -> Limits:
+        return self.ctx.limits
+
+    @property
+    def running_count(self) -> int:
+        return len(self.state.running)
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.ctx.failure_rate
+
+    @property
+    def pressure(self) -> PressureLevel:
+        return self.ctx.pressure
+
+    def set_pressure(self, level: PressureLevel, reason: str | None) -> None:
+        if self.ctx.set_pressure(level, reason):
+            self.wake()
+
+    def apply_config(self, config: PodiumConfig) -> None:
+        self.ctx.config = config
+        self.control.config = config
+        self.wake()
+
+    def wake(self) -> None:
+        self.dispatcher.wake()
+
+    async def wait_busy(self) -> None:
+        await self.state.wait_busy()

@@ -1,0 +1,259 @@
+"""Start-up reconciliation and graceful shutdown: what a stopped conductor left in flight is
+reconciled from the store, never from memory.
+
+Lease-aware: an in-flight attempt is reclaimed only if this conductor owns it (a previous
+run of the same `conductor_id`), if no owner is recorded (a database from before leases),
+or if its owner's lease has run out. Process groups are killed only for attempts that were
+ours: another conductor's pids mean nothing on this host.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import anyio
+import structlog
+
+from podium.core.engine.context import EngineContext
+from podium.core.engine.control import wait_entries
+from podium.core.engine.rules import (
+    final_job_status,
+    interrupt_attempt_row,
+    mark_terminal,
+    reset_for_retry,
+    set_job_status,
+)
+from podium.core.engine.state import EngineState
+from podium.core.engine.tx import Op, Tx
+from podium.core.engine.writer import Writer
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    PauseReason,
+    SheetStatus,
+    utcnow,
+)
+from podium.core.runner.process import (
+    ProcessGroupRef,
+    groups_marked,
+    kill_recorded_group,
+    terminate_group,
+)
+from podium.core.runner.runner import attempt_marker
+from podium.core.store.rows import AttemptRow
+
+log = structlog.get_logger("podium.recovery")
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
+
+
+class Recovery:
+    def __init__(self, ctx: EngineContext, writer: Writer, state: EngineState) -> None:
+        self.ctx = ctx
+        self.writer = writer
+        self.state = state
+
+    def _claimable(self, attempt: AttemptRow, now: datetime) -> bool:
+        if attempt.conductor_id in (None, self.ctx.config.conductor_id):
+            return True
+        return attempt.lease_expires_at is None or attempt.lease_expires_at <= now
+
+    def _ours(self, attempt: AttemptRow) -> bool:
+        return attempt.conductor_id in (None, self.ctx.config.conductor_id)
+
+    async def recover(self) -> tuple[list[str], datetime | None]:
+        """Reconcile what a dead conductor left behind. Returns the job ids touched and, if
+        attempts of another conductor still hold a lease, when the first of them runs out.
+
+        In-flight attempts become `interrupted` (their process group killed first, but only
+        when pgid and leader start time both match the record), their sheets go back to
+        `pending`, and active jobs become paused (`interrupted`), or continue with auto_resume.
+        """
+        store = self.writer.store
+        now = utcnow()
+        in_flight = await store.in_flight_attempts()
+        claimed = [a for a in in_flight if self._claimable(a, now)]
+        foreign = [a for a in in_flight if not self._claimable(a, now)]
+        # Leftover groups are ended side by side: start-up waits one grace period, not one per
+        # attempt.
+        async with anyio.create_task_group() as kills:
+            for attempt in claimed:
+                if not self._ours(attempt):
+                    continue
+                if attempt.pgid and attempt.pid and attempt.pid_start_time is not None:
+                    ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
+                    kills.start_soon(self._kill_leftover, ref)
+                kills.start_soon(self._kill_marked, attempt)
+        self.state.holds = {h.hold_key: h for h in await store.holds()}
+        jobs = [j.job_id for j in await store.active_jobs()]
+        jobs += sorted({a.job_id for a in claimed} - set(jobs))
+        for job_id in jobs:
+            await self.writer.load(job_id)
+        # Sheets another live conductor is running: theirs, left alone.
+        elsewhere = {(a.job_id, a.sheet_num) for a in foreign}
+        auto_resume = self.ctx.config.auto_resume
+        state = self.state
+
+        def apply(tx: Tx) -> list[str]:
+            touched: set[str] = set()
+            for attempt in claimed:
+                row = tx.edit_attempt(attempt)
+                interrupt_attempt_row(
+                    row, tx.now, "the conductor stopped while this attempt was running"
+                )
+                touched.add(attempt.job_id)
+            for job_id in jobs:
+                if job_id not in state.jobs:
+                    continue
+                theirs = {num for jid, num in elsewhere if jid == job_id}
+                if _reconcile(tx, job_id, auto_resume, theirs):
+                    touched.add(job_id)
+            return sorted(touched)
+
+        touched = await self.writer.run(Op(apply, jobs=jobs, name="recover"))
+        expiries = [a.lease_expires_at for a in foreign if a.lease_expires_at is not None]
+        return touched, min(expiries) if expiries else None
+
+    async def reclaim_expired(self) -> datetime | None:
+        """While running: take back the attempts of other conductors whose lease ran out
+        (their owner is gone or cut off; its late writes are refused, since the rows move on).
+        Their sheets go back to `pending` for whoever runs the job. Returns when the next
+        foreign lease runs out, if any is left."""
+        store = self.writer.store
+        now = utcnow()
+        foreign = [a for a in await store.in_flight_attempts() if not self._ours(a)]
+        expired = [a for a in foreign if self._claimable(a, now)]
+        for job_id in sorted({a.job_id for a in expired}):
+            if job_id not in self.state.jobs:
+                await self.writer.load(job_id)
+
+        def apply(tx: Tx) -> None:
+            for attempt in expired:
+                row = tx.edit_attempt(attempt)
+                interrupt_attempt_row(row, tx.now, "its conductor's lease ran out")
+                if attempt.job_id not in self.state.jobs:
+                    continue
+                sheet = tx.sheet(attempt.job_id, attempt.sheet_num)
+                if sheet.status is SheetStatus.RUNNING and sheet.attempts == attempt.attempt:
+                    edited = tx.edit_sheet(attempt.job_id, attempt.sheet_num)
+                    reset_for_retry(edited, tx.now, fresh_budget=False)
+                    edited.last_error = "interrupted: its conductor's lease ran out"
+                    edited.error_category = ErrorCategory.INTERRUPTED
+
+        if expired:
+            await self.writer.run(
+                Op(apply, jobs=sorted({a.job_id for a in expired}), name="reclaim")
+            )
+        left = [a.lease_expires_at for a in foreign if a not in expired and a.lease_expires_at]
+        return min(left) if left else None
+
+    async def _kill_leftover(self, ref: ProcessGroupRef) -> None:
+        if await kill_recorded_group(ref, self.ctx.config.kill_grace_seconds):
+            log.warning("killed leftover process group", pgid=ref.pgid)
+
+    async def _kill_marked(self, attempt: AttemptRow) -> None:
+        """Processes that carry this attempt's mark in their environment are ours even when no
+        process group was recorded (a crash right after spawn) or the leader is gone."""
+        marker = attempt_marker(
+            str(self.ctx.config.home), attempt.job_id, attempt.sheet_num, attempt.attempt
+        )
+        groups = await anyio.to_thread.run_sync(groups_marked, "PODIUM_ATTEMPT_OF", marker)
+        for pgid in groups:
+            log.warning("killing unrecorded leftover process group", pgid=pgid)
+            await terminate_group(pgid, self.ctx.config.kill_grace_seconds)
+
+    async def shutdown(self) -> None:
+        """End running sheets and leave their jobs paused (`shutdown`). A pending modify is
+        called off: its job stays paused until a resume (or auto_resume at the next start),
+        rather than queued behind the user's back."""
+        state = self.state
+
+        def apply(tx: Tx) -> list[str]:
+            busy = {e.job_id for e in state.running.values()}
+            paused = []
+            for job_id, job_state in state.jobs.items():
+                job = job_state.job
+                # Jobs in flight are paused; a queued job that never started stays queued.
+                if job.status is JobStatus.RUNNING or (
+                    job_id in busy and not job.status.is_terminal
+                ):
+                    edited = tx.edit_job(job_id)
+                    set_job_status(edited, JobStatus.PAUSED, tx.now)
+                    edited.pause_reason = PauseReason.SHUTDOWN
+                    edited.pending_resume = None
+                    paused.append(job_id)
+                elif job.pending_resume is not None:
+                    tx.edit_job(job_id).pending_resume = None
+            return paused
+
+        await self.writer.run(Op(apply, name="shutdown"))
+        entries = list(state.running.values())
+        for entry in entries:
+            # A cancel or deadline already under way keeps its reason.
+            entry.stop_reason = entry.stop_reason or "shutdown"
+            entry.control.request_cancel()
+        await wait_entries(entries, self.ctx.config.kill_grace_seconds)
+
+
+def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool:
+    """One job after a restart; returns whether anything changed. Sheets in `theirs` are
+    being run by another live conductor: they, and the job's status, are left as they are."""
+    now = tx.now
+    job = tx.job(job_id)
+    changed = False
+    if job.status.is_terminal:
+        # Already terminal (a cancel or deadline that the crash interrupted): it keeps its
+        # status; its sheets still running or waiting are cancelled.
+        category = (
+            ErrorCategory.DEADLINE
+            if (job.error or "").startswith("deadline")
+            else ErrorCategory.CANCELLED
+        )
+        for num, sheet in tx.sheets(job_id).items():
+            if not sheet.status.is_terminal and num not in theirs:
+                mark_terminal(
+                    tx.edit_sheet(job_id, num),
+                    SheetStatus.CANCELLED,
+                    now,
+                    "the job had ended",
+                    category,
+                )
+                changed = True
+        return changed
+    for num, sheet in tx.sheets(job_id).items():
+        if num in theirs:
+            continue
+        if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
+            interrupted = sheet.status is SheetStatus.RUNNING
+            row = tx.edit_sheet(job_id, num)
+            # The retry and rate-limit budgets survive a restart: a crash is not a retry.
+            reset_for_retry(row, now, fresh_budget=False)
+            if interrupted:
+                row.last_error = "interrupted: the conductor stopped"
+                row.error_category = ErrorCategory.INTERRUPTED
+            changed = True
+    if theirs:
+        return changed
+    final = final_job_status(tx.sheets(job_id).values())
+    in_flight = job.status is JobStatus.RUNNING or job.pending_resume is not None
+    if final is not None:
+        edited = tx.edit_job(job_id)
+        set_job_status(edited, final[0], now)
+        edited.error = final[1]
+    elif in_flight or (job.status is JobStatus.QUEUED and changed):
+        # Running, or paused only until a modify's running sheets ended: interrupted.
+        edited = tx.edit_job(job_id)
+        if auto_resume:
+            set_job_status(edited, JobStatus.QUEUED, now)
+        else:
+            set_job_status(edited, JobStatus.PAUSED, now)
+            edited.pause_reason = PauseReason.INTERRUPTED
+    elif auto_resume and job.pause_reason in (PauseReason.INTERRUPTED, PauseReason.SHUTDOWN):
+        set_job_status(tx.edit_job(job_id), JobStatus.QUEUED, now)
+    elif not changed:
+        return False
+    if tx.job(job_id).pending_resume is not None:
+        tx.edit_job(job_id).pending_resume = None
+    if changed:
+        tx.edit_job(job_id).updated_at = now
+    return True

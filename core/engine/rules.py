@@ -1,0 +1,368 @@
+"""Pure transition rules: given rows (copies the caller owns) and an event, change the rows
+or say what else must change. No I/O and no engine state: the writer reads rows, calls
+these, and commits what they changed."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from podium.core.errors import FieldError, SpecError
+from podium.core.models import (
+    RETRYABLE_SHEET_STATUSES,
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    SheetStatus,
+    WaitingReason,
+)
+from podium.core.runner.runner import AttemptResult
+from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.models import RetryPolicy
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
+
+OUTPUT_TAIL_BYTES = 4096
+_DEAD = frozenset({SheetStatus.FAILED, SheetStatus.SKIPPED, SheetStatus.CANCELLED})
+
+
+def backoff_seconds(
+    policy: RetryPolicy, retries_used: int, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff; full jitter keeps retries of many sheets from stampeding."""
+    delay = min(policy.max_delay_seconds, policy.base_delay_seconds * (2**retries_used))
+    if policy.jitter:
+        delay *= (rng or random).uniform(0.5, 1.0)
+    return float(delay)
+
+
+def set_job_status(job: JobRow, status: JobStatus, now: datetime) -> None:
+    job.status = status
+    job.updated_at = now
+    if status is not JobStatus.PAUSED:
+        job.pause_reason = None
+    if status is JobStatus.RUNNING and job.started_at is None:
+        job.started_at = now
+    job.completed_at = now if status.is_terminal else None
+
+
+def mark_terminal(
+    sheet: SheetRow,
+    status: SheetStatus,
+    now: datetime,
+    error: str | None,
+    category: ErrorCategory | None,
+) -> None:
+    sheet.status = status
+    sheet.completed_at = now
+    sheet.updated_at = now
+    sheet.last_error = error
+    sheet.error_category = category
+    sheet.waiting_reason = None
+    sheet.waiting_until = None
+
+
+def reset_for_retry(sheet: SheetRow, now: datetime, *, fresh_budget: bool = True) -> None:
+    """Back to `pending`; attempts (history) keep counting. A resume gives a fresh retry
+    budget; a restart (recovery) keeps what the sheet had used."""
+    sheet.status = SheetStatus.PENDING
+    if fresh_budget:
+        sheet.retries_used = 0
+        sheet.rate_limit_hits = 0
+    sheet.started_at = None
+    sheet.completed_at = None
+    sheet.last_error = None
+    sheet.error_category = None
+    sheet.updated_at = now
+    sheet.waiting_reason = None
+    sheet.waiting_until = None
+
+
+def begin_attempt(sheet: SheetRow, attempt: int, now: datetime, log_path: str) -> None:
+    sheet.status = SheetStatus.RUNNING
+    sheet.attempts = attempt
+    sheet.started_at = now
+    sheet.completed_at = None
+    sheet.waiting_reason = None
+    sheet.waiting_until = None
+    sheet.log_path = log_path
+    sheet.updated_at = now
+
+
+def finish_attempt_row(attempt: AttemptRow, result: AttemptResult, outcome: Outcome) -> None:
+    attempt.ended_at = result.ended_at
+    attempt.exit_code = result.exit_code
+    attempt.signal = result.signal
+    attempt.duration_seconds = result.duration_seconds
+    attempt.outcome = outcome
+    attempt.error_category = result.error_category
+    attempt.error = result.error
+    attempt.validations = list(result.validations)
+    attempt.log_path = result.log_path
+
+
+def interrupt_attempt_row(attempt: AttemptRow, now: datetime, error: str) -> None:
+    attempt.outcome = Outcome.INTERRUPTED
+    attempt.error_category = ErrorCategory.INTERRUPTED
+    attempt.error = error
+    attempt.ended_at = now
+
+
+@dataclass(frozen=True)
+class RetryLimits:
+    max_rate_limit_retries: int
+    max_rate_limit_wait_seconds: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an attempt's result did to its sheet."""
+
+    outcome: Outcome  # recorded in history
+    failed: bool = False  # the sheet failed for good: its dependents are skipped
+    hold_seconds: float | None = None  # rate limited: hold its hold key this long
+
+
+Judge = Callable[[SheetRow, AttemptResult, RetryPolicy, RetryLimits, datetime], Verdict]
+
+
+def _completed(
+    sheet: SheetRow, result: AttemptResult, policy: RetryPolicy, limits: RetryLimits, now: datetime
+) -> Verdict:
+    mark_terminal(sheet, SheetStatus.COMPLETED, now, None, None)
+    return Verdict(Outcome.COMPLETED)
+
+
+def _rate_limited(
+    sheet: SheetRow, result: AttemptResult, policy: RetryPolicy, limits: RetryLimits, now: datetime
+) -> Verdict:
+    # A rate limit waits without spending a retry, up to max_rate_limit_retries times.
+    sheet.rate_limit_hits += 1
+    if sheet.rate_limit_hits > limits.max_rate_limit_retries:
+        error = f"{result.error}; still rate limited after {limits.max_rate_limit_retries} waits"
+        mark_terminal(sheet, SheetStatus.FAILED, now, error, ErrorCategory.RATE_LIMITED)
+        return Verdict(Outcome.RATE_LIMITED, failed=True)
+    wait = result.retry_after_seconds
+    if wait is None:
+        wait = backoff_seconds(policy, sheet.rate_limit_hits - 1)
+    wait = min(max(wait, 0.0), limits.max_rate_limit_wait_seconds)
+    sheet.status = SheetStatus.WAITING
+    sheet.waiting_reason = WaitingReason.RATE_LIMIT
+    sheet.waiting_until = now + timedelta(seconds=wait)
+    sheet.last_error = result.error
+    sheet.error_category = ErrorCategory.RATE_LIMITED
+    return Verdict(Outcome.RATE_LIMITED, hold_seconds=wait)
+
+
+def _failed(
+    sheet: SheetRow, result: AttemptResult, policy: RetryPolicy, limits: RetryLimits, now: datetime
+) -> Verdict:
+    category = result.error_category
+    retryable = category is not ErrorCategory.AUTH  # auth errors fail at once
+    if retryable and sheet.retries_used < policy.max_retries:
+        delay = backoff_seconds(policy, sheet.retries_used)
+        sheet.retries_used += 1
+        sheet.status = SheetStatus.WAITING
+        sheet.waiting_reason = WaitingReason.RETRY_BACKOFF
+        sheet.waiting_until = now + timedelta(seconds=delay)
+        sheet.last_error = result.error
+        sheet.error_category = category
+        return Verdict(result.outcome)
+    mark_terminal(sheet, SheetStatus.FAILED, now, result.error, category)
+    return Verdict(result.outcome, failed=True)
+
+
+# How each attempt outcome moves its sheet; an outcome not listed is a failed run.
+JUDGES: dict[Outcome, Judge] = {
+    Outcome.COMPLETED: _completed,
+    Outcome.RATE_LIMITED: _rate_limited,
+}
+
+
+def judge_attempt(
+    sheet: SheetRow,
+    result: AttemptResult,
+    policy: RetryPolicy,
+    limits: RetryLimits,
+    now: datetime,
+) -> Verdict:
+    """Apply an attempt's result to its sheet (which the caller owns a copy of)."""
+    sheet.updated_at = now
+    sheet.duration_seconds = result.duration_seconds
+    sheet.output_tail = result.stdout_tail[-OUTPUT_TAIL_BYTES:]
+    return JUDGES.get(result.outcome, _failed)(sheet, result, policy, limits, now)
+
+
+def skipped_after_failure(
+    sheets: Mapping[int, SheetRow],
+    dependents: Iterable[int],
+    failed_num: int,
+    stop_all: bool,
+) -> list[tuple[int, str]]:
+    """Sheets to mark `skipped` (with the reason) when `failed_num` failed for good: its
+    transitive dependents; with `on_failure: stop`, every sheet that has not started."""
+    dependent = set(dependents)
+    out: list[tuple[int, str]] = []
+    candidates = sorted(sheets) if stop_all else sorted(dependent)
+    for num in candidates:
+        sheet = sheets[num]
+        if sheet.status not in (SheetStatus.PENDING, SheetStatus.WAITING):
+            continue
+        if num in dependent:
+            out.append((num, f"skipped: depends on sheet {failed_num}, which failed"))
+        else:
+            out.append((num, f"skipped: sheet {failed_num} failed and on_failure is stop"))
+    return out
+
+
+def unreachable(sheets: Mapping[int, SheetRow]) -> list[tuple[int, str]]:
+    """Pending or waiting sheets that depend (transitively) on a sheet that can no longer
+    complete, with the reason; they are skipped so a job never waits forever (after a resume
+    without retry_failed, or a changed spec that added a dependent of a failed sheet)."""
+    blocked_by: dict[int, int | None] = {}
+
+    def first_dead(num: int) -> int | None:
+        # The lowest-numbered dead ancestor, memoised; iterative so deep chains are fine.
+        stack = [num]
+        while stack:
+            top = stack[-1]
+            deps = [d for d in sheets[top].depends_on if d in sheets]
+            missing = [d for d in deps if d not in blocked_by]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            found = [d for d in deps if sheets[d].status in _DEAD]
+            found += [b for d in deps if (b := blocked_by[d]) is not None]
+            blocked_by[top] = min(found) if found else None
+        return blocked_by[num]
+
+    out = []
+    for num in sorted(sheets):
+        if sheets[num].status in (SheetStatus.PENDING, SheetStatus.WAITING):
+            dead = first_dead(num)
+            if dead is not None:
+                out.append((num, f"skipped: depends on sheet {dead}, which did not complete"))
+    return out
+
+
+def final_job_status(sheets: Iterable[SheetRow]) -> tuple[JobStatus, str | None] | None:
+    """The terminal status a job reaches once every sheet is terminal, else None."""
+    rows = sorted(sheets, key=lambda s: s.sheet_num)
+    if any(not s.status.is_terminal for s in rows):
+        return None
+    failed = [s for s in rows if s.status is SheetStatus.FAILED]
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        return JobStatus.FAILED, f"sheet {first.sheet_num} failed: {first.last_error}{more}"
+    if all(s.status is SheetStatus.COMPLETED for s in rows):
+        return JobStatus.COMPLETED, None
+    if any(s.status is SheetStatus.CANCELLED for s in rows):
+        return JobStatus.CANCELLED, None
+    return JobStatus.FAILED, "some sheets were skipped"
+
+
+def resettable(sheets: Iterable[SheetRow]) -> list[SheetRow]:
+    return [s for s in sheets if s.status in RETRYABLE_SHEET_STATUSES]
+
+
+def failed_before_start(error: str, now: datetime, log_path: str) -> AttemptResult:
+    """An attempt that never reached a process (e.g. a prompt that failed to render)."""
+    return AttemptResult(
+        outcome=Outcome.FAILED,
+        error_category=ErrorCategory.FAILED,
+        error=error,
+        exit_code=None,
+        signal=None,
+        started_at=now,
+        ended_at=now,
+        duration_seconds=0.0,
+        stdout_tail="",
+        log_path=log_path,
+    )
+
+
+def with_category(result: AttemptResult, category: ErrorCategory) -> AttemptResult:
+    return dataclasses.replace(result, error_category=category)
+
+
+def _sheet_key(name: str | None, sheet_num: int) -> str:
+    return f"name:{name}" if name else f"num:{sheet_num}"
+
+
+def check_spec_change(sheets: Sequence[SheetRow], new: LoadedSpec) -> None:
+    """A changed spec must keep every stored sheet at its number (matched by name, else by
+    number: history and logs hang off the numbers); it may add sheets at the end."""
+    errors = []
+    new_by_key = {_sheet_key(s.name, s.sheet_num): s.sheet_num for s in new.sheets}
+    for sheet in sheets:
+        key = _sheet_key(sheet.name, sheet.sheet_num)
+        label = f"sheet {sheet.name!r}" if sheet.name else f"sheet {sheet.sheet_num}"
+        found = new_by_key.get(key)
+        if found is None:
+            errors.append(FieldError("sheets", f"{label} is missing from the changed spec"))
+        elif found != sheet.sheet_num:
+            errors.append(
+                FieldError(
+                    f"sheets.{found - 1}",
+                    f"{label} moved from number {sheet.sheet_num} to {found}; a changed spec "
+                    "keeps existing sheets in place and may only add sheets at the end",
+                )
+            )
+    if errors:
+        raise SpecError(errors)
+
+
+@dataclass(frozen=True)
+class SheetChange:
+    sheet_num: int
+    instrument: str
+    depends_on: list[int]
+
+
+def spec_change(
+    job: JobRow, sheets: Mapping[int, SheetRow], new: LoadedSpec, now: datetime
+) -> tuple[list[SheetChange], list[SheetRow]]:
+    """Point the job row (the caller's copy) at a changed spec; returns what changes in
+    existing sheets and the sheets to add. Completed sheets keep their results."""
+    job.spec_fingerprint = new.fingerprint()
+    job.priority = new.spec.priority
+    job.labels = list(new.spec.labels)
+    job.description = new.spec.description
+    job.total_sheets = len(new.sheets)
+    job.updated_at = now
+    changed: list[SheetChange] = []
+    added: list[SheetRow] = []
+    for resolved in new.sheets:
+        row = sheets.get(resolved.sheet_num)
+        if row is None:
+            added.append(
+                SheetRow(
+                    job_id=job.job_id,
+                    sheet_num=resolved.sheet_num,
+                    name=resolved.name,
+                    status=SheetStatus.PENDING,
+                    instrument=resolved.instrument,
+                    updated_at=now,
+                    depends_on=list(resolved.depends_on),
+                )
+            )
+            continue
+        if row.status is SheetStatus.COMPLETED:
+            continue
+        depends_on = list(resolved.depends_on)
+        if row.instrument != resolved.instrument or row.depends_on != depends_on:
+            changed.append(SheetChange(row.sheet_num, resolved.instrument, depends_on))
+    return changed, added
+
+
+def sheet_is_startable(row: SheetRow, now: datetime) -> bool:
+    """Pending, or waiting with its wait over."""
+    if row.status is SheetStatus.PENDING:
+        return True
+    return row.status is SheetStatus.WAITING and (
+        row.waiting_until is None or row.waiting_until <= now
+    )

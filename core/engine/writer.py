@@ -1,0 +1,438 @@
+"""The ONE writer of job, sheet, attempt and hold rows.
+
+Every change is an `Op`: a rule run against a `Tx` (a view of committed rows with the op's
+own edits on top). Ops queue up; the writer runs whatever has queued as one group: each op's
+edits become a `WriteBatch`, the group is committed in one transaction (each batch all or
+nothing), then, for every batch that committed, the in-memory state and ready index take the
+new rows and the change events go out, in that order. A batch refused because a row moved on
+(another writer on the same store) gets its jobs reloaded and its op re-run, after a short
+random pause that grows with each refusal: two writers racing on one row would otherwise
+refuse each other in lockstep, and the one that always re-reads just before the other writes
+would starve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from podium.core.engine.state import EngineState, JobState
+from podium.core.engine.tx import Layer, Op, Tx
+from podium.core.errors import ConflictError, PodiumError
+from podium.core.events import ChangeEvent, EventBus
+from podium.core.models import utcnow
+from podium.core.spec.loader import LoadedSpec, load_spec
+from podium.core.store.base import Store, WriteBatch, Written
+from podium.core.store.rows import AttemptRow, HoldRow, JobRecord, JobRow, SheetRow
+
+log = structlog.get_logger("podium.writer")
+
+R = TypeVar("R")
+MAX_GROUP = 256
+MAX_CONFLICT_RETRIES = 50
+# Backoff after the n-th refusal of one op: uniform in [0, min(CAP, BASE * 2**n)] seconds.
+RETRY_BASE = 0.002
+RETRY_CAP = 0.2
+
+
+@dataclass
+class _Announcement:
+    written: Written | None
+    events: list[ChangeEvent] = field(default_factory=list)
+    done: list[_Pending[Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending(Generic[R]):
+    op: Op[R]
+    # An asyncio event: set from the writer task, waited on by one caller; anyio's costs a
+    # backend lookup per op.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    result: Any = None
+    error: BaseException | None = None
+    conflicts: int = 0
+
+
+class Writer:
+    """Runs ops in groups (see the module docstring). `run` must be called while `serve`
+    runs in a task (the engine starts it)."""
+
+    def __init__(
+        self,
+        store: Store,
+        state: EngineState,
+        events: EventBus,
+        load: Callable[[dict[str, Any]], LoadedSpec] | None = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.events = events
+        self._load_spec = load or (lambda data: load_spec(data=data))
+        self._queue: list[_Pending[Any]] = []
+        # Refused ops waiting out their backoff: (when due, op), in order of refusal.
+        self._deferred: list[tuple[float, _Pending[Any]]] = []
+        self._wake = anyio.Event()
+        self._serving = False
+        self._closed = False
+        self._announcements: MemoryObjectSendStream[_Announcement] | None = None
+        self._unannounced: list[_Announcement] = []
+        self.on_commit: Callable[[], None] = lambda: None
+        # Called with a job's row when it is done with: terminal, nothing of it running.
+        self.on_finished: Callable[[JobRow], None] = lambda job: None
+        # Counters for tests and benchmarks: transactions and conflicts seen.
+        self.commits = 0
+        self.conflicts = 0
+
+    async def run(self, op: Op[R]) -> R:
+        if self._closed or not self._serving:
+            raise PodiumError("the conductor is not running; no change can be made now")
+        pending: _Pending[R] = _Pending(op)
+        self._queue.append(pending)
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            # Once queued, an op is committed or refused; its caller learns which.
+            await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[no-any-return]
+
+    def submit_nowait(self, op: Op[Any]) -> None:
+        """Queue an op whose outcome nobody waits for (e.g. a process record)."""
+        if not self._closed:
+            self._queue.append(_Pending(op))
+            self._wake.set()
+
+    async def serve(self) -> None:
+        self._serving = True
+        send, receive = anyio.create_memory_object_stream[_Announcement](math.inf)
+        self._announcements = send
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._announce, receive)
+                while True:
+                    with anyio.move_on_after(self._next_retry_in()):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                    # Let every task that is ready run first: what they change joins this
+                    # group (one transaction) instead of the next.
+                    await asyncio.sleep(0)
+                    await self._take_due_retries()
+                    while self._queue:
+                        group = self._queue[:MAX_GROUP]
+                        del self._queue[: len(group)]
+                        with anyio.CancelScope(shield=True):
+                            await self._process(group)
+        finally:
+            self._serving = False
+            self._closed = True
+            send.close()
+            for item in self._unannounced:
+                # Committed, but the writer stops before it could wait for durability.
+                for pending in item.done:
+                    pending.done.set()
+            self._unannounced.clear()
+            for pending in [*self._queue, *(p for _, p in self._deferred)]:
+                pending.error = PodiumError("the conductor stopped before this change was made")
+                pending.done.set()
+            self._queue.clear()
+            self._deferred.clear()
+
+    def _next_retry_in(self) -> float:
+        if not self._deferred:
+            return math.inf
+        return max(0.0, min(due for due, _ in self._deferred) - anyio.current_time())
+
+    async def _take_due_retries(self) -> None:
+        """Refused ops whose pause is over: re-read what they touch, then they go first."""
+        if not self._deferred:
+            return
+        now = anyio.current_time()
+        due = [p for when, p in self._deferred if when <= now]
+        if not due:
+            return
+        self._deferred = [(when, p) for when, p in self._deferred if when > now]
+        await self._refresh(due)
+        self._queue[:0] = due
+
+    # ----- one group ---------------------------------------------------------------------
+
+    async def _process(self, group: list[_Pending[Any]]) -> None:
+        loose = await self._prepare(group)
+        now = utcnow()
+        overlay = Layer()
+        ran: list[tuple[_Pending[Any], Tx, WriteBatch]] = []
+        for index, pending in enumerate(group):
+            needs = {*pending.op.jobs, *pending.op.job_rows}
+            if needs & overlay.inserted:
+                # It reads a job this group inserts: it runs once that insert is committed.
+                self._queue[:0] = group[index:]
+                self._wake.set()
+                break
+            tx = Tx(self.state, overlay, loose, now)
+            try:
+                pending.result = pending.op.apply(tx)
+            except Exception as exc:
+                pending.error = exc
+                pending.done.set()
+                continue
+            tx.merge_into(overlay)
+            ran.append((pending, tx, tx.batch()))
+        todo = [item for item in ran if item[2]]
+        written: Written | None = None
+        if todo:
+            try:
+                written = await self.store.write([batch for _, _, batch in todo])
+            except Exception as exc:
+                await self._isolate([p for p, _, _ in ran], exc)
+                return
+            self.commits += 1
+        results = written.results if written is not None else []
+        outcome = dict(zip((id(p) for p, _, _ in todo), results, strict=True))
+        retry: list[_Pending[Any]] = []
+        announcement = _Announcement(written)
+        # Jobs done with before this group (terminal, nothing running): letting go of a job
+        # waits for the whole group, since a later op of it may have taken the job up again.
+        touched = {j for _, tx, _ in ran for j in tx.touched_jobs()}
+        finished_before = {
+            j for j in touched if j in self.state.jobs and _finished(self.state.jobs[j])
+        }
+        for pending, tx, batch in ran:
+            conflict = outcome.get(id(pending))
+            if conflict is None:
+                # Committed: state and ready index move on now (the next group reads them),
+                # the change is announced once durable.
+                self._apply(tx, batch)
+                announcement.events.extend(tx.events)
+                announcement.done.append(pending)
+                continue
+            self.conflicts += 1
+            pending.conflicts += 1
+            log.info(
+                "write refused, retrying",
+                op=pending.op.name,
+                table=conflict.table,
+                key=conflict.key,
+            )
+            retry.append(pending)
+        now_t = anyio.current_time()
+        for pending in retry:
+            if pending.conflicts > MAX_CONFLICT_RETRIES:
+                pending.error = ConflictError(
+                    f"{pending.op.name}: the rows kept changing under this change; try again"
+                )
+                pending.done.set()
+                continue
+            pause = random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**pending.conflicts))
+            self._deferred.append((now_t + pause, pending))
+        self._let_go(touched, finished_before)
+        assert self._announcements is not None
+        self._unannounced.append(announcement)
+        self._announcements.send_nowait(announcement)
+        self.on_commit()
+
+    async def _announce(self, receive: MemoryObjectReceiveStream[_Announcement]) -> None:
+        """In commit order: wait until a group's transaction is durable, then publish its
+        events and hand each op its result."""
+        async with receive:
+            async for item in receive:
+                if item.written is not None:
+                    try:
+                        await item.written.durable()
+                    except Exception as exc:
+                        log.critical("a committed change could not be made durable", error=exc)
+                        for pending in item.done:
+                            pending.error = PodiumError(
+                                f"the store could not make this change durable: {exc}"
+                            )
+                for event in item.events:
+                    self.events.publish(event)
+                for pending in item.done:
+                    pending.done.set()
+                self._unannounced.remove(item)
+
+    async def _isolate(self, ran: list[_Pending[Any]], exc: Exception) -> None:
+        """The group failed as a whole, not by a conflict (e.g. a batch broke a constraint):
+        nothing of it was applied, so run each op alone and only the faulty one fails."""
+        if len(ran) == 1:
+            ran[0].error = exc
+            ran[0].done.set()
+            return
+        for pending in ran:
+            pending.result = None
+            await self._process([pending])
+
+    async def _prepare(self, group: list[_Pending[Any]]) -> dict[str, JobRow]:
+        loose: dict[str, JobRow] = {}
+        for pending in group:
+            for job_id in pending.op.jobs:
+                if job_id not in self.state.jobs:
+                    await self.load(job_id)
+            for job_id in pending.op.job_rows:
+                if job_id not in self.state.jobs and job_id not in loose:
+                    row = await self.store.get_job(job_id)
+                    if row is not None:
+                        loose[job_id] = row
+        return loose
+
+    async def load(self, job_id: str) -> JobState | None:
+        """Take a job in hand from the store (its rows, and its spec typed)."""
+        record = await self.store.load_job(job_id)
+        if record is None:
+            self.state.jobs.pop(job_id, None)
+            return None
+        job_state = await self._job_state(record)
+        self.state.add(job_state)
+        return job_state
+
+    async def _job_state(self, record: JobRecord, spec: LoadedSpec | None = None) -> JobState:
+        error = record.spec_error
+        if spec is None and error is None:
+            cached = self.state.jobs.get(record.job.job_id)
+            if (
+                cached is not None
+                and cached.spec is not None
+                and (cached.job.spec_fingerprint == record.job.spec_fingerprint)
+            ):
+                spec = cached.spec
+            else:
+                data = record.spec or {}
+                try:
+                    spec = await anyio.to_thread.run_sync(self._load_spec, data)
+                except Exception as exc:  # any failure to load fails that job alone
+                    error = str(exc)
+        state = JobState(record.job, record.sheets, spec, error)
+        state.replace_job(record.job)
+        return state
+
+    async def _refresh(self, retry: list[_Pending[Any]]) -> None:
+        """After a conflict: re-read what the refused ops touched."""
+        jobs: set[str] = set()
+        for pending in retry:
+            jobs.update(pending.op.jobs)
+            jobs.update(pending.op.job_rows)
+        self.state.holds = {h.hold_key: h for h in await self.store.holds()}
+        live = {
+            (a.job_id, a.sheet_num, a.attempt): a for a in await self.store.in_flight_attempts()
+        }
+        for key in list(self.state.attempts):
+            if key in live:
+                self.state.attempts[key] = live[key]
+        # The job rows last, the ones most likely to move again before the retry is written.
+        for job_id in jobs:
+            if job_id in self.state.jobs:
+                await self.load(job_id)
+
+    # ----- after a commit ------------------------------------------------------------------
+
+    def _apply(self, tx: Tx, batch: WriteBatch) -> None:
+        """The batch is durable: move the state and the ready index onto its rows, in the
+        same step, then announce."""
+        state = self.state
+        now = tx.now
+        own = tx.own()
+        for new in batch.new_jobs:
+            _bump_all([new.job, *new.sheets])
+            spec = tx.new_specs[new.job.job_id]
+            job_state = JobState(new.job, new.sheets, spec, None)
+            job_state.replace_job(new.job)
+            state.add(job_state)
+            tx.publish(ChangeEvent(new.job.job_id, "submitted", new.job.status.value))
+        rebuild = set(tx.specs) | {s.job_id for s in batch.new_sheets}
+        _bump_all(batch.sheets)
+        _bump_all(batch.new_sheets)
+        for sheet in batch.sheets:
+            if sheet.job_id not in rebuild and sheet.job_id in state.jobs:
+                state.jobs[sheet.job_id].replace_sheet(sheet, now)
+            tx.publish(ChangeEvent(sheet.job_id, "sheet", sheet.status.value, sheet.sheet_num))
+        for job_id in rebuild:
+            old = state.jobs.get(job_id)
+            if old is None:
+                continue
+            rows = dict(old.sheets)
+            rows.update({s.sheet_num: s for s in batch.sheets if s.job_id == job_id})
+            rows.update({s.sheet_num: s for s in batch.new_sheets if s.job_id == job_id})
+            new_spec = tx.specs.get(job_id, old.spec)
+            fresh = JobState(old.job, sorted(rows.values(), key=_num), new_spec, None)
+            state.add(fresh)
+        _bump_all(batch.jobs)
+        for job in batch.jobs:
+            held = state.jobs.get(job.job_id)
+            if held is not None:
+                held.replace_job(job)
+            tx.publish(ChangeEvent(job.job_id, "job_status", job.status.value))
+        for job_id, expected in batch.locks.items():
+            held = state.jobs.get(job_id)
+            if held is not None:
+                held.job.version = expected + 1
+                held.replace_job(held.job)
+                tx.publish(ChangeEvent(job_id, "job_status", held.job.status.value))
+        _bump_all(batch.new_attempts)
+        _bump_all(batch.attempts)
+        for attempt in [*batch.new_attempts, *batch.attempts]:
+            key = (attempt.job_id, attempt.sheet_num, attempt.attempt)
+            if attempt.outcome is None:
+                state.attempts[key] = attempt
+            else:
+                state.attempts.pop(key, None)
+        _bump_all(batch.holds)
+        for hold in batch.holds:
+            state.holds[hold.hold_key] = hold
+        for hold_key, hold_row in own.holds.items():
+            if hold_row is None:
+                state.holds.pop(hold_key, None)
+        for job in batch.deleted_jobs:
+            state.jobs.pop(job.job_id, None)
+            tx.publish(ChangeEvent(job.job_id, "deleted"))
+        for action in tx.actions():
+            try:
+                action()
+            except Exception:
+                log.exception("post-commit action failed", op="after")
+
+    def _let_go(self, touched: set[str], finished_before: set[str]) -> None:
+        """Drop the jobs that are done with from the view (they are read from the store from
+        now on), and report those that became so."""
+        for job_id in touched:
+            held = self.state.jobs.get(job_id)
+            if held is not None and _finished(held):
+                del self.state.jobs[job_id]
+                if job_id not in finished_before:
+                    self.on_finished(held.job)
+
+    async def renew_leases(self, conductor_id: str, until: datetime) -> None:
+        """Extend this conductor's claim on its in-flight attempts. Fewer renewed than held
+        means another conductor reclaimed some (their results will be refused)."""
+        renewed = await self.store.renew_leases(conductor_id, until)
+        held = sum(1 for a in self.state.attempts.values() if a.conductor_id == conductor_id)
+        if renewed < held:
+            log.warning(
+                "some attempts were reclaimed by another conductor", held=held, renewed=renewed
+            )
+        for attempt in self.state.attempts.values():
+            attempt.lease_expires_at = until
+
+    @property
+    def serving(self) -> bool:
+        return self._serving
+
+
+def _finished(job_state: JobState) -> bool:
+    return job_state.job.status.is_terminal and not job_state.running
+
+
+def _num(row: SheetRow) -> int:
+    return row.sheet_num
+
+
+def _bump_all(rows: Sequence[JobRow | SheetRow | AttemptRow | HoldRow]) -> None:
+    for row in rows:
+        row.version += 1

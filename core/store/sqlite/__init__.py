@@ -1,0 +1,1 @@
+"""The embedded SQLite store (the default `store_url`)."""

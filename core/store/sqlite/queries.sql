@@ -1,0 +1,129 @@
+-- Every statement the SQLite store runs, by name. Loaded once by podium.core.store.sqlite.
+-- Named parameters (:name) only, so call sites read as records. `{table.columns}`,
+-- `{table.values}` and `{table.assign}` expand to the columns the row declarations in
+-- podium.core.store.rows map to (see codec.py), so no column list is copied by hand.
+-- Every UPDATE and DELETE of a versioned row is conditional on the version it was read at.
+
+-- name: insert_job
+-- Counters start at zero: the sheet triggers count the sheets as they are inserted.
+INSERT INTO jobs ({jobs.columns}, spec_json)
+VALUES ({jobs.values}, :spec_json);
+
+-- name: update_job
+UPDATE jobs SET {jobs.assign}, version = version + 1
+WHERE job_id = :job_id AND version = :version;
+
+-- name: lock_job
+UPDATE jobs SET version = version + 1 WHERE job_id = :job_id AND version = :version;
+
+-- name: update_job_spec
+UPDATE jobs SET spec_json = :spec_json, labels_json = :labels_json WHERE job_id = :job_id;
+
+-- name: insert_label
+INSERT OR IGNORE INTO job_labels (job_id, label) VALUES (:job_id, :label);
+
+-- name: delete_labels
+DELETE FROM job_labels WHERE job_id = :job_id;
+
+-- name: delete_terminal_job
+-- Active jobs (queued, running, paused) are never deleted, whatever the caller asked.
+DELETE FROM jobs
+WHERE job_id = :job_id AND version = :version
+  AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: select_job
+SELECT {jobs.columns} FROM jobs WHERE job_id = :job_id;
+
+-- name: select_job_version
+SELECT version FROM jobs WHERE job_id = :job_id;
+
+-- name: select_spec
+SELECT spec_json FROM jobs WHERE job_id = :job_id;
+
+-- name: select_job_with_spec
+SELECT {jobs.columns}, spec_json FROM jobs WHERE job_id = :job_id;
+
+-- name: select_jobs_base
+SELECT {jobs.columns} FROM jobs
+
+-- name: select_jobs_by_statuses
+SELECT {jobs.columns} FROM jobs WHERE status IN (SELECT value FROM json_each(:statuses))
+ORDER BY priority, submitted_at, job_id;
+
+-- name: count_jobs_by_status
+SELECT status, n FROM job_status_counts WHERE n > 0;
+
+-- name: insert_sheet
+INSERT INTO sheets ({sheets.columns}) VALUES ({sheets.values});
+
+-- name: update_sheet
+UPDATE sheets SET {sheets.assign}, version = version + 1
+WHERE job_id = :job_id AND sheet_num = :sheet_num AND version = :version;
+
+-- name: select_sheets
+SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id ORDER BY sheet_num;
+
+-- name: select_sheet
+SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id AND sheet_num = :sheet_num;
+
+-- name: select_sheets_page
+SELECT {sheets.columns} FROM sheets
+WHERE job_id = :job_id
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+ORDER BY sheet_num LIMIT :limit OFFSET :offset;
+
+-- name: count_sheets_matching
+SELECT count(*) FROM sheets
+WHERE job_id = :job_id
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)));
+
+-- name: count_running_sheets
+SELECT count(*) FROM sheets WHERE status = 'running';
+
+-- name: insert_attempt
+INSERT INTO attempts ({attempts.columns}) VALUES ({attempts.values});
+
+-- name: update_attempt
+UPDATE attempts SET {attempts.assign}, version = version + 1
+WHERE job_id = :job_id AND sheet_num = :sheet_num AND attempt = :attempt
+  AND version = :version;
+
+-- name: renew_leases
+-- Only attempts still in flight and still ours: a reclaimed attempt is not renewed.
+UPDATE attempts SET lease_expires_at = :until
+WHERE conductor_id = :conductor_id AND outcome IS NULL;
+
+-- name: select_attempts
+SELECT {attempts.columns} FROM attempts
+WHERE job_id = :job_id AND (:sheet_num IS NULL OR sheet_num = :sheet_num)
+ORDER BY sheet_num, attempt LIMIT :limit OFFSET :offset;
+
+-- name: count_attempts
+SELECT count(*) FROM attempts
+WHERE job_id = :job_id AND (:sheet_num IS NULL OR sheet_num = :sheet_num);
+
+-- name: select_attempt
+SELECT {attempts.columns} FROM attempts
+WHERE job_id = :job_id AND sheet_num = :sheet_num AND attempt = :attempt;
+
+-- name: select_latest_attempt
+SELECT {attempts.columns} FROM attempts WHERE job_id = :job_id AND sheet_num = :sheet_num
+ORDER BY attempt DESC LIMIT 1;
+
+-- name: select_in_flight_attempts
+-- Every attempt without an outcome, whatever its job's status: a conductor that died during a
+-- cancel or a deadline stop had already marked the job terminal while its sheets still ran.
+SELECT {attempts.columns} FROM attempts WHERE outcome IS NULL ORDER BY job_id, sheet_num;
+
+-- name: insert_hold
+INSERT INTO holds ({holds.columns}) VALUES ({holds.values});
+
+-- name: update_hold
+UPDATE holds SET {holds.assign}, version = version + 1
+WHERE hold_key = :hold_key AND version = :version;
+
+-- name: delete_hold
+DELETE FROM holds WHERE hold_key = :hold_key AND version = :version;
+
+-- name: select_holds
+SELECT {holds.columns} FROM holds ORDER BY hold_key;

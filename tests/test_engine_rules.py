@@ -1,0 +1,274 @@
+"""The engine's pure parts, tested directly: transition rules, the fair-share pick, and the
+ready index of one job (SPEC §6 retries and rate limits, §9 traps 2 and 7)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from podium.core.engine.rules import (
+    JUDGES,
+    RetryLimits,
+    backoff_seconds,
+    final_job_status,
+    judge_attempt,
+    reset_for_retry,
+    set_job_status,
+    skipped_after_failure,
+    unreachable,
+)
+from podium.core.engine.scheduler import Candidate, Limits, pick_next
+from podium.core.engine.state import JobState
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    PauseReason,
+    SheetStatus,
+    WaitingReason,
+)
+from podium.core.runner.runner import AttemptResult
+from podium.core.spec.models import RetryPolicy
+from podium.core.store.rows import JobRow, SheetRow
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+LIMITS = RetryLimits(max_rate_limit_retries=2, max_rate_limit_wait_seconds=60)
+POLICY = RetryPolicy(max_retries=1, base_delay_seconds=2, max_delay_seconds=120, jitter=False)
+
+
+def sheet(
+    num: int, status: SheetStatus = SheetStatus.PENDING, deps: tuple[int, ...] = ()
+) -> SheetRow:
+    return SheetRow("job", num, f"s{num}", status, "shell", T0, depends_on=list(deps))
+
+
+def job(status: JobStatus = JobStatus.RUNNING) -> JobRow:
+    return JobRow("job", "demo", status, "/w", "fp", 0, T0, T0)
+
+
+def result(outcome: Outcome, **extra: object) -> AttemptResult:
+    fields: dict[str, object] = {
+        "outcome": outcome,
+        "error_category": None if outcome is Outcome.COMPLETED else ErrorCategory.FAILED,
+        "error": None if outcome is Outcome.COMPLETED else "boom",
+        "exit_code": 0 if outcome is Outcome.COMPLETED else 1,
+        "signal": None,
+        "started_at": T0,
+        "ended_at": T0 + timedelta(seconds=1),
+        "duration_seconds": 1.0,
+        "stdout_tail": "x" * 5000,
+        "log_path": "/l",
+    }
+    fields.update(extra)
+    return AttemptResult(**fields)  # type: ignore[arg-type]
+
+
+# ----- attempt results -------------------------------------------------------------------
+
+
+def test_success_completes_the_sheet_and_keeps_the_last_4_kib() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    verdict = judge_attempt(row, result(Outcome.COMPLETED), POLICY, LIMITS, T0)
+    assert verdict.outcome is Outcome.COMPLETED and not verdict.failed
+    assert verdict.hold_seconds is None
+    assert row.status is SheetStatus.COMPLETED and row.completed_at == T0
+    assert row.output_tail is not None and len(row.output_tail) == 4096
+
+
+def test_a_failed_run_waits_for_its_backoff_then_fails_for_good() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    first = judge_attempt(row, result(Outcome.FAILED), POLICY, LIMITS, T0)
+    assert (first.outcome, first.failed) == (Outcome.FAILED, False)
+    assert row.status is SheetStatus.WAITING
+    assert row.waiting_reason is WaitingReason.RETRY_BACKOFF
+    assert row.waiting_until == T0 + timedelta(seconds=2)  # base delay, no jitter
+    assert row.retries_used == 1
+    second = judge_attempt(row, result(Outcome.TIMEOUT), POLICY, LIMITS, T0)
+    assert (second.outcome, second.failed) == (Outcome.TIMEOUT, True)
+    assert row.status is SheetStatus.FAILED and row.last_error == "boom"
+
+
+def test_an_auth_error_fails_at_once_without_a_retry() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    auth = result(Outcome.FAILED, error_category=ErrorCategory.AUTH)
+    verdict = judge_attempt(row, auth, POLICY, LIMITS, T0)
+    assert verdict.failed and row.status is SheetStatus.FAILED and row.retries_used == 0
+    assert row.error_category is ErrorCategory.AUTH
+
+
+def test_a_rate_limit_holds_without_spending_a_retry_until_its_budget_runs_out() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    limited = result(
+        Outcome.RATE_LIMITED, error_category=ErrorCategory.RATE_LIMITED, retry_after_seconds=600
+    )
+    verdict = judge_attempt(row, limited, POLICY, LIMITS, T0)
+    # The reported wait is capped by max_rate_limit_wait_seconds.
+    assert verdict.hold_seconds == 60 and not verdict.failed
+    assert row.status is SheetStatus.WAITING and row.waiting_reason is WaitingReason.RATE_LIMIT
+    assert row.waiting_until == T0 + timedelta(seconds=60)
+    assert (row.retries_used, row.rate_limit_hits) == (0, 1)
+    judge_attempt(row, limited, POLICY, LIMITS, T0)
+    final = judge_attempt(row, limited, POLICY, LIMITS, T0)
+    assert final.failed and final.hold_seconds is None
+    assert row.status is SheetStatus.FAILED and row.error_category is ErrorCategory.RATE_LIMITED
+    assert "still rate limited after 2 waits" in (row.last_error or "")
+
+
+def test_every_outcome_has_a_rule_and_unknown_ones_are_failed_runs() -> None:
+    assert set(JUDGES) == {Outcome.COMPLETED, Outcome.RATE_LIMITED}
+    for outcome in (Outcome.FAILED, Outcome.TIMEOUT, Outcome.CANCELLED):
+        row = sheet(1, SheetStatus.RUNNING)
+        assert judge_attempt(row, result(outcome), POLICY, LIMITS, T0).outcome is outcome
+
+
+def test_backoff_grows_exponentially_is_capped_and_jitters_down() -> None:
+    plain = RetryPolicy(max_retries=9, base_delay_seconds=2, max_delay_seconds=30, jitter=False)
+    assert [backoff_seconds(plain, n) for n in range(6)] == [2, 4, 8, 16, 30, 30]
+    jittered = plain.model_copy(update={"jitter": True})
+    rng = random.Random(7)
+    samples = [backoff_seconds(jittered, 3, rng) for _ in range(50)]
+    assert all(8 <= s <= 16 for s in samples) and len(set(samples)) > 1
+
+
+# ----- failure propagation, unreachable sheets, the job's final status ----------------------
+
+
+def test_a_failure_skips_dependents_and_with_stop_every_sheet_not_started() -> None:
+    rows = {
+        1: sheet(1, SheetStatus.FAILED),
+        2: sheet(2, deps=(1,)),
+        3: sheet(3, SheetStatus.WAITING, deps=(2,)),
+        4: sheet(4),
+        5: sheet(5, SheetStatus.RUNNING),
+    }
+    cont = skipped_after_failure(rows, {2, 3}, 1, stop_all=False)
+    assert [n for n, _ in cont] == [2, 3]
+    assert "depends on sheet 1, which failed" in cont[0][1]
+    stop = skipped_after_failure(rows, {2, 3}, 1, stop_all=True)
+    # Sheet 5 is running: it finishes and is recorded; only sheets not started are skipped.
+    assert [n for n, _ in stop] == [2, 3, 4]
+    assert "on_failure is stop" in stop[2][1]
+
+
+def test_sheets_behind_a_dead_sheet_are_unreachable_whatever_the_depth() -> None:
+    rows = {n: sheet(n, deps=(n - 1,) if n > 1 else ()) for n in range(1, 3001)}
+    rows[1] = sheet(1, SheetStatus.CANCELLED)
+    rows[3001] = sheet(3001)  # independent
+    found = dict(unreachable(rows))
+    assert set(found) == set(range(2, 3001))
+    assert found[2999] == "skipped: depends on sheet 1, which did not complete"
+
+
+def test_final_status_needs_every_sheet_terminal() -> None:
+    assert final_job_status([sheet(1, SheetStatus.COMPLETED), sheet(2)]) is None
+    assert final_job_status([sheet(1, SheetStatus.COMPLETED)] * 2) == (JobStatus.COMPLETED, None)
+    failed = [sheet(2, SheetStatus.FAILED), sheet(1, SheetStatus.FAILED)]
+    for row in failed:
+        row.last_error = f"e{row.sheet_num}"
+    assert final_job_status(failed) == (JobStatus.FAILED, "sheet 1 failed: e1 (and 1 more)")
+    cancelled = [sheet(1, SheetStatus.COMPLETED), sheet(2, SheetStatus.CANCELLED)]
+    assert final_job_status(cancelled) == (JobStatus.CANCELLED, None)
+    skipped = [sheet(1, SheetStatus.COMPLETED), sheet(2, SheetStatus.SKIPPED)]
+    assert final_job_status(skipped) == (JobStatus.FAILED, "some sheets were skipped")
+
+
+def test_job_status_timestamps_and_pause_reason() -> None:
+    row = job(JobStatus.QUEUED)
+    set_job_status(row, JobStatus.RUNNING, T0)
+    assert (row.started_at, row.completed_at, row.pause_reason) == (T0, None, None)
+    row.pause_reason = PauseReason.USER
+    set_job_status(row, JobStatus.PAUSED, T0 + timedelta(seconds=1))
+    assert row.pause_reason is PauseReason.USER  # kept while paused
+    set_job_status(row, JobStatus.RUNNING, T0 + timedelta(seconds=2))
+    assert row.started_at == T0 and row.pause_reason is None  # first `running` only
+    set_job_status(row, JobStatus.FAILED, T0 + timedelta(seconds=3))
+    assert row.completed_at == T0 + timedelta(seconds=3)
+    set_job_status(row, JobStatus.QUEUED, T0 + timedelta(seconds=4))
+    assert row.completed_at is None
+
+
+def test_a_restart_keeps_the_retry_budgets_a_resume_renews_them() -> None:
+    row = sheet(1, SheetStatus.WAITING)
+    row.retries_used, row.rate_limit_hits = 2, 3
+    reset_for_retry(row, T0, fresh_budget=False)
+    assert (row.status, row.retries_used, row.rate_limit_hits) == (SheetStatus.PENDING, 2, 3)
+    reset_for_retry(row, T0)
+    assert (row.retries_used, row.rate_limit_hits) == (0, 0)
+
+
+# ----- the pick ---------------------------------------------------------------------------
+
+
+def candidate(
+    job_id: str, running: int, *, priority: int = 5, age: int = 0, ready: int = 5, parallel: int = 4
+) -> Candidate:
+    return Candidate(job_id, running, parallel, priority, T0 + timedelta(seconds=age), ready)
+
+
+def test_the_job_with_fewest_running_sheets_goes_first_then_priority_then_age() -> None:
+    limits = Limits(max_concurrent_jobs=8, max_concurrent_sheets=8)
+    jobs = [
+        candidate("busy", 3),
+        candidate("young", 1, age=10),
+        candidate("old", 1, age=0),
+        candidate("urgent", 1, priority=1, age=20),
+    ]
+    chosen = pick_next(jobs, limits, active_jobs=4)
+    assert chosen is not None and chosen.job_id == "urgent"
+    jobs = [candidate("busy", 3), candidate("young", 1, age=10), candidate("old", 1)]
+    chosen = pick_next(jobs, limits, active_jobs=3)
+    assert chosen is not None and chosen.job_id == "old"
+
+
+def test_the_pick_respects_job_parallelism_readiness_and_the_job_limit() -> None:
+    limits = Limits(max_concurrent_jobs=1, max_concurrent_sheets=8)
+    full = candidate("full", 4, parallel=4)
+    nothing_ready = candidate("empty", 0, ready=0)
+    new = candidate("new", 0)
+    assert pick_next([full, nothing_ready], limits, active_jobs=1) is None
+    # A job with nothing running may start only under max_concurrent_jobs.
+    assert pick_next([new], limits, active_jobs=1) is None
+    chosen = pick_next([new], Limits(2, 8), active_jobs=1)
+    assert chosen is new
+
+
+# ----- one job's ready index ------------------------------------------------------------
+
+
+def test_the_ready_index_follows_dependencies_and_orders_retries_first() -> None:
+    rows = [sheet(1), sheet(2, deps=(1,)), sheet(3, deps=(1,)), sheet(4)]
+    state = JobState(job(), rows, None, None)
+    assert state.ready_keys() == {"shell": 2}  # 1 and 4
+    assert state.unmet == {1: 0, 2: 1, 3: 1, 4: 0}
+    assert state.pop("shell") == 1
+    done = sheet(1, SheetStatus.COMPLETED)
+    state.replace_sheet(done, T0)
+    assert state.unmet[2] == 0 and state.ready_keys() == {"shell": 3}
+    retried = sheet(3)
+    retried.retries_used = 1
+    state.replace_sheet(retried, T0)
+    assert state.pop("shell") == 3  # a retry goes before fresh sheets
+    assert state.pop("shell") == 4  # then the shallower sheet (4 has no dependency)
+    assert state.pop("shell") == 2
+    assert state.pop("shell") is None
+
+
+def test_a_waiting_sheet_is_ready_only_once_its_time_comes() -> None:
+    waiting = sheet(1, SheetStatus.WAITING)
+    waiting.waiting_until = T0 + timedelta(seconds=30)
+    state = JobState(job(), [waiting], None, None)
+    assert state.ready_keys() == {} and state.waiting == {1: waiting.waiting_until}
+    assert not state.wait_over(1, T0)
+    assert state.wait_over(1, T0 + timedelta(seconds=30))
+    assert state.ready_keys() == {"shell": 1}
+    assert state.open_sheets == 1
+
+
+@pytest.mark.parametrize("status", list(SheetStatus))
+def test_counts_follow_every_status_change(status: SheetStatus) -> None:
+    state = JobState(job(), [sheet(1), sheet(2)], None, None)
+    state.replace_sheet(sheet(1, status), T0)
+    assert state.counts[status] == (2 if status is SheetStatus.PENDING else 1)
+    assert state.open_sheets == (1 if status.is_terminal else 2)

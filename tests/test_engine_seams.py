@@ -1,0 +1,151 @@
+"""The seams later work builds on: only the store layer names SQLite; recovery takes back
+only attempts that are its own or whose lease ran out; an idle conductor never wakes up."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers import wait_until, write_rows
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus, utcnow
+from podium.core.store.base import NewJob
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
+from podium.server.app import PodiumServer
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_nothing_above_the_store_layer_names_sqlite() -> None:
+    found = subprocess.run(
+        ["grep", "-rEn", "SQLiteStore|aiosqlite|sqlite3", "core", "server", "--include=*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    above = [line for line in found if not line.startswith("core/store/")]
+    assert above == []
+
+
+def test_the_engine_reads_the_typed_spec_only() -> None:
+    """No `job.spec.get(...)` with private defaults: the engine has the typed spec."""
+    found = subprocess.run(
+        ["grep", "-rEn", r"spec\.get\(|\.spec\[", "core/engine", "core/conductor.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert found == ""
+
+
+async def in_flight_job(config: PodiumConfig, owners: dict[int, tuple[str, float]]) -> None:
+    """A running job whose sheets each have an attempt in flight, owned by `owners[n]` =
+    (conductor_id, seconds until its lease runs out; negative: already expired)."""
+    now = utcnow()
+    async with Conductor(config):
+        pass  # creates the store
+    job = JobRow("shared", "shared", JobStatus.RUNNING, "/tmp", "fp", 0, now, now, started_at=now)
+    sheets, attempts = [], []
+    for num, (owner, lease) in owners.items():
+        sheets.append(
+            SheetRow("shared", num, f"s{num}", SheetStatus.RUNNING, "shell", now, attempts=1)
+        )
+        attempts.append(
+            AttemptRow(
+                "shared",
+                num,
+                1,
+                now,
+                conductor_id=owner,
+                lease_expires_at=now + timedelta(seconds=lease),
+            )
+        )
+    spec = {"name": "shared", "sheets": [{"name": f"s{n}", "prompt": "true"} for n in owners]}
+    await write_rows(config, new_jobs=[NewJob(job, spec, sheets)], new_attempts=attempts)
+
+
+async def test_recovery_takes_back_only_attempts_that_are_ours_or_whose_lease_ran_out(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    config = make_config()
+    mine = config.conductor_id
+    await in_flight_job(
+        config, {1: (mine, 60), 2: ("elsewhere", -5), 3: ("elsewhere", 60), 4: ("late", 1.5)}
+    )
+    async with Conductor(config) as conductor:
+
+        async def first_attempt(sheet_num: int) -> Outcome | None:
+            rows, _ = await conductor.get_execution_history("shared", sheet_num=sheet_num)
+            return rows[0].outcome
+
+        # Ours (a previous run of this conductor) and the expired one are interrupted (and
+        # their sheets, back to pending in a running job, are run again here)...
+        assert await first_attempt(1) is Outcome.INTERRUPTED
+        assert await first_attempt(2) is Outcome.INTERRUPTED
+        # ...the ones another conductor still holds a lease on are left to it.
+        assert await first_attempt(3) is None and await first_attempt(4) is None
+        detail = await conductor.get_job("shared")
+        assert [s.status for s in detail.sheets[2:]] == [SheetStatus.RUNNING] * 2
+        # A job another live conductor runs keeps its status.
+        assert detail.status is JobStatus.RUNNING
+
+        # The lease of sheet 4's owner runs out while this conductor runs: taken back then.
+        async def reclaimed() -> bool:
+            return await first_attempt(4) is Outcome.INTERRUPTED
+
+        await wait_until(reclaimed, timeout=10)
+        rows, _ = await conductor.get_execution_history("shared", sheet_num=4)
+        assert rows[0].error_category is ErrorCategory.INTERRUPTED
+        assert await first_attempt(3) is None
+
+
+async def test_an_idle_conductor_never_wakes_up(make_config: Callable[..., PodiumConfig]) -> None:
+    """Nothing on the event loop runs on a timer while nothing happens: no dispatch re-check,
+    no notifier tick, no process-group poll, no resource sampling, no lease renewal."""
+    # Work just done may leave one-off timers (the resource sample after sheets ran, the
+    # notifier's end of a quiet period): a short sample interval lets them pass first.
+    async with Conductor(make_config(monitor_interval_seconds=0.1)) as conductor:
+        server = PodiumServer(conductor)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.notifier.run)
+            job = await conductor.submit_job(spec={"name": "once", "sheets": [{"prompt": "true"}]})
+            await wait_until(lambda: _finished(conductor, job.job_id), timeout=10)
+            await conductor.engine.hooks_settled()
+            await anyio.sleep(1.5)  # let those pass
+            loop = asyncio.get_running_loop()
+            selector = loop._selector  # type: ignore[attr-defined]
+            real_select = selector.select
+            wakeups = 0
+
+            def counting_select(timeout: float | None = None) -> list[object]:
+                nonlocal wakeups
+                wakeups += 1
+                return list(real_select(timeout))
+
+            selector.select = counting_select
+            try:
+                await anyio.sleep(2.0)
+            finally:
+                selector.select = real_select
+            upcoming = [
+                h.when() - loop.time()
+                for h in loop._scheduled  # type: ignore[attr-defined]
+                if not h.cancelled()
+            ]
+            tg.cancel_scope.cancel()
+    # The test's own sleep is the only reason to wake (a loop turn or two around it).
+    assert wakeups <= 3, wakeups
+    assert [t for t in upcoming if t < 60] == [], upcoming
+
+
+async def _finished(conductor: Conductor, job_id: str) -> bool:
+    return (await conductor.get_job(job_id)).status.is_terminal
