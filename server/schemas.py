@@ -221,6 +221,72 @@ def compact_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return _enum_untyped(_untyped_scalars(_drop_required(result)))  # type: ignore[no-any-return]
 
 
+def _field_summary(schema: Any, defs: dict[str, Any], depth: int = 0) -> str:
+    """`a, b (x|y), c [d, e]`: the fields of an object schema, enum values and the fields of
+    nested rows, as text."""
+    if not isinstance(schema, dict):
+        return ""
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        schema = defs.get(ref.rsplit("/", 1)[-1], {})
+    parts = []
+    for name, prop in (schema.get("properties") or {}).items():
+        part = name
+        if isinstance(prop, dict):
+            values = prop.get("enum")
+            target = prop.get("items") if prop.get("type") == "array" else prop
+            if isinstance(values, list):
+                part += " (" + "|".join("null" if v is None else str(v) for v in values) + ")"
+            elif depth < 2 and isinstance(target, dict) and ("$ref" in target or "anyOf" in target):
+                member = target
+                if "anyOf" in target:
+                    member = next((m for m in target["anyOf"] if "$ref" in m), target)
+                inner = _field_summary(member, defs, depth + 1)
+                if inner:
+                    brackets = "[{}]" if prop.get("type") == "array" else "{{{}}}"
+                    part += " " + brackets.format(inner)
+        parts.append(part)
+    return ", ".join(parts)
+
+
+def _described_rows(node: Any, defs: dict[str, Any]) -> Any:
+    """A list of records (50 job summaries, 100 sheets) as `{type: array, items: {type:
+    object, description: <its fields>}}`: the SDK client validates every result against the
+    output schema, and descending into each field of each row costs it more than the tool
+    call itself; the field names and values an agent needs stay in the description."""
+    if isinstance(node, list):
+        return [_described_rows(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    items = node.get("items")
+    if node.get("type") == "array" and isinstance(items, dict) and "$ref" in items:
+        return {
+            **{k: v for k, v in node.items() if k != "items"},
+            "items": {"type": "object", "description": "each: " + _field_summary(items, defs)},
+        }
+    return {key: _described_rows(value, defs) for key, value in node.items()}
+
+
+def _drop_unused_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict):
+        return schema
+    used: set[str] = set()
+    todo = [{k: v for k, v in schema.items() if k != "$defs"}]
+    while todo:
+        counts = _refs(todo.pop(), {})
+        for ref in counts:
+            name = ref.rsplit("/", 1)[-1]
+            if name not in used and name in defs:
+                used.add(name)
+                todo.append(defs[name])
+    kept = {name: d for name, d in defs.items() if name in used}
+    result = {k: v for k, v in schema.items() if k != "$defs"}
+    if kept:
+        result["$defs"] = kept
+    return result
+
+
 def model_output_schema(*models: type[BaseModel]) -> dict[str, Any]:
     """The output schema of a tool that returns one of `models`, with shared `$defs`."""
     defs: dict[str, Any] = {}
@@ -234,4 +300,6 @@ def model_output_schema(*models: type[BaseModel]) -> dict[str, Any]:
     )
     if defs:
         combined["$defs"] = defs
-    return compact_output_schema(combined)
+    compact = compact_output_schema(combined)
+    described = _described_rows(compact, compact.get("$defs") or {})
+    return _drop_unused_defs(described)
