@@ -309,10 +309,31 @@ def render_validation(validation: Validation, ctx: TemplateContext) -> Validatio
 # --- checks at load time ----------------------------------------------------------------
 
 
-def _placeholder_outputs(bits: int | None, count: int) -> dict[int, str]:
+class _PlaceholderOutputs(Mapping[int, str]):
     """`outputs` at check time: empty text for each ancestor. With a broken DAG (`bits` None)
-    every sheet is allowed rather than guessed at; the DAG error is reported instead."""
-    return {n: "" for n in range(1, count + 1) if bits is None or bits >> n & 1}
+    every sheet is allowed rather than guessed at; the DAG error is reported instead. Lazy:
+    a batch spec checks every one of up to 10,000 sheets, so building a dict of ancestors per
+    sheet would make the check quadratic."""
+
+    def __init__(self, bits: int | None, count: int) -> None:
+        self._bits = bits
+        self._count = count
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int) or isinstance(key, bool) or not 1 <= key <= self._count:
+            return False
+        return self._bits is None or bool(self._bits >> key & 1)
+
+    def __getitem__(self, key: int) -> str:
+        if key in self:
+            return ""
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[int]:
+        return (n for n in range(1, self._count + 1) if n in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
@@ -346,7 +367,7 @@ def check_templates(
             start_item=sheet.start_item,
             end_item=sheet.end_item,
             variables=spec.variables,
-            outputs=_placeholder_outputs(
+            outputs=_PlaceholderOutputs(
                 None if bits is None else bits[sheet.sheet_num], len(sheets)
             ),
             sheet_names=names,
