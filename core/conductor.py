@@ -36,12 +36,13 @@ from podium.core.errors import (
     job_not_found,
 )
 from podium.core.estimate import Estimate, History, SheetSamples, estimate
-from podium.core.events import EventBus
+from podium.core.events import APPROVAL_EVENT, EventBus
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.logview import LogReader
 from podium.core.models import (
+    Decision,
     HistoryEntry,
     JobDetail,
     JobStatus,
@@ -58,10 +59,12 @@ from podium.core.store.base import Store
 from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow
 from podium.core.views import (
+    ApprovalList,
     ClearResult,
     ConductorStatus,
     InstrumentView,
     LogChunk,
+    PendingApproval,
     RateLimitView,
     ReloadResult,
     SheetPlan,
@@ -78,6 +81,9 @@ MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
 SNAPSHOT_WAIT_SECONDS = 5.0
 SUBMIT_SAMPLE_SECONDS = 1.0
 DIAGNOSE_HISTORY_LIMIT = 50_000
+# Pending approvals listed in the conductor status (the `podium://approvals` resource and
+# `podium approve --list` show up to 500).
+PENDING_APPROVALS_SHOWN = 20
 MAX_SHEET_PAGE = 10_000
 # Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
 ESTIMATE_EARLIER_RUNS = 20
@@ -618,8 +624,11 @@ class Conductor:
                                 await on_tick(wait_seconds - (deadline - time.monotonic()))
                             continue
                         # Events fire on every transition; only a status that differs from the
-                        # one seen when the wait began counts as a change.
-                        if event.kind == "deleted" or event.status != known.get(event.job_id):
+                        # one seen when the wait began counts as a change, or a job that now
+                        # waits for a person's approval.
+                        if event.kind in ("deleted", APPROVAL_EVENT):
+                            return True
+                        if event.status != known.get(event.job_id):
                             return True
                 if on_tick is not None and time.monotonic() < deadline:
                     await on_tick(wait_seconds - (deadline - time.monotonic()))
@@ -705,6 +714,60 @@ class Conductor:
             parallelism=min(concurrency.max_parallel_sheets, self.config.max_concurrent_sheets),
         )
 
+    # ----- approvals ------------------------------------------------------------------------
+
+    async def approve(
+        self,
+        job_id: str,
+        sheet: int | str,
+        decision: Decision | str,
+        *,
+        note: str | None = None,
+        decided_by: str = "unknown client",
+    ) -> JobSummary:
+        """A person's decision on an approval sheet (by number or name) that waits."""
+        try:
+            chosen = Decision(decision)
+        except ValueError:
+            raise PodiumError(
+                f"decision: {decision!r} is not a decision; use 'approve' or 'reject'"
+            ) from None
+        num = await self._sheet_number(job_id, sheet)
+        return await self.engine.decide(job_id, num, chosen, decided_by, note)
+
+    async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
+        if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit()):
+            num = int(sheet)
+            if await self.store.get_sheet(job_id, num) is not None:
+                return num
+            await self._job_row(job_id)
+            raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")
+        rows = await self.store.get_sheets(job_id)
+        if not rows:
+            await self._job_row(job_id)
+        for row in rows:
+            if row.name == sheet:
+                return row.sheet_num
+        names = ", ".join(r.name for r in rows if r.name) or "none"
+        raise NotFoundError(f"sheet: job {job_id!r} has no sheet named {sheet!r} (names: {names})")
+
+    async def pending_approvals(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
+        rows, total = await self.store.pending_approvals(limit)
+        return ApprovalList(
+            approvals=[
+                PendingApproval(
+                    job_id=r.job_id,
+                    sheet_num=r.sheet_num,
+                    name=r.name,
+                    question=r.output_tail or "",
+                    requested_at=r.started_at,
+                    expires_at=r.waiting_until,
+                )
+                for r in rows
+            ],
+            total=total,
+        )
+
     # ----- rate limits ----------------------------------------------------------------------
 
     async def clear_rate_limits(self, instrument: str | None = None) -> list[str]:
@@ -739,7 +802,10 @@ class Conductor:
         instruments = [
             InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
+        approvals = await self.pending_approvals()
         return ConductorStatus(
+            pending_approvals=approvals.approvals,
+            pending_approvals_total=approvals.total,
             version=podium_version(),
             pid=os.getpid(),
             uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),

@@ -120,12 +120,22 @@ class ErrorCategory(StrEnum):
     SPEC_INVALID = "spec_invalid"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    # A person turned down an approval sheet.
+    REJECTED = "rejected"
 
 
 class WaitingReason(StrEnum):
     RATE_LIMIT = "rate_limit"
     BACKPRESSURE = "backpressure"
     RETRY_BACKOFF = "retry_backoff"
+    # An approval sheet waits for a person's decision (`approve`, `podium approve`, or a
+    # task's `tasks/update`).
+    APPROVAL = "approval"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
 
 
 class _Record(BaseModel):
@@ -158,6 +168,10 @@ class HistoryEntry(_Record):
     error: str | None = None
     validations: list[ValidationResult] = Field(default_factory=list)
     log_path: str | None
+    # An approval sheet's attempt: what was decided, by whom (the client's name), and why.
+    decision: Decision | None = None
+    decided_by: str | None = None
+    note: str | None = None
 
 
 class SheetState(_Record):

@@ -64,6 +64,53 @@ class AncestorOutputs(Mapping[int, str]):
         return len(self._known())
 
 
+def template_context(job_state: JobState, sheet_num: int) -> TemplateContext:
+    """What a sheet's templates (prompt, validations) may read. The job's spec must load."""
+    loaded = job_state.spec
+    assert loaded is not None
+    resolved = loaded.sheet(sheet_num)
+    job = job_state.job
+    return TemplateContext(
+        workspace=job.workspace,
+        job_id=job.job_id,
+        sheet_num=sheet_num,
+        total_sheets=len(job_state.sheets),
+        sheet_name=resolved.name,
+        start_item=resolved.start_item,
+        end_item=resolved.end_item,
+        variables=loaded.spec.variables,
+        outputs=AncestorOutputs(job_state, sheet_num),
+        sheet_names=loaded.sheet_numbers,
+    )
+
+
+def skip_dependents(tx: Tx, job_state: JobState, sheet_num: int) -> None:
+    """Sheet `sheet_num` failed for good: its transitive dependents are skipped, and with
+    `on_failure: stop` every sheet that has not started."""
+    job_id = job_state.job_id
+    stop_all = job_state.spec is None or job_state.spec.spec.on_failure == "stop"
+    dependents = job_state.descendants(sheet_num)
+    rows = tx.sheets(job_id) if stop_all else {n: tx.sheet(job_id, n) for n in dependents}
+    for other, why in skipped_after_failure(rows, dependents, sheet_num, stop_all):
+        mark_terminal(
+            tx.edit_sheet(job_id, other),
+            SheetStatus.SKIPPED,
+            tx.now,
+            why,
+            ErrorCategory.DEPENDENCY_FAILED,
+        )
+
+
+def settle_job(tx: Tx, job_id: str) -> None:
+    """Once every sheet of a job that is not yet terminal is, the job is too."""
+    if not tx.job(job_id).status.is_terminal and tx.open_sheets(job_id) == 0:
+        final = final_job_status(tx.sheets(job_id).values())
+        if final is not None:
+            edited = tx.edit_job(job_id)
+            set_job_status(edited, final[0], tx.now)
+            edited.error = final[1]
+
+
 def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) -> AttemptPlan | str:
     """What the runner needs for the attempt: the prompt and validations rendered, the
     instrument resolved; or why it cannot start (the attempt then fails before any process)."""
@@ -76,18 +123,7 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
     resolved = loaded.sheet(entry.sheet_num)
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
-    template = TemplateContext(
-        workspace=job.workspace,
-        job_id=job.job_id,
-        sheet_num=entry.sheet_num,
-        total_sheets=len(job_state.sheets),
-        sheet_name=resolved.name,
-        start_item=resolved.start_item,
-        end_item=resolved.end_item,
-        variables=loaded.spec.variables,
-        outputs=AncestorOutputs(job_state, entry.sheet_num),
-        sheet_names=loaded.sheet_numbers,
-    )
+    template = template_context(job_state, entry.sheet_num)
     info = ctx.catalog.get(resolved.instrument)
     if info is None:
         return f"unknown instrument {resolved.instrument!r}"
@@ -169,33 +205,14 @@ def record_result(
             if outcome is Outcome.COMPLETED:
                 ratelimits.succeeded(tx, key)
             if verdict.failed:
-                stop_all = job_state.spec is None or job_state.spec.spec.on_failure == "stop"
-                rows = (
-                    tx.sheets(job_id)
-                    if stop_all
-                    else {n: tx.sheet(job_id, n) for n in job_state.descendants(num)}
-                )
-                dependents = job_state.descendants(num)
-                for other, why in skipped_after_failure(rows, dependents, num, stop_all):
-                    mark_terminal(
-                        tx.edit_sheet(job_id, other),
-                        SheetStatus.SKIPPED,
-                        now,
-                        why,
-                        ErrorCategory.DEPENDENCY_FAILED,
-                    )
+                skip_dependents(tx, job_state, num)
             if outcome is not Outcome.RATE_LIMITED:
                 counted = outcome is Outcome.COMPLETED
         recorded = result
         if outcome is Outcome.INTERRUPTED:
             recorded = with_category(result, ErrorCategory.INTERRUPTED)
         finish_attempt_row(attempt, recorded, outcome)
-        if not job.status.is_terminal and tx.open_sheets(job_id) == 0:
-            final = final_job_status(tx.sheets(job_id).values())
-            if final is not None:
-                edited = tx.edit_job(job_id)
-                set_job_status(edited, final[0], now)
-                edited.error = final[1]
+        settle_job(tx, job_id)
         others = [e for e in state.entries_for(job_id) if e is not entry]
         if tx.job(job_id).pending_resume is not None and not others and reason != "shutdown":
             on_idle(tx, job_id)

@@ -16,7 +16,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import ratelimits
+from podium.core.engine import approvals, ratelimits
 from podium.core.engine.attempts import IdleHook, plan_attempt, record_process, record_result
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
@@ -273,8 +273,11 @@ class Dispatcher:
         """Commit the start of `picks` (slots already taken for them), then launch them."""
         ctx = self.ctx
 
+        gated: list[tuple[str, int]] = []
+
         def apply(tx: Tx) -> list[tuple[str, int, int]]:
             started: list[tuple[str, int, int]] = []
+            gated.clear()
             if self._stopping:
                 return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
@@ -287,6 +290,11 @@ class Dispatcher:
                     or not job_state.dispatchable
                     or not sheet_is_startable(sheet, tx.now)
                 ):
+                    continue
+                if approvals.is_gate(ctx, sheet.instrument):
+                    # No process: the gate opens (or its wait ran out) in this same commit.
+                    approvals.open_or_expire(ctx, tx, job_state, num)
+                    gated.append((job_id, num))
                     continue
                 attempt = sheet.attempts + 1
                 log_path = self._log_path(job_id, num, attempt)
@@ -317,7 +325,7 @@ class Dispatcher:
         finally:
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
-            begun = {(j, n) for j, n, _ in started}
+            begun = {(j, n) for j, n, _ in started} | set(gated)
             for job_id, num in picks:
                 if (job_id, num) not in begun and job_id in self.state.jobs:
                     self.state.jobs[job_id].push_back(num)

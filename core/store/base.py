@@ -167,6 +167,11 @@ class Store(Protocol):
 
     async def count_running_sheets(self) -> int: ...
 
+    async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
+        """Sheets waiting for a person's decision (oldest first, at most `limit`), and how
+        many there are."""
+        ...
+
 
 # The seeds' name for the state store interface (SPEC §2).
 StateBackend = Store

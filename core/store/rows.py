@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from podium.core.models import (
+    Decision,
     ErrorCategory,
     HistoryEntry,
     JobStatus,
@@ -164,6 +165,10 @@ class AttemptRow:
     # Who runs it, and until when that claim holds unless renewed (SPEC §2).
     conductor_id: str | None = None
     lease_expires_at: datetime | None = None
+    # An approval sheet's attempt (inserted when decided; it runs no process).
+    decision: Decision | None = None
+    decided_by: str | None = None
+    note: str | None = None
     version: int = 0
 
     def entry(self) -> HistoryEntry:

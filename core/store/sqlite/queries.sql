@@ -127,3 +127,11 @@ DELETE FROM holds WHERE hold_key = :hold_key AND version = :version;
 
 -- name: select_holds
 SELECT {holds.columns} FROM holds ORDER BY hold_key;
+
+-- name: select_pending_approvals
+SELECT {sheets.columns} FROM sheets
+WHERE status = 'waiting' AND waiting_reason = 'approval'
+ORDER BY updated_at, job_id, sheet_num LIMIT :limit;
+
+-- name: count_pending_approvals
+SELECT count(*) FROM sheets WHERE status = 'waiting' AND waiting_reason = 'approval';

@@ -550,3 +550,11 @@ class SQLiteStore:
             return int(conn.execute(Q["count_running_sheets"]).fetchone()[0])
 
         return await self._read(run)
+
+    async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
+        def run(conn: sqlite3.Connection) -> tuple[list[SheetRow], int]:
+            rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
+            total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
+            return [SHEETS.decode(r) for r in rows], int(total)
+
+        return await self._snapshot(run)
