@@ -16,7 +16,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
-from podium.core.conductor import Conductor
+from podium.core.conductor import RUN_JOB_WAIT_SECONDS, Conductor
 from podium.core.diagnosis import Diagnosis
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate
@@ -105,6 +105,13 @@ def _control(*, destructive: bool = False) -> ToolAnnotations:
         destructive_hint=destructive,
         idempotent_hint=True,
         open_world_hint=False,
+    )
+
+
+def _run() -> ToolAnnotations:
+    # Not idempotent: every call (without a job_id) starts another job.
+    return ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
     )
 
 
@@ -313,6 +320,27 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
 
+    async def run_job(
+        ctx: Context,
+        spec: SpecObject = None,
+        spec_yaml: SpecYaml = None,
+        path: SpecPath = None,
+        job_id: Annotated[str | None, Field(description="as submit_job's")] = None,
+    ) -> JobDetail:
+        """Submit a job and wait for it: clients declaring the tasks extension get a durable
+        task at once (tasks/get); others wait up to 50 s, or until an approval sheet waits,
+        and get the job detail so far (then follow with status)."""
+        try:
+
+            async def progress(elapsed: float) -> None:
+                await ctx.report_progress(round(elapsed, 1), RUN_JOB_WAIT_SECONDS)
+
+            return await conductor.run_job(
+                spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, on_tick=progress
+            )
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
     async def approve(
         ctx: Context,
         job_id: JobId,
@@ -396,6 +424,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         _tool(clear_rate_limits, title="Lift rate limits", annotations=_control()),
         _tool(snapshots, title="List snapshots", annotations=_read_only()),
         _tool(logs, title="Read sheet logs", annotations=_read_only()),
+        _tool(run_job, title="Run a job and wait", annotations=_run()),
         _tool(approve, title="Approve or reject a gate", annotations=_control()),
         _tool(diagnose, title="Diagnose a job", annotations=_read_only()),
         _tool(estimate, title="Estimate a spec", annotations=_read_only()),

@@ -31,7 +31,7 @@ from podium.core.pressure import PressureLevel
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.base import Store
-from podium.core.store.rows import JobRow
+from podium.core.store.rows import JobRow, TaskRow
 
 log = structlog.get_logger("podium.engine")
 SHUTDOWN_HOOK_SECONDS = 10.0
@@ -156,10 +156,19 @@ class Engine:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        task: TaskRow | None = None,
     ) -> tuple[JobRow, bool]:
         return await self.control.submit(
-            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=spec_path
+            loaded,
+            job_id=job_id,
+            workspace=workspace,
+            start=start,
+            spec_path=spec_path,
+            task=task,
         )
+
+    async def purge_tasks(self, task_ids: Sequence[str]) -> None:
+        await self.control.purge_tasks(task_ids)
 
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:
         return await self.control.pause(job_id, immediate)

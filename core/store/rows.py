@@ -188,6 +188,22 @@ class HoldRow:
     version: int = 0
 
 
+@dataclass(slots=True)
+class TaskRow:
+    """A durable task: the handle a `run_job` call answered with, mapped to its job. Its
+    status is not stored: it is derived from the job's rows on every read."""
+
+    task_id: str
+    job_id: str
+    tool: str
+    created_at: datetime
+    expires_at: datetime
+    ttl_ms: int
+    poll_interval_ms: int
+    created_by: str | None = None
+    version: int = 0
+
+
 @dataclass(frozen=True)
 class JobQuery:
     """Filters and paging for listing jobs; newest first."""
