@@ -89,6 +89,7 @@ DIAGNOSE_HISTORY_LIMIT = 50_000
 PENDING_APPROVALS_SHOWN = 20
 # The synchronous run_job waits at most this long (a tool call must not hang a session).
 RUN_JOB_WAIT_SECONDS = 50.0
+RUN_JOB_TICK_SECONDS = 5.0
 TASK_PURGE_BATCH = 500
 MAX_SHEET_PAGE = 10_000
 # Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
@@ -450,16 +451,27 @@ class Conductor:
     ) -> JobDetail:
         """Submit and wait, at most `wait_seconds`, until the job ends or waits for a
         person's approval; then the job detail as it is (the caller goes on with `status`)."""
-        submitted = await self.submit_job(spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id)
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            detail = await self.get_job(submitted.job_id)
-            left = deadline - time.monotonic()
-            if detail.status.is_terminal or left <= 0:
-                return detail
-            if await self._awaits_approval(submitted.job_id):
-                return detail
-            await self.wait_for_change(submitted.job_id, left, on_tick=on_tick)
+        started = time.monotonic()
+        deadline = started + wait_seconds
+        # Subscribed before the job exists: no transition can slip between a look and a wait.
+        async with self.events.subscribe() as events:
+            submitted = await self.submit_job(
+                spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id
+            )
+            while True:
+                detail = await self.get_job(submitted.job_id)
+                left = deadline - time.monotonic()
+                if detail.status.is_terminal or left <= 0:
+                    return detail
+                if await self._awaits_approval(submitted.job_id):
+                    # Read again: the gate may have opened after the first look.
+                    return await self.get_job(submitted.job_id)
+                with anyio.move_on_after(min(left, RUN_JOB_TICK_SECONDS)):
+                    async for event in events:
+                        if event.job_id == submitted.job_id:
+                            break
+                if on_tick is not None:
+                    await on_tick(time.monotonic() - started)
 
     async def _awaits_approval(self, job_id: str) -> bool:
         waiting = await self.get_job(job_id, sheet_status=[SheetStatus.WAITING], sheet_limit=100)

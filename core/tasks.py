@@ -112,13 +112,14 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
     updated = max(task.created_at, detail.completed_at or detail.started_at or task.created_at)
     status = detail.status
     progress = f"{detail.completed_sheets}/{detail.total_sheets} sheets completed"
+    job = f"job {task.job_id}"
     if status is JobStatus.COMPLETED:
-        return TaskState(task, "completed", f"job completed: {progress}", updated, detail)
+        return TaskState(task, "completed", f"{job} completed: {progress}", updated, detail)
     if status is JobStatus.FAILED:
-        message = f"job failed: {detail.error or progress}"
+        message = f"{job} failed: {detail.error or progress}"
         return TaskState(task, "completed", message, updated, detail, job_failed=True)
     if status is JobStatus.CANCELLED:
-        return TaskState(task, "cancelled", "job cancelled", updated, detail)
+        return TaskState(task, "cancelled", f"{job} cancelled", updated, detail)
     waiting = await read_job(
         store, task.job_id, sheet_status=[SheetStatus.WAITING], sheet_limit=WAITING_SHEETS_READ
     )
@@ -135,11 +136,11 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
             updated = sheet.started_at
     if approvals:
         names = ", ".join(a.name or f"sheet {a.sheet_num}" for a in approvals)
-        message = f"waiting for approval: {names}; {progress}"
+        message = f"{job} waits for approval: {names}; {progress}"
         return TaskState(task, "input_required", message, updated, detail, approvals)
     if status is JobStatus.PAUSED:
         reason = detail.pause_reason.value if detail.pause_reason else "paused"
-        message = f"job paused ({reason}): resume it to continue; {progress}"
+        message = f"{job} paused ({reason}): resume it to continue; {progress}"
     else:
-        message = f"job {status.value}: {progress}"
+        message = f"{job} {status.value}: {progress}"
     return TaskState(task, "working", message, updated, detail)

@@ -65,6 +65,7 @@ TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({"run_job"})
 TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
 MCP_NAME_HEADER = "mcp-name"
+JOB_META_KEY = "podium/job_id"
 MAX_LISTENED_TASKS = 100
 # The elicitation an approval sheet's question becomes: approve or reject, and why.
 DECISION_SCHEMA: dict[str, Any] = {
@@ -134,6 +135,8 @@ def task_fields(state: TaskState, *, detailed: bool) -> dict[str, Any]:
         "lastUpdatedAt": format_time(state.last_updated_at),
         "ttlMs": task.ttl_ms,
         "pollIntervalMs": task.poll_interval_ms,
+        # The job the task runs: what `status`, `resume` or `approve` take.
+        "_meta": {JOB_META_KEY: task.job_id},
     }
     if not detailed:
         return fields
@@ -285,8 +288,9 @@ def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> Non
 
 class TaskListen:
     """A middleware serving `subscriptions/listen` requests that ask for `taskIds` (the
-    SDK's listen handler serves the rest): acknowledge, then stream both the resource
-    events asked for (from the SDK's bus) and `notifications/tasks`."""
+    SDK's listen handler serves the rest): acknowledge, push each task as it is now, then
+    stream both the resource events asked for (from the SDK's bus) and a
+    `notifications/tasks` each time one of the tasks changes status."""
 
     def __init__(self, conductor: Conductor, bus: SubscriptionBus) -> None:
         self.conductor = conductor
@@ -374,6 +378,11 @@ class TaskListen:
                     ),
                     related_request_id=subscription_id,
                 )
+                # Each task as it is now, first: a listener that joined after a change (say,
+                # the gate opened before the stream did) still hears of it.
+                for task_id in jobs:
+                    last.pop(task_id, None)
+                    await self._push(ctx, task_id, last, meta)
                 async for item in receive:
                     if not isinstance(item, ChangeEvent):
                         await ctx.session.send_notification(
@@ -405,7 +414,8 @@ class TaskListen:
         if last.get(task_id) == signature:
             return
         last[task_id] = signature
-        params = {**task_fields(state, detailed=True), "_meta": meta}
+        fields = task_fields(state, detailed=True)
+        params = {**fields, "_meta": {**fields["_meta"], **meta}}
         await send_extension_notification(
             ctx.session, "notifications/tasks", params, related_request_id=ctx.request_id
         )
