@@ -42,6 +42,7 @@ FIRST_SURFACE = {
 # an Apps host needs to render them; their descriptions are one line each.
 ADDED_TOOL_BUDGETS = {
     "diagnose": 2_100, "estimate": 1_850, "show_job": 1_550, "show_jobs": 1_200, "approve": 1_150,
+    "run_job": 1_850,
 }  # fmt: skip
 TOOLS_LIST_BUDGET = TOOLS_LIST_BEFORE // 2 + sum(ADDED_TOOL_BUDGETS.values())
 

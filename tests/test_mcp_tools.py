@@ -44,6 +44,7 @@ TOOLS = {
     "show_job",
     "show_jobs",
     "approve",
+    "run_job",
 }
 READ_ONLY = {
     "status", "list_jobs", "logs", "snapshots", "validate_spec", "diagnose", "estimate",
