@@ -341,6 +341,18 @@ class Conductor:
         traits = self.catalog.traits if self.catalog is not None else None
         return load_spec(data=spec, text=spec_yaml, path=confined, instruments=traits)
 
+    async def _load_off_loop(
+        self,
+        spec: Mapping[str, Any] | None,
+        spec_yaml: str | None,
+        path: str | Path | None,
+        extra_roots: Sequence[Path],
+    ) -> LoadedSpec:
+        """Loading parses YAML, validates models and renders every template: CPU work on
+        untrusted input (bounded in size and time by the loader and the sandbox), done in a
+        worker thread so the event loop keeps answering every other client meanwhile."""
+        return await anyio.to_thread.run_sync(self._load, spec, spec_yaml, path, extra_roots)
+
     async def validate_spec(
         self,
         *,
@@ -350,7 +362,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> ValidationReport:
         try:
-            loaded = self._load(spec, spec_yaml, path, extra_roots)
+            loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         except SpecError as exc:
             return ValidationReport(
                 valid=False,
@@ -390,7 +402,7 @@ class Conductor:
             )
         if self._stopping:
             raise PodiumError("the conductor is shutting down; submit again after it restarts")
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         await self._check_pressure()
         job_id = job_id or new_job_id(loaded.spec.name)
         base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
@@ -483,7 +495,7 @@ class Conductor:
         changed = None
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
-            changed = self._load(spec, spec_yaml, path)
+            changed = await self._load_off_loop(spec, spec_yaml, path, ())
         return await self.engine.resume(job_id, changed, retry_failed)
 
     async def cancel_job(self, job_id: str) -> JobSummary:
@@ -659,7 +671,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         history = await self._estimate_history(loaded)
         return estimate(loaded, history, max_concurrent_sheets=self.config.max_concurrent_sheets)
 
