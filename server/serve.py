@@ -27,6 +27,7 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo, remove_conductor_info, write_conductor_info
 from podium.core.models import utcnow
+from podium.core.runner.escapees import become_subreaper
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
@@ -132,6 +133,9 @@ async def serve(
     if transport != "stdio":
         check_http_options(options)
     conductor = Conductor(config, overrides=overrides)
+    # This process exists to run the engine: orphans of its sheets become its children (not
+    # init's), so it stays their reaper and can end them (SPEC §9 trap 15).
+    become_subreaper()
     stop = anyio.Event()
     failure: PodiumError | None = None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
