@@ -51,7 +51,7 @@ from podium.core.models import (
 )
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
-from podium.core.snapshots import SnapshotInfo, SnapshotStore
+from podium.core.snapshots import SnapshotInfo, SnapshotStore, snapshot_time
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.base import Store
@@ -177,6 +177,7 @@ class Conductor:
                 recovered = await engine.start(task_group, recover=True, dispatch=self.dispatch)
                 if recovered:
                     log.info("reconciled jobs after restart", job_ids=recovered)
+                await self._reconcile_files()
             if self.dispatch:
                 task_group.start_soon(self._maintenance)
                 task_group.start_soon(self._sample_while_busy)
@@ -311,6 +312,35 @@ class Conductor:
         self.engine.catalog = self.catalog
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
+
+    async def _reconcile_files(self) -> None:
+        """Finish what a crash interrupted between rows and files (SPEC §9 trap 16): log and
+        snapshot dirs of jobs the store no longer has (a `clear` that died after deleting
+        the rows) and partial snapshots go; a finished job whose snapshot was never
+        recorded (a capture that died) is captured again."""
+        await self.engine.hooks_settled()  # captures recovery itself started
+        jobs = await self.store.jobs_with_status(list(JobStatus))
+        known = {j.job_id for j in jobs}
+
+        def remove() -> int:
+            removed = self.snapshots.reconcile(known)
+            logs = self.config.logs_dir
+            for entry in logs.iterdir() if logs.is_dir() else ():
+                if entry.is_dir() and entry.name not in known:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            return removed
+
+        removed = await anyio.to_thread.run_sync(remove)
+        if removed:
+            log.warning("removed files left by an interrupted change", dirs=removed)
+        for job in jobs:
+            taken = snapshot_time(job.snapshot_path)
+            if not job.status.is_terminal or job.completed_at is None:
+                continue
+            if taken is None or taken < job.completed_at:
+                log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
+                await self._on_terminal(job)
 
     async def _on_terminal(self, job: JobRow) -> None:
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)

@@ -17,6 +17,7 @@ from podium.core.models import UtcTime, utcnow
 from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"
+PARTIAL_PREFIX = ".partial-"
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 HISTORY_LIMIT = 10_000
 
@@ -70,6 +71,11 @@ class SnapshotStore:
             for h in history
         ]
 
+        # Written under a hidden name and renamed into place with its manifest: a crash
+        # in the middle leaves a partial dir that `reconcile` removes, never a snapshot that
+        # looks complete and is not.
+        final, target = target, target.with_name(PARTIAL_PREFIX + snapshot_id)
+
         def write() -> SnapshotInfo:
             target.mkdir(parents=True, exist_ok=False)
             # Compact: with an indent, json.dumps takes its pure-Python encoder (ten times
@@ -93,12 +99,13 @@ class SnapshotStore:
                 snapshot_id=snapshot_id,
                 job_id=job_id,
                 created_at=created,
-                path=str(target),
+                path=str(final),
                 files=files,
                 size_bytes=size,
                 workspace=str(workspace) if workspace is not None else None,
             )
             (target / MANIFEST).write_text(info.model_dump_json(indent=2))
+            target.rename(final)
             return info
 
         return await anyio.to_thread.run_sync(write)
@@ -109,6 +116,8 @@ class SnapshotStore:
         found = []
         for job_dir in job_dirs:
             for manifest in job_dir.glob(f"*/{MANIFEST}"):
+                if manifest.parent.name.startswith(PARTIAL_PREFIX):
+                    continue
                 try:
                     found.append(SnapshotInfo.model_validate_json(manifest.read_text()))
                 except (OSError, ValueError):
@@ -143,3 +152,34 @@ class SnapshotStore:
 
     def delete_for_job(self, job_id: str) -> None:
         shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
+    def reconcile(self, known_jobs: set[str]) -> int:
+        """After a crash: remove the snapshots of jobs the store no longer has (a `clear`
+        that deleted the rows and died before the files), partial captures and dirs without
+        a manifest. Returns how many dirs went."""
+        removed = 0
+        for job_dir in sorted(self.root.glob("*")):
+            if not job_dir.is_dir():
+                continue
+            if job_dir.name not in known_jobs:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                removed += 1
+                continue
+            for snap in job_dir.iterdir():
+                partial = snap.name.startswith(PARTIAL_PREFIX)
+                if snap.is_dir() and (partial or not (snap / MANIFEST).is_file()):
+                    shutil.rmtree(snap, ignore_errors=True)
+                    removed += 1
+            if not any(job_dir.iterdir()):
+                job_dir.rmdir()
+        return removed
+
+
+def snapshot_time(path: str | None) -> datetime | None:
+    """When the snapshot at `path` was taken (its id is its UTC timestamp)."""
+    if not path:
+        return None
+    try:
+        return datetime.strptime(Path(path).name, _ID_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
