@@ -442,6 +442,7 @@ class Conductor:
             base_dir=base_dir,
             default_dir=self.config.workspaces_dir,
             roots=[*self.config.roots(), *extra_roots],
+            home=self.config.home,
         )
         # Made before the job exists (its first sheet may start at once); removed again if
         # this submit turns out to add no job.
@@ -580,6 +581,8 @@ class Conductor:
         for job_id in deleted:
             shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
             self.snapshots.delete_for_job(job_id)
+        if deleted:
+            await self.store.reclaim_space()
         return ClearResult(
             deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
         )

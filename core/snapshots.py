@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from podium.core.checkpoint import read_checkpoint
 from podium.core.models import UtcTime, utcnow
+from podium.core.spec.bounds import MAX_SPEC_BYTES
+from podium.core.spec.loader import redact_spec
 from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"
@@ -27,6 +30,23 @@ def _link_or_copy(source: str, destination: str) -> None:
         os.link(source, destination)
     except OSError:
         shutil.copy2(source, destination)
+
+
+def _redacted_source(path: Path) -> str | None:
+    """The spec file as submitted, with every `env` value redacted (the file itself holds
+    them in clear; a snapshot is a copy that outlives the job). Written back as YAML, so its
+    comments are lost; None when it no longer reads as a spec."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_SPEC_BYTES + 1).decode("utf-8")
+        if len(text) > MAX_SPEC_BYTES:
+            return None
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return yaml.safe_dump(redact_spec(data), sort_keys=False, allow_unicode=True)
 
 
 class SnapshotInfo(BaseModel):
@@ -86,8 +106,10 @@ class SnapshotStore:
             )
             (target / "validations.json").write_text(json.dumps(validations))
             (target / "spec.json").write_text(json.dumps(detail.get("spec")))
-            if config_path is not None and Path(config_path).is_file():
-                shutil.copy2(config_path, target / f"spec-source{Path(config_path).suffix}")
+            if config_path is not None:
+                source = _redacted_source(Path(config_path))
+                if source is not None:
+                    (target / f"spec-source{Path(config_path).suffix}").write_text(source)
             logs = self._logs_root / job_id
             if logs.is_dir():
                 # Logs of finished attempts never change again: a hard link is a copy that
