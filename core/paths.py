@@ -19,6 +19,8 @@ def is_within(path: Path, root: Path) -> bool:
 
 
 def confine(path: Path | str, roots: Sequence[Path], *, field: str) -> Path:
+    if "\0" in str(path):
+        raise PathNotAllowedError(f"{field}: the path contains a NUL byte")
     resolved = real(path)
     real_roots = [real(r) for r in roots]
     if any(is_within(resolved, r) for r in real_roots):
