@@ -7,7 +7,6 @@ size is a budget (`tests/test_token_budget.py`).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from podium.core.views import (
 )
 from podium.server.app_view import JOB_VIEW_URI
 from podium.server.schemas import compact_input_schema, model_output_schema
+from podium.server.tool_errors import mapped_errors
 
 SPEC_EXAMPLE = """\
 name: demo
@@ -108,30 +108,6 @@ MAX_ATTEMPTS = 1_000_000
 MAX_OFFSET = 2**53
 
 
-def _mapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The tool with every exception mapped to a readable tool error (the SDK shows a bare
-    "Error executing tool X" for anything else)."""
-
-    @functools.wraps(fn)
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, **kwargs)
-        except ToolError:
-            raise
-        except PodiumError as exc:
-            raise ToolError(str(exc)) from exc
-        except RecursionError as exc:
-            raise ToolError(f"{name}: the input is nested too deep") from exc
-        except OverflowError as exc:
-            raise ToolError(f"{name}: a number is too large ({exc})") from exc
-        except (ValueError, TypeError, UnicodeError) as exc:
-            raise ToolError(f"{name}: {exc}") from exc
-        except OSError as exc:
-            raise ToolError(f"{name}: {exc.strerror or exc}") from exc
-
-    return call
-
-
 def _control(*, destructive: bool = False) -> ToolAnnotations:
     return ToolAnnotations(
         read_only_hint=False,
@@ -151,7 +127,7 @@ def _tool(
     meta: dict[str, Any] | None = None,
 ) -> Tool:
     tool = Tool.from_function(
-        _mapped(fn.__name__, fn),
+        mapped_errors(fn.__name__, fn),
         title=title,
         # Docstrings wrap for the source, not for agents: one line each.
         description=description or " ".join((fn.__doc__ or "").split()),
