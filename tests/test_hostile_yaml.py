@@ -62,7 +62,7 @@ async def test_hostile_yaml_is_refused_fast_and_nothing_stored(
         assert limit in report["errors"][0]["message"], report
         refused = await s.call("submit_job", {"spec_yaml": text})
         assert refused.is_error and limit in text_of(refused), text_of(refused)
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 10  # both calls, on a loaded two-core machine
     assert (await conductor.list_jobs())[0] == []
     assert db.stat().st_size <= db_before + 64 * 1024
     assert psutil.Process().memory_info().rss - rss_before < 64 * 1024 * 1024
