@@ -279,3 +279,42 @@ async def test_podium_approve_from_the_command_line(tmp_path: Path) -> None:
         said = " ".join(late.stderr.split())
         assert late.returncode != 0 and "not waiting for approval" in said, said
         assert said.startswith("podium: SHEET: sheet 2 (ask)") and "Traceback" not in said
+
+
+async def test_a_pending_approval_survives_kill_9(tmp_path: Path, make_config: Any) -> None:
+    """The gate opens in a conductor process that is then SIGKILLed; the next conductor
+    finds the approval still waiting (not reset like interrupted work) and takes a decision."""
+    import os
+    import signal
+    import sqlite3
+
+    from test_recovery import conductor_process, poll
+
+    config: PodiumConfig = make_config()
+    db = config.home / "podium.db"
+
+    def gate_open() -> bool:
+        if not db.exists():
+            return False
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT waiting_reason FROM sheets WHERE job_id = 'gated' AND sheet_num = 2"
+            ).fetchone()
+        return row is not None and row[0] == "approval"
+
+    with conductor_process(config.home, tmp_path, gate_spec(), job_id="gated") as proc:
+        poll(gate_open, 30, "the approval gate to open")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    after = Conductor(config)
+    await after.start()
+    try:
+        gate = (await after.get_job("gated")).sheets[1]
+        assert gate.status.value == "waiting" and gate.output_tail == "Ship v1.2.3 to production?"
+        assert [a.job_id for a in (await after.status()).pending_approvals] == ["gated"]
+        await after.approve("gated", 2, "reject", note="found a bug", decided_by="after-crash")
+        failed = await wait_for_job(after, "gated")
+        assert failed.sheets[1].error_category is not None
+        assert failed.sheets[1].error_category.value == "rejected"
+    finally:
+        await after.stop()
