@@ -96,8 +96,10 @@ def needs_earlier(row: AttemptRow) -> bool:
     return row.outcome is Outcome.INTERRUPTED and row.session_id is None
 
 
-def continuation(previous: Sequence[AttemptRow]) -> Continuation:
-    """What the next attempt continues, from the sheet's last attempts (latest first)."""
+def continuation(previous: Sequence[AttemptRow], instrument: str) -> Continuation:
+    """What the next attempt (run with `instrument`) continues, from the sheet's last
+    attempts (latest first). A session is another CLI's after a changed spec switched the
+    sheet's instrument: only the feedback carries over then."""
     for row in previous:
         if needs_earlier(row):
             continue
@@ -106,7 +108,8 @@ def continuation(previous: Sequence[AttemptRow]) -> Continuation:
         feedback = None
         if row.error_category is ErrorCategory.VALIDATION_FAILED:
             feedback = validation_feedback(row.validations)
-        return Continuation(row.session_id, feedback)
+        same_cli = row.instrument is None or row.instrument == instrument
+        return Continuation(row.session_id if same_cli else None, feedback)
     return Continuation()
 
 
@@ -114,11 +117,11 @@ def plan_attempt(
     ctx: EngineContext,
     state: EngineState,
     entry: RunningSheet,
-    carried: Continuation | None = None,
+    previous: Sequence[AttemptRow] = (),
 ) -> AttemptPlan | str:
     """What the runner needs for the attempt: the prompt and validations rendered, the
-    instrument resolved, and what it continues of the attempts before it; or why it cannot
-    start (the attempt then fails before any process)."""
+    instrument resolved, and what it continues of the attempts before it (`previous`, latest
+    first); or why it cannot start (the attempt then fails before any process)."""
     job_state = state.jobs.get(entry.job_id)
     if job_state is None:
         return "the job is no longer known to this conductor"
@@ -149,6 +152,7 @@ def plan_attempt(
     except TemplateRenderError as exc:
         return f"template: {exc}"
     config = ctx.config
+    carried = continuation(previous, resolved.instrument)
     return AttemptPlan(
         job_id=job.job_id,
         sheet_num=entry.sheet_num,
@@ -163,10 +167,8 @@ def plan_attempt(
         kill_grace_seconds=config.kill_grace_seconds,
         base_env=ctx.base_env,
         home=str(config.home),
-        resume_session_id=carried.session_id if carried is not None else None,
-        feedback=(
-            carried.feedback if carried is not None and info.profile.retry_feedback else None
-        ),
+        resume_session_id=carried.session_id,
+        feedback=carried.feedback if info.profile.retry_feedback else None,
     )
 
 
