@@ -141,6 +141,7 @@ class Dispatcher:
                 # filled by the next pass, whose start can share the same commit.
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
+                self.state.starting.update(picks)
                 self._task_group.start_soon(self._start, picks)
         return self._next_wake()
 
@@ -322,6 +323,7 @@ class Dispatcher:
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
+            self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
             begun = {(j, n) for j, n, _ in started}
