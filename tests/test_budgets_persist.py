@@ -48,7 +48,7 @@ async def test_retries_used_survive_a_restart(
     try:
         if how != "auto_resume":
             await second.resume_job(job.job_id)
-        assert await _used(second, job.job_id) == 1
+        # No equality check here: the resumed sheet may already have failed again.
 
         async def counted_on() -> bool:
             used = await _used(second, job.job_id)

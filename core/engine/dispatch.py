@@ -17,7 +17,13 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.engine import approvals, ratelimits
-from podium.core.engine.attempts import IdleHook, plan_attempt, record_process, record_result
+from podium.core.engine.attempts import (
+    IdleHook,
+    needs_earlier,
+    plan_attempt,
+    record_process,
+    record_result,
+)
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
 from podium.core.engine.rules import (
@@ -135,6 +141,7 @@ class Dispatcher:
                 # filled by the next pass, whose start can share the same commit.
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
+                self.state.starting.update(picks)
                 self._task_group.start_soon(self._start, picks)
         return self._next_wake()
 
@@ -308,6 +315,7 @@ class Dispatcher:
                         log_path=log_path,
                         conductor_id=ctx.config.conductor_id,
                         lease_expires_at=tx.now + lease,
+                        instrument=sheet.instrument,
                     )
                 )
                 if tx.job(job_id).status is JobStatus.QUEUED:
@@ -323,6 +331,7 @@ class Dispatcher:
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
+            self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
             begun = {(j, n) for j, n, _ in started} | set(gated)
@@ -349,12 +358,20 @@ class Dispatcher:
 
     async def _run_sheet(self, entry: RunningSheet) -> None:
         started = utcnow()
+        ctx = self.ctx
         try:
-            plan = plan_attempt(self.ctx, self.state, entry)
+            previous = await self._previous_attempts(entry)
+            plan = plan_attempt(ctx, self.state, entry, previous)
             if isinstance(plan, str):
                 result = failed_before_start(plan, started, "")
             else:
-                result = await run_attempt(plan, entry.control, on_spawn=self._recorder(entry))
+                result = await run_attempt(
+                    plan,
+                    entry.control,
+                    on_spawn=self._recorder(entry),
+                    clock=ctx.clock,
+                    zone=ctx.zone,
+                )
         except Exception as exc:  # a bug must fail the sheet, never wedge the job
             log.exception("attempt crashed", job_id=entry.job_id, sheet=entry.sheet_num)
             result = failed_before_start(f"internal error: {exc!r}", started, "")
@@ -376,6 +393,20 @@ class Dispatcher:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
+
+    async def _previous_attempts(self, entry: RunningSheet) -> list[AttemptRow]:
+        """The attempts a retry carries its session and feedback over from, latest first, as
+        stored (so they survive a restart); a first attempt reads nothing."""
+        previous: list[AttemptRow] = []
+        store = self.writer.store
+        for number in range(entry.attempt - 1, max(0, entry.attempt - 3), -1):
+            row = await store.get_attempt(entry.job_id, entry.sheet_num, number)
+            if row is None:
+                break
+            previous.append(row)
+            if not needs_earlier(row):
+                break
+        return previous
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:
