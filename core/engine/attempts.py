@@ -87,6 +87,9 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
         variables=loaded.spec.variables,
         outputs=AncestorOutputs(job_state, entry.sheet_num),
         sheet_names=loaded.sheet_numbers,
+        stage=resolved.stage,
+        instance=resolved.instance,
+        fan_count=resolved.fan_count,
     )
     info = ctx.catalog.get(resolved.instrument)
     if info is None:

@@ -20,9 +20,19 @@ from pydantic import ValidationError
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
 from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
+from podium.core.spec.fanout import (
+    Slot,
+    check_names,
+    expand_deps,
+    instance_name,
+    layout,
+    sheet_graph,
+    stage_counts,
+)
 from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
+    MAX_SHEETS,
     TEMPLATED_VALIDATION_FIELDS,
     InstrumentConfig,
     JobSpec,
@@ -59,6 +69,10 @@ class ResolvedSheet:
     validations: tuple[Validation, ...]  # the sheet's own, then the job-level ones
     start_item: int | None = None  # batch form only; 1-based, inclusive
     end_item: int | None = None
+    # Fan-out: the declared sheet (1-based position) this one is an instance of.
+    stage: int = 0
+    instance: int = 1
+    fan_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -332,39 +346,49 @@ def _salvage_errors(
     return errors
 
 
-def _expand(spec: JobSpec, graph: Graph) -> list[ResolvedSheet]:
+def _expand(spec: JobSpec, slots: list[Slot], deps: list[set[int]]) -> list[ResolvedSheet]:
     job_validations = tuple(spec.validations)
+    out: list[ResolvedSheet] = []
     if spec.sheets is not None:
-        return [
-            ResolvedSheet(
-                sheet_num=i + 1,
-                name=s.name,
-                prompt=s.prompt,
-                depends_on=tuple(sorted(graph.deps[i + 1])),
-                instrument=s.instrument or spec.instrument,
-                instrument_config=merge_instrument_config(
-                    spec.instrument_config, s.instrument_config
-                ),
-                validations=tuple(s.validations) + job_validations,
+        for num, slot in enumerate(slots, start=1):
+            s = spec.sheets[slot.stage - 1]
+            out.append(
+                ResolvedSheet(
+                    sheet_num=num,
+                    name=instance_name(s.name, slot),
+                    prompt=s.prompt,
+                    depends_on=tuple(sorted(deps[num])),
+                    instrument=s.instrument or spec.instrument,
+                    instrument_config=merge_instrument_config(
+                        spec.instrument_config, s.instrument_config
+                    ),
+                    validations=tuple(s.validations) + job_validations,
+                    stage=slot.stage,
+                    instance=slot.instance,
+                    fan_count=slot.fan_count,
+                )
             )
-            for i, s in enumerate(spec.sheets)
-        ]
+        return out
     assert spec.sheet is not None and spec.prompt is not None
     size, total = spec.sheet.size, spec.sheet.total_items
-    return [
-        ResolvedSheet(
-            sheet_num=n,
-            name=f"sheet-{n}",
-            prompt=spec.prompt.template,
-            depends_on=tuple(sorted(graph.deps[n])),
-            instrument=spec.instrument,
-            instrument_config=spec.instrument_config,
-            validations=job_validations,
-            start_item=(n - 1) * size + 1,
-            end_item=min(n * size, total),
+    for num, slot in enumerate(slots, start=1):
+        out.append(
+            ResolvedSheet(
+                sheet_num=num,
+                name=instance_name(f"sheet-{slot.stage}", slot),
+                prompt=spec.prompt.template,
+                depends_on=tuple(sorted(deps[num])),
+                instrument=spec.instrument,
+                instrument_config=spec.instrument_config,
+                validations=job_validations,
+                start_item=(slot.stage - 1) * size + 1,
+                end_item=min(slot.stage * size, total),
+                stage=slot.stage,
+                instance=slot.instance,
+                fan_count=slot.fan_count,
+            )
         )
-        for n in range(1, graph.count + 1)
-    ]
+    return out
 
 
 # --- instruments and templates ---------------------------------------------------------------
@@ -426,10 +450,11 @@ def _check_instruments(
     spec: JobSpec, sheets: list[ResolvedSheet], lookup: InstrumentLookup
 ) -> list[FieldError]:
     paths: dict[str, list[str]] = {}
-    explicit: list[SheetSpec | None] = list(spec.sheets) if spec.sheets else [None] * len(sheets)
     traits: dict[str, InstrumentTraits] = {}
     errors: list[FieldError] = []
-    for index, (resolved, sheet) in enumerate(zip(sheets, explicit, strict=True)):
+    for resolved in sheets:
+        index = resolved.stage - 1
+        sheet = spec.sheets[index] if spec.sheets else None
         named_here = sheet is not None and sheet.instrument is not None
         path = f"sheets.{index}.instrument" if named_here else "instrument"
         where = paths.setdefault(resolved.instrument, [])
@@ -497,10 +522,17 @@ def load_spec(
     for cycle in cycles:
         chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
         errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
-    sheets = _expand(spec, graph)
+    counts = stage_counts(spec, graph, errors)
+    if sum(counts) > MAX_SHEETS:
+        raise SpecError(errors)  # too many to expand and check one by one
+    check_names(spec, counts, errors)
+    slots = layout(counts)
+    deps = expand_deps(graph.deps, counts)
+    sheets = _expand(spec, slots, deps)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))
-    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(graph)))
+    expanded = sheet_graph(slots, deps, {s.sheet_num: s.name for s in sheets})
+    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(expanded)))
     if errors:
         raise SpecError(errors)
     return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)

@@ -39,6 +39,9 @@ BUILTIN_TEMPLATE_VARIABLES = frozenset(
         "start_item",
         "end_item",
         "outputs",
+        "stage",
+        "instance",
+        "fan_count",
     }
 )
 
@@ -280,6 +283,17 @@ class SheetSpec(_SpecModel):
     validations: list[Validation] = Field(
         default_factory=list, description="checks after the run; all must pass"
     )
+    fan_out: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SHEETS,
+        description="run as N parallel instances (named NAME-1..NAME-N; templates see stage, "
+        "instance, fan_count); a dependent waits for every instance",
+        examples=[3],
+    )
+
+
+FanCount = Annotated[int, Field(ge=1, le=MAX_SHEETS)]
 
 
 class BatchSheetSpec(_SpecModel):
@@ -294,9 +308,16 @@ class BatchSheetSpec(_SpecModel):
         description="sheet number -> the sheet numbers it waits for",
         examples=[{"3": [1, 2]}],
     )
+    fan_out: dict[SheetRef, FanCount] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> instances run in parallel; with fan_out, "
+        "dependencies are between stages",
+        examples=[{"2": 3}],
+    )
 
     @property
     def sheet_count(self) -> int:
+        """Sheets before fan-out (stages)."""
         return math.ceil(self.total_items / self.size)
 
     @model_validator(mode="after")
@@ -465,7 +486,8 @@ class JobSpec(_SpecModel):
         return self
 
     @property
-    def total_sheets(self) -> int:
+    def stage_count(self) -> int:
+        """Sheets as declared, before fan-out: what dependencies refer to."""
         if self.sheets is not None:
             return len(self.sheets)
         assert self.sheet is not None  # guaranteed by _one_sheet_form

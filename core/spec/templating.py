@@ -43,6 +43,12 @@ class SheetLike(Protocol):
     def start_item(self) -> int | None: ...
     @property
     def end_item(self) -> int | None: ...
+    @property
+    def stage(self) -> int: ...
+    @property
+    def instance(self) -> int: ...
+    @property
+    def fan_count(self) -> int: ...
 
 
 _TEMPLATE_NAME = "<template>"
@@ -115,6 +121,10 @@ class TemplateContext:
     outputs: Mapping[int, str]
     # Sheet names -> numbers, so `outputs.build` and `outputs['build']` work like `outputs[1]`.
     sheet_names: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Fan-out: the declared sheet this one is an instance of, and which (1..fan_count).
+    stage: int = 0
+    instance: int = 1
+    fan_count: int = 1
 
 
 class _NotAncestorError(Exception):
@@ -257,6 +267,9 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
         start_item=ctx.start_item,
         end_item=ctx.end_item,
         outputs=_Outputs(ctx.outputs, ctx.sheet_num, ctx.sheet_names),
+        stage=ctx.stage or ctx.sheet_num,
+        instance=ctx.instance,
+        fan_count=ctx.fan_count,
     )
     return values
 
@@ -338,7 +351,7 @@ class _PlaceholderOutputs(Mapping[int, str]):
 
 def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
     """(field path, template) of everything rendered for one sheet."""
-    index = sheet.sheet_num - 1
+    index = sheet.stage - 1
     yield (f"sheets.{index}.prompt" if spec.sheets else "prompt.template"), sheet.prompt
     own = spec.sheets[index].validations if spec.sheets else []
     groups = ((f"sheets.{index}.validations", own), ("validations", spec.validations))
@@ -371,6 +384,9 @@ def check_templates(
                 None if bits is None else bits[sheet.sheet_num], len(sheets)
             ),
             sheet_names=names,
+            stage=sheet.stage,
+            instance=sheet.instance,
+            fan_count=sheet.fan_count,
         )
         for path, template in _template_sites(spec, sheet):
             if path in failed:
