@@ -3,7 +3,7 @@ turned into its sheet's transition (and, through it, its job's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from podium.core.engine import ratelimits
@@ -18,7 +18,8 @@ from podium.core.engine.rules import (
     skipped_after_failure,
     with_category,
 )
-from podium.core.engine.state import EngineState, JobState, RunningSheet
+from podium.core.engine.sheet_context import template_context
+from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
@@ -27,7 +28,6 @@ from podium.core.runner.process import ProcessGroupRef
 from podium.core.runner.runner import AttemptPlan, AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
-    TemplateContext,
     TemplateRenderError,
     render_sheet_prompt,
     render_validation,
@@ -36,32 +36,6 @@ from podium.core.spec.templating import (
 # Wired in by the engine (this module imports no control): a job's last running sheet ended
 # within this op, and the job may have a pending modify to apply.
 IdleHook = Callable[[Tx, str], None]
-
-
-class AncestorOutputs(Mapping[int, str]):
-    """`outputs[N]` for a sheet: the stdout tails of its ancestors, looked up only for the
-    keys a template actually reads (a sheet at the end of a long chain has many)."""
-
-    def __init__(self, job_state: JobState, sheet_num: int) -> None:
-        self._state = job_state
-        self._num = sheet_num
-        self._ancestors: frozenset[int] | None = None
-
-    def _known(self) -> frozenset[int]:
-        if self._ancestors is None:
-            self._ancestors = frozenset(self._state.ancestors(self._num))
-        return self._ancestors
-
-    def __getitem__(self, key: int) -> str:
-        if key not in self._known():
-            raise KeyError(key)
-        return self._state.sheets[key].output_tail or ""
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._known()))
-
-    def __len__(self) -> int:
-        return len(self._known())
 
 
 def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) -> AttemptPlan | str:
@@ -76,21 +50,7 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
     resolved = loaded.sheet(entry.sheet_num)
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
-    template = TemplateContext(
-        workspace=job.workspace,
-        job_id=job.job_id,
-        sheet_num=entry.sheet_num,
-        total_sheets=len(job_state.sheets),
-        sheet_name=resolved.name,
-        start_item=resolved.start_item,
-        end_item=resolved.end_item,
-        variables=loaded.spec.variables,
-        outputs=AncestorOutputs(job_state, entry.sheet_num),
-        sheet_names=loaded.sheet_numbers,
-        stage=resolved.stage,
-        instance=resolved.instance,
-        fan_count=resolved.fan_count,
-    )
+    template = template_context(job_state, loaded, entry.sheet_num)
     info = ctx.catalog.get(resolved.instrument)
     if info is None:
         return f"unknown instrument {resolved.instrument!r}"

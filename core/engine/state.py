@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from podium.core.models import JobStatus, SheetStatus
+from podium.core.models import JobStatus, SheetStatus, counts_as_done
 from podium.core.runner.process import RunControl
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow
@@ -81,9 +81,7 @@ class JobState:
         for sheet in sheets:
             self._key[sheet.sheet_num] = hold_key_for(sheet.instrument)
             self.unmet[sheet.sheet_num] = sum(
-                1
-                for d in sheet.depends_on
-                if d in self.sheets and self.sheets[d].status is not SheetStatus.COMPLETED
+                1 for d in sheet.depends_on if d in self.sheets and not _done(self.sheets[d])
             )
         for sheet in sheets:
             self._enter(sheet)
@@ -188,8 +186,8 @@ class JobState:
         if old.status is not new.status:
             self.counts[old.status] -= 1
             self.counts[new.status] += 1
-            if (old.status is SheetStatus.COMPLETED) != (new.status is SheetStatus.COMPLETED):
-                step = -1 if new.status is SheetStatus.COMPLETED else 1
+            if _done(old) != _done(new):
+                step = -1 if _done(new) else 1
                 for child in self.children[num]:
                     self.unmet[child] += step
                     if step < 0 and self.unmet[child] == 0:
@@ -267,6 +265,10 @@ class JobState:
                 seen.add(num)
                 yield num
                 stack.extend(self.sheets[num].depends_on)
+
+
+def _done(sheet: SheetRow) -> bool:
+    return counts_as_done(sheet.status, sheet.error_category)
 
 
 def _depths(sheets: dict[int, SheetRow]) -> dict[int, int]:

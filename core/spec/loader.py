@@ -19,6 +19,12 @@ from pydantic import ValidationError
 
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
+from podium.core.spec.condition_check import (
+    StageConditions,
+    check_conditions,
+    stage_conditions,
+)
+from podium.core.spec.conditions import SkipWhenCommand
 from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
 from podium.core.spec.fanout import (
     Slot,
@@ -73,6 +79,9 @@ class ResolvedSheet:
     stage: int = 0
     instance: int = 1
     fan_count: int = 1
+    # Conditions that skip the sheet (status `skipped`, its dependents run).
+    skip_when: str | None = None
+    skip_when_command: SkipWhenCommand | None = None
 
 
 @dataclass(frozen=True)
@@ -346,7 +355,9 @@ def _salvage_errors(
     return errors
 
 
-def _expand(spec: JobSpec, slots: list[Slot], deps: list[set[int]]) -> list[ResolvedSheet]:
+def _expand(
+    spec: JobSpec, slots: list[Slot], deps: list[set[int]], conditions: list[StageConditions]
+) -> list[ResolvedSheet]:
     job_validations = tuple(spec.validations)
     out: list[ResolvedSheet] = []
     if spec.sheets is not None:
@@ -366,6 +377,8 @@ def _expand(spec: JobSpec, slots: list[Slot], deps: list[set[int]]) -> list[Reso
                     stage=slot.stage,
                     instance=slot.instance,
                     fan_count=slot.fan_count,
+                    skip_when=conditions[slot.stage - 1].skip_when,
+                    skip_when_command=conditions[slot.stage - 1].skip_when_command,
                 )
             )
         return out
@@ -386,6 +399,8 @@ def _expand(spec: JobSpec, slots: list[Slot], deps: list[set[int]]) -> list[Reso
                 stage=slot.stage,
                 instance=slot.instance,
                 fan_count=slot.fan_count,
+                skip_when=conditions[slot.stage - 1].skip_when,
+                skip_when_command=conditions[slot.stage - 1].skip_when_command,
             )
         )
     return out
@@ -528,7 +543,9 @@ def load_spec(
     check_names(spec, counts, errors)
     slots = layout(counts)
     deps = expand_deps(graph.deps, counts)
-    sheets = _expand(spec, slots, deps)
+    conditions = stage_conditions(spec, graph, errors)
+    errors.extend(check_conditions(spec, conditions))
+    sheets = _expand(spec, slots, deps, conditions)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))
     expanded = sheet_graph(slots, deps, {s.sheet_num: s.name for s in sheets})

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -23,6 +22,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from podium.core.spec.base import NonBlankStr, SpecModel, is_templated
+from podium.core.spec.conditions import SkipWhen, SkipWhenCommand
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 MAX_SHEETS = 10000
@@ -54,21 +56,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FORM_ERROR_TYPE = "spec_form"
 
 
-def is_templated(text: str) -> bool:
-    return "{{" in text or "{%" in text
-
-
-class _SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-NonBlankStr = Annotated[str, AfterValidator(_not_blank)]
 
 
 # --- instrument settings -------------------------------------------------------------------
@@ -96,7 +83,7 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
-class InstrumentConfig(_SpecModel):
+class InstrumentConfig(SpecModel):
     """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
 
     timeout_seconds: float | None = Field(
@@ -158,25 +145,25 @@ def merge_instrument_config(
 _PATH = "relative to the workspace (must stay inside it); a template"
 
 
-class FileExistsValidation(_SpecModel):
+class FileExistsValidation(SpecModel):
     type: Literal["file_exists"] = "file_exists"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
-class FileModifiedValidation(_SpecModel):
+class FileModifiedValidation(SpecModel):
     """The file changed during this attempt."""
 
     type: Literal["file_modified"] = "file_modified"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
-class ContentContainsValidation(_SpecModel):
+class ContentContainsValidation(SpecModel):
     type: Literal["content_contains"] = "content_contains"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(min_length=1, description="plain substring", examples=["done"])
 
 
-class ContentRegexValidation(_SpecModel):
+class ContentRegexValidation(SpecModel):
     type: Literal["content_regex"] = "content_regex"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(
@@ -195,7 +182,7 @@ class ContentRegexValidation(_SpecModel):
         return value
 
 
-class CommandSucceedsValidation(_SpecModel):
+class CommandSucceedsValidation(SpecModel):
     type: Literal["command_succeeds"] = "command_succeeds"
     command: NonBlankStr = Field(
         description="bash command run in the workspace; exit 0 passes", examples=["test -s out.txt"]
@@ -259,7 +246,7 @@ SheetName = Annotated[str, Field(pattern=SHEET_NAME_PATTERN), AfterValidator(_no
 InstrumentName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-class SheetSpec(_SpecModel):
+class SheetSpec(SpecModel):
     name: SheetName | None = Field(
         default=None,
         description="unique label; depends_on and outputs can use it",
@@ -291,12 +278,16 @@ class SheetSpec(_SpecModel):
         "instance, fan_count); a dependent waits for every instance",
         examples=[3],
     )
+    skip_when: SkipWhen | None = None
+    skip_when_command: SkipWhenCommand | None = Field(
+        default=None, description="a command run first: exit 0 skips the sheet"
+    )
 
 
 FanCount = Annotated[int, Field(ge=1, le=MAX_SHEETS)]
 
 
-class BatchSheetSpec(_SpecModel):
+class BatchSheetSpec(SpecModel):
     """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
 
     size: int = Field(ge=1, description="items per sheet", examples=[5])
@@ -314,6 +305,16 @@ class BatchSheetSpec(_SpecModel):
         "dependencies are between stages",
         examples=[{"2": 3}],
     )
+    skip_when: dict[SheetRef, SkipWhen] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> expression; true skips that sheet",
+        examples=[{"3": "sheets[2].status == 'completed'"}],
+    )
+    skip_when_command: dict[SheetRef, SkipWhenCommand] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> a command; exit 0 skips it",
+        examples=[{"1": {"command": "test -f skip.txt"}}],
+    )
 
     @property
     def sheet_count(self) -> int:
@@ -330,7 +331,7 @@ class BatchSheetSpec(_SpecModel):
         return self
 
 
-class PromptTemplate(_SpecModel):
+class PromptTemplate(SpecModel):
     template: NonBlankStr = Field(
         description="rendered per sheet with start_item, end_item, sheet_num, total_sheets",
         examples=["echo items {{ start_item }}-{{ end_item }}"],
@@ -340,14 +341,14 @@ class PromptTemplate(_SpecModel):
 # --- job -----------------------------------------------------------------------------------
 
 
-class RetryPolicy(_SpecModel):
+class RetryPolicy(SpecModel):
     max_retries: int = Field(default=2, ge=0, le=100, description="up to N+1 attempts")
     base_delay_seconds: float = Field(default=2, ge=0)
     max_delay_seconds: float = Field(default=120, ge=0)
     jitter: bool = True
 
 
-class ConcurrencySpec(_SpecModel):
+class ConcurrencySpec(SpecModel):
     max_parallel_sheets: int = Field(default=4, ge=1, le=256)
 
 
@@ -400,7 +401,7 @@ def form_errors(
     return problems
 
 
-class JobSpec(_SpecModel):
+class JobSpec(SpecModel):
     """A Podium job spec: give either `sheets` (explicit form) or `sheet` + `prompt` (batch
     form)."""
 

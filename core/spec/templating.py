@@ -195,7 +195,7 @@ _GUARD_TESTS = frozenset({"defined", "undefined"})
 _GUARD_FILTERS = frozenset({"default", "d"})
 
 
-def _assigned_or_guarded(ast: nodes.Template) -> set[str]:
+def assigned_or_guarded(ast: nodes.Node) -> set[str]:
     """Names the template sets somewhere (`set`, `for`, macro and call-block parameters,
     `with`) or only reads behind a guard (`x is defined`, `x | default(...)`). Whether such
     a name exists when it is read depends on the branch taken, so only a real render can tell;
@@ -213,7 +213,7 @@ def _assigned_or_guarded(ast: nodes.Template) -> set[str]:
 @lru_cache(maxsize=1024)
 def _undeclared_names(source: str) -> dict[str, int | None]:
     ast = environment.parse(source)
-    names = meta.find_undeclared_variables(ast) - _assigned_or_guarded(ast)
+    names = meta.find_undeclared_variables(ast) - assigned_or_guarded(ast)
     lines: dict[str, int | None] = dict.fromkeys(sorted(names))
     for node in ast.find_all(nodes.Name):
         if node.name in lines and lines[node.name] is None:
@@ -280,21 +280,24 @@ def render(template: str, ctx: TemplateContext) -> str:
     compiled = compile_template(template)
     try:
         return compiled.render(context_variables(ctx))
-    except _NotAncestorError as exc:
-        line = _template_line(exc.__traceback__)
-        raise TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line) from None
-    except UndefinedError as exc:
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"undefined: {exc.message}", line)
-        raise TemplateRenderError(message, kind="undefined", line=line) from None
-    except SecurityError as exc:
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"not allowed in templates: {exc}", line)
-        raise TemplateRenderError(message, kind="security", line=line) from None
     except Exception as exc:  # any error inside user template code is the template's fault
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"template error: {type(exc).__name__}: {exc}", line)
-        raise TemplateRenderError(message, kind="error", line=line) from None
+        raise render_error(exc) from None
+
+
+def render_error(exc: Exception, *, lines: bool = True) -> TemplateRenderError:
+    """The error to report for an exception raised by user template code (`lines`: say at
+    which template line; an expression has one)."""
+    line = _template_line(exc.__traceback__) if lines else None
+    if isinstance(exc, _NotAncestorError):
+        return TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line)
+    if isinstance(exc, UndefinedError):
+        message = _at_line(f"undefined: {exc.message}", line)
+        return TemplateRenderError(message, kind="undefined", line=line)
+    if isinstance(exc, SecurityError):
+        message = _at_line(f"not allowed in templates: {exc}", line)
+        return TemplateRenderError(message, kind="security", line=line)
+    message = _at_line(f"template error: {type(exc).__name__}: {exc}", line)
+    return TemplateRenderError(message, kind="error", line=line)
 
 
 def render_sheet_prompt(sheet: SheetLike, ctx: TemplateContext) -> str:
