@@ -56,8 +56,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FORM_ERROR_TYPE = "spec_form"
 
 
-
-
 # --- instrument settings -------------------------------------------------------------------
 
 
