@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -118,11 +118,15 @@ class Conductor:
         dispatch: bool = True,
         read_only: bool = False,
         overrides: Mapping[str, Any] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        zone: tzinfo | None = None,
     ) -> None:
         """`dispatch=False` opens the home for control calls only (the CLI's pause, cancel...
         when no server runs): nothing is started, and stopping pauses nothing.
         `read_only=True` only reads the store, without the home lock, so the CLI can show
-        jobs while another process owns the home (WAL lets readers run beside the writer)."""
+        jobs while another process owns the home (WAL lets readers run beside the writer).
+        `clock` and `zone` date the reset times AI CLIs print ("resets 1pm"): tests freeze
+        them; `zone` defaults to the machine's, where the CLIs print them."""
         self.config = config
         # CLI flags keep winning over config.yaml when the config is reloaded.
         self._overrides = dict(overrides or {})
@@ -139,6 +143,8 @@ class Conductor:
         self._started_monotonic = 0.0
         self._stopping = False
         self.monitor: ResourceMonitor | None = None
+        self._clock = clock
+        self._zone = zone
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -170,7 +176,13 @@ class Conductor:
             stack.callback(task_group.cancel_scope.cancel)
             if not self.read_only:
                 engine = Engine(
-                    self.config, self._store, self.catalog, self.events, self._on_terminal
+                    self.config,
+                    self._store,
+                    self.catalog,
+                    self.events,
+                    self._on_terminal,
+                    clock=self._clock,
+                    zone=self._zone,
                 )
                 engine.set_pressure(self.monitor.last.level, self.monitor.last.reason)
                 self._engine = engine
@@ -715,7 +727,14 @@ class Conductor:
         ):
             known = ", ".join(i.name for i in self.catalog.all())
             raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
-        return await self.engine.lift_holds(None if instrument is None else [instrument])
+        keys = self.catalog.hold_keys() if self.catalog is not None else {}
+        wanted = None
+        if instrument is not None:
+            # An instrument in a quota pool waits behind the pool's hold: lifting it lifts
+            # the pool (its own name too, for a hold set before it joined the pool).
+            wanted = sorted({instrument, keys.get(instrument, instrument)})
+        lifted = await self.engine.lift_holds(wanted)
+        return sorted({name for key in lifted for name in _behind(keys, key)})
 
     # ----- conductor status -----------------------------------------------------------------
 
@@ -728,10 +747,16 @@ class Conductor:
             if self._engine is not None
             else await self.store.holds()
         )
+        keys = self.catalog.hold_keys() if self.catalog is not None else {}
         limits = [
-            RateLimitView(instrument=h.hold_key, until=h.until)
+            RateLimitView(
+                instrument=name,
+                until=h.until,
+                pool=h.hold_key if keys.get(name, name) != name else None,
+            )
             for h in sorted(holds, key=lambda h: h.hold_key)
             if h.until > now and not h.released
+            for name in _behind(keys, h.hold_key)
         ]
         sample = self.monitor.last if self.monitor is not None else None
         memory_mb = sample.memory_mb if sample is not None else None
@@ -764,6 +789,13 @@ class Conductor:
             ),
             instruments=instruments,
         )
+
+
+def _behind(keys: Mapping[str, str], hold_key: str) -> list[str]:
+    """The instruments waiting behind a hold: every member of a quota pool, else the one
+    instrument (or the key itself, for a profile removed since the hold was set)."""
+    names = sorted(name for name, key in keys.items() if key == hold_key)
+    return names or [hold_key]
 
 
 @asynccontextmanager

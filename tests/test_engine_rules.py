@@ -72,7 +72,7 @@ def test_success_completes_the_sheet_and_keeps_the_last_4_kib() -> None:
     row = sheet(1, SheetStatus.RUNNING)
     verdict = judge_attempt(row, result(Outcome.COMPLETED), POLICY, LIMITS, T0)
     assert verdict.outcome is Outcome.COMPLETED and not verdict.failed
-    assert verdict.hold_seconds is None
+    assert verdict.hold_until is None
     assert row.status is SheetStatus.COMPLETED and row.completed_at == T0
     assert row.output_tail is not None and len(row.output_tail) == 4096
 
@@ -105,15 +105,63 @@ def test_a_rate_limit_holds_without_spending_a_retry_until_its_budget_runs_out()
     )
     verdict = judge_attempt(row, limited, POLICY, LIMITS, T0)
     # The reported wait is capped by max_rate_limit_wait_seconds.
-    assert verdict.hold_seconds == 60 and not verdict.failed
+    assert verdict.hold_until == T0 + timedelta(seconds=60) and not verdict.failed
     assert row.status is SheetStatus.WAITING and row.waiting_reason is WaitingReason.RATE_LIMIT
     assert row.waiting_until == T0 + timedelta(seconds=60)
     assert (row.retries_used, row.rate_limit_hits) == (0, 1)
     judge_attempt(row, limited, POLICY, LIMITS, T0)
     final = judge_attempt(row, limited, POLICY, LIMITS, T0)
-    assert final.failed and final.hold_seconds is None
+    assert final.failed and final.hold_until is None
     assert row.status is SheetStatus.FAILED and row.error_category is ErrorCategory.RATE_LIMITED
     assert "still rate limited after 2 waits" in (row.last_error or "")
+
+
+def test_a_billing_stop_fails_at_once_without_a_retry() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    billing = result(Outcome.FAILED, error_category=ErrorCategory.BILLING)
+    verdict = judge_attempt(row, billing, POLICY, LIMITS, T0)
+    assert verdict.failed and verdict.hold_until is None
+    assert row.status is SheetStatus.FAILED and row.retries_used == 0
+    assert row.error_category is ErrorCategory.BILLING
+
+
+def test_a_reported_reset_moment_is_the_wait_itself_capped_by_the_limit() -> None:
+    # The runner dated the reset with its own clock (here 10 s before the writer's `now`):
+    # the sheet waits until that very moment, not `now` plus the seconds.
+    read_at = T0 - timedelta(seconds=10)
+    soon = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=read_at + timedelta(seconds=45),
+        retry_after_seconds=45,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    assert judge_attempt(row, soon, POLICY, LIMITS, T0).hold_until == read_at + timedelta(
+        seconds=45
+    )
+    assert row.waiting_until == read_at + timedelta(seconds=45)
+    far = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=read_at + timedelta(hours=3),
+        retry_after_seconds=3 * 3600,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    judge_attempt(row, far, POLICY, LIMITS, T0)
+    assert row.waiting_until == read_at + timedelta(seconds=60)  # max_rate_limit_wait_seconds
+
+
+def test_a_reset_moment_already_past_backs_off_instead() -> None:
+    past = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=T0 - timedelta(minutes=2),
+        retry_after_seconds=0.0,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    verdict = judge_attempt(row, past, POLICY, LIMITS, T0)
+    assert verdict.hold_until == T0 + timedelta(seconds=2)  # the first backoff step
+    assert row.waiting_until == T0 + timedelta(seconds=2)
 
 
 def test_every_outcome_has_a_rule_and_unknown_ones_are_failed_runs() -> None:

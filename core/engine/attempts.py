@@ -3,10 +3,11 @@ turned into its sheet's transition (and, through it, its job's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from podium.core.engine import ratelimits
+from podium.core.engine import costs, ratelimits
 from podium.core.engine.context import EngineContext
 from podium.core.engine.rules import (
     final_job_status,
@@ -19,12 +20,13 @@ from podium.core.engine.rules import (
     with_category,
 )
 from podium.core.engine.sheet_context import template_context
-from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.state import DISPATCHABLE, EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.runner.process import ProcessGroupRef
+from podium.core.runner.prompts import validation_feedback
 from podium.core.runner.runner import AttemptPlan, AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
@@ -32,15 +34,65 @@ from podium.core.spec.templating import (
     render_sheet_prompt,
     render_validation,
 )
+from podium.core.store.rows import AttemptRow
 
 # Wired in by the engine (this module imports no control): a job's last running sheet ended
 # within this op, and the job may have a pending modify to apply.
 IdleHook = Callable[[Tx, str], None]
 
 
-def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) -> AttemptPlan | str:
+# How an attempt ended when its CLI session holds work worth keeping: the retry continues
+# that session. A plain failure (an error nobody classified) starts afresh: the session may be
+# what broke; billing and auth are never retried.
+RESUMABLE = frozenset(
+    {
+        ErrorCategory.TIMEOUT,
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.RATE_LIMITED,
+        ErrorCategory.VALIDATION_FAILED,
+        ErrorCategory.INTERRUPTED,
+        ErrorCategory.CRASHED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What a retry carries over from the attempts before it."""
+
+    session_id: str | None = None  # the CLI session to resume
+    feedback: str | None = None  # why the last attempt did not finish, for the prompt
+
+
+def needs_earlier(row: AttemptRow) -> bool:
+    """An attempt cut off (conductor stopped or died) before its CLI said which session it
+    ran in: the one before it tells."""
+    return row.outcome is Outcome.INTERRUPTED and row.session_id is None
+
+
+def continuation(previous: Sequence[AttemptRow]) -> Continuation:
+    """What the next attempt continues, from the sheet's last attempts (latest first)."""
+    for row in previous:
+        if needs_earlier(row):
+            continue
+        if row.error_category not in RESUMABLE:
+            return Continuation()
+        feedback = None
+        if row.error_category is ErrorCategory.VALIDATION_FAILED:
+            feedback = validation_feedback(row.validations)
+        return Continuation(row.session_id, feedback)
+    return Continuation()
+
+
+def plan_attempt(
+    ctx: EngineContext,
+    state: EngineState,
+    entry: RunningSheet,
+    carried: Continuation | None = None,
+) -> AttemptPlan | str:
     """What the runner needs for the attempt: the prompt and validations rendered, the
-    instrument resolved; or why it cannot start (the attempt then fails before any process)."""
+    instrument resolved, and what it continues of the attempts before it; or why it cannot
+    start (the attempt then fails before any process)."""
     job_state = state.jobs.get(entry.job_id)
     if job_state is None:
         return "the job is no longer known to this conductor"
@@ -74,6 +126,10 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
         kill_grace_seconds=config.kill_grace_seconds,
         base_env=ctx.base_env,
         home=str(config.home),
+        resume_session_id=carried.session_id if carried is not None else None,
+        feedback=(
+            carried.feedback if carried is not None and info.profile.retry_feedback else None
+        ),
     )
 
 
@@ -127,8 +183,8 @@ def record_result(
             verdict = judge_attempt(sheet, result, policy, ctx.retry_limits, now)
             outcome = verdict.outcome
             key = job_state.hold_key(num)
-            if verdict.hold_seconds is not None:
-                ratelimits.hold(tx, key, verdict.hold_seconds, result.error)
+            if verdict.hold_until is not None:
+                ratelimits.hold(tx, key, verdict.hold_until, result.error)
             if outcome is Outcome.COMPLETED:
                 ratelimits.succeeded(tx, key)
             if verdict.failed:
@@ -153,6 +209,14 @@ def record_result(
         if outcome is Outcome.INTERRUPTED:
             recorded = with_category(result, ErrorCategory.INTERRUPTED)
         finish_attempt_row(attempt, recorded, outcome)
+        if costs.reported_usage(result):
+            edited = tx.edit_job(job_id)
+            costs.add_usage(edited, result)
+            limit = edited.cost_limit_usd
+            if edited.status in DISPATCHABLE and costs.past_limit(edited, limit):
+                assert limit is not None
+                costs.pause_for_cost(edited, limit, now)
+        # A job whose last sheet just ended is done, whatever it cost.
         if not job.status.is_terminal and tx.open_sheets(job_id) == 0:
             final = final_job_status(tx.sheets(job_id).values())
             if final is not None:

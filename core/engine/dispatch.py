@@ -18,7 +18,15 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.engine import ratelimits
-from podium.core.engine.attempts import IdleHook, plan_attempt, record_process, record_result
+from podium.core.engine.attempts import (
+    Continuation,
+    IdleHook,
+    continuation,
+    needs_earlier,
+    plan_attempt,
+    record_process,
+    record_result,
+)
 from podium.core.engine.conditions import skip_command_reason, skip_when_reason
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
@@ -39,7 +47,7 @@ from podium.core.errors import NotFoundError, PodiumError
 from podium.core.models import JobStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.runner import run_attempt
+from podium.core.runner.runner import AttemptPlan, run_attempt
 from podium.core.spec.templating import TemplateRenderError, render
 from podium.core.store.rows import AttemptRow
 
@@ -421,12 +429,23 @@ class Dispatcher:
 
     async def _run_sheet(self, entry: RunningSheet, error: str | None = None) -> None:
         started = utcnow()
+        ctx = self.ctx
         try:
-            plan = error if error is not None else plan_attempt(self.ctx, self.state, entry)
+            if error is not None:
+                plan: AttemptPlan | str = error
+            else:
+                carried = await self._carried_over(entry)
+                plan = plan_attempt(ctx, self.state, entry, carried)
             if isinstance(plan, str):
                 result = failed_before_start(plan, started, "")
             else:
-                result = await run_attempt(plan, entry.control, on_spawn=self._recorder(entry))
+                result = await run_attempt(
+                    plan,
+                    entry.control,
+                    on_spawn=self._recorder(entry),
+                    clock=ctx.clock,
+                    zone=ctx.zone,
+                )
         except Exception as exc:  # a bug must fail the sheet, never wedge the job
             log.exception("attempt crashed", job_id=entry.job_id, sheet=entry.sheet_num)
             result = failed_before_start(f"internal error: {exc!r}", started, "")
@@ -448,6 +467,20 @@ class Dispatcher:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
+
+    async def _carried_over(self, entry: RunningSheet) -> Continuation:
+        """A retry's session and feedback, from the attempts before it as stored (so they
+        survive a restart); a first attempt reads nothing."""
+        previous: list[AttemptRow] = []
+        store = self.writer.store
+        for number in range(entry.attempt - 1, max(0, entry.attempt - 3), -1):
+            row = await store.get_attempt(entry.job_id, entry.sheet_num, number)
+            if row is None:
+                break
+            previous.append(row)
+            if not needs_earlier(row):
+                break
+        return continuation(previous)
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:

@@ -6,18 +6,17 @@ release live in the store, so a crash or a restart keeps them (SPEC §6)."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from podium.core.engine.state import EngineState, hold_key_for
+from podium.core.engine.state import EngineState
 from podium.core.engine.tx import Op, Tx
 from podium.core.models import SheetStatus, WaitingReason
 from podium.core.store.rows import HoldRow
 
 
-def hold(tx: Tx, key: str, seconds: float, reason: str | None) -> None:
-    """Hold `key` for `seconds` from now (a later hit replaces the earlier wait)."""
+def hold(tx: Tx, key: str, until: datetime, reason: str | None) -> None:
+    """Hold `key` until `until` (a later hit replaces the earlier wait)."""
     row = tx.edit_hold(key)
-    until = tx.now + timedelta(seconds=seconds)
     if row is None:
         tx.put_hold(HoldRow(key, until, reason, tx.now))
         return
@@ -61,7 +60,7 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
                 if (
                     sheet.status is SheetStatus.WAITING
                     and sheet.waiting_reason is WaitingReason.RATE_LIMIT
-                    and hold_key_for(sheet.instrument) in lifted
+                    and job_state.hold_key(num) in lifted
                 ):
                     row = tx.edit_sheet(job_id, num)
                     row.waiting_until = tx.now

@@ -460,6 +460,13 @@ class JobSpec(SpecModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
     )
+    cost_limit_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the job pauses (pause_reason cost_limit) once the cost its instruments "
+        "report passes this many US dollars",
+    )
 
     @field_validator("labels")
     @classmethod
