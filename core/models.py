@@ -170,6 +170,7 @@ class HistoryEntry(_Record):
     error: str | None = None
     validations: list[ValidationResult] = Field(default_factory=list)
     log_path: str | None
+    instrument: str | None = None
     # What the CLI reported about the attempt (null when it reports nothing of the kind):
     # the session it ran in (what a retry resumes), the session it continued, and its cost.
     session_id: str | None = None

@@ -3,13 +3,17 @@ turned into its sheet's transition (and, through it, its job's)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from podium.core.engine import costs, ratelimits
 from podium.core.engine.context import EngineContext
+from podium.core.engine.fallbacks import fallback_config, move_to, next_usable, reason_to_move
 from podium.core.engine.rules import (
+    Verdict,
     final_job_status,
     finish_attempt_row,
     judge_attempt,
@@ -20,7 +24,7 @@ from podium.core.engine.rules import (
     with_category,
 )
 from podium.core.engine.sheet_context import template_context
-from podium.core.engine.state import DISPATCHABLE, EngineState, RunningSheet
+from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
@@ -70,9 +74,12 @@ def needs_earlier(row: AttemptRow) -> bool:
     return row.outcome is Outcome.INTERRUPTED and row.session_id is None
 
 
-def continuation(previous: Sequence[AttemptRow]) -> Continuation:
-    """What the next attempt continues, from the sheet's last attempts (latest first)."""
+def continuation(previous: Sequence[AttemptRow], instrument: str | None = None) -> Continuation:
+    """What the next attempt continues, from the sheet's last attempts (latest first); an
+    attempt on another instrument (before a fallback) has nothing the next one can use."""
     for row in previous:
+        if instrument is not None and row.instrument not in (None, instrument):
+            return Continuation()
         if needs_earlier(row):
             continue
         if row.error_category not in RESUMABLE:
@@ -103,9 +110,14 @@ def plan_attempt(
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
     template = template_context(job_state, loaded, entry.sheet_num)
-    info = ctx.catalog.get(resolved.instrument)
+    # The sheet row says which instrument runs it now: its own, or a fallback it moved to.
+    instrument = sheet.instrument
+    info = ctx.catalog.get(instrument)
     if info is None:
-        return f"unknown instrument {resolved.instrument!r}"
+        return f"unknown instrument {instrument!r}"
+    settings = applicable_config(resolved.instrument_config, info.profile)
+    if instrument != resolved.instrument:
+        settings = fallback_config(settings, info.profile)
     try:
         prompt = render_sheet_prompt(resolved, template)
         validations = [render_validation(v, template) for v in resolved.validations]
@@ -119,7 +131,7 @@ def plan_attempt(
         prompt=prompt,
         workspace=Path(job.workspace),
         profile=info.profile,
-        instrument_config=applicable_config(resolved.instrument_config, info.profile),
+        instrument_config=settings,
         validations=validations,
         log_path=Path(sheet.log_path or ""),
         log_max_bytes=config.log_max_bytes,
@@ -180,7 +192,12 @@ def record_result(
                 # The job is failing for its spec: record this attempt, retry nothing.
                 else RetryPolicy(max_retries=0)
             )
+            retries_before = sheet.retries_used
             verdict = judge_attempt(sheet, result, policy, ctx.retry_limits, now)
+            moved = _fallback(ctx, job_state, num, result, verdict, now)
+            if moved is not None:
+                move_to(sheet, moved[0], moved[1], result, retries_before)
+                verdict = dataclasses.replace(verdict, failed=False)
             outcome = verdict.outcome
             key = job_state.hold_key(num)
             if verdict.hold_until is not None:
@@ -237,6 +254,26 @@ def record_result(
         tx.after(done)
 
     return Op(apply, jobs=[entry.job_id], name="record attempt")
+
+
+def _fallback(
+    ctx: EngineContext,
+    job_state: JobState,
+    num: int,
+    result: AttemptResult,
+    verdict: Verdict,
+    now: datetime,
+) -> tuple[str, str] | None:
+    """(next instrument, why) when this result moves the sheet to a fallback."""
+    loaded = job_state.spec
+    if loaded is None or not loaded.sheet(num).fallbacks:
+        return None
+    why = reason_to_move(result, verdict, now, loaded.spec.fallback_wait_seconds)
+    if why is None:
+        return None
+    current = job_state.sheets[num].instrument
+    target = next_usable(loaded.sheet(num), current, ctx.usable)
+    return None if target is None else (target, why)
 
 
 def record_process(entry: RunningSheet, ref: ProcessGroupRef) -> Op[None]:

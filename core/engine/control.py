@@ -4,7 +4,7 @@ of the writer: read rows, decide by the table, write."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -33,7 +33,7 @@ from podium.core.models import (
     PauseReason,
     SheetStatus,
 )
-from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 from podium.core.store.rows import JobRow, SheetRow, clone
 
 log = structlog.get_logger("podium.control")
@@ -136,9 +136,11 @@ class Control:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        choose: Callable[[ResolvedSheet], str] | None = None,
     ) -> tuple[JobRow, bool]:
         """Register a job; returns (job, created). The same job_id with the same spec returns
-        the existing job, so a retried submit is safe."""
+        the existing job, so a retried submit is safe. `choose` picks the instrument each
+        sheet starts on (its own, or a fallback when its own is not installed)."""
         fingerprint = loaded.fingerprint()
 
         taken: list[JobRow] = []
@@ -181,7 +183,7 @@ class Control:
                     sheet_num=s.sheet_num,
                     name=s.name,
                     status=SheetStatus.PENDING,
-                    instrument=s.instrument,
+                    instrument=choose(s) if choose is not None else s.instrument,
                     updated_at=now,
                     depends_on=list(s.depends_on),
                 )

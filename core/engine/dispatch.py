@@ -386,6 +386,7 @@ class Dispatcher:
                         log_path=log_path,
                         conductor_id=ctx.config.conductor_id,
                         lease_expires_at=tx.now + lease,
+                        instrument=sheet.instrument,
                     )
                 )
                 if tx.job(job_id).status is JobStatus.QUEUED:
@@ -480,7 +481,9 @@ class Dispatcher:
             previous.append(row)
             if not needs_earlier(row):
                 break
-        return continuation(previous)
+        job_state = self.state.jobs.get(entry.job_id)
+        sheet = job_state.sheets.get(entry.sheet_num) if job_state is not None else None
+        return continuation(previous, sheet.instrument if sheet is not None else None)
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:

@@ -18,6 +18,7 @@ from podium.core.engine.attempts import record_result
 from podium.core.engine.context import EngineContext, TerminalHook
 from podium.core.engine.control import Control, resume_now
 from podium.core.engine.dispatch import Dispatcher
+from podium.core.engine.fallbacks import first_usable
 from podium.core.engine.recovery import Recovery
 from podium.core.engine.scheduler import Limits
 from podium.core.engine.state import EngineState, RunningSheet
@@ -161,7 +162,12 @@ class Engine:
         spec_path: Path | None,
     ) -> tuple[JobRow, bool]:
         return await self.control.submit(
-            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=spec_path
+            loaded,
+            job_id=job_id,
+            workspace=workspace,
+            start=start,
+            spec_path=spec_path,
+            choose=lambda sheet: first_usable(sheet, self.ctx.usable),
         )
 
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:

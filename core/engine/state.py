@@ -79,6 +79,7 @@ class JobState:
         self._heaps: dict[str, list[tuple[int, int, int]]] = {}
         self._ready: dict[str, set[int]] = {}
         self._key: dict[int, str] = {}
+        self._key_of = key_of
         # Where new timers go (the dispatcher drains it); set by EngineState.add.
         self.timers: list[Timer] | None = None
         self._deadline_timer: datetime | None = None
@@ -199,6 +200,9 @@ class JobState:
                     elif step > 0:
                         self._leave_ready(child)
         self._leave(old)
+        if old.instrument != new.instrument:
+            # Moved to a fallback: it waits behind that instrument's holds from now on.
+            self._key[num] = self._key_of(new.instrument)
         self._enter(new, now)
 
     def wait_over(self, sheet_num: int, now: datetime) -> bool:

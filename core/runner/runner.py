@@ -81,6 +81,9 @@ class AttemptResult:
     # then, when the CLI said so (else None: back off).
     retry_after_seconds: float | None = None
     reset_at: datetime | None = None
+    # The instrument itself could not run (its executable would not start): a sheet with
+    # fallbacks moves to the next one.
+    instrument_unusable: bool = False
     # What a JSON-emitting CLI reported, on any run: its session (the one a retry resumes)
     # and what the run cost, as the CLI counts it.
     session_id: str | None = None
@@ -277,6 +280,7 @@ async def run_attempt(
             outcome=Outcome.FAILED,
             error_category=ErrorCategory.FAILED,
             error=f"could not start {invocation.argv[0]!r}: {proc.spawn_error}",
+            instrument_unusable=True,
         )
     if proc.cancelled:
         return result(

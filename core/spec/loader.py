@@ -57,6 +57,7 @@ class InstrumentTraits:
     """What the loader needs to know of an instrument to check a spec against it."""
 
     problem: str | None = None  # why the instrument cannot be used; None when it can
+    known: bool = True  # False: no such instrument (a typo), not merely one not installed
     permission_modes: frozenset[str] = frozenset()
     accepts_model: bool = False
 
@@ -79,6 +80,8 @@ class ResolvedSheet:
     stage: int = 0
     instance: int = 1
     fan_count: int = 1
+    # Instruments to move to, in order, when `instrument` cannot do the work.
+    fallbacks: tuple[str, ...] = ()
     # Conditions that skip the sheet (status `skipped`, its dependents run).
     skip_when: str | None = None
     skip_when_command: SkipWhenCommand | None = None
@@ -355,6 +358,12 @@ def _salvage_errors(
     return errors
 
 
+def _chain_tail(primary: str, own: list[str] | None, spec: JobSpec) -> tuple[str, ...]:
+    """The fallbacks after `primary`, each once, never `primary` itself."""
+    names = spec.fallbacks if own is None else own
+    return tuple(n for n in dict.fromkeys(names) if n != primary)
+
+
 def _expand(
     spec: JobSpec, slots: list[Slot], deps: list[set[int]], conditions: list[StageConditions]
 ) -> list[ResolvedSheet]:
@@ -370,6 +379,7 @@ def _expand(
                     prompt=s.prompt,
                     depends_on=tuple(sorted(deps[num])),
                     instrument=s.instrument or spec.instrument,
+                    fallbacks=_chain_tail(s.instrument or spec.instrument, s.fallbacks, spec),
                     instrument_config=merge_instrument_config(
                         spec.instrument_config, s.instrument_config
                     ),
@@ -392,6 +402,7 @@ def _expand(
                 prompt=spec.prompt.template,
                 depends_on=tuple(sorted(deps[num])),
                 instrument=spec.instrument,
+                fallbacks=_chain_tail(spec.instrument, None, spec),
                 instrument_config=spec.instrument_config,
                 validations=job_validations,
                 start_item=(slot.stage - 1) * size + 1,
@@ -464,26 +475,34 @@ def _check_instrument_settings(
 def _check_instruments(
     spec: JobSpec, sheets: list[ResolvedSheet], lookup: InstrumentLookup
 ) -> list[FieldError]:
-    paths: dict[str, list[str]] = {}
+    """Unknown instruments, and instruments that cannot run a sheet which has no installed
+    fallback; a sheet whose own instrument is missing starts on its first installed one."""
     traits: dict[str, InstrumentTraits] = {}
+
+    def get(name: str) -> InstrumentTraits:
+        found = traits.get(name)
+        if found is None:
+            found = traits[name] = lookup(name)
+        return found
+
     errors: list[FieldError] = []
     for resolved in sheets:
         index = resolved.stage - 1
         sheet = spec.sheets[index] if spec.sheets else None
         named_here = sheet is not None and sheet.instrument is not None
         path = f"sheets.{index}.instrument" if named_here else "instrument"
-        where = paths.setdefault(resolved.instrument, [])
-        if path not in where:
-            where.append(path)
-        found = traits.get(resolved.instrument)
-        if found is None:
-            found = traits[resolved.instrument] = lookup(resolved.instrument)
-        if found.problem is None:
-            errors.extend(_check_instrument_settings(spec, resolved, sheet, index, found))
-    for name, where in paths.items():
-        problem = traits[name].problem
-        if problem is not None:
-            errors.extend(FieldError(path, problem) for path in where)
+        primary = get(resolved.instrument)
+        if primary.problem is None:
+            errors.extend(_check_instrument_settings(spec, resolved, sheet, index, primary))
+        elif not (primary.known and any(get(f).problem is None for f in resolved.fallbacks)):
+            errors.append(FieldError(path, primary.problem))
+        own = sheet is not None and sheet.fallbacks is not None
+        listed = (sheet.fallbacks or []) if own and sheet is not None else spec.fallbacks
+        prefix = f"sheets.{index}.fallbacks" if own else "fallbacks"
+        for j, name in enumerate(listed):
+            found = get(name)
+            if not found.known and found.problem is not None:
+                errors.append(FieldError(f"{prefix}.{j}", found.problem))
     # A job-level value wrong for several sheets' instrument is one error, not one per sheet.
     return list(dict.fromkeys(errors))
 

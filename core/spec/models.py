@@ -276,6 +276,13 @@ class SheetSpec(SpecModel):
         "instance, fan_count); a dependent waits for every instance",
         examples=[3],
     )
+    fallbacks: list[InstrumentName] | None = Field(
+        default=None,
+        description="instruments to try in order when this sheet's instrument is unavailable, "
+        "rate-limited past fallback_wait_seconds, or fails on auth or billing; replaces the "
+        "job's list ([]: none)",
+        examples=[["shell"]],
+    )
     skip_when: SkipWhen | None = None
     skip_when_command: SkipWhenCommand | None = Field(
         default=None, description="a command run first: exit 0 skips the sheet"
@@ -459,6 +466,17 @@ class JobSpec(SpecModel):
     )
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
+    )
+    fallbacks: list[InstrumentName] = Field(
+        default_factory=list,
+        description="every sheet's fallback instruments (a sheet's own list replaces it)",
+        examples=[["shell"]],
+    )
+    fallback_wait_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="a rate-limit wait longer than this moves a sheet with fallbacks to its "
+        "next instrument instead (0: any rate limit)",
     )
     cost_limit_usd: float | None = Field(
         default=None,
