@@ -12,7 +12,14 @@ from pathlib import Path
 from podium.core.engine import costs, ratelimits
 from podium.core.engine.context import EngineContext
 from podium.core.engine.fallbacks import fallback_config, move_to, next_usable, reason_to_move
+from podium.core.engine.prompt_inputs import (
+    PromptInputError,
+    assembled_prompt,
+    captured_files,
+    previous_outputs,
+)
 from podium.core.engine.rules import (
+    OUTPUT_TAIL_BYTES,
     Verdict,
     final_job_status,
     finish_attempt_row,
@@ -30,7 +37,7 @@ from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.prompts import validation_feedback
+from podium.core.runner.prompts import validation_feedback, with_output_tail
 from podium.core.runner.runner import AttemptPlan, AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
@@ -110,6 +117,8 @@ def plan_attempt(
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
     template = template_context(job_state, loaded, entry.sheet_num)
+    workspace = Path(job.workspace)
+    context = loaded.spec.context
     # The sheet row says which instrument runs it now: its own, or a fallback it moved to.
     instrument = sheet.instrument
     info = ctx.catalog.get(instrument)
@@ -118,18 +127,45 @@ def plan_attempt(
     settings = applicable_config(resolved.instrument_config, info.profile)
     if instrument != resolved.instrument:
         settings = fallback_config(settings, info.profile)
+    # Prompt assembly is for requests, never for a prompt that is a program (shell).
+    assembling = loaded.spec.prompt_assembly and info.profile.retry_feedback
     try:
+        previous: dict[int, str] = {}
+        files: dict[str, str] = {}
+        if context is not None:
+            previous = previous_outputs(job_state, context, entry.sheet_num)
+            files = captured_files(context, template, workspace) if context.files else {}
+            template = template_context(
+                job_state, loaded, entry.sheet_num, previous_outputs=previous, previous_files=files
+            )
         prompt = render_sheet_prompt(resolved, template)
         validations = [render_validation(v, template) for v in resolved.validations]
+        if assembling:
+            prompt = assembled_prompt(
+                prompt,
+                loaded,
+                entry.sheet_num,
+                template,
+                workspace=workspace,
+                spec_path=job.spec_path,
+                checks=validations,
+                previous=previous,
+                files=files,
+            )
     except TemplateRenderError as exc:
         return f"template: {exc}"
+    except PromptInputError as exc:
+        return f"prompt: {exc}"
+    feedback = carried.feedback if carried is not None and assembling else None
+    if feedback is not None:
+        feedback = with_output_tail(feedback, sheet.output_tail)
     config = ctx.config
     return AttemptPlan(
         job_id=job.job_id,
         sheet_num=entry.sheet_num,
         attempt=entry.attempt,
         prompt=prompt,
-        workspace=Path(job.workspace),
+        workspace=workspace,
         profile=info.profile,
         instrument_config=settings,
         validations=validations,
@@ -139,9 +175,8 @@ def plan_attempt(
         base_env=ctx.base_env,
         home=str(config.home),
         resume_session_id=carried.session_id if carried is not None else None,
-        feedback=(
-            carried.feedback if carried is not None and info.profile.retry_feedback else None
-        ),
+        feedback=feedback,
+        keep_output_bytes=max(OUTPUT_TAIL_BYTES, context.output_bytes if context else 0),
     )
 
 
@@ -194,6 +229,10 @@ def record_result(
             )
             retries_before = sheet.retries_used
             verdict = judge_attempt(sheet, result, policy, ctx.retry_limits, now)
+            if job_state.spec is not None and job_state.spec.spec.context is not None:
+                keep = job_state.spec.spec.context.output_bytes
+                if keep > OUTPUT_TAIL_BYTES:
+                    sheet.output_tail = result.stdout_tail[-keep:]
             moved = _fallback(ctx, job_state, num, result, verdict, now)
             if moved is not None:
                 move_to(sheet, moved[0], moved[1], result, retries_before)

@@ -8,6 +8,8 @@ from podium.core.engine.state import JobState
 from podium.core.spec.loader import LoadedSpec
 from podium.core.spec.templating import TemplateContext
 
+OUTPUTS_CHARS = 4096
+
 
 class AncestorOutputs(Mapping[int, str]):
     """`outputs[N]` for a sheet: the stdout tails of its ancestors, looked up only for the
@@ -26,7 +28,8 @@ class AncestorOutputs(Mapping[int, str]):
     def __getitem__(self, key: int) -> str:
         if key not in self._known():
             raise KeyError(key)
-        return self._state.sheets[key].output_tail or ""
+        # A sheet may keep more of its output for `context`; `outputs` stays the last 4 KiB.
+        return (self._state.sheets[key].output_tail or "")[-OUTPUTS_CHARS:]
 
     def __iter__(self) -> Iterator[int]:
         return iter(sorted(self._known()))
@@ -35,7 +38,14 @@ class AncestorOutputs(Mapping[int, str]):
         return len(self._known())
 
 
-def template_context(job_state: JobState, loaded: LoadedSpec, sheet_num: int) -> TemplateContext:
+def template_context(
+    job_state: JobState,
+    loaded: LoadedSpec,
+    sheet_num: int,
+    *,
+    previous_outputs: Mapping[int, str] | None = None,
+    previous_files: Mapping[str, str] | None = None,
+) -> TemplateContext:
     resolved = loaded.sheet(sheet_num)
     job = job_state.job
     return TemplateContext(
@@ -52,4 +62,6 @@ def template_context(job_state: JobState, loaded: LoadedSpec, sheet_num: int) ->
         stage=resolved.stage,
         instance=resolved.instance,
         fan_count=resolved.fan_count,
+        previous_outputs=previous_outputs or {},
+        previous_files=previous_files or {},
     )

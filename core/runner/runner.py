@@ -57,6 +57,9 @@ class AttemptPlan:
     # Why the last attempt did not finish (e.g. `validation_feedback(...)`): sent with the
     # task, or instead of it, first, when resuming (see `prompts.attempt_prompt`).
     feedback: str | None = None
+    # How much of the end of stdout the result keeps (more than the usual 4 KiB when the job's
+    # `context` asks later sheets to see more).
+    keep_output_bytes: int = 4096
 
     @property
     def timeout_seconds(self) -> float:
@@ -260,7 +263,11 @@ async def run_attempt(
         kill_grace_seconds=plan.kill_grace_seconds,
         control=control,
         on_spawn=on_spawn,
-        stdout_tail_bytes=STRUCTURED_OUTPUT_BYTES if output_format != "text" else TEXT_TAIL_BYTES,
+        stdout_tail_bytes=(
+            STRUCTURED_OUTPUT_BYTES
+            if output_format != "text"
+            else max(TEXT_TAIL_BYTES, plan.keep_output_bytes)
+        ),
     )
     raw_stdout = proc.stdout_tail
     documents = parse_documents(output_format, raw_stdout)
@@ -268,7 +275,8 @@ async def run_attempt(
     if report.answer is not None:
         proc = dataclasses.replace(proc, stdout_tail=report.answer)
     elif output_format != "text":
-        tail = raw_stdout.encode()[-TEXT_TAIL_BYTES:].decode(errors="ignore")
+        keep = max(TEXT_TAIL_BYTES, plan.keep_output_bytes)
+        tail = raw_stdout.encode()[-keep:].decode(errors="ignore")
         proc = dataclasses.replace(proc, stdout_tail=tail)
     reported = {**_usage_fields(report), "resumed_session_id": invocation.resumed_session_id}
 

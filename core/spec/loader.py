@@ -47,6 +47,8 @@ from podium.core.spec.models import (
     form_errors,
     merge_instrument_config,
 )
+from podium.core.spec.prompt_check import check_prompt_inputs
+from podium.core.spec.prompting import InjectionItem
 from podium.core.spec.templating import TemplateRenderError, check_templates, undefined_names
 
 REDACTED = "***"
@@ -82,6 +84,8 @@ class ResolvedSheet:
     fan_count: int = 1
     # Instruments to move to, in order, when `instrument` cannot do the work.
     fallbacks: tuple[str, ...] = ()
+    # Files whose contents prompt assembly puts in this sheet's prompt.
+    cadenzas: tuple[InjectionItem, ...] = ()
     # Conditions that skip the sheet (status `skipped`, its dependents run).
     skip_when: str | None = None
     skip_when_command: SkipWhenCommand | None = None
@@ -384,6 +388,7 @@ def _expand(
                         spec.instrument_config, s.instrument_config
                     ),
                     validations=tuple(s.validations) + job_validations,
+                    cadenzas=tuple(s.cadenzas),
                     stage=slot.stage,
                     instance=slot.instance,
                     fan_count=slot.fan_count,
@@ -564,6 +569,7 @@ def load_spec(
     deps = expand_deps(graph.deps, counts)
     conditions = stage_conditions(spec, graph, errors)
     errors.extend(check_conditions(spec, conditions))
+    errors.extend(check_prompt_inputs(spec))
     sheets = _expand(spec, slots, deps, conditions)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))

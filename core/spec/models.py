@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from podium.core.spec.base import NonBlankStr, SpecModel, is_templated
 from podium.core.spec.conditions import SkipWhen, SkipWhenCommand
+from podium.core.spec.prompting import MAX_INJECTED_FILES, ContextSpec, Injection
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 MAX_SHEETS = 10000
@@ -44,6 +45,8 @@ BUILTIN_TEMPLATE_VARIABLES = frozenset(
         "stage",
         "instance",
         "fan_count",
+        "previous_outputs",
+        "previous_files",
     }
 )
 
@@ -283,6 +286,12 @@ class SheetSpec(SpecModel):
         "job's list ([]: none)",
         examples=[["shell"]],
     )
+    cadenzas: list[Injection] = Field(
+        default_factory=list,
+        max_length=MAX_INJECTED_FILES,
+        description="files whose contents go into this sheet's prompt (prompt assembly)",
+        examples=[[{"file": "style.md", "as": "skill"}]],
+    )
     skip_when: SkipWhen | None = None
     skip_when_command: SkipWhenCommand | None = Field(
         default=None, description="a command run first: exit 0 skips the sheet"
@@ -466,6 +475,21 @@ class JobSpec(SpecModel):
     )
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
+    )
+    prompt_assembly: bool = Field(
+        default=True,
+        description="an AI CLI's prompt also carries the prelude, cadenzas, context and the "
+        "checks it must pass, and a retry after failed checks names them with the end of the "
+        "last output; never for shell",
+    )
+    prelude: list[Injection] = Field(
+        default_factory=list,
+        max_length=MAX_INJECTED_FILES,
+        description="files whose contents go into every AI sheet's prompt",
+        examples=[["guide.md"]],
+    )
+    context: ContextSpec | None = Field(
+        default=None, description="earlier sheets' output and files for later sheets"
     )
     fallbacks: list[InstrumentName] = Field(
         default_factory=list,

@@ -125,6 +125,10 @@ class TemplateContext:
     stage: int = 0
     instance: int = 1
     fan_count: int = 1
+    # Cross-sheet context (`context` in the spec): earlier sheets' stdout by number, and the
+    # captured files by their path as written.
+    previous_outputs: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    previous_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _NotAncestorError(Exception):
@@ -221,11 +225,21 @@ def _undeclared_names(source: str) -> dict[str, int | None]:
     return lines
 
 
+# Names whose values exist only at run time (empty placeholders at check time).
+RUN_TIME_NAMES = frozenset({"outputs", "previous_outputs", "previous_files"})
+
+
 @lru_cache(maxsize=1024)
 def reads_outputs(source: str) -> bool:
-    """Whether a template reads `outputs`, whose values exist only at run time."""
+    """Whether a template reads earlier sheets' output, whose values exist only at run
+    time."""
+    return bool(names_read(source) & RUN_TIME_NAMES)
+
+
+@lru_cache(maxsize=1024)
+def names_read(source: str) -> frozenset[str]:
     ast = environment.parse(source)
-    return any(node.name == "outputs" for node in ast.find_all(nodes.Name))
+    return frozenset(node.name for node in ast.find_all(nodes.Name))
 
 
 def undefined_names(source: str, known: frozenset[str] | set[str]) -> list[tuple[str, int | None]]:
@@ -270,6 +284,8 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
         stage=ctx.stage or ctx.sheet_num,
         instance=ctx.instance,
         fan_count=ctx.fan_count,
+        previous_outputs=ctx.previous_outputs,
+        previous_files=ctx.previous_files,
     )
     return values
 
