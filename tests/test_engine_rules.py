@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from podium.core.engine.attempts import Continuation, continuation
 from podium.core.engine.rules import (
     JUDGES,
     RetryLimits,
@@ -27,11 +28,12 @@ from podium.core.models import (
     Outcome,
     PauseReason,
     SheetStatus,
+    ValidationResult,
     WaitingReason,
 )
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.models import RetryPolicy
-from podium.core.store.rows import JobRow, SheetRow
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LIMITS = RetryLimits(max_rate_limit_retries=2, max_rate_limit_wait_seconds=60)
@@ -320,3 +322,70 @@ def test_counts_follow_every_status_change(status: SheetStatus) -> None:
     state.replace_sheet(sheet(1, status), T0)
     assert state.counts[status] == (2 if status is SheetStatus.PENDING else 1)
     assert state.open_sheets == (1 if status.is_terminal else 2)
+
+
+# ----- what a retry carries over ------------------------------------------------------------
+
+
+def attempt_row(
+    attempt: int,
+    outcome: Outcome,
+    category: ErrorCategory | None,
+    session: str | None = "s-1",
+    validations: list[ValidationResult] | None = None,
+) -> AttemptRow:
+    return AttemptRow(
+        job_id="j",
+        sheet_num=1,
+        attempt=attempt,
+        started_at=T0,
+        outcome=outcome,
+        error_category=category,
+        session_id=session,
+        validations=validations or [],
+    )
+
+
+@pytest.mark.parametrize(
+    "category",
+    [
+        ErrorCategory.TIMEOUT,
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.RATE_LIMITED,
+        ErrorCategory.CRASHED,
+        ErrorCategory.INTERRUPTED,
+    ],
+)
+def test_a_retry_after_an_interruption_of_the_work_resumes_its_session(
+    category: ErrorCategory,
+) -> None:
+    assert continuation([attempt_row(1, Outcome.FAILED, category)]) == Continuation("s-1")
+
+
+@pytest.mark.parametrize(
+    "category", [ErrorCategory.FAILED, ErrorCategory.AUTH, ErrorCategory.BILLING, None]
+)
+def test_a_retry_after_an_unexplained_failure_starts_afresh(
+    category: ErrorCategory | None,
+) -> None:
+    assert continuation([attempt_row(1, Outcome.FAILED, category)]) == Continuation()
+
+
+def test_a_retry_after_failed_validations_resumes_with_feedback() -> None:
+    check = ValidationResult(type="file_exists", passed=False, detail="count.txt does not exist")
+    carried = continuation(
+        [attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])]
+    )
+    assert carried.session_id == "s-1"
+    assert carried.feedback is not None
+    assert "- file_exists: count.txt does not exist" in carried.feedback
+
+
+def test_an_attempt_cut_off_before_it_named_its_session_defers_to_the_one_before() -> None:
+    cut = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session=None)
+    timed_out = attempt_row(1, Outcome.TIMEOUT, ErrorCategory.TIMEOUT, session="s-1")
+    assert continuation([cut, timed_out]) == Continuation("s-1")
+    assert continuation([cut]) == Continuation()
+    # One that named it is enough on its own.
+    named = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session="s-2")
+    assert continuation([named, timed_out]) == Continuation("s-2")

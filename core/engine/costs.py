@@ -31,7 +31,11 @@ def add_usage(job: JobRow, result: AttemptResult) -> None:
 
 
 def _dollars(value: float) -> str:
-    return f"${value:.4f}".rstrip("0").rstrip(".") if value < 1 else f"${value:.2f}"
+    """$0.60, $0.0421, $12.50: cents always, sub-cent digits only where there are some."""
+    if value >= 1:
+        return f"${value:.2f}"
+    whole, cents = f"{value:.4f}".split(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
 
 def past_limit(job: JobRow, limit: float | None) -> bool:
