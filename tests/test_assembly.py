@@ -188,9 +188,9 @@ async def test_prompt_files_are_confined(recorder: Conductor, tmp_path: Path) ->
     (tmp_path / "outside.md").write_text("secret")
     folder = tmp_path / "confined"
     spec = ai_spec("confined", prelude=["{{ workspace }}/../../outside.md"])
-    (folder).mkdir()
+    folder.mkdir()
     (folder / "style.md").write_text("SKILL")
-    detail, history, _ = await run_file(recorder, write_spec(folder, spec))
+    detail, _, _ = await run_file(recorder, write_spec(folder, spec))
     assert detail.status is JobStatus.FAILED
     error = detail.sheets[1].last_error or ""
     assert error.startswith("prompt: prelude.0: ") and "outside" in error

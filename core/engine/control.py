@@ -137,6 +137,7 @@ class Control:
         start: bool,
         spec_path: Path | None,
         choose: Callable[[ResolvedSheet], str] | None = None,
+        chain: tuple[str, int] | None = None,
     ) -> tuple[JobRow, bool]:
         """Register a job; returns (job, created). The same job_id with the same spec returns
         the existing job, so a retried submit is safe. `choose` picks the instrument each
@@ -176,6 +177,8 @@ class Control:
                 priority=spec.priority,
                 labels=list(spec.labels),
                 cost_limit_usd=spec.cost_limit_usd,
+                chained_from=chain[0] if chain else None,
+                chain_depth=chain[1] if chain else 0,
             )
             sheets = [
                 SheetRow(
@@ -316,6 +319,15 @@ class Control:
                 tx.edit_job(job_id).snapshot_path = path
 
         await self.writer.run(Op(apply, job_rows=[job_id], name="snapshot path"))
+
+    async def hook_done(self, job_id: str, hook: str) -> None:
+        """A job's end hook ran (or gave up): it is not run again, even after a restart."""
+
+        def apply(tx: Tx) -> None:
+            if tx.has_job(job_id) and hook in tx.job(job_id).pending_hooks:
+                tx.edit_job(job_id).pending_hooks.remove(hook)
+
+        await self.writer.run(Op(apply, job_rows=[job_id], name="hook done"))
 
     async def delete(self, job_ids: Sequence[str]) -> list[str]:
         """Delete the given jobs that are terminal; active ones are never deleted."""

@@ -160,6 +160,7 @@ class Engine:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        chain: tuple[str, int] | None = None,
     ) -> tuple[JobRow, bool]:
         return await self.control.submit(
             loaded,
@@ -168,6 +169,7 @@ class Engine:
             start=start,
             spec_path=spec_path,
             choose=lambda sheet: first_usable(sheet, self.ctx.usable),
+            chain=chain,
         )
 
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:
@@ -191,6 +193,9 @@ class Engine:
 
     async def set_snapshot_path(self, job_id: str, path: str) -> None:
         await self.control.set_snapshot_path(job_id, path)
+
+    async def hook_done(self, job_id: str, hook: str) -> None:
+        await self.control.hook_done(job_id, hook)
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         return await self.control.delete(job_ids)

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from podium.core.spec.base import NonBlankStr, SpecModel, is_templated
 from podium.core.spec.conditions import SkipWhen, SkipWhenCommand
+from podium.core.spec.hooks import ChainSpec, Notifications
 from podium.core.spec.prompting import MAX_INJECTED_FILES, ContextSpec, Injection
 
 DEFAULT_TIMEOUT_SECONDS = 1800
@@ -490,6 +491,12 @@ class JobSpec(SpecModel):
     )
     context: ContextSpec | None = Field(
         default=None, description="earlier sheets' output and files for later sheets"
+    )
+    notifications: Notifications | None = Field(
+        default=None, description="commands, webhooks or desktop notices when the job ends"
+    )
+    on_success: ChainSpec | None = Field(
+        default=None, description="submit a follow-up spec when the job completes"
     )
     fallbacks: list[InstrumentName] = Field(
         default_factory=list,

@@ -104,6 +104,11 @@ class JobRow:
     snapshot_path: str | None = None
     # A modify waits for running sheets: resume (with this retry_failed) once they end.
     pending_resume: bool | None = None
+    # What the job still has to do now that it ended ("on_complete", "on_failure",
+    # "on_success"), each cleared once done; and the job that chained this one, and how far.
+    pending_hooks: list[str] = field(default_factory=list)
+    chained_from: str | None = None
+    chain_depth: int = 0
     # What every attempt of the job cost, as its instruments reported it (summed by the
     # writer with each attempt's result, in the same write).
     cost_usd: float | None = None
