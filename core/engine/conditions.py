@@ -33,6 +33,26 @@ class SheetView:
     last_error: str | None
     attempts: int
 
+    # The names a Marianne score's conditions use for the same things.
+    @property
+    def stdout_tail(self) -> str:
+        return self.output
+
+    @property
+    def attempt_count(self) -> int:
+        return self.attempts
+
+    @property
+    def error_message(self) -> str | None:
+        return self.last_error
+
+    @property
+    def validation_passed(self) -> bool | None:
+        """True once completed, False when its checks failed, None otherwise."""
+        if self.status == "completed":
+            return True
+        return False if self.error_category == "validation_failed" else None
+
 
 class SheetsView(Mapping[Any, SheetView]):
     """The job's sheets by number (or digit string) or name."""
