@@ -4,6 +4,7 @@ stage that waits for every instance."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,33 @@ def test_fan_out_errors_name_the_field(spec: dict[str, Any], path: str, words: s
     messages = {e.path: e.message for e in caught.value.errors}
     assert path in messages, messages
     assert words in messages[path]
+
+
+async def test_through_mcp_the_schema_and_validate_spec_know_fan_out(conductor: Conductor) -> None:
+    from mcp import Client
+
+    from podium.server.app import PodiumServer
+
+    server = PodiumServer(conductor)
+    async with server.running(), Client(server.mcp) as client:
+        resource = await client.read_resource("podium://spec/schema")
+        schema = json.loads(getattr(resource.contents[0], "text", ""))
+        sheet_fields = set(schema["$defs"]["SheetSpec"]["properties"])
+        assert {
+            "fan_out",
+            "skip_when",
+            "skip_when_command",
+            "fallbacks",
+            "cadenzas",
+        } <= sheet_fields
+        assert {"notifications", "on_success", "context", "prelude", "prompt_assembly"} <= set(
+            schema["properties"]
+        )
+        result = await client.call_tool("validate_spec", {"spec": fan_spec(5)})
+        report = result.structured_content
+        assert report is not None and report["valid"], report
+        assert [(s["name"], s["depends_on"]) for s in report["sheets"]] == [
+            ("prep", []),
+            *[(f"work-{i}", [1]) for i in range(1, 6)],
+            ("merge", [2, 3, 4, 5, 6]),
+        ]
