@@ -52,7 +52,7 @@ from podium.core.models import (
 )
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
-from podium.core.snapshots import SnapshotInfo, SnapshotStore
+from podium.core.snapshots import SnapshotInfo, SnapshotStore, snapshot_time
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.base import Store
@@ -191,6 +191,7 @@ class Conductor:
                 recovered = await engine.start(task_group, recover=True, dispatch=self.dispatch)
                 if recovered:
                     log.info("reconciled jobs after restart", job_ids=recovered)
+                await self._reconcile_files()
             if self.dispatch:
                 assert self._engine is not None
                 self._job_hooks = JobHooks(
@@ -337,6 +338,35 @@ class Conductor:
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
 
+    async def _reconcile_files(self) -> None:
+        """Finish what a crash interrupted between rows and files (SPEC §9 trap 16): log and
+        snapshot dirs of jobs the store no longer has (a `clear` that died after deleting
+        the rows) and partial snapshots go; a finished job whose snapshot was never
+        recorded (a capture that died) is captured again."""
+        await self.engine.hooks_settled()  # captures recovery itself started
+        jobs = await self.store.jobs_with_status(list(JobStatus))
+        known = {j.job_id for j in jobs}
+
+        def remove() -> int:
+            removed = self.snapshots.reconcile(known)
+            logs = self.config.logs_dir
+            for entry in logs.iterdir() if logs.is_dir() else ():
+                if entry.is_dir() and entry.name not in known:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            return removed
+
+        removed = await anyio.to_thread.run_sync(remove)
+        if removed:
+            log.warning("removed files left by an interrupted change", dirs=removed)
+        for job in jobs:
+            taken = snapshot_time(job.snapshot_path)
+            if not job.status.is_terminal or job.completed_at is None:
+                continue
+            if taken is None or taken < job.completed_at:
+                log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
+                await self._on_terminal(job)
+
     async def _on_terminal(self, job: JobRow) -> None:
         if job.pending_hooks and self._job_hooks is not None:
             # In their own task: a slow webhook must not hold up views waiting on snapshots.
@@ -369,6 +399,18 @@ class Conductor:
         traits = self.catalog.traits if self.catalog is not None else None
         return load_spec(data=spec, text=spec_yaml, path=confined, instruments=traits)
 
+    async def _load_off_loop(
+        self,
+        spec: Mapping[str, Any] | None,
+        spec_yaml: str | None,
+        path: str | Path | None,
+        extra_roots: Sequence[Path],
+    ) -> LoadedSpec:
+        """Loading parses YAML, validates models and renders every template: CPU work on
+        untrusted input (bounded in size and time by the loader and the sandbox), done in a
+        worker thread so the event loop keeps answering every other client meanwhile."""
+        return await anyio.to_thread.run_sync(self._load, spec, spec_yaml, path, extra_roots)
+
     async def validate_spec(
         self,
         *,
@@ -378,7 +420,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> ValidationReport:
         try:
-            loaded = self._load(spec, spec_yaml, path, extra_roots)
+            loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         except SpecError as exc:
             return ValidationReport(
                 valid=False,
@@ -419,7 +461,7 @@ class Conductor:
             )
         if self._stopping:
             raise PodiumError("the conductor is shutting down; submit again after it restarts")
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         await self._check_pressure()
         job_id = job_id or new_job_id(loaded.spec.name)
         base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
@@ -429,6 +471,7 @@ class Conductor:
             base_dir=base_dir,
             default_dir=self.config.workspaces_dir,
             roots=[*self.config.roots(), *extra_roots],
+            home=self.config.home,
         )
         # Made before the job exists (its first sheet may start at once); removed again if
         # this submit turns out to add no job.
@@ -513,7 +556,7 @@ class Conductor:
         changed = None
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
-            changed = self._load(spec, spec_yaml, path)
+            changed = await self._load_off_loop(spec, spec_yaml, path, ())
         return await self.engine.resume(job_id, changed, retry_failed)
 
     async def cancel_job(self, job_id: str) -> JobSummary:
@@ -568,6 +611,8 @@ class Conductor:
         for job_id in deleted:
             shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
             self.snapshots.delete_for_job(job_id)
+        if deleted:
+            await self.store.reclaim_space()
         return ClearResult(
             deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
         )
@@ -689,7 +734,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         history = await self._estimate_history(loaded)
         return estimate(loaded, history, max_concurrent_sheets=self.config.max_concurrent_sheets)
 

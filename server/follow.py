@@ -120,7 +120,8 @@ def usage_line(detail: dict[str, Any]) -> str | None:
 
 def final_line(detail: dict[str, Any]) -> str:
     extra = f": {detail['error']}" if detail.get("error") else ""
-    return f"job {detail['job_id']} {detail['status']}{extra}"
+    usage = usage_line(detail)
+    return f"job {detail['job_id']} {detail['status']}{extra}" + (f" ({usage})" if usage else "")
 
 
 class Follower:

@@ -343,6 +343,7 @@ def attempt_row(
         error_category=category,
         session_id=session,
         validations=validations or [],
+        instrument="claude-code",
     )
 
 
@@ -359,7 +360,9 @@ def attempt_row(
 def test_a_retry_after_an_interruption_of_the_work_resumes_its_session(
     category: ErrorCategory,
 ) -> None:
-    assert continuation([attempt_row(1, Outcome.FAILED, category)]) == Continuation("s-1")
+    assert continuation([attempt_row(1, Outcome.FAILED, category)], "claude-code") == Continuation(
+        "s-1"
+    )
 
 
 @pytest.mark.parametrize(
@@ -368,13 +371,14 @@ def test_a_retry_after_an_interruption_of_the_work_resumes_its_session(
 def test_a_retry_after_an_unexplained_failure_starts_afresh(
     category: ErrorCategory | None,
 ) -> None:
-    assert continuation([attempt_row(1, Outcome.FAILED, category)]) == Continuation()
+    assert continuation([attempt_row(1, Outcome.FAILED, category)], "claude-code") == Continuation()
 
 
 def test_a_retry_after_failed_validations_resumes_with_feedback() -> None:
     check = ValidationResult(type="file_exists", passed=False, detail="count.txt does not exist")
     carried = continuation(
-        [attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])]
+        [attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])],
+        "claude-code",
     )
     assert carried.session_id == "s-1"
     assert carried.feedback is not None
@@ -384,8 +388,16 @@ def test_a_retry_after_failed_validations_resumes_with_feedback() -> None:
 def test_an_attempt_cut_off_before_it_named_its_session_defers_to_the_one_before() -> None:
     cut = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session=None)
     timed_out = attempt_row(1, Outcome.TIMEOUT, ErrorCategory.TIMEOUT, session="s-1")
-    assert continuation([cut, timed_out]) == Continuation("s-1")
-    assert continuation([cut]) == Continuation()
+    assert continuation([cut, timed_out], "claude-code") == Continuation("s-1")
+    assert continuation([cut], "claude-code") == Continuation()
     # One that named it is enough on its own.
     named = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session="s-2")
-    assert continuation([named, timed_out]) == Continuation("s-2")
+    assert continuation([named, timed_out], "claude-code") == Continuation("s-2")
+
+
+def test_a_session_of_another_cli_is_not_resumed_after_a_switch() -> None:
+    # A changed spec moved the sheet from claude-code to codex-cli: only the feedback goes on.
+    check = ValidationResult(type="file_exists", passed=False, detail="count.txt does not exist")
+    failed = attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])
+    carried = continuation([failed], "codex-cli")
+    assert carried.session_id is None and carried.feedback is not None

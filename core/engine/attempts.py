@@ -81,12 +81,11 @@ def needs_earlier(row: AttemptRow) -> bool:
     return row.outcome is Outcome.INTERRUPTED and row.session_id is None
 
 
-def continuation(previous: Sequence[AttemptRow], instrument: str | None = None) -> Continuation:
-    """What the next attempt continues, from the sheet's last attempts (latest first); an
-    attempt on another instrument (before a fallback) has nothing the next one can use."""
+def continuation(previous: Sequence[AttemptRow], instrument: str) -> Continuation:
+    """What the next attempt (run with `instrument`) continues, from the sheet's last
+    attempts (latest first). A session is another CLI's after a changed spec or a fallback
+    switched the sheet's instrument: only the feedback carries over then."""
     for row in previous:
-        if instrument is not None and row.instrument not in (None, instrument):
-            return Continuation()
         if needs_earlier(row):
             continue
         if row.error_category not in RESUMABLE:
@@ -94,7 +93,8 @@ def continuation(previous: Sequence[AttemptRow], instrument: str | None = None) 
         feedback = None
         if row.error_category is ErrorCategory.VALIDATION_FAILED:
             feedback = validation_feedback(row.validations)
-        return Continuation(row.session_id, feedback)
+        same_cli = row.instrument is None or row.instrument == instrument
+        return Continuation(row.session_id if same_cli else None, feedback)
     return Continuation()
 
 
@@ -102,11 +102,11 @@ def plan_attempt(
     ctx: EngineContext,
     state: EngineState,
     entry: RunningSheet,
-    carried: Continuation | None = None,
+    previous: Sequence[AttemptRow] = (),
 ) -> AttemptPlan | str:
     """What the runner needs for the attempt: the prompt and validations rendered, the
-    instrument resolved, and what it continues of the attempts before it; or why it cannot
-    start (the attempt then fails before any process)."""
+    instrument resolved, and what it continues of the attempts before it (`previous`, latest
+    first); or why it cannot start (the attempt then fails before any process)."""
     job_state = state.jobs.get(entry.job_id)
     if job_state is None:
         return "the job is no longer known to this conductor"
@@ -130,13 +130,13 @@ def plan_attempt(
     # Prompt assembly is for requests, never for a prompt that is a program (shell).
     assembling = loaded.spec.prompt_assembly and info.profile.retry_feedback
     try:
-        previous: dict[int, str] = {}
+        earlier: dict[int, str] = {}
         files: dict[str, str] = {}
         if context is not None:
-            previous = previous_outputs(job_state, context, entry.sheet_num)
+            earlier = previous_outputs(job_state, context, entry.sheet_num)
             files = captured_files(context, template, workspace) if context.files else {}
             template = template_context(
-                job_state, loaded, entry.sheet_num, previous_outputs=previous, previous_files=files
+                job_state, loaded, entry.sheet_num, previous_outputs=earlier, previous_files=files
             )
         prompt = render_sheet_prompt(resolved, template)
         validations = [render_validation(v, template) for v in resolved.validations]
@@ -149,14 +149,16 @@ def plan_attempt(
                 workspace=workspace,
                 spec_path=job.spec_path,
                 checks=validations,
-                previous=previous,
+                previous=earlier,
                 files=files,
             )
     except TemplateRenderError as exc:
         return f"template: {exc}"
     except PromptInputError as exc:
         return f"prompt: {exc}"
-    feedback = carried.feedback if carried is not None and assembling else None
+    # Sessions are the instrument's the sheet runs on now (a fallback starts afresh).
+    carried = continuation(previous, instrument)
+    feedback = carried.feedback if assembling else None
     if feedback is not None:
         feedback = with_output_tail(feedback, sheet.output_tail)
     config = ctx.config
@@ -174,7 +176,7 @@ def plan_attempt(
         kill_grace_seconds=config.kill_grace_seconds,
         base_env=ctx.base_env,
         home=str(config.home),
-        resume_session_id=carried.session_id if carried is not None else None,
+        resume_session_id=carried.session_id,
         feedback=feedback,
         keep_output_bytes=max(OUTPUT_TAIL_BYTES, context.output_bytes if context else 0),
     )

@@ -19,9 +19,7 @@ from anyio.abc import TaskGroup
 
 from podium.core.engine import ratelimits
 from podium.core.engine.attempts import (
-    Continuation,
     IdleHook,
-    continuation,
     needs_earlier,
     plan_attempt,
     record_process,
@@ -435,8 +433,8 @@ class Dispatcher:
             if error is not None:
                 plan: AttemptPlan | str = error
             else:
-                carried = await self._carried_over(entry)
-                plan = plan_attempt(ctx, self.state, entry, carried)
+                previous = await self._previous_attempts(entry)
+                plan = plan_attempt(ctx, self.state, entry, previous)
             if isinstance(plan, str):
                 result = failed_before_start(plan, started, "")
             else:
@@ -469,9 +467,9 @@ class Dispatcher:
             entry.done.set()
             self.wake()
 
-    async def _carried_over(self, entry: RunningSheet) -> Continuation:
-        """A retry's session and feedback, from the attempts before it as stored (so they
-        survive a restart); a first attempt reads nothing."""
+    async def _previous_attempts(self, entry: RunningSheet) -> list[AttemptRow]:
+        """The attempts a retry carries its session and feedback over from, latest first, as
+        stored (so they survive a restart); a first attempt reads nothing."""
         previous: list[AttemptRow] = []
         store = self.writer.store
         for number in range(entry.attempt - 1, max(0, entry.attempt - 3), -1):
@@ -481,9 +479,7 @@ class Dispatcher:
             previous.append(row)
             if not needs_earlier(row):
                 break
-        job_state = self.state.jobs.get(entry.job_id)
-        sheet = job_state.sheets.get(entry.sheet_num) if job_state is not None else None
-        return continuation(previous, sheet.instrument if sheet is not None else None)
+        return previous
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:

@@ -12,9 +12,11 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.parser import Parser
 
+from podium.core.spec.sandbox import RENDER_SECONDS, render_budget
 from podium.core.spec.templating import (
     TemplateRenderError,
     assigned_or_guarded,
+    compile_template,
     environment,
     render_error,
 )
@@ -45,16 +47,13 @@ def undefined_in_expression(source: str, known: frozenset[str] | set[str]) -> li
     return sorted(n for n in names if n not in known and n not in environment.globals)
 
 
-@lru_cache(maxsize=1024)
-def _compiled(source: str) -> Any:
-    _parse(source)  # our own syntax message first
-    return environment.compile_expression(source, undefined_to_none=False)
-
-
 def evaluate(source: str, values: Mapping[str, Any]) -> bool:
-    """The expression's truth with `values` as its names."""
-    compiled = _compiled(source)
+    """The expression's truth with `values` as its names, rendered the way templates are
+    (the same sandbox, value bounds and time budget)."""
+    _parse(source)  # our own syntax message first; then it is known to be one expression
+    template = compile_template("{% if " + source + " %}1{% endif %}")
     try:
-        return bool(compiled(**values))
+        with render_budget(RENDER_SECONDS):
+            return template.render(values) == "1"
     except Exception as exc:  # anything the expression raises is the spec's fault
         raise render_error(exc, lines=False) from None

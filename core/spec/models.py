@@ -144,6 +144,7 @@ def merge_instrument_config(
 # --- validations ---------------------------------------------------------------------------
 
 
+MAX_PATTERN_CHARS = 4096
 _PATH = "relative to the workspace (must stay inside it); a template"
 
 
@@ -162,14 +163,20 @@ class FileModifiedValidation(SpecModel):
 class ContentContainsValidation(SpecModel):
     type: Literal["content_contains"] = "content_contains"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
-    pattern: str = Field(min_length=1, description="plain substring", examples=["done"])
+    pattern: str = Field(
+        min_length=1, max_length=MAX_PATTERN_CHARS, description="plain substring", examples=["done"]
+    )
 
 
 class ContentRegexValidation(SpecModel):
     type: Literal["content_regex"] = "content_regex"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(
-        min_length=1, description="Python re.search, MULTILINE", examples=["^[0-9]+$"]
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="Python re.search, MULTILINE (run in linear time by RE2 where RE2 can, "
+        "else under a time limit)",
+        examples=["^[0-9]+$"],
     )
 
     @field_validator("pattern")

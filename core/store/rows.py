@@ -178,10 +178,10 @@ class AttemptRow:
     # Who runs it, and until when that claim holds unless renewed (SPEC §2).
     conductor_id: str | None = None
     lease_expires_at: datetime | None = None
-    # The instrument it ran on (a sheet with fallbacks may change instrument between attempts).
+    # The instrument it ran with (a changed spec or a fallback may switch it), the CLI
+    # session it ran in (reported, or the one it resumed: a retry resumes it, after a restart
+    # too), and what it cost, as the CLI reported it.
     instrument: str | None = None
-    # The CLI session the attempt ran in (reported, or the one it resumed): a retry resumes
-    # it, after a restart too. And what the attempt cost, as the CLI reported it.
     session_id: str | None = None
     resumed_session_id: str | None = None
     cost_usd: float | None = None

@@ -1,6 +1,7 @@
--- What AI CLIs report about each attempt: the session it ran in (a retry resumes it, after a
+-- The instrument each attempt ran with, and what AI CLIs report about it: the session it ran in (a retry resumes it, after a
 -- restart too) and its cost and tokens; and the job's totals, summed by the writer with each
 -- attempt's result so `status` never adds up the history.
+ALTER TABLE attempts ADD COLUMN instrument TEXT;
 ALTER TABLE attempts ADD COLUMN session_id TEXT;
 ALTER TABLE attempts ADD COLUMN resumed_session_id TEXT;
 ALTER TABLE attempts ADD COLUMN cost_usd REAL;

@@ -1,6 +1,3 @@
--- The instrument each attempt ran on: a sheet with fallbacks may move to another instrument,
--- and its history shows where every attempt ran.
-ALTER TABLE attempts ADD COLUMN instrument TEXT;
 -- What a job still has to do now that it ended (notify, submit its follow-up): written with
 -- the transition that ended it, cleared as each is done, so a crash between the two loses
 -- nothing. And where a chained job came from, and how deep in its chain it is.
