@@ -180,3 +180,23 @@ def test_condition_errors_at_submit_name_the_field(
     messages = {e.path: e.message for e in caught.value.errors}
     assert path in messages, messages
     assert words in messages[path]
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "('x' * 999999) * 999999 != ''",
+        "(9 ** 4096) ** 4096 > 1",
+        "range(99999) | map('string') | join | length > (range(99999) | join | length)",
+    ],
+)
+def test_a_condition_is_bounded_like_a_template(bomb: str) -> None:
+    import time
+
+    from podium.core.spec.expressions import evaluate
+    from podium.core.spec.templating import TemplateRenderError
+
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError):
+        evaluate(bomb, {})
+    assert time.monotonic() - started < 2
