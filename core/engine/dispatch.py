@@ -147,6 +147,7 @@ class Dispatcher:
                 # filled by the next pass, whose start can share the same commit.
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
+                self.state.starting.update(picks)
                 plain = [p for p in picks if not self._probed(p)]
                 if plain:
                     self._task_group.start_soon(self._start, plain)
@@ -400,6 +401,7 @@ class Dispatcher:
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
+            self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
             begun = {(j, n) for j, n, _ in started}
