@@ -231,6 +231,9 @@ class JobDetail(JobSummary):
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     cost_limit_usd: float | None = None
+    # The job whose `on_success` submitted this one, and how many such links lead here.
+    chained_from: str | None = None
+    chain_depth: int = 0
 
 
 class JobStatistics(_Record):

@@ -208,10 +208,18 @@ async def test_on_success_chains_through_the_conductor_up_to_max_chain(
     finally:
         await conductor.stop()
     assert [r.chain_depth for r in rows] == [0, 1, 2]
+    detail = await conductor_detail(make_config, rows[2].job_id)
+    assert (detail.chained_from, detail.chain_depth) == (rows[1].job_id, 2)
     assert rows[0].job_id == first.job_id and rows[0].chained_from is None
     assert [r.chained_from for r in rows[1:]] == [rows[0].job_id, rows[1].job_id]
     runs = (folder / "ws" / "runs.txt").read_text().split()
     assert runs == [r.job_id for r in rows]  # the chain stopped at max_chain: no fourth job
+
+
+async def conductor_detail(make_config: Callable[..., PodiumConfig], job_id: str) -> Any:
+    """The job detail, as `status` shows it, read by a conductor on the same home."""
+    async with Conductor(make_config()) as conductor:
+        return await conductor.get_job(job_id)
 
 
 def test_hook_errors_name_the_field() -> None:
