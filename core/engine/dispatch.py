@@ -17,13 +17,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import ratelimits
+from podium.core.engine import approvals, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
     needs_earlier,
     plan_attempt,
     record_process,
     record_result,
+    settle_job,
 )
 from podium.core.engine.conditions import skip_command_reason, skip_when_reason
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
@@ -31,7 +32,6 @@ from podium.core.engine.control import expire, fail_unloadable
 from podium.core.engine.rules import (
     begin_attempt,
     failed_before_start,
-    final_job_status,
     set_job_status,
     sheet_is_startable,
     skip_by_condition,
@@ -311,7 +311,7 @@ class Dispatcher:
         resolved = loaded.sheet(num)
         condition = resolved.skip_when_command
         assert condition is not None
-        context = template_context(job_state, loaded, num)
+        context = template_context(job_state, num)
         try:
             if skip_when_reason(resolved, context, job_state.sheets, loaded.sheet_numbers):
                 return None, None  # the start op skips it without running the command
@@ -347,9 +347,12 @@ class Dispatcher:
         command). `errors`: why a pick's attempt must fail at once."""
         ctx = self.ctx
 
+        gated: list[tuple[str, int]] = []
+
         def apply(tx: Tx) -> list[tuple[str, int, int]]:
             started: list[tuple[str, int, int]] = []
             failing: dict[tuple[str, int, int], str] = {}
+            gated.clear()
             if self._stopping:
                 return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
@@ -370,6 +373,11 @@ class Dispatcher:
                 if skip is not None:
                     skip_by_condition(tx.edit_sheet(job_id, num), tx.now, skip)
                     _settle(tx, job_id)
+                    continue
+                if approvals.is_gate(ctx, sheet.instrument):
+                    # No process: the gate opens (or its wait ran out) in this same commit.
+                    approvals.open_or_expire(ctx, tx, job_state, num)
+                    gated.append((job_id, num))
                     continue
                 attempt = sheet.attempts + 1
                 if error is not None:
@@ -404,7 +412,7 @@ class Dispatcher:
             self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
-            begun = {(j, n) for j, n, _ in started}
+            begun = {(j, n) for j, n, _ in started} | set(gated)
             for job_id, num in picks:
                 if (job_id, num) not in begun and job_id in self.state.jobs:
                     self.state.jobs[job_id].push_back(num)
@@ -503,7 +511,7 @@ def _skip_when(tx: Tx, job_state: JobState, num: int) -> tuple[str | None, str |
     loaded = job_state.spec
     if loaded is None or loaded.sheet(num).skip_when is None:
         return None, None
-    context = template_context(job_state, loaded, num)
+    context = template_context(job_state, num)
     try:
         reason = skip_when_reason(
             loaded.sheet(num), context, tx.sheets(job_state.job_id), loaded.sheet_numbers
@@ -517,12 +525,7 @@ def _settle(tx: Tx, job_id: str) -> None:
     """A sheet ended without an attempt: the job runs, or ends if that was its last."""
     if tx.job(job_id).status is JobStatus.QUEUED:
         set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
-    if tx.open_sheets(job_id) == 0:
-        final = final_job_status(tx.sheets(job_id).values())
-        if final is not None:
-            edited = tx.edit_job(job_id)
-            set_job_status(edited, final[0], tx.now)
-            edited.error = final[1]
+    settle_job(tx, job_id)
 
 
 def _startable(keys: Mapping[str, int], held: set[str], released: set[str], busy: set[str]) -> int:

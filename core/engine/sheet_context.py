@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from podium.core.engine.state import JobState
-from podium.core.spec.loader import LoadedSpec
 from podium.core.spec.templating import TemplateContext
 
 OUTPUTS_CHARS = 4096
@@ -40,12 +39,15 @@ class AncestorOutputs(Mapping[int, str]):
 
 def template_context(
     job_state: JobState,
-    loaded: LoadedSpec,
     sheet_num: int,
     *,
     previous_outputs: Mapping[int, str] | None = None,
     previous_files: Mapping[str, str] | None = None,
 ) -> TemplateContext:
+    """What a sheet's templates (prompt, validations, conditions) may read. The job's spec
+    must load."""
+    loaded = job_state.spec
+    assert loaded is not None
     resolved = loaded.sheet(sheet_num)
     job = job_state.job
     return TemplateContext(
