@@ -125,7 +125,9 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
     )
     sheets = waiting.sheets if waiting is not None else []
     approvals = [
-        AwaitedApproval(approval_key(s), s.sheet_num, s.name, s.output_tail or "", s.waiting_until)
+        AwaitedApproval(
+            approval_key(s), s.sheet_num, s.name, s.output_tail or "", s.waiting_until
+        )
         for s in sheets
         if s.waiting_reason is WaitingReason.APPROVAL
     ]

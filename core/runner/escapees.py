@@ -84,9 +84,9 @@ def _tag_of(pid: int) -> int | None:
         return None
 
 
-def find_attempt_processes(
-    mark: str, since: float, spare: frozenset[int] = frozenset()
-) -> list[psutil.Process]:
+def find_attempt_processes(mark: str, since: float, spare: frozenset[int] = frozenset()) -> list[
+    psutil.Process
+]:
     """Live processes carrying this attempt's mark, or its tag and started since `since`
     (a wall-clock time); never this process or the pids in `spare`."""
     tag = attempt_tag(mark)
