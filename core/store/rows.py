@@ -183,6 +183,22 @@ class HoldRow:
     version: int = 0
 
 
+@dataclass(slots=True)
+class ConductorRow:
+    """A conductor using the store, as its last heartbeat left it: who is alive, on which
+    host, and which `hosts` labels of a job it runs. Not versioned: only its owner writes
+    it, and a lapsed heartbeat is what tells the others it is gone."""
+
+    conductor_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    # Past this without a heartbeat, the conductor counts as gone.
+    expires_at: datetime
+    labels: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class JobQuery:
     """Filters and paging for listing jobs; newest first."""

@@ -127,3 +127,16 @@ DELETE FROM holds WHERE hold_key = :hold_key AND version = :version;
 
 -- name: select_holds
 SELECT {holds.columns} FROM holds ORDER BY hold_key;
+
+-- name: select_job_versions
+SELECT job_id, version FROM jobs WHERE status IN ('queued', 'running', 'paused');
+
+-- name: upsert_conductor
+INSERT INTO conductors ({conductors.columns}) VALUES ({conductors.values})
+ON CONFLICT (conductor_id) DO UPDATE SET {conductors.assign};
+
+-- name: select_conductors
+SELECT {conductors.columns} FROM conductors ORDER BY conductor_id;
+
+-- name: delete_conductor
+DELETE FROM conductors WHERE conductor_id = :conductor_id;

@@ -1,0 +1,108 @@
+"""Change notifications between conductors: LISTEN/NOTIFY on one channel per schema.
+
+A write queues a notification naming the jobs it changed (and whether it changed a
+rate-limit hold); PostgreSQL delivers it to every listener when, and only if, the write
+commits. Each conductor listens on a connection of its own, outside the pool. Delivery is
+best effort: a listener that loses its connection reconnects and reports `everything`, and
+the engine polls as a safety net, so a missed notification delays a change, never loses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import anyio
+import psycopg
+import structlog
+from psycopg import sql
+
+from podium.core.store.base import OnChange, StoreChange
+
+log = structlog.get_logger("podium.store.postgres")
+
+# PostgreSQL refuses payloads from 8000 bytes; a change naming more jobs than fit is split.
+MAX_PAYLOAD = 7000
+RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def change_payloads(origin: str, change: StoreChange) -> Iterator[str]:
+    """The notification texts that carry `change` (several when it names many jobs)."""
+    base: dict[str, object] = {"o": origin}
+    if change.holds:
+        base["h"] = 1
+    if change.everything:
+        base["a"] = 1
+    if change.suspend:
+        base["s"] = sorted(change.suspend)
+    jobs = sorted(change.jobs)
+    if not jobs:
+        yield json.dumps(base)
+        return
+    chunk: list[str] = []
+    size = len(json.dumps(base)) + 10
+    for job_id in jobs:
+        if chunk and size + len(job_id) + 4 > MAX_PAYLOAD:
+            yield json.dumps({**base, "j": chunk})
+            chunk, size = [], len(json.dumps(base)) + 10
+        chunk.append(job_id)
+        size += len(json.dumps(job_id)) + 2
+    yield json.dumps({**base, "j": chunk})
+
+
+def parse_payload(origin: str, payload: str) -> StoreChange | None:
+    """The change a notification carries; None for our own or for one we cannot read
+    (which then counts as `everything`: something changed, we cannot tell what)."""
+    try:
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        if data.get("o") == origin:
+            return None
+        return StoreChange(
+            jobs=frozenset(str(j) for j in data.get("j", [])),
+            holds=bool(data.get("h")),
+            everything=bool(data.get("a")),
+            suspend=frozenset(str(j) for j in data.get("s", [])),
+        )
+    except (ValueError, TypeError):
+        return StoreChange(everything=True)
+
+
+class Listener:
+    def __init__(self, url: str, channel: str, origin: str) -> None:
+        self.url = url
+        self.channel = channel
+        self.origin = origin
+        # Set once the first LISTEN is in place (tests and start-up wait on it).
+        self.listening = anyio.Event()
+
+    async def run(self, on_change: OnChange) -> None:
+        """Deliver other users' changes until cancelled, reconnecting when the connection
+        drops (after which everything may have changed)."""
+        failures = 0
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="podium listener"
+                )
+            except psycopg.OperationalError as exc:
+                failures += 1
+                log.warning("cannot listen for changes; retrying", error=str(exc))
+                await anyio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS)) - 1])
+                continue
+            try:
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    if failures or self.listening.is_set():
+                        on_change(StoreChange(everything=True))
+                    failures = 0
+                    self.listening.set()
+                    async for notice in conn.notifies():
+                        change = parse_payload(self.origin, notice.payload)
+                        if change is not None:
+                            on_change(change)
+            except psycopg.OperationalError as exc:
+                failures += 1
+                log.warning("lost the change notifications; reconnecting", error=str(exc))
+                await anyio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS)) - 1])
