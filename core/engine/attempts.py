@@ -196,9 +196,13 @@ def record_result(
                 edited = tx.edit_job(job_id)
                 set_job_status(edited, final[0], now)
                 edited.error = final[1]
-        others = [e for e in state.entries_for(job_id) if e is not entry]
-        if tx.job(job_id).pending_resume is not None and not others and reason != "shutdown":
-            on_idle(tx, job_id)
+        if tx.job(job_id).pending_resume is not None and reason != "shutdown":
+            others = [e for e in state.entries_for(job_id) if e is not entry]
+            # Sheets of the job running on other conductors count as well (the rows say).
+            if not others and not any(
+                s.status is SheetStatus.RUNNING for s in tx.sheets(job_id).values()
+            ):
+                on_idle(tx, job_id)
 
         def done() -> None:
             # Leave the running table in the same step that recorded the result, so no

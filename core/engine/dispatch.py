@@ -199,8 +199,20 @@ class Dispatcher:
             return
         if self._lease_due <= now:
             until = now + timedelta(seconds=self.ctx.config.lease_seconds)
-            await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+            try:
+                lost = await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+            except Exception:
+                # The store is unreachable: the lease may lapse; try again next period.
+                log.exception("could not renew leases")
+                lost = []
             self._lease_due = now + timedelta(seconds=period)
+            for job_id, num, attempt in lost:
+                self.state.attempts.pop((job_id, num, attempt), None)
+                entry = self.state.running.get((job_id, num))
+                if entry is not None and entry.attempt == attempt:
+                    # Not ours any more: its process must not run on beside the new owner's.
+                    entry.stop_reason = entry.stop_reason or "reclaimed"
+                    entry.control.request_cancel()
 
     # ----- picking -------------------------------------------------------------------------
 
@@ -222,9 +234,13 @@ class Dispatcher:
             # No other job may start: only the jobs running now can take a slot, so a pass
             # looks at those few rather than every job in hand.
             pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
+        labels = self.ctx.config.run_labels
         for job_state in pool:
             if not job_state.dispatchable:
                 continue
+            hosts = job_state.spec.spec.hosts if job_state.spec is not None else None
+            if hosts and labels.isdisjoint(hosts):
+                continue  # for other conductors (the job's `hosts`)
             keys = job_state.ready_keys()
             if not keys:
                 continue

@@ -72,14 +72,14 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
 
 
 def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
-    """Released keys whose first sheet is already running: nothing else goes behind them."""
+    """Released keys whose first sheet is already running: nothing else goes behind them.
+    Read from the sheet rows, so a first sheet another conductor runs counts too."""
     if not released:
         return set()
     busy = set()
-    for entry in state.running.values():
-        job_state = state.jobs.get(entry.job_id)
-        if job_state is not None:
-            key = job_state.hold_key(entry.sheet_num)
+    for job_state in state.jobs.values():
+        for num in job_state.running:
+            key = job_state.hold_key(num)
             if key in released:
                 busy.add(key)
     return busy

@@ -440,8 +440,15 @@ class JobSpec(_SpecModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
     )
+    hosts: list[Label] = Field(
+        default_factory=list,
+        description="several conductors on one store: only conductors carrying one of these "
+        "labels (their host_labels, conductor_id or host name) run this job's sheets; empty: "
+        "any conductor",
+        examples=[["gpu-box"]],
+    )
 
-    @field_validator("labels")
+    @field_validator("labels", "hosts")
     @classmethod
     def _unique_labels(cls, labels: list[str]) -> list[str]:
         seen: set[str] = set()
