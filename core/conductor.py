@@ -60,6 +60,7 @@ from podium.core.store.rows import JobQuery, JobRow
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
+    ConductorView,
     InstrumentView,
     LogChunk,
     RateLimitView,
@@ -739,6 +740,15 @@ class Conductor:
         instruments = [
             InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
+        peers = []
+        if self.store.shared:
+            peers = [
+                ConductorView(
+                    conductor_id=c.conductor_id, host=c.host, labels=c.labels, last_seen=c.last_seen
+                )
+                for c in await self.store.conductors()
+                if c.expires_at > now
+            ]
         return ConductorStatus(
             version=podium_version(),
             pid=os.getpid(),
@@ -763,6 +773,8 @@ class Conductor:
                 and (failure_rate is None or failure_rate < ELEVATED_FAILURE_RATE)
             ),
             instruments=instruments,
+            conductor_id=self.config.conductor_id,
+            conductors=peers,
         )
 
 

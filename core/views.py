@@ -52,6 +52,15 @@ class RateLimitView(_View):
     until: UtcTime
 
 
+class ConductorView(_View):
+    """Another (or this) conductor on a shared store, as its last heartbeat left it."""
+
+    conductor_id: str
+    host: str
+    labels: list[str]
+    last_seen: UtcTime
+
+
 class InstrumentView(_View):
     name: str
     available: bool
@@ -95,6 +104,11 @@ class ConductorStatus(_View):
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")
+    conductor_id: str | None = Field(None, description="this conductor's name in the store")
+    conductors: list[ConductorView] = Field(
+        default_factory=list,
+        description="conductors alive on a store several share (PostgreSQL), this one included",
+    )
 
 
 class LogChunk(_View):

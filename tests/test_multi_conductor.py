@@ -79,7 +79,9 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
 ) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    spec = marked_job("shared-40", ws, 40, "sleep 0.2", concurrency={"max_parallel_sheets": 8})
+    # The job's own limit is below what the two conductors have room for together: it
+    # counts the job's sheets on both.
+    spec = marked_job("shared-40", ws, 40, "sleep 0.2", concurrency={"max_parallel_sheets": 6})
     async with (
         conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, _b),
         reading(store_url, tmp_path) as store,
@@ -96,6 +98,20 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
     completed_once_each(rows, 40)
     by = Counter(a.conductor_id for a in rows)
     assert set(by) == {"a", "b"}, by
+    assert most_at_once(rows) <= 6
+
+
+def most_at_once(rows: list[AttemptRow]) -> int:
+    """The most attempts running at one moment, from their recorded start and end."""
+    edges = sorted(
+        [(a.started_at, 1) for a in rows] + [(a.ended_at, -1) for a in rows if a.ended_at],
+        key=lambda e: (e[0], e[1]),
+    )
+    now = top = 0
+    for _, step in edges:
+        now += step
+        top = max(top, now)
+    return top
 
 
 async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_completes(

@@ -249,13 +249,15 @@ class Dispatcher:
                 job = job_state.job
                 candidates[job.job_id] = Candidate(
                     job.job_id,
-                    state.live_by_job.get(job.job_id, 0),
+                    # The job's `max_parallel_sheets` counts its sheets on every conductor.
+                    state.live_by_job.get(job.job_id, 0) + _elsewhere(state, job_state),
                     job_state.max_parallel,
                     job.priority,
                     job.submitted_at,
                     startable,
                 )
         picks: list[tuple[str, int]] = []
+        newly_active: set[str] = set()
         while free > 0 and candidates:
             chosen = pick_next(candidates.values(), limits, active_jobs)
             if chosen is None:
@@ -271,7 +273,9 @@ class Dispatcher:
                 for other in candidates.values():
                     keys = self.state.jobs[other.job_id].ready_keys()
                     other.startable = _startable(keys, held, released, busy)
-            if chosen.running == 0:
+            if chosen.job_id not in state.live_by_job and chosen.job_id not in newly_active:
+                # Jobs count against max_concurrent_jobs by what runs here.
+                newly_active.add(chosen.job_id)
                 active_jobs += 1
             chosen.running += 1
             chosen.startable = _startable(job_state.ready_keys(), held, released, busy)
@@ -398,6 +402,14 @@ class Dispatcher:
             asyncio.get_running_loop().call_later(PROCESS_RECORD_DELAY_SECONDS, submit)
 
         return record
+
+
+def _elsewhere(state: EngineState, job_state: JobState) -> int:
+    """Sheets of the job that run on other conductors (running rows with no entry here)."""
+    if not job_state.running:
+        return 0
+    job_id = job_state.job_id
+    return sum(1 for num in job_state.running if (job_id, num) not in state.running)
 
 
 def _startable(keys: Mapping[str, int], held: set[str], released: set[str], busy: set[str]) -> int:
