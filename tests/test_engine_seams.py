@@ -79,7 +79,7 @@ async def test_recovery_takes_back_only_attempts_that_are_ours_or_whose_lease_ra
     config = make_config()
     mine = config.conductor_id
     await in_flight_job(
-        config, {1: (mine, 60), 2: ("elsewhere", -5), 3: ("elsewhere", 60), 4: ("late", 1.5)}
+        config, {1: (mine, 60), 2: ("elsewhere", -5), 3: ("elsewhere", 60), 4: ("late", 4)}
     )
     async with Conductor(config) as conductor:
 

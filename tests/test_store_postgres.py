@@ -217,3 +217,37 @@ async def test_a_schema_that_does_not_exist_is_named_in_the_error(tmp_path: Path
     with pytest.raises(PodiumError, match="search_path"):
         await open_pg(schema_url("podium_no_such_schema_here"), tmp_path)
     assert PG_URL
+
+
+async def test_a_lost_listener_connection_reconnects_and_says_everything_may_have_changed(
+    url: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    a = await open_pg(url, tmp_path, "a")
+    b = await open_pg(url, tmp_path, "b")
+    heard: list[StoreChange] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.watch, heard.append)
+            with anyio.fail_after(5):
+                await b._listener.listening.wait()
+            # The server ends the listening session (a restart, a failover, a proxy timeout).
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'podium listener' AND query = %s",
+                    [f'LISTEN "{b.channel}"'],
+                )
+            with anyio.fail_after(10):
+                while not any(c.everything for c in heard):
+                    await anyio.sleep(0.02)
+            # Listening again: a change committed now is heard by name.
+            assert await a.commit([WriteBatch(new_jobs=[new_job("job-2")])]) == [None]
+            with anyio.fail_after(10):
+                while not any(c.jobs == {"job-2"} for c in heard):
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+    finally:
+        await a.close()
+        await b.close()

@@ -106,17 +106,20 @@ class Listener:
                 await anyio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS)) - 1])
                 continue
             try:
-                async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    if failures or self.listening.is_set():
-                        on_change(StoreChange(everything=True))
-                    failures = 0
-                    self.listening.set()
-                    await self._read(conn, on_change)
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                if failures or self.listening.is_set():
+                    on_change(StoreChange(everything=True))
+                failures = 0
+                self.listening.set()
+                await self._read(conn, on_change)
             except psycopg.OperationalError as exc:
                 failures += 1
                 log.warning("lost the change notifications; reconnecting", error=str(exc))
-                await anyio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS)) - 1])
+            finally:
+                # Closed here, shielded: a cancelled listener must not leave it open.
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+            await anyio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS)) - 1])
 
     async def _read(self, conn: psycopg.AsyncConnection[Any], on_change: OnChange) -> None:
         """Until the connection fails (raises OperationalError) or the caller is cancelled."""
