@@ -155,17 +155,23 @@ async def test_another_store_hears_each_committed_change_and_never_its_own(
             hold = HoldRow("shell", T0, "429", T0)
             assert await a.commit([WriteBatch(holds=[hold])]) == [None]
             await a.announce(StoreChange(suspend=frozenset({"job-1"})))
+            # A change to existing sheets names them, so a reader re-reads just those.
+            [sheet] = await a.get_sheets("job-1")
+            sheet.last_error = "x"
+            assert await a.commit([WriteBatch(sheets=[sheet], locks={"job-1": 1})]) == [None]
             with anyio.fail_after(5):
-                while len(heard_b) < 3:
+                while len(heard_b) < 4:
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     finally:
         await a.close()
         await b.close()
-    assert heard_b[0].jobs == {"job-1"} and not heard_b[0].holds
+    # A new job is re-read whole: it is named without sheets.
+    assert heard_b[0].jobs == {"job-1"} and heard_b[0].sheets == {} and not heard_b[0].holds
     assert heard_b[1].holds and not heard_b[1].jobs
     assert heard_b[2].suspend == {"job-1"}
-    assert len(heard_b) == 3
+    assert heard_b[3].jobs == {"job-1"} and heard_b[3].sheets == {"job-1": {1}}
+    assert len(heard_b) == 4
     assert heard_a == []
 
 

@@ -116,7 +116,9 @@ class Sync:
         await self.recovery.reclaim_expired()
 
     def _heard(self, change: StoreChange) -> None:
-        self.writer.mark_stale(change.jobs, holds=change.holds, everything=change.everything)
+        self.writer.mark_stale(
+            change.jobs, sheets=change.sheets, holds=change.holds, everything=change.everything
+        )
         for job_id in change.suspend:
             for entry in self.state.entries_for(job_id):
                 if self._task_group is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -92,6 +92,8 @@ class Writer:
         self.on_synced: Callable[[set[str]], None] = lambda job_ids: None
         # What other conductors changed and this view has yet to re-read (see `mark_stale`).
         self._stale_jobs: set[str] = set()
+        # Of those, jobs only some sheets of which changed (re-read: the row and those).
+        self._stale_sheets: dict[str, set[int]] = {}
         self._stale_holds = False
         self._stale_all = False
         # Counters for tests and benchmarks: transactions and conflicts seen.
@@ -157,10 +159,24 @@ class Writer:
             self._deferred.clear()
 
     def mark_stale(
-        self, job_ids: Collection[str] = (), *, holds: bool = False, everything: bool = False
+        self,
+        job_ids: Collection[str] = (),
+        *,
+        sheets: Mapping[str, Collection[int]] | None = None,
+        holds: bool = False,
+        everything: bool = False,
     ) -> None:
         """Another conductor changed these jobs (or holds, or anything): the writer re-reads
-        them between two groups, so the view never changes under an op being decided."""
+        them between two groups, so the view never changes under an op being decided. A job
+        with an entry in `sheets` changed only those sheets (and its row)."""
+        for job_id in job_ids:
+            nums = None if sheets is None else sheets.get(job_id)
+            if job_id in self._stale_jobs and job_id not in self._stale_sheets:
+                continue  # to be re-read whole already
+            if nums is None:
+                self._stale_sheets.pop(job_id, None)
+            else:
+                self._stale_sheets.setdefault(job_id, set()).update(nums)
         self._stale_jobs.update(job_ids)
         self._stale_holds = self._stale_holds or holds
         self._stale_all = self._stale_all or everything
@@ -170,21 +186,29 @@ class Writer:
         """Re-read what other conductors changed, and announce it as if it were ours: views
         and long-polls of this conductor see every conductor's changes."""
         jobs, self._stale_jobs = self._stale_jobs, set()
+        partial, self._stale_sheets = self._stale_sheets, {}
         holds, everything = self._stale_holds, self._stale_all
         self._stale_holds = self._stale_all = False
         try:
             if everything:
                 jobs |= set(self.state.jobs) | set(await self.store.job_versions())
+                partial = {}
             if holds or everything:
                 self.state.holds = {h.hold_key: h for h in await self.store.holds()}
             changed: set[str] = set()
             for job_id in sorted(jobs):
-                if await self._reload(job_id, await self.store.load_job(job_id)):
+                nums = partial.get(job_id)
+                if nums is not None:
+                    moved = await self._refresh_rows(job_id, nums)
+                else:
+                    moved = await self._reload(job_id, await self.store.load_job(job_id))
+                if moved:
                     changed.add(job_id)
         except Exception:
             # The store is unreachable for now: try again at the next change or poll.
             log.exception("could not re-read what other conductors changed")
             self._stale_jobs |= jobs
+            self._stale_sheets.clear()
             self._stale_holds = self._stale_holds or holds
             self._stale_all = self._stale_all or everything
             return
@@ -192,6 +216,34 @@ class Writer:
         if changed or holds or everything:
             self.on_synced(changed)
             self.on_commit()
+
+    async def _refresh_rows(self, job_id: str, nums: set[int]) -> bool:
+        """Re-read a job's row and the sheets another conductor changed, and move the view
+        onto them; returns whether it moved. Falls back to re-reading the whole job when
+        the view cannot take them (not held, a spec changed, an unknown sheet)."""
+        held = self.state.jobs.get(job_id)
+        found = await self.store.load_rows(job_id, sorted(nums))
+        if held is None or found is None:
+            return await self._reload(job_id, await self.store.load_job(job_id))
+        job, sheets = found
+        if job.spec_fingerprint != held.job.spec_fingerprint or any(
+            s.sheet_num not in held.sheets for s in sheets
+        ):
+            return await self._reload(job_id, await self.store.load_job(job_id))
+        if job.version == held.job.version:
+            return False
+        now = utcnow()
+        for sheet in sheets:
+            if held.sheets[sheet.sheet_num].version != sheet.version:
+                held.replace_sheet(sheet, now)
+                self.events.publish(
+                    ChangeEvent(job_id, "sheet", sheet.status.value, sheet.sheet_num)
+                )
+        held.replace_job(job)
+        if job.status.is_terminal and not self.state.entries_for(job_id):
+            self.state.jobs.pop(job_id, None)
+        self.events.publish(ChangeEvent(job_id, "job_status", job.status.value))
+        return True
 
     async def _reload(self, job_id: str, record: JobRecord | None) -> bool:
         """Take another conductor's version of a job in hand; returns whether it moved."""

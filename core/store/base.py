@@ -9,7 +9,7 @@ version the row was read at. Views read through the same protocol. A second impl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,6 +103,9 @@ class StoreChange:
     """What another user of the store committed (or asks for), as its notification said."""
 
     jobs: frozenset[str] = frozenset()
+    # For jobs whose only change was to existing sheets: which sheets (a reader re-reads the
+    # job row and just those); a job named in `jobs` but not here is re-read whole.
+    sheets: Mapping[str, frozenset[int]] = field(default_factory=dict)
     holds: bool = False
     # Notifications may have been missed (the connection that listens was lost, or a
     # change was too large to name): re-read everything held.
@@ -178,6 +181,12 @@ class Store(Protocol):
     # ----- reading, for the engine -----------------------------------------------------------
 
     async def load_job(self, job_id: str) -> JobRecord | None: ...
+    async def load_rows(
+        self, job_id: str, sheet_nums: Sequence[int]
+    ) -> tuple[JobRow, list[SheetRow]] | None:
+        """A job's row and some of its sheets, read in one snapshot."""
+        ...
+
     async def active_jobs(self) -> list[JobRow]:
         """Queued, running and paused jobs."""
         ...

@@ -25,6 +25,8 @@ log = structlog.get_logger("podium.store.postgres")
 
 # PostgreSQL refuses payloads from 8000 bytes; a change naming more jobs than fit is split.
 MAX_PAYLOAD = 7000
+# A change to more sheets of one job than this names the job only (it is re-read whole).
+MAX_SHEETS_NAMED = 200
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -42,14 +44,23 @@ def change_payloads(origin: str, change: StoreChange) -> Iterator[str]:
         yield json.dumps(base)
         return
     chunk: list[str] = []
-    size = len(json.dumps(base)) + 10
+    detail: dict[str, list[int]] = {}
+    size = len(json.dumps(base)) + 20
     for job_id in jobs:
-        if chunk and size + len(job_id) + 4 > MAX_PAYLOAD:
-            yield json.dumps({**base, "j": chunk})
-            chunk, size = [], len(json.dumps(base)) + 10
+        nums = change.sheets.get(job_id)
+        cost = len(json.dumps(job_id)) + 2
+        # Sheet numbers travel when they fit; a job named without them is re-read whole.
+        listed = sorted(nums) if nums is not None and len(nums) <= MAX_SHEETS_NAMED else None
+        if listed is not None:
+            cost += len(json.dumps(job_id)) + len(json.dumps(listed)) + 2
+        if chunk and size + cost > MAX_PAYLOAD:
+            yield json.dumps({**base, "j": chunk, "d": detail})
+            chunk, detail, size = [], {}, len(json.dumps(base)) + 20
         chunk.append(job_id)
-        size += len(json.dumps(job_id)) + 2
-    yield json.dumps({**base, "j": chunk})
+        if listed is not None:
+            detail[job_id] = listed
+        size += cost
+    yield json.dumps({**base, "j": chunk, "d": detail})
 
 
 def parse_payload(origin: str, payload: str) -> StoreChange | None:
@@ -61,8 +72,10 @@ def parse_payload(origin: str, payload: str) -> StoreChange | None:
             raise ValueError("not an object")
         if data.get("o") == origin:
             return None
+        detail = data.get("d") or {}
         return StoreChange(
             jobs=frozenset(str(j) for j in data.get("j", [])),
+            sheets={str(j): frozenset(int(n) for n in nums) for j, nums in detail.items()},
             holds=bool(data.get("h")),
             everything=bool(data.get("a")),
             suspend=frozenset(str(j) for j in data.get("s", [])),

@@ -95,6 +95,11 @@ RETURNING 1;
 -- name: select_sheets
 SELECT {sheets.columns} FROM sheets WHERE job_id = %(job_id)s ORDER BY sheet_num;
 
+-- name: select_some_sheets
+SELECT {sheets.columns} FROM sheets
+WHERE job_id = %(job_id)s AND sheet_num = ANY(%(nums)s::integer[])
+ORDER BY sheet_num;
+
 -- name: select_sheet
 SELECT {sheets.columns} FROM sheets WHERE job_id = %(job_id)s AND sheet_num = %(sheet_num)s;
 

@@ -369,13 +369,24 @@ class PostgresStore:
 
     async def _notify(self, conn: Conn, batches: Sequence[WriteBatch]) -> None:
         jobs: set[str] = set()
+        whole: set[str] = set()
+        sheets: dict[str, set[int]] = {}
         holds = False
         for batch in batches:
             jobs |= _touched_jobs(batch) | {n.job.job_id for n in batch.new_jobs}
+            # Jobs that gained sheets or a spec, or came or went, are re-read whole.
+            whole |= {n.job.job_id for n in batch.new_jobs} | set(batch.specs)
+            whole |= {s.job_id for s in batch.new_sheets} | {j.job_id for j in batch.deleted_jobs}
+            for sheet in batch.sheets:
+                sheets.setdefault(sheet.job_id, set()).add(sheet.sheet_num)
             holds = holds or bool(batch.holds or batch.deleted_holds)
         if not jobs and not holds:
             return
-        for payload in change_payloads(self.origin, StoreChange(frozenset(jobs), holds)):
+        detail = {
+            j: frozenset(sheets.get(j, ())) for j in jobs - whole
+        }
+        change = StoreChange(frozenset(jobs), detail, holds)
+        for payload in change_payloads(self.origin, change):
             await conn.execute(Q["notify"], {"channel": self.channel, "payload": payload})
 
     async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
@@ -444,6 +455,20 @@ class PostgresStore:
             return JobRecord(
                 JOBS.decode(found[:-1]), [SHEETS.decode(s) for s in sheets], spec, error
             )
+
+        return await self._snapshot(run)
+
+    async def load_rows(
+        self, job_id: str, sheet_nums: Sequence[int]
+    ) -> tuple[JobRow, list[SheetRow]] | None:
+        async def run(cur: Cursor) -> tuple[JobRow, list[SheetRow]] | None:
+            await cur.execute(Q["select_job"], {"job_id": job_id})
+            found = await cur.fetchone()
+            if found is None:
+                return None
+            await cur.execute(Q["select_some_sheets"], {"job_id": job_id, "nums": list(sheet_nums)})
+            rows = await cur.fetchall()
+            return JOBS.decode(found), [SHEETS.decode(r) for r in rows]
 
         return await self._snapshot(run)
 

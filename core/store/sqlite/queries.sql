@@ -63,6 +63,11 @@ WHERE job_id = :job_id AND sheet_num = :sheet_num AND version = :version;
 -- name: select_sheets
 SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id ORDER BY sheet_num;
 
+-- name: select_some_sheets
+SELECT {sheets.columns} FROM sheets
+WHERE job_id = :job_id AND sheet_num IN (SELECT value FROM json_each(:nums))
+ORDER BY sheet_num;
+
 -- name: select_sheet
 SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id AND sheet_num = :sheet_num;
 

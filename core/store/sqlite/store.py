@@ -437,6 +437,20 @@ class SQLiteStore:
 
         return await self._snapshot(run)
 
+    async def load_rows(
+        self, job_id: str, sheet_nums: Sequence[int]
+    ) -> tuple[JobRow, list[SheetRow]] | None:
+        params = {"job_id": job_id, "nums": json.dumps(list(sheet_nums))}
+
+        def run(conn: sqlite3.Connection) -> tuple[JobRow, list[SheetRow]] | None:
+            found = conn.execute(Q["select_job"], {"job_id": job_id}).fetchone()
+            if found is None:
+                return None
+            rows = conn.execute(Q["select_some_sheets"], params).fetchall()
+            return JOBS.decode(found), [SHEETS.decode(r) for r in rows]
+
+        return await self._snapshot(run)
+
     async def active_jobs(self) -> list[JobRow]:
         return await self.jobs_with_status([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED])
 
