@@ -160,12 +160,16 @@ async def test_another_store_hears_each_committed_change_and_never_its_own(
             sheet.last_error = "x"
             assert await a.commit([WriteBatch(sheets=[sheet], locks={"job-1": 1})]) == [None]
             with anyio.fail_after(5):
-                while len(heard_b) < 4:
+                while len(heard_b) < 5:
                     await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     finally:
         await a.close()
         await b.close()
+    # Each listener starts by saying everything may have changed (what was committed before
+    # it listened was not heard).
+    assert heard_a[0].everything and heard_b[0].everything
+    heard_a, heard_b = heard_a[1:], heard_b[1:]
     # A new job is re-read whole: it is named without sheets.
     assert heard_b[0].jobs == {"job-1"} and heard_b[0].sheets == {} and not heard_b[0].holds
     assert heard_b[1].holds and not heard_b[1].jobs
@@ -238,6 +242,8 @@ async def test_a_lost_listener_connection_reconnects_and_says_everything_may_hav
             tg.start_soon(b.watch, heard.append)
             with anyio.fail_after(5):
                 await b._listener.listening.wait()
+            assert [c.everything for c in heard] == [True]  # the start
+            heard.clear()
             # The server ends the listening session (a restart, a failover, a proxy timeout).
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
                 await admin.execute(

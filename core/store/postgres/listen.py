@@ -120,8 +120,9 @@ class Listener:
                 continue
             try:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                if failures or self.listening.is_set():
-                    on_change(StoreChange(everything=True))
+                # Whatever was committed before LISTEN took effect (at start, or while
+                # reconnecting) was not heard: re-read everything once.
+                on_change(StoreChange(everything=True))
                 failures = 0
                 self.listening.set()
                 await self._read(conn, on_change)
