@@ -24,6 +24,12 @@ def job_detail(
         sheets_total_matching=matching,
         sheets=[s.state() for s in sheets],
         spec=redact_spec(spec) if spec is not None else None,
+        cost_usd=job.cost_usd,
+        input_tokens=job.input_tokens,
+        output_tokens=job.output_tokens,
+        cache_read_tokens=job.cache_read_tokens,
+        cache_write_tokens=job.cache_write_tokens,
+        cost_limit_usd=job.cost_limit_usd,
     )
 
 

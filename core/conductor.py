@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -51,7 +51,7 @@ from podium.core.models import (
 )
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
-from podium.core.snapshots import SnapshotInfo, SnapshotStore
+from podium.core.snapshots import SnapshotInfo, SnapshotStore, snapshot_time
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.base import Store
@@ -119,11 +119,15 @@ class Conductor:
         dispatch: bool = True,
         read_only: bool = False,
         overrides: Mapping[str, Any] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        zone: tzinfo | None = None,
     ) -> None:
         """`dispatch=False` opens the home for control calls only (the CLI's pause, cancel...
         when no server runs): nothing is started, and stopping pauses nothing.
         `read_only=True` only reads the store, without the home lock, so the CLI can show
-        jobs while another process owns the home (WAL lets readers run beside the writer)."""
+        jobs while another process owns the home (WAL lets readers run beside the writer).
+        `clock` and `zone` date the reset times AI CLIs print ("resets 1pm"): tests freeze
+        them; `zone` defaults to the machine's, where the CLIs print them."""
         self.config = config
         # CLI flags keep winning over config.yaml when the config is reloaded.
         self._overrides = dict(overrides or {})
@@ -140,6 +144,8 @@ class Conductor:
         self._started_monotonic = 0.0
         self._stopping = False
         self.monitor: ResourceMonitor | None = None
+        self._clock = clock
+        self._zone = zone
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -171,13 +177,20 @@ class Conductor:
             stack.callback(task_group.cancel_scope.cancel)
             if not self.read_only:
                 engine = Engine(
-                    self.config, self._store, self.catalog, self.events, self._on_terminal
+                    self.config,
+                    self._store,
+                    self.catalog,
+                    self.events,
+                    self._on_terminal,
+                    clock=self._clock,
+                    zone=self._zone,
                 )
                 engine.set_pressure(self.monitor.last.level, self.monitor.last.reason)
                 self._engine = engine
                 recovered = await engine.start(task_group, recover=True, dispatch=self.dispatch)
                 if recovered:
                     log.info("reconciled jobs after restart", job_ids=recovered)
+                await self._reconcile_files()
             if self.dispatch:
                 task_group.start_soon(self._maintenance)
                 task_group.start_soon(self._sample_while_busy)
@@ -313,6 +326,35 @@ class Conductor:
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
 
+    async def _reconcile_files(self) -> None:
+        """Finish what a crash interrupted between rows and files (SPEC §9 trap 16): log and
+        snapshot dirs of jobs the store no longer has (a `clear` that died after deleting
+        the rows) and partial snapshots go; a finished job whose snapshot was never
+        recorded (a capture that died) is captured again."""
+        await self.engine.hooks_settled()  # captures recovery itself started
+        jobs = await self.store.jobs_with_status(list(JobStatus))
+        known = {j.job_id for j in jobs}
+
+        def remove() -> int:
+            removed = self.snapshots.reconcile(known)
+            logs = self.config.logs_dir
+            for entry in logs.iterdir() if logs.is_dir() else ():
+                if entry.is_dir() and entry.name not in known:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            return removed
+
+        removed = await anyio.to_thread.run_sync(remove)
+        if removed:
+            log.warning("removed files left by an interrupted change", dirs=removed)
+        for job in jobs:
+            taken = snapshot_time(job.snapshot_path)
+            if not job.status.is_terminal or job.completed_at is None:
+                continue
+            if taken is None or taken < job.completed_at:
+                log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
+                await self._on_terminal(job)
+
     async def _on_terminal(self, job: JobRow) -> None:
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
         if info is not None:
@@ -342,6 +384,18 @@ class Conductor:
         traits = self.catalog.traits if self.catalog is not None else None
         return load_spec(data=spec, text=spec_yaml, path=confined, instruments=traits)
 
+    async def _load_off_loop(
+        self,
+        spec: Mapping[str, Any] | None,
+        spec_yaml: str | None,
+        path: str | Path | None,
+        extra_roots: Sequence[Path],
+    ) -> LoadedSpec:
+        """Loading parses YAML, validates models and renders every template: CPU work on
+        untrusted input (bounded in size and time by the loader and the sandbox), done in a
+        worker thread so the event loop keeps answering every other client meanwhile."""
+        return await anyio.to_thread.run_sync(self._load, spec, spec_yaml, path, extra_roots)
+
     async def validate_spec(
         self,
         *,
@@ -351,7 +405,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> ValidationReport:
         try:
-            loaded = self._load(spec, spec_yaml, path, extra_roots)
+            loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         except SpecError as exc:
             return ValidationReport(
                 valid=False,
@@ -391,7 +445,7 @@ class Conductor:
             )
         if self._stopping:
             raise PodiumError("the conductor is shutting down; submit again after it restarts")
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         await self._check_pressure()
         job_id = job_id or new_job_id(loaded.spec.name)
         base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
@@ -401,6 +455,7 @@ class Conductor:
             base_dir=base_dir,
             default_dir=self.config.workspaces_dir,
             roots=[*self.config.roots(), *extra_roots],
+            home=self.config.home,
         )
         # Made before the job exists (its first sheet may start at once); removed again if
         # this submit turns out to add no job.
@@ -484,7 +539,7 @@ class Conductor:
         changed = None
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
-            changed = self._load(spec, spec_yaml, path)
+            changed = await self._load_off_loop(spec, spec_yaml, path, ())
         return await self.engine.resume(job_id, changed, retry_failed)
 
     async def cancel_job(self, job_id: str) -> JobSummary:
@@ -539,6 +594,8 @@ class Conductor:
         for job_id in deleted:
             shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
             self.snapshots.delete_for_job(job_id)
+        if deleted:
+            await self.store.reclaim_space()
         return ClearResult(
             deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
         )
@@ -660,7 +717,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
-        loaded = self._load(spec, spec_yaml, path, extra_roots)
+        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
         history = await self._estimate_history(loaded)
         return estimate(loaded, history, max_concurrent_sheets=self.config.max_concurrent_sheets)
 
@@ -716,7 +773,14 @@ class Conductor:
         ):
             known = ", ".join(i.name for i in self.catalog.all())
             raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
-        return await self.engine.lift_holds(None if instrument is None else [instrument])
+        keys = self.catalog.hold_keys() if self.catalog is not None else {}
+        wanted = None
+        if instrument is not None:
+            # An instrument in a quota pool waits behind the pool's hold: lifting it lifts
+            # the pool (its own name too, for a hold set before it joined the pool).
+            wanted = sorted({instrument, keys.get(instrument, instrument)})
+        lifted = await self.engine.lift_holds(wanted)
+        return sorted({name for key in lifted for name in _behind(keys, key)})
 
     # ----- conductor status -----------------------------------------------------------------
 
@@ -729,10 +793,16 @@ class Conductor:
             if self._engine is not None
             else await self.store.holds()
         )
+        keys = self.catalog.hold_keys() if self.catalog is not None else {}
         limits = [
-            RateLimitView(instrument=h.hold_key, until=h.until)
+            RateLimitView(
+                instrument=name,
+                until=h.until,
+                pool=h.hold_key if keys.get(name, name) != name else None,
+            )
             for h in sorted(holds, key=lambda h: h.hold_key)
             if h.until > now and not h.released
+            for name in _behind(keys, h.hold_key)
         ]
         sample = self.monitor.last if self.monitor is not None else None
         memory_mb = sample.memory_mb if sample is not None else None
@@ -776,6 +846,13 @@ class Conductor:
             conductor_id=self.config.conductor_id,
             conductors=peers,
         )
+
+
+def _behind(keys: Mapping[str, str], hold_key: str) -> list[str]:
+    """The instruments waiting behind a hold: every member of a quota pool, else the one
+    instrument (or the key itself, for a profile removed since the hold was set)."""
+    names = sorted(name for name, key in keys.items() if key == hold_key)
+    return names or [hold_key]
 
 
 @asynccontextmanager

@@ -219,6 +219,11 @@ def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[Failed
         return f"the run was stopped: {error}"
     if category is ErrorCategory.AUTH:
         return f"the instrument {sheet.instrument!r} reported an authentication error ({error})"
+    if category is ErrorCategory.BILLING:
+        return (
+            f"the instrument {sheet.instrument!r} reported that its account is out of credits "
+            f"or its plan is exhausted ({error})"
+        )
     if category is ErrorCategory.RATE_LIMITED:
         return f"the instrument {sheet.instrument!r} stayed rate limited: {error}"
     if category is ErrorCategory.TRANSIENT:
@@ -278,6 +283,12 @@ def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
         return _Advice(
             f"log the {sheet.instrument!r} CLI in (run it once by hand, or set its API key in "
             "instrument_config.env), then re-run",
+            rerun=True,
+        )
+    if category is ErrorCategory.BILLING:
+        return _Advice(
+            f"add credits to (or upgrade the plan of) the account {sheet.instrument!r} uses, "
+            "then re-run; waiting does not help",
             rerun=True,
         )
     if category is ErrorCategory.RATE_LIMITED:
@@ -435,7 +446,17 @@ async def diagnose(
         if s.status is SheetStatus.WAITING
     ]
     steps = _next_steps(detail.job_id, failing)
-    if not failing and detail.status is JobStatus.PAUSED:
+    if detail.pause_reason is PauseReason.COST_LIMIT:
+        steps.append(
+            NextStep(
+                action="the job passed its cost_limit_usd: if it is worth more, resume it "
+                "with its spec (spec, spec_yaml or path) carrying a higher cost_limit_usd",
+                tool="resume",
+                arguments={"job_id": detail.job_id},
+                cli=f"podium resume {detail.job_id} --spec SPEC",
+            )
+        )
+    elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(_resume(detail.job_id, "resume the job"))
     if any(w.reason is WaitingReason.RATE_LIMIT for w in waiting):
         steps.append(

@@ -38,7 +38,7 @@ def _elapsed(attempts: Sequence[HistoryEntry]) -> float | None:
 
 
 def _cost(attempts: Sequence[HistoryEntry]) -> float | None:
-    costs = [c for c in (getattr(a, "cost_usd", None) for a in attempts) if c is not None]
+    costs = [a.cost_usd for a in attempts if a.cost_usd is not None]
     return float(sum(costs)) if costs else None
 
 

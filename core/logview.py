@@ -80,7 +80,8 @@ class LogReader:
                 next_offset=next_offset,
                 total_bytes=size,
             )
-        text = read_log_tail(path, tail_lines)
+        # Lines and bytes: a log that is one 4 MiB line is still one line.
+        text = read_log_tail(path, tail_lines, LOG_PAGE_BYTES)
         shown = len(text.encode())
         return LogChunk(
             text=text,
@@ -101,14 +102,24 @@ class LogReader:
     async def _combined_log(self, job: JobRow, tail_lines: int) -> LogChunk:
         parts = []
         truncated = False
-        for row in await self.store.get_sheets(job.job_id):
+        rows = await self.store.get_sheets(job.job_id)
+        # The whole answer stays within LOG_PAGE_BYTES, shared between the sheets' tails.
+        share = max(4096, LOG_PAGE_BYTES // max(1, len(rows)))
+        left = LOG_PAGE_BYTES
+        for row in rows:
             path = self._log_file(row.log_path)
             if path is None:
                 continue
-            text = read_log_tail(path, tail_lines)
-            truncated = truncated or len(text.encode()) < path.stat().st_size
             label = f" ({row.name})" if row.name else ""
-            parts.append(f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n{text}")
+            header = f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n"
+            room = min(share, left - len(header) - 1)
+            if room <= 0:
+                truncated = True
+                break
+            text = read_log_tail(path, tail_lines, room)
+            left -= len(header) + 1 + len(text.encode())
+            truncated = truncated or len(text.encode()) < path.stat().st_size
+            parts.append(header + text)
         return LogChunk(
             text="\n".join(parts),
             sheet_num=None,

@@ -67,6 +67,8 @@ class PauseReason(StrEnum):
     INTERRUPTED = "interrupted"
     NOT_STARTED = "not_started"
     SHUTDOWN = "shutdown"
+    # The cost the job's instruments reported passed the spec's `cost_limit_usd`.
+    COST_LIMIT = "cost_limit"
 
 
 class SheetStatus(StrEnum):
@@ -158,6 +160,16 @@ class HistoryEntry(_Record):
     error: str | None = None
     validations: list[ValidationResult] = Field(default_factory=list)
     log_path: str | None
+    instrument: str | None = None
+    # What the CLI reported about the attempt (null when it reports nothing of the kind):
+    # the session it ran in (what a retry resumes), the session it continued, and its cost.
+    session_id: str | None = None
+    resumed_session_id: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
 
 class SheetState(_Record):
@@ -201,6 +213,14 @@ class JobDetail(JobSummary):
     sheets_total_matching: int
     sheets: list[SheetState]
     spec: dict[str, Any] | None = None
+    # Totals over every attempt of the job, as its instruments reported them (null: none
+    # reported any); `cost_limit_usd` pauses the job once `cost_usd` passes it.
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_limit_usd: float | None = None
 
 
 class JobStatistics(_Record):

@@ -10,13 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from podium.core.checkpoint import read_checkpoint
 from podium.core.models import UtcTime, utcnow
+from podium.core.spec.bounds import MAX_SPEC_BYTES
+from podium.core.spec.loader import redact_spec
 from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"
+PARTIAL_PREFIX = ".partial-"
 _ID_FORMAT = "%Y%m%dT%H%M%S%fZ"
 HISTORY_LIMIT = 10_000
 
@@ -26,6 +30,23 @@ def _link_or_copy(source: str, destination: str) -> None:
         os.link(source, destination)
     except OSError:
         shutil.copy2(source, destination)
+
+
+def _redacted_source(path: Path) -> str | None:
+    """The spec file as submitted, with every `env` value redacted (the file itself holds
+    them in clear; a snapshot is a copy that outlives the job). Written back as YAML, so its
+    comments are lost; None when it no longer reads as a spec."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_SPEC_BYTES + 1).decode("utf-8")
+        if len(text) > MAX_SPEC_BYTES:
+            return None
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return yaml.safe_dump(redact_spec(data), sort_keys=False, allow_unicode=True)
 
 
 class SnapshotInfo(BaseModel):
@@ -70,6 +91,11 @@ class SnapshotStore:
             for h in history
         ]
 
+        # Written under a hidden name and renamed into place with its manifest: a crash
+        # in the middle leaves a partial dir that `reconcile` removes, never a snapshot that
+        # looks complete and is not.
+        final, target = target, target.with_name(PARTIAL_PREFIX + snapshot_id)
+
         def write() -> SnapshotInfo:
             target.mkdir(parents=True, exist_ok=False)
             # Compact: with an indent, json.dumps takes its pure-Python encoder (ten times
@@ -80,8 +106,10 @@ class SnapshotStore:
             )
             (target / "validations.json").write_text(json.dumps(validations))
             (target / "spec.json").write_text(json.dumps(detail.get("spec")))
-            if config_path is not None and Path(config_path).is_file():
-                shutil.copy2(config_path, target / f"spec-source{Path(config_path).suffix}")
+            if config_path is not None:
+                source = _redacted_source(Path(config_path))
+                if source is not None:
+                    (target / f"spec-source{Path(config_path).suffix}").write_text(source)
             logs = self._logs_root / job_id
             if logs.is_dir():
                 # Logs of finished attempts never change again: a hard link is a copy that
@@ -93,12 +121,13 @@ class SnapshotStore:
                 snapshot_id=snapshot_id,
                 job_id=job_id,
                 created_at=created,
-                path=str(target),
+                path=str(final),
                 files=files,
                 size_bytes=size,
                 workspace=str(workspace) if workspace is not None else None,
             )
             (target / MANIFEST).write_text(info.model_dump_json(indent=2))
+            target.rename(final)
             return info
 
         return await anyio.to_thread.run_sync(write)
@@ -109,6 +138,8 @@ class SnapshotStore:
         found = []
         for job_dir in job_dirs:
             for manifest in job_dir.glob(f"*/{MANIFEST}"):
+                if manifest.parent.name.startswith(PARTIAL_PREFIX):
+                    continue
                 try:
                     found.append(SnapshotInfo.model_validate_json(manifest.read_text()))
                 except (OSError, ValueError):
@@ -143,3 +174,34 @@ class SnapshotStore:
 
     def delete_for_job(self, job_id: str) -> None:
         shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
+    def reconcile(self, known_jobs: set[str]) -> int:
+        """After a crash: remove the snapshots of jobs the store no longer has (a `clear`
+        that deleted the rows and died before the files), partial captures and dirs without
+        a manifest. Returns how many dirs went."""
+        removed = 0
+        for job_dir in sorted(self.root.glob("*")):
+            if not job_dir.is_dir():
+                continue
+            if job_dir.name not in known_jobs:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                removed += 1
+                continue
+            for snap in job_dir.iterdir():
+                partial = snap.name.startswith(PARTIAL_PREFIX)
+                if snap.is_dir() and (partial or not (snap / MANIFEST).is_file()):
+                    shutil.rmtree(snap, ignore_errors=True)
+                    removed += 1
+            if not any(job_dir.iterdir()):
+                job_dir.rmdir()
+        return removed
+
+
+def snapshot_time(path: str | None) -> datetime | None:
+    """When the snapshot at `path` was taken (its id is its UTC timestamp)."""
+    if not path:
+        return None
+    try:
+        return datetime.strptime(Path(path).name, _ID_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None

@@ -50,6 +50,9 @@ class ClearResult(_View):
 class RateLimitView(_View):
     instrument: str
     until: UtcTime
+    pool: str | None = Field(
+        None, description="the quota pool the instrument shares this wait with, if any"
+    )
 
 
 class ConductorView(_View):

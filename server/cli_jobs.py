@@ -179,7 +179,7 @@ async def status(
     ctx: Context, job: str | None, follow: bool, sheet_limit: int, as_json: bool
 ) -> int:
     """A job's status and sheets, or without JOB the conductor's."""
-    from podium.server.follow import Follower, job_state, sheet_line
+    from podium.server.follow import Follower, job_state, sheet_line, usage_line
     from podium.server.remote import controller, reader
 
     config = ctx.config()
@@ -249,6 +249,8 @@ async def status(
     ]
     if d.get("error"):
         lines.append(f"  error: {d['error']}")
+    if usage := usage_line(d):
+        lines.append(f"  {usage}")
     lines += [sheet_line(s) for s in d["sheets"]]
     say("\n".join(lines))
     return 0

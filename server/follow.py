@@ -93,9 +93,35 @@ def job_state(detail: dict[str, Any]) -> str:
     return state
 
 
+def usage_line(detail: dict[str, Any]) -> str | None:
+    """What the job's attempts cost and used, as its instruments reported it; None when
+    none reported anything."""
+    parts = []
+    cost = detail.get("cost_usd")
+    limit = detail.get("cost_limit_usd")
+    if cost is not None:
+        parts.append(f"cost ${cost:.4f}" + (f" of a ${limit:g} limit" if limit else ""))
+    elif limit:
+        parts.append(f"cost limit ${limit:g}")
+    tokens = [
+        f"{detail[key]:,} {label}"
+        for key, label in (
+            ("input_tokens", "in"),
+            ("output_tokens", "out"),
+            ("cache_read_tokens", "cache read"),
+            ("cache_write_tokens", "cache write"),
+        )
+        if detail.get(key) is not None
+    ]
+    if tokens:
+        parts.append("tokens " + ", ".join(tokens))
+    return "; ".join(parts) if parts else None
+
+
 def final_line(detail: dict[str, Any]) -> str:
     extra = f": {detail['error']}" if detail.get("error") else ""
-    return f"job {detail['job_id']} {detail['status']}{extra}"
+    usage = usage_line(detail)
+    return f"job {detail['job_id']} {detail['status']}{extra}" + (f" ({usage})" if usage else "")
 
 
 class Follower:

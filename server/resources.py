@@ -26,7 +26,7 @@ def _json(value: Any) -> str:
 
 
 def _sheet_number(job_id: str, sheet_num: str) -> int:
-    if not sheet_num.isdigit() or int(sheet_num) < 1:
+    if not sheet_num.isdigit() or len(sheet_num) > 6 or int(sheet_num) < 1:
         raise ResourceNotFoundError(
             f"sheet {sheet_num!r} of job {job_id!r} not found: sheets are numbered from 1"
         )
@@ -42,6 +42,9 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
             raise ResourceNotFoundError(str(exc)) from exc
         except PodiumError as exc:
             raise ResourceError(str(exc)) from exc
+        except (ValueError, OverflowError, RecursionError, OSError) as exc:
+            # One mapping for every resource: a readable error, never -32603 with nothing.
+            raise ResourceError(f"{type(exc).__name__}: {exc}") from exc
 
     @mcp.resource(
         SPEC_SCHEMA_URI,

@@ -4,6 +4,7 @@ streamable HTTP."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import math
 import os
@@ -27,6 +28,7 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo, remove_conductor_info, write_conductor_info
 from podium.core.models import utcnow
+from podium.core.runner.escapees import become_subreaper
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
@@ -76,6 +78,27 @@ def transport_security(options: HttpOptions) -> TransportSecuritySettings:
     )
 
 
+def host_allowed(host: str, patterns: list[str]) -> bool:
+    """The Host header against DNS-rebinding patterns (`127.0.0.1:*` allows any port)."""
+    for pattern in patterns:
+        if pattern.endswith(":*"):
+            name = pattern[:-2]
+            if host == name or (host.startswith(name + ":") and host[len(name) + 1 :].isdigit()):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def trusted(request: Request, security: TransportSecuritySettings, token: str | None) -> bool:
+    if not host_allowed(request.headers.get("host", ""), list(security.allowed_hosts)):
+        return False
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 def check_http_options(options: HttpOptions) -> None:
     if not is_loopback(options.host) and not options.token:
         raise PodiumError(
@@ -88,6 +111,11 @@ def build_http_app(server: PodiumServer, transport: Transport, options: HttpOpti
     security = transport_security(options)
 
     async def healthz(request: Request) -> JSONResponse:
+        # Liveness for anyone (a supervisor's probe); what this process is and whether it is
+        # ready only for a request /mcp itself would let in: an allowed Host, and the bearer
+        # token when one is set.
+        if not trusted(request, security, options.token):
+            return JSONResponse({"alive": True})
         status = await server.conductor.status()
         body = {
             "alive": True,
@@ -132,6 +160,9 @@ async def serve(
     if transport != "stdio":
         check_http_options(options)
     conductor = Conductor(config, overrides=overrides)
+    # This process exists to run the engine: orphans of its sheets become its children (not
+    # init's), so it stays their reaper and can end them (SPEC §9 trap 15).
+    become_subreaper()
     stop = anyio.Event()
     failure: PodiumError | None = None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -31,6 +31,7 @@ from podium.core.views import (
 )
 from podium.server.app_view import JOB_VIEW_URI
 from podium.server.schemas import compact_input_schema, model_output_schema
+from podium.server.tool_errors import mapped_errors
 
 SPEC_EXAMPLE = """\
 name: demo
@@ -99,6 +100,14 @@ def _read_only() -> ToolAnnotations:
     )
 
 
+# Bounds of numeric arguments: past them a value means nothing here, and unbounded ones
+# reached the engine as OverflowError (1e300 hours) or an SQLite integer overflow (2**63).
+MAX_HOURS = 1_000_000.0  # over a century
+MAX_SHEETS = 10_000  # sheets per job
+MAX_ATTEMPTS = 1_000_000
+MAX_OFFSET = 2**53
+
+
 def _control(*, destructive: bool = False) -> ToolAnnotations:
     return ToolAnnotations(
         read_only_hint=False,
@@ -118,7 +127,7 @@ def _tool(
     meta: dict[str, Any] | None = None,
 ) -> Tool:
     tool = Tool.from_function(
-        fn,
+        mapped_errors(fn.__name__, fn),
         title=title,
         # Docstrings wrap for the source, not for agents: one line each.
         description=description or " ".join((fn.__doc__ or "").split()),
@@ -187,7 +196,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
             Field(ge=0, le=50, description="first wait up to this long for a status change"),
         ] = 0,
         sheet_status: SheetStatuses = None,
-        sheet_offset: Annotated[int, Field(ge=0)] = 0,
+        sheet_offset: Annotated[int, Field(ge=0, le=MAX_SHEETS)] = 0,
         sheet_limit: Annotated[int, Field(ge=1, le=1000)] = 100,
         include_spec: bool = False,
     ) -> dict[str, Any]:
@@ -253,7 +262,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
     async def clear(
         job_ids: list[str] | None = None,
         statuses: JobStatuses = None,
-        older_than_hours: Annotated[float | None, Field(ge=0)] = None,
+        older_than_hours: Annotated[float | None, Field(ge=0, le=MAX_HOURS)] = None,
         all: Annotated[bool, Field(description="needed when no other filter is given")] = False,
     ) -> ClearResult:
         """Delete finished jobs with their logs and snapshots (filters combine). Never
@@ -284,11 +293,16 @@ def build_tools(conductor: Conductor) -> list[Tool]:
 
     async def logs(
         job_id: JobId,
-        sheet: Annotated[int | None, Field(ge=1, description="omit: every sheet's tail")] = None,
-        attempt: Annotated[int | None, Field(ge=1, description="default latest")] = None,
+        sheet: Annotated[
+            int | None, Field(ge=1, le=MAX_SHEETS, description="omit: every sheet's tail")
+        ] = None,
+        attempt: Annotated[
+            int | None, Field(ge=1, le=MAX_ATTEMPTS, description="default latest")
+        ] = None,
         tail_lines: Annotated[int, Field(ge=1, le=10_000)] = 200,
         offset: Annotated[
-            int | None, Field(ge=0, description="read forward from this byte (next_offset)")
+            int | None,
+            Field(ge=0, le=MAX_OFFSET, description="read forward from this byte (next_offset)"),
         ] = None,
     ) -> LogChunk:
         """A sheet attempt's output; the result text is the log itself."""

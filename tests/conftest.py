@@ -18,6 +18,20 @@ from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig, load_config
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the hardening suites (more fuzzing, more points)",
+    )
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from cli_streams import (
+    PLUS_LIMIT,
+    SESSION,
+    claude_run,
+    codex_failure,
+    gemini_failure,
+    jl,
+    write_fake_cli,
+)
 from pydantic import TypeAdapter
 
 from podium.core.instruments.catalog import builtin_profiles
@@ -31,28 +39,6 @@ NEW_YORK = ZoneInfo("America/New_York")
 # Tuesday 10 March 2026, 10:30 UTC (03:30 in Los Angeles, on PDT since 8 March).
 NOW = datetime(2026, 3, 10, 10, 30, tzinfo=UTC)
 TASK = "Count the directories in listing.txt and write the number to count.txt"
-SESSION = "8f0c2a3e-6d1b-4c55-9e0a-3b1f2d7c9a41"
-
-FAKE_CLI = """#!{python}
-import json, os, sys, time
-record = os.environ["FAKE_RECORD"]
-with open(record, "a", encoding="utf-8") as fh:
-    seen = sum(1 for _ in open(record, encoding="utf-8")) if os.path.getsize(record) else 0
-    fh.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read(),
-                          "env": {{k: v for k, v in os.environ.items() if k.startswith("GOOSE")}}}})
-             + "\\n")
-attempts = json.load(open(os.environ["FAKE_SCENARIO"], encoding="utf-8"))
-step = attempts[min(seen, len(attempts) - 1)]
-for name, text in step.get("files", {{}}).items():
-    open(name, "w", encoding="utf-8").write(text)
-for line in step.get("stdout", []):
-    sys.stdout.buffer.write(line.encode("utf-8") + b"\\n")
-sys.stdout.flush()
-sys.stderr.buffer.write(step.get("stderr", "").encode("utf-8"))
-sys.stderr.flush()
-time.sleep(step.get("sleep", 0))
-sys.exit(step.get("exit", 0))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +52,7 @@ class FakeCli:
     def __init__(self, tmp_path: Path, builtins: dict[str, InstrumentProfile]) -> None:
         self.tmp = tmp_path
         self.builtins = builtins
-        self.script = tmp_path / "fake-cli"
-        self.script.write_text(FAKE_CLI.format(python=sys.executable))
-        self.script.chmod(0o755)
+        self.script = write_fake_cli(tmp_path / "fake-cli")
         self.record = tmp_path / "record.jsonl"
         self.record.write_text("")
         self.scenario = tmp_path / "scenario.json"
@@ -116,35 +100,6 @@ class FakeCli:
 @pytest.fixture
 def cli(tmp_path: Path, builtins: dict[str, InstrumentProfile]) -> FakeCli:
     return FakeCli(tmp_path, builtins)
-
-
-def jl(**event: Any) -> str:
-    """One JSON line, encoded the way the Node CLIs do (non-ASCII as is)."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-
-
-def claude_run(text: str, *, is_error: bool = True, extra: list[str] | None = None) -> list[str]:
-    """`claude -p --output-format stream-json --verbose` when the request is refused."""
-    return [
-        jl(type="system", subtype="init", cwd="/w", session_id=SESSION, model="claude-sonnet-4-5"),
-        *(extra or []),
-        jl(
-            type="assistant",
-            message={"role": "assistant", "content": [{"type": "text", "text": text}]},
-            session_id=SESSION,
-        ),
-        jl(
-            type="result",
-            subtype="success",
-            is_error=is_error,
-            duration_ms=412,
-            num_turns=1,
-            result=text,
-            session_id=SESSION,
-            total_cost_usd=0,
-            usage={"input_tokens": 0, "output_tokens": 0},
-        ),
-    ]
 
 
 def assert_waits(result: AttemptResult, until: datetime, now: datetime = NOW) -> None:
@@ -259,22 +214,6 @@ async def test_claude_credit_balance_is_a_billing_stop(cli: FakeCli) -> None:
 # --------------------------------------------------------------------------- codex-cli
 
 
-def codex_failure(message: str) -> list[str]:
-    """`codex exec --json` when the turn is refused: an error event, then turn.failed."""
-    return [
-        jl(type="thread.started", thread_id="0199a213-81c0-7800-8aa1-bbab2a035a53"),
-        jl(type="turn.started"),
-        jl(type="error", message=message),
-        jl(type="turn.failed", error={"message": message}),
-    ]
-
-
-PLUS_LIMIT = (
-    "You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing), visit "
-    "https://chatgpt.com/codex/settings/usage to purchase more credits or try again at {}."
-)
-
-
 async def test_codex_try_again_at_a_clock_time_today(cli: FakeCli) -> None:
     cli.script_attempts({"stdout": codex_failure(PLUS_LIMIT.format("12:16 PM")), "exit": 1})
     result = await cli.run("codex-cli", zone=LOS_ANGELES)
@@ -315,20 +254,6 @@ async def test_codex_quota_exceeded_is_a_billing_stop(cli: FakeCli) -> None:
 
 
 # --------------------------------------------------------------------------- gemini-cli
-
-
-def gemini_failure(error_type: str, message: str) -> list[str]:
-    """`gemini --output-format stream-json` when the request fails."""
-    return [
-        jl(type="init", timestamp="2026-03-10T10:29:58.120Z", session_id=SESSION,
-           model="gemini-2.5-pro"),
-        jl(type="message", timestamp="2026-03-10T10:29:58.121Z", role="user", content=TASK),
-        jl(type="error", timestamp="2026-03-10T10:29:59.002Z", severity="error", message=message),
-        jl(type="result", timestamp="2026-03-10T10:29:59.003Z", status="error",
-           error={"type": error_type, "message": message},
-           stats={"total_tokens": 0, "input_tokens": 0, "output_tokens": 0, "cached": 0,
-                  "input": 0, "duration_ms": 880, "tool_calls": 0}),
-    ]  # fmt: skip
 
 
 async def test_gemini_quota_will_reset_after_seconds(cli: FakeCli) -> None:

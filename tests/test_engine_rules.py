@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from podium.core.engine.attempts import Continuation, continuation
 from podium.core.engine.rules import (
     JUDGES,
     RetryLimits,
@@ -27,11 +28,12 @@ from podium.core.models import (
     Outcome,
     PauseReason,
     SheetStatus,
+    ValidationResult,
     WaitingReason,
 )
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.models import RetryPolicy
-from podium.core.store.rows import JobRow, SheetRow
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 LIMITS = RetryLimits(max_rate_limit_retries=2, max_rate_limit_wait_seconds=60)
@@ -72,7 +74,7 @@ def test_success_completes_the_sheet_and_keeps_the_last_4_kib() -> None:
     row = sheet(1, SheetStatus.RUNNING)
     verdict = judge_attempt(row, result(Outcome.COMPLETED), POLICY, LIMITS, T0)
     assert verdict.outcome is Outcome.COMPLETED and not verdict.failed
-    assert verdict.hold_seconds is None
+    assert verdict.hold_until is None
     assert row.status is SheetStatus.COMPLETED and row.completed_at == T0
     assert row.output_tail is not None and len(row.output_tail) == 4096
 
@@ -105,15 +107,63 @@ def test_a_rate_limit_holds_without_spending_a_retry_until_its_budget_runs_out()
     )
     verdict = judge_attempt(row, limited, POLICY, LIMITS, T0)
     # The reported wait is capped by max_rate_limit_wait_seconds.
-    assert verdict.hold_seconds == 60 and not verdict.failed
+    assert verdict.hold_until == T0 + timedelta(seconds=60) and not verdict.failed
     assert row.status is SheetStatus.WAITING and row.waiting_reason is WaitingReason.RATE_LIMIT
     assert row.waiting_until == T0 + timedelta(seconds=60)
     assert (row.retries_used, row.rate_limit_hits) == (0, 1)
     judge_attempt(row, limited, POLICY, LIMITS, T0)
     final = judge_attempt(row, limited, POLICY, LIMITS, T0)
-    assert final.failed and final.hold_seconds is None
+    assert final.failed and final.hold_until is None
     assert row.status is SheetStatus.FAILED and row.error_category is ErrorCategory.RATE_LIMITED
     assert "still rate limited after 2 waits" in (row.last_error or "")
+
+
+def test_a_billing_stop_fails_at_once_without_a_retry() -> None:
+    row = sheet(1, SheetStatus.RUNNING)
+    billing = result(Outcome.FAILED, error_category=ErrorCategory.BILLING)
+    verdict = judge_attempt(row, billing, POLICY, LIMITS, T0)
+    assert verdict.failed and verdict.hold_until is None
+    assert row.status is SheetStatus.FAILED and row.retries_used == 0
+    assert row.error_category is ErrorCategory.BILLING
+
+
+def test_a_reported_reset_moment_is_the_wait_itself_capped_by_the_limit() -> None:
+    # The runner dated the reset with its own clock (here 10 s before the writer's `now`):
+    # the sheet waits until that very moment, not `now` plus the seconds.
+    read_at = T0 - timedelta(seconds=10)
+    soon = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=read_at + timedelta(seconds=45),
+        retry_after_seconds=45,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    assert judge_attempt(row, soon, POLICY, LIMITS, T0).hold_until == read_at + timedelta(
+        seconds=45
+    )
+    assert row.waiting_until == read_at + timedelta(seconds=45)
+    far = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=read_at + timedelta(hours=3),
+        retry_after_seconds=3 * 3600,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    judge_attempt(row, far, POLICY, LIMITS, T0)
+    assert row.waiting_until == read_at + timedelta(seconds=60)  # max_rate_limit_wait_seconds
+
+
+def test_a_reset_moment_already_past_backs_off_instead() -> None:
+    past = result(
+        Outcome.RATE_LIMITED,
+        error_category=ErrorCategory.RATE_LIMITED,
+        reset_at=T0 - timedelta(minutes=2),
+        retry_after_seconds=0.0,
+    )
+    row = sheet(1, SheetStatus.RUNNING)
+    verdict = judge_attempt(row, past, POLICY, LIMITS, T0)
+    assert verdict.hold_until == T0 + timedelta(seconds=2)  # the first backoff step
+    assert row.waiting_until == T0 + timedelta(seconds=2)
 
 
 def test_every_outcome_has_a_rule_and_unknown_ones_are_failed_runs() -> None:
@@ -272,3 +322,82 @@ def test_counts_follow_every_status_change(status: SheetStatus) -> None:
     state.replace_sheet(sheet(1, status), T0)
     assert state.counts[status] == (2 if status is SheetStatus.PENDING else 1)
     assert state.open_sheets == (1 if status.is_terminal else 2)
+
+
+# ----- what a retry carries over ------------------------------------------------------------
+
+
+def attempt_row(
+    attempt: int,
+    outcome: Outcome,
+    category: ErrorCategory | None,
+    session: str | None = "s-1",
+    validations: list[ValidationResult] | None = None,
+) -> AttemptRow:
+    return AttemptRow(
+        job_id="j",
+        sheet_num=1,
+        attempt=attempt,
+        started_at=T0,
+        outcome=outcome,
+        error_category=category,
+        session_id=session,
+        validations=validations or [],
+        instrument="claude-code",
+    )
+
+
+@pytest.mark.parametrize(
+    "category",
+    [
+        ErrorCategory.TIMEOUT,
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.RATE_LIMITED,
+        ErrorCategory.CRASHED,
+        ErrorCategory.INTERRUPTED,
+    ],
+)
+def test_a_retry_after_an_interruption_of_the_work_resumes_its_session(
+    category: ErrorCategory,
+) -> None:
+    assert continuation([attempt_row(1, Outcome.FAILED, category)], "claude-code") == Continuation(
+        "s-1"
+    )
+
+
+@pytest.mark.parametrize(
+    "category", [ErrorCategory.FAILED, ErrorCategory.AUTH, ErrorCategory.BILLING, None]
+)
+def test_a_retry_after_an_unexplained_failure_starts_afresh(
+    category: ErrorCategory | None,
+) -> None:
+    assert continuation([attempt_row(1, Outcome.FAILED, category)], "claude-code") == Continuation()
+
+
+def test_a_retry_after_failed_validations_resumes_with_feedback() -> None:
+    check = ValidationResult(type="file_exists", passed=False, detail="count.txt does not exist")
+    carried = continuation(
+        [attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])],
+        "claude-code",
+    )
+    assert carried.session_id == "s-1"
+    assert carried.feedback is not None
+    assert "- file_exists: count.txt does not exist" in carried.feedback
+
+
+def test_an_attempt_cut_off_before_it_named_its_session_defers_to_the_one_before() -> None:
+    cut = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session=None)
+    timed_out = attempt_row(1, Outcome.TIMEOUT, ErrorCategory.TIMEOUT, session="s-1")
+    assert continuation([cut, timed_out], "claude-code") == Continuation("s-1")
+    assert continuation([cut], "claude-code") == Continuation()
+    # One that named it is enough on its own.
+    named = attempt_row(2, Outcome.INTERRUPTED, ErrorCategory.INTERRUPTED, session="s-2")
+    assert continuation([named, timed_out], "claude-code") == Continuation("s-2")
+
+
+def test_a_session_of_another_cli_is_not_resumed_after_a_switch() -> None:
+    # A changed spec moved the sheet from claude-code to codex-cli: only the feedback goes on.
+    check = ValidationResult(type="file_exists", passed=False, detail="count.txt does not exist")
+    failed = attempt_row(1, Outcome.FAILED, ErrorCategory.VALIDATION_FAILED, validations=[check])
+    carried = continuation([failed], "codex-cli")
+    assert carried.session_id is None and carried.feedback is not None

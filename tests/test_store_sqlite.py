@@ -274,6 +274,51 @@ async def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_v3_database_gains_attempt_usage_and_job_totals(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrate(conn, path, target=3) == 3
+        stamp = T0.isoformat()[:26] + "Z"
+        conn.execute(
+            "INSERT INTO jobs (job_id, name, status, workspace, spec_json, spec_fingerprint,"
+            " total_sheets, submitted_at, updated_at) VALUES ('v3-job', 'old', 'failed', '/w',"
+            " '{\"name\": \"old\"}', 'fp', 0, ?, ?)",
+            (stamp, stamp),
+        )
+        conn.execute(
+            "INSERT INTO attempts (job_id, sheet_num, attempt, started_at, outcome) "
+            "VALUES ('v3-job', 1, 1, ?, 'timeout')",
+            (stamp,),
+        )
+    finally:
+        conn.close()
+    store = await SQLiteStore.open(path)
+    try:
+        record = await store.load_job("v3-job")
+        assert record is not None
+        assert (record.job.cost_usd, record.job.input_tokens, record.job.cost_limit_usd) == (
+            None, None, None,
+        )  # fmt: skip
+        (attempt,), _ = await store.get_history("v3-job", None, 10, 0)
+        entry = attempt.entry()
+        assert (entry.session_id, entry.cost_usd, entry.output_tokens, entry.instrument) == (
+            None, None, None, None,
+        )  # fmt: skip
+        # The new columns are written and read back like any other.
+        edited = attempt
+        edited.session_id, edited.cost_usd, edited.input_tokens = "s-1", 0.25, 1200
+        job_row = record.job
+        job_row.cost_usd, job_row.input_tokens = 0.25, 1200
+        assert await store.commit([WriteBatch(attempts=[edited], jobs=[job_row])]) == [None]
+        (again,), _ = await store.get_history("v3-job", None, 10, 0)
+        assert (again.session_id, again.cost_usd, again.input_tokens) == ("s-1", 0.25, 1200)
+        reread = await store.get_job("v3-job")
+        assert reread is not None and (reread.cost_usd, reread.input_tokens) == (0.25, 1200)
+    finally:
+        await store.close()
+
+
 async def test_a_newer_database_is_refused_and_left_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     store = await SQLiteStore.open(path)

@@ -3,10 +3,11 @@ turned into its sheet's transition (and, through it, its job's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from podium.core.engine import ratelimits
+from podium.core.engine import costs, ratelimits
 from podium.core.engine.context import EngineContext
 from podium.core.engine.rules import (
     final_job_status,
@@ -18,12 +19,13 @@ from podium.core.engine.rules import (
     skipped_after_failure,
     with_category,
 )
-from podium.core.engine.state import EngineState, JobState, RunningSheet
+from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.runner.process import ProcessGroupRef
+from podium.core.runner.prompts import validation_feedback
 from podium.core.runner.runner import AttemptPlan, AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
@@ -32,6 +34,7 @@ from podium.core.spec.templating import (
     render_sheet_prompt,
     render_validation,
 )
+from podium.core.store.rows import AttemptRow
 
 # Wired in by the engine (this module imports no control): a job's last running sheet ended
 # within this op, and the job may have a pending modify to apply.
@@ -64,9 +67,61 @@ class AncestorOutputs(Mapping[int, str]):
         return len(self._known())
 
 
-def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) -> AttemptPlan | str:
+# How an attempt ended when its CLI session holds work worth keeping: the retry continues
+# that session. A plain failure (an error nobody classified) starts afresh: the session may be
+# what broke; billing and auth are never retried.
+RESUMABLE = frozenset(
+    {
+        ErrorCategory.TIMEOUT,
+        ErrorCategory.TRANSIENT,
+        ErrorCategory.RATE_LIMITED,
+        ErrorCategory.VALIDATION_FAILED,
+        ErrorCategory.INTERRUPTED,
+        ErrorCategory.CRASHED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What a retry carries over from the attempts before it."""
+
+    session_id: str | None = None  # the CLI session to resume
+    feedback: str | None = None  # why the last attempt did not finish, for the prompt
+
+
+def needs_earlier(row: AttemptRow) -> bool:
+    """An attempt cut off (conductor stopped or died) before its CLI said which session it
+    ran in: the one before it tells."""
+    return row.outcome is Outcome.INTERRUPTED and row.session_id is None
+
+
+def continuation(previous: Sequence[AttemptRow], instrument: str) -> Continuation:
+    """What the next attempt (run with `instrument`) continues, from the sheet's last
+    attempts (latest first). A session is another CLI's after a changed spec switched the
+    sheet's instrument: only the feedback carries over then."""
+    for row in previous:
+        if needs_earlier(row):
+            continue
+        if row.error_category not in RESUMABLE:
+            return Continuation()
+        feedback = None
+        if row.error_category is ErrorCategory.VALIDATION_FAILED:
+            feedback = validation_feedback(row.validations)
+        same_cli = row.instrument is None or row.instrument == instrument
+        return Continuation(row.session_id if same_cli else None, feedback)
+    return Continuation()
+
+
+def plan_attempt(
+    ctx: EngineContext,
+    state: EngineState,
+    entry: RunningSheet,
+    previous: Sequence[AttemptRow] = (),
+) -> AttemptPlan | str:
     """What the runner needs for the attempt: the prompt and validations rendered, the
-    instrument resolved; or why it cannot start (the attempt then fails before any process)."""
+    instrument resolved, and what it continues of the attempts before it (`previous`, latest
+    first); or why it cannot start (the attempt then fails before any process)."""
     job_state = state.jobs.get(entry.job_id)
     if job_state is None:
         return "the job is no longer known to this conductor"
@@ -97,6 +152,7 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
     except TemplateRenderError as exc:
         return f"template: {exc}"
     config = ctx.config
+    carried = continuation(previous, resolved.instrument)
     return AttemptPlan(
         job_id=job.job_id,
         sheet_num=entry.sheet_num,
@@ -111,6 +167,8 @@ def plan_attempt(ctx: EngineContext, state: EngineState, entry: RunningSheet) ->
         kill_grace_seconds=config.kill_grace_seconds,
         base_env=ctx.base_env,
         home=str(config.home),
+        resume_session_id=carried.session_id,
+        feedback=carried.feedback if info.profile.retry_feedback else None,
     )
 
 
@@ -164,8 +222,8 @@ def record_result(
             verdict = judge_attempt(sheet, result, policy, ctx.retry_limits, now)
             outcome = verdict.outcome
             key = job_state.hold_key(num)
-            if verdict.hold_seconds is not None:
-                ratelimits.hold(tx, key, verdict.hold_seconds, result.error)
+            if verdict.hold_until is not None:
+                ratelimits.hold(tx, key, verdict.hold_until, result.error)
             if outcome is Outcome.COMPLETED:
                 ratelimits.succeeded(tx, key)
             if verdict.failed:
@@ -190,6 +248,14 @@ def record_result(
         if outcome is Outcome.INTERRUPTED:
             recorded = with_category(result, ErrorCategory.INTERRUPTED)
         finish_attempt_row(attempt, recorded, outcome)
+        if costs.reported_usage(result):
+            edited = tx.edit_job(job_id)
+            costs.add_usage(edited, result)
+            limit = edited.cost_limit_usd
+            if edited.status in DISPATCHABLE and costs.past_limit(edited, limit):
+                assert limit is not None
+                costs.pause_for_cost(edited, limit, now)
+        # A job whose last sheet just ended is done, whatever it cost.
         if not job.status.is_terminal and tx.open_sheets(job_id) == 0:
             final = final_job_status(tx.sheets(job_id).values())
             if final is not None:

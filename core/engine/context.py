@@ -9,11 +9,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 
 from podium.core.config import PodiumConfig
 from podium.core.engine.rules import RetryLimits
 from podium.core.engine.scheduler import Limits
 from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.models import utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.store.rows import JobRow
 
@@ -35,6 +37,11 @@ class EngineContext:
     last_slow_dispatch: float = 0.0
     recent_outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_OUTCOMES))
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    # What dates a CLI's reset wording ("resets 1pm", "try again in 2 hours") and the zone a
+    # clock time without one is read in (None: the machine's, where the CLI printed it).
+    # Tests freeze them; the engine's own bookkeeping keeps the real time.
+    clock: Callable[[], datetime] = utcnow
+    zone: tzinfo | None = None
 
     @property
     def limits(self) -> Limits:

@@ -12,6 +12,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
+from podium.core.engine.costs import check_resumable
 from podium.core.engine.rules import (
     check_spec_change,
     final_job_status,
@@ -185,6 +186,7 @@ class Control:
                 updated_at=now,
                 priority=spec.priority,
                 labels=list(spec.labels),
+                cost_limit_usd=spec.cost_limit_usd,
             )
             sheets = [
                 SheetRow(
@@ -255,6 +257,11 @@ class Control:
             if changed_spec is not None:
                 # Validate before touching anything: a bad changed spec leaves the job as it was.
                 check_spec_change(list(tx.sheets(job_id).values()), changed_spec)
+            no_op = changed_spec is None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+            runs_under = changed_spec or tx.state(job_id).spec
+            if runs_under is not None and not no_op:
+                # Past the limit it would run under, the job would only spend more.
+                check_resumable(job, runs_under.spec.cost_limit_usd)
             if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 if changed_spec is None:
                     return committed

@@ -17,7 +17,13 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.engine import ratelimits
-from podium.core.engine.attempts import IdleHook, plan_attempt, record_process, record_result
+from podium.core.engine.attempts import (
+    IdleHook,
+    needs_earlier,
+    plan_attempt,
+    record_process,
+    record_result,
+)
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
 from podium.core.engine.rules import (
@@ -135,6 +141,7 @@ class Dispatcher:
                 # filled by the next pass, whose start can share the same commit.
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
+                self.state.starting.update(picks)
                 self._task_group.start_soon(self._start, picks)
         return self._next_wake()
 
@@ -298,6 +305,8 @@ class Dispatcher:
             if self._stopping:
                 return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
+            mine = set(picks)
+            room: dict[str, int] = {}
             for job_id, num in picks:
                 job_state = self.state.jobs.get(job_id)
                 sheet = tx.sheet(job_id, num) if job_state is not None else None
@@ -308,6 +317,13 @@ class Dispatcher:
                     or not sheet_is_startable(sheet, tx.now)
                 ):
                     continue
+                if job_id not in room:
+                    room[job_id] = self._room(job_state, mine)
+                if room[job_id] <= 0:
+                    # Another conductor started sheets of the job since the pick (this op
+                    # re-runs on fresh rows after a refused write): its limit holds.
+                    continue
+                room[job_id] -= 1
                 attempt = sheet.attempts + 1
                 log_path = self._log_path(job_id, num, attempt)
                 begin_attempt(tx.edit_sheet(job_id, num), attempt, tx.now, log_path)
@@ -320,6 +336,7 @@ class Dispatcher:
                         log_path=log_path,
                         conductor_id=ctx.config.conductor_id,
                         lease_expires_at=tx.now + lease,
+                        instrument=sheet.instrument,
                     )
                 )
                 if tx.job(job_id).status is JobStatus.QUEUED:
@@ -335,6 +352,7 @@ class Dispatcher:
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
+            self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
             begun = {(j, n) for j, n, _ in started}
@@ -342,6 +360,26 @@ class Dispatcher:
                 if (job_id, num) not in begun and job_id in self.state.jobs:
                     self.state.jobs[job_id].push_back(num)
             self.wake()
+
+    def _room(self, job_state: JobState, mine: set[tuple[str, int]]) -> int:
+        """How many more sheets of the job may start now: its `max_parallel_sheets` less
+        the sheets running on any conductor (the rows) and other starts of this one that are
+        not committed yet."""
+        job_id = job_state.job_id
+        running = self.state.running
+        pending = sum(
+            1
+            for key in self.state.starting
+            if key[0] == job_id and key not in mine and key[1] not in job_state.running
+        )
+        # A sheet of this conductor whose process has ended frees its place already (its
+        # result may share this commit), as the pick counted it.
+        ended = sum(
+            1
+            for num in job_state.running
+            if (entry := running.get((job_id, num))) is not None and entry.ended
+        )
+        return job_state.max_parallel - len(job_state.running) + ended - pending
 
     def _log_path(self, job_id: str, sheet_num: int, attempt: int) -> str:
         logs = self._logs_dir
@@ -361,12 +399,20 @@ class Dispatcher:
 
     async def _run_sheet(self, entry: RunningSheet) -> None:
         started = utcnow()
+        ctx = self.ctx
         try:
-            plan = plan_attempt(self.ctx, self.state, entry)
+            previous = await self._previous_attempts(entry)
+            plan = plan_attempt(ctx, self.state, entry, previous)
             if isinstance(plan, str):
                 result = failed_before_start(plan, started, "")
             else:
-                result = await run_attempt(plan, entry.control, on_spawn=self._recorder(entry))
+                result = await run_attempt(
+                    plan,
+                    entry.control,
+                    on_spawn=self._recorder(entry),
+                    clock=ctx.clock,
+                    zone=ctx.zone,
+                )
         except Exception as exc:  # a bug must fail the sheet, never wedge the job
             log.exception("attempt crashed", job_id=entry.job_id, sheet=entry.sheet_num)
             result = failed_before_start(f"internal error: {exc!r}", started, "")
@@ -388,6 +434,20 @@ class Dispatcher:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
+
+    async def _previous_attempts(self, entry: RunningSheet) -> list[AttemptRow]:
+        """The attempts a retry carries its session and feedback over from, latest first, as
+        stored (so they survive a restart); a first attempt reads nothing."""
+        previous: list[AttemptRow] = []
+        store = self.writer.store
+        for number in range(entry.attempt - 1, max(0, entry.attempt - 3), -1):
+            row = await store.get_attempt(entry.job_id, entry.sheet_num, number)
+            if row is None:
+                break
+            previous.append(row)
+            if not needs_earlier(row):
+                break
+        return previous
 
     def _recorder(self, entry: RunningSheet) -> Callable[[ProcessGroupRef], Awaitable[None]]:
         async def record(ref: ProcessGroupRef) -> None:

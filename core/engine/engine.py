@@ -3,8 +3,8 @@ This is the only part of the engine the conductor holds."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import anyio
@@ -26,7 +26,7 @@ from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
-from podium.core.models import JobStatus, JobSummary
+from podium.core.models import JobStatus, JobSummary, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
@@ -45,11 +45,15 @@ class Engine:
         catalog: InstrumentCatalog,
         events: EventBus,
         on_terminal: TerminalHook | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        zone: tzinfo | None = None,
     ) -> None:
-        self.ctx = EngineContext(config, catalog, on_terminal)
+        self.ctx = EngineContext(config, catalog, on_terminal, clock=clock, zone=zone)
         self.store = store
         self.events = events
         self.state = EngineState()
+        self.state.set_hold_keys(catalog.hold_keys())
         self.writer = Writer(store, self.state, events)
         self.dispatcher = Dispatcher(self.ctx, self.writer, self.state, self._apply_pending_modify)
         self.control = Control(self.writer, self.state, config)
@@ -216,6 +220,11 @@ class Engine:
     @catalog.setter
     def catalog(self, catalog: InstrumentCatalog) -> None:
         self.ctx.catalog = catalog
+        if self.state.set_hold_keys(catalog.hold_keys()):
+            # A profile joined or left a quota pool: the jobs in hand index their ready
+            # sheets by hold key, so they are indexed again.
+            self.state.reindex()
+            self.wake()
 
     @property
     def limits(self) -> Limits:

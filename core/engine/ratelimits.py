@@ -6,18 +6,17 @@ release live in the store, so a crash or a restart keeps them (SPEC §6)."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from podium.core.engine.state import EngineState, hold_key_for
+from podium.core.engine.state import EngineState
 from podium.core.engine.tx import Op, Tx
 from podium.core.models import SheetStatus, WaitingReason
 from podium.core.store.rows import HoldRow
 
 
-def hold(tx: Tx, key: str, seconds: float, reason: str | None) -> None:
-    """Hold `key` for `seconds` from now (a later hit replaces the earlier wait)."""
+def hold(tx: Tx, key: str, until: datetime, reason: str | None) -> None:
+    """Hold `key` until `until` (a later hit replaces the earlier wait)."""
     row = tx.edit_hold(key)
-    until = tx.now + timedelta(seconds=seconds)
     if row is None:
         tx.put_hold(HoldRow(key, until, reason, tx.now))
         return
@@ -61,7 +60,7 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
                 if (
                     sheet.status is SheetStatus.WAITING
                     and sheet.waiting_reason is WaitingReason.RATE_LIMIT
-                    and hold_key_for(sheet.instrument) in lifted
+                    and job_state.hold_key(num) in lifted
                 ):
                     row = tx.edit_sheet(job_id, num)
                     row.waiting_until = tx.now
@@ -72,14 +71,19 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
 
 
 def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
-    """Released keys whose first sheet is already running: nothing else goes behind them.
-    Read from the sheet rows, so a first sheet another conductor runs counts too."""
+    """Released keys whose first sheet is already starting or running: nothing else goes
+    behind them. Running is read from the sheet rows too, so a first sheet another conductor
+    runs counts as well."""
     if not released:
         return set()
     busy = set()
-    for job_state in state.jobs.values():
-        for num in job_state.running:
-            key = job_state.hold_key(num)
+    starting_or_running = [*state.starting, *state.running]
+    for held in state.jobs.values():
+        starting_or_running += [(held.job_id, num) for num in held.running]
+    for job_id, sheet_num in starting_or_running:
+        job_state = state.jobs.get(job_id)
+        if job_state is not None:
+            key = job_state.hold_key(sheet_num)
             if key in released:
                 busy.add(key)
     return busy

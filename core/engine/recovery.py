@@ -33,6 +33,7 @@ from podium.core.models import (
     SheetStatus,
     utcnow,
 )
+from podium.core.runner.escapees import end_attempt_processes
 from podium.core.runner.process import (
     ProcessGroupRef,
     groups_marked,
@@ -186,8 +187,9 @@ class Recovery:
             log.warning("killed leftover process group", pgid=ref.pgid)
 
     async def _kill_marked(self, attempt: AttemptRow) -> None:
-        """Processes that carry this attempt's mark in their environment are ours even when no
-        process group was recorded (a crash right after spawn) or the leader is gone."""
+        """Processes that carry this attempt's mark in their environment, or its tag (see
+        `escapees`), are ours even when no process group was recorded (a crash right after
+        spawn), the leader is gone, or they left the group (`setsid`, `env -i`)."""
         marker = attempt_marker(
             str(self.ctx.config.home), attempt.job_id, attempt.sheet_num, attempt.attempt
         )
@@ -195,6 +197,11 @@ class Recovery:
         for pgid in groups:
             log.warning("killing unrecorded leftover process group", pgid=pgid)
             await terminate_group(pgid, self.ctx.config.kill_grace_seconds)
+        ended = await end_attempt_processes(
+            marker, attempt.started_at.timestamp(), self.ctx.config.kill_grace_seconds
+        )
+        if ended:
+            log.warning("killed leftover processes outside the group", count=ended)
 
     async def shutdown(self, others_alive: bool = False) -> None:
         """End running sheets and leave their jobs paused (`shutdown`). A pending modify is

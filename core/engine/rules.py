@@ -101,6 +101,15 @@ def finish_attempt_row(attempt: AttemptRow, result: AttemptResult, outcome: Outc
     attempt.error = result.error
     attempt.validations = list(result.validations)
     attempt.log_path = result.log_path
+    # The session the attempt ran in: the one it reported, else the one it continued (a run
+    # killed before it said anything is still in that session).
+    attempt.session_id = result.session_id or result.resumed_session_id
+    attempt.resumed_session_id = result.resumed_session_id
+    attempt.cost_usd = result.cost_usd
+    attempt.input_tokens = result.input_tokens
+    attempt.output_tokens = result.output_tokens
+    attempt.cache_read_tokens = result.cache_read_tokens
+    attempt.cache_write_tokens = result.cache_write_tokens
 
 
 def interrupt_attempt_row(attempt: AttemptRow, now: datetime, error: str) -> None:
@@ -122,7 +131,7 @@ class Verdict:
 
     outcome: Outcome  # recorded in history
     failed: bool = False  # the sheet failed for good: its dependents are skipped
-    hold_seconds: float | None = None  # rate limited: hold its hold key this long
+    hold_until: datetime | None = None  # rate limited: hold its hold key until then
 
 
 Judge = Callable[[SheetRow, AttemptResult, RetryPolicy, RetryLimits, datetime], Verdict]
@@ -144,23 +153,39 @@ def _rate_limited(
         error = f"{result.error}; still rate limited after {limits.max_rate_limit_retries} waits"
         mark_terminal(sheet, SheetStatus.FAILED, now, error, ErrorCategory.RATE_LIMITED)
         return Verdict(Outcome.RATE_LIMITED, failed=True)
-    wait = result.retry_after_seconds
-    if wait is None:
-        wait = backoff_seconds(policy, sheet.rate_limit_hits - 1)
-    wait = min(max(wait, 0.0), limits.max_rate_limit_wait_seconds)
+    until = rate_limit_until(sheet, result, policy, limits, now)
     sheet.status = SheetStatus.WAITING
     sheet.waiting_reason = WaitingReason.RATE_LIMIT
-    sheet.waiting_until = now + timedelta(seconds=wait)
+    sheet.waiting_until = until
     sheet.last_error = result.error
     sheet.error_category = ErrorCategory.RATE_LIMITED
-    return Verdict(Outcome.RATE_LIMITED, hold_seconds=wait)
+    return Verdict(Outcome.RATE_LIMITED, hold_until=until)
+
+
+def rate_limit_until(
+    sheet: SheetRow, result: AttemptResult, policy: RetryPolicy, limits: RetryLimits, now: datetime
+) -> datetime:
+    """When a rate-limited sheet (and its hold) may go again: the moment the CLI said the
+    limit lifts, else a backoff; never further than `max_rate_limit_wait_seconds`."""
+    cap = limits.max_rate_limit_wait_seconds
+    wait = result.retry_after_seconds
+    if result.reset_at is not None and wait is not None and wait > 0:
+        # The reset moment itself, not `now` plus the seconds: it was dated by the clock the
+        # runner read the output with, and the CLI named that moment.
+        return result.reset_at - timedelta(seconds=max(0.0, wait - cap))
+    if wait is None or wait <= 0:
+        # No moment given, or one already past (a limit "resets 1pm" printed at 1:02pm is
+        # not lifted yet): back off, growing with each hit.
+        wait = backoff_seconds(policy, sheet.rate_limit_hits - 1)
+    return now + timedelta(seconds=min(wait, cap))
 
 
 def _failed(
     sheet: SheetRow, result: AttemptResult, policy: RetryPolicy, limits: RetryLimits, now: datetime
 ) -> Verdict:
     category = result.error_category
-    retryable = category is not ErrorCategory.AUTH  # auth errors fail at once
+    # Auth and billing errors fail at once: no retry can log in or buy credits.
+    retryable = category not in (ErrorCategory.AUTH, ErrorCategory.BILLING)
     if retryable and sheet.retries_used < policy.max_retries:
         delay = backoff_seconds(policy, sheet.retries_used)
         sheet.retries_used += 1
@@ -332,6 +357,7 @@ def spec_change(
     job.priority = new.spec.priority
     job.labels = list(new.spec.labels)
     job.description = new.spec.description
+    job.cost_limit_usd = new.spec.cost_limit_usd
     job.total_sheets = len(new.sheets)
     job.updated_at = now
     changed: list[SheetChange] = []

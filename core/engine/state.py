@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,9 +29,8 @@ Timer = tuple[datetime, str, str, int]
 _STARTABLE = frozenset({SheetStatus.PENDING, SheetStatus.WAITING})
 
 
-def hold_key_for(instrument: str) -> str:
-    """The rate-limit hold a sheet of `instrument` waits behind. One per instrument today;
-    instruments sharing a quota pool will map to the pool's key."""
+def own_key(instrument: str) -> str:
+    """An instrument outside any quota pool waits behind a hold of its own name."""
     return instrument
 
 
@@ -55,7 +54,12 @@ class JobState:
     unmet dependency counts, ready heaps per hold key, status counts, running sheets."""
 
     def __init__(
-        self, job: JobRow, sheets: list[SheetRow], spec: LoadedSpec | None, spec_error: str | None
+        self,
+        job: JobRow,
+        sheets: list[SheetRow],
+        spec: LoadedSpec | None,
+        spec_error: str | None,
+        key_of: Callable[[str], str] = own_key,
     ) -> None:
         self.job = job
         self.spec = spec
@@ -79,7 +83,7 @@ class JobState:
         self.timers: list[Timer] | None = None
         self._deadline_timer: datetime | None = None
         for sheet in sheets:
-            self._key[sheet.sheet_num] = hold_key_for(sheet.instrument)
+            self._key[sheet.sheet_num] = key_of(sheet.instrument)
             self.unmet[sheet.sheet_num] = sum(
                 1
                 for d in sheet.depends_on
@@ -299,12 +303,30 @@ class EngineState:
         # In-flight attempts this conductor started (the rows, for their final write).
         self.attempts: dict[tuple[str, int, int], AttemptRow] = {}
         self.running: dict[tuple[str, int], RunningSheet] = {}
+        # Picks whose start is being committed: not running yet, but a released hold they
+        # sit behind already has its one sheet going first.
+        self.starting: set[tuple[str, int]] = set()
         # Slots in use, in total and by job: attempts whose processes still run, and picks
         # whose start is being committed.
         self.live = 0
         self.live_by_job: dict[str, int] = {}
         self.timers: list[Timer] = []
         self._busy = anyio.Event()
+        # Instrument -> the hold its sheets wait behind (its quota pool); absent: its own.
+        self._hold_keys: dict[str, str] = {}
+
+    def hold_key_for(self, instrument: str) -> str:
+        return self._hold_keys.get(instrument, instrument)
+
+    def set_hold_keys(self, keys: Mapping[str, str]) -> bool:
+        """Take the catalog's pools (instrument -> hold key; instruments outside a pool may
+        be left out). Returns whether any instrument moved to another hold: the caller then
+        rebuilds the jobs in hand, whose ready sets are kept by hold key."""
+        fresh = {i: k for i, k in keys.items() if k != i}
+        if fresh == self._hold_keys:
+            return False
+        self._hold_keys = fresh
+        return True
 
     def started_running(self) -> None:
         self._busy.set()
@@ -322,6 +344,15 @@ class EngineState:
         for num, until in job_state.waiting.items():
             self.timers.append((until, "wait", job_state.job_id, num))
         job_state.announce_timers()
+
+    def reindex(self) -> None:
+        """Index every job in hand again from its rows (after the hold keys changed)."""
+        for old in list(self.jobs.values()):
+            fresh = JobState(
+                old.job, list(old.sheets.values()), old.spec, old.spec_error, self.hold_key_for
+            )
+            fresh.replace_job(old.job)
+            self.add(fresh)
 
     def entries_for(self, job_id: str) -> list[RunningSheet]:
         return [e for (jid, _), e in self.running.items() if jid == job_id]

@@ -438,7 +438,7 @@ class Writer:
                     spec = await anyio.to_thread.run_sync(self._load_spec, data)
                 except Exception as exc:  # any failure to load fails that job alone
                     error = str(exc)
-        state = JobState(record.job, record.sheets, spec, error)
+        state = JobState(record.job, record.sheets, spec, error, self.state.hold_key_for)
         state.replace_job(record.job)
         return state
 
@@ -475,7 +475,7 @@ class Writer:
         for new in batch.new_jobs:
             _bump_all([new.job, *new.sheets])
             spec = tx.new_specs[new.job.job_id]
-            job_state = JobState(new.job, new.sheets, spec, None)
+            job_state = JobState(new.job, new.sheets, spec, None, state.hold_key_for)
             job_state.replace_job(new.job)
             state.add(job_state)
             tx.publish(ChangeEvent(new.job.job_id, "submitted", new.job.status.value))
@@ -494,7 +494,9 @@ class Writer:
             rows.update({s.sheet_num: s for s in batch.sheets if s.job_id == job_id})
             rows.update({s.sheet_num: s for s in batch.new_sheets if s.job_id == job_id})
             new_spec = tx.specs.get(job_id, old.spec)
-            fresh = JobState(old.job, sorted(rows.values(), key=_num), new_spec, None)
+            fresh = JobState(
+                old.job, sorted(rows.values(), key=_num), new_spec, None, state.hold_key_for
+            )
             state.add(fresh)
         _bump_all(batch.jobs)
         for job in batch.jobs:

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from podium.core.errors import PodiumError
-from podium.core.instruments.profile import InstrumentProfile
+from podium.core.instruments.profile import InstrumentProfile, hold_key
 from podium.core.instruments.versions import version_matches
 from podium.core.spec.loader import InstrumentTraits
 
@@ -113,6 +113,10 @@ class InstrumentCatalog:
 
     def all(self) -> list[InstrumentInfo]:
         return [self._infos[n] for n in sorted(self._infos)]
+
+    def hold_keys(self) -> dict[str, str]:
+        """Instrument -> the rate-limit hold its sheets share (its quota pool, else itself)."""
+        return {name: hold_key(info.profile) for name, info in self._infos.items()}
 
     def traits(self, name: str) -> InstrumentTraits:
         """What spec validation needs to know of an instrument (see `load_spec`)."""

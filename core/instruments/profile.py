@@ -191,6 +191,10 @@ class InstrumentProfile(_Strict):
     quota_pool: str | None = Field(None, pattern=_POOL_NAME)
     session: SessionSpec | None = None
     usage: UsageSpec | None = None
+    # A retry after failed validations tells the CLI which checks failed (in its prompt).
+    # Off for instruments whose prompt is a program rather than a request (shell): text added
+    # to a script would run as commands.
+    retry_feedback: bool = True
 
     @model_validator(mode="after")
     def _structured_needs_json(self) -> InstrumentProfile:

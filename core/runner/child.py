@@ -24,6 +24,8 @@ from typing import Any
 
 import anyio
 
+from podium.core.runner.escapees import tagging
+
 _CHUNK = 64 * 1024
 _sealed_lock = threading.Lock()
 _sealed = False
@@ -80,19 +82,8 @@ class Child:
     ) -> Child:
         """Start `argv`; raises OSError when it cannot start (missing executable or cwd)."""
         seal_descriptors()
-        popen = subprocess.Popen(
-            list(argv),
-            # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
-            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            # Descriptors are close-on-exec (seal_descriptors); closing every possible one in
-            # the child instead costs a millisecond per start.
-            close_fds=False,
-        )
+        with tagging(env):
+            popen = _start(argv, cwd=cwd, env=env, with_stdin=with_stdin)
         return cls(popen)
 
     @property
@@ -193,6 +184,24 @@ class Child:
             setattr(self, name, None)
             with contextlib.suppress(OSError):
                 self._files.pop(name).close()
+
+
+def _start(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], with_stdin: bool
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(argv),
+        # Never inherit our stdin: in stdio mode it is the MCP protocol stream.
+        stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+        # Descriptors are close-on-exec (seal_descriptors); closing every possible one in
+        # the child instead costs a millisecond per start.
+        close_fds=False,
+    )
 
 
 def _take_fd(popen: subprocess.Popen[bytes], name: str, keep: dict[str, Any]) -> int | None:

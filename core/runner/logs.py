@@ -127,13 +127,15 @@ def _incomplete_utf8_suffix(data: bytes) -> int:
     return 0
 
 
-def read_log_tail(path: Path, tail_lines: int) -> str:
-    """The last `tail_lines` lines of a log, reading at most MAX_READ_BYTES from its end.
+def read_log_tail(path: Path, tail_lines: int, max_bytes: int = MAX_READ_BYTES) -> str:
+    """The last `tail_lines` lines of a log, and at most `max_bytes` of them (a log that is
+    one long line is cut at its start), reading at most that much from its end.
 
     Raises OSError (FileNotFoundError) when the log does not exist.
     """
     if tail_lines <= 0:
         return ""
+    cap = max(0, min(max_bytes, MAX_READ_BYTES))
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
         pos = end
@@ -141,16 +143,18 @@ def read_log_tail(path: Path, tail_lines: int) -> str:
         newlines = 0
         # Read backwards in blocks until there are enough lines (one extra newline so the
         # first kept line is complete) or the read cap is reached.
-        while pos > 0 and newlines <= tail_lines and end - pos < MAX_READ_BYTES:
-            size = min(_BLOCK, pos, MAX_READ_BYTES - (end - pos))
+        while pos > 0 and newlines <= tail_lines and end - pos < cap:
+            size = min(_BLOCK, pos, cap - (end - pos))
             pos -= size
             f.seek(pos)
             block = f.read(size)
             chunks.append(block)
             newlines += block.count(b"\n")
     data = b"".join(reversed(chunks))
+    if pos > 0:
+        data = data[_skip_partial_utf8_start(data) :]  # never start inside a character
     lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
-    if pos > 0 and len(lines) > tail_lines:
+    if pos > 0 and len(lines) > 1 and (len(lines) > tail_lines or end - pos >= cap):
         # The first line starts mid-line (we did not read from the file start): never show it
         # unless it is all we have.
         lines = lines[1:]

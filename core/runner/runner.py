@@ -18,9 +18,15 @@ from typing import Any
 import anyio
 
 from podium.core.instruments.jsondocs import parse_documents, string_leaves
-from podium.core.instruments.profile import InstrumentProfile, InvocationError, build_invocation
+from podium.core.instruments.profile import (
+    InstrumentProfile,
+    Invocation,
+    InvocationError,
+    build_invocation,
+)
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner.classify import classify_failure
+from podium.core.runner.escapees import MARK_VARIABLE, end_attempt_processes
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
 from podium.core.runner.prompts import attempt_prompt
@@ -244,6 +250,31 @@ async def run_attempt(
             log_path=str(plan.log_path),
         )
     env = build_env(plan, invocation.env)
+    try:
+        return await _run_and_judge(
+            plan, invocation, env, control, on_spawn, started_ns, clock=clock, zone=zone
+        )
+    finally:
+        # Whatever the attempt left running outside its group (`setsid` daemons, double
+        # forks) ends with it, however it ended (SPEC §9 trap 15).
+        with anyio.CancelScope(shield=True):
+            await end_attempt_processes(
+                env[MARK_VARIABLE], started_wall.timestamp(), plan.kill_grace_seconds
+            )
+
+
+async def _run_and_judge(
+    plan: AttemptPlan,
+    invocation: Invocation,
+    env: dict[str, str],
+    control: RunControl | None,
+    on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
+    started_ns: int,
+    *,
+    clock: Callable[[], datetime],
+    zone: tzinfo | None,
+) -> AttemptResult:
+    config = plan.instrument_config
     output_format = plan.profile.output.format
     proc = await run_process(
         invocation.argv,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import anyio.to_thread
 from podium.core.errors import PathNotAllowedError
 from podium.core.models import ValidationResult
 from podium.core.runner.process import run_captured
+from podium.core.runner.regex import RegexOutcome, search_bounded, search_re2
 
 MAX_CONTENT_BYTES = 16 * 1024 * 1024
 COMMAND_CAPTURE_BYTES = 64 * 1024
@@ -73,28 +75,72 @@ def _read_capped(path: Path) -> tuple[bytes, int]:
         return f.read(MAX_CONTENT_BYTES), size
 
 
-def _check_content(path: Path, rel: str, pattern: str, regex: bool) -> tuple[bool, str | None]:
-    if regex:
-        try:
-            compiled = re.compile(pattern, re.MULTILINE)
-        except re.error as exc:
-            return False, f"invalid regex {_show(pattern)}: {exc}"
+def _read_content(path: Path, rel: str) -> tuple[bytes, int] | str:
+    """The capped content and full size of a file, or why it cannot be read."""
     try:
-        data, size = _read_capped(path)
+        return _read_capped(path)
     except FileNotFoundError:
-        return False, f"file {_show(rel)} does not exist"
+        return f"file {_show(rel)} does not exist"
     except IsADirectoryError:
-        return False, f"{_show(rel)} is a directory, not a file"
+        return f"{_show(rel)} is a directory, not a file"
     except OSError as exc:
-        return False, f"cannot read {_show(rel)}: {exc.strerror or exc}"
-    text = data.decode("utf-8", errors="replace")
-    found = compiled.search(text) is not None if regex else pattern in text
-    if found:
+        return f"cannot read {_show(rel)}: {exc.strerror or exc}"
+
+
+def _contains(path: Path, rel: str, pattern: str) -> tuple[bool, str | None]:
+    read = _read_content(path, rel)
+    if isinstance(read, str):
+        return False, read
+    data, size = read
+    if pattern in data.decode("utf-8", errors="replace"):
         return True, None
+    return False, _not_found(pattern, rel, size)
+
+
+def _regex_read(path: Path, rel: str, pattern: str) -> tuple[RegexOutcome | str | None, int]:
+    """Read the file and try RE2 on it; (None, size) when the pattern must run under the
+    time limit instead, (why, 0) when the file cannot be read."""
+    read = _read_content(path, rel)
+    if isinstance(read, str):
+        return read, 0
+    data, size = read
+    return search_re2(pattern, data), size
+
+
+def _not_found(pattern: str, rel: str, size: int) -> str:
     where = _show(rel)
     if size > MAX_CONTENT_BYTES:
         where = f"the first 16 MiB of {where} (file is {size} bytes)"
-    return False, f"pattern {_show(pattern)} not found in {where}"
+    return f"pattern {_show(pattern)} not found in {where}"
+
+
+async def _check_content(
+    path: Path, rel: str, pattern: str, regex: bool, *, kill_grace_seconds: float
+) -> tuple[bool, str | None]:
+    """Off the event loop: up to 16 MiB of reading, and a regex that RE2 runs in linear time
+    (without the GIL) or that runs in a child process under a time limit."""
+    if not regex:
+        return await anyio.to_thread.run_sync(_contains, path, rel, pattern)
+    try:
+        # Compiling is cheap; only matching backtracks. A FutureWarning (nested set) is no
+        # reason to fail a check.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(pattern, re.MULTILINE)
+    except re.error as exc:
+        return False, f"invalid regex {_show(pattern)}: {exc}"
+    outcome, size = await anyio.to_thread.run_sync(_regex_read, path, rel, pattern)
+    if isinstance(outcome, str):
+        return False, outcome
+    if outcome is None:
+        outcome = await search_bounded(
+            pattern, path, max_bytes=MAX_CONTENT_BYTES, kill_grace_seconds=kill_grace_seconds
+        )
+    if outcome.error is not None:
+        return False, f"pattern {_show(pattern)} on {_show(rel)}: {outcome.error}"
+    if outcome.found:
+        return True, None
+    return False, _not_found(pattern, rel, size)
 
 
 def _check_exists(path: Path, rel: str) -> tuple[bool, str | None]:
@@ -184,9 +230,12 @@ async def run_validation(
             elif vtype == "file_modified":
                 passed, detail = _check_modified(path, rel, attempt_started_at_ns)
             else:
-                # Off the event loop: up to 16 MiB of reading and a regex of unknown cost.
-                passed, detail = await anyio.to_thread.run_sync(
-                    _check_content, path, rel, str(v.pattern), vtype == "content_regex"
+                passed, detail = await _check_content(
+                    path,
+                    rel,
+                    str(v.pattern),
+                    vtype == "content_regex",
+                    kill_grace_seconds=kill_grace_seconds,
                 )
         else:
             passed, detail = False, f"unknown validation type {_show(vtype)}"

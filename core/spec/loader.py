@@ -19,6 +19,14 @@ from pydantic import ValidationError
 
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
+from podium.core.spec.bounds import (
+    MAX_SPEC_ALIASES,
+    MAX_SPEC_BYTES,
+    MAX_SPEC_DEPTH,
+    check_text,
+    check_value,
+    refuse,
+)
 from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
 from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.models import (
@@ -144,7 +152,26 @@ def redact_spec(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """Rejects duplicate keys, which plain YAML loading resolves silently to the last one."""
+    """Rejects duplicate keys, which plain YAML loading resolves silently to the last one, and
+    documents nested too deep or using too many aliases (before they cost anything)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_SPEC_ALIASES:
+                raise refuse(f"the YAML uses more than {MAX_SPEC_ALIASES} aliases")
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                raise refuse(f"the spec is nested deeper than {MAX_SPEC_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[Any] = set()
@@ -171,6 +198,8 @@ def _parse_yaml(text: str, source: Path | None) -> Any:
     try:
         # A SafeLoader subclass, so YAML tags cannot build arbitrary Python objects.
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise refuse(f"the spec is nested deeper than {MAX_SPEC_DEPTH} levels") from None
     except yaml.YAMLError as exc:
         where = f" in {source}" if source else ""
         mark = getattr(exc, "problem_mark", None)
@@ -184,7 +213,12 @@ def _parse_yaml(text: str, source: Path | None) -> Any:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            message = f"spec file {path} is larger than {MAX_SPEC_BYTES} bytes (MAX_SPEC_BYTES)"
+        else:
+            return data.decode("utf-8")
     except FileNotFoundError:
         message = f"spec file not found: {path}"
     except IsADirectoryError:
@@ -477,7 +511,9 @@ def load_spec(
     if source_path is not None:
         text = _read(source_path)
     if text is not None:
+        check_text(text, "spec_yaml" if source_path is None else f"spec file {source_path}")
         raw = _parse_yaml(text, source_path)
+    check_value(raw)
     if not isinstance(raw, Mapping):
         found = "an empty document" if raw is None else describe_kind(raw)
         raise SpecError([FieldError("", f"a spec must be a mapping at the top level, got {found}")])

@@ -152,6 +152,7 @@ def merge_instrument_config(
 # --- validations ---------------------------------------------------------------------------
 
 
+MAX_PATTERN_CHARS = 4096
 _PATH = "relative to the workspace (must stay inside it); a template"
 
 
@@ -170,14 +171,20 @@ class FileModifiedValidation(_SpecModel):
 class ContentContainsValidation(_SpecModel):
     type: Literal["content_contains"] = "content_contains"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
-    pattern: str = Field(min_length=1, description="plain substring", examples=["done"])
+    pattern: str = Field(
+        min_length=1, max_length=MAX_PATTERN_CHARS, description="plain substring", examples=["done"]
+    )
 
 
 class ContentRegexValidation(_SpecModel):
     type: Literal["content_regex"] = "content_regex"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(
-        min_length=1, description="Python re.search, MULTILINE", examples=["^[0-9]+$"]
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="Python re.search, MULTILINE (run in linear time by RE2 where RE2 can, "
+        "else under a time limit)",
+        examples=["^[0-9]+$"],
     )
 
     @field_validator("pattern")
@@ -439,6 +446,13 @@ class JobSpec(_SpecModel):
     )
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
+    )
+    cost_limit_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the job pauses (pause_reason cost_limit) once the cost its instruments "
+        "report passes this many US dollars",
     )
     hosts: list[Label] = Field(
         default_factory=list,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,8 +18,6 @@ from typing import Any, Literal, Protocol
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
 
 from podium.core.errors import FieldError, PodiumError
 from podium.core.spec.models import (
@@ -26,6 +25,12 @@ from podium.core.spec.models import (
     TEMPLATED_VALIDATION_FIELDS,
     JobSpec,
     Validation,
+)
+from podium.core.spec.sandbox import (
+    RENDER_SECONDS,
+    BoundedSandbox,
+    guard_filter,
+    render_budget,
 )
 
 
@@ -49,6 +54,10 @@ _TEMPLATE_NAME = "<template>"
 PLACEHOLDER_WORKSPACE = "/workspace-placeholder"
 PLACEHOLDER_JOB_ID = "job-placeholder"
 
+# Checking renders every template of every sheet (up to 10,000): the whole check has this
+# budget, each render its own RENDER_SECONDS.
+CHECK_SECONDS = 5.0
+
 ErrorKind = Literal["syntax", "undefined", "outputs", "security", "error"]
 
 
@@ -66,39 +75,10 @@ def shell_quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
-_MAX_REPEATED_LENGTH = 1_000_000
-_MAX_INT_EXPONENT = 4096
-
-
-class _Sandbox(SandboxedEnvironment):
-    # Specs are checked by rendering inside the server process, so `{{ 'x' * 10**12 }}` or
-    # `{{ 9 ** 9 ** 9 }}` must fail fast instead of exhausting memory or CPU there.
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        huge_power = (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and right > _MAX_INT_EXPONENT
-            and abs(left) > 1
-        )
-        if huge_power:
-            raise SecurityError(f"exponent {right} is too large (at most {_MAX_INT_EXPONENT})")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                repeated = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if repeated and len(seq) * count > _MAX_REPEATED_LENGTH:
-                    raise SecurityError(
-                        f"repeating a sequence {count} times exceeds {_MAX_REPEATED_LENGTH} items"
-                    )
-        return super().call_binop(context, operator, left, right)
-
-
-environment: SandboxedEnvironment = _Sandbox(
+environment = BoundedSandbox(
     autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
 )
-environment.filters["shell_quote"] = shell_quote
+environment.filters["shell_quote"] = guard_filter(shell_quote)
 
 
 @dataclass
@@ -172,7 +152,7 @@ class _Outputs(Mapping[int, str]):
 def compile_template(source: str) -> Template:
     """Compiled once per distinct source: a batch prompt renders for every sheet."""
     try:
-        return environment.from_string(source)
+        return environment.from_string(environment.bounded_parse(source))
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(
             f"template syntax error at line {exc.lineno}: {exc.message}",
@@ -261,12 +241,13 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
     return values
 
 
-def render(template: str, ctx: TemplateContext) -> str:
+def render(template: str, ctx: TemplateContext, seconds: float = RENDER_SECONDS) -> str:
     if "{" not in template:
         return template  # no expression, statement or comment: the text is the result
     compiled = compile_template(template)
     try:
-        return compiled.render(context_variables(ctx))
+        with render_budget(min(RENDER_SECONDS, seconds)):
+            return compiled.render(context_variables(ctx))
     except _NotAncestorError as exc:
         line = _template_line(exc.__traceback__)
         raise TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line) from None
@@ -357,6 +338,7 @@ def check_templates(
     errors: list[FieldError] = []
     failed: set[str] = set()  # a shared template (batch prompt, job validation) fails once
     checked: set[str] = set()
+    deadline = time.monotonic() + CHECK_SECONDS
     for sheet in sheets:
         ctx = TemplateContext(
             workspace=PLACEHOLDER_WORKSPACE,
@@ -390,7 +372,17 @@ def check_templates(
                     if missing:
                         failed.add(path)
                         continue
-                render(template, ctx)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    errors.append(
+                        FieldError(
+                            path,
+                            f"checking the templates ran past the {CHECK_SECONDS:g} s budget "
+                            f"for a whole spec (at sheet {sheet.sheet_num} of {len(sheets)})",
+                        )
+                    )
+                    return errors
+                render(template, ctx, seconds=left)
             except TemplateRenderError as exc:
                 # Other runtime errors may come from the placeholder values (e.g. empty
                 # outputs), so they are left for the real render; so is a name that is

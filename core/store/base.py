@@ -228,6 +228,9 @@ class Store(Protocol):
         ...
 
     async def count_running_sheets(self) -> int: ...
+    async def reclaim_space(self) -> int:
+        """Return space freed by deletions to the file system; the units freed."""
+        ...
 
 
 # The seeds' name for the state store interface (SPEC §2).

@@ -104,6 +104,15 @@ class JobRow:
     snapshot_path: str | None = None
     # A modify waits for running sheets: resume (with this retry_failed) once they end.
     pending_resume: bool | None = None
+    # What every attempt of the job cost, as its instruments reported it (summed by the
+    # writer with each attempt's result, in the same write).
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    # The spec's cost_limit_usd, kept on the row so views show it beside the total.
+    cost_limit_usd: float | None = None
     version: int = 0
 
     def summary(self) -> JobSummary:
@@ -164,6 +173,17 @@ class AttemptRow:
     # Who runs it, and until when that claim holds unless renewed (SPEC §2).
     conductor_id: str | None = None
     lease_expires_at: datetime | None = None
+    # The instrument it ran with (a changed spec may switch it), the CLI session it ran in
+    # (reported, or the one it resumed: a retry resumes it, after a restart too), and what it
+    # cost, as the CLI reported it.
+    instrument: str | None = None
+    session_id: str | None = None
+    resumed_session_id: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
     version: int = 0
 
     def entry(self) -> HistoryEntry:

@@ -1,0 +1,93 @@
+"""Helpers for the hardening suites: a server with several in-memory clients and an HTTP
+app, and a prober that measures how long another client waits while something hostile runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp_types import CallToolResult, TextContent
+
+from podium.core.conductor import Conductor
+from podium.server.app import PodiumServer
+from podium.server.serve import HttpOptions, build_http_app
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(b.text for b in result.content if isinstance(b, TextContent))
+
+
+@dataclass
+class Served:
+    server: PodiumServer
+    clients: list[Client]
+    http: httpx2.AsyncClient
+
+    async def call(self, tool: str, args: dict[str, Any], client: int = 0) -> CallToolResult:
+        return await self.clients[client].call_tool(tool, args)
+
+    async def ok(self, tool: str, args: dict[str, Any], client: int = 0) -> dict[str, Any]:
+        result = await self.call(tool, args, client)
+        assert not result.is_error, text_of(result)
+        assert result.structured_content is not None
+        return result.structured_content
+
+
+@asynccontextmanager
+async def served(conductor: Conductor, clients: int = 2) -> AsyncIterator[Served]:
+    """The conductor behind one MCP server, `clients` in-memory clients and the HTTP app
+    (for /healthz) on an ASGI transport."""
+    server = PodiumServer(conductor)
+    app = build_http_app(server, "streamable-http", HttpOptions())
+    async with server.running():
+        opened: list[Client] = []
+        try:
+            for _ in range(clients):
+                client = Client(server.mcp)
+                await client.__aenter__()
+                opened.append(client)
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:8765"
+            ) as http:
+                yield Served(server, opened, http)
+        finally:
+            for client in reversed(opened):
+                await client.__aexit__(None, None, None)
+
+
+@dataclass
+class Latencies:
+    seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def p99(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+
+    def worst(self) -> float:
+        return max(self.seconds, default=0.0)
+
+
+async def probe(served_: Served, stop: anyio.Event, client: int = 1) -> Latencies:
+    """Call `status` and GET /healthz from another client until `stop`, timing each."""
+    out = Latencies()
+    while not stop.is_set():
+        t0 = time.monotonic()
+        result = await served_.call("status", {}, client)
+        if result.is_error:
+            out.errors.append(text_of(result))
+        out.seconds.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        response = await served_.http.get("/healthz")
+        if response.status_code not in (200, 503):
+            out.errors.append(f"/healthz {response.status_code}")
+        out.seconds.append(time.monotonic() - t0)
+        await anyio.sleep(0.02)
+    return out

@@ -1,0 +1,118 @@
+"""Trap 14, templates: a template bomb is refused fast, at validate/submit and at render,
+naming the limit it hit, and no other client waits meanwhile (issue 10, item 2)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from helpers import wait_for_job
+from hostile import probe, served
+
+from podium.core.conductor import Conductor
+from podium.core.spec.templating import TemplateContext, TemplateRenderError, render
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+CTX = TemplateContext(
+    workspace="/w", job_id="j", sheet_num=1, total_sheets=1, sheet_name=None,
+    start_item=None, end_item=None, variables={"s": "abc"}, outputs={},
+)  # fmt: skip
+
+BOMBS = {
+    "{{ (9**4096)**4096 }}": "bits",
+    "{{ 2 ** (10 ** 9) }}": "bits",
+    "{% set n = namespace(v=3) %}{% for i in range(40) %}{% set n.v = n.v * n.v %}"
+    "{% endfor %}{{ n.v }}": "bits",
+    "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}": "budget",
+    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}":
+        "budget",
+    "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}"
+    "{% endfor %}": "1000000 characters",
+    "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s + n.s %}"
+    "{% endfor %}": "1000000 items",
+    "{{ 'x' | center(10**9) }}": "exceeds 1000000",
+    "{{ 'x'.ljust(10**9) }}": "exceeds 1000000",
+    "{{ ('a' * 999999).replace('a', 'aaaa') }}": "1000000 characters",
+    "{{ '%0999999999d' % 1 }}": "width",
+    "{{ '{:>999999999}'.format(1) }}": "width",
+    "{{ '%0999999999d' | format(1) }}": "width",
+    "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}": "4194304 characters",
+}
+
+
+@pytest.mark.parametrize("template", list(BOMBS))
+def test_a_bomb_stops_fast_naming_its_limit(template: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TemplateRenderError) as caught:
+        render(template, CTX)
+    assert time.monotonic() - t0 < 1.0
+    assert BOMBS[template] in str(caught.value), caught.value
+    assert caught.value.kind == "security"
+
+
+def test_ordinary_templates_still_render() -> None:
+    source = "{{ 'a' ~ s ~ 'b' }} {{ s | upper }} {{ [1, 2] | join(',') }} {{ 9**4096 % 7 }}"
+    assert render(source, CTX) == f"aabcb ABC 1,2 {9**4096 % 7}"
+    assert render("{% for i in range(3) %}{{ i }}{% endfor %}", CTX) == "012"
+    assert render("{{ '%05d' % 42 }} {{ '{:>4}'.format(1) }}", CTX) == "00042    1"
+
+
+async def test_validate_and_submit_refuse_every_bomb_naming_the_field(
+    conductor: Conductor,
+) -> None:
+    async with served(conductor) as s:
+        for template in BOMBS:
+            spec = {"name": "bomb", "sheets": [{"prompt": template}]}
+            t0 = time.monotonic()
+            report = await s.ok("validate_spec", {"spec": spec})
+            assert time.monotonic() - t0 < 2
+            assert not report["valid"]
+            assert report["errors"][0]["path"] == "sheets.0.prompt", report
+            submitted = await s.call("submit_job", {"spec": spec})
+            assert submitted.is_error
+            assert "sheets.0.prompt" in submitted.content[0].text  # type: ignore[union-attr]
+        assert (await conductor.list_jobs())[0] == []
+
+
+async def test_a_bomb_that_only_goes_off_at_run_time_fails_its_sheet(
+    conductor: Conductor,
+) -> None:
+    # At submit the outputs are empty placeholders; at run time sheet 1 printed 4 KiB, and
+    # three nested loops over it would take years.
+    loops = "{% for a in outputs[1] %}{% for b in outputs[1] %}{% for c in outputs[1] %}"
+    spec = {
+        "name": "late-bomb",
+        "retry": {"max_retries": 0},
+        "sheets": [
+            {"prompt": "head -c 4096 /dev/zero | tr '\\\\0' x"},
+            {"depends_on": [1], "prompt": loops + "{% endfor %}{% endfor %}{% endfor %}echo"},
+        ],
+    }
+    job = await conductor.submit_job(spec=spec)
+    t0 = time.monotonic()
+    detail = await wait_for_job(conductor, job.job_id, timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert detail.status.value == "failed"
+    assert "budget" in (detail.sheets[1].last_error or ""), detail.sheets[1]
+
+
+async def test_bombs_in_a_loop_leave_other_clients_answered(conductor: Conductor) -> None:
+    async with served(conductor) as s:
+        stop = anyio.Event()
+        found = []
+        async with anyio.create_task_group() as tg:
+
+            async def measure() -> None:
+                found.append(await probe(s, stop))
+
+            tg.start_soon(measure)
+            for _ in range(3):
+                for template in BOMBS:
+                    await s.ok("validate_spec", {"spec": {"name": "b", "sheets": [
+                        {"prompt": template}]}})
+            stop.set()
+    latencies = found[0]
+    assert not latencies.errors
+    assert latencies.p99() < 0.25, sorted(latencies.seconds)[-5:]
