@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from podium.core.models import ValidationResult, parse_time
 from podium.core.store.base import StoreError
-from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow
+from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow, TaskRow
 
 R = TypeVar("R")
 Convert = Callable[[Any], Any]
@@ -191,6 +191,7 @@ def tables(converters: Converters, param: Callable[[str], str]) -> dict[str, Tab
         ),
         "holds": table("holds", HoldRow, ["hold_key"]),
         "conductors": table("conductors", ConductorRow, ["conductor_id"]),
+        "tasks": table("tasks", TaskRow, ["task_id"]),
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from podium.core.store.codec import Pair, Table, enum_value, json_pair, tables
-from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow
+from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow, TaskRow
 
 
 def _converters(kind: str, base: type[Any]) -> Pair:
@@ -25,4 +25,5 @@ SHEETS: Table[SheetRow] = _TABLES["sheets"]
 ATTEMPTS: Table[AttemptRow] = _TABLES["attempts"]
 HOLDS: Table[HoldRow] = _TABLES["holds"]
 CONDUCTORS: Table[ConductorRow] = _TABLES["conductors"]
+TASKS: Table[TaskRow] = _TABLES["tasks"]
 TABLES = tuple(_TABLES.values())

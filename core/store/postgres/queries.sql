@@ -185,3 +185,27 @@ DELETE FROM conductors WHERE conductor_id = %(conductor_id)s;
 
 -- name: current_schema
 SELECT current_schema();
+
+-- name: select_pending_approvals
+SELECT {sheets.columns} FROM sheets
+WHERE status = 'waiting' AND waiting_reason = 'approval'
+ORDER BY updated_at, job_id, sheet_num LIMIT %(limit)s;
+
+-- name: count_pending_approvals
+SELECT count(*) FROM sheets WHERE status = 'waiting' AND waiting_reason = 'approval';
+
+-- name: insert_task
+INSERT INTO tasks ({tasks.columns}) VALUES ({tasks.values})
+ON CONFLICT (task_id) DO NOTHING RETURNING 1;
+
+-- name: delete_task
+DELETE FROM tasks WHERE task_id = %(task_id)s;
+
+-- name: select_task
+SELECT {tasks.columns} FROM tasks WHERE task_id = %(task_id)s;
+
+-- name: select_expired_tasks
+SELECT task_id FROM tasks WHERE expires_at <= %(now)s ORDER BY expires_at LIMIT %(limit)s;
+
+-- name: select_next_task_expiry
+SELECT min(expires_at) FROM tasks;

@@ -18,6 +18,7 @@ import json
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -46,6 +47,7 @@ from podium.core.store.postgres.codec import (
     JOBS,
     SHEETS,
     TABLES,
+    TASKS,
 )
 from podium.core.store.postgres.listen import Listener, change_payloads
 from podium.core.store.postgres.schema import current_schema, migrate
@@ -57,6 +59,7 @@ from podium.core.store.rows import (
     JobRecord,
     JobRow,
     SheetRow,
+    TaskRow,
 )
 
 T = TypeVar("T")
@@ -222,6 +225,9 @@ async def _apply(cur: Cursor, batches: Sequence[WriteBatch]) -> None:
             await cur.execute(Q["delete_terminal_job"], params)
             if await cur.fetchone() is None:
                 raise _Refused(Conflict("jobs", job.job_id))
+        await _cas(cur, TASKS, Q["insert_task"], batch.new_tasks)
+        if batch.deleted_tasks:
+            await cur.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
 
 
 async def _one_by_one(conn: Conn, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
@@ -583,6 +589,31 @@ class PostgresStore:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
         return await self._run(run)
+
+    async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
+        async def run(cur: Cursor) -> tuple[list[SheetRow], int]:
+            await cur.execute(Q["select_pending_approvals"], {"limit": limit})
+            rows = await cur.fetchall()
+            await cur.execute(Q["count_pending_approvals"])
+            total = await cur.fetchone()
+            assert total is not None
+            return [SHEETS.decode(r) for r in rows], int(total[0])
+
+        return await self._snapshot(run)
+
+    async def get_task(self, task_id: str) -> TaskRow | None:
+        return await self._row(TASKS, Q["select_task"], {"task_id": task_id})
+
+    async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
+        async def run(conn: Conn) -> list[str]:
+            cur = await conn.execute(Q["select_expired_tasks"], {"now": now, "limit": limit})
+            return [str(r[0]) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def next_task_expiry(self) -> datetime | None:
+        found = await self._scalar(Q["select_next_task_expiry"], {})
+        return found if isinstance(found, datetime) else None
 
     async def reclaim_space(self) -> int:
         # The server's autovacuum makes the rows `clear` deleted reusable; returning space to
