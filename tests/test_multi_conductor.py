@@ -222,6 +222,8 @@ async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed
     assert (two.attempt, two.conductor_id, two.outcome) == (2, other.name, Outcome.COMPLETED)
     assert one.version == 2  # written once, by the reclaim; never by its late owner
     assert "reclaimed" in owner.log_text()
+    # The history names where each attempt ran (its log is on that conductor's host).
+    assert [e.conductor_id for e in (one.entry(), two.entry())] == [owner.name, other.name]
 
 
 async def test_cancel_through_one_conductor_ends_the_sheets_another_runs(
