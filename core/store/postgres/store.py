@@ -583,6 +583,9 @@ class PostgresStore:
             JOBS, Q["select_jobs_by_statuses"], {"statuses": _statuses(statuses)}
         )
 
+    async def jobs_with_pending_hooks(self) -> list[JobRow]:
+        return await self._rows(JOBS, Q["select_jobs_with_pending_hooks"], {})
+
     async def count_jobs_by_status(self) -> dict[str, int]:
         async def run(conn: Conn) -> dict[str, int]:
             cur = await conn.execute(Q["count_jobs_by_status"])
