@@ -13,11 +13,12 @@ from pathlib import Path
 import anyio
 import structlog
 
-from bench import dispatch, memory, queue_scale, startup, tools
+from bench import dispatch, memory, queue_scale, shared, startup, tools
 from bench.common import Figure, table
 
 GROUPS = {
     "dispatch": dispatch.run,
+    "shared": shared.run,
     "queue": queue_scale.run,
     "tools": tools.run,
     "startup": startup.run,

@@ -62,6 +62,7 @@ from podium.core.store.rows import JobQuery, JobRow, TaskRow
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
+    ConductorView,
     InstrumentView,
     LogChunk,
     RateLimitView,
@@ -700,6 +701,15 @@ class Conductor:
         instruments = [
             InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
+        peers = []
+        if self.store.shared:
+            peers = [
+                ConductorView(
+                    conductor_id=c.conductor_id, host=c.host, labels=c.labels, last_seen=c.last_seen
+                )
+                for c in await self.store.conductors()
+                if c.expires_at > now
+            ]
         approvals = await self.approvals.pending()
         return ConductorStatus(
             pending_approvals=approvals.approvals,
@@ -727,6 +737,8 @@ class Conductor:
                 and (failure_rate is None or failure_rate < ELEVATED_FAILURE_RATE)
             ),
             instruments=instruments,
+            conductor_id=self.config.conductor_id,
+            conductors=peers,
         )
 
 

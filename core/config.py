@@ -46,6 +46,14 @@ class PodiumConfig(BaseModel):
     store_url: str = Field("", min_length=0)
     conductor_id: str = Field("", max_length=200)
     lease_seconds: float = Field(30, gt=0)
+    # Labels a job's `hosts` can name to run on this conductor (besides its conductor_id and
+    # its host name).
+    host_labels: list[str] = Field(default_factory=list)
+
+    @property
+    def run_labels(self) -> frozenset[str]:
+        """Every label under which this conductor runs a job restricted by `hosts`."""
+        return frozenset({*self.host_labels, self.conductor_id, socket.gethostname()})
 
     @model_validator(mode="before")
     @classmethod

@@ -194,6 +194,8 @@ class HistoryEntry(_Record):
     decision: Decision | None = None
     decided_by: str | None = None
     note: str | None = None
+    # The conductor that ran it (several conductors on one store: where its log is).
+    conductor_id: str | None = None
 
 
 class SheetState(_Record):

@@ -55,6 +55,15 @@ class RateLimitView(_View):
     )
 
 
+class ConductorView(_View):
+    """Another (or this) conductor on a shared store, as its last heartbeat left it."""
+
+    conductor_id: str
+    host: str
+    labels: list[str]
+    last_seen: UtcTime
+
+
 class InstrumentView(_View):
     name: str
     available: bool
@@ -114,6 +123,11 @@ class ConductorStatus(_View):
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")
+    conductor_id: str | None = Field(None, description="this conductor's name in the store")
+    conductors: list[ConductorView] = Field(
+        default_factory=list,
+        description="conductors alive on a store several share (PostgreSQL), this one included",
+    )
     pending_approvals: list[PendingApproval] = Field(
         default_factory=list, description="approval sheets waiting for a decision (capped)"
     )

@@ -65,13 +65,17 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
     return 0
 
 
-async def _active_jobs(config: PodiumConfig) -> list[dict[str, Any]]:
+async def _active_jobs(config: PodiumConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """Active jobs, and the other conductors alive on a shared store (who run them on)."""
     from podium.server.remote import reader
 
     async with reader(config) as (caller, _):
         listed = await caller.call("list_jobs", {"status": ACTIVE, "limit": 500})
+        status = await caller.call("status", {})
     jobs: list[dict[str, Any]] = listed["jobs"]
-    return jobs
+    me = status.get("conductor_id")
+    others = [c["conductor_id"] for c in status.get("conductors") or [] if c["conductor_id"] != me]
+    return jobs, others
 
 
 async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
@@ -81,7 +85,12 @@ async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
     if info is None:
         say(f"no conductor is running on {config.home}")
         return 0
-    active = await _active_jobs(config)
+    active, others = await _active_jobs(config)
+    if others:
+        # The store is shared and other conductors run: the jobs go on with them, and the
+        # sheets this one runs go back to pending for them.
+        say(f"other conductors run on with the active jobs: {', '.join(others)}")
+        active = []
     if active and not force:
         names = ", ".join(f"{j['job_id']} ({j['status']})" for j in active)
         err.print(

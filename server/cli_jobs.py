@@ -218,6 +218,15 @@ async def status(
                 if info is not None
                 else "no conductor is running"
             )
+            peers = s.get("conductors") or []
+            if peers:
+                head += "\nconductors on the shared store: " + ", ".join(
+                    p["conductor_id"]
+                    + (" (this one)" if p["conductor_id"] == s.get("conductor_id") else "")
+                    + (f" [{' '.join(p['labels'])}]" if p["labels"] else "")
+                    + f" on {p['host']}"
+                    for p in peers
+                )
             say(
                 f"{head}\nhome: {s['home']}\njobs: {jobs or 'none'}\n"
                 f"running sheets: {s['running_sheets']}\npressure: {s['pressure_level']}\n"

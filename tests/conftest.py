@@ -37,10 +37,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# PODIUM_TEST_STORE=postgres runs every test that uses the `home` fixture against a
+# PostgreSQL schema of its own (written into the home's config.yaml, so conductors the test
+# starts as processes use it too). .ci/run runs the engine tests that way as well.
+TEST_STORE = os.environ.get("PODIUM_TEST_STORE", "sqlite")
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def pg_store_url() -> Iterator[str]:
+    from pg import fresh_schema
+
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def home(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     path = tmp_path / "home"
     path.mkdir()
+    if TEST_STORE == "postgres":
+        url = request.getfixturevalue("pg_store_url")
+        (path / "config.yaml").write_text(json.dumps({"store_url": url}) + "\n")
     return path
 
 

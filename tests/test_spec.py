@@ -859,3 +859,14 @@ def test_examples_run_in_bash(name: str, tmp_path: Path) -> None:
                 assert re.search(validation.pattern, content, re.MULTILINE), validation
             else:
                 assert (tmp_path / validation.path).exists(), validation
+
+
+def test_hosts_are_labels_checked_like_labels() -> None:
+    spec = {"name": "gpu", "hosts": ["gpu-box"], "sheets": [{"prompt": "true"}]}
+    assert load_spec(data=spec).spec.hosts == ["gpu-box"]
+    assert load_spec(data={"name": "any", "sheets": [{"prompt": "true"}]}).spec.hosts == []
+    for bad, fragment in ((["a", "a"], "duplicate"), ([""], "at least 1"), ("gpu", "list")):
+        with pytest.raises(SpecError) as err:
+            load_spec(data={**spec, "hosts": bad})
+        assert [e.path.split(".")[0] for e in err.value.errors] == ["hosts"], err.value.errors
+        assert fragment in str(err.value), str(err.value)

@@ -38,7 +38,7 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
 @pytest.fixture(params=sorted(BACKENDS))
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](tmp_path, request)
 
 
 @pytest.fixture
@@ -228,6 +228,19 @@ async def test_a_job_reads_back_with_every_sheet_and_its_spec(store: Store) -> N
     assert await store.get_job("no-such-job") is None
     assert await store.get_spec("no-such-job") is None
     assert await store.get_job_page("no-such-job", None, 0, 10) is None
+
+
+async def test_a_job_row_reads_back_with_some_of_its_sheets_in_one_snapshot(
+    store: Store,
+) -> None:
+    await make_job(store, "job-1", sheets=(SheetStatus.PENDING,) * 4)
+    found = await store.load_rows("job-1", [4, 2, 9])
+    assert found is not None
+    job, sheets = found
+    assert job == await fresh(store, "job-1")
+    assert [s.sheet_num for s in sheets] == [2, 4]
+    assert sheets[0] == await store.get_sheet("job-1", 2)
+    assert await store.load_rows("no-such-job", [1]) is None
 
 
 async def test_progress_follows_the_sheets_in_the_same_commit(store: Store) -> None:

@@ -289,9 +289,13 @@ def record_result(
                 costs.pause_for_cost(edited, limit, now)
         # A job whose last sheet just ended is done, whatever it cost.
         settle_job(tx, job_id)
-        others = [e for e in state.entries_for(job_id) if e is not entry]
-        if tx.job(job_id).pending_resume is not None and not others and reason != "shutdown":
-            on_idle(tx, job_id)
+        if tx.job(job_id).pending_resume is not None and reason != "shutdown":
+            others = [e for e in state.entries_for(job_id) if e is not entry]
+            # Sheets of the job running on other conductors count as well (the rows say).
+            if not others and not any(
+                s.status is SheetStatus.RUNNING for s in tx.sheets(job_id).values()
+            ):
+                on_idle(tx, job_id)
 
         def done() -> None:
             # Leave the running table in the same step that recorded the result, so no

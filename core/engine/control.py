@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
 from podium.core.engine.costs import check_resumable
@@ -26,6 +27,7 @@ from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.errors import ConflictError, InvalidTransitionError
+from podium.core.events import ChangeEvent
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
@@ -34,9 +36,13 @@ from podium.core.models import (
     SheetStatus,
 )
 from podium.core.spec.loader import LoadedSpec, ResolvedSheet
+from podium.core.store.base import StoreChange
 from podium.core.store.rows import JobRow, SheetRow, TaskRow, clone
 
 log = structlog.get_logger("podium.control")
+# While a cancel waits for another conductor's sheets to end, it re-reads them this often
+# (besides every change it hears of).
+SETTLE_RECHECK_SECONDS = 0.25
 
 
 def resume_now(
@@ -61,7 +67,9 @@ def resume_now(
         for sheet in resettable(tx.sheets(job_id).values()):
             reset_for_retry(tx.edit_sheet(job_id, sheet.sheet_num), now)
     entries = state.entries_for(job_id)
-    set_job_status(job, JobStatus.RUNNING if entries else JobStatus.QUEUED, now)
+    # Sheets may run on other conductors too: the rows say, not this conductor's table.
+    running = entries or running_sheets(tx, job_id)
+    set_job_status(job, JobStatus.RUNNING if running else JobStatus.QUEUED, now)
     job.error = None
     for num, why in unreachable(tx.sheets(job_id)):
         mark_terminal(
@@ -83,6 +91,11 @@ def resume_now(
                 entry.control.resume_now()
 
     tx.after(continue_suspended)
+
+
+def running_sheets(tx: Tx, job_id: str) -> list[int]:
+    """Sheets of the job running on any conductor, as the rows say."""
+    return [n for n, s in tx.sheets(job_id).items() if s.status is SheetStatus.RUNNING]
 
 
 def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
@@ -236,6 +249,9 @@ class Control:
         if immediate:
             for entry in entries:
                 await entry.control.suspend()
+            if self.writer.store.shared:
+                # Sheets of it on other conductors are suspended by theirs.
+                await self.writer.store.announce(StoreChange(suspend=frozenset({job_id})))
         return committed.summary or await self.summary(job_id)
 
     async def resume(
@@ -270,7 +286,7 @@ class Control:
                 set_job_status(edited, JobStatus.PAUSED, tx.now)
                 edited.pause_reason = PauseReason.USER
                 edited.pending_resume = retry_failed
-                if not state.entries_for(job_id):
+                if not state.entries_for(job_id) and not running_sheets(tx, job_id):
                     resume_now(tx, state, job_id, None, retry_failed)
                 return committed
             resume_now(tx, state, job_id, changed_spec, retry_failed)
@@ -282,17 +298,19 @@ class Control:
     async def cancel(self, job_id: str) -> JobSummary:
         state = self.state
 
-        def apply(tx: Tx) -> list[RunningSheet]:
+        def apply(tx: Tx) -> tuple[list[RunningSheet], list[int]]:
             job = tx.job(job_id)
             if job.status is JobStatus.CANCELLED:
-                return []
+                return [], []
             if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
                 raise InvalidTransitionError(
                     f"job {job_id!r} is already {job.status.value}; only queued, running or "
                     "paused jobs can be cancelled"
                 )
             entries = state.entries_for(job_id)
-            running = {e.sheet_num for e in entries}
+            # A running sheet is left to the conductor that runs it (this one or another,
+            # which hears of the cancel): it ends its process group and records the end.
+            running = {e.sheet_num for e in entries} | set(running_sheets(tx, job_id))
             for num, sheet in tx.sheets(job_id).items():
                 if not sheet.status.is_terminal and num not in running:
                     mark_terminal(
@@ -313,11 +331,32 @@ class Control:
                     entry.control.request_cancel()
 
             tx.after(stop_running)
-            return entries
+            return entries, sorted(running - {e.sheet_num for e in entries})
 
-        entries = await self.writer.run(Op(apply, jobs=[job_id], name="cancel"))
-        await wait_entries(entries, self.config.kill_grace_seconds)
+        grace = self.config.kill_grace_seconds
+        with anyio.move_on_after(grace + 2):
+            async with self.writer.events.subscribe() as events:
+                entries, elsewhere = await self.writer.run(
+                    Op(apply, jobs=[job_id], name="cancel")
+                )
+                await wait_entries(entries, grace)
+                if elsewhere:
+                    await self._settled(job_id, elsewhere, events)
         return await self.summary(job_id)
+
+    async def _settled(
+        self, job_id: str, nums: Sequence[int], events: MemoryObjectReceiveStream[ChangeEvent]
+    ) -> None:
+        """Wait until sheets run by other conductors have ended (their conductor records it;
+        this one hears of it as a change, or sees it on a re-read)."""
+        while True:
+            rows = {s.sheet_num: s for s in await self.writer.store.get_sheets(job_id)}
+            if all(n not in rows or rows[n].status.is_terminal for n in nums):
+                return
+            with anyio.move_on_after(SETTLE_RECHECK_SECONDS):
+                async for event in events:
+                    if event.job_id == job_id:
+                        break
 
     # ----- bookkeeping -----------------------------------------------------------------------
 
@@ -371,6 +410,8 @@ def expire(state: EngineState, job_id: str) -> Op[None]:
 
     def apply(tx: Tx) -> None:
         job_state = tx.state(job_id)
+        if tx.job(job_id).status.is_terminal:
+            return  # ended meanwhile (another conductor's deadline, or a cancel)
         seconds = job_state.spec.spec.deadline_seconds if job_state.spec else None
         entries = state.entries_for(job_id)
         running = {e.sheet_num for e in entries}

@@ -217,8 +217,20 @@ class Dispatcher:
             return
         if self._lease_due <= now:
             until = now + timedelta(seconds=self.ctx.config.lease_seconds)
-            await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+            try:
+                lost = await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+            except Exception:
+                # The store is unreachable: the lease may lapse; try again next period.
+                log.exception("could not renew leases")
+                lost = []
             self._lease_due = now + timedelta(seconds=period)
+            for job_id, num, attempt in lost:
+                self.state.attempts.pop((job_id, num, attempt), None)
+                entry = self.state.running.get((job_id, num))
+                if entry is not None and entry.attempt == attempt:
+                    # Not ours any more: its process must not run on beside the new owner's.
+                    entry.stop_reason = entry.stop_reason or "reclaimed"
+                    entry.control.request_cancel()
 
     # ----- picking -------------------------------------------------------------------------
 
@@ -240,9 +252,13 @@ class Dispatcher:
             # No other job may start: only the jobs running now can take a slot, so a pass
             # looks at those few rather than every job in hand.
             pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
+        labels = self.ctx.config.run_labels
         for job_state in pool:
             if not job_state.dispatchable:
                 continue
+            hosts = job_state.spec.spec.hosts if job_state.spec is not None else None
+            if hosts and labels.isdisjoint(hosts):
+                continue  # for other conductors (the job's `hosts`)
             keys = job_state.ready_keys()
             if not keys:
                 continue
@@ -251,13 +267,15 @@ class Dispatcher:
                 job = job_state.job
                 candidates[job.job_id] = Candidate(
                     job.job_id,
-                    state.live_by_job.get(job.job_id, 0),
+                    # The job's `max_parallel_sheets` counts its sheets on every conductor.
+                    state.live_by_job.get(job.job_id, 0) + _elsewhere(state, job_state),
                     job_state.max_parallel,
                     job.priority,
                     job.submitted_at,
                     startable,
                 )
         picks: list[tuple[str, int]] = []
+        newly_active: set[str] = set()
         while free > 0 and candidates:
             chosen = pick_next(candidates.values(), limits, active_jobs)
             if chosen is None:
@@ -273,7 +291,9 @@ class Dispatcher:
                 for other in candidates.values():
                     keys = self.state.jobs[other.job_id].ready_keys()
                     other.startable = _startable(keys, held, released, busy)
-            if chosen.running == 0:
+            if chosen.job_id not in state.live_by_job and chosen.job_id not in newly_active:
+                # Jobs count against max_concurrent_jobs by what runs here.
+                newly_active.add(chosen.job_id)
                 active_jobs += 1
             chosen.running += 1
             chosen.startable = _startable(job_state.ready_keys(), held, released, busy)
@@ -356,6 +376,8 @@ class Dispatcher:
             if self._stopping:
                 return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
+            mine = set(picks)
+            room: dict[str, int] = {}
             for job_id, num in picks:
                 job_state = self.state.jobs.get(job_id)
                 sheet = tx.sheet(job_id, num) if job_state is not None else None
@@ -379,6 +401,13 @@ class Dispatcher:
                     approvals.open_or_expire(ctx, tx, job_state, num)
                     gated.append((job_id, num))
                     continue
+                if job_id not in room:
+                    room[job_id] = self._room(job_state, mine)
+                if room[job_id] <= 0:
+                    # Another conductor started sheets of the job since the pick (this op
+                    # re-runs on fresh rows after a refused write): its limit holds.
+                    continue
+                room[job_id] -= 1
                 attempt = sheet.attempts + 1
                 if error is not None:
                     failing[(job_id, num, attempt)] = error
@@ -417,6 +446,26 @@ class Dispatcher:
                 if (job_id, num) not in begun and job_id in self.state.jobs:
                     self.state.jobs[job_id].push_back(num)
             self.wake()
+
+    def _room(self, job_state: JobState, mine: set[tuple[str, int]]) -> int:
+        """How many more sheets of the job may start now: its `max_parallel_sheets` less
+        the sheets running on any conductor (the rows) and other starts of this one that are
+        not committed yet."""
+        job_id = job_state.job_id
+        running = self.state.running
+        pending = sum(
+            1
+            for key in self.state.starting
+            if key[0] == job_id and key not in mine and key[1] not in job_state.running
+        )
+        # A sheet of this conductor whose process has ended frees its place already (its
+        # result may share this commit), as the pick counted it.
+        ended = sum(
+            1
+            for num in job_state.running
+            if (entry := running.get((job_id, num))) is not None and entry.ended
+        )
+        return job_state.max_parallel - len(job_state.running) + ended - pending
 
     def _log_path(self, job_id: str, sheet_num: int, attempt: int) -> str:
         logs = self._logs_dir
@@ -504,6 +553,14 @@ class Dispatcher:
             asyncio.get_running_loop().call_later(PROCESS_RECORD_DELAY_SECONDS, submit)
 
         return record
+
+
+def _elsewhere(state: EngineState, job_state: JobState) -> int:
+    """Sheets of the job that run on other conductors (running rows with no entry here)."""
+    if not job_state.running:
+        return 0
+    job_id = job_state.job_id
+    return sum(1 for num in job_state.running if (job_id, num) not in state.running)
 
 
 def _skip_when(tx: Tx, job_state: JobState, num: int) -> tuple[str | None, str | None]:

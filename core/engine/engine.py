@@ -22,6 +22,7 @@ from podium.core.engine.fallbacks import first_usable
 from podium.core.engine.recovery import Recovery
 from podium.core.engine.scheduler import Limits
 from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.sync import Sync
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.errors import InvalidTransitionError
@@ -59,6 +60,8 @@ class Engine:
         self.dispatcher = Dispatcher(self.ctx, self.writer, self.state, self._apply_pending_modify)
         self.control = Control(self.writer, self.state, config)
         self.recovery = Recovery(self.ctx, self.writer, self.state)
+        # Only on a store that several conductors share (PostgreSQL).
+        self.sync = Sync(self.ctx, self.writer, self.state, self.recovery) if store.shared else None
         self.writer.on_commit = self.dispatcher.wake
         self.writer.on_finished = self._finished
         self._task_group: TaskGroup | None = None
@@ -76,8 +79,12 @@ class Engine:
         while not self.writer.serving:
             await anyio.lowlevel.checkpoint()
         touched: list[str] = []
+        others_alive = False
+        if self.sync is not None and dispatch:
+            # Recorded before recovery: a conductor starting now sees this one as alive.
+            others_alive = await self.sync.register()
         if recover:
-            touched, foreign_expiry = await self.recovery.recover()
+            touched, foreign_expiry = await self.recovery.recover(others_alive)
             if foreign_expiry is not None:
                 self._recheck_leases_at(foreign_expiry)
         else:
@@ -87,6 +94,8 @@ class Engine:
         if dispatch:
             self._dispatching = True
             task_group.start_soon(self.dispatcher.run, task_group)
+        if self.sync is not None and dispatch:
+            task_group.start_soon(self.sync.run)
         return touched
 
     def _recheck_leases_at(self, when: datetime) -> None:
@@ -103,11 +112,20 @@ class Engine:
         if self.writer.serving:
             if self._dispatching:
                 # Only a conductor that ran sheets has any to stop (a control-only engine
-                # must not pause jobs it never ran).
-                await self.recovery.shutdown()
+                # must not pause jobs it never ran). Jobs other running conductors share
+                # are not paused: they carry on with them.
+                others_alive = False
+                if self.sync is not None:
+                    try:
+                        others_alive = await self.sync.others_alive()
+                    except Exception:
+                        log.exception("could not tell whether other conductors run")
+                await self.recovery.shutdown(others_alive)
             # Snapshots of jobs that just ended still record their path through the writer.
             with anyio.move_on_after(SHUTDOWN_HOOK_SECONDS):
                 await self.hooks_settled()
+        if self.sync is not None:
+            await self.sync.leave()
 
     def _finished(self, job: JobRow) -> None:
         hook = self.ctx.on_terminal

@@ -72,11 +72,14 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
 
 def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
     """Released keys whose first sheet is already starting or running: nothing else goes
-    behind them."""
+    behind them. Running is read from the sheet rows too, so a first sheet another conductor
+    runs counts as well."""
     if not released:
         return set()
     busy = set()
     starting_or_running = [*state.starting, *state.running]
+    for held in state.jobs.values():
+        starting_or_running += [(held.job_id, num) for num in held.running]
     for job_id, sheet_num in starting_or_running:
         job_state = state.jobs.get(job_id)
         if job_state is not None:

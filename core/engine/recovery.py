@@ -63,13 +63,15 @@ class Recovery:
     def _ours(self, attempt: AttemptRow) -> bool:
         return attempt.conductor_id in (None, self.ctx.config.conductor_id)
 
-    async def recover(self) -> tuple[list[str], datetime | None]:
+    async def recover(self, others_alive: bool = False) -> tuple[list[str], datetime | None]:
         """Reconcile what a dead conductor left behind. Returns the job ids touched and, if
         attempts of another conductor still hold a lease, when the first of them runs out.
 
         In-flight attempts become `interrupted` (their process group killed first, but only
         when pgid and leader start time both match the record), their sheets go back to
         `pending`, and active jobs become paused (`interrupted`), or continue with auto_resume.
+        With `others_alive` (other conductors share the store and are running), the jobs
+        were never stopped: they keep their status and the others carry on with them.
         """
         store = self.writer.store
         now = utcnow()
@@ -108,7 +110,7 @@ class Recovery:
                 if job_id not in state.jobs:
                     continue
                 theirs = {num for jid, num in elsewhere if jid == job_id}
-                if _reconcile(tx, job_id, auto_resume, theirs):
+                if _reconcile(tx, job_id, auto_resume, theirs, others_alive):
                     touched.add(job_id)
             return sorted(touched)
 
@@ -119,34 +121,66 @@ class Recovery:
     async def reclaim_expired(self) -> datetime | None:
         """While running: take back the attempts of other conductors whose lease ran out
         (their owner is gone or cut off; its late writes are refused, since the rows move on).
-        Their sheets go back to `pending` for whoever runs the job. Returns when the next
-        foreign lease runs out, if any is left."""
+        Their sheets go back to `pending` for whoever runs the job (or are cancelled, in a
+        job that has ended meanwhile). Returns when the next foreign lease runs out, if any
+        is left.
+
+        Several conductors may reclaim the same attempt at once: the attempts are held in
+        the view while the op runs, so a refused reclaim re-reads them and finds the attempt
+        taken back already (or renewed: its owner was only slow)."""
         store = self.writer.store
         now = utcnow()
         foreign = [a for a in await store.in_flight_attempts() if not self._ours(a)]
         expired = [a for a in foreign if self._claimable(a, now)]
-        for job_id in sorted({a.job_id for a in expired}):
+        left = [a.lease_expires_at for a in foreign if a not in expired and a.lease_expires_at]
+        if not expired:
+            return min(left) if left else None
+        keys = [(a.job_id, a.sheet_num, a.attempt) for a in expired]
+        for attempt, key in zip(expired, keys, strict=True):
+            self.state.attempts.setdefault(key, attempt)
+        jobs = sorted({a.job_id for a in expired})
+        for job_id in jobs:
             if job_id not in self.state.jobs:
                 await self.writer.load(job_id)
+        state = self.state
 
-        def apply(tx: Tx) -> None:
-            for attempt in expired:
-                row = tx.edit_attempt(attempt)
-                interrupt_attempt_row(row, tx.now, "its conductor's lease ran out")
-                if attempt.job_id not in self.state.jobs:
+        def apply(tx: Tx) -> int:
+            taken = 0
+            for key in keys:
+                row = tx.attempt(key)
+                if row is None or row.outcome is not None:
+                    continue  # another conductor took it back first
+                if row.lease_expires_at is not None and row.lease_expires_at > tx.now:
+                    continue  # renewed after all: its owner was slow, not gone
+                interrupt_attempt_row(tx.edit_attempt(row), tx.now, "its conductor's lease ran out")
+                taken += 1
+                job_id, num, number = key
+                if job_id not in state.jobs:
                     continue
-                sheet = tx.sheet(attempt.job_id, attempt.sheet_num)
-                if sheet.status is SheetStatus.RUNNING and sheet.attempts == attempt.attempt:
-                    edited = tx.edit_sheet(attempt.job_id, attempt.sheet_num)
+                sheet = tx.sheet(job_id, num)
+                if sheet.status is not SheetStatus.RUNNING or sheet.attempts != number:
+                    continue
+                edited = tx.edit_sheet(job_id, num)
+                if tx.job(job_id).status.is_terminal:
+                    mark_terminal(
+                        edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None
+                    )
+                    edited.error_category = ErrorCategory.CANCELLED
+                else:
                     reset_for_retry(edited, tx.now, fresh_budget=False)
                     edited.last_error = "interrupted: its conductor's lease ran out"
                     edited.error_category = ErrorCategory.INTERRUPTED
+            return taken
 
-        if expired:
-            await self.writer.run(
-                Op(apply, jobs=sorted({a.job_id for a in expired}), name="reclaim")
-            )
-        left = [a.lease_expires_at for a in foreign if a not in expired and a.lease_expires_at]
+        try:
+            taken = await self.writer.run(Op(apply, jobs=jobs, name="reclaim"))
+        finally:
+            for key in keys:
+                held = self.state.attempts.get(key)
+                if held is not None and not self._ours(held):
+                    del self.state.attempts[key]
+        if taken:
+            log.warning("reclaimed attempts whose conductor's lease ran out", count=taken)
         return min(left) if left else None
 
     async def _kill_leftover(self, ref: ProcessGroupRef) -> None:
@@ -170,13 +204,16 @@ class Recovery:
         if ended:
             log.warning("killed leftover processes outside the group", count=ended)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, others_alive: bool = False) -> None:
         """End running sheets and leave their jobs paused (`shutdown`). A pending modify is
         called off: its job stays paused until a resume (or auto_resume at the next start),
-        rather than queued behind the user's back."""
+        rather than queued behind the user's back. With `others_alive`, jobs keep their
+        status: the sheets this conductor ends go back to `pending` for the others."""
         state = self.state
 
         def apply(tx: Tx) -> list[str]:
+            if others_alive:
+                return []
             busy = {e.job_id for e in state.running.values()}
             paused = []
             for job_id, job_state in state.jobs.items():
@@ -203,9 +240,12 @@ class Recovery:
         await wait_entries(entries, self.ctx.config.kill_grace_seconds)
 
 
-def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool:
+def _reconcile(
+    tx: Tx, job_id: str, auto_resume: bool, theirs: set[int], others_alive: bool = False
+) -> bool:
     """One job after a restart; returns whether anything changed. Sheets in `theirs` are
-    being run by another live conductor: they, and the job's status, are left as they are."""
+    being run by another live conductor: they, and the job's status, are left as they are;
+    so is the status of every job when other conductors are running (they run it on)."""
     now = tx.now
     job = tx.job(job_id)
     changed = False
@@ -244,6 +284,10 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool
     if theirs:
         return changed
     final = final_job_status(tx.sheets(job_id).values())
+    if others_alive and final is None:
+        if changed:
+            tx.edit_job(job_id).updated_at = now
+        return changed
     in_flight = job.status is JobStatus.RUNNING or job.pending_resume is not None
     if final is not None:
         edited = tx.edit_job(job_id)

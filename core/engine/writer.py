@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -89,9 +89,18 @@ class Writer:
         self.on_commit: Callable[[], None] = lambda: None
         # Called with a job's row when it is done with: terminal, nothing of it running.
         self.on_finished: Callable[[JobRow], None] = lambda job: None
+        # Called after jobs were re-read because another conductor changed them (their ids).
+        self.on_synced: Callable[[set[str]], None] = lambda job_ids: None
+        # What other conductors changed and this view has yet to re-read (see `mark_stale`).
+        self._stale_jobs: set[str] = set()
+        # Of those, jobs only some sheets of which changed (re-read: the row and those).
+        self._stale_sheets: dict[str, set[int]] = {}
+        self._stale_holds = False
+        self._stale_all = False
         # Counters for tests and benchmarks: transactions and conflicts seen.
         self.commits = 0
         self.conflicts = 0
+        self.syncs = 0
 
     async def run(self, op: Op[R]) -> R:
         if self._closed or not self._serving:
@@ -127,6 +136,9 @@ class Writer:
                     # group (one transaction) instead of the next.
                     await asyncio.sleep(0)
                     await self._take_due_retries()
+                    if self._stale_jobs or self._stale_holds or self._stale_all:
+                        with anyio.CancelScope(shield=True):
+                            await self._sync()
                     while self._queue:
                         group = self._queue[:MAX_GROUP]
                         del self._queue[: len(group)]
@@ -146,6 +158,123 @@ class Writer:
                 pending.done.set()
             self._queue.clear()
             self._deferred.clear()
+
+    def mark_stale(
+        self,
+        job_ids: Collection[str] = (),
+        *,
+        sheets: Mapping[str, Collection[int]] | None = None,
+        holds: bool = False,
+        everything: bool = False,
+    ) -> None:
+        """Another conductor changed these jobs (or holds, or anything): the writer re-reads
+        them between two groups, so the view never changes under an op being decided. A job
+        with an entry in `sheets` changed only those sheets (and its row)."""
+        for job_id in job_ids:
+            nums = None if sheets is None else sheets.get(job_id)
+            if job_id in self._stale_jobs and job_id not in self._stale_sheets:
+                continue  # to be re-read whole already
+            if nums is None:
+                self._stale_sheets.pop(job_id, None)
+            else:
+                self._stale_sheets.setdefault(job_id, set()).update(nums)
+        self._stale_jobs.update(job_ids)
+        self._stale_holds = self._stale_holds or holds
+        self._stale_all = self._stale_all or everything
+        self._wake.set()
+
+    async def _sync(self) -> None:
+        """Re-read what other conductors changed, and announce it as if it were ours: views
+        and long-polls of this conductor see every conductor's changes."""
+        jobs, self._stale_jobs = self._stale_jobs, set()
+        partial, self._stale_sheets = self._stale_sheets, {}
+        holds, everything = self._stale_holds, self._stale_all
+        self._stale_holds = self._stale_all = False
+        try:
+            if everything:
+                jobs |= set(self.state.jobs) | set(await self.store.job_versions())
+                partial = {}
+            if holds or everything:
+                self.state.holds = {h.hold_key: h for h in await self.store.holds()}
+            changed: set[str] = set()
+            for job_id in sorted(jobs):
+                nums = partial.get(job_id)
+                if nums is not None:
+                    moved = await self._refresh_rows(job_id, nums)
+                else:
+                    moved = await self._reload(job_id, await self.store.load_job(job_id))
+                if moved:
+                    changed.add(job_id)
+        except Exception:
+            # The store is unreachable for now: try again at the next change or poll.
+            log.exception("could not re-read what other conductors changed")
+            self._stale_jobs |= jobs
+            self._stale_sheets.clear()
+            self._stale_holds = self._stale_holds or holds
+            self._stale_all = self._stale_all or everything
+            return
+        self.syncs += 1
+        if changed or holds or everything:
+            self.on_synced(changed)
+            self.on_commit()
+
+    async def _refresh_rows(self, job_id: str, nums: set[int]) -> bool:
+        """Re-read a job's row and the sheets another conductor changed, and move the view
+        onto them; returns whether it moved. Falls back to re-reading the whole job when
+        the view cannot take them (not held, a spec changed, an unknown sheet)."""
+        held = self.state.jobs.get(job_id)
+        found = await self.store.load_rows(job_id, sorted(nums))
+        if held is None or found is None:
+            return await self._reload(job_id, await self.store.load_job(job_id))
+        job, sheets = found
+        if job.spec_fingerprint != held.job.spec_fingerprint or any(
+            s.sheet_num not in held.sheets for s in sheets
+        ):
+            return await self._reload(job_id, await self.store.load_job(job_id))
+        if job.version == held.job.version:
+            return False
+        now = utcnow()
+        for sheet in sheets:
+            if held.sheets[sheet.sheet_num].version != sheet.version:
+                held.replace_sheet(sheet, now)
+                self.events.publish(
+                    ChangeEvent(job_id, "sheet", sheet.status.value, sheet.sheet_num)
+                )
+        held.replace_job(job)
+        if job.status.is_terminal and not self.state.entries_for(job_id):
+            self.state.jobs.pop(job_id, None)
+        self.events.publish(ChangeEvent(job_id, "job_status", job.status.value))
+        return True
+
+    async def _reload(self, job_id: str, record: JobRecord | None) -> bool:
+        """Take another conductor's version of a job in hand; returns whether it moved."""
+        old = self.state.jobs.get(job_id)
+        if record is None:
+            if old is None:
+                return False
+            if not self.state.entries_for(job_id):
+                del self.state.jobs[job_id]
+            self.events.publish(ChangeEvent(job_id, "deleted"))
+            return True
+        if old is not None and old.job.version == record.job.version:
+            return False
+        fresh = await self._job_state(record)
+        if record.job.status.is_terminal and not self.state.entries_for(job_id):
+            # Done with, by another conductor: read from the store from now on.
+            self.state.jobs.pop(job_id, None)
+        else:
+            self.state.add(fresh)
+        before = old.sheets if old is not None else {}
+        if old is None:
+            self.events.publish(ChangeEvent(job_id, "submitted", record.job.status.value))
+        for sheet in record.sheets:
+            seen = before.get(sheet.sheet_num)
+            if seen is None or seen.version != sheet.version:
+                self.events.publish(
+                    ChangeEvent(job_id, "sheet", sheet.status.value, sheet.sheet_num)
+                )
+        self.events.publish(ChangeEvent(job_id, "job_status", record.job.status.value))
+        return True
 
     def _next_retry_in(self) -> float:
         if not self._deferred:
@@ -328,6 +457,10 @@ class Writer:
         for key in list(self.state.attempts):
             if key in live:
                 self.state.attempts[key] = live[key]
+            else:
+                # Finished by someone else: another conductor reclaimed it after its lease
+                # lapsed. Its result is not ours to record any more (fencing).
+                del self.state.attempts[key]
         # The job rows last, the ones most likely to move again before the retry is written.
         for job_id in jobs:
             if job_id in self.state.jobs:
@@ -412,17 +545,31 @@ class Writer:
                 if job_id not in finished_before:
                     self.on_finished(held.job)
 
-    async def renew_leases(self, conductor_id: str, until: datetime) -> None:
-        """Extend this conductor's claim on its in-flight attempts. Fewer renewed than held
-        means another conductor reclaimed some (their results will be refused)."""
+    async def renew_leases(
+        self, conductor_id: str, until: datetime
+    ) -> list[tuple[str, int, int]]:
+        """Extend this conductor's claim on its in-flight attempts. Returns those that are
+        not its any more: another conductor reclaimed them after their lease lapsed (this
+        one was cut off or stopped for longer than a lease), so their results will be
+        refused and their processes should end."""
         renewed = await self.store.renew_leases(conductor_id, until)
-        held = sum(1 for a in self.state.attempts.values() if a.conductor_id == conductor_id)
-        if renewed < held:
+        mine = [k for k, a in self.state.attempts.items() if a.conductor_id == conductor_id]
+        for key in mine:
+            self.state.attempts[key].lease_expires_at = until
+        if renewed >= len(mine):
+            return []
+        live = {
+            (a.job_id, a.sheet_num, a.attempt)
+            for a in await self.store.in_flight_attempts()
+            if a.conductor_id == conductor_id
+        }
+        lost = [k for k in mine if k not in live and k in self.state.attempts]
+        if lost:
             log.warning(
-                "some attempts were reclaimed by another conductor", held=held, renewed=renewed
+                "attempts were reclaimed by another conductor; their results will be refused",
+                attempts=[f"{j}/{n}/{a}" for j, n, a in lost],
             )
-        for attempt in self.state.attempts.values():
-            attempt.lease_expires_at = until
+        return lost
 
     @property
     def serving(self) -> bool:

@@ -523,8 +523,15 @@ class JobSpec(SpecModel):
         description="the job pauses (pause_reason cost_limit) once the cost its instruments "
         "report passes this many US dollars",
     )
+    hosts: list[Label] = Field(
+        default_factory=list,
+        description="several conductors on one store: only conductors carrying one of these "
+        "labels (their host_labels, conductor_id or host name) run this job's sheets; empty: "
+        "any conductor",
+        examples=[["gpu-box"]],
+    )
 
-    @field_validator("labels")
+    @field_validator("labels", "hosts")
     @classmethod
     def _unique_labels(cls, labels: list[str]) -> list[str]:
         seen: set[str] = set()

@@ -9,7 +9,7 @@ version the row was read at. Views read through the same protocol. A second impl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from podium.core.errors import PodiumError
 from podium.core.models import JobStatus, SheetStatus
 from podium.core.store.rows import (
     AttemptRow,
+    ConductorRow,
     HoldRow,
     JobQuery,
     JobRecord,
@@ -103,11 +104,37 @@ class Written:
     durable: Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class StoreChange:
+    """What another user of the store committed (or asks for), as its notification said."""
+
+    jobs: frozenset[str] = frozenset()
+    # For jobs whose only change was to existing sheets: which sheets (a reader re-reads the
+    # job row and just those); a job named in `jobs` but not here is re-read whole.
+    sheets: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    holds: bool = False
+    # Notifications may have been missed (the connection that listens was lost, or a
+    # change was too large to name): re-read everything held.
+    everything: bool = False
+    # Jobs whose running sheets should be suspended now (`pause immediate` taken by another
+    # conductor). A signal, not state: a conductor that misses it lets them finish instead.
+    suspend: frozenset[str] = frozenset()
+
+
+OnChange = Callable[[StoreChange], None]
+
+
 class Store(Protocol):
     """What the engine and the views need from a store. Every method is safe to call from
     many tasks at once; `write` and `commit` are the only ways rows change."""
 
     async def close(self) -> None: ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether several conductors may use this store at once (then they heartbeat,
+        renew leases, and learn of each other's changes through `watch`)."""
+        ...
 
     # ----- writing ---------------------------------------------------------------------------
 
@@ -128,9 +155,44 @@ class Store(Protocol):
         Not a versioned write: a lease is a claim's expiry, not state a rule reads."""
         ...
 
+    # ----- several conductors ----------------------------------------------------------------
+
+    async def watch(self, on_change: OnChange) -> None:
+        """Call `on_change` for every change other users of the store commit, until
+        cancelled. Delivery is best effort (callers also poll `job_versions`); after a gap
+        in delivery it reports `everything`. A store no one else writes never calls it."""
+        ...
+
+    async def announce(self, change: StoreChange) -> None:
+        """Send a signal that is not a row change (e.g. `suspend`) to the other users."""
+        ...
+
+    async def heartbeat(self, conductor: ConductorRow) -> None:
+        """Record `conductor` as alive until its `expires_at` (insert or replace)."""
+        ...
+
+    async def conductors(self) -> list[ConductorRow]:
+        """Every conductor recorded, alive or expired, by id."""
+        ...
+
+    async def leave(self, conductor_id: str) -> None:
+        """A conductor stopping gracefully removes its record."""
+        ...
+
+    async def job_versions(self) -> dict[str, int]:
+        """The version of every queued, running and paused job (for the polling safety net:
+        a job whose version moved was changed by someone)."""
+        ...
+
     # ----- reading, for the engine -----------------------------------------------------------
 
     async def load_job(self, job_id: str) -> JobRecord | None: ...
+    async def load_rows(
+        self, job_id: str, sheet_nums: Sequence[int]
+    ) -> tuple[JobRow, list[SheetRow]] | None:
+        """A job's row and some of its sheets, read in one snapshot."""
+        ...
+
     async def active_jobs(self) -> list[JobRow]:
         """Queued, running and paused jobs."""
         ...

@@ -9,7 +9,12 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.store.base import Store
 
-SUPPORTED = "sqlite:///ABSOLUTE/PATH (for example the default sqlite:///<home>/podium.db)"
+SUPPORTED = (
+    "sqlite:///ABSOLUTE/PATH (for example the default sqlite:///<home>/podium.db), or "
+    "postgresql://[user[:password]@]host[:port]/database for a store shared by several "
+    "conductors"
+)
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def sqlite_path(store_url: str) -> Path | None:
@@ -25,13 +30,21 @@ def sqlite_path(store_url: str) -> Path | None:
     return Path("/" + unquote(parts.path).lstrip("/"))
 
 
+def is_postgres(store_url: str) -> bool:
+    return urlsplit(store_url).scheme in POSTGRES_SCHEMES
+
+
 async def open_store(config: PodiumConfig) -> Store:
+    # Imported where used so nothing above the store layer depends on an implementation.
     path = sqlite_path(config.store_url)
     if path is not None:
-        # Imported here so nothing above the store layer depends on the SQLite module.
         from podium.core.store.sqlite.store import SQLiteStore
 
         return await SQLiteStore.open(path)
+    if is_postgres(config.store_url):
+        from podium.core.store.postgres.store import PostgresStore
+
+        return await PostgresStore.open(config.store_url, config.conductor_id)
     scheme = urlsplit(config.store_url).scheme or "(none)"
     raise PodiumError(
         f"store_url: scheme {scheme!r} is not supported by this version of Podium; "

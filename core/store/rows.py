@@ -214,6 +214,22 @@ class HoldRow:
 
 
 @dataclass(slots=True)
+class ConductorRow:
+    """A conductor using the store, as its last heartbeat left it: who is alive, on which
+    host, and which `hosts` labels of a job it runs. Not versioned: only its owner writes
+    it, and a lapsed heartbeat is what tells the others it is gone."""
+
+    conductor_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    # Past this without a heartbeat, the conductor counts as gone.
+    expires_at: datetime
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class TaskRow:
     """A durable task: the handle a `run_job` call answered with, mapped to its job. Its
     status is not stored: it is derived from the job's rows on every read."""

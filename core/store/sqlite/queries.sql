@@ -66,6 +66,11 @@ WHERE job_id = :job_id AND sheet_num = :sheet_num AND version = :version;
 -- name: select_sheets
 SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id ORDER BY sheet_num;
 
+-- name: select_some_sheets
+SELECT {sheets.columns} FROM sheets
+WHERE job_id = :job_id AND sheet_num IN (SELECT value FROM json_each(:nums))
+ORDER BY sheet_num;
+
 -- name: select_sheet
 SELECT {sheets.columns} FROM sheets WHERE job_id = :job_id AND sheet_num = :sheet_num;
 
@@ -130,6 +135,19 @@ DELETE FROM holds WHERE hold_key = :hold_key AND version = :version;
 
 -- name: select_holds
 SELECT {holds.columns} FROM holds ORDER BY hold_key;
+
+-- name: select_job_versions
+SELECT job_id, version FROM jobs WHERE status IN ('queued', 'running', 'paused');
+
+-- name: upsert_conductor
+INSERT INTO conductors ({conductors.columns}) VALUES ({conductors.values})
+ON CONFLICT (conductor_id) DO UPDATE SET {conductors.assign};
+
+-- name: select_conductors
+SELECT {conductors.columns} FROM conductors ORDER BY conductor_id;
+
+-- name: delete_conductor
+DELETE FROM conductors WHERE conductor_id = :conductor_id;
 
 -- name: select_pending_approvals
 SELECT {sheets.columns} FROM sheets

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from importlib import resources
 from pathlib import Path
 
 from podium.core.errors import SchemaTooNewError
+from podium.core.store.migrations import load_migrations
 
-
-def _load_migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("podium.core.store.sqlite").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
-        if match:
-            found.append((int(match.group(1)), match.group(2), entry.read_text()))
-    found.sort()
-    numbers = [number for number, _, _ in found]
-    if numbers != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1..N without gaps, found {numbers}")
-    return found
-
-
-MIGRATIONS = _load_migrations()
+MIGRATIONS = load_migrations("podium.core.store.sqlite")
 LATEST_SCHEMA_VERSION = len(MIGRATIONS)
 
 

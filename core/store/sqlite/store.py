@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,9 +26,19 @@ import anyio
 
 from podium.core import jsondata
 from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
-from podium.core.store.base import MAX_LIST_LIMIT, Conflict, NewJob, WriteBatch, Written
+from podium.core.store.base import (
+    MAX_LIST_LIMIT,
+    Conflict,
+    NewJob,
+    OnChange,
+    StoreChange,
+    WriteBatch,
+    Written,
+)
+from podium.core.store.codec import Table, decode_cursor, encode_cursor, load_queries
 from podium.core.store.rows import (
     AttemptRow,
+    ConductorRow,
     HoldRow,
     JobQuery,
     JobRecord,
@@ -40,39 +48,23 @@ from podium.core.store.rows import (
 )
 from podium.core.store.sqlite.codec import (
     ATTEMPTS,
+    CONDUCTORS,
     HOLDS,
     JOBS,
     SHEETS,
     TABLES,
     TASKS,
-    Table,
-    decode_cursor,
-    encode_cursor,
 )
 from podium.core.store.sqlite.schema import check_not_newer, migrate
 
 T = TypeVar("T")
-_NAME_MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-_PLACEHOLDER = re.compile(r"\{(\w+)\.(columns|values|assign)\}")
 READERS = 2
 # Checkpoint (copy the log into the database) once the log has grown past this.
 CHECKPOINT_BYTES = 4 * 1024 * 1024
 _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files("podium.core.store.sqlite").joinpath("queries.sql").read_text()
-    tables = {t.name: t for t in TABLES}
-    text = _PLACEHOLDER.sub(
-        lambda m: tables[m.group(1)].placeholders[m.group(2)] if m.group(1) in tables else m[0],
-        text,
-    )
-    parts = _NAME_MARKER.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-Q = _load_queries()
+Q = load_queries("podium.core.store.sqlite", TABLES)
 
 
 def _statuses_json(statuses: Sequence[SheetStatus | JobStatus] | None) -> str | None:
@@ -441,6 +433,37 @@ class SQLiteStore:
 
         return await self._write(run)
 
+    # ----- several conductors ----------------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        # A SQLite file is one conductor's: its readers may be other processes on the host,
+        # but conductors that share jobs use PostgreSQL (docs/operations.md).
+        return False
+
+    async def watch(self, on_change: OnChange) -> None:
+        await anyio.sleep_forever()
+
+    async def announce(self, change: StoreChange) -> None:
+        return None
+
+    async def heartbeat(self, conductor: ConductorRow) -> None:
+        params = CONDUCTORS.params(conductor)
+        await self._write(lambda conn: conn.execute(Q["upsert_conductor"], params))
+
+    async def conductors(self) -> list[ConductorRow]:
+        return await self._rows(CONDUCTORS, Q["select_conductors"], {})
+
+    async def leave(self, conductor_id: str) -> None:
+        params = {"conductor_id": conductor_id}
+        await self._write(lambda conn: conn.execute(Q["delete_conductor"], params))
+
+    async def job_versions(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            return {j: int(v) for j, v in conn.execute(Q["select_job_versions"]).fetchall()}
+
+        return await self._read(run)
+
     # ----- reading, for the engine ----------------------------------------------------------
 
     async def load_job(self, job_id: str) -> JobRecord | None:
@@ -453,6 +476,20 @@ class SQLiteStore:
             return JobRecord(
                 JOBS.decode(found[:-1]), [SHEETS.decode(s) for s in sheets], spec, error
             )
+
+        return await self._snapshot(run)
+
+    async def load_rows(
+        self, job_id: str, sheet_nums: Sequence[int]
+    ) -> tuple[JobRow, list[SheetRow]] | None:
+        params = {"job_id": job_id, "nums": json.dumps(list(sheet_nums))}
+
+        def run(conn: sqlite3.Connection) -> tuple[JobRow, list[SheetRow]] | None:
+            found = conn.execute(Q["select_job"], {"job_id": job_id}).fetchone()
+            if found is None:
+                return None
+            rows = conn.execute(Q["select_some_sheets"], params).fetchall()
+            return JOBS.decode(found), [SHEETS.decode(r) for r in rows]
 
         return await self._snapshot(run)
 

@@ -1,0 +1,277 @@
+"""Several conductors (real `podium start` processes, separate homes) sharing one set of jobs
+through one PostgreSQL schema (issue 15): they split a job's sheets and run each exactly once;
+a conductor killed mid-run has its sheets reclaimed after its lease and the job completes; a
+conductor frozen past its lease cannot overwrite what the others did meanwhile; a cancel
+taken by one conductor ends the process groups another runs; a job's `hosts` keep its sheets
+on the conductors carrying the label. Skipped, saying why, when PostgreSQL is not reachable."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conductors import conductors, reading, wait_for
+from pg import fresh_schema
+
+from podium.core.models import JobStatus, Outcome
+from podium.core.store.base import Store
+from podium.core.store.rows import AttemptRow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    with fresh_schema("multi") as url:
+        yield url
+
+
+def marked_job(name: str, workspace: Path, sheets: int, body: str, **extra: Any) -> dict[str, Any]:
+    """`sheets` sheets; each runs `body` (with SHEET set) and then appends one line to its
+    own counter file: the side effect that must happen exactly once per sheet."""
+    ws = str(workspace)
+    return {
+        "name": name,
+        "workspace": ws,
+        "sheets": [
+            {
+                "name": f"s{n}",
+                "prompt": f"SHEET={n}; {body}; echo done >> {ws}/count-{n}",
+            }
+            for n in range(1, sheets + 1)
+        ],
+        "retry": {"max_retries": 0},
+        **extra,
+    }
+
+
+def counts(workspace: Path, sheets: int) -> list[int]:
+    out = []
+    for n in range(1, sheets + 1):
+        path = workspace / f"count-{n}"
+        out.append(len(path.read_text().splitlines()) if path.exists() else 0)
+    return out
+
+
+async def history(store: Store, job_id: str) -> list[AttemptRow]:
+    rows, _ = await store.get_history(job_id, None, 10_000, 0)
+    return rows
+
+
+async def finished(store: Store, job_id: str) -> bool:
+    job = await store.get_job(job_id)
+    return job is not None and job.status.is_terminal
+
+
+def completed_once_each(rows: list[AttemptRow], sheets: int) -> None:
+    done = Counter(a.sheet_num for a in rows if a.outcome is Outcome.COMPLETED)
+    assert done == Counter(range(1, sheets + 1)), done
+
+
+async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # The job's own limit is below what the two conductors have room for together: it
+    # counts the job's sheets on both.
+    spec = marked_job("shared-40", ws, 40, "sleep 0.2", concurrency={"max_parallel_sheets": 6})
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, _b),
+        reading(store_url, tmp_path) as store,
+    ):
+        job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
+        await wait_for(lambda: finished(store, job_id), 90, "the job to end")
+        job = await store.get_job(job_id)
+        rows = await history(store, job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    assert job.completed_sheets == 40
+    # Every sheet ran exactly once, by the side effect and by the store.
+    assert counts(ws, 40) == [1] * 40
+    assert len(rows) == 40
+    completed_once_each(rows, 40)
+    by = Counter(a.conductor_id for a in rows)
+    assert set(by) == {"a", "b"}, by
+    assert most_at_once(rows) <= 6
+
+
+def most_at_once(rows: list[AttemptRow]) -> int:
+    """The most attempts running at one moment, from their recorded start and end."""
+    edges = sorted(
+        [(a.started_at, 1) for a in rows] + [(a.ended_at, -1) for a in rows if a.ended_at],
+        key=lambda e: (e[0], e[1]),
+    )
+    now = top = 0
+    for _, step in edges:
+        now += step
+        top = max(top, now)
+    return top
+
+
+async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_completes(
+    tmp_path: Path, store_url: str
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    sheets = 12
+    spec = marked_job("killed", ws, sheets, "sleep 1", concurrency={"max_parallel_sheets": 8})
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, b),
+        reading(store_url, tmp_path) as store,
+    ):
+        job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
+
+        async def b_runs_some() -> bool:
+            return any(x.conductor_id == "b" for x in await store.in_flight_attempts())
+
+        await wait_for(b_runs_some, 60, "conductor b to run sheets")
+        on_b = {
+            (x.sheet_num, x.attempt)
+            for x in await store.in_flight_attempts()
+            if x.conductor_id == "b"
+        }
+        # The host dies: the conductor and the sheets it runs, at once.
+        b.kill_host()
+        killed_at = time.monotonic()
+        await wait_for(lambda: finished(store, job_id), 90, "the job to end")
+        job = await store.get_job(job_id)
+        rows = await history(store, job_id)
+        reclaimed = {
+            (x.sheet_num, x.attempt): x
+            for x in rows
+            if (x.sheet_num, x.attempt) in on_b
+        }
+        conductors_now = [c.conductor_id for c in await store.conductors()]
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    assert on_b and set(reclaimed) == on_b
+    for attempt in reclaimed.values():
+        # Recorded as interrupted by the conductor that took it back after the lease.
+        assert attempt.outcome is Outcome.INTERRUPTED, attempt
+        assert "lease ran out" in (attempt.error or "")
+        assert attempt.ended_at is not None
+    # ... and run again by the survivor, once: no sheet completed twice.
+    completed_once_each(rows, sheets)
+    for num, _ in on_b:
+        [again] = [x for x in rows if x.sheet_num == num and x.outcome is Outcome.COMPLETED]
+        assert again.conductor_id == "a"
+    assert counts(ws, sheets) == [1] * sheets
+    assert time.monotonic() - killed_at < 60
+    # The dead conductor's registration stays until it expires; the survivor's is there.
+    assert "a" in conductors_now
+
+
+async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed(
+    tmp_path: Path, store_url: str
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    gate = ws / "gate"
+    # The sheet finishes only once the test opens the gate.
+    body = f"echo start >> {ws}/starts; while [ ! -e {gate} ]; do sleep 0.05; done"
+    spec = marked_job("frozen", ws, 1, body)
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"]) as procs,
+        reading(store_url, tmp_path) as store,
+    ):
+        job_id = (await procs[0].call("submit_job", {"spec": spec}))["job_id"]
+
+        async def first_in_flight() -> bool:
+            return bool(await store.in_flight_attempts())
+
+        await wait_for(first_in_flight, 60, "the sheet to start")
+        [first] = await store.in_flight_attempts()
+        owner = next(c for c in procs if c.name == first.conductor_id)
+        other = next(c for c in procs if c is not owner)
+        owner.freeze()
+        try:
+
+            async def taken_over() -> bool:
+                latest = await store.get_latest_attempt(job_id, 1)
+                return latest is not None and latest.attempt == 2
+
+            # Past the lease the other conductor reclaims it and runs it again.
+            await wait_for(taken_over, 60, "the other conductor to take the sheet over")
+            gate.touch()
+
+            async def done() -> bool:
+                job = await store.get_job(job_id)
+                return job is not None and job.status is JobStatus.COMPLETED
+
+            await wait_for(done, 60, "the job to complete")
+        finally:
+            owner.thaw()
+
+        async def owner_tried() -> bool:
+            return "attempt result not recorded" in owner.log_text()
+
+        # The frozen conductor wakes with the first attempt's result in hand; its write
+        # is refused.
+        await wait_for(owner_tried, 60, "the woken conductor to try its write")
+        rows = await history(store, job_id)
+        job = await store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED
+    one, two = rows
+    assert (one.attempt, one.conductor_id) == (1, owner.name)
+    assert one.outcome is Outcome.INTERRUPTED and "lease ran out" in (one.error or "")
+    assert (two.attempt, two.conductor_id, two.outcome) == (2, other.name, Outcome.COMPLETED)
+    assert one.version == 2  # written once, by the reclaim; never by its late owner
+    assert "reclaimed" in owner.log_text()
+    # The history names where each attempt ran (its log is on that conductor's host).
+    assert [e.conductor_id for e in (one.entry(), two.entry())] == [owner.name, other.name]
+
+
+async def test_cancel_through_one_conductor_ends_the_sheets_another_runs(
+    tmp_path: Path, store_url: str
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    grace = 1.0
+    # Each sheet leaves a grandchild behind in its group; `hosts` keeps them on b.
+    body = "sleep 60 & sleep 60"
+    spec = marked_job("remote", ws, 2, body, hosts=["gpu-box"])
+    labels = {"b": ["gpu-box"]}
+    async with conductors(
+        tmp_path, store_url, ["a", "b"], labels=labels, kill_grace_seconds=grace
+    ) as (a, _b), reading(store_url, tmp_path) as store:
+        job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
+
+        async def both_running_with_groups() -> bool:
+            found = await store.in_flight_attempts()
+            return len(found) == 2 and all(x.pgid for x in found)
+
+        await wait_for(both_running_with_groups, 60, "both sheets to run")
+        running = await store.in_flight_attempts()
+        groups = [x.pgid for x in running]
+        assert {x.conductor_id for x in running} == {"b"}, "hosts: only b runs them"
+        assert all(alive(g) for g in groups if g)
+        began = time.monotonic()
+        summary = await a.call("cancel", {"job_id": job_id})
+        took = time.monotonic() - began
+        left = [g for g in groups if g and alive(g)]
+        rows = await history(store, job_id)
+        sheets = await store.get_sheets(job_id)
+    assert summary["status"] == "cancelled"
+    assert took <= grace + 2, took
+    assert left == [], f"process groups still alive after the cancel: {left}"
+    assert {x.outcome for x in rows} == {Outcome.CANCELLED}
+    assert all(x.conductor_id == "b" for x in rows)
+    assert {s.status.value for s in sheets} == {"cancelled"}
+
+
+def alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (one that has exited and is waiting to be
+    reaped by its conductor counts as ended)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+

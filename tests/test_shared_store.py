@@ -1,0 +1,203 @@
+"""Conductors sharing one PostgreSQL store, in one process (each with its own home, engine
+and store connections; they meet only through the store and its notifications): control
+calls through one reach sheets another runs, rate-limit holds are shared, and starting or
+stopping one conductor leaves the others' jobs running. The multi-process scenarios (kill -9,
+a frozen conductor) are in test_multi_conductor.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from helpers import wait_until
+from pg import fresh_schema
+
+from podium.core.conductor import Conductor
+from podium.core.config import load_config
+from podium.core.models import JobStatus, Outcome, SheetStatus, utcnow
+from podium.core.store.base import WriteBatch
+from podium.core.store.open import open_store
+from podium.core.store.rows import HoldRow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    with fresh_schema("shared") as url:
+        yield url
+
+
+Make = Callable[..., Any]
+
+
+@pytest.fixture
+def make(tmp_path: Path, store_url: str) -> Make:
+    @asynccontextmanager
+    async def conductor(name: str, **settings: Any) -> AsyncIterator[Conductor]:
+        settings.setdefault("lease_seconds", 1.5)
+        settings.setdefault("kill_grace_seconds", 1)
+        config = load_config(
+            home=tmp_path / name,
+            overrides={
+                "store_url": store_url,
+                "conductor_id": name,
+                "allowed_roots": [tmp_path],
+                **settings,
+            },
+            env={},
+        )
+        async with Conductor(config) as c:
+            yield c
+
+    return conductor
+
+
+def job(tmp_path: Path, name: str, sheets: int, prompt: str, **extra: Any) -> dict[str, Any]:
+    ws = tmp_path / f"ws-{name}"
+    ws.mkdir(exist_ok=True)
+    return {
+        "name": name,
+        "workspace": str(ws),
+        "sheets": [{"name": f"s{n}", "prompt": prompt} for n in range(1, sheets + 1)],
+        **extra,
+    }
+
+
+async def status_of(c: Conductor, job_id: str) -> JobStatus:
+    return (await c.get_job(job_id)).status
+
+
+async def test_pause_immediate_and_resume_through_one_reach_the_sheets_another_runs(
+    make: Make, tmp_path: Path
+) -> None:
+    marker = tmp_path / "resumed"
+    prompt = f"sleep 0.8; touch {marker}"
+    async with make("a") as a, make("b", host_labels=["here"]) as b:
+        submitted = await a.submit_job(spec=job(tmp_path, "frozen", 1, prompt, hosts=["here"]))
+        job_id = submitted.job_id
+
+        async def pgid() -> int | None:
+            found = await a.store.get_latest_attempt(job_id, 1)
+            return found.pgid if found is not None and found.outcome is None else None
+
+        async def recorded() -> bool:
+            return await pgid() is not None
+
+        await wait_until(recorded, timeout=20)
+        group = await pgid()
+        assert group is not None and b.engine.running_count == 1
+        await a.pause_job(job_id, immediate=True)
+
+        async def stopped() -> bool:
+            procs = [p for p in psutil.process_iter() if _group(p) == group]
+            return bool(procs) and all(p.status() == psutil.STATUS_STOPPED for p in procs)
+
+        await wait_until(stopped, timeout=10)
+        assert await status_of(b, job_id) is JobStatus.PAUSED
+        await a.resume_job(job_id)
+
+        async def done() -> bool:
+            return await status_of(a, job_id) is JobStatus.COMPLETED
+
+        await wait_until(done, timeout=20)
+    assert marker.exists()
+
+
+async def test_a_rate_limit_hold_holds_every_conductor_and_is_lifted_through_any(
+    make: Make, tmp_path: Path, store_url: str
+) -> None:
+    async with make("a") as a, make("b") as b:
+        now = utcnow()
+        # As a third conductor that met a rate limit on `shell` wrote it: a minute's wait.
+        hold = HoldRow("shell", now + timedelta(seconds=60), "429", now)
+        other = await open_store(
+            load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
+        )
+        try:
+            assert await other.commit([WriteBatch(holds=[hold])]) == [None]
+        finally:
+            await other.close()
+
+        async def a_knows() -> bool:
+            return any(r.instrument == "shell" for r in (await a.status()).rate_limits)
+
+        await wait_until(a_knows, timeout=10)
+
+        async def b_knows() -> bool:
+            return any(r.instrument == "shell" for r in (await b.status()).rate_limits)
+
+        await wait_until(b_knows, timeout=10)
+        submitted = await b.submit_job(spec=job(tmp_path, "held", 2, "true"))
+        detail = await b.get_job(submitted.job_id)
+        assert all(s.attempts == 0 for s in detail.sheets)
+        # What b's dispatcher decides by: the shell hold holds its sheets.
+        assert "shell" in b.engine.state.held_keys(utcnow())
+        assert await a.clear_rate_limits() == ["shell"]
+
+        async def done() -> bool:
+            return await status_of(b, submitted.job_id) is JobStatus.COMPLETED
+
+        await wait_until(done, timeout=20)
+        assert (await b.status()).rate_limits == []
+
+
+async def test_a_conductor_starting_or_stopping_leaves_the_others_jobs_running(
+    make: Make, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    prompt = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    async with make("a", max_concurrent_sheets=1) as a:
+        submitted = await a.submit_job(
+            spec=job(tmp_path, "long", 2, prompt, concurrency={"max_parallel_sheets": 2})
+        )
+        job_id = submitted.job_id
+
+        async def a_runs() -> bool:
+            return a.engine.running_count == 1
+
+        await wait_until(a_runs, timeout=20)
+        async with make("b", max_concurrent_sheets=1) as b:
+            # b's start-up recovery saw a alive: a's job and its running sheet are left alone.
+            assert await status_of(b, job_id) is JobStatus.RUNNING
+            statuses = {s.sheet_num: s.status for s in (await b.get_job(job_id)).sheets}
+            assert SheetStatus.RUNNING in statuses.values()
+
+            async def both_run() -> bool:
+                return b.engine.running_count == 1
+
+            # b takes the second sheet.
+            await wait_until(both_run, timeout=20)
+        # b stopped gracefully while a runs: its sheet went back to pending, the job did not
+        # pause, and a runs the sheet once it has room.
+        assert await status_of(a, job_id) is JobStatus.RUNNING
+        history, _ = await a.get_execution_history(job_id)
+        by_b = [h for h in history if h.outcome is Outcome.INTERRUPTED]
+        assert len(by_b) == 1
+        gate.touch()
+
+        async def done() -> bool:
+            return await status_of(a, job_id) is JobStatus.COMPLETED
+
+        await wait_until(done, timeout=30)
+        history, _ = await a.get_execution_history(job_id)
+        assert sorted(h.outcome.value for h in history if h.outcome) == [
+            "completed",
+            "completed",
+            "interrupted",
+        ]
+        assert [c.conductor_id for c in (await a.status()).conductors] == ["a"]
+
+
+def _group(proc: psutil.Process) -> int | None:
+    try:
+        import os
+
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, psutil.Error):
+        return None
