@@ -31,6 +31,7 @@ from podium.core.models import (
     JobStatus,
     PauseReason,
     SheetStatus,
+    WaitingReason,
     utcnow,
 )
 from podium.core.runner.escapees import end_attempt_processes
@@ -229,6 +230,14 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool
         return changed
     for num, sheet in tx.sheets(job_id).items():
         if num in theirs:
+            continue
+        if (
+            sheet.status is SheetStatus.WAITING
+            and sheet.waiting_reason is WaitingReason.RETRY_BACKOFF
+            and sheet.waiting_until is not None
+        ):
+            # Its backoff is a moment in the store, not a process: it waits on for it, so a
+            # restart (or a crash loop) never makes a retry come sooner.
             continue
         if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
             interrupted = sheet.status is SheetStatus.RUNNING
