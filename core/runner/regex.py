@@ -62,9 +62,15 @@ def search_re2(pattern: str, data: bytes) -> RegexOutcome | None:
     return RegexOutcome(found=compiled.search(data) is not None)
 
 
-# Run by `python -I -S`: reads the capped file itself, so the text never crosses a pipe.
+# Run by `python -I -S`: reads the capped file itself, so the text never crosses a pipe. It
+# lowers its own priority first: a pattern that backtracks burns a CPU until the limit, and
+# the conductor's answers to every other client come before it.
 _CHILD = """
-import re, sys
+import os, re, sys
+try:
+    os.nice(10)
+except OSError:
+    pass
 pattern = bytes.fromhex(sys.argv[1]).decode("utf-8", "surrogatepass")
 with open(sys.argv[2], "rb") as f:
     text = f.read(int(sys.argv[3])).decode("utf-8", errors="replace")
