@@ -34,6 +34,7 @@ from podium.core.models import (
     WaitingReason,
     utcnow,
 )
+from podium.core.runner import cgroups
 from podium.core.runner.escapees import end_attempt_processes
 from podium.core.runner.process import (
     ProcessGroupRef,
@@ -86,6 +87,10 @@ class Recovery:
                     ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
                     kills.start_soon(self._kill_leftover, ref)
                 kills.start_soon(self._kill_marked, attempt)
+        # Attempt cgroups the crash left: whatever is still in them is ended, whoever ran it.
+        ended = await anyio.to_thread.run_sync(cgroups.release_leftovers, str(self.ctx.config.home))
+        if ended:
+            log.warning("killed leftover processes in attempt cgroups", count=ended)
         self.state.holds = {h.hold_key: h for h in await store.holds()}
         jobs = [j.job_id for j in await store.active_jobs()]
         jobs += sorted({a.job_id for a in claimed} - set(jobs))
