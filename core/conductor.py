@@ -30,23 +30,26 @@ from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
 from podium.core.engine.engine import Engine
 from podium.core.errors import (
     BackpressureError,
+    InvalidTransitionError,
     NotFoundError,
     PodiumError,
     SpecError,
     job_not_found,
 )
 from podium.core.estimate import Estimate, History, SheetSamples, estimate
-from podium.core.events import EventBus
+from podium.core.events import APPROVAL_EVENT, EventBus
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.logview import LogReader
 from podium.core.models import (
+    Decision,
     HistoryEntry,
     JobDetail,
     JobStatus,
     JobSummary,
     SheetStatus,
+    WaitingReason,
     utcnow,
 )
 from podium.core.paths import confine, resolve_workspace
@@ -57,12 +60,15 @@ from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.base import Store
 from podium.core.store.open import open_store
-from podium.core.store.rows import JobQuery, JobRow
+from podium.core.store.rows import JobQuery, JobRow, TaskRow
+from podium.core.tasks import TaskState, new_task, read_task
 from podium.core.views import (
+    ApprovalList,
     ClearResult,
     ConductorStatus,
     InstrumentView,
     LogChunk,
+    PendingApproval,
     RateLimitView,
     ReloadResult,
     SheetPlan,
@@ -79,6 +85,13 @@ MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
 SNAPSHOT_WAIT_SECONDS = 5.0
 SUBMIT_SAMPLE_SECONDS = 1.0
 DIAGNOSE_HISTORY_LIMIT = 50_000
+# Pending approvals listed in the conductor status (the `podium://approvals` resource and
+# `podium approve --list` show up to 500).
+PENDING_APPROVALS_SHOWN = 20
+# The synchronous run_job waits at most this long (a tool call must not hang a session).
+RUN_JOB_WAIT_SECONDS = 50.0
+RUN_JOB_TICK_SECONDS = 5.0
+TASK_PURGE_BATCH = 500
 MAX_SHEET_PAGE = 10_000
 # Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
 ESTIMATE_EARLIER_RUNS = 20
@@ -139,6 +152,7 @@ class Conductor:
         self._store: Store | None = None
         self._engine: Engine | None = None
         self._snapshot_added = anyio.Event()
+        self._task_added = anyio.Event()
         self._snapshots: SnapshotStore | None = None
         self.catalog: InstrumentCatalog | None = None
         self._started_monotonic = 0.0
@@ -199,6 +213,7 @@ class Conductor:
                 await self._reconcile_files()
             if self.dispatch:
                 task_group.start_soon(self._maintenance)
+                task_group.start_soon(self._purge_tasks)
                 task_group.start_soon(self._sample_while_busy)
         except BaseException:
             await stack.aclose()
@@ -448,6 +463,7 @@ class Conductor:
         job_id: str | None = None,
         start: bool = True,
         extra_roots: Sequence[Path] = (),
+        task: Callable[[str], TaskRow] | None = None,
     ) -> SubmittedJob:
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise PodiumError(
@@ -479,6 +495,7 @@ class Conductor:
                 workspace=workspace,
                 start=start,
                 spec_path=loaded.source_path,
+                task=task(job_id) if task is not None else None,
             )
         except BaseException:
             if made:
@@ -486,6 +503,125 @@ class Conductor:
                     workspace.rmdir()
             raise
         return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
+
+    # ----- run_job and its durable tasks -----------------------------------------------------
+
+    async def run_job(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        job_id: str | None = None,
+        wait_seconds: float = RUN_JOB_WAIT_SECONDS,
+        on_tick: Callable[[float], Awaitable[None]] | None = None,
+    ) -> JobDetail:
+        """Submit and wait, at most `wait_seconds`, until the job ends or waits for a
+        person's approval; then the job detail as it is (the caller goes on with `status`)."""
+        started = time.monotonic()
+        deadline = started + wait_seconds
+        # Subscribed before the job exists: no transition can slip between a look and a wait.
+        async with self.events.subscribe() as events:
+            submitted = await self.submit_job(
+                spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id
+            )
+            while True:
+                detail = await self.get_job(submitted.job_id)
+                left = deadline - time.monotonic()
+                if detail.status.is_terminal or left <= 0:
+                    return detail
+                if await self._awaits_approval(submitted.job_id):
+                    # Read again: the gate may have opened after the first look.
+                    return await self.get_job(submitted.job_id)
+                with anyio.move_on_after(min(left, RUN_JOB_TICK_SECONDS)):
+                    async for event in events:
+                        if event.job_id == submitted.job_id:
+                            break
+                if on_tick is not None:
+                    await on_tick(time.monotonic() - started)
+
+    async def _awaits_approval(self, job_id: str) -> bool:
+        waiting = await self.get_job(job_id, sheet_status=[SheetStatus.WAITING], sheet_limit=100)
+        return any(s.waiting_reason is WaitingReason.APPROVAL for s in waiting.sheets)
+
+    async def start_task(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        spec_yaml: str | None = None,
+        path: str | Path | None = None,
+        job_id: str | None = None,
+        created_by: str = "unknown client",
+    ) -> TaskState:
+        """`run_job` answered with a durable task: the job and the task row are committed in
+        one transaction before this returns, so the task can be read at once."""
+        made: list[TaskRow] = []
+
+        def make(new_job_id: str) -> TaskRow:
+            row = new_task(new_job_id, "run_job", self.config.task_ttl_hours, utcnow(), created_by)
+            made.append(row)
+            return row
+
+        await self.submit_job(spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, task=make)
+        self._task_added.set()
+        return await self.get_task(made[-1].task_id)
+
+    async def get_task(self, task_id: str) -> TaskState:
+        return await read_task(self.store, task_id, utcnow())
+
+    async def cancel_task(self, task_id: str) -> TaskState:
+        """Cancel the task's job (a no-op when it has ended: cancelling is idempotent)."""
+        state = await self.get_task(task_id)
+        if state.detail is not None and not state.detail.status.is_terminal:
+            with contextlib.suppress(InvalidTransitionError):
+                await self.engine.cancel(state.task.job_id)
+        return await self.get_task(task_id)
+
+    async def answer_task(
+        self, task_id: str, answers: Mapping[str, Decision], notes: Mapping[str, str | None],
+        decided_by: str,
+    ) -> list[str]:
+        """Decide the approvals the task waits on, by their input-request keys; keys that do
+        not name one (unknown, already answered, superseded) are ignored. Returns the keys
+        that were applied."""
+        state = await self.get_task(task_id)
+        applied = []
+        for approval in state.approvals:
+            decision = answers.get(approval.key)
+            if decision is None:
+                continue
+            try:
+                await self.engine.decide(
+                    state.task.job_id,
+                    approval.sheet_num,
+                    decision,
+                    decided_by,
+                    notes.get(approval.key),
+                )
+            except InvalidTransitionError:
+                continue  # decided meanwhile (another client, the CLI): the first one stands
+            applied.append(approval.key)
+        return applied
+
+    async def _purge_tasks(self) -> None:
+        """Delete expired tasks; sleeps until the next one expires (or a task is made)."""
+        while True:
+            added = self._task_added = anyio.Event()
+            try:
+                expired = await self.store.expired_tasks(utcnow(), TASK_PURGE_BATCH)
+                if expired:
+                    await self.engine.purge_tasks(expired)
+                    log.info("expired tasks purged", count=len(expired))
+                    continue
+                expiry = await self.store.next_task_expiry()
+            except PodiumError:
+                log.exception("task purge failed")
+                expiry = utcnow() + timedelta(minutes=1)
+            if expiry is None:
+                await added.wait()
+                continue
+            with anyio.move_on_after(max(0.05, (expiry - utcnow()).total_seconds())):
+                await added.wait()
 
     async def _job_row(self, job_id: str) -> JobRow:
         job = await self.store.get_job(job_id)
@@ -687,8 +823,11 @@ class Conductor:
                                 await on_tick(wait_seconds - (deadline - time.monotonic()))
                             continue
                         # Events fire on every transition; only a status that differs from the
-                        # one seen when the wait began counts as a change.
-                        if event.kind == "deleted" or event.status != known.get(event.job_id):
+                        # one seen when the wait began counts as a change, or a job that now
+                        # waits for a person's approval.
+                        if event.kind in ("deleted", APPROVAL_EVENT):
+                            return True
+                        if event.status != known.get(event.job_id):
                             return True
                 if on_tick is not None and time.monotonic() < deadline:
                     await on_tick(wait_seconds - (deadline - time.monotonic()))
@@ -774,6 +913,60 @@ class Conductor:
             parallelism=min(concurrency.max_parallel_sheets, self.config.max_concurrent_sheets),
         )
 
+    # ----- approvals ------------------------------------------------------------------------
+
+    async def approve(
+        self,
+        job_id: str,
+        sheet: int | str,
+        decision: Decision | str,
+        *,
+        note: str | None = None,
+        decided_by: str = "unknown client",
+    ) -> JobSummary:
+        """A person's decision on an approval sheet (by number or name) that waits."""
+        try:
+            chosen = Decision(decision)
+        except ValueError:
+            raise PodiumError(
+                f"decision: {decision!r} is not a decision; use 'approve' or 'reject'"
+            ) from None
+        num = await self._sheet_number(job_id, sheet)
+        return await self.engine.decide(job_id, num, chosen, decided_by, note)
+
+    async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
+        if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit()):
+            num = int(sheet)
+            if await self.store.get_sheet(job_id, num) is not None:
+                return num
+            await self._job_row(job_id)
+            raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")
+        rows = await self.store.get_sheets(job_id)
+        if not rows:
+            await self._job_row(job_id)
+        for row in rows:
+            if row.name == sheet:
+                return row.sheet_num
+        names = ", ".join(r.name for r in rows if r.name) or "none"
+        raise NotFoundError(f"sheet: job {job_id!r} has no sheet named {sheet!r} (names: {names})")
+
+    async def pending_approvals(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
+        rows, total = await self.store.pending_approvals(limit)
+        return ApprovalList(
+            approvals=[
+                PendingApproval(
+                    job_id=r.job_id,
+                    sheet_num=r.sheet_num,
+                    name=r.name,
+                    question=r.output_tail or "",
+                    requested_at=r.started_at,
+                    expires_at=r.waiting_until,
+                )
+                for r in rows
+            ],
+            total=total,
+        )
+
     # ----- rate limits ----------------------------------------------------------------------
 
     async def clear_rate_limits(self, instrument: str | None = None) -> list[str]:
@@ -821,7 +1014,10 @@ class Conductor:
         instruments = [
             InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
         ]
+        approvals = await self.pending_approvals()
         return ConductorStatus(
+            pending_approvals=approvals.approvals,
+            pending_approvals_total=approvals.total,
             version=podium_version(),
             pid=os.getpid(),
             uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),

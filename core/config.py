@@ -30,6 +30,9 @@ class PodiumConfig(BaseModel):
     max_memory_mb: int = Field(4096, ge=16)
     max_processes: int = Field(256, ge=1)
     snapshot_ttl_hours: float = Field(168, ge=0)
+    # How long a durable task (a run_job call answered with a task handle) is kept, from its
+    # creation; then tasks/get answers that it expired and the row is purged.
+    task_ttl_hours: float = Field(168, gt=0)
     allowed_roots: list[Path] = Field(default_factory=list)
     log_max_bytes: int = Field(10_485_760, ge=1024)
     monitor_interval_seconds: float = Field(5, gt=0)

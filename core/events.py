@@ -11,12 +11,14 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 SUBSCRIBER_BUFFER = 1000
+# An approval sheet's gate opened: the job waits for a person.
+APPROVAL_EVENT = "approval"
 
 
 @dataclass(frozen=True)
 class ChangeEvent:
     job_id: str
-    kind: str  # "submitted", "job_status", "sheet", "deleted"
+    kind: str  # "submitted", "job_status", "sheet", "approval", "deleted"
     status: str | None = None
     sheet_num: int | None = None
 

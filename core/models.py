@@ -122,12 +122,22 @@ class ErrorCategory(StrEnum):
     SPEC_INVALID = "spec_invalid"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    # A person turned down an approval sheet.
+    REJECTED = "rejected"
 
 
 class WaitingReason(StrEnum):
     RATE_LIMIT = "rate_limit"
     BACKPRESSURE = "backpressure"
     RETRY_BACKOFF = "retry_backoff"
+    # An approval sheet waits for a person's decision (`approve`, `podium approve`, or a
+    # task's `tasks/update`).
+    APPROVAL = "approval"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
 
 
 class _Record(BaseModel):
@@ -170,6 +180,10 @@ class HistoryEntry(_Record):
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # An approval sheet's attempt: what was decided, by whom (the client's name), and why.
+    decision: Decision | None = None
+    decided_by: str | None = None
+    note: str | None = None
 
 
 class SheetState(_Record):

@@ -83,6 +83,22 @@ class InstrumentView(_View):
         )
 
 
+class PendingApproval(_View):
+    """An approval sheet waiting for a person: answer with `approve` (or `podium approve`)."""
+
+    job_id: str
+    sheet_num: int
+    name: str | None
+    question: str = Field(description="the sheet's rendered prompt")
+    requested_at: UtcTime | None
+    expires_at: UtcTime | None = Field(description="when it fails with timeout if undecided")
+
+
+class ApprovalList(_View):
+    approvals: list[PendingApproval]
+    total: int = Field(description="how many are pending (the list is capped)")
+
+
 class ConductorStatus(_View):
     version: str
     pid: int
@@ -98,6 +114,10 @@ class ConductorStatus(_View):
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")
+    pending_approvals: list[PendingApproval] = Field(
+        default_factory=list, description="approval sheets waiting for a decision (capped)"
+    )
+    pending_approvals_total: int = 0
 
 
 class LogChunk(_View):

@@ -23,6 +23,7 @@ from podium.server.guard import RequestGuard
 from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job
 from podium.server.prompts import PROMPT_NAMES, register_prompts
 from podium.server.resources import register_resources
+from podium.server.tasks import TaskListen, TasksExtension
 from podium.server.tools import build_tools
 
 INSTRUCTIONS = """Podium runs long, parallel, multi-step work in the background and never loses it.
@@ -76,12 +77,14 @@ class PodiumServer:
             instructions=" ".join(INSTRUCTIONS.split()),  # one paragraph, not source lines
             subscriptions=self.bus,
             tools=tools,
-            extensions=[apps_extension()],
+            extensions=[apps_extension(), TasksExtension(conductor)],
             **auth,
         )
         self.mcp.middleware.append(
             RequestGuard({t.name: t for t in tools}, PROMPT_NAMES, self._subscribe_problem)
         )
+        # After the guard (which checks the resources asked for): listens for task ids.
+        self.mcp.middleware.append(TaskListen(conductor, self.bus))
         register_resources(self.mcp, conductor)
         register_prompts(self.mcp)
         self.notifier = ChangeNotifier(self.bus, conductor.events)

@@ -62,6 +62,9 @@ ClientRead = ObjectReceiveStream[SessionMessage | Exception]
 ClientWrite = ObjectSendStream[SessionMessage]
 WATCH_SECONDS = 0.25
 REPLAY_TIMEOUT_SECONDS = 30.0
+# The tasks extension routes its requests by task id (`Mcp-Name`), which the SDK's header
+# table does not list.
+TASK_NAME_KEYS = {"tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
 LOST_MESSAGE = (
     "the Podium conductor stopped while this request was in flight; send it again "
     "(the next request starts the conductor again)"
@@ -117,7 +120,7 @@ class SessionState:
         if isinstance(version, str):  # the 2026-07-28 per-request envelope
             headers[MCP_PROTOCOL_VERSION_HEADER] = version
             headers[MCP_METHOD_HEADER] = m.method
-            key = NAME_BEARING_METHODS.get(m.method)
+            key = NAME_BEARING_METHODS.get(m.method) or TASK_NAME_KEYS.get(m.method)
             if key is not None and isinstance(name := params.get(key), str):
                 headers[MCP_NAME_HEADER] = encode_header_value(name)
             if m.method == "tools/call" and isinstance(tool := params.get("name"), str):

@@ -1,8 +1,9 @@
-"""`podium run`, `list`, `status`, `logs`, `pause`, `resume`, `cancel`, `clear`,
+"""`podium run`, `list`, `status`, `logs`, `pause`, `resume`, `cancel`, `approve`, `clear`,
 `snapshots` and `instruments`: jobs, through the home's conductor."""
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from pathlib import Path
@@ -334,13 +335,29 @@ def _summary_text(summary: dict[str, Any]) -> str:
     return f"{summary['job_id']}: {state}"
 
 
-async def _control(ctx: Context, tool: str, arguments: dict[str, Any], as_json: bool) -> int:
+async def _control(
+    ctx: Context,
+    tool: str,
+    arguments: dict[str, Any],
+    as_json: bool,
+    argument_words: dict[str, str] | None = None,
+) -> int:
+    """Call a control tool; `argument_words` renames fields in its errors to this command's
+    own arguments (e.g. `sheet:` -> `SHEET:` where the sheet is positional)."""
     from podium.server.remote import controller
 
     config = ctx.config()
     async with controller(config) as (remote, started):
         started_note(config, started, remote.info.pid)
-        summary = await remote.call(tool, arguments)
+        try:
+            summary = await remote.call(tool, arguments)
+        except PodiumError as exc:
+            if not argument_words:
+                raise
+            text = str(exc)
+            for field, word in argument_words.items():
+                text = re.sub(rf"^{field}:", f"{word}:", text, flags=re.MULTILINE)
+            raise PodiumError(text) from exc
     if as_json:
         emit_json(summary)
     else:
@@ -384,6 +401,62 @@ async def resume(
 async def cancel(ctx: Context, job: str, as_json: bool) -> int:
     """Cancel a job: running sheets and every process they started are ended."""
     return await _control(ctx, "cancel", {"job_id": job}, as_json)
+
+
+@click.command()
+@click.argument("job", required=False)
+@click.argument("sheet", required=False)
+@click.option("--reject", is_flag=True, help="Reject instead of approve (the sheet fails).")
+@click.option("--note", help="Why; recorded in the job's history with the decision.")
+@click.option("--list", "list_pending", is_flag=True, help="List pending approvals instead.")
+@json_option
+@pass_ctx
+@run_async
+async def approve(
+    ctx: Context,
+    job: str | None,
+    sheet: str | None,
+    reject: bool,
+    note: str | None,
+    list_pending: bool,
+    as_json: bool,
+) -> int:
+    """Approve (or --reject) approval sheet SHEET (number or name) of JOB, which waits for a
+    decision; without arguments (or with --list), list the approvals that wait."""
+    if list_pending or job is None:
+        return await _list_approvals(ctx, as_json)
+    if sheet is None:
+        raise click.UsageError("give JOB and SHEET (number or name), or --list")
+    arguments: dict[str, Any] = {
+        "job_id": job,
+        "sheet": int(sheet) if sheet.isdigit() else sheet,
+        "decision": "reject" if reject else "approve",
+    }
+    if note is not None:
+        arguments["note"] = note
+    return await _control(ctx, "approve", arguments, as_json, argument_words={"sheet": "SHEET"})
+
+
+async def _list_approvals(ctx: Context, as_json: bool) -> int:
+    from podium.server.remote import reader
+
+    async with reader(ctx.config()) as (remote, _):
+        status = await remote.call("status", {})
+    pending = status.get("pending_approvals") or []
+    if as_json:
+        emit_json({"approvals": pending, "total": status.get("pending_approvals_total", 0)})
+        return 0
+    if not pending:
+        say("no approvals are waiting")
+        return 0
+    for item in pending:
+        label = f"{item['sheet_num']}" + (f" ({item['name']})" if item.get("name") else "")
+        until = local_time(item.get("expires_at"))
+        say(f"{item['job_id']} sheet {label}, until {until}: {item['question']}")
+    more = int(status.get("pending_approvals_total", 0)) - len(pending)
+    if more > 0:
+        say(f"... and {more} more (podium://approvals lists up to 500)")
+    return 0
 
 
 @click.command()

@@ -16,9 +16,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import TextContent
+from mcp_types import Implementation, TextContent
 
-from podium.core.conductor import Conductor
+from podium.core.conductor import Conductor, podium_version
 from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, PodiumError, SpecError
 from podium.core.home import ConductorInfo
@@ -104,8 +104,21 @@ async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
     assert info.url is not None
     headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
     http = create_mcp_http_client(headers=headers)
-    async with http, Client(streamable_http_client(info.url, http_client=http)) as client:
+    transport = streamable_http_client(info.url, http_client=http)
+    async with http, Client(transport, client_info=cli_client_info()) as client:
         yield Remote(client, info, http)
+
+
+def cli_client_info() -> Implementation:
+    """How the CLI names itself to the conductor: decisions it makes (`podium approve`) are
+    recorded with this name, which says which person's account made them."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown user"
+    return Implementation(name=f"podium-cli ({user})", version=podium_version())
 
 
 class LocalReader:

@@ -18,6 +18,8 @@ LOG_TAIL_LINES = 500
 
 
 SPEC_SCHEMA_URI = "podium://spec/schema"
+APPROVALS_URI = "podium://approvals"
+APPROVALS_LISTED = 500
 
 
 def _json(value: Any) -> str:
@@ -65,6 +67,20 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
     async def conductor_status() -> str:
         async def read() -> str:
             return _json((await conductor.status()).model_dump(mode="json"))
+
+        return await guarded(read())
+
+    @mcp.resource(
+        APPROVALS_URI,
+        name="approvals",
+        description=f"Approval sheets waiting for a decision (up to {APPROVALS_LISTED}), "
+        "oldest first: answer each with the approve tool",
+        mime_type="application/json",
+    )
+    async def approvals() -> str:
+        async def read() -> str:
+            listed = await conductor.pending_approvals(APPROVALS_LISTED)
+            return _json(listed.model_dump(mode="json"))
 
         return await guarded(read())
 

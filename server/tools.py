@@ -16,11 +16,11 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
-from podium.core.conductor import Conductor
+from podium.core.conductor import RUN_JOB_WAIT_SECONDS, Conductor
 from podium.core.diagnosis import Diagnosis
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate
-from podium.core.models import JobDetail, JobStatus, JobSummary, SheetStatus
+from podium.core.models import Decision, JobDetail, JobStatus, JobSummary, SheetStatus
 from podium.core.snapshots import SnapshotInfo
 from podium.core.views import (
     ClearResult,
@@ -117,6 +117,13 @@ def _control(*, destructive: bool = False) -> ToolAnnotations:
     )
 
 
+def _run() -> ToolAnnotations:
+    # Not idempotent: every call (without a job_id) starts another job.
+    return ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+    )
+
+
 def _tool(
     fn: Callable[..., Any],
     *,
@@ -143,6 +150,20 @@ def _tool(
         if isinstance(model, type) and issubclass(model, BaseModel):
             tool.fn_metadata.output_schema = model_output_schema(model)
     return tool
+
+
+def client_name(ctx: Context) -> str:
+    """Who is calling, as the client names itself (`clientInfo`), for the record of a
+    decision; every era of the protocol carries it (the handshake, or each request's
+    `_meta`)."""
+    try:
+        params = ctx.session.client_params
+    except (AttributeError, RuntimeError):
+        params = None
+    info = params.client_info if params is not None else None
+    if info is None:
+        return "unknown client"
+    return f"{info.name} {info.version}".strip() if info.version else info.name
 
 
 def build_tools(conductor: Conductor) -> list[Tool]:
@@ -313,6 +334,44 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
 
+    async def run_job(
+        ctx: Context,
+        spec: SpecObject = None,
+        spec_yaml: SpecYaml = None,
+        path: SpecPath = None,
+        job_id: Annotated[str | None, Field(description="as submit_job's")] = None,
+    ) -> JobDetail:
+        """Submit a job and wait for it: clients declaring the tasks extension get a durable
+        task at once (tasks/get); others wait up to 50 s, or until an approval sheet waits,
+        and get the job detail so far (then follow with status)."""
+        try:
+
+            async def progress(elapsed: float) -> None:
+                await ctx.report_progress(round(elapsed, 1), RUN_JOB_WAIT_SECONDS)
+
+            return await conductor.run_job(
+                spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, on_tick=progress
+            )
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def approve(
+        ctx: Context,
+        job_id: JobId,
+        sheet: Annotated[int | str, Field(description="number or name")],
+        decision: Decision,
+        note: Annotated[str | None, Field(max_length=2000)] = None,
+    ) -> JobSummary:
+        """Decide an approval sheet that waits (status waiting, waiting_reason approval; its
+        output_tail is the question): approve lets the job go on, reject fails the sheet
+        (error_category rejected). Recorded in history with your client name and the note."""
+        try:
+            return await conductor.approve(
+                job_id, sheet, decision, note=note, decided_by=client_name(ctx)
+            )
+        except PodiumError as exc:
+            raise ToolError(str(exc)) from exc
+
     async def diagnose(job_id: JobId) -> Diagnosis:
         """Why a job failed or is stuck, in one bounded answer: failing sheets with their
         cause, failed validations (expected vs found), log lines around each error, waits,
@@ -379,6 +438,8 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         _tool(clear_rate_limits, title="Lift rate limits", annotations=_control()),
         _tool(snapshots, title="List snapshots", annotations=_read_only()),
         _tool(logs, title="Read sheet logs", annotations=_read_only()),
+        _tool(run_job, title="Run a job and wait", annotations=_run()),
+        _tool(approve, title="Approve or reject a gate", annotations=_control()),
         _tool(diagnose, title="Diagnose a job", annotations=_read_only()),
         _tool(estimate, title="Estimate a spec", annotations=_read_only()),
         _tool(show_job, title="Show a job", annotations=_read_only(), meta=APP_VIEW),

@@ -4,7 +4,9 @@
 #     PODIUM_HOME, waits for /healthz, and runs the WHOLE server conformance suite
 #     (`--suite all`) against it with tests/conformance-baseline.yml: a failure not listed
 #     there fails, and so does a listed check that passes (a stale baseline);
-#  2. runs the MCP Inspector CLI against the stdio server (`podium serve`) with PODIUM_HOME
+#  2. runs the tasks scenarios through `podium serve` (the stdio bridge, behind
+#     tests/stdio_relay.py) with tests/conformance-baseline-bridge.yml;
+#  3. runs the MCP Inspector CLI against the stdio server (`podium serve`) with PODIUM_HOME
 #     passed explicitly (the Inspector does not hand its own environment to the server, which
 #     would otherwise run on the user's real ~/.podium): tools/list must list Podium's tools,
 #     tools/call status must report that temp home, resources/read must return the spec schema.
@@ -22,7 +24,7 @@ NODE_TOOLS=$ROOT/.ci/node-tools
 BASELINE=$ROOT/tests/conformance-baseline.yml
 SKIPPED=77
 EXPECTED_TOOLS=(submit_job validate_spec list_jobs status pause resume cancel clear
-  clear_rate_limits snapshots logs)
+  clear_rate_limits snapshots logs run_job approve)
 
 # The Inspector spawns the server from its own working directory: use absolute paths.
 absolute() { (cd "$(dirname "$1")" && printf '%s/%s\n' "$PWD" "$(basename "$1")"); }
@@ -35,16 +37,22 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/podium-conformance.XXXXXX")
 SERVER_PID=""
+RELAY_PID=""
 cleanup() {
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null
   fi
-  # `podium serve` over stdio started a detached conductor on the stdio home: stop it.
-  if [ -d "$WORK/stdio-home" ]; then
-    env -u PODIUM_TOKEN "$PODIUM" --home "$WORK/stdio-home" stop --force >/dev/null 2>&1
+  if [ -n "${RELAY_PID:-}" ] && kill -0 "$RELAY_PID" 2>/dev/null; then
+    kill -TERM "$RELAY_PID" 2>/dev/null
   fi
+  # `podium serve` over stdio started a detached conductor on each stdio home: stop them.
+  for stdio_home in "$WORK/stdio-home" "$WORK/bridge-home"; do
+    if [ -d "$stdio_home" ]; then
+      env -u PODIUM_TOKEN "$PODIUM" --home "$stdio_home" stop --force >/dev/null 2>&1
+    fi
+  done
   wait 2>/dev/null
   rm -rf "$WORK"
 }
@@ -104,7 +112,52 @@ else
   sed -n '/=== SUMMARY ===/,$p' "$out" | sed 's/^/    /'
 fi
 
-# ----- 2. Inspector CLI against the stdio server ----------------------------------------------
+# ----- 2. the tasks scenarios through the stdio bridge ----------------------------------------
+# The suite speaks HTTP only: tests/stdio_relay.py puts an HTTP front on `podium serve` (the
+# bridge an agent host launches), which attaches to (and starts) the home's conductor.
+BRIDGE_HOME="$WORK/bridge-home"
+mkdir -p "$BRIDGE_HOME"
+RELAY_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+env -u PODIUM_TOKEN PODIUM_HOME="$BRIDGE_HOME" \
+  "$PYTHON" "$ROOT/tests/stdio_relay.py" "$RELAY_PORT" "$PODIUM" serve >"$WORK/relay.log" 2>&1 &
+RELAY_PID=$!
+relay_ready=""
+for _ in $(seq 150); do
+  if ! kill -0 "$RELAY_PID" 2>/dev/null; then break; fi
+  # Any HTTP answer (a 404 for /) means the relay listens.
+  if curl -sS -o /dev/null "http://127.0.0.1:$RELAY_PORT/" 2>/dev/null; then
+    relay_ready=1; break
+  fi
+  sleep 0.1
+done
+if [ -z "$relay_ready" ]; then
+  fail "tasks scenarios through the bridge" "the stdio relay did not start"
+  cat "$WORK/relay.log" >&2
+else
+  bridge_failed=()
+  for scenario in tasks-lifecycle tasks-capability-negotiation tasks-wire-fields \
+      tasks-request-state-removal tasks-mrtr-input tasks-request-headers \
+      tasks-dispatch-and-envelope tasks-status-notifications tasks-required-task-error \
+      tasks-mrtr-composition; do
+    if ! (cd "$WORK" && timeout 300 "$NODE_TOOLS" conformance server \
+        --url "http://127.0.0.1:$RELAY_PORT/mcp" --scenario "$scenario" --suite all \
+        --expected-failures "$ROOT/tests/conformance-baseline-bridge.yml") \
+        >"$WORK/bridge-$scenario.log" 2>&1; then
+      bridge_failed+=("$scenario")
+      sed -n '/=== SUMMARY ===/,$p' "$WORK/bridge-$scenario.log" | sed 's/^/    /'
+    fi
+  done
+  if [ ${#bridge_failed[@]} -eq 0 ]; then
+    pass "tasks scenarios through podium serve (the stdio bridge; every failure is in tests/conformance-baseline-bridge.yml)"
+  else
+    fail "tasks scenarios through the bridge" "${bridge_failed[*]}"
+  fi
+fi
+kill -TERM "$RELAY_PID" 2>/dev/null
+wait "$RELAY_PID" 2>/dev/null
+env -u PODIUM_TOKEN "$PODIUM" --home "$BRIDGE_HOME" stop --force >/dev/null 2>&1
+
+# ----- 3. Inspector CLI against the stdio server ----------------------------------------------
 STDIO_HOME="$WORK/stdio-home"
 mkdir -p "$STDIO_HOME"
 inspect() { # out-file inspector-args...

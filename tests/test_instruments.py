@@ -25,9 +25,11 @@ from podium.core.runner.classify import classify_failure
 
 BUILTIN_NAMES = {
     "shell", "claude-code", "gemini-cli", "codex-cli", "aider", "goose", "opencode",
-    "cursor-agent", "qwen-code", "amp",
+    "cursor-agent", "qwen-code", "amp", "approval",
 }  # fmt: skip
-AI_NAMES = sorted(BUILTIN_NAMES - {"shell"})
+# `approval` (SPEC §4) runs no process: a gate for a person's decision.
+AI_NAMES = sorted(BUILTIN_NAMES - {"shell", "approval"})
+PROCESS_NAMES = BUILTIN_NAMES - {"approval"}
 
 # Quotes, a newline, command substitution, backticks and `;`: none of it may be interpreted.
 PROMPT = 'Fix the "parser" in Bob\'s code;\nthen echo $(touch pwned) and `touch pwned`; done'
@@ -71,7 +73,7 @@ def test_builtin_names_are_exactly_the_spec_set(builtins: dict[str, InstrumentPr
     assert set(builtins) == BUILTIN_NAMES
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_NAMES))
+@pytest.mark.parametrize("name", sorted(BUILTIN_NAMES - {"approval"}))
 def test_builtin_profile_is_complete(builtins: dict[str, InstrumentProfile], name: str) -> None:
     profile = builtins[name]
     # Round-trips through the strict model (extra fields forbidden, regexes compiled).
@@ -91,6 +93,23 @@ def test_builtin_profile_is_complete(builtins: dict[str, InstrumentProfile], nam
         assert any("{prompt_file}" in a for a in profile.args)
     if profile.output.format == "json":
         assert profile.output.result_path
+
+
+def test_the_approval_profile_runs_nothing_and_is_always_available(
+    builtins: dict[str, InstrumentProfile],
+) -> None:
+    profile = builtins["approval"]
+    assert profile.kind == "approval" and profile.executable == ""
+    assert profile.description and "\n" not in profile.description
+    # A person may take a while: a day by default, bounded by timeout_seconds.
+    assert profile.timeout_seconds == 86400
+    info = InstrumentCatalog.load(None).get("approval")
+    assert info is not None and info.available and info.executable_path is None
+
+
+def test_a_process_profile_needs_an_executable() -> None:
+    with pytest.raises(ValueError, match="executable"):
+        InstrumentProfile.model_validate({"name": "x", "args": ["{prompt}"]})
 
 
 @pytest.mark.parametrize("name", AI_NAMES)
@@ -328,7 +347,7 @@ def test_mode_cases_cover_every_declared_mode(builtins: dict[str, InstrumentProf
     assert declared == {(n, m) for n, m, _, _ in MODE_CASES}
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_NAMES))
+@pytest.mark.parametrize("name", sorted(PROCESS_NAMES))
 def test_unknown_permission_mode_names_the_allowed_ones(
     builtins: dict[str, InstrumentProfile], tmp_path: Path, name: str
 ) -> None:
@@ -369,7 +388,7 @@ def fake_cli(tmp_path: Path) -> Path:
     return script
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_NAMES))
+@pytest.mark.parametrize("name", sorted(PROCESS_NAMES))
 def test_prompt_reaches_the_cli_unchanged(
     builtins: dict[str, InstrumentProfile], tmp_path: Path, fake_cli: Path, name: str
 ) -> None:

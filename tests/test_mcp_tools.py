@@ -43,13 +43,15 @@ TOOLS = {
     "estimate",
     "show_job",
     "show_jobs",
+    "approve",
+    "run_job",
 }
 READ_ONLY = {
     "status", "list_jobs", "logs", "snapshots", "validate_spec", "diagnose", "estimate",
     "show_job", "show_jobs",
 }  # fmt: skip
 DESTRUCTIVE = {"cancel", "clear"}
-MUST_BE_IDEMPOTENT = {"pause", "resume", "cancel"} | READ_ONLY
+MUST_BE_IDEMPOTENT = {"pause", "resume", "cancel", "approve"} | READ_ONLY
 
 SUMMARY_FIELDS = {
     "job_id",

@@ -63,3 +63,14 @@ async def test_podium_advertises_legacy_subscriptions(conductor: Conductor) -> N
         caps = client.server_capabilities
         assert caps is not None and caps.resources is not None and caps.resources.subscribe
         assert caps.prompts is not None  # the spec_from_task prompt
+
+
+def test_a_server_session_can_send_an_extension_notification() -> None:
+    """`notifications/tasks` goes out through `ServerSession.send_notification`, which dumps
+    whatever model it is given (server/sdk_seams.py: send_extension_notification)."""
+    import inspect
+
+    from mcp.server.session import ServerSession
+
+    source = inspect.getsource(ServerSession._notify)
+    assert "model_dump" in source and "notify(data[\"method\"]" in source

@@ -17,6 +17,7 @@ from store_backends import BACKENDS, Opener
 
 from podium.core.checkpoint import read_checkpoint
 from podium.core.models import (
+    Decision,
     ErrorCategory,
     JobStatus,
     Outcome,
@@ -855,3 +856,44 @@ async def test_a_cancelled_call_leaves_the_store_usable(store: Store) -> None:
     after.error = "final"
     assert await commit(store, jobs=[after]) is None
     assert (await fresh(store, "job-c")).error == "final"
+
+
+# ----- approvals (issue 12) -------------------------------------------------------------------
+
+
+async def test_pending_approvals_are_the_sheets_waiting_for_a_decision(store: Store) -> None:
+    waiting = {"status": SheetStatus.WAITING, "waiting_until": T0 + timedelta(hours=1)}
+    for n, job_id in enumerate(("job-a", "job-b", "job-c")):
+        await make_job(store, job_id, sheets=(SheetStatus.COMPLETED, SheetStatus.PENDING))
+        gate = sheet_row(
+            job_id,
+            2,
+            waiting_reason=WaitingReason.APPROVAL,
+            output_tail=f"Ship {job_id}?",
+            started_at=T0 + timedelta(minutes=n),
+            **waiting,
+        )
+        gate.updated_at = T0 + timedelta(minutes=n)
+        gate.version = 1
+        assert await commit(store, sheets=[gate]) is None
+    # A sheet waiting for another reason is not an approval.
+    other = sheet_row("job-c", 1, waiting_reason=WaitingReason.RATE_LIMIT, **waiting)
+    other.version = 1
+    assert await commit(store, sheets=[other]) is None
+    rows, total = await store.pending_approvals(2)
+    assert total == 3
+    assert [(r.job_id, r.sheet_num, r.output_tail) for r in rows] == [
+        ("job-a", 2, "Ship job-a?"),
+        ("job-b", 2, "Ship job-b?"),
+    ]
+    # The decision is the sheet's attempt: recorded with who made it and why.
+    decided = finished_attempt(
+        "job-a", 2, 1, decision=Decision.REJECT, decided_by="reviewer 1.0", note="not today"
+    )
+    assert await commit(store, new_attempts=[decided]) is None
+    entry = (await store.get_history("job-a", 2, 10, 0))[0][0].entry()
+    assert (entry.decision, entry.decided_by, entry.note) == (
+        Decision.REJECT,
+        "reviewer 1.0",
+        "not today",
+    )

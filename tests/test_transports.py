@@ -144,13 +144,17 @@ def start_serve(
     return proc, log
 
 
-def wait_healthy(server: HttpServer, timeout: float = 15) -> dict[str, Any]:
+def wait_healthy(
+    server: HttpServer, timeout: float = 15, token: str | None = None
+) -> dict[str, Any]:
+    """/healthz with the token when there is one: readiness is told only to those who hold it."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             pytest.fail(f"server exited with {server.proc.returncode}:\n{server.output()}")
         with suppress(httpx2.TransportError):
-            r = httpx2.get(f"{server.base}/healthz", timeout=2)
+            r = httpx2.get(f"{server.base}/healthz", timeout=2, headers=headers)
             if r.status_code == 200:
                 body: dict[str, Any] = r.json()
                 return body
@@ -170,7 +174,11 @@ def http_server(
     proc, log = start_serve(home, args, env)
     try:
         server = HttpServer(proc, port, home, log)
-        body = wait_healthy(server)
+        extra_args = extra or []
+        token = (env or {}).get("PODIUM_TOKEN")
+        if "--token" in extra_args:
+            token = extra_args[extra_args.index("--token") + 1]
+        body = wait_healthy(server, token=token)
         assert body["alive"] is True and body["ready"] is True, body
         yield server
     finally:

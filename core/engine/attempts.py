@@ -67,6 +67,53 @@ class AncestorOutputs(Mapping[int, str]):
         return len(self._known())
 
 
+def template_context(job_state: JobState, sheet_num: int) -> TemplateContext:
+    """What a sheet's templates (prompt, validations) may read. The job's spec must load."""
+    loaded = job_state.spec
+    assert loaded is not None
+    resolved = loaded.sheet(sheet_num)
+    job = job_state.job
+    return TemplateContext(
+        workspace=job.workspace,
+        job_id=job.job_id,
+        sheet_num=sheet_num,
+        total_sheets=len(job_state.sheets),
+        sheet_name=resolved.name,
+        start_item=resolved.start_item,
+        end_item=resolved.end_item,
+        variables=loaded.spec.variables,
+        outputs=AncestorOutputs(job_state, sheet_num),
+        sheet_names=loaded.sheet_numbers,
+    )
+
+
+def skip_dependents(tx: Tx, job_state: JobState, sheet_num: int) -> None:
+    """Sheet `sheet_num` failed for good: its transitive dependents are skipped, and with
+    `on_failure: stop` every sheet that has not started."""
+    job_id = job_state.job_id
+    stop_all = job_state.spec is None or job_state.spec.spec.on_failure == "stop"
+    dependents = job_state.descendants(sheet_num)
+    rows = tx.sheets(job_id) if stop_all else {n: tx.sheet(job_id, n) for n in dependents}
+    for other, why in skipped_after_failure(rows, dependents, sheet_num, stop_all):
+        mark_terminal(
+            tx.edit_sheet(job_id, other),
+            SheetStatus.SKIPPED,
+            tx.now,
+            why,
+            ErrorCategory.DEPENDENCY_FAILED,
+        )
+
+
+def settle_job(tx: Tx, job_id: str) -> None:
+    """Once every sheet of a job that is not yet terminal is, the job is too."""
+    if not tx.job(job_id).status.is_terminal and tx.open_sheets(job_id) == 0:
+        final = final_job_status(tx.sheets(job_id).values())
+        if final is not None:
+            edited = tx.edit_job(job_id)
+            set_job_status(edited, final[0], tx.now)
+            edited.error = final[1]
+
+
 # How an attempt ended when its CLI session holds work worth keeping: the retry continues
 # that session. A plain failure (an error nobody classified) starts afresh: the session may be
 # what broke; billing and auth are never retried.
@@ -131,18 +178,7 @@ def plan_attempt(
     resolved = loaded.sheet(entry.sheet_num)
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
-    template = TemplateContext(
-        workspace=job.workspace,
-        job_id=job.job_id,
-        sheet_num=entry.sheet_num,
-        total_sheets=len(job_state.sheets),
-        sheet_name=resolved.name,
-        start_item=resolved.start_item,
-        end_item=resolved.end_item,
-        variables=loaded.spec.variables,
-        outputs=AncestorOutputs(job_state, entry.sheet_num),
-        sheet_names=loaded.sheet_numbers,
-    )
+    template = template_context(job_state, entry.sheet_num)
     info = ctx.catalog.get(resolved.instrument)
     if info is None:
         return f"unknown instrument {resolved.instrument!r}"
@@ -227,21 +263,7 @@ def record_result(
             if outcome is Outcome.COMPLETED:
                 ratelimits.succeeded(tx, key)
             if verdict.failed:
-                stop_all = job_state.spec is None or job_state.spec.spec.on_failure == "stop"
-                rows = (
-                    tx.sheets(job_id)
-                    if stop_all
-                    else {n: tx.sheet(job_id, n) for n in job_state.descendants(num)}
-                )
-                dependents = job_state.descendants(num)
-                for other, why in skipped_after_failure(rows, dependents, num, stop_all):
-                    mark_terminal(
-                        tx.edit_sheet(job_id, other),
-                        SheetStatus.SKIPPED,
-                        now,
-                        why,
-                        ErrorCategory.DEPENDENCY_FAILED,
-                    )
+                skip_dependents(tx, job_state, num)
             if outcome is not Outcome.RATE_LIMITED:
                 counted = outcome is Outcome.COMPLETED
         recorded = result
@@ -256,12 +278,7 @@ def record_result(
                 assert limit is not None
                 costs.pause_for_cost(edited, limit, now)
         # A job whose last sheet just ended is done, whatever it cost.
-        if not job.status.is_terminal and tx.open_sheets(job_id) == 0:
-            final = final_job_status(tx.sheets(job_id).values())
-            if final is not None:
-                edited = tx.edit_job(job_id)
-                set_job_status(edited, final[0], now)
-                edited.error = final[1]
+        settle_job(tx, job_id)
         others = [e for e in state.entries_for(job_id) if e is not entry]
         if tx.job(job_id).pending_resume is not None and not others and reason != "shutdown":
             on_idle(tx, job_id)

@@ -34,7 +34,7 @@ from podium.core.models import (
     SheetStatus,
 )
 from podium.core.spec.loader import LoadedSpec
-from podium.core.store.rows import JobRow, SheetRow, clone
+from podium.core.store.rows import JobRow, SheetRow, TaskRow, clone
 
 log = structlog.get_logger("podium.control")
 
@@ -136,9 +136,11 @@ class Control:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        task: TaskRow | None = None,
     ) -> tuple[JobRow, bool]:
         """Register a job; returns (job, created). The same job_id with the same spec returns
-        the existing job, so a retried submit is safe."""
+        the existing job, so a retried submit is safe. `task` (a durable task handle of the
+        job) is committed in the same transaction: it exists once this returns."""
         fingerprint = loaded.fingerprint()
 
         taken: list[JobRow] = []
@@ -152,6 +154,9 @@ class Control:
             tx.after(take)
             if tx.has_job(job_id):
                 if tx.job(job_id).spec_fingerprint == fingerprint:
+                    if task is not None:
+                        tx.insert_task(task)
+                        tx.lock_job(job_id)
                     return False
                 raise ConflictError(
                     f"job_id: job {job_id!r} already exists with a different spec; "
@@ -188,6 +193,8 @@ class Control:
                 for s in loaded.sheets
             ]
             tx.insert_job(job, sheets, loaded)
+            if task is not None:
+                tx.insert_task(task)
             return True
 
         created = await self.writer.run(Op(apply, job_rows=[job_id], name="submit"))
@@ -314,6 +321,12 @@ class Control:
                 tx.edit_job(job_id).snapshot_path = path
 
         await self.writer.run(Op(apply, job_rows=[job_id], name="snapshot path"))
+
+    async def purge_tasks(self, task_ids: Sequence[str]) -> None:
+        def apply(tx: Tx) -> None:
+            tx.delete_tasks(task_ids)
+
+        await self.writer.run(Op(apply, name="purge tasks"))
 
     async def delete(self, job_ids: Sequence[str]) -> list[str]:
         """Delete the given jobs that are terminal; active ones are never deleted."""

@@ -16,7 +16,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import ratelimits
+from podium.core.engine import approvals, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
     needs_earlier,
@@ -141,6 +141,7 @@ class Dispatcher:
                 # filled by the next pass, whose start can share the same commit.
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
+                self.state.starting.update(picks)
                 self._task_group.start_soon(self._start, picks)
         return self._next_wake()
 
@@ -279,8 +280,11 @@ class Dispatcher:
         """Commit the start of `picks` (slots already taken for them), then launch them."""
         ctx = self.ctx
 
+        gated: list[tuple[str, int]] = []
+
         def apply(tx: Tx) -> list[tuple[str, int, int]]:
             started: list[tuple[str, int, int]] = []
+            gated.clear()
             if self._stopping:
                 return started
             lease = timedelta(seconds=ctx.config.lease_seconds)
@@ -293,6 +297,11 @@ class Dispatcher:
                     or not job_state.dispatchable
                     or not sheet_is_startable(sheet, tx.now)
                 ):
+                    continue
+                if approvals.is_gate(ctx, sheet.instrument):
+                    # No process: the gate opens (or its wait ran out) in this same commit.
+                    approvals.open_or_expire(ctx, tx, job_state, num)
+                    gated.append((job_id, num))
                     continue
                 attempt = sheet.attempts + 1
                 log_path = self._log_path(job_id, num, attempt)
@@ -322,9 +331,10 @@ class Dispatcher:
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         finally:
+            self.state.starting.difference_update(picks)
             for job_id, _ in picks:
                 self.state.free_slot(job_id)
-            begun = {(j, n) for j, n, _ in started}
+            begun = {(j, n) for j, n, _ in started} | set(gated)
             for job_id, num in picks:
                 if (job_id, num) not in begun and job_id in self.state.jobs:
                     self.state.jobs[job_id].push_back(num)

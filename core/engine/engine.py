@@ -13,7 +13,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from podium.core.config import PodiumConfig
-from podium.core.engine import ratelimits
+from podium.core.engine import approvals, ratelimits
 from podium.core.engine.attempts import record_result
 from podium.core.engine.context import EngineContext, TerminalHook
 from podium.core.engine.control import Control, resume_now
@@ -23,14 +23,15 @@ from podium.core.engine.scheduler import Limits
 from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
+from podium.core.errors import InvalidTransitionError
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
-from podium.core.models import JobStatus, JobSummary, utcnow
+from podium.core.models import Decision, JobStatus, JobSummary, SheetStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.base import Store
-from podium.core.store.rows import JobRow
+from podium.core.store.rows import JobRow, TaskRow
 
 log = structlog.get_logger("podium.engine")
 SHUTDOWN_HOOK_SECONDS = 10.0
@@ -159,10 +160,19 @@ class Engine:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        task: TaskRow | None = None,
     ) -> tuple[JobRow, bool]:
         return await self.control.submit(
-            loaded, job_id=job_id, workspace=workspace, start=start, spec_path=spec_path
+            loaded,
+            job_id=job_id,
+            workspace=workspace,
+            start=start,
+            spec_path=spec_path,
+            task=task,
         )
+
+    async def purge_tasks(self, task_ids: Sequence[str]) -> None:
+        await self.control.purge_tasks(task_ids)
 
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:
         return await self.control.pause(job_id, immediate)
@@ -174,6 +184,35 @@ class Engine:
 
     async def cancel(self, job_id: str) -> JobSummary:
         return await self.control.cancel(job_id)
+
+    async def decide(
+        self,
+        job_id: str,
+        sheet_num: int,
+        decision: Decision,
+        decided_by: str,
+        note: str | None,
+    ) -> JobSummary:
+        """A person's decision on a waiting approval sheet. The same decision again, once
+        made, is a no-op (control calls are idempotent); anything else not waiting is an
+        error that says what the sheet is doing."""
+        found = await self.writer.run(
+            approvals.decide(self.ctx, job_id, sheet_num, decision, decided_by, note)
+        )
+        if not found.applied:
+            latest = await self.store.get_latest_attempt(job_id, sheet_num)
+            if found.status.is_terminal and latest is not None and latest.decision is decision:
+                return await self.control.summary(job_id)
+            hint = ""
+            if found.status is SheetStatus.PENDING:
+                hint = "; its gate opens once the job runs and the sheets it depends on complete"
+            elif latest is not None and latest.decision is not None:
+                hint = f"; it was already decided ({latest.decision.value} by {latest.decided_by})"
+            raise InvalidTransitionError(
+                f"sheet: {found.label} of job {job_id!r} is {found.status.value}, not waiting "
+                f"for approval{hint}"
+            )
+        return await self.control.summary(job_id)
 
     async def lift_holds(self, keys: Sequence[str] | None) -> list[str]:
         """Lift rate-limit holds (all with None); waiting sheets behind them may go now."""

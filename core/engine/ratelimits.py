@@ -71,14 +71,16 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
 
 
 def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
-    """Released keys whose first sheet is already running: nothing else goes behind them."""
+    """Released keys whose first sheet is already starting or running: nothing else goes
+    behind them."""
     if not released:
         return set()
     busy = set()
-    for entry in state.running.values():
-        job_state = state.jobs.get(entry.job_id)
+    starting_or_running = [*state.starting, *state.running]
+    for job_id, sheet_num in starting_or_running:
+        job_state = state.jobs.get(job_id)
         if job_state is not None:
-            key = job_state.hold_key(entry.sheet_num)
+            key = job_state.hold_key(sheet_num)
             if key in released:
                 busy.add(key)
     return busy

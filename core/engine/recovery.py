@@ -14,6 +14,7 @@ from datetime import datetime
 import anyio
 import structlog
 
+from podium.core.engine.approvals import awaiting
 from podium.core.engine.context import EngineContext
 from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
@@ -234,7 +235,8 @@ def _reconcile(tx: Tx, job_id: str, auto_resume: bool, theirs: set[int]) -> bool
                 changed = True
         return changed
     for num, sheet in tx.sheets(job_id).items():
-        if num in theirs:
+        if num in theirs or awaiting(sheet):
+            # A pending approval is a question to a person, not work in flight: it waits on.
             continue
         if (
             sheet.status is SheetStatus.WAITING

@@ -303,6 +303,9 @@ class EngineState:
         # In-flight attempts this conductor started (the rows, for their final write).
         self.attempts: dict[tuple[str, int, int], AttemptRow] = {}
         self.running: dict[tuple[str, int], RunningSheet] = {}
+        # Picks whose start is being committed: not running yet, but a released hold they
+        # sit behind already has its one sheet going first.
+        self.starting: set[tuple[str, int]] = set()
         # Slots in use, in total and by job: attempts whose processes still run, and picks
         # whose start is being committed.
         self.live = 0

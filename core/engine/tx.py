@@ -18,7 +18,7 @@ from podium.core.errors import job_not_found
 from podium.core.events import ChangeEvent
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.base import NewJob, WriteBatch
-from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow, clone
+from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow, TaskRow, clone
 
 R = TypeVar("R")
 AttemptKey = tuple[str, int, int]
@@ -71,6 +71,8 @@ class Tx:
         self._added: dict[tuple[str, int], SheetRow] = {}
         self.new_attempts: list[AttemptRow] = []
         self.deleted_jobs: list[JobRow] = []
+        self.new_tasks: list[TaskRow] = []
+        self.deleted_tasks: list[str] = []
         self.events: list[ChangeEvent] = []
         self._after: list[Callable[[], None]] = []
 
@@ -251,6 +253,13 @@ class Tx:
         row.version = self._expected("job", job_id, base)
         self.deleted_jobs.append(row)
 
+    def insert_task(self, row: TaskRow) -> None:
+        """A durable task, committed with the rest of this op (e.g. with its job)."""
+        self.new_tasks.append(row)
+
+    def delete_tasks(self, task_ids: Sequence[str]) -> None:
+        self.deleted_tasks.extend(task_ids)
+
     def publish(self, event: ChangeEvent) -> None:
         self.events.append(event)
 
@@ -275,6 +284,8 @@ class Tx:
             holds=[h for h in own.holds.values() if h is not None],
             deleted_holds=[],
             deleted_jobs=list(self.deleted_jobs),
+            new_tasks=list(self.new_tasks),
+            deleted_tasks=list(self.deleted_tasks),
         )
         for key, hold in own.holds.items():
             if hold is None:

@@ -60,6 +60,8 @@ def builtin_profiles() -> dict[str, InstrumentProfile]:
 
 
 def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
+    if profile.kind != "process":
+        return True, None, None  # nothing to run, nothing to install
     path = shutil.which(profile.executable)
     if path is None:
         return False, None, None

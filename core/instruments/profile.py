@@ -172,11 +172,17 @@ class UsageSpec(_Strict):
     cache_write_tokens_path: JsonSelector | None = None
 
 
+APPROVAL_KIND = "approval"
+
+
 class InstrumentProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     description: str = ""
     written_for: str | None = None
-    executable: str
+    # `process` runs `executable`; `approval` runs nothing and waits for a person's decision
+    # (its prompt is the question; `timeout_seconds` bounds the wait).
+    kind: Literal["process", "approval"] = "process"
+    executable: str = ""
     args: list[str] = Field(default_factory=lambda: [PROMPT_PLACEHOLDER])
     prompt_via: Literal["argv", "stdin", "file"] = "argv"
     model_flag: str | None = None
@@ -198,6 +204,8 @@ class InstrumentProfile(_Strict):
 
     @model_validator(mode="after")
     def _structured_needs_json(self) -> InstrumentProfile:
+        if self.kind == "process" and not self.executable:
+            raise ValueError("executable: a process instrument needs an executable")
         if self.output.format == "text":
             needs = [
                 name

@@ -23,6 +23,7 @@ from podium.core.store.rows import (
     JobRecord,
     JobRow,
     SheetRow,
+    TaskRow,
 )
 
 MAX_LIST_LIMIT = 500
@@ -61,6 +62,9 @@ class WriteBatch:
     deleted_holds: list[HoldRow] = field(default_factory=list)
     # Only terminal jobs are ever deleted, whatever the caller asks.
     deleted_jobs: list[JobRow] = field(default_factory=list)
+    # Durable tasks: inserted (refused if the id exists) and purged by id.
+    new_tasks: list[TaskRow] = field(default_factory=list)
+    deleted_tasks: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -76,6 +80,8 @@ class WriteBatch:
                 self.holds,
                 self.deleted_holds,
                 self.deleted_jobs,
+                self.new_tasks,
+                self.deleted_tasks,
             )
         )
 
@@ -168,6 +174,18 @@ class Store(Protocol):
     async def count_running_sheets(self) -> int: ...
     async def reclaim_space(self) -> int:
         """Return space freed by deletions to the file system; the units freed."""
+        ...
+
+    async def get_task(self, task_id: str) -> TaskRow | None: ...
+    async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
+        """Ids of tasks whose `expires_at` has passed, soonest first."""
+        ...
+
+    async def next_task_expiry(self) -> datetime | None: ...
+
+    async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
+        """Sheets waiting for a person's decision (oldest first, at most `limit`), and how
+        many there are."""
         ...
 
 

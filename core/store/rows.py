@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from podium.core.models import (
+    Decision,
     ErrorCategory,
     HistoryEntry,
     JobStatus,
@@ -184,6 +185,10 @@ class AttemptRow:
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # An approval sheet's attempt (inserted when decided; it runs no process).
+    decision: Decision | None = None
+    decided_by: str | None = None
+    note: str | None = None
     version: int = 0
 
     def entry(self) -> HistoryEntry:
@@ -200,6 +205,22 @@ class HoldRow:
     set_at: datetime
     # The wait is over and one sheet is going first; the rest follow once it succeeds.
     released: bool = False
+    version: int = 0
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """A durable task: the handle a `run_job` call answered with, mapped to its job. Its
+    status is not stored: it is derived from the job's rows on every read."""
+
+    task_id: str
+    job_id: str
+    tool: str
+    created_at: datetime
+    expires_at: datetime
+    ttl_ms: int
+    poll_interval_ms: int
+    created_by: str | None = None
     version: int = 0
 
 

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from podium.core.models import ValidationResult, format_time, parse_time
 from podium.core.store.base import StoreError
-from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow
+from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow, TaskRow
 
 R = TypeVar("R")
 Convert = Callable[[Any], Any]
@@ -157,7 +157,8 @@ ATTEMPTS: Table[AttemptRow] = Table(
     not_updated=["conductor_id", "lease_expires_at"],
 )
 HOLDS: Table[HoldRow] = Table("holds", HoldRow, ["hold_key"])
-TABLES = (JOBS, SHEETS, ATTEMPTS, HOLDS)
+TASKS: Table[TaskRow] = Table("tasks", TaskRow, ["task_id"])
+TABLES = (JOBS, SHEETS, ATTEMPTS, HOLDS, TASKS)
 
 
 def encode_cursor(submitted_at: str, job_id: str) -> str:

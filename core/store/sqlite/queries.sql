@@ -127,3 +127,26 @@ DELETE FROM holds WHERE hold_key = :hold_key AND version = :version;
 
 -- name: select_holds
 SELECT {holds.columns} FROM holds ORDER BY hold_key;
+
+-- name: select_pending_approvals
+SELECT {sheets.columns} FROM sheets
+WHERE status = 'waiting' AND waiting_reason = 'approval'
+ORDER BY updated_at, job_id, sheet_num LIMIT :limit;
+
+-- name: count_pending_approvals
+SELECT count(*) FROM sheets WHERE status = 'waiting' AND waiting_reason = 'approval';
+
+-- name: insert_task
+INSERT INTO tasks ({tasks.columns}) VALUES ({tasks.values});
+
+-- name: delete_task
+DELETE FROM tasks WHERE task_id = :task_id;
+
+-- name: select_task
+SELECT {tasks.columns} FROM tasks WHERE task_id = :task_id;
+
+-- name: select_expired_tasks
+SELECT task_id FROM tasks WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit;
+
+-- name: select_next_task_expiry
+SELECT min(expires_at) FROM tasks;

@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 
 from podium.core import jsondata
-from podium.core.models import JobStatus, SheetStatus, format_time
+from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
 from podium.core.store.base import MAX_LIST_LIMIT, Conflict, NewJob, WriteBatch, Written
 from podium.core.store.rows import (
     AttemptRow,
@@ -35,6 +36,7 @@ from podium.core.store.rows import (
     JobRecord,
     JobRow,
     SheetRow,
+    TaskRow,
 )
 from podium.core.store.sqlite.codec import (
     ATTEMPTS,
@@ -42,6 +44,7 @@ from podium.core.store.sqlite.codec import (
     JOBS,
     SHEETS,
     TABLES,
+    TASKS,
     Table,
     decode_cursor,
     encode_cursor,
@@ -169,6 +172,8 @@ def _apply(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> None:
             params = {"job_id": job.job_id, "version": job.version}
             if conn.execute(Q["delete_terminal_job"], params).rowcount != 1:
                 raise _Refused(Conflict("jobs", job.job_id))
+        _insert(conn, TASKS, Q["insert_task"], batch.new_tasks)
+        conn.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
 
 
 def _lock(conn: sqlite3.Connection, locks: dict[str, int]) -> None:
@@ -585,5 +590,30 @@ class SQLiteStore:
     async def count_running_sheets(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
             return int(conn.execute(Q["count_running_sheets"]).fetchone()[0])
+
+        return await self._read(run)
+
+    async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
+        def run(conn: sqlite3.Connection) -> tuple[list[SheetRow], int]:
+            rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
+            total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
+            return [SHEETS.decode(r) for r in rows], int(total)
+
+        return await self._snapshot(run)
+
+    async def get_task(self, task_id: str) -> TaskRow | None:
+        return await self._row(TASKS, Q["select_task"], {"task_id": task_id})
+
+    async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            params = {"now": format_time(now), "limit": limit}
+            return [str(r[0]) for r in conn.execute(Q["select_expired_tasks"], params)]
+
+        return await self._read(run)
+
+    async def next_task_expiry(self) -> datetime | None:
+        def run(conn: sqlite3.Connection) -> datetime | None:
+            found = conn.execute(Q["select_next_task_expiry"]).fetchone()
+            return parse_time(found[0]) if found and found[0] else None
 
         return await self._read(run)

@@ -1,0 +1,214 @@
+"""Approval sheets (SPEC §4): a gate that runs no process and waits for a person.
+
+When the dispatcher picks an approval sheet, the gate opens: the sheet becomes `waiting`
+(`waiting_reason: approval`) until `waiting_until` (its `timeout_seconds` from now), with the
+rendered prompt, the question, as its `output_tail`. That row is the pending approval: it is
+in the store, so it survives any restart, and a decision is one op of the writer that turns
+it into the sheet's attempt (decision, who, note) and the sheet's end: `completed` on
+approve, `failed` with `error_category: rejected` on reject. A gate whose time runs out is
+picked again and fails with `timeout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from podium.core.engine.attempts import settle_job, skip_dependents, template_context
+from podium.core.engine.context import EngineContext
+from podium.core.engine.rules import OUTPUT_TAIL_BYTES, mark_terminal, set_job_status
+from podium.core.engine.state import JobState
+from podium.core.engine.tx import Op, Tx
+from podium.core.errors import InvalidTransitionError
+from podium.core.events import APPROVAL_EVENT, ChangeEvent
+from podium.core.models import (
+    Decision,
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    SheetStatus,
+    WaitingReason,
+)
+from podium.core.spec.templating import TemplateRenderError, render_sheet_prompt
+from podium.core.store.rows import AttemptRow, SheetRow
+
+MAX_NOTE_CHARS = 2000
+MAX_DECIDER_CHARS = 200
+
+
+def is_gate(ctx: EngineContext, instrument: str) -> bool:
+    info = ctx.catalog.get(instrument)
+    return info is not None and info.profile.kind == "approval"
+
+
+def awaiting(sheet: SheetRow) -> bool:
+    return sheet.status is SheetStatus.WAITING and sheet.waiting_reason is WaitingReason.APPROVAL
+
+
+def open_or_expire(ctx: EngineContext, tx: Tx, job_state: JobState, sheet_num: int) -> None:
+    """The dispatcher picked approval sheet `sheet_num`: open its gate, or, if it was
+    waiting and its time is up, fail it."""
+    job_id = job_state.job_id
+    sheet = tx.sheet(job_id, sheet_num)
+    now = tx.now
+    if awaiting(sheet):
+        _end(
+            tx,
+            job_state,
+            sheet_num,
+            outcome=Outcome.TIMEOUT,
+            error="no decision before timeout_seconds ran out",
+            category=ErrorCategory.TIMEOUT,
+        )
+        return
+    timeout = _timeout_seconds(ctx, job_state, sheet_num)
+    try:
+        question = ""
+        if job_state.spec is not None:
+            resolved = job_state.spec.sheet(sheet_num)
+            question = render_sheet_prompt(resolved, template_context(job_state, sheet_num))
+    except TemplateRenderError as exc:
+        _end(
+            tx,
+            job_state,
+            sheet_num,
+            outcome=Outcome.FAILED,
+            error=f"template: {exc}",
+            category=ErrorCategory.FAILED,
+        )
+        return
+    edited = tx.edit_sheet(job_id, sheet_num)
+    edited.status = SheetStatus.WAITING
+    edited.waiting_reason = WaitingReason.APPROVAL
+    edited.waiting_until = now + timedelta(seconds=timeout)
+    edited.started_at = now
+    edited.completed_at = None
+    edited.last_error = None
+    edited.error_category = None
+    edited.output_tail = question.encode()[-OUTPUT_TAIL_BYTES:].decode(errors="ignore")
+    edited.updated_at = now
+    if tx.job(job_id).status is JobStatus.QUEUED:
+        set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, now)
+    # The job now needs a person: a long-poll on it (`status` wait_seconds) returns.
+    tx.publish(ChangeEvent(job_id, APPROVAL_EVENT, SheetStatus.WAITING.value, sheet_num))
+
+
+def _timeout_seconds(ctx: EngineContext, job_state: JobState, sheet_num: int) -> float:
+    resolved = job_state.spec.sheet(sheet_num) if job_state.spec is not None else None
+    info = ctx.catalog.get(resolved.instrument if resolved else "approval")
+    profile_timeout = info.profile.timeout_seconds if info is not None else None
+    if resolved is None:
+        return profile_timeout or 86400.0
+    return resolved.instrument_config.effective_timeout(profile_timeout)
+
+
+def _end(
+    tx: Tx,
+    job_state: JobState,
+    sheet_num: int,
+    *,
+    outcome: Outcome,
+    error: str | None,
+    category: ErrorCategory | None,
+    decision: Decision | None = None,
+    decided_by: str | None = None,
+    note: str | None = None,
+) -> None:
+    """Record the gate's attempt and end its sheet (a failure skips its dependents)."""
+    job_id = job_state.job_id
+    now = tx.now
+    sheet = tx.edit_sheet(job_id, sheet_num)
+    started = sheet.started_at or now
+    duration = max(0.0, (now - started).total_seconds())
+    attempt = sheet.attempts + 1
+    sheet.attempts = attempt
+    tx.add_attempt(
+        AttemptRow(
+            job_id=job_id,
+            sheet_num=sheet_num,
+            attempt=attempt,
+            started_at=started,
+            ended_at=now,
+            duration_seconds=duration,
+            outcome=outcome,
+            error_category=category,
+            error=error,
+            decision=decision,
+            decided_by=decided_by,
+            note=note,
+        )
+    )
+    if outcome is Outcome.COMPLETED:
+        mark_terminal(sheet, SheetStatus.COMPLETED, now, None, None)
+        # What a dependent's `outputs.NAME` reads: the note, else the decision.
+        sheet.output_tail = note or "approved"
+    else:
+        mark_terminal(sheet, SheetStatus.FAILED, now, error, category)
+        sheet.output_tail = note
+        skip_dependents(tx, job_state, sheet_num)
+    sheet.started_at = started
+    sheet.duration_seconds = duration
+    settle_job(tx, job_id)
+
+
+@dataclass
+class DecisionOutcome:
+    """What a decision op found: `applied`, or the sheet's state when it was not waiting."""
+
+    applied: bool
+    status: SheetStatus
+    label: str
+
+
+def decide(
+    ctx: EngineContext,
+    job_id: str,
+    sheet_num: int,
+    decision: Decision,
+    decided_by: str,
+    note: str | None,
+) -> Op[DecisionOutcome]:
+    """The op recording a person's decision on a waiting approval sheet."""
+    decided_by = decided_by[:MAX_DECIDER_CHARS]
+    if note is not None:
+        note = note.strip()[:MAX_NOTE_CHARS] or None
+
+    def apply(tx: Tx) -> DecisionOutcome:
+        job_state = tx.state(job_id)
+        sheet = tx.sheet(job_id, sheet_num)
+        label = f"sheet {sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
+        if not is_gate(ctx, sheet.instrument):
+            raise InvalidTransitionError(
+                f"sheet: {label} of job {job_id!r} runs instrument {sheet.instrument!r}; only "
+                "sheets with `instrument: approval` take a decision"
+            )
+        if not awaiting(sheet):
+            return DecisionOutcome(False, sheet.status, label)
+        if decision is Decision.APPROVE:
+            _end(
+                tx,
+                job_state,
+                sheet_num,
+                outcome=Outcome.COMPLETED,
+                error=None,
+                category=None,
+                decision=decision,
+                decided_by=decided_by,
+                note=note,
+            )
+        else:
+            why = f"rejected by {decided_by}" + (f": {note}" if note else "")
+            _end(
+                tx,
+                job_state,
+                sheet_num,
+                outcome=Outcome.FAILED,
+                error=why,
+                category=ErrorCategory.REJECTED,
+                decision=decision,
+                decided_by=decided_by,
+                note=note,
+            )
+        return DecisionOutcome(True, sheet.status, label)
+
+    return Op(apply, jobs=[job_id], name="approval decision")

@@ -1,0 +1,146 @@
+"""Durable tasks: the handle a `run_job` call can answer with, mapped to its job.
+
+A task row holds only what cannot be derived: its unguessable id, its job, when it was made
+and when it expires. Its status is read from the job on every look, so it can never drift
+from it and survives any restart with the job itself:
+
+| job | task |
+|---|---|
+| queued, running, paused, no approval waiting | `working` (the message says the progress) |
+| an approval sheet waits | `input_required` (one input request per waiting sheet) |
+| completed | `completed` |
+| failed | `completed`, its result an error (`failed` is for protocol errors only) |
+| cancelled | `cancelled` |
+| gone (cleared) | `failed` |
+
+The protocol shapes (task handles, input requests, tool results) belong to the server; this
+module knows jobs and sheets only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from podium.core.checkpoint import read_job
+from podium.core.errors import NotFoundError
+from podium.core.models import JobDetail, JobStatus, SheetState, SheetStatus, WaitingReason
+from podium.core.store.base import Store
+from podium.core.store.rows import TaskRow
+
+TASK_ID_BYTES = 24  # 192 bits: an id nobody can guess or enumerate
+POLL_INTERVAL_MS = 2000
+# Waiting sheets read per look (approvals among them are the task's input requests).
+WAITING_SHEETS_READ = 100
+
+
+class TaskNotFoundError(NotFoundError):
+    pass
+
+
+class TaskExpiredError(TaskNotFoundError):
+    pass
+
+
+def new_task_id() -> str:
+    return "task-" + secrets.token_urlsafe(TASK_ID_BYTES)
+
+
+def new_task(job_id: str, tool: str, ttl_hours: float, now: datetime, created_by: str) -> TaskRow:
+    ttl = timedelta(hours=ttl_hours)
+    return TaskRow(
+        task_id=new_task_id(),
+        job_id=job_id,
+        tool=tool,
+        created_at=now,
+        expires_at=now + ttl,
+        ttl_ms=max(1, int(ttl.total_seconds() * 1000)),
+        poll_interval_ms=POLL_INTERVAL_MS,
+        created_by=created_by,
+    )
+
+
+@dataclass(frozen=True)
+class AwaitedApproval:
+    """An approval sheet the task waits on; `key` names this one question for the task's
+    whole life (a sheet asked again after a resume is a new attempt, so a new key)."""
+
+    key: str
+    sheet_num: int
+    name: str | None
+    question: str
+    expires_at: datetime | None
+
+
+def approval_key(sheet: SheetState) -> str:
+    return f"approve-sheet-{sheet.sheet_num}-attempt-{sheet.attempts + 1}"
+
+
+@dataclass
+class TaskState:
+    task: TaskRow
+    status: str
+    message: str
+    last_updated_at: datetime
+    detail: JobDetail | None = None
+    approvals: list[AwaitedApproval] = field(default_factory=list)
+    # The job failed (the tool result is an error), or, for `failed`, why the task failed.
+    job_failed: bool = False
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("completed", "cancelled", "failed")
+
+
+async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
+    task = await store.get_task(task_id)
+    if task is None:
+        raise TaskNotFoundError(f"taskId: task {task_id!r} not found")
+    if task.expires_at <= now:
+        raise TaskExpiredError(f"taskId: task {task_id!r} has expired (its ttlMs passed)")
+    detail = await read_job(store, task.job_id, sheet_limit=100)
+    if detail is None:
+        return TaskState(
+            task,
+            "failed",
+            f"job {task.job_id!r} no longer exists (it was cleared)",
+            task.created_at,
+            error=f"job {task.job_id!r} no longer exists (it was cleared)",
+        )
+    updated = max(task.created_at, detail.completed_at or detail.started_at or task.created_at)
+    status = detail.status
+    progress = f"{detail.completed_sheets}/{detail.total_sheets} sheets completed"
+    job = f"job {task.job_id}"
+    if status is JobStatus.COMPLETED:
+        return TaskState(task, "completed", f"{job} completed: {progress}", updated, detail)
+    if status is JobStatus.FAILED:
+        message = f"{job} failed: {detail.error or progress}"
+        return TaskState(task, "completed", message, updated, detail, job_failed=True)
+    if status is JobStatus.CANCELLED:
+        return TaskState(task, "cancelled", f"{job} cancelled", updated, detail)
+    waiting = await read_job(
+        store, task.job_id, sheet_status=[SheetStatus.WAITING], sheet_limit=WAITING_SHEETS_READ
+    )
+    sheets = waiting.sheets if waiting is not None else []
+    approvals = [
+        AwaitedApproval(
+            approval_key(s), s.sheet_num, s.name, s.output_tail or "", s.waiting_until
+        )
+        for s in sheets
+        if s.waiting_reason is WaitingReason.APPROVAL
+    ]
+    for sheet in sheets:
+        if sheet.started_at is not None and sheet.started_at > updated:
+            updated = sheet.started_at
+    if approvals:
+        names = ", ".join(a.name or f"sheet {a.sheet_num}" for a in approvals)
+        message = f"{job} waits for approval: {names}; {progress}"
+        return TaskState(task, "input_required", message, updated, detail, approvals)
+    if status is JobStatus.PAUSED:
+        reason = detail.pause_reason.value if detail.pause_reason else "paused"
+        message = f"{job} paused ({reason}): resume it to continue; {progress}"
+    else:
+        message = f"{job} {status.value}: {progress}"
+    return TaskState(task, "working", message, updated, detail)

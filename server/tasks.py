@@ -1,0 +1,426 @@
+"""The MCP tasks extension (`io.modelcontextprotocol/tasks`, protocol 2026-07-28) over
+Podium's durable tasks (`podium.core.tasks`), built on the SDK's public `Extension`:
+
+- `run_job` called by a request that declares the extension answers at once with a task
+  handle (`resultType: "task"`); the task row and its job are committed before the answer.
+  Any other request gets the synchronous tool (`server/tools.py`).
+- `tasks/get` (the task as its job is now: `working`, `input_required` with one elicitation
+  per approval sheet that waits, `completed` inlining the final tool result, `cancelled`,
+  `failed`), `tasks/update` (answers to those elicitations decide the approvals),
+  `tasks/cancel` (cancels the job; idempotent). A request that did not declare the
+  extension gets -32021; an unknown or expired task id -32602; over HTTP an `Mcp-Name`
+  header that is not the task id, -32020.
+- `subscriptions/listen` with `taskIds` streams `notifications/tasks` (the whole task, as
+  `tasks/get` would answer) each time one of those tasks changes status, beside the
+  resource notifications the SDK's own listen handler serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding
+from mcp.server.mcpserver import require_client_extension
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import (
+    SUBSCRIPTION_ID_META_KEY,
+    ServerEvent,
+    event_matches,
+    event_to_notification,
+)
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolRequestParams,
+    CallToolResult,
+    RequestParams,
+    SubscriptionFilter,
+    SubscriptionsAcknowledgedNotification,
+    SubscriptionsAcknowledgedNotificationParams,
+    SubscriptionsListenResult,
+    TextContent,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field
+
+from podium.core.conductor import Conductor
+from podium.core.errors import PodiumError
+from podium.core.events import ChangeEvent
+from podium.core.models import Decision, format_time
+from podium.core.tasks import TaskNotFoundError, TaskState
+from podium.server.guard import compact_json
+from podium.server.sdk_seams import send_extension_notification
+
+log = structlog.get_logger("podium.tasks")
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+TASK_TOOLS = frozenset({"run_job"})
+TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
+MCP_NAME_HEADER = "mcp-name"
+JOB_META_KEY = "podium/job_id"
+MAX_LISTENED_TASKS = 100
+# The elicitation an approval sheet's question becomes: approve or reject, and why.
+DECISION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "decision": {
+            "type": "string",
+            "enum": ["approve", "reject"],
+            "description": "approve lets the job go on; reject fails the sheet",
+        },
+        "note": {"type": "string", "description": "why (kept in the job's history)"},
+    },
+    "required": ["decision"],
+}
+
+
+class TaskParams(RequestParams):
+    task_id: str = Field(alias="taskId")
+
+
+class UpdateTaskParams(TaskParams):
+    input_responses: dict[str, Any] = Field(alias="inputResponses")
+
+
+def declared(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether this request declared the extension (2026-07-28: in its own `_meta`)."""
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False
+    capabilities = ctx.session.client_capabilities
+    extensions = capabilities.extensions if capabilities is not None else None
+    if extensions and TASKS_EXTENSION in extensions:
+        return True
+    meta = ctx.meta or {}
+    declared_caps = meta.get(CLIENT_CAPABILITIES_META_KEY)
+    found = declared_caps.get("extensions") if isinstance(declared_caps, Mapping) else None
+    return isinstance(found, Mapping) and TASKS_EXTENSION in found
+
+
+def _client_name(ctx: ServerRequestContext[Any, Any]) -> str:
+    params = ctx.session.client_params
+    info = params.client_info if params is not None else None
+    if info is None:
+        return "unknown client"
+    return f"{info.name} {info.version}".strip() if info.version else info.name
+
+
+def tool_result(state: TaskState) -> dict[str, Any]:
+    """The final `run_job` result a completed task inlines: the job detail; a job that did
+    not complete is a tool error (`isError: true`), still a completed task."""
+    detail = state.detail.model_dump(mode="json") if state.detail is not None else {}
+    return {
+        "content": [{"type": "text", "text": compact_json(detail)}],
+        "structuredContent": detail,
+        "isError": state.job_failed,
+    }
+
+
+def task_fields(state: TaskState, *, detailed: bool) -> dict[str, Any]:
+    """The task on the wire: the handle (`detailed` false), or the `DetailedTask` of
+    `tasks/get` and `notifications/tasks` with what its status carries."""
+    task = state.task
+    fields: dict[str, Any] = {
+        "taskId": task.task_id,
+        "status": state.status,
+        "statusMessage": state.message,
+        "createdAt": format_time(task.created_at),
+        "lastUpdatedAt": format_time(state.last_updated_at),
+        "ttlMs": task.ttl_ms,
+        "pollIntervalMs": task.poll_interval_ms,
+        # The job the task runs: what `status`, `resume` or `approve` take.
+        "_meta": {JOB_META_KEY: task.job_id},
+    }
+    if not detailed:
+        return fields
+    if state.status == "completed":
+        fields["result"] = tool_result(state)
+    elif state.status == "failed":
+        fields["error"] = {"code": INTERNAL_ERROR, "message": state.error or state.message}
+    elif state.status == "input_required":
+        fields["inputRequests"] = {
+            a.key: {
+                "method": "elicitation/create",
+                "params": {
+                    "mode": "form",
+                    "message": a.question
+                    or f"Approve sheet {a.name or a.sheet_num} of job {task.job_id}?",
+                    "requestedSchema": DECISION_SCHEMA,
+                },
+            }
+            for a in state.approvals
+        }
+    return fields
+
+
+def _answers(responses: Mapping[str, Any]) -> tuple[dict[str, Decision], dict[str, str | None]]:
+    """Elicitation results to decisions: `accept` with `decision` approve/reject, `decline`
+    rejects; `cancel` (the person dismissed the question) leaves it waiting."""
+    decisions: dict[str, Decision] = {}
+    notes: dict[str, str | None] = {}
+    for key, response in responses.items():
+        if not isinstance(response, Mapping):
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"inputResponses.{key}: expected an elicitation result object",
+            )
+        action = response.get("action")
+        content = response.get("content")
+        content = content if isinstance(content, Mapping) else {}
+        note = content.get("note")
+        notes[key] = note if isinstance(note, str) else None
+        if action == "decline":
+            decisions[key] = Decision.REJECT
+        elif action == "accept":
+            try:
+                decisions[key] = Decision(content.get("decision", "approve"))
+            except ValueError:
+                raise MCPError(
+                    code=INVALID_PARAMS,
+                    message=f"inputResponses.{key}.content.decision: use 'approve' or 'reject'",
+                ) from None
+        elif action != "cancel":
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"inputResponses.{key}.action: expected accept, decline or cancel",
+            )
+    return decisions, notes
+
+
+class TasksExtension(Extension):
+    identifier = TASKS_EXTENSION
+
+    def __init__(self, conductor: Conductor) -> None:
+        self.conductor = conductor
+
+    def methods(self) -> Sequence[MethodBinding]:
+        return (
+            MethodBinding("tasks/get", TaskParams, self._get),
+            MethodBinding("tasks/update", UpdateTaskParams, self._update),
+            MethodBinding("tasks/cancel", TaskParams, self._cancel),
+        )
+
+    async def intercept_tool_call(
+        self,
+        params: CallToolRequestParams,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+    ) -> HandlerResult:
+        if params.name not in TASK_TOOLS or not declared(ctx):
+            return await call_next(ctx)
+        arguments = dict(params.arguments or {})
+        try:
+            state = await self.conductor.start_task(
+                spec=arguments.get("spec"),
+                spec_yaml=arguments.get("spec_yaml"),
+                path=arguments.get("path"),
+                job_id=arguments.get("job_id"),
+                created_by=_client_name(ctx),
+            )
+        except PodiumError as exc:
+            # Refused before any task exists (a bad spec): the answer is immediate.
+            return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+        log.info("task created", task_id=state.task.task_id, job_id=state.task.job_id)
+        return {"resultType": "task", **task_fields(state, detailed=False)}
+
+    # ----- methods -------------------------------------------------------------------------
+
+    async def _state(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> TaskState:
+        require_client_extension(ctx, TASKS_EXTENSION)
+        _check_name_header(ctx, params.task_id)
+        try:
+            return await self.conductor.get_task(params.task_id)
+        except TaskNotFoundError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: {exc}") from exc
+
+    async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
+        state = await self._state(ctx, params)
+        return {"resultType": "complete", **task_fields(state, detailed=True)}
+
+    async def _update(
+        self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
+    ) -> HandlerResult:
+        await self._state(ctx, params)
+        decisions, notes = _answers(params.input_responses)
+        try:
+            await self.conductor.answer_task(params.task_id, decisions, notes, _client_name(ctx))
+        except TaskNotFoundError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"Failed to update task: {exc}") from exc
+        except PodiumError as exc:
+            raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from exc
+        return {"resultType": "complete"}
+
+    async def _cancel(
+        self, ctx: ServerRequestContext[Any, Any], params: TaskParams
+    ) -> HandlerResult:
+        await self._state(ctx, params)
+        try:
+            await self.conductor.cancel_task(params.task_id)
+        except TaskNotFoundError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"Failed to cancel task: {exc}") from exc
+        except PodiumError as exc:
+            raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from exc
+        return {"resultType": "complete"}
+
+
+def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> None:
+    """Over HTTP, `Mcp-Name` routes a task request; one naming another task is refused."""
+    headers = getattr(ctx.request, "headers", None)
+    if headers is None:
+        return
+    name = headers.get(MCP_NAME_HEADER)
+    if name is not None and name.strip() != task_id:
+        raise MCPError(
+            code=HEADER_MISMATCH,
+            message="Mcp-Name header does not match the request body's 'taskId' parameter",
+        )
+
+
+# ----- notifications/tasks on subscriptions/listen ---------------------------------------------
+
+
+class TaskListen:
+    """A middleware serving `subscriptions/listen` requests that ask for `taskIds` (the
+    SDK's listen handler serves the rest): acknowledge, push each task as it is now, then
+    stream both the resource events asked for (from the SDK's bus) and a
+    `notifications/tasks` each time one of the tasks changes status."""
+
+    def __init__(self, conductor: Conductor, bus: SubscriptionBus) -> None:
+        self.conductor = conductor
+        self.bus = bus
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.method != "subscriptions/listen" or not isinstance(ctx.params, dict):
+            return await call_next(ctx)
+        wanted = ctx.params.get("notifications")
+        task_ids = wanted.get("taskIds") if isinstance(wanted, dict) else None
+        if task_ids is None:
+            return await call_next(ctx)
+        if not declared(ctx):
+            require_client_extension(ctx, TASKS_EXTENSION)
+        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+            raise MCPError(code=INVALID_PARAMS, message="notifications.taskIds: a list of ids")
+        if len(task_ids) > MAX_LISTENED_TASKS:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"notifications.taskIds: at most {MAX_LISTENED_TASKS} tasks per stream",
+            )
+        assert isinstance(wanted, dict)
+        return await self._serve(ctx, wanted, list(dict.fromkeys(task_ids)))
+
+    async def _serve(
+        self, ctx: ServerRequestContext[Any, Any], wanted: dict[str, Any], task_ids: list[str]
+    ) -> HandlerResult:
+        subscription_id = ctx.request_id
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
+        requested = SubscriptionFilter.model_validate(
+            {k: v for k, v in wanted.items() if k != "taskIds"}
+        )
+        honored = SubscriptionFilter(
+            tools_list_changed=True if requested.tools_list_changed else None,
+            prompts_list_changed=True if requested.prompts_list_changed else None,
+            resources_list_changed=True if requested.resources_list_changed else None,
+            resource_subscriptions=list(requested.resource_subscriptions)
+            if requested.resource_subscriptions
+            else None,
+            taskIds=task_ids,
+        )
+        uris = frozenset(requested.resource_subscriptions or ())
+        # Jobs of the tasks listened to, and the status each was last pushed with.
+        jobs: dict[str, str] = {}
+        last: dict[str, tuple[str, tuple[str, ...]]] = {}
+        for task_id in task_ids:
+            try:
+                state = await self.conductor.get_task(task_id)
+            except TaskNotFoundError:
+                continue  # honored like an unknown resource URI: it never fires
+            jobs[task_id] = state.task.job_id
+            last[task_id] = _signature(state)
+        send, receive = anyio.create_memory_object_stream[ServerEvent | ChangeEvent](1024)
+
+        def deliver(event: ServerEvent | ChangeEvent) -> None:
+            # A reader that stopped reading loses pushes; the engine never waits for it.
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                send.send_nowait(event)
+
+        def on_bus(event: ServerEvent) -> None:
+            if event_matches(honored, uris, event):
+                deliver(event)
+
+        unsubscribe: Callable[[], None] = self.bus.subscribe(on_bus)
+        try:
+            async with (
+                self.conductor.events.subscribe() as changes,
+                anyio.create_task_group() as tg,
+            ):
+
+                async def forward_changes() -> None:
+                    watched = set(jobs.values())
+                    async for change in changes:
+                        if change.job_id in watched:
+                            deliver(change)
+
+                tg.start_soon(forward_changes)
+                await ctx.session.send_notification(
+                    SubscriptionsAcknowledgedNotification(
+                        params=SubscriptionsAcknowledgedNotificationParams(
+                            notifications=honored, _meta=meta
+                        )
+                    ),
+                    related_request_id=subscription_id,
+                )
+                # Each task as it is now, first: a listener that joined after a change (say,
+                # the gate opened before the stream did) still hears of it.
+                for task_id in jobs:
+                    last.pop(task_id, None)
+                    await self._push(ctx, task_id, last, meta)
+                async for item in receive:
+                    if not isinstance(item, ChangeEvent):
+                        await ctx.session.send_notification(
+                            event_to_notification(item, meta), related_request_id=subscription_id
+                        )
+                        continue
+                    for task_id, job_id in jobs.items():
+                        if job_id == item.job_id:
+                            await self._push(ctx, task_id, last, meta)
+                tg.cancel_scope.cancel()
+        finally:
+            unsubscribe()
+            send.close()
+            receive.close()
+        return SubscriptionsListenResult(_meta=meta)
+
+    async def _push(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        task_id: str,
+        last: dict[str, tuple[str, tuple[str, ...]]],
+        meta: dict[str, Any],
+    ) -> None:
+        try:
+            state = await self.conductor.get_task(task_id)
+        except TaskNotFoundError:
+            return
+        signature = _signature(state)
+        if last.get(task_id) == signature:
+            return
+        last[task_id] = signature
+        fields = task_fields(state, detailed=True)
+        params = {**fields, "_meta": {**fields["_meta"], **meta}}
+        await send_extension_notification(
+            ctx.session, "notifications/tasks", params, related_request_id=ctx.request_id
+        )
+
+
+def _signature(state: TaskState) -> tuple[str, tuple[str, ...]]:
+    """What a push is about: the status, and for input_required which questions wait."""
+    return state.status, tuple(a.key for a in state.approvals)

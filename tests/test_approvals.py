@@ -1,0 +1,320 @@
+"""Approval sheets (SPEC §4, issue 12): a gate that waits for a person, decided with the
+`approve` tool (both protocol eras, real in-memory MCP clients), `podium approve` (the CLI
+against a real conductor process), recorded in history; rejection, timeout, a restart, and
+the errors an agent can act on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from helpers import wait_for_job
+from mcp import Client
+from mcp_types import Implementation
+from test_conductor import conductor_client
+from test_transports import call, make_home, podium_cli, read_text
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.server.app import PodiumServer
+
+pytestmark = pytest.mark.anyio
+
+
+def gate_spec(name: str = "gate", **gate: Any) -> dict[str, Any]:
+    """build -> ask (approval, asking with build's output) -> ship (writes the note)."""
+    return {
+        "name": name,
+        "retry": {"max_retries": 0},
+        "sheets": [
+            {"name": "build", "prompt": "echo v1.2.3"},
+            {
+                "name": "ask",
+                "depends_on": ["build"],
+                "instrument": "approval",
+                "prompt": "Ship {{ outputs.build | trim }} to production?",
+                **gate,
+            },
+            {
+                "name": "ship",
+                "depends_on": ["ask"],
+                "prompt": "printf '%s' {{ outputs.ask | shell_quote }} > shipped.txt",
+            },
+        ],
+    }
+
+
+async def wait_gate(client: Client, job_id: str, sheet: int = 2) -> dict[str, Any]:
+    """Follow the job (long-poll, no tight loop) until sheet `sheet` waits for approval."""
+    with anyio.fail_after(20):
+        while True:
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 5})
+            row = detail["sheets"][sheet - 1]
+            if row["status"] == "waiting" and row["waiting_reason"] == "approval":
+                return detail
+            assert detail["status"] in ("queued", "running"), detail
+
+
+async def finished(client: Client, job_id: str) -> dict[str, Any]:
+    with anyio.fail_after(20):
+        while True:
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 5})
+            if detail["status"] in ("completed", "failed", "cancelled"):
+                return detail
+
+
+@pytest.fixture(params=["auto", "legacy"])
+async def client(request: pytest.FixtureRequest, conductor: Conductor) -> AsyncIterator[Client]:
+    server = PodiumServer(conductor)
+    info = Implementation(name="reviewer-app", version="3.1")
+    async with (
+        server.running(),
+        Client(server.mcp, mode=request.param, client_info=info) as c,
+    ):
+        yield c
+
+
+async def test_approve_lets_the_job_go_on_and_history_records_who_and_why(
+    client: Client, conductor: Conductor
+) -> None:
+    job = await call(client, "submit_job", {"spec": gate_spec()})
+    job_id = job["job_id"]
+    detail = await wait_gate(client, job_id)
+    gate = detail["sheets"][1]
+    # The question is the rendered prompt, with the ancestor's output in it.
+    assert gate["output_tail"] == "Ship v1.2.3 to production?"
+    assert gate["waiting_until"] is not None and gate["instrument"] == "approval"
+    assert detail["sheets"][2]["status"] == "pending"
+    assert detail["status"] == "running"
+
+    # Pending approvals are in the conductor status and in their own resource.
+    status = await call(client, "status", {})
+    assert status["pending_approvals_total"] == 1
+    [pending] = status["pending_approvals"]
+    assert pending["job_id"] == job_id and pending["sheet_num"] == 2 and pending["name"] == "ask"
+    assert pending["question"] == "Ship v1.2.3 to production?"
+    listed = json.loads(await read_text(client, "podium://approvals"))
+    assert [a["job_id"] for a in listed["approvals"]] == [job_id] and listed["total"] == 1
+
+    summary = await call(
+        client,
+        "approve",
+        {"job_id": job_id, "sheet": "ask", "decision": "approve", "note": "release notes ok"},
+    )
+    assert summary["job_id"] == job_id
+    done = await finished(client, job_id)
+    assert done["status"] == "completed", done
+    # A dependent reads the decision's note as the gate's output.
+    workspace = Path(done["workspace"])
+    assert (workspace / "shipped.txt").read_text() == "release notes ok"
+
+    history = json.loads(await read_text(client, f"podium://jobs/{job_id}/history"))
+    [entry] = [e for e in history["entries"] if e["sheet_num"] == 2]
+    assert entry["outcome"] == "completed" and entry["decision"] == "approve"
+    assert entry["decided_by"] == "reviewer-app 3.1"
+    assert entry["note"] == "release notes ok"
+    assert entry["exit_code"] is None and entry["duration_seconds"] >= 0
+    # Nothing waits any more.
+    assert (await call(client, "status", {}))["pending_approvals"] == []
+
+
+async def test_reject_fails_the_gate_as_rejected_and_skips_what_depends_on_it(
+    client: Client,
+) -> None:
+    job_id = (await call(client, "submit_job", {"spec": gate_spec()}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(
+        client,
+        "approve",
+        {"job_id": job_id, "sheet": 2, "decision": "reject", "note": "not on a Friday"},
+    )
+    done = await finished(client, job_id)
+    assert done["status"] == "failed"
+    gate, ship = done["sheets"][1], done["sheets"][2]
+    assert gate["status"] == "failed" and gate["error_category"] == "rejected"
+    assert "not on a Friday" in gate["last_error"] and "reviewer-app" in gate["last_error"]
+    assert ship["status"] == "skipped"
+    history = json.loads(await read_text(client, f"podium://jobs/{job_id}/history"))
+    [entry] = [e for e in history["entries"] if e["sheet_num"] == 2]
+    assert entry["decision"] == "reject" and entry["error_category"] == "rejected"
+    assert entry["outcome"] == "failed" and entry["note"] == "not on a Friday"
+
+
+async def test_decisions_that_cannot_apply_say_why(client: Client) -> None:
+    spec = gate_spec()
+    # The gate cannot open before its dependency has run: the job starts paused.
+    job_id = (await call(client, "submit_job", {"spec": spec, "start": False}))["job_id"]
+
+    async def refused(arguments: dict[str, Any]) -> str:
+        result = await client.call_tool("approve", arguments)
+        assert result.is_error, result
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "Traceback" not in text
+        return str(text)
+
+    assert "not waiting for approval" in await refused(
+        {"job_id": job_id, "sheet": "ask", "decision": "approve"}
+    )
+    assert "only sheets with `instrument: approval`" in await refused(
+        {"job_id": job_id, "sheet": 1, "decision": "approve"}
+    )
+    assert "no sheet named 'asc'" in await refused(
+        {"job_id": job_id, "sheet": "asc", "decision": "approve"}
+    )
+    assert "has no sheet 9" in await refused({"job_id": job_id, "sheet": 9, "decision": "reject"})
+    assert "not found" in await refused({"job_id": "nope", "sheet": 1, "decision": "approve"})
+    assert "decision" in await refused({"job_id": job_id, "sheet": 2, "decision": "maybe"})
+    assert "desicion: unknown argument" in await refused(
+        {"job_id": job_id, "sheet": 2, "desicion": "approve"}
+    )
+
+    await call(client, "resume", {"job_id": job_id})
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": 2, "decision": "approve"})
+    # The same decision again is a no-op (control calls are idempotent) ...
+    again = await call(client, "approve", {"job_id": job_id, "sheet": 2, "decision": "approve"})
+    assert again["job_id"] == job_id
+    # ... the opposite one is refused, naming the decision that stands.
+    message = await refused({"job_id": job_id, "sheet": 2, "decision": "reject"})
+    assert "already decided (approve by reviewer-app 3.1)" in message
+    assert (await finished(client, job_id))["status"] == "completed"
+
+
+async def test_timeout_seconds_bounds_the_wait(client: Client) -> None:
+    spec = gate_spec(instrument_config={"timeout_seconds": 0.5})
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    done = await finished(client, job_id)
+    assert done["status"] == "failed"
+    gate = done["sheets"][1]
+    assert gate["status"] == "failed" and gate["error_category"] == "timeout"
+    assert "timeout_seconds" in gate["last_error"]
+    assert done["sheets"][2]["status"] == "skipped"
+
+
+async def test_a_rejected_gate_asks_again_on_resume(client: Client) -> None:
+    job_id = (await call(client, "submit_job", {"spec": gate_spec()}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": 2, "decision": "reject"})
+    assert (await finished(client, job_id))["status"] == "failed"
+    await call(client, "resume", {"job_id": job_id})
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": 2, "decision": "approve"})
+    assert (await finished(client, job_id))["status"] == "completed"
+    history = json.loads(await read_text(client, f"podium://jobs/{job_id}/history"))
+    decisions = [(e["attempt"], e["decision"]) for e in history["entries"] if e["sheet_num"] == 2]
+    assert decisions == [(1, "reject"), (2, "approve")]
+
+
+async def test_a_pending_approval_survives_a_restart(config_for_restart: PodiumConfig) -> None:
+    config = config_for_restart
+    first = Conductor(config)
+    await first.start()
+    try:
+        submitted = await first.submit_job(spec=gate_spec())
+        job_id = submitted.job_id
+        await wait_for_job(first, job_id, statuses=("running",))
+        with anyio.fail_after(20):
+            while (await first.get_job(job_id)).sheets[1].waiting_reason is None:
+                await anyio.sleep(0.05)
+    finally:
+        await first.stop()
+
+    second = Conductor(config)
+    await second.start()
+    try:
+        detail = await second.get_job(job_id)
+        gate = detail.sheets[1]
+        assert gate.status.value == "waiting" and gate.waiting_reason is not None
+        assert gate.waiting_reason.value == "approval"
+        assert gate.output_tail == "Ship v1.2.3 to production?"
+        assert (await second.status()).pending_approvals[0].job_id == job_id
+        await second.approve(job_id, "ask", "approve", decided_by="restarted-client")
+        if (await second.get_job(job_id)).status.value == "paused":
+            await second.resume_job(job_id)
+        done = await wait_for_job(second, job_id)
+        assert done.status.value == "completed"
+    finally:
+        await second.stop()
+
+
+@pytest.fixture
+def config_for_restart(make_config: Any) -> PodiumConfig:
+    config: PodiumConfig = make_config()
+    return config
+
+
+async def test_podium_approve_from_the_command_line(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    assert podium_cli(home, "start", "--detach").returncode == 0
+    async with conductor_client(home) as client:
+        approved = (await call(client, "submit_job", {"spec": gate_spec("yes")}))["job_id"]
+        rejected = (await call(client, "submit_job", {"spec": gate_spec("no")}))["job_id"]
+        await wait_gate(client, approved)
+        await wait_gate(client, rejected)
+
+        listing = podium_cli(home, "approve", "--list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        waiting = {a["job_id"] for a in json.loads(listing.stdout)["approvals"]}
+        assert waiting == {approved, rejected}
+
+        yes = podium_cli(home, "approve", approved, "ask", "--note", "go")
+        assert yes.returncode == 0, yes.stderr
+        no = podium_cli(home, "approve", rejected, "2", "--reject", "--note", "wait for QA")
+        assert no.returncode == 0, no.stderr
+        assert (await finished(client, approved))["status"] == "completed"
+        failed = await finished(client, rejected)
+        assert failed["status"] == "failed"
+        assert failed["sheets"][1]["error_category"] == "rejected"
+
+        history = json.loads(await read_text(client, f"podium://jobs/{rejected}/history"))
+        [entry] = [e for e in history["entries"] if e["sheet_num"] == 2]
+        assert entry["decided_by"].startswith("podium-cli (") and entry["note"] == "wait for QA"
+
+        # A decision on a sheet that no longer waits is an error in the CLI's words.
+        late = podium_cli(home, "approve", rejected, "ask")
+        said = " ".join(late.stderr.split())
+        assert late.returncode != 0 and "not waiting for approval" in said, said
+        assert said.startswith("podium: SHEET: sheet 2 (ask)") and "Traceback" not in said
+
+
+async def test_a_pending_approval_survives_kill_9(tmp_path: Path, make_config: Any) -> None:
+    """The gate opens in a conductor process that is then SIGKILLed; the next conductor
+    finds the approval still waiting (not reset like interrupted work) and takes a decision."""
+    import os
+    import signal
+    import sqlite3
+
+    from test_recovery import conductor_process, poll
+
+    config: PodiumConfig = make_config()
+    db = config.home / "podium.db"
+
+    def gate_open() -> bool:
+        if not db.exists():
+            return False
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT waiting_reason FROM sheets WHERE job_id = 'gated' AND sheet_num = 2"
+            ).fetchone()
+        return row is not None and row[0] == "approval"
+
+    with conductor_process(config.home, tmp_path, gate_spec(), job_id="gated") as proc:
+        poll(gate_open, 30, "the approval gate to open")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    after = Conductor(config)
+    await after.start()
+    try:
+        gate = (await after.get_job("gated")).sheets[1]
+        assert gate.status.value == "waiting" and gate.output_tail == "Ship v1.2.3 to production?"
+        assert [a.job_id for a in (await after.status()).pending_approvals] == ["gated"]
+        await after.approve("gated", 2, "reject", note="found a bug", decided_by="after-crash")
+        failed = await wait_for_job(after, "gated")
+        assert failed.sheets[1].error_category is not None
+        assert failed.sheets[1].error_category.value == "rejected"
+    finally:
+        await after.stop()
