@@ -30,6 +30,8 @@ def job_detail(
         cache_read_tokens=job.cache_read_tokens,
         cache_write_tokens=job.cache_write_tokens,
         cost_limit_usd=job.cost_limit_usd,
+        chained_from=job.chained_from,
+        chain_depth=job.chain_depth,
     )
 
 

@@ -41,6 +41,7 @@ from podium.core.events import APPROVAL_EVENT, EventBus
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
 from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.job_hooks import ChainLink, JobHooks
 from podium.core.logview import LogReader
 from podium.core.models import (
     Decision,
@@ -160,6 +161,7 @@ class Conductor:
         self.monitor: ResourceMonitor | None = None
         self._clock = clock
         self._zone = zone
+        self._job_hooks: JobHooks | None = None
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -212,6 +214,15 @@ class Conductor:
                     log.info("reconciled jobs after restart", job_ids=recovered)
                 await self._reconcile_files()
             if self.dispatch:
+                assert self._engine is not None
+                self._job_hooks = JobHooks(
+                    lambda: self.store,
+                    self._engine.hook_done,
+                    self.submit_job,
+                    base_env=os.environ,
+                    kill_grace_seconds=self.config.kill_grace_seconds,
+                )
+                task_group.start_soon(self._job_hooks.serve)
                 task_group.start_soon(self._maintenance)
                 task_group.start_soon(self._purge_tasks)
                 task_group.start_soon(self._sample_while_busy)
@@ -227,6 +238,8 @@ class Conductor:
         if self._stack is None:
             return
         self._stopping = True
+        if self._job_hooks is not None:
+            self._job_hooks.stopping = True
         if self._engine is not None:
             with anyio.CancelScope(shield=True):
                 await self._engine.shutdown()
@@ -382,6 +395,9 @@ class Conductor:
                 await self._on_terminal(job)
 
     async def _on_terminal(self, job: JobRow) -> None:
+        if job.pending_hooks and self._job_hooks is not None:
+            # In their own task: a slow webhook must not hold up views waiting on snapshots.
+            self._job_hooks.enqueue(job.job_id)
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
         if info is not None:
             self._snapshot_added.set()
@@ -463,6 +479,7 @@ class Conductor:
         job_id: str | None = None,
         start: bool = True,
         extra_roots: Sequence[Path] = (),
+        chain: ChainLink | None = None,
         task: Callable[[str], TaskRow] | None = None,
     ) -> SubmittedJob:
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
@@ -495,6 +512,7 @@ class Conductor:
                 workspace=workspace,
                 start=start,
                 spec_path=loaded.source_path,
+                chain=(chain.parent, chain.depth) if chain is not None else None,
                 task=task(job_id) if task is not None else None,
             )
         except BaseException:
@@ -578,7 +596,10 @@ class Conductor:
         return await self.get_task(task_id)
 
     async def answer_task(
-        self, task_id: str, answers: Mapping[str, Decision], notes: Mapping[str, str | None],
+        self,
+        task_id: str,
+        answers: Mapping[str, Decision],
+        notes: Mapping[str, str | None],
         decided_by: str,
     ) -> list[str]:
         """Decide the approvals the task waits on, by their input-request keys; keys that do

@@ -94,6 +94,14 @@ RETRYABLE_SHEET_STATUSES = frozenset(
 )
 
 
+def counts_as_done(status: SheetStatus, category: ErrorCategory | None) -> bool:
+    """Whether a sheet is done for its dependents (and its job): completed, or skipped by
+    its own condition."""
+    return status is SheetStatus.COMPLETED or (
+        status is SheetStatus.SKIPPED and category is ErrorCategory.CONDITION
+    )
+
+
 class Outcome(StrEnum):
     """How one attempt ended (history `outcome`)."""
 
@@ -117,6 +125,8 @@ class ErrorCategory(StrEnum):
     FAILED = "failed"
     # Not attempt failures, but reasons a sheet or job ended without running to success.
     DEPENDENCY_FAILED = "dependency_failed"
+    # Skipped by its own `skip_when`/`skip_when_command`: done, and its dependents run.
+    CONDITION = "condition"
     DEADLINE = "deadline"
     # The job's stored spec no longer loads (e.g. after an upgrade); only that job fails.
     SPEC_INVALID = "spec_invalid"
@@ -235,6 +245,9 @@ class JobDetail(JobSummary):
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     cost_limit_usd: float | None = None
+    # The job whose `on_success` submitted this one, and how many such links lead here.
+    chained_from: str | None = None
+    chain_depth: int = 0
 
 
 class JobStatistics(_Record):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from podium.server import cli_conductor, cli_dashboard, cli_insight, cli_jobs
+from podium.server import cli_conductor, cli_dashboard, cli_import, cli_insight, cli_jobs
 from podium.server.cli_base import Context
 from podium.server.logging_setup import configure_logging
 
@@ -39,7 +39,7 @@ def main(ctx: click.Context, home: str | None) -> None:
         ctx.exit(0)
 
 
-for _module in (cli_conductor, cli_jobs, cli_insight, cli_dashboard):
+for _module in (cli_conductor, cli_jobs, cli_insight, cli_import, cli_dashboard):
     for _command in list(vars(_module).values()):
         if isinstance(_command, click.Command):
             main.add_command(_command)

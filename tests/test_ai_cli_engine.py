@@ -48,6 +48,7 @@ from podium.core.models import (
     WaitingReason,
     utcnow,
 )
+from podium.core.runner.assembly import CHECKS_HEADER
 from podium.core.runner.prompts import CONTINUE_NOTE
 from podium.server.app import PodiumServer
 
@@ -455,12 +456,21 @@ async def test_a_validation_failure_retry_carries_the_feedback(
     first, again = fakes.calls("claude")
     assert again["argv"][-2:] == ["--resume", SESSION]
     feedback, task = again["stdin"].split("\n\nThe original task, for reference:\n\n")
-    assert task == TASK and first["stdin"] == TASK
+    # Prompt assembly (on by default) adds the checks the result must pass to the task.
+    assembled = (
+        f"{TASK}\n\n{CHECKS_HEADER}\n"
+        "- the file count.txt has a match for the regular expression '^[0-9]+$'"
+    )
+    assert task == assembled and first["stdin"] == assembled
     assert feedback.startswith("Your previous run finished, but these checks")
     assert "content_regex" in feedback and "count.txt" in feedback
+    checks, tail = feedback.split("\n\nThe end of what your previous run printed:\n")
+    assert tail == "I wrote it."
     # goose cannot resume a session: the task goes again, the same feedback after it.
     _, goose_again = fakes.calls("goose")
-    assert goose_again["stdin"] == f"{TASK}\n\n{feedback}"
+    assert goose_again["stdin"] == (
+        f"{assembled}\n\n{checks}\n\nThe end of what your previous run printed:\nwrote it"
+    )
     assert goose_again["argv"] == ["run", "--no-session", "-i", "-"]
 
 

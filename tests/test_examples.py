@@ -99,3 +99,10 @@ async def test_shell_examples_run_to_their_announced_outcome(
     }
     merge = results["fan-out-fan-in"].sheets[-1]
     assert merge.output_tail is not None and "words: 9" in merge.output_tail
+    shards = {s.name: s for s in results["shards-and-conditions"].sheets}
+    assert [shards[f"shard-{i}"].status.value for i in range(1, 5)] == ["completed"] * 4
+    assert shards["cleanup"].status.value == "skipped"
+    assert shards["cleanup"].error_category is not None
+    assert shards["cleanup"].error_category.value == "condition"
+    summary = shards["summary"].output_tail or ""
+    assert "sheet 2: shard 1: 45" in summary and "sheet 5: shard 4: 60" in summary

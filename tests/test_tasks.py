@@ -293,8 +293,11 @@ async def test_tasks_through_the_stdio_bridge(tmp_path: Path) -> None:
         env={"PODIUM_HOME": str(home), "PATH": os.environ["PATH"]},
     )
     extension = TasksClient()
-    async with Client(params, extensions=[extension]) as client:
-        assert "io.modelcontextprotocol/tasks" in (client.server_capabilities.extensions or {})
+    # Pinned to 2026-07-28: on a loaded machine the bridge's first start of the conductor can
+    # outlast the client's version probe, which would fall back to the 2025-11-25 handshake.
+    async with Client(params, extensions=[extension], mode="2026-07-28") as client:
+        discovered = await request(client, "server/discover", {})
+        assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
         task_id = (await start_task(client, gate_spec("bridge")))["taskId"]
         async with listening(client, [task_id]):
             asked = await extension.wait_push(task_id, "input_required")

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from podium.core.engine.attempts import settle_job, skip_dependents, template_context
+from podium.core.engine.attempts import settle_job, skip_dependents
 from podium.core.engine.context import EngineContext
 from podium.core.engine.rules import OUTPUT_TAIL_BYTES, mark_terminal, set_job_status
+from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import JobState
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import InvalidTransitionError

@@ -3,13 +3,24 @@ turned into its sheet's transition (and, through it, its job's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from podium.core.engine import costs, ratelimits
 from podium.core.engine.context import EngineContext
+from podium.core.engine.fallbacks import fallback_config, move_to, next_usable, reason_to_move
+from podium.core.engine.prompt_inputs import (
+    PromptInputError,
+    assembled_prompt,
+    captured_files,
+    previous_outputs,
+)
 from podium.core.engine.rules import (
+    OUTPUT_TAIL_BYTES,
+    Verdict,
     final_job_status,
     finish_attempt_row,
     judge_attempt,
@@ -19,17 +30,17 @@ from podium.core.engine.rules import (
     skipped_after_failure,
     with_category,
 )
+from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.errors import PodiumError
 from podium.core.instruments.profile import applicable_config
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.prompts import validation_feedback
+from podium.core.runner.prompts import validation_feedback, with_output_tail
 from podium.core.runner.runner import AttemptPlan, AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.spec.templating import (
-    TemplateContext,
     TemplateRenderError,
     render_sheet_prompt,
     render_validation,
@@ -39,52 +50,6 @@ from podium.core.store.rows import AttemptRow
 # Wired in by the engine (this module imports no control): a job's last running sheet ended
 # within this op, and the job may have a pending modify to apply.
 IdleHook = Callable[[Tx, str], None]
-
-
-class AncestorOutputs(Mapping[int, str]):
-    """`outputs[N]` for a sheet: the stdout tails of its ancestors, looked up only for the
-    keys a template actually reads (a sheet at the end of a long chain has many)."""
-
-    def __init__(self, job_state: JobState, sheet_num: int) -> None:
-        self._state = job_state
-        self._num = sheet_num
-        self._ancestors: frozenset[int] | None = None
-
-    def _known(self) -> frozenset[int]:
-        if self._ancestors is None:
-            self._ancestors = frozenset(self._state.ancestors(self._num))
-        return self._ancestors
-
-    def __getitem__(self, key: int) -> str:
-        if key not in self._known():
-            raise KeyError(key)
-        return self._state.sheets[key].output_tail or ""
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._known()))
-
-    def __len__(self) -> int:
-        return len(self._known())
-
-
-def template_context(job_state: JobState, sheet_num: int) -> TemplateContext:
-    """What a sheet's templates (prompt, validations) may read. The job's spec must load."""
-    loaded = job_state.spec
-    assert loaded is not None
-    resolved = loaded.sheet(sheet_num)
-    job = job_state.job
-    return TemplateContext(
-        workspace=job.workspace,
-        job_id=job.job_id,
-        sheet_num=sheet_num,
-        total_sheets=len(job_state.sheets),
-        sheet_name=resolved.name,
-        start_item=resolved.start_item,
-        end_item=resolved.end_item,
-        variables=loaded.spec.variables,
-        outputs=AncestorOutputs(job_state, sheet_num),
-        sheet_names=loaded.sheet_numbers,
-    )
 
 
 def skip_dependents(tx: Tx, job_state: JobState, sheet_num: int) -> None:
@@ -145,8 +110,8 @@ def needs_earlier(row: AttemptRow) -> bool:
 
 def continuation(previous: Sequence[AttemptRow], instrument: str) -> Continuation:
     """What the next attempt (run with `instrument`) continues, from the sheet's last
-    attempts (latest first). A session is another CLI's after a changed spec switched the
-    sheet's instrument: only the feedback carries over then."""
+    attempts (latest first). A session is another CLI's after a changed spec or a fallback
+    switched the sheet's instrument: only the feedback carries over then."""
     for row in previous:
         if needs_earlier(row):
             continue
@@ -179,24 +144,59 @@ def plan_attempt(
     job = job_state.job
     sheet = job_state.sheets[entry.sheet_num]
     template = template_context(job_state, entry.sheet_num)
-    info = ctx.catalog.get(resolved.instrument)
+    workspace = Path(job.workspace)
+    context = loaded.spec.context
+    # The sheet row says which instrument runs it now: its own, or a fallback it moved to.
+    instrument = sheet.instrument
+    info = ctx.catalog.get(instrument)
     if info is None:
-        return f"unknown instrument {resolved.instrument!r}"
+        return f"unknown instrument {instrument!r}"
+    settings = applicable_config(resolved.instrument_config, info.profile)
+    if instrument != resolved.instrument:
+        settings = fallback_config(settings, info.profile)
+    # Prompt assembly is for requests, never for a prompt that is a program (shell).
+    assembling = loaded.spec.prompt_assembly and info.profile.retry_feedback
     try:
+        earlier: dict[int, str] = {}
+        files: dict[str, str] = {}
+        if context is not None:
+            earlier = previous_outputs(job_state, context, entry.sheet_num)
+            files = captured_files(context, template, workspace) if context.files else {}
+            template = template_context(
+                job_state, entry.sheet_num, previous_outputs=earlier, previous_files=files
+            )
         prompt = render_sheet_prompt(resolved, template)
         validations = [render_validation(v, template) for v in resolved.validations]
+        if assembling:
+            prompt = assembled_prompt(
+                prompt,
+                loaded,
+                entry.sheet_num,
+                template,
+                workspace=workspace,
+                spec_path=job.spec_path,
+                checks=validations,
+                previous=earlier,
+                files=files,
+            )
     except TemplateRenderError as exc:
         return f"template: {exc}"
+    except PromptInputError as exc:
+        return f"prompt: {exc}"
+    # Sessions are the instrument's the sheet runs on now (a fallback starts afresh).
+    carried = continuation(previous, instrument)
+    feedback = carried.feedback if assembling else None
+    if feedback is not None:
+        feedback = with_output_tail(feedback, sheet.output_tail)
     config = ctx.config
-    carried = continuation(previous, resolved.instrument)
     return AttemptPlan(
         job_id=job.job_id,
         sheet_num=entry.sheet_num,
         attempt=entry.attempt,
         prompt=prompt,
-        workspace=Path(job.workspace),
+        workspace=workspace,
         profile=info.profile,
-        instrument_config=applicable_config(resolved.instrument_config, info.profile),
+        instrument_config=settings,
         validations=validations,
         log_path=Path(sheet.log_path or ""),
         log_max_bytes=config.log_max_bytes,
@@ -204,7 +204,8 @@ def plan_attempt(
         base_env=ctx.base_env,
         home=str(config.home),
         resume_session_id=carried.session_id,
-        feedback=carried.feedback if info.profile.retry_feedback else None,
+        feedback=feedback,
+        keep_output_bytes=max(OUTPUT_TAIL_BYTES, context.output_bytes if context else 0),
     )
 
 
@@ -255,7 +256,16 @@ def record_result(
                 # The job is failing for its spec: record this attempt, retry nothing.
                 else RetryPolicy(max_retries=0)
             )
+            retries_before = sheet.retries_used
             verdict = judge_attempt(sheet, result, policy, ctx.retry_limits, now)
+            if job_state.spec is not None and job_state.spec.spec.context is not None:
+                keep = job_state.spec.spec.context.output_bytes
+                if keep > OUTPUT_TAIL_BYTES:
+                    sheet.output_tail = result.stdout_tail[-keep:]
+            moved = _fallback(ctx, job_state, num, result, verdict, now)
+            if moved is not None:
+                move_to(sheet, moved[0], moved[1], result, retries_before)
+                verdict = dataclasses.replace(verdict, failed=False)
             outcome = verdict.outcome
             key = job_state.hold_key(num)
             if verdict.hold_until is not None:
@@ -293,6 +303,26 @@ def record_result(
         tx.after(done)
 
     return Op(apply, jobs=[entry.job_id], name="record attempt")
+
+
+def _fallback(
+    ctx: EngineContext,
+    job_state: JobState,
+    num: int,
+    result: AttemptResult,
+    verdict: Verdict,
+    now: datetime,
+) -> tuple[str, str] | None:
+    """(next instrument, why) when this result moves the sheet to a fallback."""
+    loaded = job_state.spec
+    if loaded is None or not loaded.sheet(num).fallbacks:
+        return None
+    why = reason_to_move(result, verdict, now, loaded.spec.fallback_wait_seconds)
+    if why is None:
+        return None
+    current = job_state.sheets[num].instrument
+    target = next_usable(loaded.sheet(num), current, ctx.usable)
+    return None if target is None else (target, why)
 
 
 def record_process(entry: RunningSheet, ref: ProcessGroupRef) -> Op[None]:

@@ -53,6 +53,11 @@ class EngineContext:
             self.config.max_rate_limit_retries, self.config.max_rate_limit_wait_seconds
         )
 
+    def usable(self, instrument: str) -> bool:
+        """Whether `instrument` is known and installed (as probed at start or reload)."""
+        info = self.catalog.get(instrument)
+        return info is not None and info.available
+
     @property
     def failure_rate(self) -> float | None:
         if len(self.recent_outcomes) < MIN_OUTCOMES_FOR_RATE:

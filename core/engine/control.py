@@ -4,7 +4,7 @@ of the writer: read rows, decide by the table, write."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -33,7 +33,7 @@ from podium.core.models import (
     PauseReason,
     SheetStatus,
 )
-from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 from podium.core.store.rows import JobRow, SheetRow, TaskRow, clone
 
 log = structlog.get_logger("podium.control")
@@ -136,11 +136,15 @@ class Control:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        choose: Callable[[ResolvedSheet], str] | None = None,
+        chain: tuple[str, int] | None = None,
         task: TaskRow | None = None,
     ) -> tuple[JobRow, bool]:
         """Register a job; returns (job, created). The same job_id with the same spec returns
-        the existing job, so a retried submit is safe. `task` (a durable task handle of the
-        job) is committed in the same transaction: it exists once this returns."""
+        the existing job, so a retried submit is safe. `choose` picks the instrument each
+        sheet starts on (its own, or a fallback when its own is not installed). `task` (a
+        durable task handle of the job) is committed in the same transaction: it exists
+        once this returns."""
         fingerprint = loaded.fingerprint()
 
         taken: list[JobRow] = []
@@ -179,6 +183,8 @@ class Control:
                 priority=spec.priority,
                 labels=list(spec.labels),
                 cost_limit_usd=spec.cost_limit_usd,
+                chained_from=chain[0] if chain else None,
+                chain_depth=chain[1] if chain else 0,
             )
             sheets = [
                 SheetRow(
@@ -186,7 +192,7 @@ class Control:
                     sheet_num=s.sheet_num,
                     name=s.name,
                     status=SheetStatus.PENDING,
-                    instrument=s.instrument,
+                    instrument=choose(s) if choose is not None else s.instrument,
                     updated_at=now,
                     depends_on=list(s.depends_on),
                 )
@@ -321,6 +327,15 @@ class Control:
                 tx.edit_job(job_id).snapshot_path = path
 
         await self.writer.run(Op(apply, job_rows=[job_id], name="snapshot path"))
+
+    async def hook_done(self, job_id: str, hook: str) -> None:
+        """A job's end hook ran (or gave up): it is not run again, even after a restart."""
+
+        def apply(tx: Tx) -> None:
+            if tx.has_job(job_id) and hook in tx.job(job_id).pending_hooks:
+                tx.edit_job(job_id).pending_hooks.remove(hook)
+
+        await self.writer.run(Op(apply, job_rows=[job_id], name="hook done"))
 
     async def purge_tasks(self, task_ids: Sequence[str]) -> None:
         def apply(tx: Tx) -> None:

@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import anyio
 import structlog
@@ -23,7 +24,9 @@ from podium.core.engine.attempts import (
     plan_attempt,
     record_process,
     record_result,
+    settle_job,
 )
+from podium.core.engine.conditions import skip_command_reason, skip_when_reason
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
 from podium.core.engine.rules import (
@@ -31,8 +34,10 @@ from podium.core.engine.rules import (
     failed_before_start,
     set_job_status,
     sheet_is_startable,
+    skip_by_condition,
 )
 from podium.core.engine.scheduler import Candidate, free_slots, pick_next
+from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
@@ -40,7 +45,8 @@ from podium.core.errors import NotFoundError, PodiumError
 from podium.core.models import JobStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.runner import run_attempt
+from podium.core.runner.runner import AttemptPlan, run_attempt
+from podium.core.spec.templating import TemplateRenderError, render
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.dispatch")
@@ -142,7 +148,12 @@ class Dispatcher:
                 for job_id, _ in picks:
                     self.state.take_slot(job_id)
                 self.state.starting.update(picks)
-                self._task_group.start_soon(self._start, picks)
+                plain = [p for p in picks if not self._probed(p)]
+                if plain:
+                    self._task_group.start_soon(self._start, plain)
+                for pick in picks:
+                    if self._probed(pick):
+                        self._task_group.start_soon(self._probe_then_start, pick)
         return self._next_wake()
 
     def _next_wake(self) -> datetime | None:
@@ -276,14 +287,71 @@ class Dispatcher:
 
     # ----- starting and running ------------------------------------------------------------
 
-    async def _start(self, picks: list[tuple[str, int]]) -> None:
-        """Commit the start of `picks` (slots already taken for them), then launch them."""
+    def _probed(self, pick: tuple[str, int]) -> bool:
+        """Whether the sheet has a `skip_when_command` to run before it may start."""
+        job_state = self.state.jobs.get(pick[0])
+        spec = job_state.spec if job_state is not None else None
+        return spec is not None and spec.sheet(pick[1]).skip_when_command is not None
+
+    async def _probe_then_start(self, pick: tuple[str, int]) -> None:
+        """Run the sheet's `skip_when_command` (its slot held), then start or skip it."""
+        skip: str | None = None
+        error: str | None = None
+        try:
+            skip, error = await self._probe(*pick)
+        except Exception:  # a bug must not keep the slot: the sheet just starts
+            log.exception("skip_when_command failed", job_id=pick[0], sheet=pick[1])
+        await self._start([pick], skips={pick: skip} if skip else None, errors={pick: error})
+
+    async def _probe(self, job_id: str, num: int) -> tuple[str | None, str | None]:
+        job_state = self.state.jobs.get(job_id)
+        if job_state is None or job_state.spec is None or not job_state.dispatchable:
+            return None, None
+        loaded = job_state.spec
+        resolved = loaded.sheet(num)
+        condition = resolved.skip_when_command
+        assert condition is not None
+        context = template_context(job_state, num)
+        try:
+            if skip_when_reason(resolved, context, job_state.sheets, loaded.sheet_numbers):
+                return None, None  # the start op skips it without running the command
+            command = render(condition.command, context)
+        except TemplateRenderError as exc:
+            return None, None if resolved.skip_when else f"skip_when_command: {exc}"
+        workspace = job_state.job.workspace
+        env = {
+            **self.ctx.base_env,
+            **resolved.instrument_config.env,
+            "PODIUM_JOB_ID": job_id,
+            "PODIUM_SHEET_NUM": str(num),
+            "PODIUM_WORKSPACE": workspace,
+        }
+        reason, did = await skip_command_reason(
+            condition,
+            command,
+            workspace=Path(workspace),
+            env=env,
+            kill_grace_seconds=self.ctx.config.kill_grace_seconds,
+        )
+        log.info("skip_when_command", job_id=job_id, sheet=num, result=did)
+        return reason, None
+
+    async def _start(
+        self,
+        picks: list[tuple[str, int]],
+        skips: Mapping[tuple[str, int], str] | None = None,
+        errors: Mapping[tuple[str, int], str | None] | None = None,
+    ) -> None:
+        """Commit the start of `picks` (slots already taken for them), then launch them;
+        a sheet whose condition says so is skipped instead (`skips`: decided before, by its
+        command). `errors`: why a pick's attempt must fail at once."""
         ctx = self.ctx
 
         gated: list[tuple[str, int]] = []
 
         def apply(tx: Tx) -> list[tuple[str, int, int]]:
             started: list[tuple[str, int, int]] = []
+            failing: dict[tuple[str, int, int], str] = {}
             gated.clear()
             if self._stopping:
                 return started
@@ -298,12 +366,22 @@ class Dispatcher:
                     or not sheet_is_startable(sheet, tx.now)
                 ):
                     continue
+                error = (errors or {}).get((job_id, num))
+                skip = (skips or {}).get((job_id, num))
+                if skip is None and error is None:
+                    skip, error = _skip_when(tx, job_state, num)
+                if skip is not None:
+                    skip_by_condition(tx.edit_sheet(job_id, num), tx.now, skip)
+                    _settle(tx, job_id)
+                    continue
                 if approvals.is_gate(ctx, sheet.instrument):
                     # No process: the gate opens (or its wait ran out) in this same commit.
                     approvals.open_or_expire(ctx, tx, job_state, num)
                     gated.append((job_id, num))
                     continue
                 attempt = sheet.attempts + 1
+                if error is not None:
+                    failing[(job_id, num, attempt)] = error
                 log_path = self._log_path(job_id, num, attempt)
                 begin_attempt(tx.edit_sheet(job_id, num), attempt, tx.now, log_path)
                 tx.add_attempt(
@@ -322,7 +400,7 @@ class Dispatcher:
                     set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
                 started.append((job_id, num, attempt))
             if started:
-                tx.after(lambda: self._launch(started))
+                tx.after(lambda: self._launch(started, failing))
             return started
 
         started: list[tuple[str, int, int]] = []
@@ -346,22 +424,27 @@ class Dispatcher:
             logs = self._logs_dir = str(self.ctx.config.logs_dir)
         return f"{logs}/{job_id}/sheet-{sheet_num}-attempt-{attempt}.log"
 
-    def _launch(self, started: list[tuple[str, int, int]]) -> None:
+    def _launch(
+        self, started: list[tuple[str, int, int]], failing: Mapping[tuple[str, int, int], str]
+    ) -> None:
         """Runs right after the start is committed, before any other change: a control call
         made from now on finds these attempts in the running table."""
         assert self._task_group is not None
         for job_id, num, attempt in started:
             entry = RunningSheet(job_id, num, attempt)
             self.state.add_running(entry)
-            self._task_group.start_soon(self._run_sheet, entry)
+            self._task_group.start_soon(self._run_sheet, entry, failing.get((job_id, num, attempt)))
         self.state.started_running()
 
-    async def _run_sheet(self, entry: RunningSheet) -> None:
+    async def _run_sheet(self, entry: RunningSheet, error: str | None = None) -> None:
         started = utcnow()
         ctx = self.ctx
         try:
-            previous = await self._previous_attempts(entry)
-            plan = plan_attempt(ctx, self.state, entry, previous)
+            if error is not None:
+                plan: AttemptPlan | str = error
+            else:
+                previous = await self._previous_attempts(entry)
+                plan = plan_attempt(ctx, self.state, entry, previous)
             if isinstance(plan, str):
                 result = failed_before_start(plan, started, "")
             else:
@@ -421,6 +504,28 @@ class Dispatcher:
             asyncio.get_running_loop().call_later(PROCESS_RECORD_DELAY_SECONDS, submit)
 
         return record
+
+
+def _skip_when(tx: Tx, job_state: JobState, num: int) -> tuple[str | None, str | None]:
+    """(skip reason, error) of the sheet's `skip_when`, on the rows this op reads."""
+    loaded = job_state.spec
+    if loaded is None or loaded.sheet(num).skip_when is None:
+        return None, None
+    context = template_context(job_state, num)
+    try:
+        reason = skip_when_reason(
+            loaded.sheet(num), context, tx.sheets(job_state.job_id), loaded.sheet_numbers
+        )
+    except TemplateRenderError as exc:
+        return None, f"skip_when: {exc}"
+    return reason, None
+
+
+def _settle(tx: Tx, job_id: str) -> None:
+    """A sheet ended without an attempt: the job runs, or ends if that was its last."""
+    if tx.job(job_id).status is JobStatus.QUEUED:
+        set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
+    settle_job(tx, job_id)
 
 
 def _startable(keys: Mapping[str, int], held: set[str], released: set[str], busy: set[str]) -> int:

@@ -18,6 +18,7 @@ from podium.core.engine.attempts import record_result
 from podium.core.engine.context import EngineContext, TerminalHook
 from podium.core.engine.control import Control, resume_now
 from podium.core.engine.dispatch import Dispatcher
+from podium.core.engine.fallbacks import first_usable
 from podium.core.engine.recovery import Recovery
 from podium.core.engine.scheduler import Limits
 from podium.core.engine.state import EngineState, RunningSheet
@@ -160,6 +161,7 @@ class Engine:
         workspace: Path,
         start: bool,
         spec_path: Path | None,
+        chain: tuple[str, int] | None = None,
         task: TaskRow | None = None,
     ) -> tuple[JobRow, bool]:
         return await self.control.submit(
@@ -168,6 +170,8 @@ class Engine:
             workspace=workspace,
             start=start,
             spec_path=spec_path,
+            choose=lambda sheet: first_usable(sheet, self.ctx.usable),
+            chain=chain,
             task=task,
         )
 
@@ -224,6 +228,9 @@ class Engine:
 
     async def set_snapshot_path(self, job_id: str, path: str) -> None:
         await self.control.set_snapshot_path(job_id, path)
+
+    async def hook_done(self, job_id: str, hook: str) -> None:
+        await self.control.hook_done(job_id, hook)
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         return await self.control.delete(job_ids)

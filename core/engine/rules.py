@@ -18,6 +18,7 @@ from podium.core.models import (
     Outcome,
     SheetStatus,
     WaitingReason,
+    counts_as_done,
 )
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
@@ -259,7 +260,7 @@ def unreachable(sheets: Mapping[int, SheetRow]) -> list[tuple[int, str]]:
                 stack.extend(missing)
                 continue
             stack.pop()
-            found = [d for d in deps if sheets[d].status in _DEAD]
+            found = [d for d in deps if _dead(sheets[d])]
             found += [b for d in deps if (b := blocked_by[d]) is not None]
             blocked_by[top] = min(found) if found else None
         return blocked_by[num]
@@ -273,6 +274,11 @@ def unreachable(sheets: Mapping[int, SheetRow]) -> list[tuple[int, str]]:
     return out
 
 
+def _dead(sheet: SheetRow) -> bool:
+    """Ended without completing, so its dependents can never run."""
+    return sheet.status in _DEAD and not counts_as_done(sheet.status, sheet.error_category)
+
+
 def final_job_status(sheets: Iterable[SheetRow]) -> tuple[JobStatus, str | None] | None:
     """The terminal status a job reaches once every sheet is terminal, else None."""
     rows = sorted(sheets, key=lambda s: s.sheet_num)
@@ -283,7 +289,7 @@ def final_job_status(sheets: Iterable[SheetRow]) -> tuple[JobStatus, str | None]
         first = failed[0]
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         return JobStatus.FAILED, f"sheet {first.sheet_num} failed: {first.last_error}{more}"
-    if all(s.status is SheetStatus.COMPLETED for s in rows):
+    if all(counts_as_done(s.status, s.error_category) for s in rows):
         return JobStatus.COMPLETED, None
     if any(s.status is SheetStatus.CANCELLED for s in rows):
         return JobStatus.CANCELLED, None
@@ -291,7 +297,16 @@ def final_job_status(sheets: Iterable[SheetRow]) -> tuple[JobStatus, str | None]
 
 
 def resettable(sheets: Iterable[SheetRow]) -> list[SheetRow]:
-    return [s for s in sheets if s.status in RETRYABLE_SHEET_STATUSES]
+    """Sheets a resume runs again; a sheet its own condition skipped stays done."""
+    return [
+        s
+        for s in sheets
+        if s.status in RETRYABLE_SHEET_STATUSES and not counts_as_done(s.status, s.error_category)
+    ]
+
+
+def skip_by_condition(sheet: SheetRow, now: datetime, reason: str) -> None:
+    mark_terminal(sheet, SheetStatus.SKIPPED, now, reason, ErrorCategory.CONDITION)
 
 
 def failed_before_start(error: str, now: datetime, log_path: str) -> AttemptResult:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from podium.core.models import JobStatus, SheetStatus
+from podium.core.models import JobStatus, SheetStatus, counts_as_done
 from podium.core.runner.process import RunControl
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow
@@ -79,15 +79,14 @@ class JobState:
         self._heaps: dict[str, list[tuple[int, int, int]]] = {}
         self._ready: dict[str, set[int]] = {}
         self._key: dict[int, str] = {}
+        self._key_of = key_of
         # Where new timers go (the dispatcher drains it); set by EngineState.add.
         self.timers: list[Timer] | None = None
         self._deadline_timer: datetime | None = None
         for sheet in sheets:
             self._key[sheet.sheet_num] = key_of(sheet.instrument)
             self.unmet[sheet.sheet_num] = sum(
-                1
-                for d in sheet.depends_on
-                if d in self.sheets and self.sheets[d].status is not SheetStatus.COMPLETED
+                1 for d in sheet.depends_on if d in self.sheets and not _done(self.sheets[d])
             )
         for sheet in sheets:
             self._enter(sheet)
@@ -192,8 +191,8 @@ class JobState:
         if old.status is not new.status:
             self.counts[old.status] -= 1
             self.counts[new.status] += 1
-            if (old.status is SheetStatus.COMPLETED) != (new.status is SheetStatus.COMPLETED):
-                step = -1 if new.status is SheetStatus.COMPLETED else 1
+            if _done(old) != _done(new):
+                step = -1 if _done(new) else 1
                 for child in self.children[num]:
                     self.unmet[child] += step
                     if step < 0 and self.unmet[child] == 0:
@@ -201,6 +200,9 @@ class JobState:
                     elif step > 0:
                         self._leave_ready(child)
         self._leave(old)
+        if old.instrument != new.instrument:
+            # Moved to a fallback: it waits behind that instrument's holds from now on.
+            self._key[num] = self._key_of(new.instrument)
         self._enter(new, now)
 
     def wait_over(self, sheet_num: int, now: datetime) -> bool:
@@ -271,6 +273,10 @@ class JobState:
                 seen.add(num)
                 yield num
                 stack.extend(self.sheets[num].depends_on)
+
+
+def _done(sheet: SheetRow) -> bool:
+    return counts_as_done(sheet.status, sheet.error_category)
 
 
 def _depths(sheets: dict[int, SheetRow]) -> dict[int, int]:

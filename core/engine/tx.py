@@ -104,6 +104,20 @@ class Tx:
             raise job_not_found(job_id)
         return loose
 
+    def committed_job(self, job_id: str) -> JobRow | None:
+        """The job row as it was before this op (with the group's earlier edits)."""
+        if job_id in self._group.jobs:
+            return self._group.jobs[job_id]
+        found = self._state.jobs.get(job_id)
+        return found.job if found is not None else self._loose.get(job_id)
+
+    def spec_of(self, job_id: str) -> LoadedSpec | None:
+        """The job's spec as this op leaves it (None when not in hand)."""
+        if job_id in self.specs:
+            return self.specs[job_id]
+        found = self._state.jobs.get(job_id)
+        return found.spec if found is not None else None
+
     def sheet(self, job_id: str, sheet_num: int) -> SheetRow:
         key = (job_id, sheet_num)
         added = self._added.get(key)

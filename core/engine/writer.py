@@ -25,6 +25,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from podium.core.engine.hooks_intent import stamp_hooks
 from podium.core.engine.state import EngineState, JobState
 from podium.core.engine.tx import Layer, Op, Tx
 from podium.core.errors import ConflictError, PodiumError
@@ -180,6 +181,7 @@ class Writer:
             tx = Tx(self.state, overlay, loose, now)
             try:
                 pending.result = pending.op.apply(tx)
+                stamp_hooks(tx)
             except Exception as exc:
                 pending.error = exc
                 pending.done.set()

@@ -125,7 +125,7 @@ class InstrumentCatalog:
         info = self._infos.get(name)
         problem = self.check(name)
         if info is None:
-            return InstrumentTraits(problem=problem)
+            return InstrumentTraits(problem=problem, known=False)
         return InstrumentTraits(
             problem=problem,
             permission_modes=frozenset(info.profile.permission_flags),

@@ -437,6 +437,7 @@ async def run_captured(
     timeout_seconds: float | None,
     kill_grace_seconds: float,
     capture_bytes: int = 64 * 1024,
+    stdin_data: bytes | None = None,
 ) -> tuple[ProcessOutcome, str]:
     """Run a helper command (not a sheet) with output captured in memory, not logged.
 
@@ -455,7 +456,7 @@ async def run_captured(
         argv,
         cwd=cwd,
         env=env,
-        stdin_data=None,
+        stdin_data=stdin_data,
         on_output=on_output,
         timeout_seconds=timeout_seconds,
         idle_timeout_seconds=None,

@@ -47,3 +47,17 @@ def attempt_prompt(prompt: str, *, feedback: str | None, resuming: bool) -> str:
     if feedback:
         return f"{prompt}\n\n{feedback}"
     return prompt
+
+
+_TAIL_HEADER = "The end of what your previous run printed:"
+
+
+def with_output_tail(feedback: str, tail: str | None, limit: int = 2000) -> str:
+    """Feedback that also shows the end of the previous attempt's output (prompt assembly
+    on): what it printed is often why its checks failed."""
+    text = (tail or "").strip()
+    if not text:
+        return feedback
+    if len(text) > limit:
+        text = "…" + text[-(limit - 1) :]
+    return f"{feedback}\n\n{_TAIL_HEADER}\n{text}"

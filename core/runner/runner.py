@@ -64,6 +64,9 @@ class AttemptPlan:
     # Why the last attempt did not finish (e.g. `validation_feedback(...)`): sent with the
     # task, or instead of it, first, when resuming (see `prompts.attempt_prompt`).
     feedback: str | None = None
+    # How much of the end of stdout the result keeps (more than the usual 4 KiB when the job's
+    # `context` asks later sheets to see more).
+    keep_output_bytes: int = 4096
 
     @property
     def timeout_seconds(self) -> float:
@@ -88,6 +91,9 @@ class AttemptResult:
     # then, when the CLI said so (else None: back off).
     retry_after_seconds: float | None = None
     reset_at: datetime | None = None
+    # The instrument itself could not run (its executable would not start): a sheet with
+    # fallbacks moves to the next one.
+    instrument_unusable: bool = False
     # What a JSON-emitting CLI reported, on any run: its session (the one a retry resumes)
     # and what the run cost, as the CLI counts it.
     session_id: str | None = None
@@ -307,7 +313,11 @@ async def _run_and_judge(
         kill_grace_seconds=plan.kill_grace_seconds,
         control=control,
         on_spawn=on_spawn,
-        stdout_tail_bytes=STRUCTURED_OUTPUT_BYTES if output_format != "text" else TEXT_TAIL_BYTES,
+        stdout_tail_bytes=(
+            STRUCTURED_OUTPUT_BYTES
+            if output_format != "text"
+            else max(TEXT_TAIL_BYTES, plan.keep_output_bytes)
+        ),
     )
     raw_stdout = proc.stdout_tail
     documents = parse_documents(output_format, raw_stdout)
@@ -315,7 +325,8 @@ async def _run_and_judge(
     if report.answer is not None:
         proc = dataclasses.replace(proc, stdout_tail=report.answer)
     elif output_format != "text":
-        tail = raw_stdout.encode()[-TEXT_TAIL_BYTES:].decode(errors="ignore")
+        keep = max(TEXT_TAIL_BYTES, plan.keep_output_bytes)
+        tail = raw_stdout.encode()[-keep:].decode(errors="ignore")
         proc = dataclasses.replace(proc, stdout_tail=tail)
     reported = {**_usage_fields(report), "resumed_session_id": invocation.resumed_session_id}
 
@@ -327,6 +338,7 @@ async def _run_and_judge(
             outcome=Outcome.FAILED,
             error_category=ErrorCategory.FAILED,
             error=f"could not start {invocation.argv[0]!r}: {proc.spawn_error}",
+            instrument_unusable=True,
         )
     if proc.cancelled:
         return result(

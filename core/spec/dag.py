@@ -52,7 +52,8 @@ def add_dep(graph: Graph, num: int, ref: int | str, path: str, errors: list[Fiel
 
 
 def build_graph(spec: JobSpec, errors: list[FieldError]) -> Graph:
-    count = spec.total_sheets
+    """The DAG of the sheets as declared (stages, before any fan-out)."""
+    count = spec.stage_count
     if spec.sheets is not None:
         names = {s.name: i + 1 for i, s in enumerate(spec.sheets) if s.name is not None}
     else:

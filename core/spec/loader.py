@@ -27,10 +27,26 @@ from podium.core.spec.bounds import (
     check_value,
     refuse,
 )
+from podium.core.spec.condition_check import (
+    StageConditions,
+    check_conditions,
+    stage_conditions,
+)
+from podium.core.spec.conditions import SkipWhenCommand
 from podium.core.spec.dag import Graph, add_dep, ancestor_bits, build_graph, find_cycles
+from podium.core.spec.fanout import (
+    Slot,
+    check_names,
+    expand_deps,
+    instance_name,
+    layout,
+    sheet_graph,
+    stage_counts,
+)
 from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
+    MAX_SHEETS,
     TEMPLATED_VALIDATION_FIELDS,
     InstrumentConfig,
     JobSpec,
@@ -39,6 +55,8 @@ from podium.core.spec.models import (
     form_errors,
     merge_instrument_config,
 )
+from podium.core.spec.prompt_check import check_prompt_inputs
+from podium.core.spec.prompting import InjectionItem
 from podium.core.spec.templating import TemplateRenderError, check_templates, undefined_names
 
 REDACTED = "***"
@@ -49,6 +67,7 @@ class InstrumentTraits:
     """What the loader needs to know of an instrument to check a spec against it."""
 
     problem: str | None = None  # why the instrument cannot be used; None when it can
+    known: bool = True  # False: no such instrument (a typo), not merely one not installed
     permission_modes: frozenset[str] = frozenset()
     accepts_model: bool = False
 
@@ -67,6 +86,17 @@ class ResolvedSheet:
     validations: tuple[Validation, ...]  # the sheet's own, then the job-level ones
     start_item: int | None = None  # batch form only; 1-based, inclusive
     end_item: int | None = None
+    # Fan-out: the declared sheet (1-based position) this one is an instance of.
+    stage: int = 0
+    instance: int = 1
+    fan_count: int = 1
+    # Instruments to move to, in order, when `instrument` cannot do the work.
+    fallbacks: tuple[str, ...] = ()
+    # Files whose contents prompt assembly puts in this sheet's prompt.
+    cadenzas: tuple[InjectionItem, ...] = ()
+    # Conditions that skip the sheet (status `skipped`, its dependents run).
+    skip_when: str | None = None
+    skip_when_command: SkipWhenCommand | None = None
 
 
 @dataclass(frozen=True)
@@ -366,39 +396,64 @@ def _salvage_errors(
     return errors
 
 
-def _expand(spec: JobSpec, graph: Graph) -> list[ResolvedSheet]:
+def _chain_tail(primary: str, own: list[str] | None, spec: JobSpec) -> tuple[str, ...]:
+    """The fallbacks after `primary`, each once, never `primary` itself."""
+    names = spec.fallbacks if own is None else own
+    return tuple(n for n in dict.fromkeys(names) if n != primary)
+
+
+def _expand(
+    spec: JobSpec, slots: list[Slot], deps: list[set[int]], conditions: list[StageConditions]
+) -> list[ResolvedSheet]:
     job_validations = tuple(spec.validations)
+    out: list[ResolvedSheet] = []
     if spec.sheets is not None:
-        return [
-            ResolvedSheet(
-                sheet_num=i + 1,
-                name=s.name,
-                prompt=s.prompt,
-                depends_on=tuple(sorted(graph.deps[i + 1])),
-                instrument=s.instrument or spec.instrument,
-                instrument_config=merge_instrument_config(
-                    spec.instrument_config, s.instrument_config
-                ),
-                validations=tuple(s.validations) + job_validations,
+        for num, slot in enumerate(slots, start=1):
+            s = spec.sheets[slot.stage - 1]
+            out.append(
+                ResolvedSheet(
+                    sheet_num=num,
+                    name=instance_name(s.name, slot),
+                    prompt=s.prompt,
+                    depends_on=tuple(sorted(deps[num])),
+                    instrument=s.instrument or spec.instrument,
+                    fallbacks=_chain_tail(s.instrument or spec.instrument, s.fallbacks, spec),
+                    instrument_config=merge_instrument_config(
+                        spec.instrument_config, s.instrument_config
+                    ),
+                    validations=tuple(s.validations) + job_validations,
+                    cadenzas=tuple(s.cadenzas),
+                    stage=slot.stage,
+                    instance=slot.instance,
+                    fan_count=slot.fan_count,
+                    skip_when=conditions[slot.stage - 1].skip_when,
+                    skip_when_command=conditions[slot.stage - 1].skip_when_command,
+                )
             )
-            for i, s in enumerate(spec.sheets)
-        ]
+        return out
     assert spec.sheet is not None and spec.prompt is not None
     size, total = spec.sheet.size, spec.sheet.total_items
-    return [
-        ResolvedSheet(
-            sheet_num=n,
-            name=f"sheet-{n}",
-            prompt=spec.prompt.template,
-            depends_on=tuple(sorted(graph.deps[n])),
-            instrument=spec.instrument,
-            instrument_config=spec.instrument_config,
-            validations=job_validations,
-            start_item=(n - 1) * size + 1,
-            end_item=min(n * size, total),
+    for num, slot in enumerate(slots, start=1):
+        out.append(
+            ResolvedSheet(
+                sheet_num=num,
+                name=instance_name(f"sheet-{slot.stage}", slot),
+                prompt=spec.prompt.template,
+                depends_on=tuple(sorted(deps[num])),
+                instrument=spec.instrument,
+                fallbacks=_chain_tail(spec.instrument, None, spec),
+                instrument_config=spec.instrument_config,
+                validations=job_validations,
+                start_item=(slot.stage - 1) * size + 1,
+                end_item=min(slot.stage * size, total),
+                stage=slot.stage,
+                instance=slot.instance,
+                fan_count=slot.fan_count,
+                skip_when=conditions[slot.stage - 1].skip_when,
+                skip_when_command=conditions[slot.stage - 1].skip_when_command,
+            )
         )
-        for n in range(1, graph.count + 1)
-    ]
+    return out
 
 
 # --- instruments and templates ---------------------------------------------------------------
@@ -459,25 +514,34 @@ def _check_instrument_settings(
 def _check_instruments(
     spec: JobSpec, sheets: list[ResolvedSheet], lookup: InstrumentLookup
 ) -> list[FieldError]:
-    paths: dict[str, list[str]] = {}
-    explicit: list[SheetSpec | None] = list(spec.sheets) if spec.sheets else [None] * len(sheets)
+    """Unknown instruments, and instruments that cannot run a sheet which has no installed
+    fallback; a sheet whose own instrument is missing starts on its first installed one."""
     traits: dict[str, InstrumentTraits] = {}
+
+    def get(name: str) -> InstrumentTraits:
+        found = traits.get(name)
+        if found is None:
+            found = traits[name] = lookup(name)
+        return found
+
     errors: list[FieldError] = []
-    for index, (resolved, sheet) in enumerate(zip(sheets, explicit, strict=True)):
+    for resolved in sheets:
+        index = resolved.stage - 1
+        sheet = spec.sheets[index] if spec.sheets else None
         named_here = sheet is not None and sheet.instrument is not None
         path = f"sheets.{index}.instrument" if named_here else "instrument"
-        where = paths.setdefault(resolved.instrument, [])
-        if path not in where:
-            where.append(path)
-        found = traits.get(resolved.instrument)
-        if found is None:
-            found = traits[resolved.instrument] = lookup(resolved.instrument)
-        if found.problem is None:
-            errors.extend(_check_instrument_settings(spec, resolved, sheet, index, found))
-    for name, where in paths.items():
-        problem = traits[name].problem
-        if problem is not None:
-            errors.extend(FieldError(path, problem) for path in where)
+        primary = get(resolved.instrument)
+        if primary.problem is None:
+            errors.extend(_check_instrument_settings(spec, resolved, sheet, index, primary))
+        elif not (primary.known and any(get(f).problem is None for f in resolved.fallbacks)):
+            errors.append(FieldError(path, primary.problem))
+        own = sheet is not None and sheet.fallbacks is not None
+        listed = (sheet.fallbacks or []) if own and sheet is not None else spec.fallbacks
+        prefix = f"sheets.{index}.fallbacks" if own else "fallbacks"
+        for j, name in enumerate(listed):
+            found = get(name)
+            if not found.known and found.problem is not None:
+                errors.append(FieldError(f"{prefix}.{j}", found.problem))
     # A job-level value wrong for several sheets' instrument is one error, not one per sheet.
     return list(dict.fromkeys(errors))
 
@@ -533,10 +597,20 @@ def load_spec(
     for cycle in cycles:
         chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
         errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
-    sheets = _expand(spec, graph)
+    counts = stage_counts(spec, graph, errors)
+    if sum(counts) > MAX_SHEETS:
+        raise SpecError(errors)  # too many to expand and check one by one
+    check_names(spec, counts, errors)
+    slots = layout(counts)
+    deps = expand_deps(graph.deps, counts)
+    conditions = stage_conditions(spec, graph, errors)
+    errors.extend(check_conditions(spec, conditions))
+    errors.extend(check_prompt_inputs(spec))
+    sheets = _expand(spec, slots, deps, conditions)
     if instruments is not None:
         errors.extend(_check_instruments(spec, sheets, instruments))
-    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(graph)))
+    expanded = sheet_graph(slots, deps, {s.sheet_num: s.name for s in sheets})
+    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(expanded)))
     if errors:
         raise SpecError(errors)
     return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -23,6 +22,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from podium.core.spec.base import NonBlankStr, SpecModel, is_templated
+from podium.core.spec.conditions import SkipWhen, SkipWhenCommand
+from podium.core.spec.hooks import ChainSpec, Notifications
+from podium.core.spec.prompting import MAX_INJECTED_FILES, ContextSpec, Injection
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 MAX_SHEETS = 10000
@@ -39,6 +43,11 @@ BUILTIN_TEMPLATE_VARIABLES = frozenset(
         "start_item",
         "end_item",
         "outputs",
+        "stage",
+        "instance",
+        "fan_count",
+        "previous_outputs",
+        "previous_files",
     }
 )
 
@@ -49,23 +58,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Error type of the whole-spec form check; the loader reports the same problems with
 # precise paths from the raw data, so it drops errors of this type.
 FORM_ERROR_TYPE = "spec_form"
-
-
-def is_templated(text: str) -> bool:
-    return "{{" in text or "{%" in text
-
-
-class _SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-NonBlankStr = Annotated[str, AfterValidator(_not_blank)]
 
 
 # --- instrument settings -------------------------------------------------------------------
@@ -93,7 +85,7 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
 
 
-class InstrumentConfig(_SpecModel):
+class InstrumentConfig(SpecModel):
     """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
 
     timeout_seconds: float | None = Field(
@@ -156,19 +148,19 @@ MAX_PATTERN_CHARS = 4096
 _PATH = "relative to the workspace (must stay inside it); a template"
 
 
-class FileExistsValidation(_SpecModel):
+class FileExistsValidation(SpecModel):
     type: Literal["file_exists"] = "file_exists"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
-class FileModifiedValidation(_SpecModel):
+class FileModifiedValidation(SpecModel):
     """The file changed during this attempt."""
 
     type: Literal["file_modified"] = "file_modified"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
 
 
-class ContentContainsValidation(_SpecModel):
+class ContentContainsValidation(SpecModel):
     type: Literal["content_contains"] = "content_contains"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(
@@ -176,7 +168,7 @@ class ContentContainsValidation(_SpecModel):
     )
 
 
-class ContentRegexValidation(_SpecModel):
+class ContentRegexValidation(SpecModel):
     type: Literal["content_regex"] = "content_regex"
     path: NonBlankStr = Field(description=_PATH, examples=["out.txt"])
     pattern: str = Field(
@@ -199,7 +191,7 @@ class ContentRegexValidation(_SpecModel):
         return value
 
 
-class CommandSucceedsValidation(_SpecModel):
+class CommandSucceedsValidation(SpecModel):
     type: Literal["command_succeeds"] = "command_succeeds"
     command: NonBlankStr = Field(
         description="bash command run in the workspace; exit 0 passes", examples=["test -s out.txt"]
@@ -263,7 +255,7 @@ SheetName = Annotated[str, Field(pattern=SHEET_NAME_PATTERN), AfterValidator(_no
 InstrumentName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
-class SheetSpec(_SpecModel):
+class SheetSpec(SpecModel):
     name: SheetName | None = Field(
         default=None,
         description="unique label; depends_on and outputs can use it",
@@ -287,9 +279,37 @@ class SheetSpec(_SpecModel):
     validations: list[Validation] = Field(
         default_factory=list, description="checks after the run; all must pass"
     )
+    fan_out: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SHEETS,
+        description="run as N parallel instances (named NAME-1..NAME-N; templates see stage, "
+        "instance, fan_count); a dependent waits for every instance",
+        examples=[3],
+    )
+    fallbacks: list[InstrumentName] | None = Field(
+        default=None,
+        description="instruments to try in order when this sheet's instrument is unavailable, "
+        "rate-limited past fallback_wait_seconds, or fails on auth or billing; replaces the "
+        "job's list ([]: none)",
+        examples=[["shell"]],
+    )
+    cadenzas: list[Injection] = Field(
+        default_factory=list,
+        max_length=MAX_INJECTED_FILES,
+        description="files whose contents go into this sheet's prompt (prompt assembly)",
+        examples=[[{"file": "style.md", "as": "skill"}]],
+    )
+    skip_when: SkipWhen | None = None
+    skip_when_command: SkipWhenCommand | None = Field(
+        default=None, description="a command run first: exit 0 skips the sheet"
+    )
 
 
-class BatchSheetSpec(_SpecModel):
+FanCount = Annotated[int, Field(ge=1, le=MAX_SHEETS)]
+
+
+class BatchSheetSpec(SpecModel):
     """Items 1..total_items split into sheets of `size`; the last one may be shorter."""
 
     size: int = Field(ge=1, description="items per sheet", examples=[5])
@@ -301,9 +321,26 @@ class BatchSheetSpec(_SpecModel):
         description="sheet number -> the sheet numbers it waits for",
         examples=[{"3": [1, 2]}],
     )
+    fan_out: dict[SheetRef, FanCount] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> instances run in parallel; with fan_out, "
+        "dependencies are between stages",
+        examples=[{"2": 3}],
+    )
+    skip_when: dict[SheetRef, SkipWhen] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> expression; true skips that sheet",
+        examples=[{"3": "sheets[2].status == 'completed'"}],
+    )
+    skip_when_command: dict[SheetRef, SkipWhenCommand] = Field(
+        default_factory=dict,
+        description="sheet (stage) number -> a command; exit 0 skips it",
+        examples=[{"1": {"command": "test -f skip.txt"}}],
+    )
 
     @property
     def sheet_count(self) -> int:
+        """Sheets before fan-out (stages)."""
         return math.ceil(self.total_items / self.size)
 
     @model_validator(mode="after")
@@ -316,7 +353,7 @@ class BatchSheetSpec(_SpecModel):
         return self
 
 
-class PromptTemplate(_SpecModel):
+class PromptTemplate(SpecModel):
     template: NonBlankStr = Field(
         description="rendered per sheet with start_item, end_item, sheet_num, total_sheets",
         examples=["echo items {{ start_item }}-{{ end_item }}"],
@@ -326,14 +363,14 @@ class PromptTemplate(_SpecModel):
 # --- job -----------------------------------------------------------------------------------
 
 
-class RetryPolicy(_SpecModel):
+class RetryPolicy(SpecModel):
     max_retries: int = Field(default=2, ge=0, le=100, description="up to N+1 attempts")
     base_delay_seconds: float = Field(default=2, ge=0)
     max_delay_seconds: float = Field(default=120, ge=0)
     jitter: bool = True
 
 
-class ConcurrencySpec(_SpecModel):
+class ConcurrencySpec(SpecModel):
     max_parallel_sheets: int = Field(default=4, ge=1, le=256)
 
 
@@ -386,7 +423,7 @@ def form_errors(
     return problems
 
 
-class JobSpec(_SpecModel):
+class JobSpec(SpecModel):
     """A Podium job spec: give either `sheets` (explicit form) or `sheet` + `prompt` (batch
     form)."""
 
@@ -447,6 +484,38 @@ class JobSpec(_SpecModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, description='the job fails with reason "deadline" after this long'
     )
+    prompt_assembly: bool = Field(
+        default=True,
+        description="an AI CLI's prompt also carries the prelude, cadenzas, context and the "
+        "checks it must pass, and a retry after failed checks names them with the end of the "
+        "last output; never for shell",
+    )
+    prelude: list[Injection] = Field(
+        default_factory=list,
+        max_length=MAX_INJECTED_FILES,
+        description="files whose contents go into every AI sheet's prompt",
+        examples=[["guide.md"]],
+    )
+    context: ContextSpec | None = Field(
+        default=None, description="earlier sheets' output and files for later sheets"
+    )
+    notifications: Notifications | None = Field(
+        default=None, description="commands, webhooks or desktop notices when the job ends"
+    )
+    on_success: ChainSpec | None = Field(
+        default=None, description="submit a follow-up spec when the job completes"
+    )
+    fallbacks: list[InstrumentName] = Field(
+        default_factory=list,
+        description="every sheet's fallback instruments (a sheet's own list replaces it)",
+        examples=[["shell"]],
+    )
+    fallback_wait_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="a rate-limit wait longer than this moves a sheet with fallbacks to its "
+        "next instrument instead (0: any rate limit)",
+    )
     cost_limit_usd: float | None = Field(
         default=None,
         gt=0,
@@ -479,7 +548,8 @@ class JobSpec(_SpecModel):
         return self
 
     @property
-    def total_sheets(self) -> int:
+    def stage_count(self) -> int:
+        """Sheets as declared, before fan-out: what dependencies refer to."""
         if self.sheets is not None:
             return len(self.sheets)
         assert self.sheet is not None  # guaranteed by _one_sheet_form

@@ -48,6 +48,12 @@ class SheetLike(Protocol):
     def start_item(self) -> int | None: ...
     @property
     def end_item(self) -> int | None: ...
+    @property
+    def stage(self) -> int: ...
+    @property
+    def instance(self) -> int: ...
+    @property
+    def fan_count(self) -> int: ...
 
 
 _TEMPLATE_NAME = "<template>"
@@ -95,6 +101,14 @@ class TemplateContext:
     outputs: Mapping[int, str]
     # Sheet names -> numbers, so `outputs.build` and `outputs['build']` work like `outputs[1]`.
     sheet_names: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Fan-out: the declared sheet this one is an instance of, and which (1..fan_count).
+    stage: int = 0
+    instance: int = 1
+    fan_count: int = 1
+    # Cross-sheet context (`context` in the spec): earlier sheets' stdout by number, and the
+    # captured files by their path as written.
+    previous_outputs: Mapping[int, str] = dataclasses.field(default_factory=dict)
+    previous_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _NotAncestorError(Exception):
@@ -165,7 +179,7 @@ _GUARD_TESTS = frozenset({"defined", "undefined"})
 _GUARD_FILTERS = frozenset({"default", "d"})
 
 
-def _assigned_or_guarded(ast: nodes.Template) -> set[str]:
+def assigned_or_guarded(ast: nodes.Node) -> set[str]:
     """Names the template sets somewhere (`set`, `for`, macro and call-block parameters,
     `with`) or only reads behind a guard (`x is defined`, `x | default(...)`). Whether such
     a name exists when it is read depends on the branch taken, so only a real render can tell;
@@ -183,7 +197,7 @@ def _assigned_or_guarded(ast: nodes.Template) -> set[str]:
 @lru_cache(maxsize=1024)
 def _undeclared_names(source: str) -> dict[str, int | None]:
     ast = environment.parse(source)
-    names = meta.find_undeclared_variables(ast) - _assigned_or_guarded(ast)
+    names = meta.find_undeclared_variables(ast) - assigned_or_guarded(ast)
     lines: dict[str, int | None] = dict.fromkeys(sorted(names))
     for node in ast.find_all(nodes.Name):
         if node.name in lines and lines[node.name] is None:
@@ -191,11 +205,21 @@ def _undeclared_names(source: str) -> dict[str, int | None]:
     return lines
 
 
+# Names whose values exist only at run time (empty placeholders at check time).
+RUN_TIME_NAMES = frozenset({"outputs", "previous_outputs", "previous_files"})
+
+
 @lru_cache(maxsize=1024)
 def reads_outputs(source: str) -> bool:
-    """Whether a template reads `outputs`, whose values exist only at run time."""
+    """Whether a template reads earlier sheets' output, whose values exist only at run
+    time."""
+    return bool(names_read(source) & RUN_TIME_NAMES)
+
+
+@lru_cache(maxsize=1024)
+def names_read(source: str) -> frozenset[str]:
     ast = environment.parse(source)
-    return any(node.name == "outputs" for node in ast.find_all(nodes.Name))
+    return frozenset(node.name for node in ast.find_all(nodes.Name))
 
 
 def undefined_names(source: str, known: frozenset[str] | set[str]) -> list[tuple[str, int | None]]:
@@ -237,6 +261,11 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
         start_item=ctx.start_item,
         end_item=ctx.end_item,
         outputs=_Outputs(ctx.outputs, ctx.sheet_num, ctx.sheet_names),
+        stage=ctx.stage or ctx.sheet_num,
+        instance=ctx.instance,
+        fan_count=ctx.fan_count,
+        previous_outputs=ctx.previous_outputs,
+        previous_files=ctx.previous_files,
     )
     return values
 
@@ -248,21 +277,24 @@ def render(template: str, ctx: TemplateContext, seconds: float = RENDER_SECONDS)
     try:
         with render_budget(min(RENDER_SECONDS, seconds)):
             return compiled.render(context_variables(ctx))
-    except _NotAncestorError as exc:
-        line = _template_line(exc.__traceback__)
-        raise TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line) from None
-    except UndefinedError as exc:
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"undefined: {exc.message}", line)
-        raise TemplateRenderError(message, kind="undefined", line=line) from None
-    except SecurityError as exc:
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"not allowed in templates: {exc}", line)
-        raise TemplateRenderError(message, kind="security", line=line) from None
     except Exception as exc:  # any error inside user template code is the template's fault
-        line = _template_line(exc.__traceback__)
-        message = _at_line(f"template error: {type(exc).__name__}: {exc}", line)
-        raise TemplateRenderError(message, kind="error", line=line) from None
+        raise render_error(exc) from None
+
+
+def render_error(exc: Exception, *, lines: bool = True) -> TemplateRenderError:
+    """The error to report for an exception raised by user template code (`lines`: say at
+    which template line; an expression has one)."""
+    line = _template_line(exc.__traceback__) if lines else None
+    if isinstance(exc, _NotAncestorError):
+        return TemplateRenderError(_at_line(str(exc), line), kind="outputs", line=line)
+    if isinstance(exc, UndefinedError):
+        message = _at_line(f"undefined: {exc.message}", line)
+        return TemplateRenderError(message, kind="undefined", line=line)
+    if isinstance(exc, SecurityError):
+        message = _at_line(f"not allowed in templates: {exc}", line)
+        return TemplateRenderError(message, kind="security", line=line)
+    message = _at_line(f"template error: {type(exc).__name__}: {exc}", line)
+    return TemplateRenderError(message, kind="error", line=line)
 
 
 def render_sheet_prompt(sheet: SheetLike, ctx: TemplateContext) -> str:
@@ -319,7 +351,7 @@ class _PlaceholderOutputs(Mapping[int, str]):
 
 def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
     """(field path, template) of everything rendered for one sheet."""
-    index = sheet.sheet_num - 1
+    index = sheet.stage - 1
     yield (f"sheets.{index}.prompt" if spec.sheets else "prompt.template"), sheet.prompt
     own = spec.sheets[index].validations if spec.sheets else []
     groups = ((f"sheets.{index}.validations", own), ("validations", spec.validations))
@@ -353,6 +385,9 @@ def check_templates(
                 None if bits is None else bits[sheet.sheet_num], len(sheets)
             ),
             sheet_names=names,
+            stage=sheet.stage,
+            instance=sheet.instance,
+            fan_count=sheet.fan_count,
         )
         for path, template in _template_sites(spec, sheet):
             if path in failed:

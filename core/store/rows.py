@@ -105,6 +105,11 @@ class JobRow:
     snapshot_path: str | None = None
     # A modify waits for running sheets: resume (with this retry_failed) once they end.
     pending_resume: bool | None = None
+    # What the job still has to do now that it ended ("on_complete", "on_failure",
+    # "on_success"), each cleared once done; and the job that chained this one, and how far.
+    pending_hooks: list[str] = field(default_factory=list)
+    chained_from: str | None = None
+    chain_depth: int = 0
     # What every attempt of the job cost, as its instruments reported it (summed by the
     # writer with each attempt's result, in the same write).
     cost_usd: float | None = None
@@ -174,9 +179,9 @@ class AttemptRow:
     # Who runs it, and until when that claim holds unless renewed (SPEC §2).
     conductor_id: str | None = None
     lease_expires_at: datetime | None = None
-    # The instrument it ran with (a changed spec may switch it), the CLI session it ran in
-    # (reported, or the one it resumed: a retry resumes it, after a restart too), and what it
-    # cost, as the CLI reported it.
+    # The instrument it ran with (a changed spec or a fallback may switch it), the CLI
+    # session it ran in (reported, or the one it resumed: a retry resumes it, after a restart
+    # too), and what it cost, as the CLI reported it.
     instrument: str | None = None
     session_id: str | None = None
     resumed_session_id: str | None = None

@@ -581,6 +581,9 @@ class SQLiteStore:
             JOBS, Q["select_jobs_by_statuses"], {"statuses": _statuses_json(statuses)}
         )
 
+    async def jobs_with_pending_hooks(self) -> list[JobRow]:
+        return await self._rows(JOBS, Q["select_jobs_with_pending_hooks"], {})
+
     async def count_jobs_by_status(self) -> dict[str, int]:
         def run(conn: sqlite3.Connection) -> dict[str, int]:
             return {s: int(n) for s, n in conn.execute(Q["count_jobs_by_status"]).fetchall()}

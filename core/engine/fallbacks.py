@@ -1,0 +1,87 @@
+"""Instrument fallbacks (issue 17): a sheet moves to the next instrument of its list when
+its own cannot do the work — it cannot start, it fails on auth or billing (no retry can fix
+those), or it is rate-limited longer than the job's `fallback_wait_seconds` (or more times
+than `max_rate_limit_retries`). The move is a transition of the sheet row like any other:
+the same attempt result, a different instrument for the next attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from podium.core.engine.rules import Verdict
+from podium.core.instruments.profile import InstrumentProfile
+from podium.core.models import ErrorCategory, Outcome, SheetStatus
+from podium.core.runner.runner import AttemptResult
+from podium.core.spec.loader import ResolvedSheet
+from podium.core.spec.models import InstrumentConfig
+from podium.core.store.rows import SheetRow
+
+Usable = Callable[[str], bool]
+
+# Failures that are the instrument's, not the task's: another instrument may succeed.
+INSTRUMENT_CATEGORIES = frozenset({ErrorCategory.AUTH, ErrorCategory.BILLING})
+
+
+def chain(resolved: ResolvedSheet) -> tuple[str, ...]:
+    return (resolved.instrument, *resolved.fallbacks)
+
+
+def first_usable(resolved: ResolvedSheet, usable: Usable) -> str:
+    """The instrument a new sheet starts on: its own, else its first installed fallback."""
+    return next((name for name in chain(resolved) if usable(name)), resolved.instrument)
+
+
+def next_usable(resolved: ResolvedSheet, current: str, usable: Usable) -> str | None:
+    """The instrument after `current` in the sheet's list that can run, if any. The list is
+    walked once, never round: a sheet cannot bounce between two failing instruments."""
+    names = chain(resolved)
+    start = names.index(current) + 1 if current in names else 0
+    return next((n for n in names[start:] if n != current and usable(n)), None)
+
+
+def reason_to_move(
+    result: AttemptResult, verdict: Verdict, now: datetime, wait_bound: float
+) -> str | None:
+    """Why this result sends the sheet to its next instrument, or None."""
+    if result.instrument_unusable:
+        return "it could not start"
+    if verdict.failed and result.error_category in INSTRUMENT_CATEGORIES:
+        assert result.error_category is not None
+        return f"it failed with {result.error_category.value}"
+    if result.outcome is Outcome.RATE_LIMITED:
+        if verdict.failed:
+            return "it stayed rate limited"
+        if verdict.hold_until is not None:
+            wait = (verdict.hold_until - now).total_seconds()
+            if wait > wait_bound:
+                return f"it is rate limited for {wait:.0f}s (more than {wait_bound:g}s)"
+    return None
+
+
+def move_to(
+    sheet: SheetRow, instrument: str, why: str, result: AttemptResult, retries_used: int
+) -> None:
+    """The sheet (already judged by the result) goes back to `pending` on `instrument`; the
+    retry budget stays what it was before the result, rate-limit hits start afresh."""
+    previous = sheet.instrument
+    sheet.instrument = instrument
+    sheet.status = SheetStatus.PENDING
+    sheet.retries_used = retries_used
+    sheet.rate_limit_hits = 0
+    sheet.started_at = None
+    sheet.completed_at = None
+    sheet.waiting_reason = None
+    sheet.waiting_until = None
+    sheet.error_category = result.error_category
+    sheet.last_error = f"{result.error}; moved from {previous} to {instrument}: {why}"
+
+
+def fallback_config(config: InstrumentConfig, profile: InstrumentProfile) -> InstrumentConfig:
+    """A sheet's settings on a fallback: its timeouts and environment carry over; a model
+    and extra arguments were written for its own instrument's CLI, so they do not, nor does
+    a permission mode the fallback has no flag for."""
+    update: dict[str, object] = {"model": None, "extra_args": []}
+    if config.permission_mode not in profile.permission_flags:
+        update["permission_mode"] = None
+    return config.model_copy(update=update)

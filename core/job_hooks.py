@@ -1,0 +1,221 @@
+"""Running what a job asks for when it ends (issue 17): its notifications (`on_complete`,
+`on_failure`) and its follow-up (`on_success: {submit, max_chain}`), which the conductor
+submits itself.
+
+The writer stamps the hooks a job owes on the transition that ends it; this runner does each
+one and then clears it through the writer, so every hook runs once, also when the conductor
+stopped in between (those found at start are run then). A crash in the instant between a
+hook's effect and its clearing repeats it: a follow-up's job id is derived from its parent,
+so submitting it again returns the job already there; a notification may be sent twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from podium.core.errors import BackpressureError, PodiumError
+from podium.core.notify import send
+from podium.core.spec.loader import LoadedSpec, load_spec
+from podium.core.spec.templating import TemplateContext, render
+from podium.core.store.base import Store
+from podium.core.store.rows import JobRow
+
+log = structlog.get_logger("podium.hooks")
+
+EVENTS = {"on_complete": "job_completed", "on_failure": "job_failed"}
+# Jobs whose hooks run at once; the rest queue.
+CONCURRENT_JOBS = 4
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """A follow-up job's place in its chain."""
+
+    parent: str
+    depth: int
+
+
+# The conductor's submit_job (keyword arguments path, job_id, extra_roots, chain); it raises
+# PodiumError subclasses for what it refuses.
+Submit = Callable[..., Awaitable[Any]]
+
+
+def follow_up_id(parent: JobRow) -> str:
+    """The follow-up's job id, derived from its parent's: submitting it twice (a crash
+    before the hook was cleared) finds the job already there instead of adding a second."""
+    digest = hashlib.sha256(parent.job_id.encode()).hexdigest()[:10]
+    return f"{parent.name[:48]}-next-{digest}"
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+class JobHooks:
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        hook_done: Callable[[str, str], Awaitable[None]],
+        submit: Submit,
+        *,
+        base_env: Mapping[str, str],
+        kill_grace_seconds: float,
+    ) -> None:
+        self._store = store
+        self._hook_done = hook_done
+        self._submit = submit
+        self._base_env = dict(base_env)
+        self._grace = kill_grace_seconds
+        self._send, self._receive = anyio.create_memory_object_stream[str](1000)
+        self._busy: set[str] = set()
+        self._limit = anyio.CapacityLimiter(CONCURRENT_JOBS)
+        self.stopping = False
+
+    def enqueue(self, job_id: str) -> None:
+        try:
+            self._send.send_nowait(job_id)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.warning("end hooks not run now; they run at the next start", job_id=job_id)
+
+    async def serve(self) -> None:
+        """Run the hooks of jobs that ended while no conductor ran, then every job's as it
+        ends."""
+        try:
+            for job in await self._store().jobs_with_pending_hooks():
+                self.enqueue(job.job_id)
+            async with anyio.create_task_group() as group, self._receive:
+                async for job_id in self._receive:
+                    if job_id not in self._busy:
+                        self._busy.add(job_id)
+                        group.start_soon(self._run_job, job_id)
+        finally:
+            self._send.close()
+
+    async def _run_job(self, job_id: str) -> None:
+        try:
+            async with self._limit:
+                await self._run_hooks(job_id)
+        except Exception:
+            log.exception("end hooks failed", job_id=job_id)
+        finally:
+            self._busy.discard(job_id)
+
+    async def _run_hooks(self, job_id: str) -> None:
+        store = self._store()
+        job = await store.get_job(job_id)
+        if job is None or not job.pending_hooks:
+            return
+        data = await store.get_spec(job_id)
+        try:
+            loaded = await anyio.to_thread.run_sync(lambda: load_spec(data=data or {}))
+        except PodiumError as exc:
+            log.warning(
+                "end hooks skipped: the spec no longer loads", job_id=job_id, error=str(exc)
+            )
+            loaded = None
+        summary = job.summary().model_dump(mode="json")
+        for hook in list(job.pending_hooks):
+            if self.stopping:
+                return  # left pending: the next start runs it
+            done = True
+            if loaded is not None:
+                if hook in EVENTS:
+                    await self._notify(job, loaded, hook, summary)
+                elif hook == "on_success":
+                    done = await self._chain(job, loaded)
+            if done:
+                await self._hook_done(job_id, hook)
+
+    async def _notify(
+        self, job: JobRow, loaded: LoadedSpec, hook: str, summary: Mapping[str, Any]
+    ) -> None:
+        notifications = loaded.spec.notifications
+        if notifications is None:
+            return
+        notes = notifications.on_complete if hook == "on_complete" else notifications.on_failure
+        event = EVENTS[hook]
+        env = {
+            **self._base_env,
+            "PODIUM_JOB_ID": job.job_id,
+            "PODIUM_JOB_STATUS": job.status.value,
+            "PODIUM_EVENT": event,
+            "PODIUM_WORKSPACE": job.workspace,
+        }
+        for index, note in enumerate(notes):
+            outcome = await send(
+                note,
+                event,
+                summary,
+                workspace=Path(job.workspace),
+                env=env,
+                kill_grace_seconds=self._grace,
+            )
+            log.info(
+                "notification", job_id=job.job_id, hook=f"{hook}.{index}", kind=note.type,
+                result=outcome,
+            )  # fmt: skip
+
+    async def _chain(self, job: JobRow, loaded: LoadedSpec) -> bool:
+        """Submit the follow-up; False when it should be tried again later (the conductor
+        refuses work for now)."""
+        chain = loaded.spec.on_success
+        if chain is None:
+            return True
+        if job.chain_depth >= chain.max_chain:
+            log.info("chain ends at max_chain", job_id=job.job_id, max_chain=chain.max_chain)
+            return True
+        folder = Path(job.spec_path).parent if job.spec_path else None
+        ctx = TemplateContext(
+            workspace=job.workspace,
+            job_id=job.job_id,
+            sheet_num=0,
+            total_sheets=job.total_sheets,
+            sheet_name=None,
+            start_item=None,
+            end_item=None,
+            variables=loaded.spec.variables,
+            outputs={},
+        )
+        workspace = os.path.realpath(job.workspace)
+        roots = [workspace] + ([os.path.realpath(folder)] if folder is not None else [])
+        try:
+            rendered = render(chain.submit, ctx)
+        except PodiumError as exc:
+            log.warning("follow-up not submitted", job_id=job.job_id, error=str(exc))
+            return True
+        path = os.path.realpath((folder or Path(job.workspace)) / rendered)
+        if not _inside(path, roots):
+            log.warning(
+                "follow-up not submitted: outside the workspace and the spec's folder",
+                job_id=job.job_id,
+                path=path,
+            )
+            return True
+        # The follow-up may live where its parent was allowed to.
+        extra = [Path(workspace)]
+        if folder is not None and _inside(workspace, [os.path.realpath(folder)]):
+            extra.append(folder)
+        try:
+            child = await self._submit(
+                path=path,
+                job_id=follow_up_id(job),
+                extra_roots=extra,
+                chain=ChainLink(job.job_id, job.chain_depth + 1),
+            )
+        except BackpressureError as exc:
+            log.warning("follow-up deferred", job_id=job.job_id, error=str(exc))
+            return False
+        except PodiumError as exc:
+            log.warning("follow-up not submitted", job_id=job.job_id, error=str(exc))
+            return True
+        log.info("follow-up submitted", job_id=job.job_id, follow_up=child.job_id)
+        return True

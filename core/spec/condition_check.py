@@ -1,0 +1,93 @@
+"""Conditions of a loaded spec, per stage: where each one was written (for error paths) and
+the checks that can be made at submit (syntax and undefined names; values only exist when
+the sheet is about to start)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from podium.core.errors import FieldError
+from podium.core.spec.conditions import SkipWhenCommand
+from podium.core.spec.dag import Graph, resolve_ref
+from podium.core.spec.expressions import undefined_in_expression
+from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
+from podium.core.spec.templating import TemplateRenderError, undefined_names
+
+# The name `skip_when` expressions read the job's sheets by.
+SHEETS_NAME = "sheets"
+
+
+@dataclass(frozen=True)
+class StageConditions:
+    skip_when: str | None = None
+    skip_when_command: SkipWhenCommand | None = None
+    expression_path: str = ""
+    command_path: str = ""
+
+
+def stage_conditions(
+    spec: JobSpec, graph: Graph, errors: list[FieldError]
+) -> list[StageConditions]:
+    """Conditions by stage (index 0 is stage 1)."""
+    if spec.sheets is not None:
+        return [
+            StageConditions(
+                s.skip_when,
+                s.skip_when_command,
+                f"sheets.{i}.skip_when",
+                f"sheets.{i}.skip_when_command.command",
+            )
+            for i, s in enumerate(spec.sheets)
+        ]
+    assert spec.sheet is not None
+    out = [StageConditions() for _ in range(spec.stage_count)]
+    for key, expr in spec.sheet.skip_when.items():
+        stage = resolve_ref(key, graph)
+        if isinstance(stage, str):
+            errors.append(FieldError(f"sheet.skip_when.{key}", stage))
+            continue
+        old = out[stage - 1]
+        out[stage - 1] = StageConditions(
+            expr, old.skip_when_command, f"sheet.skip_when.{key}", old.command_path
+        )
+    for key, command in spec.sheet.skip_when_command.items():
+        stage = resolve_ref(key, graph)
+        if isinstance(stage, str):
+            errors.append(FieldError(f"sheet.skip_when_command.{key}", stage))
+            continue
+        old = out[stage - 1]
+        out[stage - 1] = StageConditions(
+            old.skip_when, command, old.expression_path, f"sheet.skip_when_command.{key}.command"
+        )
+    return out
+
+
+def check_conditions(spec: JobSpec, conditions: list[StageConditions]) -> list[FieldError]:
+    known = BUILTIN_TEMPLATE_VARIABLES | set(spec.variables)
+    errors: list[FieldError] = []
+    for cond in conditions:
+        sites = []
+        if cond.skip_when is not None:
+            sites.append((cond.expression_path, cond.skip_when, True))
+        if cond.skip_when_command is not None:
+            sites.append((cond.command_path, cond.skip_when_command.command, False))
+        for path, source, is_expression in sites:
+            allowed = known | {SHEETS_NAME} if is_expression else known
+            try:
+                missing = (
+                    undefined_in_expression(source, allowed)
+                    if is_expression
+                    else [name for name, _ in undefined_names(source, allowed)]
+                )
+            except TemplateRenderError as exc:
+                errors.append(FieldError(path, str(exc)))
+                continue
+            if missing:
+                names = ", ".join(repr(n) for n in missing)
+                errors.append(
+                    FieldError(
+                        path,
+                        f"undefined name {names}; defined: {', '.join(sorted(allowed))}",
+                    )
+                )
+    return errors

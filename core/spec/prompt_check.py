@@ -1,0 +1,69 @@
+"""Submit-time checks of what prompt assembly reads: prelude, cadenza and captured-file
+paths (templates whose values are known only when a sheet starts, so only their syntax, names
+and, when plain, their confinement are checked here)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from podium.core.errors import FieldError
+from podium.core.spec.base import is_templated
+from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
+from podium.core.spec.templating import TemplateRenderError, undefined_names
+
+# The one instrument whose prompt is a script; assembly never touches it.
+SCRIPT_INSTRUMENT = "shell"
+
+
+def _path_problem(path: str) -> str | None:
+    if is_templated(path):
+        return None  # known once rendered; confined then
+    pure = PurePosixPath(path)
+    if pure.is_absolute():
+        return (
+            f"{path!r} is absolute; give a path relative to the spec file's folder (or the "
+            "workspace), or a template such as '{{ workspace }}/notes.md'"
+        )
+    if ".." in pure.parts:
+        return f"{path!r} leaves its folder ('..'); files must stay inside it"
+    return None
+
+
+def check_prompt_inputs(spec: JobSpec) -> list[FieldError]:
+    known = BUILTIN_TEMPLATE_VARIABLES | set(spec.variables)
+    sites: list[tuple[str, str]] = [
+        (f"prelude.{i}.file", p.file) for i, p in enumerate(spec.prelude)
+    ]
+    errors: list[FieldError] = []
+    if spec.prelude and not spec.prompt_assembly:
+        errors.append(
+            FieldError("prelude", "the prelude goes into prompts only with prompt_assembly: true")
+        )
+    for i, sheet in enumerate(spec.sheets or []):
+        if not sheet.cadenzas:
+            continue
+        where = f"sheets.{i}.cadenzas"
+        if not spec.prompt_assembly:
+            errors.append(
+                FieldError(where, "cadenzas go into the prompt only with prompt_assembly: true")
+            )
+        if (sheet.instrument or spec.instrument) == SCRIPT_INSTRUMENT:
+            errors.append(
+                FieldError(where, "a shell sheet's prompt is a script: cadenzas cannot go in it")
+            )
+        sites.extend((f"{where}.{j}.file", c.file) for j, c in enumerate(sheet.cadenzas))
+    if spec.context is not None:
+        sites.extend((f"context.files.{i}", f) for i, f in enumerate(spec.context.files))
+    for path, template in sites:
+        problem = _path_problem(template)
+        if problem is not None:
+            errors.append(FieldError(path, problem))
+            continue
+        try:
+            missing = undefined_names(template, known)
+        except TemplateRenderError as exc:
+            errors.append(FieldError(path, str(exc)))
+            continue
+        for name, _ in missing:
+            errors.append(FieldError(path, f"undefined template variable {name!r}"))
+    return errors

@@ -1,0 +1,192 @@
+"""Instrument fallbacks (issue 17): a sheet whose instrument is not installed, cannot start,
+fails on auth, or is rate-limited past the job's bound runs on the next instrument of its
+list; the history shows each attempt and the instrument it ran on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_for_job, wait_until
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.core.errors import SpecError
+from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
+
+pytestmark = pytest.mark.anyio
+
+SCRIPTS = {
+    # Logged out: says so and fails, as a real CLI does.
+    "logged-out-cli": 'echo "Error: Invalid API key. Please run /login" >&2; exit 1\n',
+    # Out of its usage window for an hour.
+    "limited-cli": 'echo "429 Too Many Requests: retry after 3600 seconds" >&2; exit 1\n',
+    # Does the work.
+    "working-cli": 'printf "%s\\n" "$1" >> ran-on-working.txt; echo "done: $1"\n',
+}
+
+
+def profile(name: str, executable: str) -> str:
+    return f"""\
+name: {name}
+executable: {executable}
+args: ["{{prompt}}"]
+patterns:
+  auth: ["invalid api key"]
+  rate_limit: [{{regex: "retry after (?P<secs>[0-9]+) seconds", retry_after_group: secs}}]
+"""
+
+
+@pytest.fixture
+async def fleet(
+    make_config: Callable[..., PodiumConfig], home: Path, tmp_path: Path
+) -> AsyncIterator[Conductor]:
+    """Profiles for each fake CLI, one whose executable vanishes after the catalog saw it,
+    and one whose executable was never there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (home / "instruments").mkdir(exist_ok=True)
+    for name, body in SCRIPTS.items():
+        script = bin_dir / name
+        script.write_text("#!/bin/bash\n" + body)
+        script.chmod(0o755)
+        (home / "instruments" / f"{name.removesuffix('-cli')}.yaml").write_text(
+            profile(name.removesuffix("-cli"), str(script))
+        )
+    vanishing = bin_dir / "vanishing-cli"
+    vanishing.write_text("#!/bin/bash\necho never\n")
+    vanishing.chmod(0o755)
+    (home / "instruments" / "vanishing.yaml").write_text(profile("vanishing", str(vanishing)))
+    (home / "instruments" / "absent.yaml").write_text(
+        profile("absent", str(bin_dir / "no-such-cli"))
+    )
+    conductor = Conductor(make_config())
+    await conductor.start()
+    vanishing.unlink()  # installed when probed, gone when the sheet runs
+    try:
+        yield conductor
+    finally:
+        await conductor.stop()
+
+
+async def run(conductor: Conductor, spec: dict[str, Any]) -> Any:
+    submitted = await conductor.submit_job(spec=spec)
+    detail = await wait_for_job(conductor, submitted.job_id)
+    history, _ = await conductor.get_execution_history(submitted.job_id)
+    return detail, history, Path(submitted.workspace)
+
+
+async def test_auth_failure_moves_the_sheet_to_the_next_instrument(fleet: Conductor) -> None:
+    spec = {
+        "name": "auth-fallback",
+        "retry": {"max_retries": 0},  # a move is not a retry: none is needed
+        "instrument": "logged-out",
+        "fallbacks": ["absent", "working"],
+        "sheets": [{"name": "task", "prompt": "write the report"}],
+    }
+    detail, history, workspace = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
+    assert detail.sheets[0].instrument == "working"
+    assert [(h.attempt, h.instrument, h.outcome, h.error_category) for h in history] == [
+        (1, "logged-out", Outcome.FAILED, ErrorCategory.AUTH),
+        (2, "working", Outcome.COMPLETED, None),
+    ]
+    assert (workspace / "ran-on-working.txt").read_text() == "write the report\n"
+
+
+async def test_an_uninstalled_instrument_starts_on_its_fallback(fleet: Conductor) -> None:
+    spec = {
+        "name": "absent-primary",
+        "instrument": "absent",
+        "sheets": [
+            {"name": "task", "prompt": "do it", "fallbacks": ["working"]},
+            {"name": "own", "instrument": "working", "prompt": "also"},
+        ],
+    }
+    report = await fleet.validate_spec(spec=spec)
+    assert report.valid, report.errors
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED
+    assert [s.instrument for s in detail.sheets] == ["working", "working"]
+    assert [(h.sheet_num, h.instrument) for h in history] == [(1, "working"), (2, "working")]
+
+
+async def test_an_instrument_that_cannot_start_moves_on(fleet: Conductor) -> None:
+    spec = {
+        "name": "vanished",
+        "instrument": "vanishing",
+        "fallbacks": ["working"],
+        "sheets": [{"prompt": "go"}],
+    }
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED
+    assert [(h.instrument, h.outcome) for h in history] == [
+        ("vanishing", Outcome.FAILED),
+        ("working", Outcome.COMPLETED),
+    ]
+    assert history[0].error is not None and "could not start" in history[0].error
+
+
+async def test_a_long_rate_limit_moves_on_and_the_hold_stays(fleet: Conductor) -> None:
+    spec = {
+        "name": "limited",
+        "instrument": "limited",
+        "fallbacks": ["working"],
+        "fallback_wait_seconds": 60,
+        "sheets": [{"prompt": "go"}],
+    }
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED
+    assert [(h.instrument, h.outcome) for h in history] == [
+        ("limited", Outcome.RATE_LIMITED),
+        ("working", Outcome.COMPLETED),
+    ]
+    status = await fleet.status()
+    assert "limited" in {r.instrument for r in status.rate_limits}
+    # Within the bound, the sheet waits for its own instrument instead of moving.
+    await fleet.clear_rate_limits()
+    spec = {**spec, "name": "patient", "fallback_wait_seconds": 7200}
+    submitted = await fleet.submit_job(spec=spec)
+
+    async def waiting() -> bool:
+        sheet = (await fleet.get_job(submitted.job_id)).sheets[0]
+        return sheet.status is SheetStatus.WAITING
+
+    await wait_until(waiting)
+    sheet = (await fleet.get_job(submitted.job_id)).sheets[0]
+    assert sheet.instrument == "limited" and sheet.error_category is ErrorCategory.RATE_LIMITED
+    await fleet.cancel_job(submitted.job_id)
+
+
+async def test_without_a_usable_fallback_the_sheet_fails_as_before(fleet: Conductor) -> None:
+    spec = {
+        "name": "no-way-out",
+        "retry": {"max_retries": 0},
+        "instrument": "logged-out",
+        "fallbacks": ["absent"],
+        "sheets": [{"prompt": "go"}],
+    }
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.FAILED
+    assert detail.sheets[0].status is SheetStatus.FAILED
+    assert detail.sheets[0].error_category is ErrorCategory.AUTH
+    assert [h.instrument for h in history] == ["logged-out"]
+
+
+async def test_fallback_errors_at_submit(fleet: Conductor) -> None:
+    with pytest.raises(SpecError) as caught:
+        await fleet.submit_job(
+            spec={
+                "name": "bad",
+                "instrument": "absent",
+                "fallbacks": ["no-such-instrument"],
+                "sheets": [{"prompt": "x"}, {"prompt": "y", "fallbacks": ["workng"]}],
+            }
+        )
+    messages = {e.path: e.message for e in caught.value.errors}
+    assert "unknown instrument 'no-such-instrument'" in messages["fallbacks.0"]
+    assert "unknown instrument 'workng'" in messages["sheets.1.fallbacks.0"]
+    # Neither sheet has an installed instrument to run on.
+    assert "not installed" in messages["instrument"]
