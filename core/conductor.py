@@ -54,6 +54,7 @@ from podium.core.models import (
 )
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
+from podium.core.runner import cgroups, reaper
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.store.base import Store
@@ -175,6 +176,12 @@ class Conductor:
                     self.config.monitor_interval_seconds,
                 )
             )
+            if not self.read_only and self.dispatch:
+                # Attempts get pids cgroups where the kernel offers them: bounded in number,
+                # and nothing they start can leave (SPEC §9 trap 15).
+                home = str(self.config.home)
+                if cgroups.enable(home, self.config.max_processes):
+                    stack.callback(cgroups.disable, home)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             if not self.read_only:
@@ -289,6 +296,9 @@ class Conductor:
             await self.engine.wait_busy()
             await anyio.sleep(self.monitor.interval_seconds)
             self._on_sample(await anyio.to_thread.run_sync(self.monitor.sample))
+            if reaper.active():
+                # Orphans adopted from sheets that ended on their own, while sheets still run.
+                await anyio.to_thread.run_sync(reaper.reap_adopted)
 
     def _on_sample(self, sample: ResourceSample) -> None:
         self.engine.set_pressure(sample.level, sample.reason)
@@ -326,6 +336,8 @@ class Conductor:
                 applied[key] = [_jsonable(old), _jsonable(new)]
         self.config = fresh.model_copy(update={k: getattr(self.config, k) for k in not_applied})
         self.engine.apply_config(self.config)
+        if cgroups.enabled(str(self.config.home)):
+            cgroups.enable(str(self.config.home), self.config.max_processes)
         if self.monitor is not None:
             self.monitor.set_limits(
                 self.config.max_memory_mb,
