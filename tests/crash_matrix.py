@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from podium.core import conductor as conductor_module
+from podium.core import housekeeping as housekeeping_module
 from podium.core import snapshots as snapshots_module
 from podium.core.conductor import Conductor
 from podium.core.config import load_config
@@ -371,7 +372,7 @@ async def scenario(home: Path, tmp: Path, point: str) -> None:
         for job_id in ids:
             await wait_terminal(conductor, job_id)
         await conductor.engine.hooks_settled()
-        real_rmtree = conductor_module.shutil.rmtree
+        real_rmtree = housekeeping_module.shutil.rmtree
         calls = [0]
 
         def rmtree_then_die(*args: Any, **kwargs: Any) -> None:
@@ -380,7 +381,7 @@ async def scenario(home: Path, tmp: Path, point: str) -> None:
             if calls[0] == 3:  # one job's logs and snapshots gone, and the next one's logs
                 die()
 
-        conductor_module.shutil.rmtree = rmtree_then_die  # type: ignore[assignment]
+        housekeeping_module.shutil.rmtree = rmtree_then_die  # type: ignore[assignment]
         await conductor.clear_jobs(all_jobs=True)
     elif point == "snapshot":
         real_copy = snapshots_module.shutil.copytree
