@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,52 +23,49 @@ from typing import Any
 import anyio
 import structlog
 
+from podium.core.approvals import Approvals
 from podium.core.checkpoint import read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
-from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
+from podium.core.diagnosis import Diagnosis
 from podium.core.engine.engine import Engine
 from podium.core.errors import (
     BackpressureError,
-    InvalidTransitionError,
     NotFoundError,
     PodiumError,
     SpecError,
     job_not_found,
 )
-from podium.core.estimate import Estimate, History, SheetSamples, estimate
+from podium.core.estimate import Estimate
 from podium.core.events import APPROVAL_EVENT, EventBus
-from podium.core.history_samples import RunSamples, run_samples
 from podium.core.home import HomeLock, ensure_home
+from podium.core.housekeeping import Housekeeping
+from podium.core.insight import Insight
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.job_hooks import ChainLink, JobHooks
+from podium.core.job_tasks import JobTasks
 from podium.core.logview import LogReader
 from podium.core.models import (
-    Decision,
     HistoryEntry,
     JobDetail,
     JobStatus,
     JobSummary,
     SheetStatus,
-    WaitingReason,
     utcnow,
 )
 from podium.core.paths import confine, resolve_workspace
 from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
-from podium.core.snapshots import SnapshotInfo, SnapshotStore, snapshot_time
+from podium.core.runner import cgroups, reaper
+from podium.core.snapshots import SnapshotInfo, SnapshotStore
 from podium.core.spec.loader import LoadedSpec, load_spec
-from podium.core.spec.models import ConcurrencySpec
 from podium.core.store.base import Store
 from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow, TaskRow
-from podium.core.tasks import TaskState, new_task, read_task
 from podium.core.views import (
-    ApprovalList,
     ClearResult,
     ConductorStatus,
     ConductorView,
     InstrumentView,
     LogChunk,
-    PendingApproval,
     RateLimitView,
     ReloadResult,
     SheetPlan,
@@ -85,18 +81,6 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
 SNAPSHOT_WAIT_SECONDS = 5.0
 SUBMIT_SAMPLE_SECONDS = 1.0
-DIAGNOSE_HISTORY_LIMIT = 50_000
-# Pending approvals listed in the conductor status (the `podium://approvals` resource and
-# `podium approve --list` show up to 500).
-PENDING_APPROVALS_SHOWN = 20
-# The synchronous run_job waits at most this long (a tool call must not hang a session).
-RUN_JOB_WAIT_SECONDS = 50.0
-RUN_JOB_TICK_SECONDS = 5.0
-TASK_PURGE_BATCH = 500
-MAX_SHEET_PAGE = 10_000
-# Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
-ESTIMATE_EARLIER_RUNS = 20
-ESTIMATE_INSTRUMENT_RUNS = 30
 # Readiness drops when at least this share of recent attempts failed.
 ELEVATED_FAILURE_RATE = 0.9
 RESTART_ONLY_KEYS = {
@@ -153,7 +137,6 @@ class Conductor:
         self._store: Store | None = None
         self._engine: Engine | None = None
         self._snapshot_added = anyio.Event()
-        self._task_added = anyio.Event()
         self._snapshots: SnapshotStore | None = None
         self.catalog: InstrumentCatalog | None = None
         self._started_monotonic = 0.0
@@ -162,6 +145,10 @@ class Conductor:
         self._clock = clock
         self._zone = zone
         self._job_hooks: JobHooks | None = None
+        self.tasks = JobTasks(self)
+        self.insight = Insight(self)
+        self.approvals = Approvals(self)
+        self.housekeeping = Housekeeping(self, self._on_terminal)
 
     # ----- lifecycle ------------------------------------------------------------------------
 
@@ -189,6 +176,12 @@ class Conductor:
                     self.config.monitor_interval_seconds,
                 )
             )
+            if not self.read_only and self.dispatch:
+                # Attempts get pids cgroups where the kernel offers them: bounded in number,
+                # and nothing they start can leave (SPEC §9 trap 15).
+                home = str(self.config.home)
+                if cgroups.enable(home, self.config.max_processes):
+                    stack.callback(cgroups.disable, home)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             if not self.read_only:
@@ -206,7 +199,7 @@ class Conductor:
                 recovered = await engine.start(task_group, recover=True, dispatch=self.dispatch)
                 if recovered:
                     log.info("reconciled jobs after restart", job_ids=recovered)
-                await self._reconcile_files()
+                await self.housekeeping.reconcile_files()
             if self.dispatch:
                 assert self._engine is not None
                 self._job_hooks = JobHooks(
@@ -218,7 +211,7 @@ class Conductor:
                 )
                 task_group.start_soon(self._job_hooks.serve)
                 task_group.start_soon(self._maintenance)
-                task_group.start_soon(self._purge_tasks)
+                task_group.start_soon(self.tasks.purge_expired)
                 task_group.start_soon(self._sample_while_busy)
         except BaseException:
             await stack.aclose()
@@ -303,6 +296,9 @@ class Conductor:
             await self.engine.wait_busy()
             await anyio.sleep(self.monitor.interval_seconds)
             self._on_sample(await anyio.to_thread.run_sync(self.monitor.sample))
+            if reaper.active():
+                # Orphans adopted from sheets that ended on their own, while sheets still run.
+                await anyio.to_thread.run_sync(reaper.reap_adopted)
 
     def _on_sample(self, sample: ResourceSample) -> None:
         self.engine.set_pressure(sample.level, sample.reason)
@@ -340,6 +336,8 @@ class Conductor:
                 applied[key] = [_jsonable(old), _jsonable(new)]
         self.config = fresh.model_copy(update={k: getattr(self.config, k) for k in not_applied})
         self.engine.apply_config(self.config)
+        if cgroups.enabled(str(self.config.home)):
+            cgroups.enable(str(self.config.home), self.config.max_processes)
         if self.monitor is not None:
             self.monitor.set_limits(
                 self.config.max_memory_mb,
@@ -353,35 +351,6 @@ class Conductor:
         self.engine.catalog = self.catalog
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
-
-    async def _reconcile_files(self) -> None:
-        """Finish what a crash interrupted between rows and files (SPEC §9 trap 16): log and
-        snapshot dirs of jobs the store no longer has (a `clear` that died after deleting
-        the rows) and partial snapshots go; a finished job whose snapshot was never
-        recorded (a capture that died) is captured again."""
-        await self.engine.hooks_settled()  # captures recovery itself started
-        jobs = await self.store.jobs_with_status(list(JobStatus))
-        known = {j.job_id for j in jobs}
-
-        def remove() -> int:
-            removed = self.snapshots.reconcile(known)
-            logs = self.config.logs_dir
-            for entry in logs.iterdir() if logs.is_dir() else ():
-                if entry.is_dir() and entry.name not in known:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed += 1
-            return removed
-
-        removed = await anyio.to_thread.run_sync(remove)
-        if removed:
-            log.warning("removed files left by an interrupted change", dirs=removed)
-        for job in jobs:
-            taken = snapshot_time(job.snapshot_path)
-            if not job.status.is_terminal or job.completed_at is None:
-                continue
-            if taken is None or taken < job.completed_at:
-                log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
-                await self._on_terminal(job)
 
     async def _on_terminal(self, job: JobRow) -> None:
         if job.pending_hooks and self._job_hooks is not None:
@@ -511,128 +480,6 @@ class Conductor:
             raise
         return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
 
-    # ----- run_job and its durable tasks -----------------------------------------------------
-
-    async def run_job(
-        self,
-        *,
-        spec: Mapping[str, Any] | None = None,
-        spec_yaml: str | None = None,
-        path: str | Path | None = None,
-        job_id: str | None = None,
-        wait_seconds: float = RUN_JOB_WAIT_SECONDS,
-        on_tick: Callable[[float], Awaitable[None]] | None = None,
-    ) -> JobDetail:
-        """Submit and wait, at most `wait_seconds`, until the job ends or waits for a
-        person's approval; then the job detail as it is (the caller goes on with `status`)."""
-        started = time.monotonic()
-        deadline = started + wait_seconds
-        # Subscribed before the job exists: no transition can slip between a look and a wait.
-        async with self.events.subscribe() as events:
-            submitted = await self.submit_job(
-                spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id
-            )
-            while True:
-                detail = await self.get_job(submitted.job_id)
-                left = deadline - time.monotonic()
-                if detail.status.is_terminal or left <= 0:
-                    return detail
-                if await self._awaits_approval(submitted.job_id):
-                    # Read again: the gate may have opened after the first look.
-                    return await self.get_job(submitted.job_id)
-                with anyio.move_on_after(min(left, RUN_JOB_TICK_SECONDS)):
-                    async for event in events:
-                        if event.job_id == submitted.job_id:
-                            break
-                if on_tick is not None:
-                    await on_tick(time.monotonic() - started)
-
-    async def _awaits_approval(self, job_id: str) -> bool:
-        waiting = await self.get_job(job_id, sheet_status=[SheetStatus.WAITING], sheet_limit=100)
-        return any(s.waiting_reason is WaitingReason.APPROVAL for s in waiting.sheets)
-
-    async def start_task(
-        self,
-        *,
-        spec: Mapping[str, Any] | None = None,
-        spec_yaml: str | None = None,
-        path: str | Path | None = None,
-        job_id: str | None = None,
-        created_by: str = "unknown client",
-    ) -> TaskState:
-        """`run_job` answered with a durable task: the job and the task row are committed in
-        one transaction before this returns, so the task can be read at once."""
-        made: list[TaskRow] = []
-
-        def make(new_job_id: str) -> TaskRow:
-            row = new_task(new_job_id, "run_job", self.config.task_ttl_hours, utcnow(), created_by)
-            made.append(row)
-            return row
-
-        await self.submit_job(spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, task=make)
-        self._task_added.set()
-        return await self.get_task(made[-1].task_id)
-
-    async def get_task(self, task_id: str) -> TaskState:
-        return await read_task(self.store, task_id, utcnow())
-
-    async def cancel_task(self, task_id: str) -> TaskState:
-        """Cancel the task's job (a no-op when it has ended: cancelling is idempotent)."""
-        state = await self.get_task(task_id)
-        if state.detail is not None and not state.detail.status.is_terminal:
-            with contextlib.suppress(InvalidTransitionError):
-                await self.engine.cancel(state.task.job_id)
-        return await self.get_task(task_id)
-
-    async def answer_task(
-        self,
-        task_id: str,
-        answers: Mapping[str, Decision],
-        notes: Mapping[str, str | None],
-        decided_by: str,
-    ) -> list[str]:
-        """Decide the approvals the task waits on, by their input-request keys; keys that do
-        not name one (unknown, already answered, superseded) are ignored. Returns the keys
-        that were applied."""
-        state = await self.get_task(task_id)
-        applied = []
-        for approval in state.approvals:
-            decision = answers.get(approval.key)
-            if decision is None:
-                continue
-            try:
-                await self.engine.decide(
-                    state.task.job_id,
-                    approval.sheet_num,
-                    decision,
-                    decided_by,
-                    notes.get(approval.key),
-                )
-            except InvalidTransitionError:
-                continue  # decided meanwhile (another client, the CLI): the first one stands
-            applied.append(approval.key)
-        return applied
-
-    async def _purge_tasks(self) -> None:
-        """Delete expired tasks; sleeps until the next one expires (or a task is made)."""
-        while True:
-            added = self._task_added = anyio.Event()
-            try:
-                expired = await self.store.expired_tasks(utcnow(), TASK_PURGE_BATCH)
-                if expired:
-                    await self.engine.purge_tasks(expired)
-                    log.info("expired tasks purged", count=len(expired))
-                    continue
-                expiry = await self.store.next_task_expiry()
-            except PodiumError:
-                log.exception("task purge failed")
-                expiry = utcnow() + timedelta(minutes=1)
-            if expiry is None:
-                await added.wait()
-                continue
-            with anyio.move_on_after(max(0.05, (expiry - utcnow()).total_seconds())):
-                await added.wait()
-
     async def _job_row(self, job_id: str) -> JobRow:
         job = await self.store.get_job(job_id)
         if job is None:
@@ -712,49 +559,8 @@ class Conductor:
     ) -> ClearResult:
         """Delete finished jobs with their logs and snapshots (never workspaces, never active
         jobs). Filters combine with AND; with none, `all_jobs` must be set."""
-        if not job_ids and not statuses and older_than_hours is None and not all_jobs:
-            raise PodiumError(
-                "clear needs at least one of job_ids, statuses, older_than_hours, or all=true"
-            )
-        active = [s for s in (statuses or []) if s.is_active]
-        if active:
-            names = ", ".join(s.value for s in active)
-            raise PodiumError(
-                f"statuses: {names} jobs are never cleared; allowed: completed, failed, cancelled"
-            )
-        rows: list[JobRow] = []
-        not_found: list[str] = []
-        if job_ids:
-            for job_id in dict.fromkeys(job_ids):
-                job = await self.store.get_job(job_id)
-                if job is None:
-                    not_found.append(job_id)
-                else:
-                    rows.append(job)
-        else:
-            wanted = list(statuses) if statuses else list(JobStatus)
-            rows = await self.store.jobs_with_status(wanted)
-        cutoff = (
-            utcnow() - timedelta(hours=older_than_hours) if older_than_hours is not None else None
-        )
-        selected = []
-        for job in rows:
-            if statuses and job.status not in statuses:
-                continue
-            if cutoff is not None and (job.completed_at is None or job.completed_at >= cutoff):
-                continue
-            selected.append(job)
-        skipped = [j.job_id for j in selected if j.status.is_active]
-        deleted = await self.engine.delete_jobs(
-            [j.job_id for j in selected if not j.status.is_active]
-        )
-        for job_id in deleted:
-            shutil.rmtree(self.config.logs_dir / job_id, ignore_errors=True)
-            self.snapshots.delete_for_job(job_id)
-        if deleted:
-            await self.store.reclaim_space()
-        return ClearResult(
-            deleted=len(deleted), job_ids=deleted, skipped_active=skipped, not_found=not_found
+        return await self.housekeeping.clear(
+            job_ids=job_ids, statuses=statuses, older_than_hours=older_than_hours, all_jobs=all_jobs
         )
 
     async def get_execution_history(
@@ -846,27 +652,7 @@ class Conductor:
 
     async def diagnose(self, job_id: str) -> Diagnosis:
         """Why a job failed or is stuck, with next steps, in one answer of bounded size."""
-        detail = await self.checkpoint(job_id)
-        entries, _ = await self.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
-
-        async def read_log(sheet_num: int, attempt: int) -> str:
-            try:
-                chunk = await self.read_logs(
-                    job_id, sheet=sheet_num, attempt=attempt, tail_lines=LOG_TAIL_SCANNED
-                )
-            except PodiumError:
-                return ""
-            return chunk.text
-
-        status = await self.status()
-        return await diagnose(
-            detail,
-            entries,
-            read_log,
-            rate_limits=[(r.instrument, r.until) for r in status.rate_limits],
-            pressure_level=status.pressure_level,
-            pressure_reason=status.pressure_reason,
-        )
+        return await self.insight.diagnose(job_id)
 
     async def estimate(
         self,
@@ -878,104 +664,7 @@ class Conductor:
     ) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
         loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
-        history = await self._estimate_history(loaded)
-        return estimate(loaded, history, max_concurrent_sheets=self.config.max_concurrent_sheets)
-
-    async def _estimate_history(self, loaded: LoadedSpec) -> History:
-        history = History()
-        finished = [JobStatus.COMPLETED, JobStatus.FAILED]
-        runs, _ = await self.list_jobs(
-            statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
-        )
-        seen: set[str] = set()
-        for run in runs:
-            seen.add(run.job_id)
-            samples = await self._sheet_samples(run.job_id)
-            if not samples.sheets:
-                continue
-            history.earlier_runs += 1
-            for key, instrument, sample in samples.sheets:
-                history.by_sheet.setdefault(key, SheetSamples()).add(sample)
-                history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
-            if samples.overhead is not None:
-                history.overheads.append(samples.overhead)
-        wanted = {s.instrument for s in loaded.sheets} - set(history.by_instrument)
-        if wanted:
-            recent, _ = await self.list_jobs(
-                statuses=[JobStatus.COMPLETED], limit=ESTIMATE_INSTRUMENT_RUNS
-            )
-            for run in recent:
-                if run.job_id in seen:
-                    continue
-                samples = await self._sheet_samples(run.job_id)
-                for _, instrument, sample in samples.sheets:
-                    if instrument in wanted:
-                        history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
-        return history
-
-    async def _sheet_samples(self, job_id: str) -> RunSamples:
-        detail = await self.get_job(job_id, sheet_limit=MAX_SHEET_PAGE, include_spec=True)
-        entries, _ = await self.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
-        concurrency = ConcurrencySpec.model_validate((detail.spec or {}).get("concurrency") or {})
-        return run_samples(
-            detail,
-            entries,
-            parallelism=min(concurrency.max_parallel_sheets, self.config.max_concurrent_sheets),
-        )
-
-    # ----- approvals ------------------------------------------------------------------------
-
-    async def approve(
-        self,
-        job_id: str,
-        sheet: int | str,
-        decision: Decision | str,
-        *,
-        note: str | None = None,
-        decided_by: str = "unknown client",
-    ) -> JobSummary:
-        """A person's decision on an approval sheet (by number or name) that waits."""
-        try:
-            chosen = Decision(decision)
-        except ValueError:
-            raise PodiumError(
-                f"decision: {decision!r} is not a decision; use 'approve' or 'reject'"
-            ) from None
-        num = await self._sheet_number(job_id, sheet)
-        return await self.engine.decide(job_id, num, chosen, decided_by, note)
-
-    async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
-        if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit()):
-            num = int(sheet)
-            if await self.store.get_sheet(job_id, num) is not None:
-                return num
-            await self._job_row(job_id)
-            raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")
-        rows = await self.store.get_sheets(job_id)
-        if not rows:
-            await self._job_row(job_id)
-        for row in rows:
-            if row.name == sheet:
-                return row.sheet_num
-        names = ", ".join(r.name for r in rows if r.name) or "none"
-        raise NotFoundError(f"sheet: job {job_id!r} has no sheet named {sheet!r} (names: {names})")
-
-    async def pending_approvals(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
-        rows, total = await self.store.pending_approvals(limit)
-        return ApprovalList(
-            approvals=[
-                PendingApproval(
-                    job_id=r.job_id,
-                    sheet_num=r.sheet_num,
-                    name=r.name,
-                    question=r.output_tail or "",
-                    requested_at=r.started_at,
-                    expires_at=r.waiting_until,
-                )
-                for r in rows
-            ],
-            total=total,
-        )
+        return await self.insight.estimate(loaded)
 
     # ----- rate limits ----------------------------------------------------------------------
 
@@ -1033,7 +722,7 @@ class Conductor:
                 for c in await self.store.conductors()
                 if c.expires_at > now
             ]
-        approvals = await self.pending_approvals()
+        approvals = await self.approvals.pending()
         return ConductorStatus(
             pending_approvals=approvals.approvals,
             pending_approvals_total=approvals.total,

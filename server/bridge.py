@@ -25,7 +25,6 @@ import httpx2
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared._stream_protocols import WriteStream
 from mcp.shared.inbound import (
@@ -55,7 +54,7 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo
 from podium.server.daemon import alive, ensure_conductor, reap
-from podium.server.stdio_input import CancellableStdin
+from podium.server.stdio_guard import guarded_stdio_server
 
 log = structlog.get_logger("podium.bridge")
 
@@ -168,9 +167,8 @@ class Bridge:
     async def run(self) -> int:
         info, started = await ensure_conductor(self.config)
         log.info("attached", pid=info.pid, url=info.url, started=started)
-        stdin = CancellableStdin().as_async_file()
         async with (
-            stdio_server(stdin=stdin) as (client_read, client_write),
+            guarded_stdio_server() as (client_read, client_write),
             client_read,
             client_write,
         ):

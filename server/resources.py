@@ -79,7 +79,7 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
     )
     async def approvals() -> str:
         async def read() -> str:
-            listed = await conductor.pending_approvals(APPROVALS_LISTED)
+            listed = await conductor.approvals.pending(APPROVALS_LISTED)
             return _json(listed.model_dump(mode="json"))
 
         return await guarded(read())

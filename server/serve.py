@@ -17,7 +17,6 @@ from typing import Any, Literal
 import anyio
 import structlog
 import uvicorn
-from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,7 +33,7 @@ from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
 from podium.server.dashboard import Dashboard
 from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
-from podium.server.stdio_input import CancellableStdin
+from podium.server.stdio_guard import guarded_stdio_server
 
 log = structlog.get_logger("podium.serve")
 
@@ -229,8 +228,7 @@ async def _serve_stdio(conductor: Conductor, stop: anyio.Event) -> None:
     async with server.running(), anyio.create_task_group() as tg:
 
         async def protocol() -> None:
-            stdin = CancellableStdin().as_async_file()
-            async with stdio_server(stdin=stdin) as (read, write):
+            async with guarded_stdio_server() as (read, write):
                 await lowlevel.run(read, write, lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()
 

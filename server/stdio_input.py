@@ -4,6 +4,10 @@ The SDK's default stdio reader blocks in a worker thread that no cancel can inte
 server that must stop on a signal (or a bridge that must stop when its conductor cannot be
 reached) would hang until the host writes a line or closes stdin. This one waits for
 readability on the event loop instead (POSIX).
+
+Lines are capped: a host (or an attacker on the pipe) that never sends a newline cannot grow
+the buffer without bound; what passes the cap is dropped up to the next newline and reported
+as one `OverlongLine` holding the line's head (enough to find its request id).
 """
 
 from __future__ import annotations
@@ -15,17 +19,26 @@ from typing import cast
 import anyio
 
 READ_CHUNK = 1 << 16
+# The same bound as an HTTP request body (server/serve.py MAX_REQUEST_BODY_BYTES).
+MAX_LINE_BYTES = 4 * 1024 * 1024
+OVERLONG_HEAD_BYTES = 64 * 1024
+
+
+class OverlongLine(str):
+    """The head of a line longer than the cap; the rest was discarded unread."""
 
 
 class CancellableStdin:
-    def __init__(self, fd: int = 0) -> None:
+    def __init__(self, fd: int = 0, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._fd = fd
+        self._max = max_line_bytes
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._lines()
 
     async def _lines(self) -> AsyncIterator[str]:
         pending = b""
+        discarding = False  # inside an overlong line, already reported
         while True:
             await anyio.wait_readable(self._fd)
             try:
@@ -33,13 +46,29 @@ class CancellableStdin:
             except BlockingIOError:
                 continue
             if not chunk:
-                if pending.strip():
+                if pending.strip() and not discarding:
                     yield pending.decode("utf-8", "replace")
                 return
             pending += chunk
-            while (end := pending.find(b"\n")) >= 0:
+            while True:
+                end = pending.find(b"\n")
+                if discarding:
+                    if end < 0:
+                        pending = b""
+                        break
+                    pending, discarding = pending[end + 1 :], False
+                    continue
+                if end < 0:
+                    if len(pending) > self._max:
+                        head = pending[:OVERLONG_HEAD_BYTES].decode("utf-8", "replace")
+                        pending, discarding = b"", True
+                        yield OverlongLine(head)
+                    break
                 line, pending = pending[: end + 1], pending[end + 1 :]
-                yield line.decode("utf-8", "replace")
+                if end + 1 > self._max:
+                    yield OverlongLine(line[:OVERLONG_HEAD_BYTES].decode("utf-8", "replace"))
+                else:
+                    yield line.decode("utf-8", "replace")
 
     def as_async_file(self) -> anyio.AsyncFile[str]:
         """`stdio_server(stdin=...)` only iterates its stdin; it is typed as an AsyncFile."""

@@ -217,7 +217,7 @@ class TasksExtension(Extension):
             return await call_next(ctx)
         arguments = dict(params.arguments or {})
         try:
-            state = await self.conductor.start_task(
+            state = await self.conductor.tasks.start(
                 spec=arguments.get("spec"),
                 spec_yaml=arguments.get("spec_yaml"),
                 path=arguments.get("path"),
@@ -236,7 +236,7 @@ class TasksExtension(Extension):
         require_client_extension(ctx, TASKS_EXTENSION)
         _check_name_header(ctx, params.task_id)
         try:
-            return await self.conductor.get_task(params.task_id)
+            return await self.conductor.tasks.get(params.task_id)
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: {exc}") from exc
 
@@ -250,7 +250,7 @@ class TasksExtension(Extension):
         await self._state(ctx, params)
         decisions, notes = _answers(params.input_responses)
         try:
-            await self.conductor.answer_task(params.task_id, decisions, notes, _client_name(ctx))
+            await self.conductor.tasks.answer(params.task_id, decisions, notes, _client_name(ctx))
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to update task: {exc}") from exc
         except PodiumError as exc:
@@ -262,7 +262,7 @@ class TasksExtension(Extension):
     ) -> HandlerResult:
         await self._state(ctx, params)
         try:
-            await self.conductor.cancel_task(params.task_id)
+            await self.conductor.tasks.cancel(params.task_id)
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to cancel task: {exc}") from exc
         except PodiumError as exc:
@@ -340,7 +340,7 @@ class TaskListen:
         last: dict[str, tuple[str, tuple[str, ...]]] = {}
         for task_id in task_ids:
             try:
-                state = await self.conductor.get_task(task_id)
+                state = await self.conductor.tasks.get(task_id)
             except TaskNotFoundError:
                 continue  # honored like an unknown resource URI: it never fires
             jobs[task_id] = state.task.job_id
@@ -407,7 +407,7 @@ class TaskListen:
         meta: dict[str, Any],
     ) -> None:
         try:
-            state = await self.conductor.get_task(task_id)
+            state = await self.conductor.tasks.get(task_id)
         except TaskNotFoundError:
             return
         signature = _signature(state)

@@ -16,10 +16,11 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
-from podium.core.conductor import RUN_JOB_WAIT_SECONDS, Conductor
+from podium.core.conductor import Conductor
 from podium.core.diagnosis import Diagnosis
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate
+from podium.core.job_tasks import RUN_JOB_WAIT_SECONDS
 from podium.core.models import Decision, JobDetail, JobStatus, JobSummary, SheetStatus
 from podium.core.snapshots import SnapshotInfo
 from podium.core.views import (
@@ -349,7 +350,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
             async def progress(elapsed: float) -> None:
                 await ctx.report_progress(round(elapsed, 1), RUN_JOB_WAIT_SECONDS)
 
-            return await conductor.run_job(
+            return await conductor.tasks.run_job(
                 spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, on_tick=progress
             )
         except PodiumError as exc:
@@ -366,7 +367,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         output_tail is the question): approve lets the job go on, reject fails the sheet
         (error_category rejected). Recorded in history with your client name and the note."""
         try:
-            return await conductor.approve(
+            return await conductor.approvals.approve(
                 job_id, sheet, decision, note=note, decided_by=client_name(ctx)
             )
         except PodiumError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
-from podium.core import conductor as conductor_module
+from podium.core import housekeeping as housekeeping_module
 from podium.core import snapshots as snapshots_module
 from podium.core.conductor import Conductor
 from podium.core.config import load_config
@@ -44,7 +44,7 @@ async def main(home: Path, point: str, jobs: int) -> None:
                 await anyio.sleep(0.02)
     await conductor.engine.hooks_settled()
     if point == "clear":
-        real = conductor_module.shutil.rmtree
+        real = housekeeping_module.shutil.rmtree
         calls = [0]
 
         def rmtree_then_die(*args: Any, **kwargs: Any) -> None:
@@ -53,7 +53,7 @@ async def main(home: Path, point: str, jobs: int) -> None:
             if calls[0] == 2:  # one job's logs and snapshots are gone, the rest are not
                 die()
 
-        conductor_module.shutil.rmtree = rmtree_then_die  # type: ignore[assignment]
+        housekeeping_module.shutil.rmtree = rmtree_then_die  # type: ignore[assignment]
         await conductor.clear_jobs(all_jobs=True)
     elif point == "snapshot":
         real_copy = snapshots_module.shutil.copytree

@@ -406,7 +406,9 @@ async def test_a_timed_out_session_is_resumed_by_the_retry_after_a_restart(
     spec = fakes.spec(
         "slow", "claude-code", started, SUCCESS["claude-code"], config={"timeout_seconds": 1}
     )
-    spec["retry"] = {"max_retries": 1, "base_delay_seconds": 60, "jitter": False}
+    # The backoff outlives the restart (a stored wait, issue 10 item 9): long enough for the
+    # first conductor to stop before the retry, short enough for the second to run it.
+    spec["retry"] = {"max_retries": 1, "base_delay_seconds": 3, "jitter": False}
     async with Conductor(make_config()) as c:
         job = await c.submit_job(spec=spec)
         await sheet_waiting(c, job.job_id)  # backing off before its retry

@@ -232,7 +232,7 @@ async def test_a_pending_approval_survives_a_restart(config_for_restart: PodiumC
         assert gate.waiting_reason.value == "approval"
         assert gate.output_tail == "Ship v1.2.3 to production?"
         assert (await second.status()).pending_approvals[0].job_id == job_id
-        await second.approve(job_id, "ask", "approve", decided_by="restarted-client")
+        await second.approvals.approve(job_id, "ask", "approve", decided_by="restarted-client")
         if (await second.get_job(job_id)).status.value == "paused":
             await second.resume_job(job_id)
         done = await wait_for_job(second, job_id)
@@ -312,7 +312,9 @@ async def test_a_pending_approval_survives_kill_9(tmp_path: Path, make_config: A
         gate = (await after.get_job("gated")).sheets[1]
         assert gate.status.value == "waiting" and gate.output_tail == "Ship v1.2.3 to production?"
         assert [a.job_id for a in (await after.status()).pending_approvals] == ["gated"]
-        await after.approve("gated", 2, "reject", note="found a bug", decided_by="after-crash")
+        await after.approvals.approve(
+            "gated", 2, "reject", note="found a bug", decided_by="after-crash"
+        )
         failed = await wait_for_job(after, "gated")
         assert failed.sheets[1].error_category is not None
         assert failed.sheets[1].error_category.value == "rejected"

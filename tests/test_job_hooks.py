@@ -81,8 +81,10 @@ async def hooks_done(conductor: Conductor, job_id: str) -> None:
 async def test_on_failure_webhook_and_on_complete_command_fire_once(
     conductor: Conductor, hook: Hook, tmp_path: Path
 ) -> None:
-    log = tmp_path / "events.log"
-    record = f"cat >> {log}; echo >> {log}"
+    # One file per job and event (two jobs end at once): a second firing adds a line to it.
+    logs = tmp_path / "events"
+    logs.mkdir()
+    record = f'f={logs}/"$PODIUM_JOB_ID.$PODIUM_EVENT"; cat >> "$f"; echo >> "$f"'
     notifications = {
         "on_complete": [{"type": "command", "command": record}],
         "on_failure": [
@@ -121,7 +123,12 @@ async def test_on_failure_webhook_and_on_complete_command_fire_once(
     assert body["job"]["job_id"] == failing.job_id and body["job"]["status"] == "failed"
     assert body["job"]["failed_sheets"] == 1 and body["job"]["error"].startswith("sheet 1 failed")
 
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    events = [
+        json.loads(line)
+        for path in sorted(logs.iterdir())
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     assert sorted((e["event"], e["job"]["job_id"]) for e in events) == sorted(
         [("job_failed", failing.job_id), ("job_completed", passing.job_id)]
     )

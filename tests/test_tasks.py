@@ -321,6 +321,6 @@ async def test_the_synchronous_run_is_bounded(conductor: Conductor) -> None:
     """run_job without a task waits at most its bound (50 s for the tool; shortened here),
     then answers with the job as it is; the job goes on."""
     with anyio.fail_after(10):
-        detail = await conductor.run_job(spec=SLOW, wait_seconds=0.5)
+        detail = await conductor.tasks.run_job(spec=SLOW, wait_seconds=0.5)
     assert detail.status.value == "running" and detail.sheets[0].status.value == "running"
     await conductor.cancel_job(detail.job_id)

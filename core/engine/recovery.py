@@ -32,8 +32,10 @@ from podium.core.models import (
     JobStatus,
     PauseReason,
     SheetStatus,
+    WaitingReason,
     utcnow,
 )
+from podium.core.runner import cgroups
 from podium.core.runner.escapees import end_attempt_processes
 from podium.core.runner.process import (
     ProcessGroupRef,
@@ -88,6 +90,10 @@ class Recovery:
                     ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
                     kills.start_soon(self._kill_leftover, ref)
                 kills.start_soon(self._kill_marked, attempt)
+        # Attempt cgroups the crash left: whatever is still in them is ended, whoever ran it.
+        ended = await anyio.to_thread.run_sync(cgroups.release_leftovers, str(self.ctx.config.home))
+        if ended:
+            log.warning("killed leftover processes in attempt cgroups", count=ended)
         self.state.holds = {h.hold_key: h for h in await store.holds()}
         jobs = [j.job_id for j in await store.active_jobs()]
         jobs += sorted({a.job_id for a in claimed} - set(jobs))
@@ -271,6 +277,14 @@ def _reconcile(
     for num, sheet in tx.sheets(job_id).items():
         if num in theirs or awaiting(sheet):
             # A pending approval is a question to a person, not work in flight: it waits on.
+            continue
+        if (
+            sheet.status is SheetStatus.WAITING
+            and sheet.waiting_reason is WaitingReason.RETRY_BACKOFF
+            and sheet.waiting_until is not None
+        ):
+            # Its backoff is a moment in the store, not a process: it waits on for it, so a
+            # restart (or a crash loop) never makes a retry come sooner.
             continue
         if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
             interrupted = sheet.status is SheetStatus.RUNNING

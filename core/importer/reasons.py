@@ -14,7 +14,8 @@ _BY_PREFIX: list[tuple[str, str]] = [
     ("workspace_lifecycle", "Podium never archives or deletes a workspace"),
     ("isolation", "Podium runs sheets in the workspace itself (no git worktrees)"),
     ("conductor", "Podium jobs carry no conductor identity"),
-    ("checkpoints", "Podium asks for no confirmation before a sheet runs"),
+    ("checkpoints", "for a person's go-ahead before risky work, add a sheet with "
+     "`instrument: approval`"),
     ("bridge", "Podium has no Ollama bridge"),
     ("feedback", "Podium does not extract feedback blocks from output"),
     ("techniques", "Podium has no technique components"),

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from podium.core.runner import cgroups, reaper
 from podium.core.runner.escapees import tagging
 
 _CHUNK = 64 * 1024
@@ -82,8 +83,9 @@ class Child:
     ) -> Child:
         """Start `argv`; raises OSError when it cannot start (missing executable or cwd)."""
         seal_descriptors()
-        with tagging(env):
+        with tagging(env), cgroups.joined(env), reaper.spawning() as register:
             popen = _start(argv, cwd=cwd, env=env, with_stdin=with_stdin)
+            register(popen.pid)
         return cls(popen)
 
     @property
@@ -133,6 +135,7 @@ class Child:
         if self._pidfd is not None and self._loop is not None:
             self._loop.remove_reader(self._pidfd)
         self._popen.wait()  # it has exited: this only collects the status
+        reaper.forget(self.pid)
         self.exited.set()
         if self._on_exit is not None:
             self._on_exit()
@@ -177,7 +180,8 @@ class Child:
             os.close(self._pidfd)
             self._pidfd = None
         # Reap it if it has exited, so no zombie of ours is left.
-        self._popen.poll()
+        if self._popen.poll() is not None:
+            reaper.forget(self.pid)
 
     def _close(self, name: str) -> None:
         if getattr(self, name) is not None:

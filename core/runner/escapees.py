@@ -11,8 +11,10 @@ clears follow every process an attempt starts:
   fork. The tag is a value a little above the kernel's default (50 us, plus at most ~1 ms),
   harmless to timers, derived from the attempt's mark so recovery can compute it again.
 
-On Linux the conductor also makes itself a child subreaper (`become_subreaper`), so orphans
-are re-parented to it rather than to init: it stays their reaper.
+On Linux the conductor also makes itself a child subreaper (`become_subreaper`, in `reaper`),
+so orphans are re-parented to it rather than to init: it stays their reaper. Where the kernel
+offers a pids cgroup, every attempt also runs in one of its own (`cgroups`), which nothing
+can leave.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from collections.abc import Iterator, Mapping
 import anyio
 import psutil
 
+# The conductor as subreaper lives with the reaping of what it adopts.
+from podium.core.runner.reaper import become_subreaper as become_subreaper
+
 MARK_VARIABLE = "PODIUM_ATTEMPT_OF"
 _DEFAULT_SLACK_NS = 50_000
 _TAG_SPACE = 1 << 20
 _PR_SET_TIMERSLACK = 29
-_PR_SET_CHILD_SUBREAPER = 36
 # A process started this long before the attempt began cannot be one of its own (clock-tick
 # granularity of start times).
 _START_SLACK_SECONDS = 1.0
@@ -71,11 +75,6 @@ def tagging(env: Mapping[str, str]) -> Iterator[None]:
         _prctl(_PR_SET_TIMERSLACK, 0)  # 0: back to this thread's default
 
 
-def become_subreaper() -> bool:
-    """Make orphans of our descendants our children instead of init's (Linux)."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
 def _tag_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/timerslack_ns", "rb") as f:
@@ -84,9 +83,9 @@ def _tag_of(pid: int) -> int | None:
         return None
 
 
-def find_attempt_processes(mark: str, since: float, spare: frozenset[int] = frozenset()) -> list[
-    psutil.Process
-]:
+def find_attempt_processes(
+    mark: str, since: float, spare: frozenset[int] = frozenset()
+) -> list[psutil.Process]:
     """Live processes carrying this attempt's mark, or its tag and started since `since`
     (a wall-clock time); never this process or the pids in `spare`."""
     tag = attempt_tag(mark)

@@ -8,23 +8,34 @@ froze every client of the conductor. So a pattern never runs on `re` inside the 
   means to Python: pattern and text are ASCII, and RE2 accepts the pattern's syntax;
 - anything else (backreferences, lookaround, `\\Z`, non-ASCII text...) runs on Python's `re`
   in a child process that is killed at REGEX_TIME_LIMIT_SECONDS, which fails the validation
-  with a detail saying so.
+  with a detail saying so. Those children run at a lower priority and only a few at a time
+  (half the CPUs), so a spec full of such patterns leaves the conductor its share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import re2
 
 from podium.core.runner.process import run_captured
 
 # Wall-clock bound for a pattern that RE2 cannot run; read at call time (tests lower it).
 REGEX_TIME_LIMIT_SECONDS = 10.0
+# Such searches run a few at a time: each may burn a CPU until its limit, and a spec full of
+# them must not take every core from the conductor (and the sheets) meanwhile.
+MAX_BOUNDED_SEARCHES = max(1, (os.cpu_count() or 2) // 2)
+# One semaphore per event loop (a semaphore belongs to the loop it first waited in).
+_searches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 # Python's ASCII `\s` also matches \v and \x1c-\x1f, RE2's does not; `[:` starts a POSIX class
 # in RE2 but is a plain set member to Python; `\Z` is RE2's `\z`; inline flags other than
@@ -62,9 +73,15 @@ def search_re2(pattern: str, data: bytes) -> RegexOutcome | None:
     return RegexOutcome(found=compiled.search(data) is not None)
 
 
-# Run by `python -I -S`: reads the capped file itself, so the text never crosses a pipe.
+# Run by `python -I -S`: reads the capped file itself, so the text never crosses a pipe. It
+# lowers its own priority first: a pattern that backtracks burns a CPU until the limit, and
+# the conductor's answers to every other client come before it.
 _CHILD = """
-import re, sys
+import os, re, sys
+try:
+    os.nice(10)
+except OSError:
+    pass
 pattern = bytes.fromhex(sys.argv[1]).decode("utf-8", "surrogatepass")
 with open(sys.argv[2], "rb") as f:
     text = f.read(int(sys.argv[3])).decode("utf-8", errors="replace")
@@ -93,14 +110,19 @@ async def search_bounded(
         os.fspath(path),
         str(max_bytes),
     ]
-    outcome, output = await run_captured(
-        argv,
-        cwd=path.parent,
-        env={},
-        timeout_seconds=limit,
-        kill_grace_seconds=min(kill_grace_seconds, 1.0),
-        capture_bytes=2048,
-    )
+    loop = asyncio.get_running_loop()
+    searches = _searches.get(loop)
+    if searches is None:
+        searches = _searches[loop] = anyio.Semaphore(MAX_BOUNDED_SEARCHES)
+    async with searches:
+        outcome, output = await run_captured(
+            argv,
+            cwd=path.parent,
+            env={},
+            timeout_seconds=limit,
+            kill_grace_seconds=min(kill_grace_seconds, 1.0),
+            capture_bytes=2048,
+        )
     if outcome.timed_out:
         return RegexOutcome(
             found=False,

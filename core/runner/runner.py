@@ -25,6 +25,7 @@ from podium.core.instruments.profile import (
     build_invocation,
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
+from podium.core.runner import cgroups, reaper
 from podium.core.runner.classify import classify_failure
 from podium.core.runner.escapees import MARK_VARIABLE, end_attempt_processes
 from podium.core.runner.logs import read_log_range
@@ -256,17 +257,35 @@ async def run_attempt(
             log_path=str(plan.log_path),
         )
     env = build_env(plan, invocation.env)
+    mark = env[MARK_VARIABLE]
     try:
-        return await _run_and_judge(
+        result = await _run_and_judge(
             plan, invocation, env, control, on_spawn, started_ns, clock=clock, zone=zone
         )
     finally:
         # Whatever the attempt left running outside its group (`setsid` daemons, double
-        # forks) ends with it, however it ended (SPEC §9 trap 15).
+        # forks) ends with it, however it ended (SPEC §9 trap 15); then whatever is still in
+        # its cgroup, and the orphans it left that ended by themselves are collected.
         with anyio.CancelScope(shield=True):
-            await end_attempt_processes(
-                env[MARK_VARIABLE], started_wall.timestamp(), plan.kill_grace_seconds
-            )
+            await end_attempt_processes(mark, started_wall.timestamp(), plan.kill_grace_seconds)
+            refused = 0
+            if cgroups.enabled(plan.home) or reaper.active():
+                refused = await anyio.to_thread.run_sync(_settle, mark)
+    if refused and result.outcome is not Outcome.COMPLETED:
+        why = f"{refused} forks refused at the max_processes limit of the attempt"
+        result = dataclasses.replace(
+            result, error=f"{result.error}; {why}" if result.error else why
+        )
+    return result
+
+
+def _settle(mark: str) -> int:
+    """After the attempt: how many of its forks its cgroup refused; then the group emptied
+    and removed, and the orphans it left that ended by themselves collected."""
+    refused = cgroups.refused_forks(mark)
+    cgroups.release(mark)
+    reaper.reap_adopted()
+    return refused
 
 
 async def _run_and_judge(

@@ -1,0 +1,80 @@
+"""Approval gates seen from the facade: a person's decision on a waiting approval sheet
+(named by number or name), and the approvals that wait."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from podium.core.errors import NotFoundError, PodiumError, job_not_found
+from podium.core.models import Decision, JobSummary
+from podium.core.store.base import Store
+from podium.core.views import ApprovalList, PendingApproval
+
+if TYPE_CHECKING:
+    from podium.core.conductor import Conductor
+
+# Pending approvals listed in the conductor status (the `podium://approvals` resource and
+# `podium approve --list` show up to 500).
+PENDING_APPROVALS_SHOWN = 20
+
+
+async def _known_job(store: Store, job_id: str) -> None:
+    if await store.get_job(job_id) is None:
+        raise job_not_found(job_id)
+
+
+class Approvals:
+    def __init__(self, conductor: Conductor) -> None:
+        self._c = conductor
+
+    async def approve(
+        self,
+        job_id: str,
+        sheet: int | str,
+        decision: Decision | str,
+        *,
+        note: str | None = None,
+        decided_by: str = "unknown client",
+    ) -> JobSummary:
+        """A person's decision on an approval sheet (by number or name) that waits."""
+        try:
+            chosen = Decision(decision)
+        except ValueError:
+            raise PodiumError(
+                f"decision: {decision!r} is not a decision; use 'approve' or 'reject'"
+            ) from None
+        num = await self._sheet_number(job_id, sheet)
+        return await self._c.engine.decide(job_id, num, chosen, decided_by, note)
+
+    async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
+        if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit()):
+            num = int(sheet)
+            if await self._c.store.get_sheet(job_id, num) is not None:
+                return num
+            await _known_job(self._c.store, job_id)
+            raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")
+        rows = await self._c.store.get_sheets(job_id)
+        if not rows:
+            await _known_job(self._c.store, job_id)
+        for row in rows:
+            if row.name == sheet:
+                return row.sheet_num
+        names = ", ".join(r.name for r in rows if r.name) or "none"
+        raise NotFoundError(f"sheet: job {job_id!r} has no sheet named {sheet!r} (names: {names})")
+
+    async def pending(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
+        rows, total = await self._c.store.pending_approvals(limit)
+        return ApprovalList(
+            approvals=[
+                PendingApproval(
+                    job_id=r.job_id,
+                    sheet_num=r.sheet_num,
+                    name=r.name,
+                    question=r.output_tail or "",
+                    requested_at=r.started_at,
+                    expires_at=r.waiting_until,
+                )
+                for r in rows
+            ],
+            total=total,
+        )

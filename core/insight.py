@@ -1,0 +1,101 @@
+"""Diagnose and estimate over the conductor's reads: why a job failed or is stuck (the
+history, the logs around each error, the holds), and what a spec will take from the history
+of similar jobs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
+from podium.core.errors import PodiumError
+from podium.core.estimate import Estimate, History, SheetSamples, estimate
+from podium.core.history_samples import RunSamples, run_samples
+from podium.core.models import JobStatus
+from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.models import ConcurrencySpec
+
+if TYPE_CHECKING:
+    from podium.core.conductor import Conductor
+
+DIAGNOSE_HISTORY_LIMIT = 50_000
+MAX_SHEET_PAGE = 10_000
+# Earlier runs of the same job name, and recent jobs searched for an instrument's sheets.
+ESTIMATE_EARLIER_RUNS = 20
+ESTIMATE_INSTRUMENT_RUNS = 30
+
+
+class Insight:
+    def __init__(self, conductor: Conductor) -> None:
+        self._c = conductor
+
+    async def diagnose(self, job_id: str) -> Diagnosis:
+        """Why a job failed or is stuck, with next steps, in one answer of bounded size."""
+        detail = await self._c.checkpoint(job_id)
+        entries, _ = await self._c.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
+
+        async def read_log(sheet_num: int, attempt: int) -> str:
+            try:
+                chunk = await self._c.read_logs(
+                    job_id, sheet=sheet_num, attempt=attempt, tail_lines=LOG_TAIL_SCANNED
+                )
+            except PodiumError:
+                return ""
+            return chunk.text
+
+        status = await self._c.status()
+        return await diagnose(
+            detail,
+            entries,
+            read_log,
+            rate_limits=[(r.instrument, r.until) for r in status.rate_limits],
+            pressure_level=status.pressure_level,
+            pressure_reason=status.pressure_reason,
+        )
+
+    async def estimate(self, loaded: LoadedSpec) -> Estimate:
+        """Expected duration and cost of a spec from the history of similar jobs."""
+        history = await self._estimate_history(loaded)
+        limit = self._c.config.max_concurrent_sheets
+        return estimate(loaded, history, max_concurrent_sheets=limit)
+
+    async def _estimate_history(self, loaded: LoadedSpec) -> History:
+        history = History()
+        finished = [JobStatus.COMPLETED, JobStatus.FAILED]
+        runs, _ = await self._c.list_jobs(
+            statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
+        )
+        seen: set[str] = set()
+        for run in runs:
+            seen.add(run.job_id)
+            samples = await self._sheet_samples(run.job_id)
+            if not samples.sheets:
+                continue
+            history.earlier_runs += 1
+            for key, instrument, sample in samples.sheets:
+                history.by_sheet.setdefault(key, SheetSamples()).add(sample)
+                history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
+            if samples.overhead is not None:
+                history.overheads.append(samples.overhead)
+        wanted = {s.instrument for s in loaded.sheets} - set(history.by_instrument)
+        if wanted:
+            recent, _ = await self._c.list_jobs(
+                statuses=[JobStatus.COMPLETED], limit=ESTIMATE_INSTRUMENT_RUNS
+            )
+            for run in recent:
+                if run.job_id in seen:
+                    continue
+                samples = await self._sheet_samples(run.job_id)
+                for _, instrument, sample in samples.sheets:
+                    if instrument in wanted:
+                        history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
+        return history
+
+    async def _sheet_samples(self, job_id: str) -> RunSamples:
+        detail = await self._c.get_job(job_id, sheet_limit=MAX_SHEET_PAGE, include_spec=True)
+        entries, _ = await self._c.get_execution_history(job_id, limit=DIAGNOSE_HISTORY_LIMIT)
+        concurrency = ConcurrencySpec.model_validate((detail.spec or {}).get("concurrency") or {})
+        return run_samples(
+            detail,
+            entries,
+            parallelism=min(concurrency.max_parallel_sheets, self._c.config.max_concurrent_sheets),
+        )

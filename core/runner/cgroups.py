@@ -1,0 +1,217 @@
+"""Each attempt in a pids cgroup of its own, where the kernel offers one (SPEC §9 trap 15).
+
+In its group an attempt's processes can never number more than `max_processes` (a fork past
+that fails in the sheet, so a fork bomb stays bounded), and none can leave it: not by
+`setsid`, a double fork or a cleared environment. Ending the attempt ends every member.
+
+cgroup v1's pids hierarchy lets one thread join a group, so the worker thread that forks an
+attempt's leader joins the attempt's group for the fork only (as it tags the fork, see
+`escapees`): the leader, and everything it starts, is born inside. cgroup v2 moves whole
+processes only (and needs a delegated subtree), so there, and wherever no pids hierarchy is
+writable, attempts run without a group: the resource monitor still counts descendants
+against `max_processes` (backpressure), and marks and tags still find escaped processes.
+
+Groups live under `<pids mount>/<this process's group>/podium-<home hash>/`, one per attempt,
+named by a hash of the attempt's mark, so a restarted conductor finds what a crash left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from podium.core.runner.escapees import MARK_VARIABLE
+
+log = structlog.get_logger("podium.cgroups")
+
+_SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _Home:
+    base: Path
+    max_pids: int
+
+
+_homes: dict[str, _Home] = {}
+_lock = threading.Lock()
+
+
+def _pids_mount() -> Path | None:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 4 and parts[2] == "cgroup" and "pids" in parts[3].split(","):
+                    return Path(parts[1])
+    except OSError:
+        return None
+    return None
+
+
+def _own_group(proc_file: str = "/proc/self/cgroup") -> str | None:
+    try:
+        with open(proc_file, encoding="utf-8") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "pids" in controllers.split(","):
+                    return path
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _base_for(home: str) -> Path | None:
+    mount, own = _pids_mount(), _own_group()
+    if mount is None or own is None:
+        return None
+    digest = hashlib.sha256(home.encode()).hexdigest()[:12]
+    return mount / own.lstrip("/") / f"podium-{digest}"
+
+
+def enable(home: str, max_processes: int) -> bool:
+    """Give the attempts of the conductor on `home` groups from now on (at start, and again
+    at a reload with a new `max_processes`). False when the kernel offers none here."""
+    base = _base_for(home)
+    if base is None:
+        return False
+    try:
+        base.mkdir(exist_ok=True)
+        (base / "tasks").stat()
+    except OSError as exc:
+        log.info("no pids cgroup for attempts", reason=str(exc))
+        return False
+    with _lock:
+        _homes[home] = _Home(base, max_processes)
+    return True
+
+
+def disable(home: str) -> None:
+    with _lock:
+        entry = _homes.pop(home, None)
+    if entry is not None:
+        with contextlib.suppress(OSError):
+            entry.base.rmdir()  # only when no attempt group is left in it
+
+
+def enabled(home: str) -> bool:
+    return home in _homes
+
+
+def _home_of(mark: str) -> str:
+    return mark.rsplit("|", 3)[0]
+
+
+def _group_of(mark: str) -> Path | None:
+    entry = _homes.get(_home_of(mark))
+    if entry is None:
+        return None
+    return entry.base / hashlib.sha256(mark.encode()).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def joined(env: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block, this thread is in the group of the attempt marked in `env` (created
+    with its limit), so a process it forks is born there; nothing when there is no mark or
+    no group to be had."""
+    mark = env.get(MARK_VARIABLE)
+    group = _group_of(mark) if mark is not None else None
+    entry = _homes.get(_home_of(mark)) if mark is not None else None
+    if group is None or entry is None:
+        yield
+        return
+    back = _own_group("/proc/thread-self/cgroup")
+    tid = str(threading.get_native_id())
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "pids.max").write_text(str(entry.max_pids))
+        (group / "tasks").write_text(tid)
+    except OSError as exc:
+        log.warning("attempt runs without its pids cgroup", reason=str(exc))
+        yield
+        return
+    try:
+        yield
+    finally:
+        mount = _pids_mount()
+        if mount is not None and back is not None:
+            with contextlib.suppress(OSError):
+                (mount / back.lstrip("/") / "tasks").write_text(tid)
+
+
+def members(mark: str) -> list[int]:
+    group = _group_of(mark)
+    return _members(group) if group is not None else []
+
+
+def _members(group: Path) -> list[int]:
+    try:
+        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def refused_forks(mark: str) -> int:
+    """How many forks of the attempt the kernel refused at its limit."""
+    group = _group_of(mark)
+    if group is None:
+        return 0
+    try:
+        for line in (group / "pids.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max":
+                return int(value)
+    except (OSError, ValueError):
+        return 0
+    return 0
+
+
+def release(mark: str) -> int:
+    """End whatever is left in the attempt's group (SIGKILL: the graceful ending has had its
+    turn) and remove the group. Returns how many processes it ended. Blocking: run it in a
+    worker thread."""
+    group = _group_of(mark)
+    return _empty_and_remove(group) if group is not None else 0
+
+
+def _empty_and_remove(group: Path) -> int:
+    ended: set[int] = set()
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        pids = [p for p in _members(group) if p != os.getpid()]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                ended.add(pid)
+        if time.monotonic() > deadline:
+            log.warning("processes of an attempt group would not end", pids=pids)
+            return len(ended)
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        group.rmdir()
+    return len(ended)
+
+
+def release_leftovers(home: str) -> int:
+    """At start: empty and remove every attempt group a previous conductor on `home` left
+    (a crash skips the release at an attempt's end). Returns the processes ended."""
+    entry = _homes.get(home)
+    if entry is None:
+        return 0
+    ended = 0
+    with contextlib.suppress(OSError):
+        for group in entry.base.iterdir():
+            if group.is_dir():
+                ended += _empty_and_remove(group)
+    return ended
