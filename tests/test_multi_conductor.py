@@ -131,14 +131,15 @@ async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_comple
             return any(x.conductor_id == "b" for x in await store.in_flight_attempts())
 
         await wait_for(b_runs_some, 60, "conductor b to run sheets")
+        # The host dies: the conductor and the sheets it runs, at once.
+        b.kill_host()
+        killed_at = time.monotonic()
+        # What it had in flight when it died (nobody can reclaim before its lease runs out).
         on_b = {
             (x.sheet_num, x.attempt)
             for x in await store.in_flight_attempts()
             if x.conductor_id == "b"
         }
-        # The host dies: the conductor and the sheets it runs, at once.
-        b.kill_host()
-        killed_at = time.monotonic()
         await wait_for(lambda: finished(store, job_id), 90, "the job to end")
         job = await store.get_job(job_id)
         rows = await history(store, job_id)
@@ -160,7 +161,12 @@ async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_comple
     for num, _ in on_b:
         [again] = [x for x in rows if x.sheet_num == num and x.outcome is Outcome.COMPLETED]
         assert again.conductor_id == "a"
-    assert counts(ws, sheets) == [1] * sheets
+    # The side effect ran once for every sheet, but for those the dead host was running: a
+    # process killed just after its last line may have written it (the attempt is still
+    # interrupted, and runs again): at most once more.
+    interrupted = {num for num, _ in on_b}
+    for num, count in enumerate(counts(ws, sheets), 1):
+        assert count == 1 or (num in interrupted and count == 2), (num, count)
     assert time.monotonic() - killed_at < 60
     # The dead conductor's registration stays until it expires; the survivor's is there.
     assert "a" in conductors_now
