@@ -203,6 +203,9 @@ async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed
 
             # Past the lease the other conductor reclaims it and runs it again.
             await wait_for(taken_over, 60, "the other conductor to take the sheet over")
+            # Lease renewals before the freeze bump the row too: what counts is that nothing
+            # writes it after the reclaim.
+            reclaimed_version = (await history(store, job_id))[0].version
             gate.touch()
 
             async def done() -> bool:
@@ -226,7 +229,7 @@ async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed
     assert (one.attempt, one.conductor_id) == (1, owner.name)
     assert one.outcome is Outcome.INTERRUPTED and "lease ran out" in (one.error or "")
     assert (two.attempt, two.conductor_id, two.outcome) == (2, other.name, Outcome.COMPLETED)
-    assert one.version == 2  # written once, by the reclaim; never by its late owner
+    assert one.version == reclaimed_version  # never written by its late owner
     assert "reclaimed" in owner.log_text()
     # The history names where each attempt ran (its log is on that conductor's host).
     assert [e.conductor_id for e in (one.entry(), two.entry())] == [owner.name, other.name]
