@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from helpers import wait_for_job, wait_until, write_rows
-from test_recovery import conductor_process, kill_group_quietly, live_group_members
+from test_recovery import conductor_process, kill_group_quietly, live_group_members, poll
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
@@ -56,6 +56,8 @@ async def test_a_crash_after_a_modify_comes_back_interrupted_with_the_new_spec(
     (tmp_path / "hold-1").touch()
     with conductor_process(home, tmp_path, old, job_id="modified", modified=new) as proc:
         # The modify is in: the job waits for its running sheet to end, paused by the system.
+        # The sheet is running in the store; its shell writes its pid a moment later.
+        poll((tmp_path / "pid-1").exists, 30, "the held sheet to write its pid")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     sheet_pid = int((tmp_path / "pid-1").read_text())
@@ -86,6 +88,8 @@ async def test_a_crash_after_a_modify_with_auto_resume_continues(
     old, new = modify_specs(tmp_path)
     (tmp_path / "hold-1").touch()
     with conductor_process(home, tmp_path, old, job_id="modified", modified=new) as proc:
+        # The sheet is running in the store; its shell writes its pid a moment later.
+        poll((tmp_path / "pid-1").exists, 30, "the held sheet to write its pid")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     sheet_pid = int((tmp_path / "pid-1").read_text())
