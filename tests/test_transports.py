@@ -105,6 +105,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def echo_pid(pid_file: Path | str) -> str:
+    """Shell that writes its pid to pid_file in one step: a plain `echo $$ > f` creates the
+    file empty first, and a test that saw it exist could read "" before the pid lands."""
+    return f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}"
+
+
 def kill_group_of(pid_file: Path) -> None:
     """Kill a sheet's process group (its leader wrote `$$` to pid_file), if still there."""
     with suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
@@ -346,7 +352,7 @@ async def _round_trip_then_long_job(
             engine_pid: int = status["pid"]
             assert Path(status["home"]) == Path(params.env["PODIUM_HOME"])  # type: ignore[index]
             await round_trip(client, inbox, "stdio-dag")
-            spec = {"name": "long", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            spec = {"name": "long", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
             assert long["status"] in {"queued", "running"}
             with anyio.fail_after(20):
@@ -467,7 +473,7 @@ async def test_http_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             async with Client(f"{server.base}/mcp") as client:
                 spec = {
                     "name": "long",
-                    "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
+                    "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}],
                 }
                 await call(client, "submit_job", {"job_id": "long", "spec": spec})
                 with anyio.fail_after(20):
