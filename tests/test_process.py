@@ -77,6 +77,16 @@ async def wait_for_file(path: Path, seconds: float = 5.0) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
+async def wait_for_spawn(pidfile: Path, refs: list[ProcessGroupRef]) -> None:
+    """The grandchild wrote its pid and the runner announced the group: the child can write
+    before the runner's `on_spawn` has run, and a cancel in between is test_spawn_cancel's
+    case, not these tests'."""
+    await wait_for_file(pidfile)
+    with anyio.fail_after(5):
+        while not refs:
+            await anyio.sleep(0.01)
+
+
 def grandchild_script(pidfile: Path, tail: str = "sleep 1000") -> str:
     return f"sleep 1000 & echo $! > {pidfile}; {tail}"
 
@@ -318,7 +328,7 @@ async def test_cancelling_the_awaiting_task_kills_group(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-        await wait_for_file(pidfile)
+        await wait_for_spawn(pidfile, refs)
         tg.cancel_scope.cancel()
     assert_nothing_left(refs[0].pgid, int(pidfile.read_text()))
 
@@ -332,7 +342,7 @@ async def test_native_asyncio_cancel_kills_group(tmp_path: Path) -> None:
         refs.append(ref)
 
     task = asyncio.ensure_future(run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-    await wait_for_file(pidfile)
+    await wait_for_spawn(pidfile, refs)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
