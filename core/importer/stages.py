@@ -226,7 +226,9 @@ class StageBuilder:
             if len(chosen) == 1 and None not in chosen:
                 (name,) = chosen
                 assert name is not None
-                stage.instrument, stage.config = self.instruments.resolve(name, "sheet.instrument_map")
+                stage.instrument, stage.config = self.instruments.resolve(
+                    name, "sheet.instrument_map"
+                )
         for num, name in self._by_stage(plan, "sheet.per_sheet_instruments").items():
             stages[num - 1].instrument, alias = self.instruments.resolve(
                 str(name), "sheet.per_sheet_instruments"
