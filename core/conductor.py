@@ -206,7 +206,7 @@ class Conductor:
                     lambda: self.store,
                     self._engine.hook_done,
                     self.submit_job,
-                    base_env=os.environ,
+                    base_env={**os.environ, "PODIUM_HOME": str(self.config.home)},
                     kill_grace_seconds=self.config.kill_grace_seconds,
                 )
                 task_group.start_soon(self._job_hooks.serve)

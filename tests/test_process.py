@@ -78,10 +78,11 @@ async def wait_for_file(path: Path, seconds: float = 5.0) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
-async def wait_spawned(pidfile: Path, refs: list[ProcessGroupRef]) -> None:
-    """The grandchild wrote its pid and on_spawn has the group: the shell can write the file
-    before the event loop gets back from the spawn and calls on_spawn, and a cancel in
-    between leaves `refs` empty (the group is still killed)."""
+async def wait_for_spawn(pidfile: Path, refs: list[ProcessGroupRef]) -> None:
+    """The grandchild wrote its pid and the runner announced the group: the child can write
+    before the runner's `on_spawn` has run; a cancel in between is the case of
+    test_native_asyncio_cancel_while_the_spawn_thread_runs_leaves_nothing (native) and of
+    test_spawn_cancel (anyio), not these tests'."""
     await wait_for_file(pidfile)
     with anyio.fail_after(5):
         while not refs:
@@ -302,7 +303,7 @@ async def test_request_cancel_kills_group(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner)
-        await wait_spawned(pidfile, refs)
+        await wait_for_spawn(pidfile, refs)
         control.request_cancel()
     [out] = result
     assert out.cancelled and not out.timed_out
@@ -329,7 +330,7 @@ async def test_cancelling_the_awaiting_task_kills_group(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-        await wait_spawned(pidfile, refs)
+        await wait_for_spawn(pidfile, refs)
         tg.cancel_scope.cancel()
     assert_nothing_left(refs[0].pgid, int(pidfile.read_text()))
 
@@ -343,7 +344,7 @@ async def test_native_asyncio_cancel_kills_group(tmp_path: Path) -> None:
         refs.append(ref)
 
     task = asyncio.ensure_future(run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-    await wait_spawned(pidfile, refs)
+    await wait_for_spawn(pidfile, refs)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
