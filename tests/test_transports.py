@@ -23,6 +23,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
+from cli_zygote import run_podium
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -192,9 +193,8 @@ def http_server(
 
 
 def podium_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=30
-    )
+    """A `podium` command as a process of its own (forked from tests/cli_zygote.py)."""
+    return run_podium(list(args), server_env(home), timeout=30)
 
 
 # ----- MCP round trip -------------------------------------------------------------------------
