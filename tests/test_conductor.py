@@ -249,7 +249,9 @@ async def test_notification_and_long_poll_through_the_bridge(tmp_path: Path, mod
                     polled.update(await long_poll())
 
                 tg.start_soon(poll)
-                await anyio.sleep(6)  # the long-poll is waiting (a progress tick passed)
+                # The long-poll is waiting: its first progress tick (5 s in) came through the
+                # bridge. A fixed 6 s sleep raced that tick under load.
+                await wait_until(lambda: bool(progress), timeout=30, what="a progress tick")
                 await call(client, "resume", {"job_id": "notify"})
                 with anyio.fail_after(30):
                     await got.wait()
