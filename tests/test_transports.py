@@ -355,11 +355,15 @@ async def _round_trip_then_long_job(
             spec = {"name": "long", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
             assert long["status"] in {"queued", "running"}
-            with anyio.fail_after(20):
+            # The sheet runs, then its shell writes the pid file: a long-poll on the status
+            # would sleep out its 5 s for the file (no status changes by then).
+            with anyio.fail_after(30):
                 while True:
                     detail = await call(client, "status", {"job_id": "long", "wait_seconds": 5})
-                    if detail["sheets"][0]["status"] == "running" and pid_file.exists():
+                    if detail["sheets"][0]["status"] == "running":
                         break
+                while not pid_file.exists():
+                    await anyio.sleep(0.05)
             assert not inbox.errors, inbox.errors
             closing = time.monotonic()
         return engine_pid, time.monotonic() - closing
