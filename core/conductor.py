@@ -15,8 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta, tzinfo
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +58,7 @@ from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.store.base import Store
 from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow, TaskRow
+from podium.core.version import podium_version
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
@@ -96,13 +95,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [str(v) for v in value]
     return str(value) if isinstance(value, Path) else value
-
-
-def podium_version() -> str:
-    try:
-        return package_version("podium")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def new_job_id(name: str) -> str:

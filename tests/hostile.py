@@ -75,9 +75,16 @@ class Latencies:
         return max(self.seconds, default=0.0)
 
 
-async def probe(served_: Served, stop: anyio.Event, client: int = 1) -> Latencies:
-    """Call `status` and GET /healthz from another client until `stop`, timing each."""
-    out = Latencies()
+async def probe(
+    served_: Served,
+    stop: anyio.Event,
+    client: int = 1,
+    interval: float = 0.02,
+    out: Latencies | None = None,
+) -> Latencies:
+    """Call `status` and GET /healthz from another client until `stop`, timing each (into
+    `out` when given, which the caller can watch fill)."""
+    out = Latencies() if out is None else out
     while not stop.is_set():
         t0 = time.monotonic()
         result = await served_.call("status", {}, client)
@@ -89,5 +96,5 @@ async def probe(served_: Served, stop: anyio.Event, client: int = 1) -> Latencie
         if response.status_code not in (200, 503):
             out.errors.append(f"/healthz {response.status_code}")
         out.seconds.append(time.monotonic() - t0)
-        await anyio.sleep(0.02)
+        await anyio.sleep(interval)
     return out

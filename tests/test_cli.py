@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from test_conductor import conductor_client
 from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
@@ -30,14 +32,67 @@ def test_bare_podium_prints_help_and_options_show_defaults(tmp_path: Path) -> No
     assert "[default: 200;" in logs.stdout and "[default: latest]" in logs.stdout
 
 
-def test_every_option_has_help() -> None:
-    import click
-
+def all_commands() -> dict[str, click.Command]:
+    """Every `podium` command, through the group's lazy loading."""
     from podium.server.cli import main
 
     assert isinstance(main, click.Group)
+    ctx = click.Context(main)
+    commands = {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
+    assert all(commands.values()), commands
+    return {name: command for name, command in commands.items() if command is not None}
+
+
+def test_the_lazy_command_table_has_every_command() -> None:
+    """Each command module's click commands, and nothing else, are in `podium`'s table."""
+    import importlib
+
+    from podium.server.cli import COMMAND_MODULES
+
+    defined = {}
+    for module in COMMAND_MODULES:
+        for value in vars(importlib.import_module(f"podium.server.{module}")).values():
+            if isinstance(value, click.Command):
+                defined[value.name] = value
+    listed = all_commands()
+    assert listed == defined
+    assert {"run", "status", "serve", "import-score", "dashboard", "diagnose"} <= set(listed)
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    """`podium status` loads neither the score importer, the dashboard nor the spec tools'
+    commands: a CLI call is mostly its imports."""
+    probe = (
+        "import sys\n"
+        "from podium.server.cli import main\n"
+        "try:\n"
+        "    main(['status', '--json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('podium.'))))\n"
+    )
+    env = server_env(make_home(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    loaded = set(done.stdout.split())
+    assert "podium.server.cli_jobs" in loaded, done.stderr
+    unused = {
+        "podium.server.cli_import",
+        "podium.server.cli_dashboard",
+        "podium.server.cli_insight",
+        "podium.core.importer",
+    }
+    assert not loaded & unused, loaded & unused
+
+
+def test_every_option_has_help() -> None:
+    from podium.server.cli import main
+
     assert main.context_settings.get("show_default") is True
-    for name, command in main.commands.items():
+    commands = all_commands()
+    assert len(commands) >= 20
+    for name, command in commands.items():
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, f"podium {name} {param.opts[0]} has no help text"

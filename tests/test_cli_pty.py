@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from test_conductor import conductor_client, wait_until
-from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
+from test_transports import PODIUM, call, echo_pid, make_home, podium_cli, running, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +139,7 @@ async def test_top_renders_and_quits(tmp_path: Path) -> None:
     async with conductor_client(home) as client:
         spec = {
             "name": "busy",
-            "sheets": [{"name": "spin", "prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
+            "sheets": [{"name": "spin", "prompt": f"{echo_pid(pid_file)}; exec sleep 60"}],
         }
         await call(client, "submit_job", {"spec": spec, "job_id": "busy-top"})
     await wait_until(pid_file.exists, what="the sheet started")

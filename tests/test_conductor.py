@@ -28,6 +28,7 @@ from test_transports import (
     PODIUM,
     Inbox,
     call,
+    echo_pid,
     kill_group_of,
     make_home,
     podium_cli,
@@ -163,7 +164,7 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     spec = {
         "name": "walkaway",
         "sheets": [
-            {"name": "slow", "prompt": f"echo $$ > {pid_file}; sleep 4; echo slow-done"},
+            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; sleep 4; echo slow-done"},
             {"name": "after", "depends_on": ["slow"], "prompt": "echo after-done"},
         ],
     }
@@ -248,7 +249,9 @@ async def test_notification_and_long_poll_through_the_bridge(tmp_path: Path, mod
                     polled.update(await long_poll())
 
                 tg.start_soon(poll)
-                await anyio.sleep(6)  # the long-poll is waiting (a progress tick passed)
+                # The long-poll is waiting: its first progress tick (5 s in) came through the
+                # bridge. A fixed 6 s sleep raced that tick under load.
+                await wait_until(lambda: bool(progress), timeout=30, what="a progress tick")
                 await call(client, "resume", {"job_id": "notify"})
                 with anyio.fail_after(30):
                     await got.wait()
@@ -269,7 +272,7 @@ async def test_kill_9_of_the_conductor_with_a_client_attached(tmp_path: Path, mo
     marker = tmp_path / "second-run"
     prompt = (
         f"if [ -e {marker} ]; then echo second-run; else touch {marker}; "
-        f"echo $$ > {pid_file}; exec sleep 60; fi"
+        f"{echo_pid(pid_file)}; exec sleep 60; fi"
     )
     spec = {"name": "crash", "sheets": [{"prompt": prompt}]}
     try:
@@ -323,7 +326,7 @@ async def test_stop_refuses_with_an_active_job_and_force_pauses_it(tmp_path: Pat
     assert (home / "conductor.json").stat().st_mode & 0o777 == 0o600
     try:
         async with conductor_client(home) as client:
-            spec = {"name": "busy", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            spec = {"name": "busy", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             await call(client, "submit_job", {"spec": spec, "job_id": "busy-job"})
             await wait_until(pid_file.exists, what="the sheet started")
         refused = podium_cli(home, "stop")
@@ -412,7 +415,7 @@ async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: 
         )
         assert "result" in _answer(proc, 1)
         _rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        prompt = f"trap '' TERM; echo $$ > {pid_file}; while true; do sleep 0.2; done"
+        prompt = f"trap '' TERM; {echo_pid(pid_file)}; while true; do sleep 0.2; done"
         spec = {"name": "stubborn", "sheets": [{"prompt": prompt}]}
         _rpc(
             proc,

@@ -23,6 +23,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
+from cli_zygote import run_podium
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -103,6 +104,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def echo_pid(pid_file: Path | str) -> str:
+    """Shell that writes its pid to pid_file in one step: a plain `echo $$ > f` creates the
+    file empty first, and a test that saw it exist could read "" before the pid lands."""
+    return f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}"
 
 
 def kill_group_of(pid_file: Path) -> None:
@@ -186,9 +193,8 @@ def http_server(
 
 
 def podium_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=30
-    )
+    """A `podium` command as a process of its own (forked from tests/cli_zygote.py)."""
+    return run_podium(list(args), server_env(home), timeout=30)
 
 
 # ----- MCP round trip -------------------------------------------------------------------------
@@ -346,7 +352,7 @@ async def _round_trip_then_long_job(
             engine_pid: int = status["pid"]
             assert Path(status["home"]) == Path(params.env["PODIUM_HOME"])  # type: ignore[index]
             await round_trip(client, inbox, "stdio-dag")
-            spec = {"name": "long", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            spec = {"name": "long", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
             assert long["status"] in {"queued", "running"}
             with anyio.fail_after(20):
@@ -467,7 +473,7 @@ async def test_http_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             async with Client(f"{server.base}/mcp") as client:
                 spec = {
                     "name": "long",
-                    "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
+                    "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}],
                 }
                 await call(client, "submit_job", {"job_id": "long", "spec": spec})
                 with anyio.fail_after(20):
