@@ -161,10 +161,14 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 0.0)
     home = make_home(tmp_path)
     pid_file = tmp_path / "sheet.pid"
+    release = tmp_path / "release"
+    # The sheet runs until the test releases it: a fixed `sleep 4` could end before the
+    # check that it outlived the session when the session took long to go (under load).
+    hold = f"while [ ! -e {release} ]; do sleep 0.05; done"
     spec = {
         "name": "walkaway",
         "sheets": [
-            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; sleep 4; echo slow-done"},
+            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; {hold}; echo slow-done"},
             {"name": "after", "depends_on": ["slow"], "prompt": "echo after-done"},
         ],
     }
@@ -177,6 +181,7 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     assert time.monotonic() - bridge_gone_at < 10
     sheet_pid = int(pid_file.read_text())
     assert running(pid) and running(sheet_pid), "the job stopped with the session"
+    release.touch()
 
     async with Client(bridge_params(home), mode="legacy") as later:
         assert (await call(later, "status", {}))["pid"] == pid
