@@ -161,7 +161,13 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
-    spec.write_text("name: nap\nsheets:\n  - prompt: 'sleep 3; echo awake'\n")
+    release = tmp_path / "release"
+    # The sheet holds until released: with a fixed sleep it could end before the SIGTERM
+    # landed (under load), and `podium run` would exit with the job's outcome instead.
+    spec.write_text(
+        f"name: nap\nsheets:\n  - prompt: 'while [ ! -e {release} ]; do sleep 0.05; done; "
+        "echo awake'\n"
+    )
     proc = subprocess.Popen(
         [PODIUM, "run", str(spec), "--job-id", "nap-term"],
         env=server_env(home),
@@ -182,6 +188,7 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     conductor = json.loads((home / "conductor.json").read_text())["pid"]
+    release.touch()
     deadline = time.monotonic() + 30
     while json.loads(podium_cli(home, "status", "nap-term", "--json").stdout)["status"] != (
         "completed"
