@@ -79,7 +79,7 @@ class SnapshotStore:
         attempts, _ = await self._store.get_history(job_id, None, HISTORY_LIMIT, 0)
         history = [a.entry() for a in attempts]
         created = utcnow()
-        snapshot_id = created.strftime(_ID_FORMAT)
+        snapshot_id = snapshot_id_at(created)
         target = self._job_dir(job_id) / snapshot_id
         detail = checkpoint.model_dump(mode="json")
         validations = [
@@ -195,6 +195,12 @@ class SnapshotStore:
             if not any(job_dir.iterdir()):
                 job_dir.rmdir()
         return removed
+
+
+def snapshot_id_at(when: datetime) -> str:
+    """The id of a snapshot taken at `when` (its UTC timestamp, which `snapshot_time` reads
+    back)."""
+    return when.strftime(_ID_FORMAT)
 
 
 def snapshot_time(path: str | None) -> datetime | None:
