@@ -8,6 +8,7 @@ read the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -98,7 +99,10 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+@functools.cache
 def podium_version() -> str:
+    """The installed version; read once (the package metadata is a file parse, and
+    `status` reports it on every call)."""
     try:
         return package_version("podium")
     except PackageNotFoundError:
@@ -527,6 +531,23 @@ class Conductor:
         )
         rows, next_cursor = await self.store.query_jobs(query)
         return [r.summary() for r in rows], next_cursor
+
+    async def list_jobs_json(
+        self,
+        *,
+        statuses: Sequence[JobStatus] = (),
+        name: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """`list_jobs` as the JSON of `{jobs, next_cursor}`, each summary built straight
+        from its row (the MCP tool's answer: no model per row only to be dumped again)."""
+        query = JobQuery(
+            statuses=tuple(statuses), name=name, label=label, limit=limit, cursor=cursor
+        )
+        rows, next_cursor = await self.store.query_jobs(query)
+        return {"jobs": [r.summary_json() for r in rows], "next_cursor": next_cursor}
 
     async def pause_job(self, job_id: str, *, immediate: bool = False) -> JobSummary:
         return await self.engine.pause(job_id, immediate)
