@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import structlog
 
-from podium.core.approvals import Approvals
+from podium.core.approvals import PENDING_APPROVALS_SHOWN, Approvals, approval_list
 from podium.core.checkpoint import read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import Diagnosis
@@ -743,7 +743,9 @@ class Conductor:
                 for c in await self.store.conductors()
                 if c.expires_at > now
             ]
-        approvals = await self.approvals.pending()
+        # The counts and the approvals waiting, in one store read.
+        overview = await self.store.overview(PENDING_APPROVALS_SHOWN)
+        approvals = approval_list(overview.approvals, overview.approvals_total)
         return ConductorStatus(
             pending_approvals=approvals.approvals,
             pending_approvals_total=approvals.total,
@@ -751,7 +753,7 @@ class Conductor:
             pid=os.getpid(),
             uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
             home=str(self.config.home),
-            jobs_by_status=await self.store.count_jobs_by_status(),
+            jobs_by_status=overview.jobs_by_status,
             running_sheets=(
                 await self.store.count_running_sheets()
                 if self._engine is None

@@ -30,6 +30,15 @@ from podium.core.store.rows import (
 MAX_LIST_LIMIT = 500
 
 
+@dataclass(slots=True)
+class Overview:
+    """What a conductor's status reads from the store, read together (one round trip)."""
+
+    jobs_by_status: dict[str, int]
+    approvals: list[SheetRow]
+    approvals_total: int
+
+
 class StoreError(PodiumError):
     """The store refused a request for a reason a caller can act on (e.g. a bad cursor)."""
 
@@ -252,6 +261,10 @@ class Store(Protocol):
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
         """Sheets waiting for a person's decision (oldest first, at most `limit`), and how
         many there are."""
+        ...
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        """`count_jobs_by_status` and `pending_approvals(approvals_limit)` in one read."""
         ...
 
 

@@ -35,6 +35,7 @@ from podium.core.store.base import (
     Conflict,
     NewJob,
     OnChange,
+    Overview,
     StoreChange,
     WriteBatch,
     Written,
@@ -86,6 +87,15 @@ def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def _statuses(statuses: Sequence[SheetStatus | JobStatus] | None) -> list[str] | None:
     return None if not statuses else [s.value for s in statuses]
+
+
+async def _pending_approvals(cur: Cursor, limit: int) -> tuple[list[SheetRow], int]:
+    await cur.execute(Q["select_pending_approvals"], {"limit": limit})
+    rows = await cur.fetchall()
+    await cur.execute(Q["count_pending_approvals"])
+    total = await cur.fetchone()
+    assert total is not None
+    return [SHEETS.decode(r) for r in rows], int(total[0])
 
 
 async def _nothing() -> None:
@@ -594,13 +604,13 @@ class PostgresStore:
         return await self._run(run)
 
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
-        async def run(cur: Cursor) -> tuple[list[SheetRow], int]:
-            await cur.execute(Q["select_pending_approvals"], {"limit": limit})
-            rows = await cur.fetchall()
-            await cur.execute(Q["count_pending_approvals"])
-            total = await cur.fetchone()
-            assert total is not None
-            return [SHEETS.decode(r) for r in rows], int(total[0])
+        return await self._snapshot(lambda cur: _pending_approvals(cur, limit))
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        async def run(cur: Cursor) -> Overview:
+            await cur.execute(Q["count_jobs_by_status"])
+            counts = {str(s): int(n) for s, n in await cur.fetchall()}
+            return Overview(counts, *await _pending_approvals(cur, approvals_limit))
 
         return await self._snapshot(run)
 

@@ -31,6 +31,7 @@ from podium.core.store.base import (
     Conflict,
     NewJob,
     OnChange,
+    Overview,
     StoreChange,
     WriteBatch,
     Written,
@@ -81,6 +82,12 @@ def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(spec, dict):
         return None, "the stored spec is not a mapping"
     return spec, None
+
+
+def _pending_approvals(conn: sqlite3.Connection, limit: int) -> tuple[list[SheetRow], int]:
+    rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
+    total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
+    return [SHEETS.decode(r) for r in rows], int(total)
 
 
 async def _nothing() -> None:
@@ -634,10 +641,12 @@ class SQLiteStore:
         return await self._read(run)
 
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
-        def run(conn: sqlite3.Connection) -> tuple[list[SheetRow], int]:
-            rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
-            total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
-            return [SHEETS.decode(r) for r in rows], int(total)
+        return await self._snapshot(lambda conn: _pending_approvals(conn, limit))
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        def run(conn: sqlite3.Connection) -> Overview:
+            counts = {s: int(n) for s, n in conn.execute(Q["count_jobs_by_status"]).fetchall()}
+            return Overview(counts, *_pending_approvals(conn, approvals_limit))
 
         return await self._snapshot(run)
 
