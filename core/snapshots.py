@@ -207,7 +207,24 @@ def snapshot_time(path: str | None) -> datetime | None:
     """When the snapshot at `path` was taken (its id is its UTC timestamp)."""
     if not path:
         return None
+    name = os.path.basename(path)
+    # The id's fixed-width fields read directly: strptime costs ten times as much, and the
+    # start of a home reads the snapshot time of every finished job.
+    digits = name[:8] + name[9:21]
+    if len(name) != 22 or name[8] != "T" or name[21] != "Z" or not digits.isascii():
+        return None
+    if not digits.isdigit():
+        return None
     try:
-        return datetime.strptime(Path(path).name, _ID_FORMAT).replace(tzinfo=UTC)
+        return datetime(
+            int(name[0:4]),
+            int(name[4:6]),
+            int(name[6:8]),
+            int(name[9:11]),
+            int(name[11:13]),
+            int(name[13:15]),
+            int(name[15:21]),
+            tzinfo=UTC,
+        )
     except ValueError:
         return None

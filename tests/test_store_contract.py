@@ -735,6 +735,22 @@ async def test_limits_and_counts_by_status(store: Store) -> None:
     overview = await store.overview(5)
     assert overview.jobs_by_status == {"queued": 2, "running": 2, "completed": 1}
     assert (overview.approvals, overview.approvals_total) == ([], 0)
+    # What the start's reconciliation of files reads: every job, a few columns.
+    done = await fresh(store, "job-5")
+    done.completed_at = T0 + timedelta(hours=1, microseconds=7)
+    done.snapshot_path = "/home/snapshots/job-5/20250101T010000000007Z"
+    assert await commit(store, jobs=[done]) is None
+    files = {f.job_id: f for f in await store.job_files()}
+    assert files["job-5"].completed_at == T0 + timedelta(hours=1, microseconds=7)
+    assert files["job-5"].snapshot_path == done.snapshot_path
+    assert sorted(files) == ["job-1", "job-2", "job-3", "job-4", "job-5"]
+    for job_id, found in files.items():
+        row = await fresh(store, job_id)
+        assert (found.status, found.completed_at, found.snapshot_path) == (
+            row.status,
+            row.completed_at,
+            row.snapshot_path,
+        )
     by_status = await store.jobs_with_status([JobStatus.RUNNING, JobStatus.COMPLETED])
     assert sorted(job_ids(by_status)) == ["job-3", "job-4", "job-5"]
     assert await store.jobs_with_status([]) == []

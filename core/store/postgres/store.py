@@ -33,6 +33,7 @@ from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
 from podium.core.store.base import (
     MAX_LIST_LIMIT,
     Conflict,
+    JobFiles,
     NewJob,
     OnChange,
     Overview,
@@ -592,6 +593,16 @@ class PostgresStore:
         return await self._rows(
             JOBS, Q["select_jobs_by_statuses"], {"statuses": _statuses(statuses)}
         )
+
+    async def job_files(self) -> list[JobFiles]:
+        async def run(conn: Conn) -> list[JobFiles]:
+            cur = await conn.execute(Q["select_job_files"])
+            return [
+                JobFiles(job_id, JobStatus(status), completed, snapshot)
+                for job_id, status, completed, snapshot in await cur.fetchall()
+            ]
+
+        return await self._run(run)
 
     async def jobs_with_pending_hooks(self) -> list[JobRow]:
         return await self._rows(JOBS, Q["select_jobs_with_pending_hooks"], {})
