@@ -20,6 +20,7 @@ from bench.seed import seed
 HERE = Path(__file__).resolve().parent
 CALLS = 300
 WARMUP = 20
+BLOCK = 25
 
 
 def serve_args() -> list[str]:
@@ -40,12 +41,47 @@ async def latencies(
             for i in range(WARMUP):
                 await call(client, -i - 1)
             for i in range(CALLS):
-                started = time.perf_counter()
-                result = await call(client, i)
-                out[name].append((time.perf_counter() - started) * 1000)
-                if getattr(result, "is_error", False):
-                    raise AssertionError(f"{name} failed: {result}")
+                out[name].append(await timed(name, call, client, i))
     return out
+
+
+async def timed(
+    name: str, call: Callable[[Client, int], Awaitable[Any]], client: Client, i: int
+) -> float:
+    started = time.perf_counter()
+    result = await call(client, i)
+    elapsed = (time.perf_counter() - started) * 1000
+    if getattr(result, "is_error", False):
+        raise AssertionError(f"{name} failed: {result}")
+    return elapsed
+
+
+async def interleaved(
+    floor_params: StdioServerParameters,
+    params: StdioServerParameters,
+    calls: dict[str, Callable[[Client, int], Awaitable[Any]]],
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Both servers up at once, their calls in alternating blocks of `BLOCK` (each block's
+    calls back to back, as `latencies` makes them): the floor and the figures sample the
+    same stretches of a machine whose load moves (a floor measured a minute apart saw other
+    moments, and p99 is the moments' worst)."""
+    floor: list[float] = []
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    async with Client(floor_params) as trivial, Client(params) as client:
+        for name, call in calls.items():
+            for i in range(WARMUP):
+                await echo(trivial, -i - 1)
+                await call(client, -i - 1)
+            for start in range(0, CALLS, BLOCK):
+                for i in range(start, min(CALLS, start + BLOCK)):
+                    floor.append(await timed("trivial", echo, trivial, i))
+                for i in range(start, min(CALLS, start + BLOCK)):
+                    out[name].append(await timed(name, call, client, i))
+    return floor, out
+
+
+def echo(c: Client, i: int) -> Awaitable[Any]:
+    return c.call_tool("echo", {"value": i})
 
 
 def trivial_params() -> StdioServerParameters:
@@ -82,22 +118,20 @@ def p99(values: list[float]) -> float:
 async def run(rounds: int, quick: bool) -> list[Figure]:
     sizes = [1_000, 10_000, 100_000] if not quick else [1_000, 5_000]
     names = ("status", "status job", "list_jobs", "submit_job")
-    # Per size: the p99 of each call in each round, and the trivial tool's p99 measured just
-    # before it (same machine, same moment).
+    # Per size: the p99 of each call in each round, and the trivial tool's p99 over the calls
+    # interleaved with them (same machine, same moments).
     ours: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     p50s: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     floor: dict[int, list[float]] = {n: [] for n in sizes}
     floor50: dict[int, list[float]] = {n: [] for n in sizes}
-    echo = {"trivial": lambda c, i: c.call_tool("echo", {"value": i})}
     for size in sizes:
         with scratch(f"tools-{size}") as home:
             one = await seed(home, size)
             for round_no in range(rounds):
-                trivial = (await latencies(trivial_params(), echo))["trivial"]
+                calls = podium_calls(one, str(round_no))
+                trivial, measured = await interleaved(trivial_params(), podium_params(home), calls)
                 floor[size].append(p99(trivial))
                 floor50[size].append(percentile(trivial, 50))
-                calls = podium_calls(one, str(round_no))
-                measured = await latencies(podium_params(home), calls)
                 for name in names:
                     ours[size][name].append(p99(measured[name]))
                     p50s[size][name].append(percentile(measured[name], 50))
