@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 CALLS = 300
 WARMUP = 20
 BLOCK = 25
+Calls = dict[str, Callable[[Client, int], Awaitable[Any]]]
 
 
 def serve_args() -> list[str]:
@@ -58,25 +60,34 @@ async def timed(
 
 async def interleaved(
     floor_params: StdioServerParameters,
-    params: StdioServerParameters,
-    calls: dict[str, Callable[[Client, int], Awaitable[Any]]],
-) -> tuple[list[float], dict[str, list[float]]]:
-    """Both servers up at once, their calls in alternating blocks of `BLOCK` (each block's
-    calls back to back, as `latencies` makes them): the floor and the figures sample the
-    same stretches of a machine whose load moves (a floor measured a minute apart saw other
-    moments, and p99 is the moments' worst)."""
+    servers: dict[int, tuple[StdioServerParameters, Calls]],
+) -> tuple[list[float], dict[int, dict[str, list[float]]]]:
+    """The trivial server and every `servers` one up at once, their calls in alternating
+    blocks of `BLOCK` (each block's calls back to back, as `latencies` makes them): the
+    floor and the figures of every home size sample the same stretches of a machine whose
+    load moves (a floor or a size measured a minute apart saw other moments, and p99 is the
+    moments' worst)."""
     floor: list[float] = []
-    out: dict[str, list[float]] = {name: [] for name in calls}
-    async with Client(floor_params) as trivial, Client(params) as client:
-        for name, call in calls.items():
+    out = {key: {name: [] for name in calls} for key, (_, calls) in servers.items()}
+    async with AsyncExitStack() as stack:
+        trivial = await stack.enter_async_context(Client(floor_params))
+        clients = {
+            key: await stack.enter_async_context(Client(params))
+            for key, (params, _) in servers.items()
+        }
+        names = list(next(iter(servers.values()))[1])
+        for name in names:
             for i in range(WARMUP):
                 await echo(trivial, -i - 1)
-                await call(client, -i - 1)
+                for key, (_, calls) in servers.items():
+                    await calls[name](clients[key], -i - 1)
             for start in range(0, CALLS, BLOCK):
-                for i in range(start, min(CALLS, start + BLOCK)):
+                block = range(start, min(CALLS, start + BLOCK))
+                for i in block:
                     floor.append(await timed("trivial", echo, trivial, i))
-                for i in range(start, min(CALLS, start + BLOCK)):
-                    out[name].append(await timed(name, call, client, i))
+                for key, (_, calls) in servers.items():
+                    for i in block:
+                        out[key][name].append(await timed(name, calls[name], clients[key], i))
     return floor, out
 
 
@@ -97,7 +108,7 @@ def podium_params(home: Path) -> StdioServerParameters:
 SUBMITTED = "name: bench-submit\nsheets:\n  - prompt: 'true'\n"
 
 
-def podium_calls(job_id: str, tag: str) -> dict[str, Callable[[Client, int], Awaitable[Any]]]:
+def podium_calls(job_id: str, tag: str) -> Calls:
     # submit_job registers the job without starting it: the latency of the call, not of
     # dispatching its sheet.
     return {
@@ -119,22 +130,28 @@ async def run(rounds: int, quick: bool) -> list[Figure]:
     sizes = [1_000, 10_000, 100_000] if not quick else [1_000, 5_000]
     names = ("status", "status job", "list_jobs", "submit_job")
     # Per size: the p99 of each call in each round, and the trivial tool's p99 over the calls
-    # interleaved with them (same machine, same moments).
+    # interleaved with them (same machine, same moments; one floor for every size).
     ours: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     p50s: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     floor: dict[int, list[float]] = {n: [] for n in sizes}
     floor50: dict[int, list[float]] = {n: [] for n in sizes}
-    for size in sizes:
-        with scratch(f"tools-{size}") as home:
-            one = await seed(home, size)
-            for round_no in range(rounds):
-                calls = podium_calls(one, str(round_no))
-                trivial, measured = await interleaved(trivial_params(), podium_params(home), calls)
+    with ExitStack() as homes:
+        seeded = {}
+        for size in sizes:
+            home = homes.enter_context(scratch(f"tools-{size}"))
+            seeded[size] = (home, await seed(home, size))
+        for round_no in range(rounds):
+            servers = {
+                size: (podium_params(home), podium_calls(one, f"{size}-{round_no}"))
+                for size, (home, one) in seeded.items()
+            }
+            trivial, measured = await interleaved(trivial_params(), servers)
+            for size in sizes:
                 floor[size].append(p99(trivial))
                 floor50[size].append(percentile(trivial, 50))
                 for name in names:
-                    ours[size][name].append(p99(measured[name]))
-                    p50s[size][name].append(percentile(measured[name], 50))
+                    ours[size][name].append(p99(measured[size][name]))
+                    p50s[size][name].append(percentile(measured[size][name], 50))
     smallest, largest = sizes[0], sizes[-1]
     figures: list[Figure] = [
         Figure(
