@@ -196,3 +196,21 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the detached job did not complete"
         time.sleep(0.2)
     assert running(conductor)
+
+
+def test_a_forked_command_answers_as_the_program_does(tmp_path: Path) -> None:
+    """tests/cli_zygote.py forks the commands the tests run: the same exit code, stdout and
+    stderr as `podium` exec'd, for a usage error, an error in CLI words and a cold read."""
+    import cli_zygote
+
+    home = make_home(tmp_path)
+    for args in (["nope"], ["status", "ghost"], ["list", "--json"], ["--version"]):
+        forked = cli_zygote.run_podium(args, server_env(home))
+        execd = subprocess.run(
+            [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            execd.returncode, execd.stdout, execd.stderr
+        ), args  # fmt: skip
+        assert forked.returncode != 0 or forked.stdout, args
