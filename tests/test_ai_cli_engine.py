@@ -28,6 +28,8 @@ from cli_streams import (
     codex_failure,
     codex_success,
     gemini_failure,
+    gemini_json,
+    gemini_json_error,
     jl,
     write_fake_cli,
 )
@@ -272,6 +274,38 @@ async def test_a_reported_reset_is_the_wait(
         assert done.status is JobStatus.COMPLETED and done.sheets[0].attempts == 2
         history, _ = await c.get_execution_history(limited.job_id)
         assert [h.outcome for h in history] == [Outcome.RATE_LIMITED, Outcome.COMPLETED]
+
+
+async def test_gemini_json_output_waits_resumes_and_reads_the_answer(
+    fakes: Fakes, make_config: Callable[..., PodiumConfig]
+) -> None:
+    """`gemini -p --output-format json` (issue 13's form), as a user profile of the built-in
+    with only its arguments changed: the limit is the wait, the single JSON result is the
+    answer, session and tokens."""
+    fakes.install("gemini-json", "gemini-cli", args=["--output-format", "json"])
+    fakes.install("claude-code")
+    limited = {
+        "stderr": gemini_json_error("RetryableQuotaError", "Your quota will reset after 5s."),
+        "exit": 1,
+    }
+    ok = {"stdout": gemini_json("7", tokens=(500, 30, 200))}  # fmt: skip
+    async with Conductor(make_config(), clock=frozen(T)) as c:
+        job = await c.submit_job(spec=fakes.spec("limited", "gemini-json", limited, ok))
+        await sheet_waiting(c, job.job_id)
+        sheet = (await c.get_job(job.job_id)).sheets[0]
+        assert sheet.waiting_reason is WaitingReason.RATE_LIMIT
+        assert sheet.waiting_until == T + timedelta(seconds=5) and sheet.attempts == 1
+        await others_run_meanwhile(c, fakes, "gemini-json", job.job_id)
+        assert await c.clear_rate_limits("gemini-json") == ["gemini-json"]
+        done = await wait_for_job(c, job.job_id)
+        assert done.status is JobStatus.COMPLETED and done.sheets[0].attempts == 2
+        assert done.sheets[0].output_tail == "7"
+        history, _ = await c.get_execution_history(job.job_id)
+        assert [h.outcome for h in history] == [Outcome.RATE_LIMITED, Outcome.COMPLETED]
+        last = history[-1]
+        assert last.session_id == SESSION
+        assert (last.input_tokens, last.output_tokens) == (500, 30)
+    assert [call["argv"] for call in fakes.calls("limited")] == [["--output-format", "json"]] * 2
 
 
 QWEN_QUOTA = "429 Free allocated quota exceeded."
