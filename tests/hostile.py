@@ -106,14 +106,27 @@ async def probe(
 PROBES = 200
 
 
+async def loop_lag(stop: anyio.Event, out: Latencies, tick: float = 0.01) -> None:
+    """How late a short sleep wakes, until `stop`: an event loop blocked for N seconds makes
+    one wake N seconds late, whenever in the block it began. A prober's call can miss a
+    block (it may sleep through it and start after), this cannot; its worst is the longest
+    the loop was unavailable."""
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await anyio.sleep(tick)
+        out.seconds.append(max(0.0, time.monotonic() - t0 - tick))
+
+
 async def probe_rounds(
     served_: Served,
     one_round: Callable[[], Awaitable[None]],
     min_rounds: int = 3,
     give_up_seconds: float = 20,
+    lag: Latencies | None = None,
 ) -> tuple[Latencies, int]:
     """Run `one_round` at least `min_rounds` times and until another client has been probed
-    PROBES times (or `give_up_seconds` passed); returns the latencies and the rounds run."""
+    PROBES times (or `give_up_seconds` passed); returns the latencies and the rounds run.
+    With `lag`, the event loop's lateness is recorded there meanwhile (see `loop_lag`)."""
     stop = anyio.Event()
     latencies = Latencies()
     rounds = 0
@@ -123,6 +136,8 @@ async def probe_rounds(
             await probe(served_, stop, interval=0.005, out=latencies)
 
         tg.start_soon(measure)
+        if lag is not None:
+            tg.start_soon(loop_lag, stop, lag)
         give_up = time.monotonic() + give_up_seconds
         while rounds < min_rounds or (
             len(latencies.seconds) < PROBES and time.monotonic() < give_up
