@@ -85,17 +85,20 @@ async def probe(
     """Call `status` and GET /healthz from another client until `stop`, timing each (into
     `out` when given, which the caller can watch fill)."""
     out = Latencies() if out is None else out
+    due = time.monotonic()
     while not stop.is_set():
-        t0 = time.monotonic()
         result = await served_.call("status", {}, client)
         if result.is_error:
             out.errors.append(text_of(result))
-        out.seconds.append(time.monotonic() - t0)
+        # From when the call was due, not from when it began: a loop blocked while this
+        # prober slept wakes it late, and that wait is the other client's too.
+        out.seconds.append(time.monotonic() - due)
         t0 = time.monotonic()
         response = await served_.http.get("/healthz")
         if response.status_code not in (200, 503):
             out.errors.append(f"/healthz {response.status_code}")
         out.seconds.append(time.monotonic() - t0)
+        due = time.monotonic() + interval
         await anyio.sleep(interval)
     return out
 
