@@ -309,6 +309,7 @@ async def test_gemini_json_output_waits_resumes_and_reads_the_answer(
 
 
 QWEN_QUOTA = "429 Free allocated quota exceeded."
+OPENCODE_SESSION = "ses_1ea551140ffedVQFo35xGxPtJ8"
 BACKOFFS = [
     # anthropics/claude-code #79500: the error on stdout, is_error true, exit code 0.
     ("claude-api-error-exit-0", "claude-code",
@@ -321,6 +322,13 @@ BACKOFFS = [
            usage={"input_tokens": 0, "output_tokens": 0}, permission_denials=[],
            error={"type": "APIError", "message": QWEN_QUOTA}),
     ], "exit": 1}),
+    # opencode run --format json: a session.error is one `error` event, then exit code 1
+    # (packages/opencode/src/cli/cmd/run.ts); the text from anomalyco/opencode #47129.
+    ("opencode-rate-limit-exceeded", "opencode", {"stdout": [
+        jl(type="error", timestamp=1773138600000, sessionID=OPENCODE_SESSION,
+           error={"name": "APIError", "data": {"message": "Rate limit exceeded",
+                                                "statusCode": 429, "isRetryable": True}}),
+    ], "exit": 1}),
     # goose's ProviderError::RateLimitExceeded, printed on stderr by `goose run`.
     ("goose-rate-limit-exceeded", "goose",
      {"stderr": "Error: Rate limit exceeded: 429 Too Many Requests\n", "exit": 1}),
@@ -330,6 +338,8 @@ BACKOFF_SUCCESS = {
     "qwen-code": {"stdout": [jl(type="result", subtype="success", is_error=False, result="7",
                                 session_id=SESSION, duration_ms=10)]},
     "goose": {"stdout": ["7"]},
+    "opencode": {"stdout": [jl(type="text", timestamp=1773138600000, sessionID=OPENCODE_SESSION,
+                               part={"type": "text", "text": "7"})]},
 }  # fmt: skip
 
 
