@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,18 @@ class _Zygote:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _close_pipes(proc)
+
+    def _abandon(self, pid: int | None) -> None:
+        """Kill the command and the zygote (a new one starts on the next call)."""
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            _close_pipes(proc)
 
     def run(
         self, argv: list[str], env: dict[str, str], timeout: float
@@ -125,23 +138,33 @@ class _Zygote:
             assert proc.stdin is not None and proc.stdout is not None
             request = {"argv": argv, "env": env, "cwd": os.getcwd(), "out": str(out),
                        "err": str(err)}  # fmt: skip
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            pid = json.loads(_read_line(proc.stdout, timeout))["pid"]
+            pid: int | None = None
             try:
+                proc.stdin.write(json.dumps(request) + "\n")
+                proc.stdin.flush()
+                pid = json.loads(_read_line(proc.stdout, timeout))["pid"]
                 code = json.loads(_read_line(proc.stdout, timeout))["code"]
             except TimeoutError:
-                # As subprocess.run does: the command is killed and the caller told. The
-                # zygote, which was waiting for it, is replaced on the next call.
-                os.kill(pid, 9)
-                self.close()
+                # As subprocess.run does: the command is killed and the caller told.
+                self._abandon(pid)
                 raise subprocess.TimeoutExpired(["podium", *argv], timeout) from None
+            except BaseException:
+                # Interrupted (a test's timeout): the zygote's answers are out of step now.
+                self._abandon(pid)
+                raise
             return subprocess.CompletedProcess(
                 ["podium", *argv],
                 code,
                 out.read_text(encoding="utf-8"),
                 err.read_text(encoding="utf-8"),
             )
+
+
+def _close_pipes(proc: subprocess.Popen[str]) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _read_line(stream: IO[str], timeout: float) -> str:

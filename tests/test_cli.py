@@ -60,13 +60,13 @@ def test_the_lazy_command_table_has_every_command() -> None:
 
 
 def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
-    """`podium status` loads neither the score importer, the dashboard nor the spec tools'
-    commands: a CLI call is mostly its imports."""
+    """`podium list` loads neither the score importer, the dashboard nor the spec tools'
+    commands: a CLI call is mostly its imports. (--help: the command is loaded, not run.)"""
     probe = (
         "import sys\n"
         "from podium.server.cli import main\n"
         "try:\n"
-        "    main(['status', '--json'])\n"
+        "    main(['list', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('podium.'))))\n"
@@ -161,7 +161,13 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
-    spec.write_text("name: nap\nsheets:\n  - prompt: 'sleep 3; echo awake'\n")
+    release = tmp_path / "release"
+    # The sheet holds until released: with a fixed sleep it could end before the SIGTERM
+    # landed (under load), and `podium run` would exit with the job's outcome instead.
+    spec.write_text(
+        f"name: nap\nsheets:\n  - prompt: 'while [ ! -e {release} ]; do sleep 0.05; done; "
+        "echo awake'\n"
+    )
     proc = subprocess.Popen(
         [PODIUM, "run", str(spec), "--job-id", "nap-term"],
         env=server_env(home),
@@ -182,6 +188,7 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     conductor = json.loads((home / "conductor.json").read_text())["pid"]
+    release.touch()
     deadline = time.monotonic() + 30
     while json.loads(podium_cli(home, "status", "nap-term", "--json").stdout)["status"] != (
         "completed"
@@ -189,3 +196,21 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the detached job did not complete"
         time.sleep(0.2)
     assert running(conductor)
+
+
+def test_a_forked_command_answers_as_the_program_does(tmp_path: Path) -> None:
+    """tests/cli_zygote.py forks the commands the tests run: the same exit code, stdout and
+    stderr as `podium` exec'd, for a usage error, an error in CLI words and a cold read."""
+    import cli_zygote
+
+    home = make_home(tmp_path)
+    for args in (["nope"], ["status", "ghost"], ["list", "--json"], ["--version"]):
+        forked = cli_zygote.run_podium(args, server_env(home))
+        execd = subprocess.run(
+            [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            execd.returncode, execd.stdout, execd.stderr
+        ), args  # fmt: skip
+        assert forked.returncode != 0 or forked.stdout, args

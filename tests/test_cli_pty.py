@@ -69,8 +69,11 @@ def test_run_shows_live_progress_and_exits_by_outcome(tmp_path: Path) -> None:
 
 def test_ctrl_c_detaches_and_the_job_completes(tmp_path: Path) -> None:
     home = make_home(tmp_path)
+    release = tmp_path / "release"
+    # Held until released, not a fixed sleep that could end before Ctrl-C landed.
+    hold = f"while [ ! -e {release} ]; do sleep 0.05; done"
     spec = write_spec(
-        tmp_path, "name: slow\nsheets:\n  - {name: nap, prompt: 'sleep 4; echo rested'}\n"
+        tmp_path, f"name: slow\nsheets:\n  - {{name: nap, prompt: '{hold}; echo rested'}}\n"
     )
     child = spawn(home, "run", str(spec), "--job-id", "nap-job")
     child.expect(r"sheet 1 \(nap\)" + GAP + "running")
@@ -79,6 +82,7 @@ def test_ctrl_c_detaches_and_the_job_completes(tmp_path: Path) -> None:
     child.expect(r"podium status nap-job --follow")
     child.expect(r"podium cancel nap-job")
     assert finish(child) == 130
+    release.touch()
     # Reattach: follow it to the end (not a terminal: plain lines).
     followed = subprocess.run(
         [PODIUM, "status", "nap-job", "--follow"],

@@ -161,10 +161,14 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 0.0)
     home = make_home(tmp_path)
     pid_file = tmp_path / "sheet.pid"
+    release = tmp_path / "release"
+    # The sheet runs until the test releases it: a fixed `sleep 4` could end before the
+    # check that it outlived the session when the session took long to go (under load).
+    hold = f"while [ ! -e {release} ]; do sleep 0.05; done"
     spec = {
         "name": "walkaway",
         "sheets": [
-            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; sleep 4; echo slow-done"},
+            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; {hold}; echo slow-done"},
             {"name": "after", "depends_on": ["slow"], "prompt": "echo after-done"},
         ],
     }
@@ -177,6 +181,7 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     assert time.monotonic() - bridge_gone_at < 10
     sheet_pid = int(pid_file.read_text())
     assert running(pid) and running(sheet_pid), "the job stopped with the session"
+    release.touch()
 
     async with Client(bridge_params(home), mode="legacy") as later:
         assert (await call(later, "status", {}))["pid"] == pid
@@ -454,3 +459,95 @@ async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: 
             if stream is not None:
                 stream.close()
         kill_group_of(pid_file)
+
+
+# ----- the bridge lets a lost conductor go before it looks again ------------------------------
+
+
+async def test_the_bridge_waits_for_a_lost_conductor_to_be_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGKILLed conductor closes its sockets before its pid goes; the bridge looks for a
+    conductor again only once that pid is gone (or after the grace, for a conductor whose
+    connection alone broke)."""
+    from podium.server import bridge
+
+    dying = subprocess.Popen(["sleep", "60"])
+    try:
+        t0 = time.monotonic()
+        async with anyio.create_task_group() as tg:
+
+            async def kill_soon() -> None:
+                await anyio.sleep(0.5)
+                dying.kill()  # reaped by _let_go: it is our child
+
+            tg.start_soon(kill_soon)
+            await bridge._let_go(dying.pid)
+        waited = time.monotonic() - t0
+        assert 0.5 <= waited < bridge.LOST_GRACE_SECONDS, waited
+        assert not running(dying.pid)
+    finally:
+        if dying.poll() is None:
+            dying.kill()
+        dying.wait()
+
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        monkeypatch.setattr(bridge, "LOST_GRACE_SECONDS", 0.3)
+        t0 = time.monotonic()
+        await bridge._let_go(alive.pid)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert running(alive.pid)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+async def test_the_bridge_lets_the_lost_conductor_go_before_it_looks_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The order in Bridge.run: attach, lose the conductor, let that pid go, look again."""
+    from datetime import UTC, datetime
+
+    from podium.core.home import ConductorInfo
+    from podium.server import bridge
+
+    def info(pid: int) -> ConductorInfo:
+        return ConductorInfo(
+            pid=pid, url=f"http://127.0.0.1:1/{pid}/mcp", token=None, version="0",
+            started_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    found = iter([info(111), info(222)])
+    events: list[tuple[str, int]] = []
+
+    async def ensure(config: Any, **_: Any) -> tuple[ConductorInfo, bool]:
+        got = next(found)
+        events.append(("look", got.pid))
+        return got, False
+
+    async def attach(self: Any, got: ConductorInfo, *_: Any) -> None:
+        events.append(("attach", got.pid))
+        if got.pid == 111:
+            raise bridge.UpstreamLost("conductor pid 111 exited")
+        # 222: the client closes stdin
+
+    async def let_go(pid: int) -> None:
+        events.append(("let go", pid))
+
+    async def next_message(self: Any, client_read: Any) -> object:
+        return object()  # the client's next request, carried to the next conductor
+
+    @asynccontextmanager
+    async def stdio() -> AsyncIterator[tuple[Any, Any]]:
+        send, receive = anyio.create_memory_object_stream[Any](1)
+        yield receive, send
+
+    monkeypatch.setattr(bridge, "ensure_conductor", ensure)
+    monkeypatch.setattr(bridge.Bridge, "_attach", attach)
+    monkeypatch.setattr(bridge.Bridge, "_next_message", next_message)
+    monkeypatch.setattr(bridge, "_let_go", let_go)
+    monkeypatch.setattr(bridge, "guarded_stdio_server", stdio)
+    assert await bridge.Bridge(load_config(home=make_home(tmp_path), env={})).run() == 0
+    assert events == [("look", 111), ("attach", 111), ("let go", 111), ("look", 222),
+                      ("attach", 222)]  # fmt: skip

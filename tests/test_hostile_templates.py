@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import pytest
 from helpers import wait_for_job
-from hostile import Latencies, probe, served
+from hostile import PROBES, probe_rounds, served
 
 from podium.core.conductor import Conductor
 from podium.core.spec.templating import TemplateContext, TemplateRenderError, render
@@ -98,30 +97,15 @@ async def test_a_bomb_that_only_goes_off_at_run_time_fails_its_sheet(
     assert "budget" in (detail.sheets[1].last_error or ""), detail.sheets[1]
 
 
-# Enough probes that the 99th percentile is one (of three rounds' 50-odd, it was the worst
-# sample: one stall of the whole process under load failed the test). A loop blocked by the
-# bombs would put every budget bomb of every round above the bound, far more than 1%.
-PROBES = 200
-
-
 async def test_bombs_in_a_loop_leave_other_clients_answered(conductor: Conductor) -> None:
     async with served(conductor) as s:
-        stop = anyio.Event()
-        latencies = Latencies()
-        rounds = 0
-        async with anyio.create_task_group() as tg:
 
-            async def measure() -> None:
-                await probe(s, stop, interval=0.005, out=latencies)
+        async def one_round() -> None:
+            for template in BOMBS:
+                await s.ok("validate_spec", {"spec": {"name": "b", "sheets": [
+                    {"prompt": template}]}})
 
-            tg.start_soon(measure)
-            give_up = time.monotonic() + 20
-            while rounds < 3 or (len(latencies.seconds) < PROBES and time.monotonic() < give_up):
-                for template in BOMBS:
-                    await s.ok("validate_spec", {"spec": {"name": "b", "sheets": [
-                        {"prompt": template}]}})
-                rounds += 1
-            stop.set()
+        latencies, rounds = await probe_rounds(s, one_round)
     assert not latencies.errors
     assert latencies.p99() < 0.25, (rounds, sorted(latencies.seconds)[-5:])
     assert len(latencies.seconds) >= PROBES, rounds

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -151,6 +152,19 @@ def start_serve(
     return proc, log
 
 
+def bound_port(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
+    """The port a `podium serve --port 0` bound, from its log's `serving` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if found := re.search(r"event='serving'.*? port=(\d+)", text):
+            return int(found.group(1))
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{text}")
+        time.sleep(0.05)
+    pytest.fail(f"no 'serving' line after {timeout}s:\n{log.read_text(errors='replace')}")
+
+
 def wait_healthy(
     server: HttpServer, timeout: float = 15, token: str | None = None
 ) -> dict[str, Any]:
@@ -176,11 +190,12 @@ def http_server(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[HttpServer]:
-    port = free_port()
-    args = ["--transport", transport, "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+    # Port 0, read back from the server's "serving" line: a port found free here could be
+    # taken (by another xdist worker's server or conductor) before the server binds it.
+    args = ["--transport", transport, "--host", "127.0.0.1", "--port", "0", *(extra or [])]
     proc, log = start_serve(home, args, env)
     try:
-        server = HttpServer(proc, port, home, log)
+        server = HttpServer(proc, bound_port(proc, log), home, log)
         extra_args = extra or []
         token = (env or {}).get("PODIUM_TOKEN")
         if "--token" in extra_args:
@@ -355,11 +370,15 @@ async def _round_trip_then_long_job(
             spec = {"name": "long", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
             assert long["status"] in {"queued", "running"}
-            with anyio.fail_after(20):
+            # The sheet runs, then its shell writes the pid file: a long-poll on the status
+            # would sleep out its 5 s for the file (no status changes by then).
+            with anyio.fail_after(30):
                 while True:
                     detail = await call(client, "status", {"job_id": "long", "wait_seconds": 5})
-                    if detail["sheets"][0]["status"] == "running" and pid_file.exists():
+                    if detail["sheets"][0]["status"] == "running":
                         break
+                while not pid_file.exists():
+                    await anyio.sleep(0.05)
             assert not inbox.errors, inbox.errors
             closing = time.monotonic()
         return engine_pid, time.monotonic() - closing
