@@ -75,7 +75,7 @@ async def store_fingerprint(conductor: Conductor) -> list[Any]:
 
 
 async def test_every_tool_answers_every_input(conductor: Conductor, long_run: bool) -> None:
-    examples = 400 if long_run else 40
+    examples = 2000 if long_run else 200
     async with served(conductor) as s:
         tools = {t.name: t for t in (await s.clients[0].list_tools()).tools}
         job = await conductor.submit_job(
