@@ -146,3 +146,33 @@ def gemini_failure(error_type: str, message: str, task: str = "the task") -> lis
            stats={"total_tokens": 0, "input_tokens": 0, "output_tokens": 0, "cached": 0,
                   "input": 0, "duration_ms": 880, "tool_calls": 0}),
     ]  # fmt: skip
+
+
+def gemini_json(
+    response: str, *, session: str = SESSION, tokens: tuple[int, int, int] = (0, 0, 0)
+) -> list[str]:
+    """`gemini -p --output-format json` on success: one object, pretty-printed (JsonFormatter
+    in packages/core/src/output/json-formatter.ts: `JSON.stringify(output, null, 2)`), with
+    `stats` the session metrics per model."""
+    prompt, candidates, cached = tokens
+    per_model = {"api": {"totalRequests": 1, "totalErrors": 0, "totalLatencyMs": 880},
+                 "tokens": {"input": prompt - cached, "prompt": prompt,
+                            "candidates": candidates, "total": prompt + candidates,
+                            "cached": cached, "thoughts": 0, "tool": 0},
+                 "roles": {}}  # fmt: skip
+    output = {
+        "session_id": session,
+        "response": response,
+        "stats": {"models": {"gemini-2.5-pro": per_model},
+                  "tools": {"totalCalls": 0, "totalSuccess": 0, "totalFail": 0,
+                            "totalDurationMs": 0, "byName": {}},
+                  "files": {"totalLinesAdded": 0, "totalLinesRemoved": 0}},
+    }  # fmt: skip
+    return json.dumps(output, indent=2, ensure_ascii=False).splitlines()
+
+
+def gemini_json_error(error_type: str, message: str, code: int | str = 1) -> str:
+    """`gemini -p --output-format json` when the run fails: handleError (packages/cli/src/
+    utils/errors.ts) prints JsonFormatter.formatError to stderr (console.error), pretty."""
+    error = {"type": error_type, "message": message, "code": code}
+    return json.dumps({"error": error}, indent=2, ensure_ascii=False) + "\n"

@@ -85,17 +85,20 @@ async def probe(
     """Call `status` and GET /healthz from another client until `stop`, timing each (into
     `out` when given, which the caller can watch fill)."""
     out = Latencies() if out is None else out
+    due = time.monotonic()
     while not stop.is_set():
-        t0 = time.monotonic()
         result = await served_.call("status", {}, client)
         if result.is_error:
             out.errors.append(text_of(result))
-        out.seconds.append(time.monotonic() - t0)
+        # From when the call was due, not from when it began: a loop blocked while this
+        # prober slept wakes it late, and that wait is the other client's too.
+        out.seconds.append(time.monotonic() - due)
         t0 = time.monotonic()
         response = await served_.http.get("/healthz")
         if response.status_code not in (200, 503):
             out.errors.append(f"/healthz {response.status_code}")
         out.seconds.append(time.monotonic() - t0)
+        due = time.monotonic() + interval
         await anyio.sleep(interval)
     return out
 
@@ -106,14 +109,27 @@ async def probe(
 PROBES = 200
 
 
+async def loop_lag(stop: anyio.Event, out: Latencies, tick: float = 0.01) -> None:
+    """How late a short sleep wakes, until `stop`: an event loop blocked for N seconds makes
+    one wake N seconds late, whenever in the block it began. A prober's call can miss a
+    block (it may sleep through it and start after), this cannot; its worst is the longest
+    the loop was unavailable."""
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await anyio.sleep(tick)
+        out.seconds.append(max(0.0, time.monotonic() - t0 - tick))
+
+
 async def probe_rounds(
     served_: Served,
     one_round: Callable[[], Awaitable[None]],
     min_rounds: int = 3,
     give_up_seconds: float = 20,
+    lag: Latencies | None = None,
 ) -> tuple[Latencies, int]:
     """Run `one_round` at least `min_rounds` times and until another client has been probed
-    PROBES times (or `give_up_seconds` passed); returns the latencies and the rounds run."""
+    PROBES times (or `give_up_seconds` passed); returns the latencies and the rounds run.
+    With `lag`, the event loop's lateness is recorded there meanwhile (see `loop_lag`)."""
     stop = anyio.Event()
     latencies = Latencies()
     rounds = 0
@@ -123,6 +139,8 @@ async def probe_rounds(
             await probe(served_, stop, interval=0.005, out=latencies)
 
         tg.start_soon(measure)
+        if lag is not None:
+            tg.start_soon(loop_lag, stop, lag)
         give_up = time.monotonic() + give_up_seconds
         while rounds < min_rounds or (
             len(latencies.seconds) < PROBES and time.monotonic() < give_up

@@ -20,6 +20,8 @@ from cli_streams import (
     claude_run,
     codex_failure,
     gemini_failure,
+    gemini_json,
+    gemini_json_error,
     jl,
     write_fake_cli,
 )
@@ -293,6 +295,60 @@ async def test_gemini_input_and_turn_limit_exits_are_plain_failures(
     assert result.error_category is ErrorCategory.FAILED
     assert result.exit_code == code
     assert result.session_id == SESSION
+
+
+# A user profile for `--output-format json` (the form issue 13 names): the built-in gemini-cli
+# profile with only its arguments changed must read the single JSON object as well.
+GEMINI_JSON_ARGS = ["--output-format", "json"]
+
+
+async def test_gemini_json_output_answer_session_and_tokens(cli: FakeCli) -> None:
+    cli.script_attempts({"stdout": gemini_json("There are 7 directories.",
+                                               tokens=(500, 30, 200))})  # fmt: skip
+    profile = cli.builtins["gemini-cli"].model_copy(
+        update={"executable": str(cli.script), "args": GEMINI_JSON_ARGS}
+    )
+    result = await cli.run("gemini-cli", profile=profile)
+    assert result.outcome is Outcome.COMPLETED
+    assert result.stdout_tail == "There are 7 directories."
+    assert result.session_id == SESSION
+    assert (result.input_tokens, result.output_tokens, result.cache_read_tokens) == (500, 30, 200)
+    assert cli.calls()[0]["argv"] == GEMINI_JSON_ARGS
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "until"),
+    [
+        ("RetryableQuotaError", "Your quota will reset after 5s.", NOW + timedelta(seconds=5)),
+        ("TerminalQuotaError", "You have exhausted your daily quota on this model.",
+         datetime(2026, 3, 11, 0, 0, tzinfo=LOS_ANGELES).astimezone(UTC)),
+        ("Error", '[API Error: got status: 429 Too Many Requests. {"error":{"code":429,'
+                  '"message":"Resource has been exhausted (e.g. check quota). Please retry in '
+                  '15.0s.","status":"RESOURCE_EXHAUSTED"}}]', NOW + timedelta(seconds=15)),
+    ],
+    ids=["reset-after", "daily-quota", "resource-exhausted"],
+)  # fmt: skip
+async def test_gemini_json_output_limit_forms(
+    cli: FakeCli, error_type: str, message: str, until: datetime
+) -> None:
+    cli.script_attempts({"stderr": gemini_json_error(error_type, message), "exit": 1})
+    profile = cli.builtins["gemini-cli"].model_copy(
+        update={"executable": str(cli.script), "args": GEMINI_JSON_ARGS}
+    )
+    result = await cli.run("gemini-cli", profile=profile, zone=NEW_YORK)
+    assert_waits(result, until)
+
+
+async def test_gemini_json_output_plain_failure_is_no_limit(cli: FakeCli) -> None:
+    message = "Reached max session turns for this session."
+    cli.script_attempts({"stderr": gemini_json_error("FatalTurnLimitedError", message, 53),
+                         "exit": 53})  # fmt: skip
+    profile = cli.builtins["gemini-cli"].model_copy(
+        update={"executable": str(cli.script), "args": GEMINI_JSON_ARGS}
+    )
+    result = await cli.run("gemini-cli", profile=profile)
+    assert result.outcome is Outcome.FAILED
+    assert result.error_category is ErrorCategory.FAILED and result.exit_code == 53
 
 
 # --------------------------------------------------------------------------- the others

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import anyio
 import pytest
 from helpers import wait_for_job
-from hostile import probe, served
+from hostile import PROBES, Latencies, probe_rounds, served
 
 from podium.core.conductor import Conductor
 from podium.core.runner import regex
@@ -24,6 +23,7 @@ ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 EVIL_TEXT = "a" * 28 + "!"
 RE2_PATTERN = "^(a+)+$"  # RE2 runs it in linear time
 LOOKAROUND_PATTERN = "^(a+)+(?<!a)$"  # RE2 cannot run lookbehind: Python re under a limit
+LIMIT = 1.5  # the regex time limit in the test that runs such patterns in rounds
 
 
 async def _check(ws: Path, pattern: str, text: str = EVIL_TEXT) -> SimpleNamespace:
@@ -81,7 +81,7 @@ async def test_answers_as_python_re_would(
 async def test_catastrophic_validation_leaves_other_clients_answered(
     conductor: Conductor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(regex, "REGEX_TIME_LIMIT_SECONDS", 1.5)
+    monkeypatch.setattr(regex, "REGEX_TIME_LIMIT_SECONDS", LIMIT)
     spec = {
         "name": "evil-regex",
         "retry": {"max_retries": 0},
@@ -95,29 +95,32 @@ async def test_catastrophic_validation_leaves_other_clients_answered(
             }
         ],
     }
+    lag = Latencies()
+    details = []
     async with served(conductor) as s:
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            results = []
+        other = await s.ok("submit_job", {"spec": {"name": "busy", "sheets": [
+            {"prompt": "sleep 60"}]}})  # fmt: skip
 
-            async def measure() -> None:
-                results.append(await probe(s, stop))
-
-            tg.start_soon(measure)
+        async def one_round() -> None:
             job = await s.ok("submit_job", {"spec": spec})
-            other = await s.ok("submit_job", {"spec": {"name": "busy", "sheets": [
-                {"prompt": "sleep 30"}]}})
-            detail = await wait_for_job(conductor, job["job_id"], timeout=20)
-            t0 = time.monotonic()
-            cancelled = await s.ok("cancel", {"job_id": other["job_id"]}, client=1)
-            cancel_seconds = time.monotonic() - t0
-            stop.set()
-    latencies = results[0]
-    assert detail.status.value == "failed"
-    validations = (await conductor.get_execution_history(job["job_id"]))[0][0].validations
-    assert [v.passed for v in validations] == [False, False]
-    assert "limit" in (validations[1].detail or "")
+            details.append(await wait_for_job(conductor, job["job_id"], timeout=20))
+
+        # Rounds until another client was probed PROBES times: each round runs the pattern
+        # to its time limit, so a regex run on the event loop stalls every one of them.
+        latencies, rounds = await probe_rounds(s, one_round, lag=lag)
+        t0 = time.monotonic()
+        cancelled = await s.ok("cancel", {"job_id": other["job_id"]}, client=1)
+        cancel_seconds = time.monotonic() - t0
+    for detail in details:
+        assert detail.status.value == "failed"
+        validations = (await conductor.get_execution_history(detail.job_id))[0][0].validations
+        assert [v.passed for v in validations] == [False, False]
+        assert "limit" in (validations[1].detail or "")
     assert cancelled["status"] == "cancelled" and cancel_seconds < 5
     assert not latencies.errors, latencies.errors
-    assert len(latencies.seconds) > 10
-    assert latencies.worst() < 0.5, latencies.seconds
+    # A pattern run on the loop blocks it for the whole limit in every round; a stall of
+    # the machine that long is not what this bound meets.
+    assert lag.worst() < LIMIT, (rounds, sorted(lag.seconds)[-5:])
+    # A real 99th percentile: one stall of a loaded machine is one sample of hundreds.
+    assert latencies.p99() < 0.5, (rounds, sorted(latencies.seconds)[-5:])
+    assert len(latencies.seconds) >= PROBES, rounds

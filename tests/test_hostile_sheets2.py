@@ -16,7 +16,7 @@ import anyio
 import psutil
 import pytest
 from helpers import wait_for_job, wait_until
-from hostile import Latencies, served, text_of
+from hostile import PROBES, probe_rounds, served
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
@@ -36,46 +36,41 @@ async def test_an_output_flood_is_capped_and_never_stalls_other_clients(
 ) -> None:
     """200 MB on stdout and stderr as fast as the pipe takes it: the log stops at
     `log_max_bytes` with a marker, the tail in the store stays small, and `status` from
-    another client stays quick while it streams."""
+    another client stays quick while it streams (floods in rounds until PROBES probes: one
+    flood is over in a fraction of a second, too few samples for a 99th percentile)."""
     cap = 1024 * 1024
     conductor = Conductor(make_config(log_max_bytes=cap))
     await conductor.start()
-    latencies = Latencies()
+    flood = "head -c 100000000 /dev/zero | tr '\\0' o & head -c 100000000 /dev/zero >&2"
+    flood += "; wait"
+    job_ids: list[str] = []
     try:
         async with served(conductor, clients=2) as s:
-            flood = "head -c 100000000 /dev/zero | tr '\\0' o & head -c 100000000 /dev/zero >&2"
-            flood += "; wait"
-            submitted = await s.ok("submit_job", {"spec": job(flood)})
-            done = anyio.Event()
 
-            async def probe() -> None:
-                while not done.is_set():
-                    t0 = time.monotonic()
-                    result = await s.call("status", {}, client=1)
-                    latencies.seconds.append(time.monotonic() - t0)
-                    if result.is_error:
-                        latencies.errors.append(text_of(result))
-                    await anyio.sleep(0.02)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(probe)
+            async def one_round() -> None:
+                submitted = await s.ok("submit_job", {"spec": job(flood)})
                 detail = await wait_for_job(conductor, submitted["job_id"], timeout=50)
-                done.set()
-            assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
-            sheet = detail.sheets[0]
-            assert sheet.output_tail is not None and len(sheet.output_tail) <= 4096
-            logs = await s.ok("logs", {"job_id": submitted["job_id"], "sheet": 1})
-            assert logs["truncated"] is True
+                assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
+                sheet = detail.sheets[0]
+                assert sheet.output_tail is not None and len(sheet.output_tail) <= 4096
+                logs = await s.ok("logs", {"job_id": submitted["job_id"], "sheet": 1})
+                assert logs["truncated"] is True
+                job_ids.append(submitted["job_id"])
+
+            latencies, rounds = await probe_rounds(s, one_round)
     finally:
         await conductor.stop()
-    log_files = list((conductor.config.logs_dir / submitted["job_id"]).glob("*.log"))
-    assert log_files and all(f.stat().st_size <= cap + 200 for f in log_files), [
-        f.stat().st_size for f in log_files
-    ]
-    assert "log truncated" in log_files[0].read_bytes()[-200:].decode()
+    for job_id in job_ids:
+        log_files = list((conductor.config.logs_dir / job_id).glob("*.log"))
+        assert log_files and all(f.stat().st_size <= cap + 200 for f in log_files), [
+            f.stat().st_size for f in log_files
+        ]
+        assert "log truncated" in log_files[0].read_bytes()[-200:].decode()
     assert not latencies.errors, latencies.errors
-    assert len(latencies.seconds) >= 3
-    assert latencies.p99() < 0.5, sorted(latencies.seconds)[-5:]
+    # A real 99th percentile: one stall of a loaded machine is one sample of hundreds, a
+    # loop the flood holds is a slow sample in every round.
+    assert latencies.p99() < 0.5, (rounds, sorted(latencies.seconds)[-5:])
+    assert len(latencies.seconds) >= PROBES, rounds
 
 
 # The pid lands in one step (mv): the test reads it as soon as the file exists.

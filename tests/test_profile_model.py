@@ -58,13 +58,21 @@ def sel(data: Any) -> JsonSelector:
         # JSON true is not 1.
         ({"path": "items.0", "where": {"on": True}}, None),
         ({"path": "missing"}, None),
+        # `otherwise` is read only when no document has the value (a CLI's other form).
+        ({"path": "missing", "otherwise": {"path": "text", "where": {"type": "text"}}}, "lo"),
+        ({"path": "session_id", "otherwise": {"path": "text", "where": {"type": "text"}}},
+         "s-1"),
+        ({"path": "missing", "otherwise": {"path": "gone", "otherwise": "session_id"}}, "s-1"),
+        ({"path": "missing", "otherwise": "gone"}, None),
     ],
-)
+)  # fmt: skip
 def test_selectors(selector: Any, expected: Any) -> None:
     assert select(sel(selector), EVENTS) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "a..b", ".a", {"path": "a", "combine": "avg"}])
+@pytest.mark.parametrize(
+    "bad", ["", "a..b", ".a", {"path": "a", "combine": "avg"}, {"path": "a", "otherwise": "b..c"}]
+)
 def test_bad_selectors(bad: Any) -> None:
     with pytest.raises(ValidationError):
         sel(bad)

@@ -31,6 +31,9 @@ class JsonSelector(BaseModel):
     # Several documents match: take the last, the first, the sum of the numbers, or the strings
     # joined (for CLIs that stream the answer in pieces).
     combine: Literal["last", "first", "sum", "concat"] = "last"
+    # Where to look when no document has this value: one profile can then read both output
+    # forms of a CLI (gemini's stream-json events and its single `--output-format json`).
+    otherwise: JsonSelector | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -130,7 +133,7 @@ def select(selector: JsonSelector, documents: Sequence[Any]) -> Any:
         and (value := _document_value(document, selector.path)) is not None
     ]
     if not picked:
-        return None
+        return None if selector.otherwise is None else select(selector.otherwise, documents)
     if selector.combine == "first":
         return picked[0]
     if selector.combine == "sum":
