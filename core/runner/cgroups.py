@@ -40,6 +40,9 @@ _SETTLE_SECONDS = 2.0
 class _Home:
     base: Path
     max_pids: int
+    # Where a thread goes back to after a fork: the tasks file of this process's own group,
+    # where its threads are born (computed once, at `enable`, not at every start).
+    back: str
 
 
 _homes: dict[str, _Home] = {}
@@ -70,20 +73,23 @@ def _own_group(proc_file: str = "/proc/self/cgroup") -> str | None:
     return None
 
 
-def _base_for(home: str) -> Path | None:
+def _base_for(home: str) -> tuple[Path, str] | None:
+    """The directory of the home's attempt groups, and the tasks file of our own group."""
     mount, own = _pids_mount(), _own_group()
     if mount is None or own is None:
         return None
     digest = hashlib.sha256(home.encode()).hexdigest()[:12]
-    return mount / own.lstrip("/") / f"podium-{digest}"
+    group = mount / own.lstrip("/")
+    return group / f"podium-{digest}", str(group / "tasks")
 
 
 def enable(home: str, max_processes: int) -> bool:
     """Give the attempts of the conductor on `home` groups from now on (at start, and again
     at a reload with a new `max_processes`). False when the kernel offers none here."""
-    base = _base_for(home)
-    if base is None:
+    found = _base_for(home)
+    if found is None:
         return False
+    base, back = found
     try:
         base.mkdir(exist_ok=True)
         (base / "tasks").stat()
@@ -91,7 +97,7 @@ def enable(home: str, max_processes: int) -> bool:
         log.info("no pids cgroup for attempts", reason=str(exc))
         return False
     with _lock:
-        _homes[home] = _Home(base, max_processes)
+        _homes[home] = _Home(base, max_processes, back)
     return True
 
 
@@ -111,11 +117,15 @@ def _home_of(mark: str) -> str:
     return mark.rsplit("|", 3)[0]
 
 
+def _group_name(mark: str) -> str:
+    return hashlib.sha256(mark.encode()).hexdigest()[:24]
+
+
 def _group_of(mark: str) -> Path | None:
     entry = _homes.get(_home_of(mark))
     if entry is None:
         return None
-    return entry.base / hashlib.sha256(mark.encode()).hexdigest()[:24]
+    return entry.base / _group_name(mark)
 
 
 @contextlib.contextmanager
@@ -124,17 +134,19 @@ def joined(env: Mapping[str, str]) -> Iterator[None]:
     with its limit), so a process it forks is born there; nothing when there is no mark or
     no group to be had."""
     mark = env.get(MARK_VARIABLE)
-    group = _group_of(mark) if mark is not None else None
     entry = _homes.get(_home_of(mark)) if mark is not None else None
-    if group is None or entry is None:
+    if mark is None or entry is None:
         yield
         return
-    back = _own_group("/proc/thread-self/cgroup")
-    tid = str(threading.get_native_id())
+    # Plain os calls on paths computed once: this runs at every start, and pathlib and
+    # re-reading the mount table cost more than the cgroup operations themselves.
+    group = f"{entry.base}/{_group_name(mark)}"
+    tid = str(threading.get_native_id()).encode()
     try:
-        group.mkdir(exist_ok=True)
-        (group / "pids.max").write_text(str(entry.max_pids))
-        (group / "tasks").write_text(tid)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(group)
+        _write(f"{group}/pids.max", str(entry.max_pids).encode())
+        _write(f"{group}/tasks", tid)
     except OSError as exc:
         log.warning("attempt runs without its pids cgroup", reason=str(exc))
         yield
@@ -142,10 +154,24 @@ def joined(env: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        mount = _pids_mount()
-        if mount is not None and back is not None:
-            with contextlib.suppress(OSError):
-                (mount / back.lstrip("/") / "tasks").write_text(tid)
+        with contextlib.suppress(OSError):
+            _write(entry.back, tid)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
 
 
 def members(mark: str) -> list[int]:
@@ -155,7 +181,8 @@ def members(mark: str) -> list[int]:
 
 def _members(group: Path) -> list[int]:
     try:
-        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        with open(f"{group}/cgroup.procs", "rb") as f:
+            return [int(p) for p in f.read().split()]
     except (OSError, ValueError):
         return []
 
@@ -166,7 +193,7 @@ def refused_forks(mark: str) -> int:
     if group is None:
         return 0
     try:
-        for line in (group / "pids.events").read_text().splitlines():
+        for line in _read(f"{group}/pids.events").splitlines():
             key, _, value = line.partition(" ")
             if key == "max":
                 return int(value)
@@ -199,7 +226,7 @@ def _empty_and_remove(group: Path) -> int:
             return len(ended)
         time.sleep(0.01)
     with contextlib.suppress(OSError):
-        group.rmdir()
+        os.rmdir(group)
     return len(ended)
 
 
