@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 
 from podium.core.models import utcnow
+from podium.core.runner import threads
 from podium.core.runner.child import Child
 from podium.core.runner.groups import (
     SETTLE_SECONDS,
@@ -226,7 +227,7 @@ async def _execute(
     # awaited between the spawn and the try/finally that owns the group: a cancellation
     # cannot land in between, so the group is ours (and killed) from the instant it exists.
     with anyio.CancelScope(shield=True):
-        child, start_time, error = await anyio.to_thread.run_sync(start)
+        child, start_time, error = await threads.run_sync(start)
     if child is None:
         assert error is not None
         result.spawn_error = _spawn_error_text(argv, error)

@@ -26,7 +26,7 @@ from podium.core.instruments.profile import (
     build_invocation,
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
-from podium.core.runner import cgroups, reaper
+from podium.core.runner import cgroups, reaper, threads
 from podium.core.runner.classify import classify_failure
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
 from podium.core.runner.logs import read_log_range
@@ -278,13 +278,13 @@ async def run_attempt(
             settle = cgroups.enabled(plan.home) or reaper.active()
             # One trip to a worker thread for the common case, an attempt that left nothing:
             # the look for escaped processes and the settling together.
-            left, refused = await anyio.to_thread.run_sync(
+            left, refused = await threads.run_sync(
                 _look_and_settle, mark, started_wall.timestamp(), leaders, settle
             )
             if left:
                 await end_processes(left, plan.kill_grace_seconds)
                 if settle:
-                    refused = await anyio.to_thread.run_sync(_settle, mark)
+                    refused = await threads.run_sync(_settle, mark)
     if refused and result.outcome is not Outcome.COMPLETED:
         why = f"{refused} forks refused at the max_processes limit of the attempt"
         result = dataclasses.replace(
