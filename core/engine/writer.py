@@ -313,8 +313,9 @@ class Writer:
         ran: list[tuple[_Pending[Any], Tx, WriteBatch]] = []
         for index, pending in enumerate(group):
             needs = {*pending.op.jobs, *pending.op.job_rows}
-            if needs & overlay.inserted:
-                # It reads a job this group inserts: it runs once that insert is committed.
+            if needs & overlay.inserted or (pending.op.sees_running and needs & overlay.starting):
+                # It reads a job this group inserts, or must see the sheets an earlier op of
+                # the group starts as running here: it runs once that op is committed.
                 self._queue[:0] = group[index:]
                 self._wake.set()
                 break
