@@ -266,11 +266,16 @@ async def run_attempt(
         if on_spawn is not None:
             await on_spawn(ref)
 
+    result: AttemptResult | None = None
     try:
         result = await _run_and_judge(
             plan, invocation, env, control, spawned, started_ns, clock=clock, zone=zone
         )
     finally:
+        if result is not None and (result.exit_code is not None or result.signal is not None):
+            # The leader exited and was collected: what it left went up to us already, and
+            # its pid names nothing of ours any more.
+            leaders.clear()
         # Whatever the attempt left running outside its group (`setsid` daemons, double
         # forks) ends with it, however it ended (SPEC §9 trap 15); then whatever is still in
         # its cgroup, and the orphans it left that ended by themselves are collected.
@@ -285,6 +290,7 @@ async def run_attempt(
                 await end_processes(left, plan.kill_grace_seconds)
                 if settle:
                     refused = await threads.run_sync(_settle, mark)
+    assert result is not None  # else the exception went up from the finally block
     if refused and result.outcome is not Outcome.COMPLETED:
         why = f"{refused} forks refused at the max_processes limit of the attempt"
         result = dataclasses.replace(
