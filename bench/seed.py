@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.common import bench_config
 from podium.core.models import JobStatus, Outcome, SheetStatus
+from podium.core.snapshots import snapshot_id_at
 from podium.core.store.base import NewJob, WriteBatch
 from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
@@ -20,6 +21,7 @@ async def seed(home: Path, count: int) -> str:
     """`count` jobs of one sheet each (finished but for a few paused ones), each with its
     attempt in the history; returns the id of one of them."""
     store = await open_store(bench_config(home))
+    snapshots = bench_config(home).snapshots_dir
     try:
         for start in range(0, count, BATCH):
             new_jobs, attempts = [], []
@@ -40,6 +42,11 @@ async def seed(home: Path, count: int) -> str:
                     started_at=at,
                     completed_at=None if paused else at + timedelta(seconds=1),
                     labels=["seeded"],
+                    # A real home records each finished job's snapshot as it ends; without
+                    # one, every start would take again the snapshot of every seeded job.
+                    snapshot_path=None
+                    if paused
+                    else str(snapshots / job_id / snapshot_id_at(at + timedelta(seconds=2))),
                 )
                 sheet = SheetRow(
                     job_id=job_id,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from bench.seed import seed
 HERE = Path(__file__).resolve().parent
 CALLS = 300
 WARMUP = 20
+BLOCK = 25
+Calls = dict[str, Callable[[Client, int], Awaitable[Any]]]
 
 
 def serve_args() -> list[str]:
@@ -40,12 +43,56 @@ async def latencies(
             for i in range(WARMUP):
                 await call(client, -i - 1)
             for i in range(CALLS):
-                started = time.perf_counter()
-                result = await call(client, i)
-                out[name].append((time.perf_counter() - started) * 1000)
-                if getattr(result, "is_error", False):
-                    raise AssertionError(f"{name} failed: {result}")
+                out[name].append(await timed(name, call, client, i))
     return out
+
+
+async def timed(
+    name: str, call: Callable[[Client, int], Awaitable[Any]], client: Client, i: int
+) -> float:
+    started = time.perf_counter()
+    result = await call(client, i)
+    elapsed = (time.perf_counter() - started) * 1000
+    if getattr(result, "is_error", False):
+        raise AssertionError(f"{name} failed: {result}")
+    return elapsed
+
+
+async def interleaved(
+    floor_params: StdioServerParameters,
+    servers: dict[int, tuple[StdioServerParameters, Calls]],
+) -> tuple[list[float], dict[int, dict[str, list[float]]]]:
+    """The trivial server and every `servers` one up at once, their calls in alternating
+    blocks of `BLOCK` (each block's calls back to back, as `latencies` makes them): the
+    floor and the figures of every home size sample the same stretches of a machine whose
+    load moves (a floor or a size measured a minute apart saw other moments, and p99 is the
+    moments' worst)."""
+    floor: list[float] = []
+    out = {key: {name: [] for name in calls} for key, (_, calls) in servers.items()}
+    async with AsyncExitStack() as stack:
+        trivial = await stack.enter_async_context(Client(floor_params))
+        clients = {
+            key: await stack.enter_async_context(Client(params))
+            for key, (params, _) in servers.items()
+        }
+        names = list(next(iter(servers.values()))[1])
+        for name in names:
+            for i in range(WARMUP):
+                await echo(trivial, -i - 1)
+                for key, (_, calls) in servers.items():
+                    await calls[name](clients[key], -i - 1)
+            for start in range(0, CALLS, BLOCK):
+                block = range(start, min(CALLS, start + BLOCK))
+                for i in block:
+                    floor.append(await timed("trivial", echo, trivial, i))
+                for key, (_, calls) in servers.items():
+                    for i in block:
+                        out[key][name].append(await timed(name, calls[name], clients[key], i))
+    return floor, out
+
+
+def echo(c: Client, i: int) -> Awaitable[Any]:
+    return c.call_tool("echo", {"value": i})
 
 
 def trivial_params() -> StdioServerParameters:
@@ -61,7 +108,7 @@ def podium_params(home: Path) -> StdioServerParameters:
 SUBMITTED = "name: bench-submit\nsheets:\n  - prompt: 'true'\n"
 
 
-def podium_calls(job_id: str, tag: str) -> dict[str, Callable[[Client, int], Awaitable[Any]]]:
+def podium_calls(job_id: str, tag: str) -> Calls:
     # submit_job registers the job without starting it: the latency of the call, not of
     # dispatching its sheet.
     return {
@@ -82,25 +129,29 @@ def p99(values: list[float]) -> float:
 async def run(rounds: int, quick: bool) -> list[Figure]:
     sizes = [1_000, 10_000, 100_000] if not quick else [1_000, 5_000]
     names = ("status", "status job", "list_jobs", "submit_job")
-    # Per size: the p99 of each call in each round, and the trivial tool's p99 measured just
-    # before it (same machine, same moment).
+    # Per size: the p99 of each call in each round, and the trivial tool's p99 over the calls
+    # interleaved with them (same machine, same moments; one floor for every size).
     ours: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     p50s: dict[int, dict[str, list[float]]] = {n: {k: [] for k in names} for n in sizes}
     floor: dict[int, list[float]] = {n: [] for n in sizes}
     floor50: dict[int, list[float]] = {n: [] for n in sizes}
-    echo = {"trivial": lambda c, i: c.call_tool("echo", {"value": i})}
-    for size in sizes:
-        with scratch(f"tools-{size}") as home:
-            one = await seed(home, size)
-            for round_no in range(rounds):
-                trivial = (await latencies(trivial_params(), echo))["trivial"]
+    with ExitStack() as homes:
+        seeded = {}
+        for size in sizes:
+            home = homes.enter_context(scratch(f"tools-{size}"))
+            seeded[size] = (home, await seed(home, size))
+        for round_no in range(rounds):
+            servers = {
+                size: (podium_params(home), podium_calls(one, f"{size}-{round_no}"))
+                for size, (home, one) in seeded.items()
+            }
+            trivial, measured = await interleaved(trivial_params(), servers)
+            for size in sizes:
                 floor[size].append(p99(trivial))
                 floor50[size].append(percentile(trivial, 50))
-                calls = podium_calls(one, str(round_no))
-                measured = await latencies(podium_params(home), calls)
                 for name in names:
-                    ours[size][name].append(p99(measured[name]))
-                    p50s[size][name].append(percentile(measured[name], 50))
+                    ours[size][name].append(p99(measured[size][name]))
+                    p50s[size][name].append(percentile(measured[size][name], 50))
     smallest, largest = sizes[0], sizes[-1]
     figures: list[Figure] = [
         Figure(

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from podium.core.errors import NotFoundError, PodiumError, job_not_found
 from podium.core.models import Decision, JobSummary
 from podium.core.store.base import Store
+from podium.core.store.rows import SheetRow
 from podium.core.views import ApprovalList, PendingApproval
 
 if TYPE_CHECKING:
@@ -64,17 +66,22 @@ class Approvals:
 
     async def pending(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
         rows, total = await self._c.store.pending_approvals(limit)
-        return ApprovalList(
-            approvals=[
-                PendingApproval(
-                    job_id=r.job_id,
-                    sheet_num=r.sheet_num,
-                    name=r.name,
-                    question=r.output_tail or "",
-                    requested_at=r.started_at,
-                    expires_at=r.waiting_until,
-                )
-                for r in rows
-            ],
-            total=total,
-        )
+        return approval_list(rows, total)
+
+
+def approval_list(rows: Sequence[SheetRow], total: int) -> ApprovalList:
+    """The pending approvals as shown: the sheets waiting (as read) and how many wait."""
+    return ApprovalList(
+        approvals=[
+            PendingApproval(
+                job_id=r.job_id,
+                sheet_num=r.sheet_num,
+                name=r.name,
+                question=r.output_tail or "",
+                requested_at=r.started_at,
+                expires_at=r.waiting_until,
+            )
+            for r in rows
+        ],
+        total=total,
+    )

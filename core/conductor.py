@@ -15,15 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta, tzinfo
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from podium.core.approvals import Approvals
+from podium.core.approvals import PENDING_APPROVALS_SHOWN, Approvals, approval_list
 from podium.core.checkpoint import read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import Diagnosis
@@ -60,6 +58,7 @@ from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.store.base import Store
 from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow, TaskRow
+from podium.core.version import podium_version
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
@@ -96,13 +95,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [str(v) for v in value]
     return str(value) if isinstance(value, Path) else value
-
-
-def podium_version() -> str:
-    try:
-        return package_version("podium")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def new_job_id(name: str) -> str:
@@ -206,7 +198,7 @@ class Conductor:
                     lambda: self.store,
                     self._engine.hook_done,
                     self.submit_job,
-                    base_env=os.environ,
+                    base_env={**os.environ, "PODIUM_HOME": str(self.config.home)},
                     kill_grace_seconds=self.config.kill_grace_seconds,
                 )
                 task_group.start_soon(self._job_hooks.serve)
@@ -528,6 +520,23 @@ class Conductor:
         rows, next_cursor = await self.store.query_jobs(query)
         return [r.summary() for r in rows], next_cursor
 
+    async def list_jobs_json(
+        self,
+        *,
+        statuses: Sequence[JobStatus] = (),
+        name: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """`list_jobs` as the JSON of `{jobs, next_cursor}`, each summary built straight
+        from its row (the MCP tool's answer: no model per row only to be dumped again)."""
+        query = JobQuery(
+            statuses=tuple(statuses), name=name, label=label, limit=limit, cursor=cursor
+        )
+        rows, next_cursor = await self.store.query_jobs(query)
+        return {"jobs": [r.summary_json() for r in rows], "next_cursor": next_cursor}
+
     async def pause_job(self, job_id: str, *, immediate: bool = False) -> JobSummary:
         return await self.engine.pause(job_id, immediate)
 
@@ -722,7 +731,9 @@ class Conductor:
                 for c in await self.store.conductors()
                 if c.expires_at > now
             ]
-        approvals = await self.approvals.pending()
+        # The counts and the approvals waiting, in one store read.
+        overview = await self.store.overview(PENDING_APPROVALS_SHOWN)
+        approvals = approval_list(overview.approvals, overview.approvals_total)
         return ConductorStatus(
             pending_approvals=approvals.approvals,
             pending_approvals_total=approvals.total,
@@ -730,7 +741,7 @@ class Conductor:
             pid=os.getpid(),
             uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
             home=str(self.config.home),
-            jobs_by_status=await self.store.count_jobs_by_status(),
+            jobs_by_status=overview.jobs_by_status,
             running_sheets=(
                 await self.store.count_running_sheets()
                 if self._engine is None

@@ -92,7 +92,7 @@ class Housekeeping:
         the rows) and partial snapshots go; a finished job whose snapshot was never
         recorded (a capture that died) is captured again."""
         await self._c.engine.hooks_settled()  # captures recovery itself started
-        jobs = await self._c.store.jobs_with_status(list(JobStatus))
+        jobs = await self._c.store.job_files()
         known = {j.job_id for j in jobs}
 
         def remove() -> int:
@@ -108,9 +108,11 @@ class Housekeeping:
         if removed:
             log.warning("removed files left by an interrupted change", dirs=removed)
         for job in jobs:
-            taken = snapshot_time(job.snapshot_path)
             if not job.status.is_terminal or job.completed_at is None:
                 continue
+            taken = snapshot_time(job.snapshot_path)
             if taken is None or taken < job.completed_at:
-                log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
-                await self._recapture(job)
+                row = await self._c.store.get_job(job.job_id)
+                if row is not None:
+                    log.warning("capturing a snapshot a crash interrupted", job_id=job.job_id)
+                    await self._recapture(row)

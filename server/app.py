@@ -16,8 +16,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
-from podium.core.conductor import Conductor, podium_version
+from podium.core.conductor import Conductor
 from podium.core.errors import NotFoundError
+from podium.core.version import podium_version
 from podium.server.app_view import apps_extension
 from podium.server.guard import RequestGuard
 from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job

@@ -61,6 +61,8 @@ log = structlog.get_logger("podium.bridge")
 ClientRead = ObjectReceiveStream[SessionMessage | Exception]
 ClientWrite = ObjectSendStream[SessionMessage]
 WATCH_SECONDS = 0.25
+# How long a lost conductor may take to go before the bridge looks for a conductor again.
+LOST_GRACE_SECONDS = 3.0
 REPLAY_TIMEOUT_SECONDS = 30.0
 # The tasks extension routes its requests by task id (`Mcp-Name`), which the SDK's header
 # table does not list.
@@ -187,6 +189,7 @@ class Bridge:
                 if carry is None:
                     return 0
                 reconnect = True
+                await _let_go(info.pid)
                 while True:
                     try:
                         info, started = await ensure_conductor(self.config)
@@ -327,3 +330,16 @@ class Bridge:
 
 async def run_bridge(config: PodiumConfig) -> int:
     return await Bridge(config).run()
+
+
+async def _let_go(pid: int) -> None:
+    """Wait (a while) for a lost conductor's process to be gone. A SIGKILLed process closes
+    its sockets before its pid goes, and conductor.json and the lock file still name it: a
+    bridge that looked at once would attach to the dying conductor again, and the request it
+    carried would fail as if it had been in flight. A conductor still alive after the grace
+    (only its connection broke) is attached to again."""
+    with anyio.move_on_after(LOST_GRACE_SECONDS):
+        while alive(pid):
+            reap(pid)
+            await anyio.sleep(0.02)
+    reap(pid)

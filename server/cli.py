@@ -7,14 +7,59 @@ running conductor too; when none runs they read the store directly, read-only, a
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from podium.server import cli_conductor, cli_dashboard, cli_import, cli_insight, cli_jobs
 from podium.server.cli_base import Context
 from podium.server.logging_setup import configure_logging
 
+# Each command's module, imported only when that command runs (or help lists them all): a
+# command then costs no import it does not use (`podium status` skips the score importer,
+# the dashboard and the spec tools). tests/test_cli.py checks that every command of these
+# modules is listed here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "start": ("cli_conductor", "start"),
+    "stop": ("cli_conductor", "stop"),
+    "restart": ("cli_conductor", "restart"),
+    "serve": ("cli_conductor", "serve"),
+    "reload": ("cli_conductor", "reload"),
+    "top": ("cli_conductor", "top"),
+    "run": ("cli_jobs", "run"),
+    "list": ("cli_jobs", "list_command"),
+    "status": ("cli_jobs", "status"),
+    "logs": ("cli_jobs", "logs"),
+    "pause": ("cli_jobs", "pause"),
+    "resume": ("cli_jobs", "resume"),
+    "cancel": ("cli_jobs", "cancel"),
+    "approve": ("cli_jobs", "approve"),
+    "clear": ("cli_jobs", "clear"),
+    "snapshots": ("cli_jobs", "snapshots"),
+    "instruments": ("cli_jobs", "instruments"),
+    "validate": ("cli_insight", "validate"),
+    "estimate": ("cli_insight", "estimate"),
+    "diagnose": ("cli_insight", "diagnose"),
+    "import-score": ("cli_import", "import_score_command"),
+    "dashboard": ("cli_dashboard", "dashboard"),
+}
+COMMAND_MODULES = sorted({module for module, _ in COMMANDS.values()})
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(f"podium.server.{module}"), attr)
+        assert isinstance(command, click.Command)
+        return command
+
 
 @click.group(
+    cls=LazyGroup,
     invoke_without_command=True,
     context_settings={"show_default": True, "help_option_names": ["-h", "--help"]},
 )
@@ -37,12 +82,6 @@ def main(ctx: click.Context, home: str | None) -> None:
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
         ctx.exit(0)
-
-
-for _module in (cli_conductor, cli_jobs, cli_insight, cli_import, cli_dashboard):
-    for _command in list(vars(_module).values()):
-        if isinstance(_command, click.Command):
-            main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from podium.core.conductor import Conductor
 from podium.core.errors import PodiumError, SpecError
+
+if TYPE_CHECKING:
+    # The CLI imports this module for SUBMIT_PATH alone; the engine it does not need.
+    from podium.core.conductor import Conductor
 
 SUBMIT_PATH = "/podium/cli/submit"
 

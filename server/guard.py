@@ -9,8 +9,8 @@ and after the handler:
 - argument errors come back as `field: message` lines, like spec errors;
 - tool errors lose the SDK's "Error executing tool X:" prefix, so the message is exactly the
   engine's (one `path: message` per line);
-- a result's text is compact JSON of its structured content (the SDK pretty-prints it, which
-  agents pay for twice), and for `logs` the log text itself."""
+- (a result's text, compact JSON of its structured content or for `logs` the log itself, is
+  rendered where the tools are built: `tools._answered`)."""
 
 from __future__ import annotations
 
@@ -145,22 +145,17 @@ class RequestGuard:
 
 def _finish(result: HandlerResult, tool_name: str) -> HandlerResult:
     """The rest of the chain returns the serialized wire form (a dict); a model is handled
-    too in case the SDK changes that."""
+    too in case the SDK changes that. (A result's text is rendered by the tool itself,
+    `tools._answered`, once.)"""
     prefix = f"Error executing tool {tool_name}: "
-    render: TextRenderer = RESULT_TEXT.get(tool_name) or compact_json
     if isinstance(result, CallToolResult):
         if result.is_error:
             for block in result.content:
                 if isinstance(block, TextContent) and block.text.startswith(prefix):
                     block.text = block.text[len(prefix) :]
-        elif result.structured_content is not None:
-            result.content = [TextContent(type="text", text=render(result.structured_content))]
-    elif isinstance(result, dict):
-        if result.get("isError"):
-            for item in result.get("content") or []:
-                text = item.get("text") if isinstance(item, dict) else None
-                if isinstance(text, str) and text.startswith(prefix):
-                    item["text"] = text[len(prefix) :]
-        elif isinstance(result.get("structuredContent"), dict):
-            result["content"] = [{"type": "text", "text": render(result["structuredContent"])}]
+    elif isinstance(result, dict) and result.get("isError"):
+        for item in result.get("content") or []:
+            text = item.get("text") if isinstance(item, dict) else None
+            if isinstance(text, str) and text.startswith(prefix):
+                item["text"] = text[len(prefix) :]
     return result

@@ -18,10 +18,10 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import Implementation, TextContent
 
-from podium.core.conductor import Conductor, podium_version
 from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, PodiumError, SpecError
 from podium.core.home import ConductorInfo
+from podium.core.version import podium_version
 from podium.server.cli_routes import SUBMIT_PATH
 from podium.server.daemon import ensure_conductor, find_conductor
 
@@ -146,6 +146,8 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
         async with connect(info) as remote:
             yield remote, info
         return
+    # The engine is imported only here: a call to a running conductor does without it.
+    from podium.core.conductor import Conductor
     from podium.server.app import PodiumServer
 
     conductor = Conductor(config, dispatch=False, read_only=True)

@@ -250,19 +250,22 @@ def _field_summary(schema: Any, defs: dict[str, Any], depth: int = 0) -> str:
 
 
 def _described_rows(node: Any, defs: dict[str, Any]) -> Any:
-    """A list of records (50 job summaries, 100 sheets) as `{type: array, items: {type:
-    object, description: <its fields>}}`: the SDK client validates every result against the
-    output schema, and descending into each field of each row costs it more than the tool
-    call itself; the field names and values an agent needs stay in the description."""
+    """A list of records (50 job summaries, 100 sheets) as `{type: array, description:
+    "each: <its fields>"}`, with no `items` schema: the SDK client validates every result
+    against the output schema, and descending into each row (even only to check that it is
+    an object) costs it more than the rest of the call; the field names and values an agent
+    needs stay in the description."""
     if isinstance(node, list):
         return [_described_rows(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
     items = node.get("items")
     if node.get("type") == "array" and isinstance(items, dict) and "$ref" in items:
+        each = "each: " + _field_summary(items, defs)
+        described = node.get("description")
         return {
-            **{k: v for k, v in node.items() if k != "items"},
-            "items": {"type": "object", "description": "each: " + _field_summary(items, defs)},
+            **{k: v for k, v in node.items() if k not in ("items", "description")},
+            "description": f"{described}; {each}" if described else each,
         }
     return {key: _described_rows(value, defs) for key, value in node.items()}
 

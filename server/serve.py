@@ -22,12 +22,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from podium.core.conductor import Conductor, podium_version
+from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo, remove_conductor_info, write_conductor_info
 from podium.core.models import utcnow
 from podium.core.runner.escapees import become_subreaper
+from podium.core.version import podium_version
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes

@@ -3,7 +3,7 @@
 The SDK's stdio transport turns a line it cannot parse into an exception on the read stream,
 and the server only logs it: the client waits forever for an answer to, say, a request nested
 past the JSON parser's depth limit (over HTTP the same body gets a 400 with a parse error).
-This reader checks each line before the SDK sees it and answers one that fails itself:
+This transport parses each line once, hands the server what parses and answers what fails:
 `-32700` when the text is not JSON (too deep, truncated, too long), `-32600` when it is JSON
 but not a JSON-RPC message. The reply carries the request's id when one can be found at the
 top level of the text, found by a scan that does not recurse (the text is exactly what the
@@ -12,22 +12,26 @@ parser could not take); else `null`, as JSON-RPC says.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+import stat
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import pydantic_core
 import structlog
-from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     INVALID_REQUEST,
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCMessage,
     RequestId,
     jsonrpc_message_adapter,
 )
@@ -72,20 +76,26 @@ def _is_request_like(value: Any) -> bool:
     return isinstance(value, dict) and "method" in value
 
 
-def reply_for(line: str) -> JSONRPCError | None:
-    """The error to answer `line` with, or None to pass it on: the SDK can take it, or it
-    needs no answer (a blank line, a malformed response or notification of the client's,
-    which the SDK drops)."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A line answered here: `reply` goes back to the client, the server never sees it."""
+
+    reply: JSONRPCError
+
+
+def read_line(line: str) -> JSONRPCMessage | Unreadable | Exception:
+    """What one stdin line is, parsed once: a message for the server; an `Unreadable` to
+    answer; or, for a line that needs no answer (a blank line, a malformed response or
+    notification of the client's), the parse error the server only logs."""
     if isinstance(line, OverlongLine):
         message = f"Parse error: the message is longer than {MAX_LINE_BYTES // 1024} KiB"
         return _error(top_level_id(line), PARSE_ERROR, message)
-    if not line.strip():
-        return None
     try:
-        jsonrpc_message_adapter.validate_json(line, by_name=False)
-        return None
-    except ValidationError:
-        pass
+        return jsonrpc_message_adapter.validate_json(line, by_name=False)
+    except ValidationError as exc:
+        failure = exc
+    if not line.strip():
+        return failure
     try:
         parsed = pydantic_core.from_json(line)
     except ValueError as exc:
@@ -94,49 +104,96 @@ def reply_for(line: str) -> JSONRPCError | None:
             detail += " (the message nests too deeply)"
         return _error(top_level_id(line), PARSE_ERROR, f"Parse error: {detail}")
     if not _is_request_like(parsed) or "id" not in parsed:
-        return None
+        return failure
     raw_id = parsed["id"]
     request_id = raw_id if isinstance(raw_id, int | str) and not isinstance(raw_id, bool) else None
     return _error(request_id, INVALID_REQUEST, "Invalid request: not a JSON-RPC 2.0 request")
 
 
-def _error(request_id: RequestId | None, code: int, message: str) -> JSONRPCError:
-    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
+def _error(request_id: RequestId | None, code: int, message: str) -> Unreadable:
+    error = ErrorData(code=code, message=message)
+    return Unreadable(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
 
-class GuardedLines:
-    """Iterates `source` for `stdio_server`, answering the lines it must not see."""
+class ClaimedStdout:
+    """The process's stdout as the protocol's own: fd 1 is pointed at stderr while serving,
+    so a stray print (or a child that inherits it) cannot corrupt the stream, and replies
+    are written to a private duplicate of it straight from the event loop. Where that is a
+    pipe or a socket (what an MCP host gives) it is made non-blocking, so a host that stops
+    reading holds up this writer only, never the loop; anything else (a terminal, a file,
+    whose open file may be shared with other processes) is written in a worker thread."""
 
-    def __init__(self, source: AsyncIterable[str]) -> None:
-        self._source = source
-        self._write: Any = None
-        self._attached = anyio.Event()
+    def __init__(self) -> None:
+        self._fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+        mode = os.fstat(self._fd).st_mode
+        self._direct = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        self._was_blocking = os.get_blocking(self._fd)
+        if self._direct:
+            os.set_blocking(self._fd, False)
+        diversion = os.dup(2)
+        try:
+            os.dup2(diversion, 1)
+        finally:
+            os.close(diversion)
 
-    def attach(self, write: Any) -> None:
-        self._write = write
-        self._attached.set()
+    async def write(self, data: bytes) -> None:
+        if not self._direct:
+            await anyio.to_thread.run_sync(self._write_blocking, data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self._fd)
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._lines()
+    def _write_blocking(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
-    async def _lines(self) -> AsyncIterator[str]:
-        async for line in self._source:
-            reply = reply_for(line)
-            if reply is not None:
-                log.warning("answered an unreadable line", code=reply.error.code, id=reply.id)
-                await self._attached.wait()
-                await self._write.send(SessionMessage(reply))
-            else:
-                yield line
-
-    def as_async_file(self) -> anyio.AsyncFile[str]:
-        return cast("anyio.AsyncFile[str]", self)
+    def release(self) -> None:
+        """fd 1 back on the wire, as it was."""
+        if self._direct:
+            os.set_blocking(self._fd, self._was_blocking)
+        os.dup2(self._fd, 1)
+        os.close(self._fd)
 
 
 @asynccontextmanager
 async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
-    """`stdio_server` over the cancellable stdin, with unreadable lines answered."""
-    lines = GuardedLines(CancellableStdin())
-    async with stdio_server(stdin=lines.as_async_file()) as (read, write):
-        lines.attach(write)
-        yield read, write
+    """The stdio transport: the cancellable, capped stdin reader, each line parsed once
+    (unreadable ones answered here), and replies written by `ClaimedStdout`. The SDK's
+    `stdio_server` parses every line after this guard had to, and writes and flushes each
+    reply through two worker-thread round trips."""
+    stdout = ClaimedStdout()
+    read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
+    replies = write_stream.clone()
+
+    async def stdin_reader() -> None:
+        async with read_writer, replies:
+            async for line in CancellableStdin():
+                item = read_line(line)
+                if isinstance(item, Unreadable):
+                    reply = item.reply
+                    log.warning("answered an unreadable line", code=reply.error.code, id=reply.id)
+                    await replies.send(SessionMessage(reply))
+                elif isinstance(item, Exception):
+                    await read_writer.send(item)
+                else:
+                    await read_writer.send(SessionMessage(item))
+
+    async def stdout_writer() -> None:
+        async with write_reader:
+            async for message in write_reader:
+                text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                await stdout.write(text.encode() + b"\n")
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stdin_reader)
+            tg.start_soon(stdout_writer)
+            yield read_stream, write_stream
+    finally:
+        stdout.release()

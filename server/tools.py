@@ -7,13 +7,14 @@ size is a budget (`tests/test_token_budget.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, BeforeValidator, Field
 
 from podium.core.conductor import Conductor
@@ -31,6 +32,7 @@ from podium.core.views import (
     ValidationReport,
 )
 from podium.server.app_view import JOB_VIEW_URI
+from podium.server.guard import RESULT_TEXT, compact_json
 from podium.server.schemas import compact_input_schema, model_output_schema
 from podium.server.tool_errors import mapped_errors
 
@@ -135,7 +137,7 @@ def _tool(
     meta: dict[str, Any] | None = None,
 ) -> Tool:
     tool = Tool.from_function(
-        mapped_errors(fn.__name__, fn),
+        _answered(fn.__name__, mapped_errors(fn.__name__, fn)),
         title=title,
         # Docstrings wrap for the source, not for agents: one line each.
         description=description or " ".join((fn.__doc__ or "").split()),
@@ -143,14 +145,35 @@ def _tool(
         meta=meta,
     )
     tool.parameters = compact_input_schema(tool.parameters)
-    # `FuncMetadata` fields are read live; the result is still validated against the model.
+    # `FuncMetadata` fields are read live.
     if output:
         tool.fn_metadata.output_schema = model_output_schema(*output)
     else:
         model = tool.fn_metadata.output_model
         if isinstance(model, type) and issubclass(model, BaseModel):
             tool.fn_metadata.output_schema = model_output_schema(model)
+    # The schema stays published; without a model the SDK passes the `CallToolResult` that
+    # `_answered` built as it is, instead of validating the result again, dumping it again
+    # and pretty-printing it into a text the guard used to replace.
+    tool.fn_metadata.output_model = None
     return tool
+
+
+def _answered(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """The tool with its result turned into the `CallToolResult` on the wire once: the
+    structured content (a model dumped as JSON, or JSON already) and the text, compact JSON
+    of it (the log itself for `logs`)."""
+    render = RESULT_TEXT.get(name) or compact_json
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> CallToolResult:
+        result = await fn(*args, **kwargs)
+        data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        return CallToolResult(
+            content=[TextContent(type="text", text=render(data))], structured_content=data
+        )
+
+    return call
 
 
 def client_name(ctx: Context) -> str:
@@ -200,15 +223,15 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         label: str | None = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Field(description="next_cursor of the last page")] = None,
-    ) -> JobList:
+    ) -> dict[str, Any]:
         """Job summaries, newest first; filter by status, name or label; page with cursor."""
+        # A JobList's JSON (the published schema), built from the rows without the models.
         try:
-            jobs, next_cursor = await conductor.list_jobs(
+            return await conductor.list_jobs_json(
                 statuses=status or (), name=name, label=label, limit=limit, cursor=cursor
             )
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
-        return JobList(jobs=jobs, next_cursor=next_cursor)
 
     async def status(
         ctx: Context,
@@ -407,7 +430,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         label: str | None = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
         cursor: str | None = None,
-    ) -> JobList:
+    ) -> dict[str, Any]:
         """list_jobs, shown as a live job list by hosts that support MCP Apps."""
         return await list_jobs(status=status, name=name, label=label, limit=limit, cursor=cursor)
 
@@ -425,7 +448,7 @@ def build_tools(conductor: Conductor) -> list[Tool]:
             description=submit_description,
         ),
         _tool(validate_spec, title="Validate a job spec", annotations=_read_only()),
-        _tool(list_jobs, title="List jobs", annotations=_read_only()),
+        _tool(list_jobs, title="List jobs", annotations=_read_only(), output=(JobList,)),
         _tool(
             status,
             title="Job or conductor status",
@@ -444,7 +467,13 @@ def build_tools(conductor: Conductor) -> list[Tool]:
         _tool(diagnose, title="Diagnose a job", annotations=_read_only()),
         _tool(estimate, title="Estimate a spec", annotations=_read_only()),
         _tool(show_job, title="Show a job", annotations=_read_only(), meta=APP_VIEW),
-        _tool(show_jobs, title="Show jobs", annotations=_read_only(), meta=APP_VIEW),
+        _tool(
+            show_jobs,
+            title="Show jobs",
+            annotations=_read_only(),
+            output=(JobList,),
+            meta=APP_VIEW,
+        ),
     ]
 
 

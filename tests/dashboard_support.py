@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from cli_zygote import run_podium
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import TextContent
@@ -28,14 +29,8 @@ def podium_env(home: Path) -> dict[str, str]:
 
 
 def podium(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PODIUM, *args],
-        env=podium_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    """A `podium` command as a process of its own (forked from tests/cli_zygote.py)."""
+    return run_podium(list(args), podium_env(home), timeout=timeout)
 
 
 @dataclass

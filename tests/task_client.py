@@ -97,17 +97,26 @@ async def wait_task(
 
 
 @asynccontextmanager
-async def listening(client: Client, task_ids: list[str]) -> AsyncIterator[None]:
-    """A `subscriptions/listen` stream for `task_ids` while the block runs."""
+async def listening(
+    client: Client, extension: TasksClient, task_ids: list[str], timeout: float = 20
+) -> AsyncIterator[None]:
+    """A `subscriptions/listen` stream for `task_ids` while the block runs; the block starts
+    once the stream has pushed each task as it is now (so a change made in the block is
+    pushed, never missed)."""
+    start = len(extension.pushes)
+
+    def each_task_pushed() -> bool:
+        seen = {p.get("taskId") for p in extension.pushes[start:]}
+        return all(task_id in seen for task_id in task_ids)
+
     async with anyio.create_task_group() as tg:
-        acked = anyio.Event()
 
         async def listen() -> None:
-            acked.set()
             await request(client, "subscriptions/listen", {"notifications": {"taskIds": task_ids}})
 
         tg.start_soon(listen)
-        await acked.wait()
-        await anyio.sleep(0.2)  # the acknowledgement precedes any push; let it land
+        with anyio.fail_after(timeout):
+            while not each_task_pushed():
+                await extension.pushed.wait()
         yield
         tg.cancel_scope.cancel()

@@ -49,10 +49,12 @@ def gate_spec(name: str = "gate", **gate: Any) -> dict[str, Any]:
 
 
 async def wait_gate(client: Client, job_id: str, sheet: int = 2) -> dict[str, Any]:
-    """Follow the job (long-poll, no tight loop) until sheet `sheet` waits for approval."""
+    """Follow the job (long-poll, no tight loop) until sheet `sheet` waits for approval. The
+    long-poll wakes on a change of the job's status, which a gate opening is not (the job
+    stays running): a short one, or each look sleeps its whole wait out."""
     with anyio.fail_after(20):
         while True:
-            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 5})
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 1})
             row = detail["sheets"][sheet - 1]
             if row["status"] == "waiting" and row["waiting_reason"] == "approval":
                 return detail

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from test_conductor import conductor_client
 from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
@@ -30,14 +32,67 @@ def test_bare_podium_prints_help_and_options_show_defaults(tmp_path: Path) -> No
     assert "[default: 200;" in logs.stdout and "[default: latest]" in logs.stdout
 
 
-def test_every_option_has_help() -> None:
-    import click
-
+def all_commands() -> dict[str, click.Command]:
+    """Every `podium` command, through the group's lazy loading."""
     from podium.server.cli import main
 
     assert isinstance(main, click.Group)
+    ctx = click.Context(main)
+    commands = {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
+    assert all(commands.values()), commands
+    return {name: command for name, command in commands.items() if command is not None}
+
+
+def test_the_lazy_command_table_has_every_command() -> None:
+    """Each command module's click commands, and nothing else, are in `podium`'s table."""
+    import importlib
+
+    from podium.server.cli import COMMAND_MODULES
+
+    defined = {}
+    for module in COMMAND_MODULES:
+        for value in vars(importlib.import_module(f"podium.server.{module}")).values():
+            if isinstance(value, click.Command):
+                defined[value.name] = value
+    listed = all_commands()
+    assert listed == defined
+    assert {"run", "status", "serve", "import-score", "dashboard", "diagnose"} <= set(listed)
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    """`podium list` loads neither the score importer, the dashboard nor the spec tools'
+    commands: a CLI call is mostly its imports. (--help: the command is loaded, not run.)"""
+    probe = (
+        "import sys\n"
+        "from podium.server.cli import main\n"
+        "try:\n"
+        "    main(['list', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('podium.'))))\n"
+    )
+    env = server_env(make_home(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    loaded = set(done.stdout.split())
+    assert "podium.server.cli_jobs" in loaded, done.stderr
+    unused = {
+        "podium.server.cli_import",
+        "podium.server.cli_dashboard",
+        "podium.server.cli_insight",
+        "podium.core.importer",
+    }
+    assert not loaded & unused, loaded & unused
+
+
+def test_every_option_has_help() -> None:
+    from podium.server.cli import main
+
     assert main.context_settings.get("show_default") is True
-    for name, command in main.commands.items():
+    commands = all_commands()
+    assert len(commands) >= 20
+    for name, command in commands.items():
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, f"podium {name} {param.opts[0]} has no help text"
@@ -106,7 +161,13 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
-    spec.write_text("name: nap\nsheets:\n  - prompt: 'sleep 3; echo awake'\n")
+    release = tmp_path / "release"
+    # The sheet holds until released: with a fixed sleep it could end before the SIGTERM
+    # landed (under load), and `podium run` would exit with the job's outcome instead.
+    spec.write_text(
+        f"name: nap\nsheets:\n  - prompt: 'while [ ! -e {release} ]; do sleep 0.05; done; "
+        "echo awake'\n"
+    )
     proc = subprocess.Popen(
         [PODIUM, "run", str(spec), "--job-id", "nap-term"],
         env=server_env(home),
@@ -127,6 +188,7 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     conductor = json.loads((home / "conductor.json").read_text())["pid"]
+    release.touch()
     deadline = time.monotonic() + 30
     while json.loads(podium_cli(home, "status", "nap-term", "--json").stdout)["status"] != (
         "completed"
@@ -134,3 +196,21 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the detached job did not complete"
         time.sleep(0.2)
     assert running(conductor)
+
+
+def test_a_forked_command_answers_as_the_program_does(tmp_path: Path) -> None:
+    """tests/cli_zygote.py forks the commands the tests run: the same exit code, stdout and
+    stderr as `podium` exec'd, for a usage error, an error in CLI words and a cold read."""
+    import cli_zygote
+
+    home = make_home(tmp_path)
+    for args in (["nope"], ["status", "ghost"], ["list", "--json"], ["--version"]):
+        forked = cli_zygote.run_podium(args, server_env(home))
+        execd = subprocess.run(
+            [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            execd.returncode, execd.stdout, execd.stderr
+        ), args  # fmt: skip
+        assert forked.returncode != 0 or forked.stdout, args

@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from test_conductor import conductor_client, wait_until
-from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
+from test_transports import PODIUM, call, echo_pid, make_home, podium_cli, running, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -69,8 +69,11 @@ def test_run_shows_live_progress_and_exits_by_outcome(tmp_path: Path) -> None:
 
 def test_ctrl_c_detaches_and_the_job_completes(tmp_path: Path) -> None:
     home = make_home(tmp_path)
+    release = tmp_path / "release"
+    # Held until released, not a fixed sleep that could end before Ctrl-C landed.
+    hold = f"while [ ! -e {release} ]; do sleep 0.05; done"
     spec = write_spec(
-        tmp_path, "name: slow\nsheets:\n  - {name: nap, prompt: 'sleep 4; echo rested'}\n"
+        tmp_path, f"name: slow\nsheets:\n  - {{name: nap, prompt: '{hold}; echo rested'}}\n"
     )
     child = spawn(home, "run", str(spec), "--job-id", "nap-job")
     child.expect(r"sheet 1 \(nap\)" + GAP + "running")
@@ -79,6 +82,7 @@ def test_ctrl_c_detaches_and_the_job_completes(tmp_path: Path) -> None:
     child.expect(r"podium status nap-job --follow")
     child.expect(r"podium cancel nap-job")
     assert finish(child) == 130
+    release.touch()
     # Reattach: follow it to the end (not a terminal: plain lines).
     followed = subprocess.run(
         [PODIUM, "status", "nap-job", "--follow"],
@@ -139,7 +143,7 @@ async def test_top_renders_and_quits(tmp_path: Path) -> None:
     async with conductor_client(home) as client:
         spec = {
             "name": "busy",
-            "sheets": [{"name": "spin", "prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
+            "sheets": [{"name": "spin", "prompt": f"{echo_pid(pid_file)}; exec sleep 60"}],
         }
         await call(client, "submit_job", {"spec": spec, "job_id": "busy-top"})
     await wait_until(pid_file.exists, what="the sheet started")

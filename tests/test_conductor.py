@@ -28,6 +28,7 @@ from test_transports import (
     PODIUM,
     Inbox,
     call,
+    echo_pid,
     kill_group_of,
     make_home,
     podium_cli,
@@ -160,10 +161,14 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     monkeypatch.setattr(sdk_stdio, "PROCESS_TERMINATION_TIMEOUT", 0.0)
     home = make_home(tmp_path)
     pid_file = tmp_path / "sheet.pid"
+    release = tmp_path / "release"
+    # The sheet runs until the test releases it: a fixed `sleep 4` could end before the
+    # check that it outlived the session when the session took long to go (under load).
+    hold = f"while [ ! -e {release} ]; do sleep 0.05; done"
     spec = {
         "name": "walkaway",
         "sheets": [
-            {"name": "slow", "prompt": f"echo $$ > {pid_file}; sleep 4; echo slow-done"},
+            {"name": "slow", "prompt": f"{echo_pid(pid_file)}; {hold}; echo slow-done"},
             {"name": "after", "depends_on": ["slow"], "prompt": "echo after-done"},
         ],
     }
@@ -176,6 +181,7 @@ async def test_starting_session_exits_mid_job_and_the_job_completes(
     assert time.monotonic() - bridge_gone_at < 10
     sheet_pid = int(pid_file.read_text())
     assert running(pid) and running(sheet_pid), "the job stopped with the session"
+    release.touch()
 
     async with Client(bridge_params(home), mode="legacy") as later:
         assert (await call(later, "status", {}))["pid"] == pid
@@ -248,7 +254,9 @@ async def test_notification_and_long_poll_through_the_bridge(tmp_path: Path, mod
                     polled.update(await long_poll())
 
                 tg.start_soon(poll)
-                await anyio.sleep(6)  # the long-poll is waiting (a progress tick passed)
+                # The long-poll is waiting: its first progress tick (5 s in) came through the
+                # bridge. A fixed 6 s sleep raced that tick under load.
+                await wait_until(lambda: bool(progress), timeout=30, what="a progress tick")
                 await call(client, "resume", {"job_id": "notify"})
                 with anyio.fail_after(30):
                     await got.wait()
@@ -269,7 +277,7 @@ async def test_kill_9_of_the_conductor_with_a_client_attached(tmp_path: Path, mo
     marker = tmp_path / "second-run"
     prompt = (
         f"if [ -e {marker} ]; then echo second-run; else touch {marker}; "
-        f"echo $$ > {pid_file}; exec sleep 60; fi"
+        f"{echo_pid(pid_file)}; exec sleep 60; fi"
     )
     spec = {"name": "crash", "sheets": [{"prompt": prompt}]}
     try:
@@ -323,7 +331,7 @@ async def test_stop_refuses_with_an_active_job_and_force_pauses_it(tmp_path: Pat
     assert (home / "conductor.json").stat().st_mode & 0o777 == 0o600
     try:
         async with conductor_client(home) as client:
-            spec = {"name": "busy", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            spec = {"name": "busy", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             await call(client, "submit_job", {"spec": spec, "job_id": "busy-job"})
             await wait_until(pid_file.exists, what="the sheet started")
         refused = podium_cli(home, "stop")
@@ -412,7 +420,7 @@ async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: 
         )
         assert "result" in _answer(proc, 1)
         _rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        prompt = f"trap '' TERM; echo $$ > {pid_file}; while true; do sleep 0.2; done"
+        prompt = f"trap '' TERM; {echo_pid(pid_file)}; while true; do sleep 0.2; done"
         spec = {"name": "stubborn", "sheets": [{"prompt": prompt}]}
         _rpc(
             proc,
@@ -451,3 +459,95 @@ async def test_embedded_second_sigterm_does_not_cut_the_kill_sequence(tmp_path: 
             if stream is not None:
                 stream.close()
         kill_group_of(pid_file)
+
+
+# ----- the bridge lets a lost conductor go before it looks again ------------------------------
+
+
+async def test_the_bridge_waits_for_a_lost_conductor_to_be_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGKILLed conductor closes its sockets before its pid goes; the bridge looks for a
+    conductor again only once that pid is gone (or after the grace, for a conductor whose
+    connection alone broke)."""
+    from podium.server import bridge
+
+    dying = subprocess.Popen(["sleep", "60"])
+    try:
+        t0 = time.monotonic()
+        async with anyio.create_task_group() as tg:
+
+            async def kill_soon() -> None:
+                await anyio.sleep(0.5)
+                dying.kill()  # reaped by _let_go: it is our child
+
+            tg.start_soon(kill_soon)
+            await bridge._let_go(dying.pid)
+        waited = time.monotonic() - t0
+        assert 0.5 <= waited < bridge.LOST_GRACE_SECONDS, waited
+        assert not running(dying.pid)
+    finally:
+        if dying.poll() is None:
+            dying.kill()
+        dying.wait()
+
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        monkeypatch.setattr(bridge, "LOST_GRACE_SECONDS", 0.3)
+        t0 = time.monotonic()
+        await bridge._let_go(alive.pid)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert running(alive.pid)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+async def test_the_bridge_lets_the_lost_conductor_go_before_it_looks_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The order in Bridge.run: attach, lose the conductor, let that pid go, look again."""
+    from datetime import UTC, datetime
+
+    from podium.core.home import ConductorInfo
+    from podium.server import bridge
+
+    def info(pid: int) -> ConductorInfo:
+        return ConductorInfo(
+            pid=pid, url=f"http://127.0.0.1:1/{pid}/mcp", token=None, version="0",
+            started_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    found = iter([info(111), info(222)])
+    events: list[tuple[str, int]] = []
+
+    async def ensure(config: Any, **_: Any) -> tuple[ConductorInfo, bool]:
+        got = next(found)
+        events.append(("look", got.pid))
+        return got, False
+
+    async def attach(self: Any, got: ConductorInfo, *_: Any) -> None:
+        events.append(("attach", got.pid))
+        if got.pid == 111:
+            raise bridge.UpstreamLost("conductor pid 111 exited")
+        # 222: the client closes stdin
+
+    async def let_go(pid: int) -> None:
+        events.append(("let go", pid))
+
+    async def next_message(self: Any, client_read: Any) -> object:
+        return object()  # the client's next request, carried to the next conductor
+
+    @asynccontextmanager
+    async def stdio() -> AsyncIterator[tuple[Any, Any]]:
+        send, receive = anyio.create_memory_object_stream[Any](1)
+        yield receive, send
+
+    monkeypatch.setattr(bridge, "ensure_conductor", ensure)
+    monkeypatch.setattr(bridge.Bridge, "_attach", attach)
+    monkeypatch.setattr(bridge.Bridge, "_next_message", next_message)
+    monkeypatch.setattr(bridge, "_let_go", let_go)
+    monkeypatch.setattr(bridge, "guarded_stdio_server", stdio)
+    assert await bridge.Bridge(load_config(home=make_home(tmp_path), env={})).run() == 0
+    assert events == [("look", 111), ("attach", 111), ("let go", 111), ("look", 222),
+                      ("attach", 222)]  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from cli_zygote import run_podium
 from helpers import wait_for_job
 
 from podium.core.checkpoint import read_checkpoint
@@ -193,18 +194,17 @@ async def test_podium_run_cli_exit_codes(tmp_path: Path, home: Path) -> None:
         "    validations: [{type: file_exists, path: hi.txt}]\n"
     )
     env = {**os.environ, "PODIUM_HOME": str(home)}
-    podium = [sys.executable, "-m", "podium.server.cli"]
-    ok = subprocess.run([*podium, "run", str(spec)], env=env, capture_output=True, text=True)
+    ok = run_podium(["run", str(spec)], env, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "completed" in ok.stdout and (tmp_path / "ws" / "hi.txt").exists()
 
     spec.write_text("name: cli\nretry: {max_retries: 0}\nsheets:\n  - prompt: exit 3\n")
-    bad = subprocess.run([*podium, "run", str(spec)], env=env, capture_output=True, text=True)
+    bad = run_podium(["run", str(spec)], env, timeout=60)
     assert bad.returncode == 1
     assert "exited with code 3" in bad.stdout
 
     spec.write_text("name: cli\nsheets:\n  - prompt: echo hi\n    depends_on: [9]\n")
-    invalid = subprocess.run([*podium, "run", str(spec)], env=env, capture_output=True, text=True)
+    invalid = run_podium(["run", str(spec)], env, timeout=60)
     assert invalid.returncode == 2
     assert "sheets.0.depends_on.0" in invalid.stderr
 

@@ -50,9 +50,12 @@ def test_the_engine_reads_the_typed_spec_only() -> None:
 async def in_flight_job(config: PodiumConfig, owners: dict[int, tuple[str, float]]) -> None:
     """A running job whose sheets each have an attempt in flight, owned by `owners[n]` =
     (conductor_id, seconds until its lease runs out; negative: already expired)."""
-    now = utcnow()
     async with Conductor(config):
         pass  # creates the store
+    # The leases count from here, not from before the store was created: under load that
+    # start and stop took seconds of a 4 s lease, which then ran out before the test's own
+    # conductor had started.
+    now = utcnow()
     job = JobRow("shared", "shared", JobStatus.RUNNING, "/tmp", "fp", 0, now, now, started_at=now)
     sheets, attempts = [], []
     for num, (owner, lease) in owners.items():

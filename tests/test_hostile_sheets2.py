@@ -78,7 +78,8 @@ async def test_an_output_flood_is_capped_and_never_stalls_other_clients(
     assert latencies.p99() < 0.5, sorted(latencies.seconds)[-5:]
 
 
-IGNORES_TERM = "trap '' TERM; echo $$ > pid; while true; do sleep 0.05; done"
+# The pid lands in one step (mv): the test reads it as soon as the file exists.
+IGNORES_TERM = "trap '' TERM; echo $$ > pid.tmp && mv pid.tmp pid; while true; do sleep 0.05; done"
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])

@@ -16,6 +16,7 @@ import anyio
 import pytest
 from helpers import wait_for_job, wait_until, write_rows
 from test_recovery import conductor_process, kill_group_quietly, live_group_members, poll
+from test_transports import echo_pid
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
@@ -35,7 +36,7 @@ def modify_specs(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     hold = tmp_path / "hold-1"
     first = {
         "name": "a",
-        "prompt": f"echo $$ > {pid_file}; while [ -e {hold} ]; do sleep 0.05; done",
+        "prompt": f"{echo_pid(pid_file)}; while [ -e {hold} ]; do sleep 0.05; done",
     }
     old = {
         "name": "modify",

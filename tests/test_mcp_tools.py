@@ -1213,3 +1213,35 @@ async def test_no_update_for_an_unrelated_job(mcp: Harness) -> None:
                 async for event in sub:
                     heard.append(str(getattr(event, "uri", "")))
     assert heard == []
+
+
+async def test_list_jobs_answers_what_the_summary_models_dump(mcp: Harness) -> None:
+    """The listing builds its JSON straight from the rows: it must be, field for field, the
+    JSON of the `JobSummary` models the other tools return, for jobs in every state."""
+    labelled = dict(QUICK, name="labelled", labels=["a", "b"])
+    done = await ok(mcp, "submit_job", {"spec": labelled})
+    failed = await ok(mcp, "submit_job", {"spec": FAILING})
+    paused = await ok(mcp, "submit_job", {"spec": QUICK, "start": False})
+    cancelled = await ok(mcp, "submit_job", {"spec": QUICK, "start": False})
+    await ok(mcp, "cancel", {"job_id": cancelled["job_id"]})
+    await wait_status(mcp, done["job_id"])
+    await wait_status(mcp, failed["job_id"])
+
+    result = await mcp.client.call_tool("list_jobs", {"limit": 3})
+    listed = result.structured_content
+    assert listed is not None and len(listed["jobs"]) == 3 and listed["next_cursor"]
+    summaries, cursor = await mcp.conductor.list_jobs(limit=3)
+    assert listed == {
+        "jobs": [s.model_dump(mode="json") for s in summaries],
+        "next_cursor": cursor,
+    }
+    rest = await ok(mcp, "list_jobs", {"cursor": listed["next_cursor"]})
+    jobs = {j["job_id"]: j for j in [*listed["jobs"], *rest["jobs"]]}
+    assert len(jobs) == 4
+    # The same summary as a model-built answer (pause returns the job's summary).
+    assert jobs[paused["job_id"]] == await ok(mcp, "pause", {"job_id": paused["job_id"]})
+    assert jobs[done["job_id"]]["labels"] == ["a", "b"]
+    assert jobs[failed["job_id"]]["status"] == "failed"
+    assert jobs[cancelled["job_id"]]["completed_at"].endswith("Z")
+    text = text_of(result)
+    assert text == json.dumps(listed, separators=(",", ":"), ensure_ascii=False)

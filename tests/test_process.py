@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,17 @@ async def wait_for_file(path: Path, seconds: float = 5.0) -> str:
             return text
         await anyio.sleep(0.02)
     raise AssertionError(f"{path} never appeared")
+
+
+async def wait_for_spawn(pidfile: Path, refs: list[ProcessGroupRef]) -> None:
+    """The grandchild wrote its pid and the runner announced the group: the child can write
+    before the runner's `on_spawn` has run; a cancel in between is the case of
+    test_native_asyncio_cancel_while_the_spawn_thread_runs_leaves_nothing (native) and of
+    test_spawn_cancel (anyio), not these tests'."""
+    await wait_for_file(pidfile)
+    with anyio.fail_after(5):
+        while not refs:
+            await anyio.sleep(0.01)
 
 
 def grandchild_script(pidfile: Path, tail: str = "sleep 1000") -> str:
@@ -291,7 +303,7 @@ async def test_request_cancel_kills_group(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner)
-        await wait_for_file(pidfile)
+        await wait_for_spawn(pidfile, refs)
         control.request_cancel()
     [out] = result
     assert out.cancelled and not out.timed_out
@@ -318,7 +330,7 @@ async def test_cancelling_the_awaiting_task_kills_group(tmp_path: Path) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-        await wait_for_file(pidfile)
+        await wait_for_spawn(pidfile, refs)
         tg.cancel_scope.cancel()
     assert_nothing_left(refs[0].pgid, int(pidfile.read_text()))
 
@@ -332,11 +344,78 @@ async def test_native_asyncio_cancel_kills_group(tmp_path: Path) -> None:
         refs.append(ref)
 
     task = asyncio.ensure_future(run(tmp_path, grandchild_script(pidfile), on_spawn=on_spawn))
-    await wait_for_file(pidfile)
+    await wait_for_spawn(pidfile, refs)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert_nothing_left(refs[0].pgid, int(pidfile.read_text()))
+
+
+@pytest.mark.anyio
+async def test_native_asyncio_cancel_while_the_spawn_thread_runs_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A native cancel breaks through anyio's shield while the worker thread is still
+    spawning: the thread, finding the spawn abandoned, ends the group itself."""
+    from podium.core.runner import process
+    from podium.core.runner.child import Child
+
+    real_spawn = Child.spawn.__func__  # type: ignore[attr-defined]
+    spawned: list[int] = []
+    go = threading.Event()
+
+    def held_spawn(cls: type[Child], *args: Any, **kwargs: Any) -> Child:
+        child: Child = real_spawn(cls, *args, **kwargs)
+        spawned.append(child.pid)
+        go.wait(10)
+        return child
+
+    monkeypatch.setattr(process.Child, "spawn", classmethod(held_spawn))
+    task = asyncio.ensure_future(run(tmp_path, "sleep 1000 & sleep 1000"))
+    with anyio.fail_after(10):
+        while not spawned:
+            await anyio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.set()
+    with anyio.fail_after(10):
+        while group_members(spawned[0]):
+            await anyio.sleep(0.02)
+    assert not alive(spawned[0])
+
+
+@pytest.mark.anyio
+async def test_native_asyncio_cancel_after_the_spawn_before_the_loop_resumes_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread handed the child over, but the cancel lands before the coroutine gets it:
+    the caller ends the group before the CancelledError leaves run_process."""
+    from podium.core.runner import process
+
+    real_run_sync = anyio.to_thread.run_sync
+    spawned: list[int] = []
+
+    async def slow_to_resume(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await real_run_sync(fn, *args, **kwargs)
+        if getattr(fn, "__name__", "") == "start" and result[0] is not None:
+            spawned.append(result[0].pid)
+            await anyio.sleep_forever()
+        return result
+
+    monkeypatch.setattr(process.anyio.to_thread, "run_sync", slow_to_resume)
+    task = asyncio.ensure_future(run(tmp_path, "sleep 1000 & sleep 1000"))
+    with anyio.fail_after(10):
+        while not spawned:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The group is SIGKILLed and its leader collected; the other member dies a moment later.
+    assert not alive(spawned[0])
+    with anyio.fail_after(10):
+        while group_members(spawned[0]):
+            await anyio.sleep(0.02)
 
 
 @pytest.mark.anyio

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_zygote import run_podium
 from pydantic import ValidationError
 
 from podium.core.instruments.catalog import InstrumentCatalog
@@ -318,17 +317,10 @@ def test_podium_instruments_shows_written_for_and_match(tmp_path: Path) -> None:
     exe.chmod(0o755)
     env = {**os.environ, "PODIUM_HOME": str(tmp_path / "home"),
            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    podium = Path(sys.executable).with_name("podium")
-    done = subprocess.run(
-        [str(podium), "instruments", "--json"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_podium(["instruments", "--json"], env, timeout=60)
     assert done.returncode == 0, done.stderr
     rows = {r["name"]: r for r in json.loads(done.stdout)["instruments"]}
     assert rows["claude-code"]["written_for"] == "Claude Code 2.1.x"
     assert rows["claude-code"]["version_matches"] is True
-    text = subprocess.run(
-        [str(podium), "instruments"], env=env, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
+    text = run_podium(["instruments"], env, timeout=60)
     assert "written for Claude Code 2.1.x: matches" in text.stdout

@@ -1,6 +1,6 @@
 """A cancel that lands while a sheet is being spawned leaves nothing running: the process
 group is owned (and killed) from the instant it exists (SPEC §9 traps 10 and 15). Each case
-is repeated 200 times, cancelling at moments spread over the spawn."""
+is repeated 200 times (1,000 with --long), cancelling at moments spread over the spawn."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ from podium.core.runner.process import RunControl, run_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
-REPEAT = 200
+
+@pytest.fixture
+def repeat(long_run: bool) -> int:
+    return 1000 if long_run else 200
+
+
 # A leader with a child of its own: killing the leader alone would leave the child behind.
 SCRIPT = "sleep 1000 & sleep 1000"
 
@@ -39,12 +44,14 @@ def marked(mark: str) -> list[int]:
     return found
 
 
-async def test_cancelling_the_task_during_spawn_leaves_no_process(tmp_path: Path) -> None:
+async def test_cancelling_the_task_during_spawn_leaves_no_process(
+    tmp_path: Path, repeat: int
+) -> None:
     mark = f"podium-spawn-cancel-{os.getpid()}"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SPAWN_TEST_MARK": mark}
     rng = random.Random(9)
     finished = 0
-    for i in range(REPEAT):
+    for i in range(repeat):
         delay = rng.uniform(0, 0.004)
         with anyio.move_on_after(delay):
             await run_process(
@@ -63,7 +70,9 @@ async def test_cancelling_the_task_during_spawn_leaves_no_process(tmp_path: Path
     assert marked(mark) == []
 
 
-async def test_a_cancel_request_during_spawn_leaves_no_process(tmp_path: Path) -> None:
+async def test_a_cancel_request_during_spawn_leaves_no_process(
+    tmp_path: Path, repeat: int
+) -> None:
     mark = f"podium-spawn-request-{os.getpid()}"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SPAWN_TEST_MARK": mark}
     rng = random.Random(11)
@@ -91,13 +100,13 @@ async def test_a_cancel_request_during_spawn_leaves_no_process(tmp_path: Path) -
             )
             assert outcome.cancelled
 
-    for i in range(REPEAT):
+    for i in range(repeat):
         await one(i)
     assert marked(mark) == []
 
 
 async def test_cancelling_jobs_while_their_sheets_spawn_leaves_no_process(
-    make_config: Callable[..., PodiumConfig], home: Path
+    make_config: Callable[..., PodiumConfig], home: Path, repeat: int
 ) -> None:
     """The engine's cancel: right after submit, as the start is committed, or once the
     sheet is seen running (its process may be starting in a worker thread then)."""
@@ -106,7 +115,7 @@ async def test_cancelling_jobs_while_their_sheets_spawn_leaves_no_process(
     spec = {"name": "spawner", "sheets": [{"prompt": SCRIPT}]}
     config = make_config(kill_grace_seconds=0.2)
     async with Conductor(config) as conductor, conductor.events.subscribe() as events:
-        for _ in range(REPEAT):
+        for _ in range(repeat):
             job = await conductor.submit_job(spec=spec)
             moment = rng.choice(["at-once", "started", "later"])
             if moment != "at-once":

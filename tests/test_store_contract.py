@@ -732,6 +732,25 @@ async def test_limits_and_counts_by_status(store: Store) -> None:
     assert await store.count_jobs_by_status() == {"queued": 2, "running": 2, "completed": 2}
     assert await commit(store, deleted_jobs=[await fresh(store, "job-0")]) is None
     assert await store.count_jobs_by_status() == {"queued": 2, "running": 2, "completed": 1}
+    overview = await store.overview(5)
+    assert overview.jobs_by_status == {"queued": 2, "running": 2, "completed": 1}
+    assert (overview.approvals, overview.approvals_total) == ([], 0)
+    # What the start's reconciliation of files reads: every job, a few columns.
+    done = await fresh(store, "job-5")
+    done.completed_at = T0 + timedelta(hours=1, microseconds=7)
+    done.snapshot_path = "/home/snapshots/job-5/20250101T010000000007Z"
+    assert await commit(store, jobs=[done]) is None
+    files = {f.job_id: f for f in await store.job_files()}
+    assert files["job-5"].completed_at == T0 + timedelta(hours=1, microseconds=7)
+    assert files["job-5"].snapshot_path == done.snapshot_path
+    assert sorted(files) == ["job-1", "job-2", "job-3", "job-4", "job-5"]
+    for job_id, found in files.items():
+        row = await fresh(store, job_id)
+        assert (found.status, found.completed_at, found.snapshot_path) == (
+            row.status,
+            row.completed_at,
+            row.snapshot_path,
+        )
     by_status = await store.jobs_with_status([JobStatus.RUNNING, JobStatus.COMPLETED])
     assert sorted(job_ids(by_status)) == ["job-3", "job-4", "job-5"]
     assert await store.jobs_with_status([]) == []
@@ -899,6 +918,11 @@ async def test_pending_approvals_are_the_sheets_waiting_for_a_decision(store: St
         ("job-a", 2, "Ship job-a?"),
         ("job-b", 2, "Ship job-b?"),
     ]
+    # The status's one read: the same approvals beside the counts by status.
+    overview = await store.overview(2)
+    assert overview.approvals_total == 3
+    assert [(r.job_id, r.sheet_num) for r in overview.approvals] == [("job-a", 2), ("job-b", 2)]
+    assert overview.jobs_by_status == await store.count_jobs_by_status() == {"queued": 3}
     # The decision is the sheet's attempt: recorded with who made it and why.
     decided = finished_attempt(
         "job-a", 2, 1, decision=Decision.REJECT, decided_by="reviewer 1.0", note="not today"

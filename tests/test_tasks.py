@@ -76,7 +76,7 @@ async def test_a_declaring_client_gets_a_task_and_a_push_when_it_completes(
     assert handle["createdAt"].endswith("Z")
     # Durable before the answer: the row is in the store.
     assert await conductor.store.get_task(task_id) is not None
-    async with listening(client, [task_id]):
+    async with listening(client, extension, [task_id]):
         push = await extension.wait_push(task_id, "completed")
     # The stream first said how the task was, then pushed the change to completed.
     assert [p["status"] for p in extension.pushes] == ["working", "completed"]
@@ -161,7 +161,7 @@ async def test_an_approval_sheet_asks_through_the_task_and_tasks_update_answers(
     client, extension = tasks_client
     approved = (await start_task(client, gate_spec("yes")))["taskId"]
     rejected = (await start_task(client, gate_spec("no")))["taskId"]
-    async with listening(client, [approved, rejected]):
+    async with listening(client, extension, [approved, rejected]):
         asked = await extension.wait_push(approved, "input_required")
         [(key, question)] = asked["inputRequests"].items()
         assert question["method"] == "elicitation/create"
@@ -299,7 +299,7 @@ async def test_tasks_through_the_stdio_bridge(tmp_path: Path) -> None:
         discovered = await request(client, "server/discover", {})
         assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
         task_id = (await start_task(client, gate_spec("bridge")))["taskId"]
-        async with listening(client, [task_id]):
+        async with listening(client, extension, [task_id]):
             asked = await extension.wait_push(task_id, "input_required")
             [key] = asked["inputRequests"]
             await request(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import anyio
 import httpx2
 import psutil
 import pytest
+from cli_zygote import run_podium
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -105,6 +107,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def echo_pid(pid_file: Path | str) -> str:
+    """Shell that writes its pid to pid_file in one step: a plain `echo $$ > f` creates the
+    file empty first, and a test that saw it exist could read "" before the pid lands."""
+    return f"echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}"
+
+
 def kill_group_of(pid_file: Path) -> None:
     """Kill a sheet's process group (its leader wrote `$$` to pid_file), if still there."""
     with suppress(FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
@@ -144,6 +152,19 @@ def start_serve(
     return proc, log
 
 
+def bound_port(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
+    """The port a `podium serve --port 0` bound, from its log's `serving` line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if found := re.search(r"event='serving'.*? port=(\d+)", text):
+            return int(found.group(1))
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{text}")
+        time.sleep(0.05)
+    pytest.fail(f"no 'serving' line after {timeout}s:\n{log.read_text(errors='replace')}")
+
+
 def wait_healthy(
     server: HttpServer, timeout: float = 15, token: str | None = None
 ) -> dict[str, Any]:
@@ -169,11 +190,12 @@ def http_server(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[HttpServer]:
-    port = free_port()
-    args = ["--transport", transport, "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+    # Port 0, read back from the server's "serving" line: a port found free here could be
+    # taken (by another xdist worker's server or conductor) before the server binds it.
+    args = ["--transport", transport, "--host", "127.0.0.1", "--port", "0", *(extra or [])]
     proc, log = start_serve(home, args, env)
     try:
-        server = HttpServer(proc, port, home, log)
+        server = HttpServer(proc, bound_port(proc, log), home, log)
         extra_args = extra or []
         token = (env or {}).get("PODIUM_TOKEN")
         if "--token" in extra_args:
@@ -186,9 +208,8 @@ def http_server(
 
 
 def podium_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PODIUM, *args], env=server_env(home), capture_output=True, text=True, timeout=30
-    )
+    """A `podium` command as a process of its own (forked from tests/cli_zygote.py)."""
+    return run_podium(list(args), server_env(home), timeout=30)
 
 
 # ----- MCP round trip -------------------------------------------------------------------------
@@ -346,14 +367,18 @@ async def _round_trip_then_long_job(
             engine_pid: int = status["pid"]
             assert Path(status["home"]) == Path(params.env["PODIUM_HOME"])  # type: ignore[index]
             await round_trip(client, inbox, "stdio-dag")
-            spec = {"name": "long", "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}]}
+            spec = {"name": "long", "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}]}
             long = await call(client, "submit_job", {"job_id": "long", "spec": spec})
             assert long["status"] in {"queued", "running"}
-            with anyio.fail_after(20):
+            # The sheet runs, then its shell writes the pid file: a long-poll on the status
+            # would sleep out its 5 s for the file (no status changes by then).
+            with anyio.fail_after(30):
                 while True:
                     detail = await call(client, "status", {"job_id": "long", "wait_seconds": 5})
-                    if detail["sheets"][0]["status"] == "running" and pid_file.exists():
+                    if detail["sheets"][0]["status"] == "running":
                         break
+                while not pid_file.exists():
+                    await anyio.sleep(0.05)
             assert not inbox.errors, inbox.errors
             closing = time.monotonic()
         return engine_pid, time.monotonic() - closing
@@ -467,7 +492,7 @@ async def test_http_server_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             async with Client(f"{server.base}/mcp") as client:
                 spec = {
                     "name": "long",
-                    "sheets": [{"prompt": f"echo $$ > {pid_file}; exec sleep 60"}],
+                    "sheets": [{"prompt": f"{echo_pid(pid_file)}; exec sleep 60"}],
                 }
                 await call(client, "submit_job", {"job_id": "long", "spec": spec})
                 with anyio.fail_after(20):

@@ -43,6 +43,11 @@ class EngineContext:
     clock: Callable[[], datetime] = utcnow
     zone: tzinfo | None = None
 
+    def __post_init__(self) -> None:
+        # A sheet that runs `podium ...` (a chained `podium run`, a `podium status`) talks to
+        # the conductor running it, even when this conductor's home came from a flag.
+        self.base_env = {**self.base_env, "PODIUM_HOME": str(self.config.home)}
+
     @property
     def limits(self) -> Limits:
         return Limits(self.config.max_concurrent_jobs, self.config.max_concurrent_sheets)

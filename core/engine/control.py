@@ -315,26 +315,12 @@ class Control:
             # A running sheet is left to the conductor that runs it (this one or another,
             # which hears of the cancel): it ends its process group and records the end.
             running = {e.sheet_num for e in entries} | set(running_sheets(tx, job_id))
-            for num, sheet in tx.sheets(job_id).items():
-                if not sheet.status.is_terminal and num not in running:
-                    mark_terminal(
-                        tx.edit_sheet(job_id, num),
-                        SheetStatus.CANCELLED,
-                        tx.now,
-                        "cancelled",
-                        ErrorCategory.CANCELLED,
-                    )
+            cancel_idle_sheets(tx, job_id, running, "cancelled", ErrorCategory.CANCELLED)
             edited = tx.edit_job(job_id)
             set_job_status(edited, JobStatus.CANCELLED, tx.now)
             edited.error = None
             edited.pending_resume = None
-
-            def stop_running() -> None:
-                for entry in entries:
-                    entry.stop_reason = "cancel"
-                    entry.control.request_cancel()
-
-            tx.after(stop_running)
+            stop_after_commit(tx, entries, "cancel")
             return entries, sorted(running - {e.sheet_num for e in entries})
 
         grace = self.config.kill_grace_seconds
@@ -402,6 +388,29 @@ class Control:
         return await self.writer.run(Op(apply, job_rows=list(job_ids), name="delete jobs"))
 
 
+def cancel_idle_sheets(
+    tx: Tx, job_id: str, running: set[int], error: str, category: ErrorCategory
+) -> None:
+    """Every non-terminal sheet not running ends `cancelled` now; running ones are left to
+    the conductor that runs them, which records their end."""
+    for num, sheet in tx.sheets(job_id).items():
+        if not sheet.status.is_terminal and num not in running:
+            edited = tx.edit_sheet(job_id, num)
+            mark_terminal(edited, SheetStatus.CANCELLED, tx.now, error, category)
+
+
+def stop_after_commit(tx: Tx, entries: Sequence[RunningSheet], reason: str) -> None:
+    """Signal the running attempts only once the transition is committed, so a stop never
+    reaches a process before the store says why."""
+
+    def stop_running() -> None:
+        for entry in entries:
+            entry.stop_reason = reason
+            entry.control.request_cancel()
+
+    tx.after(stop_running)
+
+
 async def wait_entries(entries: Sequence[RunningSheet], grace_seconds: float) -> None:
     """Wait until the attempts have ended, at most grace + 2 s (SPEC §6 cancel)."""
     with anyio.move_on_after(grace_seconds + 2):
@@ -419,27 +428,13 @@ def expire(state: EngineState, job_id: str) -> Op[None]:
         seconds = job_state.spec.spec.deadline_seconds if job_state.spec else None
         entries = state.entries_for(job_id)
         running = {e.sheet_num for e in entries}
-        for num, sheet in tx.sheets(job_id).items():
-            if not sheet.status.is_terminal and num not in running:
-                mark_terminal(
-                    tx.edit_sheet(job_id, num),
-                    SheetStatus.CANCELLED,
-                    tx.now,
-                    "deadline reached",
-                    ErrorCategory.DEADLINE,
-                )
+        cancel_idle_sheets(tx, job_id, running, "deadline reached", ErrorCategory.DEADLINE)
         job = tx.edit_job(job_id)
         set_job_status(job, JobStatus.FAILED, tx.now)
         limit = f"{seconds:g}" if seconds is not None else "?"
         job.error = f"deadline: the job ran longer than deadline_seconds={limit}"
         job.pending_resume = None
-
-        def stop_running() -> None:
-            for entry in entries:
-                entry.stop_reason = "deadline"
-                entry.control.request_cancel()
-
-        tx.after(stop_running)
+        stop_after_commit(tx, entries, "deadline")
 
     return Op(apply, jobs=[job_id], name="deadline", sees_running=True)
 

@@ -214,19 +214,21 @@ class StageBuilder:
         for num, text in self._by_stage(plan, "sheet.descriptions").items():
             if stages[num - 1].name is None and isinstance(text, str):
                 stages[num - 1].name = sheet_name(text, taken)
-        mapped = t.peek("instrument_map")
+        mapped = t.peek("sheet.instrument_map")
         by_sheet: dict[int, str] = {}
         if isinstance(mapped, Mapping):
             for name, sheets in mapped.items():
                 for index, n in enumerate(sheets or []):
                     by_sheet[int(n)] = str(name)
-                    t.use(f"instrument_map.{name}.{index}")
+                    t.use(f"sheet.instrument_map.{name}.{index}")
         for stage in stages:
             chosen = {by_sheet.get(n) for n in plan.sheets_of(stage.num)}
             if len(chosen) == 1 and None not in chosen:
                 (name,) = chosen
                 assert name is not None
-                stage.instrument, stage.config = self.instruments.resolve(name, "instrument_map")
+                stage.instrument, stage.config = self.instruments.resolve(
+                    name, "sheet.instrument_map"
+                )
         for num, name in self._by_stage(plan, "sheet.per_sheet_instruments").items():
             stages[num - 1].instrument, alias = self.instruments.resolve(
                 str(name), "sheet.per_sheet_instruments"

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -170,6 +171,15 @@ class Child:
             if fd is not None:
                 self._unwatch(fd)
                 self._close(name)
+
+    def abandon(self) -> None:
+        """SIGKILL the whole group at once and collect the leader, without the event loop:
+        for a child whose caller was cancelled before it could supervise it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._popen.wait()  # SIGKILL cannot be ignored: this returns as soon as it lands
+        reaper.forget(self.pid)
+        self.close()
 
     def close(self) -> None:
         self.close_output()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal as signal_mod
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -213,6 +214,14 @@ async def _execute(
         result.spawn_error = "empty command line"
         return result
 
+    # A native asyncio cancel (`task.cancel()`) breaks through anyio's shield at once, while
+    # the worker thread still spawns, and the thread's result is lost with it. Whichever side
+    # comes second ends the child: the thread if the spawn was abandoned before it finished,
+    # the caller if the child was handed over before the cancel.
+    handover = threading.Lock()
+    handed: list[Child] = []
+    abandoned = False
+
     def start() -> tuple[Child | None, float, OSError | None]:
         if prepare is not None:
             prepare()
@@ -220,14 +229,28 @@ async def _execute(
             child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
         except OSError as exc:
             return None, 0.0, exc
-        return child, create_time(child.pid), None
+        started = create_time(child.pid)  # before the handover: a zombie has it too
+        with handover:
+            if abandoned:
+                child.abandon()
+                return None, 0.0, None
+            handed.append(child)
+        return child, started, None
 
     # In a worker thread: the fork waits for the child's exec, which under load takes
     # milliseconds the event loop would otherwise stand still for. Shielded, and nothing
-    # awaited between the spawn and the try/finally that owns the group: a cancellation
-    # cannot land in between, so the group is ours (and killed) from the instant it exists.
-    with anyio.CancelScope(shield=True):
-        child, start_time, error = await threads.run_sync(start)
+    # awaited between the spawn and the try/finally that owns the group: an anyio
+    # cancellation cannot land in between, so the group is ours (and killed) from the instant
+    # it exists.
+    try:
+        with anyio.CancelScope(shield=True):
+            child, start_time, error = await threads.run_sync(start)
+    except BaseException:
+        with handover:
+            abandoned = True
+        for leftover in handed:
+            leftover.abandon()
+        raise
     if child is None:
         assert error is not None
         result.spawn_error = _spawn_error_text(argv, error)

@@ -30,6 +30,25 @@ from podium.core.store.rows import (
 MAX_LIST_LIMIT = 500
 
 
+@dataclass(slots=True)
+class JobFiles:
+    """What reconciling a job's files at start needs of its row."""
+
+    job_id: str
+    status: JobStatus
+    completed_at: datetime | None
+    snapshot_path: str | None
+
+
+@dataclass(slots=True)
+class Overview:
+    """What a conductor's status reads from the store, read together (one round trip)."""
+
+    jobs_by_status: dict[str, int]
+    approvals: list[SheetRow]
+    approvals_total: int
+
+
 class StoreError(PodiumError):
     """The store refused a request for a reason a caller can act on (e.g. a bad cursor)."""
 
@@ -229,6 +248,11 @@ class Store(Protocol):
         ...
 
     async def jobs_with_status(self, statuses: Sequence[JobStatus]) -> list[JobRow]: ...
+    async def job_files(self) -> list[JobFiles]:
+        """Every job, with only what the reconciliation of its files needs (the whole rows
+        of a home of 10^5 jobs took seconds to decode, at every start)."""
+        ...
+
     async def jobs_with_pending_hooks(self) -> list[JobRow]:
         """Ended jobs whose notifications or follow-up are not done yet (after a restart)."""
         ...
@@ -252,6 +276,10 @@ class Store(Protocol):
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
         """Sheets waiting for a person's decision (oldest first, at most `limit`), and how
         many there are."""
+        ...
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        """`count_jobs_by_status` and `pending_approvals(approvals_limit)` in one read."""
         ...
 
 

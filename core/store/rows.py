@@ -9,9 +9,12 @@ row: the store's codec derives its columns from them, and the public views (`Job
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from enum import Enum
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -27,6 +30,7 @@ from podium.core.models import (
     SheetStatus,
     ValidationResult,
     WaitingReason,
+    format_time,
     sheet_log_uri,
 )
 
@@ -46,6 +50,81 @@ def view(model: type[M], row: Any, **extra: Any) -> M:
             values[name] = list(value)
     values.update(extra)
     return model.model_construct(**values)
+
+
+def view_json(model: type[BaseModel], row: Any) -> dict[str, Any]:
+    """What `view(model, row).model_dump(mode="json")` gives, without building the model
+    first: a listing's rows go straight to their JSON form. Every field of `model` must be
+    one of the row's, so a field added to the model cannot silently go missing here."""
+    key = (model, type(row))
+    convert = _JSON_VIEWS.get(key)
+    if convert is None:
+        convert = _JSON_VIEWS[key] = _compile_json_view(model, type(row))
+    return convert(row)
+
+
+_JSON_VIEWS: dict[tuple[type[Any], type[Any]], Callable[[Any], dict[str, Any]]] = {}
+_PLAIN = (str, int, float, bool)
+
+
+def _compile_json_view(model: type[BaseModel], row_type: type[Any]) -> Callable[[Any], Any]:
+    """Straight-line code from the model's field types (as the store codec is generated):
+    a value-by-value type test costs several times as much, 50 rows a listing."""
+    names = _shared_fields(model, row_type)
+    if len(names) != len(model.model_fields):
+        missing = sorted(set(model.model_fields) - set(names))
+        raise TypeError(f"{row_type.__name__} has no {', '.join(missing)} for {model.__name__}")
+    items = []
+    for name in names:
+        kind = _json_kind(model.model_fields[name].annotation)
+        value = f"row.{name}"
+        if kind == "plain":
+            items.append(f"{name!r}: {value}")
+        elif kind == "time":
+            items.append(f"{name!r}: None if (v := {value}) is None else format_time(v)")
+        elif kind == "enum":
+            items.append(f"{name!r}: None if (v := {value}) is None else v.value")
+        else:
+            items.append(f"{name!r}: json_value({value})")
+    source = "def convert(row):\n    return {" + ", ".join(items) + "}\n"
+    scope: dict[str, Any] = {"format_time": format_time, "json_value": _json_value}
+    exec(compile(source, f"<json view {model.__name__}>", "exec"), scope)
+    convert: Callable[[Any], Any] = scope["convert"]
+    return convert
+
+
+def _json_kind(annotation: Any) -> str:
+    """How a field's value is written in JSON mode: as it is ("plain"), a time, an enum's
+    value, or (lists, anything else) value by value."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _json_kind(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        kinds = {_json_kind(a) for a in get_args(annotation) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else "any"
+    if isinstance(annotation, type) and origin is None:
+        if issubclass(annotation, Enum):
+            return "enum"
+        if issubclass(annotation, datetime):
+            return "time"
+        if annotation in _PLAIN:
+            return "plain"
+    return "any"
+
+
+def _json_value(value: Any) -> Any:
+    """A row value as pydantic's JSON mode writes it (times RFC 3339 with `Z`, enums by
+    value), found from the value itself."""
+    kind = type(value)
+    if value is None or kind in _PLAIN:
+        return value
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, Enum):
+        return value.value
+    if kind is list:
+        return [_json_value(item) for item in value]
+    raise TypeError(f"no JSON form for a {kind.__name__} row value")
 
 
 _SHARED: dict[tuple[type[Any], type[Any]], tuple[str, ...]] = {}
@@ -123,6 +202,10 @@ class JobRow:
 
     def summary(self) -> JobSummary:
         return view(JobSummary, self)
+
+    def summary_json(self) -> dict[str, Any]:
+        """`summary().model_dump(mode="json")`, built directly (50 of them per listing)."""
+        return view_json(JobSummary, self)
 
 
 @dataclass(slots=True)

@@ -210,5 +210,8 @@ SELECT task_id FROM tasks WHERE expires_at <= %(now)s ORDER BY expires_at LIMIT 
 -- name: select_next_task_expiry
 SELECT min(expires_at) FROM tasks;
 
+-- name: select_job_files
+SELECT job_id, status, completed_at, snapshot_path FROM jobs;
+
 -- name: select_jobs_with_pending_hooks
 SELECT {jobs.columns} FROM jobs WHERE pending_hooks_json <> '[]' ORDER BY completed_at, job_id;

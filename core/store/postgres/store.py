@@ -33,8 +33,10 @@ from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
 from podium.core.store.base import (
     MAX_LIST_LIMIT,
     Conflict,
+    JobFiles,
     NewJob,
     OnChange,
+    Overview,
     StoreChange,
     WriteBatch,
     Written,
@@ -86,6 +88,15 @@ def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def _statuses(statuses: Sequence[SheetStatus | JobStatus] | None) -> list[str] | None:
     return None if not statuses else [s.value for s in statuses]
+
+
+async def _pending_approvals(cur: Cursor, limit: int) -> tuple[list[SheetRow], int]:
+    await cur.execute(Q["select_pending_approvals"], {"limit": limit})
+    rows = await cur.fetchall()
+    await cur.execute(Q["count_pending_approvals"])
+    total = await cur.fetchone()
+    assert total is not None
+    return [SHEETS.decode(r) for r in rows], int(total[0])
 
 
 async def _nothing() -> None:
@@ -583,6 +594,16 @@ class PostgresStore:
             JOBS, Q["select_jobs_by_statuses"], {"statuses": _statuses(statuses)}
         )
 
+    async def job_files(self) -> list[JobFiles]:
+        async def run(conn: Conn) -> list[JobFiles]:
+            cur = await conn.execute(Q["select_job_files"])
+            return [
+                JobFiles(job_id, JobStatus(status), completed, snapshot)
+                for job_id, status, completed, snapshot in await cur.fetchall()
+            ]
+
+        return await self._run(run)
+
     async def jobs_with_pending_hooks(self) -> list[JobRow]:
         return await self._rows(JOBS, Q["select_jobs_with_pending_hooks"], {})
 
@@ -594,13 +615,13 @@ class PostgresStore:
         return await self._run(run)
 
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
-        async def run(cur: Cursor) -> tuple[list[SheetRow], int]:
-            await cur.execute(Q["select_pending_approvals"], {"limit": limit})
-            rows = await cur.fetchall()
-            await cur.execute(Q["count_pending_approvals"])
-            total = await cur.fetchone()
-            assert total is not None
-            return [SHEETS.decode(r) for r in rows], int(total[0])
+        return await self._snapshot(lambda cur: _pending_approvals(cur, limit))
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        async def run(cur: Cursor) -> Overview:
+            await cur.execute(Q["count_jobs_by_status"])
+            counts = {str(s): int(n) for s, n in await cur.fetchall()}
+            return Overview(counts, *await _pending_approvals(cur, approvals_limit))
 
         return await self._snapshot(run)
 

@@ -50,6 +50,9 @@ SELECT {jobs.columns} FROM jobs
 SELECT {jobs.columns} FROM jobs WHERE status IN (SELECT value FROM json_each(:statuses))
 ORDER BY priority, submitted_at, job_id;
 
+-- name: select_job_files
+SELECT job_id, status, completed_at, snapshot_path FROM jobs;
+
 -- name: select_jobs_with_pending_hooks
 SELECT {jobs.columns} FROM jobs WHERE pending_hooks_json <> '[]' ORDER BY completed_at, job_id;
 

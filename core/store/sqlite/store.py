@@ -25,12 +25,20 @@ from typing import Any, TypeVar
 import anyio
 
 from podium.core import jsondata
-from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
+from podium.core.models import (
+    JobStatus,
+    SheetStatus,
+    format_time,
+    parse_optional_time,
+    parse_time,
+)
 from podium.core.store.base import (
     MAX_LIST_LIMIT,
     Conflict,
+    JobFiles,
     NewJob,
     OnChange,
+    Overview,
     StoreChange,
     WriteBatch,
     Written,
@@ -65,6 +73,7 @@ _UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_U
 
 
 Q = load_queries("podium.core.store.sqlite", TABLES)
+_JOB_STATUSES = {s.value: s for s in JobStatus}
 
 
 def _statuses_json(statuses: Sequence[SheetStatus | JobStatus] | None) -> str | None:
@@ -81,6 +90,12 @@ def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(spec, dict):
         return None, "the stored spec is not a mapping"
     return spec, None
+
+
+def _pending_approvals(conn: sqlite3.Connection, limit: int) -> tuple[list[SheetRow], int]:
+    rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
+    total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
+    return [SHEETS.decode(r) for r in rows], int(total)
 
 
 async def _nothing() -> None:
@@ -618,6 +633,16 @@ class SQLiteStore:
             JOBS, Q["select_jobs_by_statuses"], {"statuses": _statuses_json(statuses)}
         )
 
+    async def job_files(self) -> list[JobFiles]:
+        def run(conn: sqlite3.Connection) -> list[JobFiles]:
+            status_of = _JOB_STATUSES.__getitem__  # an enum call costs ten times a lookup
+            return [
+                JobFiles(job_id, status_of(status), parse_optional_time(completed), snapshot)
+                for job_id, status, completed, snapshot in conn.execute(Q["select_job_files"])
+            ]
+
+        return await self._read(run)
+
     async def jobs_with_pending_hooks(self) -> list[JobRow]:
         return await self._rows(JOBS, Q["select_jobs_with_pending_hooks"], {})
 
@@ -634,10 +659,12 @@ class SQLiteStore:
         return await self._read(run)
 
     async def pending_approvals(self, limit: int) -> tuple[list[SheetRow], int]:
-        def run(conn: sqlite3.Connection) -> tuple[list[SheetRow], int]:
-            rows = conn.execute(Q["select_pending_approvals"], {"limit": limit}).fetchall()
-            total = conn.execute(Q["count_pending_approvals"]).fetchone()[0]
-            return [SHEETS.decode(r) for r in rows], int(total)
+        return await self._snapshot(lambda conn: _pending_approvals(conn, limit))
+
+    async def overview(self, approvals_limit: int) -> Overview:
+        def run(conn: sqlite3.Connection) -> Overview:
+            counts = {s: int(n) for s, n in conn.execute(Q["count_jobs_by_status"]).fetchall()}
+            return Overview(counts, *_pending_approvals(conn, approvals_limit))
 
         return await self._snapshot(run)
 
