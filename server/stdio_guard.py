@@ -185,10 +185,19 @@ async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                     await read_writer.send(SessionMessage(item))
 
     async def stdout_writer() -> None:
+        gone = False
         async with write_reader:
             async for message in write_reader:
+                if gone:
+                    continue  # still taken, so that no sender waits on a reader that left
                 text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                await stdout.write(text.encode() + b"\n")
+                try:
+                    await stdout.write(text.encode() + b"\n")
+                except BrokenPipeError:
+                    # The host closed its end: nothing more can reach it, and its stdin
+                    # closing next ends the server as usual.
+                    log.warning("the client stopped reading replies; dropping them")
+                    gone = True
 
     try:
         async with anyio.create_task_group() as tg:

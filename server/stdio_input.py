@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import cast
 
 import anyio
 
@@ -69,7 +68,3 @@ class CancellableStdin:
                     yield OverlongLine(line[:OVERLONG_HEAD_BYTES].decode("utf-8", "replace"))
                 else:
                     yield line.decode("utf-8", "replace")
-
-    def as_async_file(self) -> anyio.AsyncFile[str]:
-        """`stdio_server(stdin=...)` only iterates its stdin; it is typed as an AsyncFile."""
-        return cast("anyio.AsyncFile[str]", self)

@@ -121,3 +121,41 @@ async def test_a_host_that_stops_reading_holds_up_replies_not_the_engine(home: P
         os.close(out_read)
         stderr.close()
     assert proc.returncode == 0
+
+
+async def test_a_host_that_closes_its_end_of_stdout_ends_the_server_cleanly(home: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
+    env.update(PODIUM_HOME=str(home), PODIUM_KILL_GRACE_SECONDS="1")
+    out_read, out_write = os.pipe()
+    os.set_blocking(out_read, False)
+    log_path = home.parent / "serve-stderr.log"
+    stderr = log_path.open("ab")
+    proc = await anyio.open_process(
+        [PODIUM, "serve", "--embedded"], env=env, stdout=out_write, stderr=stderr
+    )
+    os.close(out_write)
+    assert proc.stdin is not None
+    try:
+        await proc.stdin.send(json.dumps(INIT).encode() + b"\n")
+        assert "result" in await PipeReader(out_read).receive()
+        await proc.stdin.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        os.close(out_read)
+        out_read = -1
+        # Replies now go nowhere; the server drops them and keeps reading.
+        for n in range(3):
+            await proc.stdin.send(call(10 + n, "status", {}))
+        with anyio.fail_after(30):
+            while b"stopped reading replies" not in log_path.read_bytes():
+                await anyio.sleep(0.05)
+        await proc.stdin.aclose()
+        with anyio.fail_after(30):
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if out_read >= 0:
+            os.close(out_read)
+        stderr.close()
+    assert proc.returncode == 0
+    assert b"Traceback" not in log_path.read_bytes()
