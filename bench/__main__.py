@@ -15,6 +15,7 @@ import structlog
 
 from bench import dispatch, memory, queue_scale, shared, startup, tools
 from bench.common import Figure, table
+from podium.core.runner.reaper import become_subreaper
 
 GROUPS = {
     "dispatch": dispatch.run,
@@ -63,6 +64,9 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    # The conductors this process runs are set up as `podium serve` and `podium start` set
+    # theirs: the adopter of the orphans their sheets leave (SPEC §9 trap 15).
+    become_subreaper()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(30),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

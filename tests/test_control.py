@@ -365,3 +365,40 @@ async def test_status_read_never_changes_state(conductor: Conductor) -> None:
         await conductor.list_jobs()
         await conductor.status()
     assert await conductor.get_job(job_id, include_spec=True) == first
+
+
+async def test_an_op_deciding_on_running_sheets_never_shares_a_group_with_their_start(
+    conductor: Conductor,
+) -> None:
+    """A start's running entries exist only once it is committed: an op that decides on the
+    sheets running here (cancel, pause, a deadline), queued behind a start of the same job,
+    goes into the next group and sees them; an op that does not (a result) may share it."""
+    from podium.core.engine.tx import Op, Tx
+
+    submitted = await conductor.submit_job(
+        spec={"name": "held", "sheets": [{"prompt": "true"}]}, start=False
+    )
+    job_id = submitted.job_id
+    writer = conductor.engine.writer
+    seen: list[str] = []
+
+    def start(tx: Tx) -> None:
+        tx.starts_sheets(job_id)
+        tx.edit_job(job_id).error = "started"
+        tx.after(lambda: seen.append("started"))
+
+    def decide(tx: Tx) -> None:
+        seen.append("decided after start" if "started" in seen else "decided before start")
+        tx.edit_job(job_id).error = None
+
+    def other(tx: Tx) -> None:
+        seen.append("other after start" if "started" in seen else "other in the same group")
+
+    commits = writer.commits
+    async with anyio.create_task_group() as tg:
+        # Queued in this order within one turn of the loop: one group, but for the deferral.
+        tg.start_soon(writer.run, Op(start, jobs=[job_id], name="start"))
+        tg.start_soon(writer.run, Op(other, jobs=[job_id], name="other"))
+        tg.start_soon(writer.run, Op(decide, jobs=[job_id], name="decide", sees_running=True))
+    assert seen == ["other in the same group", "started", "decided after start"]
+    assert writer.commits == commits + 2

@@ -176,3 +176,61 @@ def test_the_serving_conductor_adopts_orphans(token: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
+
+
+SUBREAPER_CONDUCTOR = """
+import anyio, json, sys
+from pathlib import Path
+import structlog
+from podium.core.conductor import Conductor
+from podium.core.config import load_config
+from podium.core.runner import cgroups, escapees, reaper
+
+calls = {"walked": 0, "scanned": 0}
+full_scan = escapees.find_attempt_processes
+def counted(*args, **kwargs):
+    calls["scanned"] += 1
+    return full_scan(*args, **kwargs)
+escapees.find_attempt_processes = counted
+walk = reaper.descendants
+def walked(*args):
+    calls["walked"] += 1
+    return walk(*args)
+reaper.descendants = walked
+# No pids cgroup: what ends the daemons is the look through the conductor's descendants.
+cgroups.enable = lambda home, limit: False
+
+async def main(home, prompts):
+    assert reaper.become_subreaper()
+    config = load_config(home=Path(home), env={}, overrides={"kill_grace_seconds": 1})
+    async with Conductor(config) as c:
+        for prompt in prompts:
+            spec = {"name": "hostile", "retry": {"max_retries": 0}, "sheets": [{"prompt": prompt}]}
+            job = await c.submit_job(spec=spec)
+            while not (await c.get_job(job.job_id)).status.is_terminal:
+                await anyio.sleep(0.02)
+    print(json.dumps(calls))
+
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+anyio.run(main, sys.argv[1], json.loads(sys.argv[2]))
+"""
+
+
+async def test_as_subreaper_the_daemons_are_found_among_the_conductors_descendants(
+    tmp_path: Path, token: str
+) -> None:
+    """A serving conductor (a subreaper) looks for what an attempt left among its own
+    descendants rather than the whole process table: without a pids cgroup to fall back
+    on, the setsid and the `env -i` double-forked daemons still end with their attempt,
+    found that way, and the whole table is never read."""
+    prompts = [daemons(token) + "sleep 0.3; echo ok", daemons(token) + "sleep 0.3; exit 3"]
+    done = subprocess.run(
+        [sys.executable, "-c", SUBREAPER_CONDUCTOR, str(tmp_path / "home"), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = json.loads(done.stdout.strip().splitlines()[-1])
+    assert calls == {"walked": 2, "scanned": 0}, calls
+    await assert_none_left(token)

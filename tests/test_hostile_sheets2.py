@@ -267,3 +267,59 @@ def test_orphans_that_end_on_their_own_are_reaped(tmp_path: Path) -> None:
     assert found["after"] == 0, found
     # Reaping the adopted never took a status from the children the conductor waits for.
     assert found["exits"] == list(range(1, 9)), found
+
+
+CHILDREN = """
+import json, subprocess, threading, time
+import psutil
+from podium.core.runner import reaper
+from podium.core.runner.escapees import become_subreaper
+
+assert become_subreaper()
+assert reaper._CHILDREN_FILES
+# A child forked by another thread that lives on (as attempts are), with a child of its own.
+procs = []
+forked, finish = threading.Event(), threading.Event()
+def fork():
+    procs.append(subprocess.Popen(["sh", "-c", "sleep 30 & wait"]))
+    forked.set()
+    finish.wait()
+worker = threading.Thread(target=fork)
+worker.start()
+forked.wait()
+# An orphan (a double fork) with a child of its own: adopted by this process, the subreaper.
+subprocess.run(["sh", "-c", "setsid sh -c 'sleep 30 & wait' &"])
+deadline = time.monotonic() + 5
+while len(psutil.Process().children(recursive=True)) < 4 and time.monotonic() < deadline:
+    time.sleep(0.01)
+mine = psutil.Process()
+adopted = sorted(p.pid for p in mine.children() if p.pid != procs[0].pid)
+print(json.dumps({
+    "all": sorted(p.pid for p in mine.children(recursive=True)),
+    "adopted": adopted,
+    "listed": sorted(reaper._children()),
+    "walked": sorted(reaper.descendants([procs[0].pid])),
+    "walked_adopted": sorted(reaper.descendants()),
+    "below_adopted": sorted(p.pid for pid in adopted for p in [psutil.Process(pid)]
+                            for p in [p, *p.children(recursive=True)]),
+}))
+for p in mine.children(recursive=True):
+    p.kill()
+finish.set()
+"""
+
+
+def test_the_reaper_finds_the_adopted_and_what_is_below_them() -> None:
+    """The reaper reads the kernel's children lists, not every process on the machine: an
+    orphan is adopted by the main thread (the children it must collect), and the walk from
+    there and from a given leader finds every process below them, as psutil's full read
+    of the process table does."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILDREN], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(found["all"]) == 4 and len(found["adopted"]) == 1, found
+    assert found["listed"] == found["adopted"]
+    assert found["walked"] == found["all"]
+    assert found["walked_adopted"] == found["below_adopted"]

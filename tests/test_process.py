@@ -393,17 +393,19 @@ async def test_native_asyncio_cancel_after_the_spawn_before_the_loop_resumes_lea
     the caller ends the group before the CancelledError leaves run_process."""
     from podium.core.runner import process
 
-    real_run_sync = anyio.to_thread.run_sync
+    # The process layer's trip to its worker threads (`threads.run_sync`), held after the
+    # thread has handed the child over.
+    real_run_sync = process.threads.run_sync
     spawned: list[int] = []
 
-    async def slow_to_resume(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await real_run_sync(fn, *args, **kwargs)
+    async def slow_to_resume(fn: Any, *args: Any) -> Any:
+        result = await real_run_sync(fn, *args)
         if getattr(fn, "__name__", "") == "start" and result[0] is not None:
             spawned.append(result[0].pid)
             await anyio.sleep_forever()
         return result
 
-    monkeypatch.setattr(process.anyio.to_thread, "run_sync", slow_to_resume)
+    monkeypatch.setattr(process.threads, "run_sync", slow_to_resume)
     task = asyncio.ensure_future(run(tmp_path, "sleep 1000 & sleep 1000"))
     with anyio.fail_after(10):
         while not spawned:

@@ -245,7 +245,9 @@ class Control:
             edited.pending_resume = None
             return self.state.entries_for(job_id), committed
 
-        entries, committed = await self.writer.run(Op(apply, job_rows=[job_id], name="pause"))
+        entries, committed = await self.writer.run(
+            Op(apply, job_rows=[job_id], name="pause", sees_running=True)
+        )
         if immediate:
             for entry in entries:
                 await entry.control.suspend()
@@ -292,7 +294,9 @@ class Control:
             resume_now(tx, state, job_id, changed_spec, retry_failed)
             return committed
 
-        committed = await self.writer.run(Op(apply, jobs=[job_id], name="resume"))
+        committed = await self.writer.run(
+            Op(apply, jobs=[job_id], name="resume", sees_running=True)
+        )
         return committed.summary or await self.summary(job_id)
 
     async def cancel(self, job_id: str) -> JobSummary:
@@ -323,7 +327,7 @@ class Control:
         with anyio.move_on_after(grace + 2):
             async with self.writer.events.subscribe() as events:
                 entries, elsewhere = await self.writer.run(
-                    Op(apply, jobs=[job_id], name="cancel")
+                    Op(apply, jobs=[job_id], name="cancel", sees_running=True)
                 )
                 await wait_entries(entries, grace)
                 if elsewhere:
@@ -432,7 +436,7 @@ def expire(state: EngineState, job_id: str) -> Op[None]:
         job.pending_resume = None
         stop_after_commit(tx, entries, "deadline")
 
-    return Op(apply, jobs=[job_id], name="deadline")
+    return Op(apply, jobs=[job_id], name="deadline", sees_running=True)
 
 
 def fail_unloadable(state: EngineState, job_id: str) -> Op[None]:
@@ -460,4 +464,4 @@ def fail_unloadable(state: EngineState, job_id: str) -> Op[None]:
             "(resume with spec, spec_yaml or path)"
         )
 
-    return Op(apply, jobs=[job_id], name="fail unloadable spec")
+    return Op(apply, jobs=[job_id], name="fail unloadable spec", sees_running=True)

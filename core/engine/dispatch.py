@@ -38,7 +38,7 @@ from podium.core.engine.rules import (
 )
 from podium.core.engine.scheduler import Candidate, free_slots, pick_next
 from podium.core.engine.sheet_context import template_context
-from podium.core.engine.state import EngineState, JobState, RunningSheet
+from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.errors import NotFoundError, PodiumError
@@ -401,6 +401,8 @@ class Dispatcher:
                     approvals.open_or_expire(ctx, tx, job_state, num)
                     gated.append((job_id, num))
                     continue
+                if tx.job(job_id).status not in DISPATCHABLE:
+                    continue  # paused or ended by an earlier op of the same group
                 if job_id not in room:
                     room[job_id] = self._room(job_state, mine)
                 if room[job_id] <= 0:
@@ -428,6 +430,7 @@ class Dispatcher:
                 if tx.job(job_id).status is JobStatus.QUEUED:
                     set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
                 started.append((job_id, num, attempt))
+                tx.starts_sheets(job_id)
             if started:
                 tx.after(lambda: self._launch(started, failing))
             return started

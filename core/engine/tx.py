@@ -35,6 +35,10 @@ class Op(Generic[R]):
     jobs: Sequence[str] = ()  # jobs the op reads as a whole (rows, sheets and spec)
     job_rows: Sequence[str] = ()  # jobs the op needs only the row of
     name: str = "op"
+    # The op decides on which of the job's sheets run here (cancel, pause, a deadline): it
+    # never shares a group with an earlier op that starts sheets of the job, whose running
+    # entries exist only once that start is committed.
+    sees_running: bool = False
 
 
 class Layer:
@@ -48,6 +52,7 @@ class Layer:
         self.holds: dict[str, HoldRow | None] = {}
         self.versions: dict[tuple[str, Any], int] = {}
         self.inserted: set[str] = set()  # jobs inserted by an op of the group
+        self.starting: set[str] = set()  # jobs an op of the group starts sheets of
 
 
 class Tx:
@@ -75,6 +80,7 @@ class Tx:
         self.deleted_tasks: list[str] = []
         self.events: list[ChangeEvent] = []
         self._after: list[Callable[[], None]] = []
+        self._starting: set[str] = set()
 
     # ----- reading ---------------------------------------------------------------------------
 
@@ -274,6 +280,10 @@ class Tx:
     def delete_tasks(self, task_ids: Sequence[str]) -> None:
         self.deleted_tasks.extend(task_ids)
 
+    def starts_sheets(self, job_id: str) -> None:
+        """This op starts sheets of the job (their running entries come once committed)."""
+        self._starting.add(job_id)
+
     def publish(self, event: ChangeEvent) -> None:
         self.events.append(event)
 
@@ -334,6 +344,7 @@ class Tx:
                 versions[("hold", hkey)] = hold.version + 1
         for new in self.new_jobs:
             group.inserted.add(new.job.job_id)
+        group.starting |= self._starting
 
     def touched_jobs(self) -> set[str]:
         jobs = set(self._own.jobs) | set(self._locks) | {n.job.job_id for n in self.new_jobs}

@@ -43,6 +43,8 @@ MAX_CONFLICT_RETRIES = 50
 # Backoff after the n-th refusal of one op: uniform in [0, min(CAP, BASE * 2**n)] seconds.
 RETRY_BASE = 0.002
 RETRY_CAP = 0.2
+# The longest a group waits for the fsync of the one before it.
+GROUP_WAIT_SECONDS = 0.005
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Writer:
         self._closed = False
         self._announcements: MemoryObjectSendStream[_Announcement] | None = None
         self._unannounced: list[_Announcement] = []
+        # Set whenever every commit made so far is durable (see `serve`).
+        self._durable_now = asyncio.Event()
         self.on_commit: Callable[[], None] = lambda: None
         # Called with a job's row when it is done with: terminal, nothing of it running.
         self.on_finished: Callable[[JobRow], None] = lambda job: None
@@ -135,6 +139,13 @@ class Writer:
                     # Let every task that is ready run first: what they change joins this
                     # group (one transaction) instead of the next.
                     await asyncio.sleep(0)
+                    if self._unannounced and self._queue:
+                        # A commit is still being made durable: what queues meanwhile is
+                        # committed with the next fsync anyway, so it waits and goes in one
+                        # transaction (group commit) rather than one per pass.
+                        self._durable_now.clear()
+                        with anyio.move_on_after(GROUP_WAIT_SECONDS):
+                            await self._durable_now.wait()
                     await self._take_due_retries()
                     if self._stale_jobs or self._stale_holds or self._stale_all:
                         with anyio.CancelScope(shield=True):
@@ -302,8 +313,9 @@ class Writer:
         ran: list[tuple[_Pending[Any], Tx, WriteBatch]] = []
         for index, pending in enumerate(group):
             needs = {*pending.op.jobs, *pending.op.job_rows}
-            if needs & overlay.inserted:
-                # It reads a job this group inserts: it runs once that insert is committed.
+            if needs & overlay.inserted or (pending.op.sees_running and needs & overlay.starting):
+                # It reads a job this group inserts, or must see the sheets an earlier op of
+                # the group starts as running here: it runs once that op is committed.
                 self._queue[:0] = group[index:]
                 self._wake.set()
                 break
@@ -389,6 +401,8 @@ class Writer:
                 for pending in item.done:
                     pending.done.set()
                 self._unannounced.remove(item)
+                if not self._unannounced:
+                    self._durable_now.set()
 
     async def _isolate(self, ran: list[_Pending[Any]], exc: Exception) -> None:
         """The group failed as a whole, not by a conflict (e.g. a batch broke a constraint):

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -40,9 +40,28 @@ _SETTLE_SECONDS = 2.0
 class _Home:
     base: Path
     max_pids: int
+    # Where a thread goes back to after a fork: the tasks file of this process's own group,
+    # where its threads are born (computed once, at `enable`, not at every start).
+    back: str
 
+
+@dataclass
+class _Pool:
+    """A home's attempt groups, kept from one attempt to the next: making a cgroup and
+    removing it at every start costs the kernel more than the rest of the start."""
+
+    # Emptied groups ready for the next attempts: (path, the forks it had refused when
+    # emptied, the limit it was given).
+    spare: list[tuple[str, int, int]] = field(default_factory=list)
+    # The group of each attempt in flight, by mark, with the refused count it started from.
+    taken: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+# Spare groups kept per home at most (as many as sheets commonly run at once, and some).
+_SPARE_GROUPS = 64
 
 _homes: dict[str, _Home] = {}
+_pools: dict[str, _Pool] = {}
 _lock = threading.Lock()
 
 
@@ -70,20 +89,23 @@ def _own_group(proc_file: str = "/proc/self/cgroup") -> str | None:
     return None
 
 
-def _base_for(home: str) -> Path | None:
+def _base_for(home: str) -> tuple[Path, str] | None:
+    """The directory of the home's attempt groups, and the tasks file of our own group."""
     mount, own = _pids_mount(), _own_group()
     if mount is None or own is None:
         return None
     digest = hashlib.sha256(home.encode()).hexdigest()[:12]
-    return mount / own.lstrip("/") / f"podium-{digest}"
+    group = mount / own.lstrip("/")
+    return group / f"podium-{digest}", str(group / "tasks")
 
 
 def enable(home: str, max_processes: int) -> bool:
     """Give the attempts of the conductor on `home` groups from now on (at start, and again
     at a reload with a new `max_processes`). False when the kernel offers none here."""
-    base = _base_for(home)
-    if base is None:
+    found = _base_for(home)
+    if found is None:
         return False
+    base, back = found
     try:
         base.mkdir(exist_ok=True)
         (base / "tasks").stat()
@@ -91,13 +113,18 @@ def enable(home: str, max_processes: int) -> bool:
         log.info("no pids cgroup for attempts", reason=str(exc))
         return False
     with _lock:
-        _homes[home] = _Home(base, max_processes)
+        _homes[home] = _Home(base, max_processes, back)
+        _pools.setdefault(home, _Pool())
     return True
 
 
 def disable(home: str) -> None:
     with _lock:
         entry = _homes.pop(home, None)
+        pool = _pools.pop(home, None)
+    for group, _, _ in pool.spare if pool is not None else ():
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
     if entry is not None:
         with contextlib.suppress(OSError):
             entry.base.rmdir()  # only when no attempt group is left in it
@@ -111,11 +138,25 @@ def _home_of(mark: str) -> str:
     return mark.rsplit("|", 3)[0]
 
 
+def _group_name(mark: str) -> str:
+    return hashlib.sha256(mark.encode()).hexdigest()[:24]
+
+
 def _group_of(mark: str) -> Path | None:
-    entry = _homes.get(_home_of(mark))
+    home = _home_of(mark)
+    entry = _homes.get(home)
     if entry is None:
         return None
-    return entry.base / hashlib.sha256(mark.encode()).hexdigest()[:24]
+    pool = _pools.get(home)
+    taken = pool.taken.get(mark) if pool is not None else None
+    return Path(taken[0]) if taken is not None else entry.base / _group_name(mark)
+
+
+def _refused_before(mark: str) -> int:
+    """The refused count the attempt's (reused) group had when the attempt took it."""
+    pool = _pools.get(_home_of(mark))
+    taken = pool.taken.get(mark) if pool is not None else None
+    return taken[1] if taken is not None else 0
 
 
 @contextlib.contextmanager
@@ -124,28 +165,65 @@ def joined(env: Mapping[str, str]) -> Iterator[None]:
     with its limit), so a process it forks is born there; nothing when there is no mark or
     no group to be had."""
     mark = env.get(MARK_VARIABLE)
-    group = _group_of(mark) if mark is not None else None
-    entry = _homes.get(_home_of(mark)) if mark is not None else None
-    if group is None or entry is None:
+    home = _home_of(mark) if mark is not None else ""
+    entry = _homes.get(home)
+    pool = _pools.get(home)
+    if mark is None or entry is None or pool is None:
         yield
         return
-    back = _own_group("/proc/thread-self/cgroup")
-    tid = str(threading.get_native_id())
+    # Plain os calls on paths computed once: this runs at every start, and pathlib and
+    # re-reading the mount table cost more than the cgroup operations themselves.
+    with _lock:
+        group, refused, limit = (
+            pool.spare.pop() if pool.spare else (f"{entry.base}/{_group_name(mark)}", 0, -1)
+        )
+        pool.taken[mark] = (group, refused)
+    tid = str(threading.get_native_id()).encode()
     try:
-        group.mkdir(exist_ok=True)
-        (group / "pids.max").write_text(str(entry.max_pids))
-        (group / "tasks").write_text(tid)
+        try:
+            if limit < 0:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(group)
+            if limit != entry.max_pids:
+                _write(f"{group}/pids.max", str(entry.max_pids).encode())
+            _write(f"{group}/tasks", tid)
+        except FileNotFoundError:
+            if limit < 0:
+                raise
+            # A spare removed meanwhile (`release_leftovers`): made afresh.
+            with _lock:
+                pool.taken[mark] = (group, 0)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(group)
+            _write(f"{group}/pids.max", str(entry.max_pids).encode())
+            _write(f"{group}/tasks", tid)
     except OSError as exc:
         log.warning("attempt runs without its pids cgroup", reason=str(exc))
+        with _lock:
+            pool.taken.pop(mark, None)
         yield
         return
     try:
         yield
     finally:
-        mount = _pids_mount()
-        if mount is not None and back is not None:
-            with contextlib.suppress(OSError):
-                (mount / back.lstrip("/") / "tasks").write_text(tid)
+        with contextlib.suppress(OSError):
+            _write(entry.back, tid)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
 
 
 def members(mark: str) -> list[int]:
@@ -155,7 +233,8 @@ def members(mark: str) -> list[int]:
 
 def _members(group: Path) -> list[int]:
     try:
-        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        with open(f"{group}/cgroup.procs", "rb") as f:
+            return [int(p) for p in f.read().split()]
     except (OSError, ValueError):
         return []
 
@@ -165,8 +244,13 @@ def refused_forks(mark: str) -> int:
     group = _group_of(mark)
     if group is None:
         return 0
+    return max(0, _refused_total(str(group)) - _refused_before(mark))
+
+
+def _refused_total(group: str) -> int:
+    """The group's count of refused forks since it was made (the kernel never resets it)."""
     try:
-        for line in (group / "pids.events").read_text().splitlines():
+        for line in _read(f"{group}/pids.events").splitlines():
             key, _, value = line.partition(" ")
             if key == "max":
                 return int(value)
@@ -177,30 +261,57 @@ def refused_forks(mark: str) -> int:
 
 def release(mark: str) -> int:
     """End whatever is left in the attempt's group (SIGKILL: the graceful ending has had its
-    turn) and remove the group. Returns how many processes it ended. Blocking: run it in a
-    worker thread."""
+    turn); the emptied group is kept for a later attempt (or removed, past the spares kept).
+    Returns how many processes it ended. Blocking: run it in a worker thread."""
     group = _group_of(mark)
-    return _empty_and_remove(group) if group is not None else 0
+    if group is None:
+        return 0
+    home = _home_of(mark)
+    with _lock:
+        pool = _pools.get(home)
+        taken = pool.taken.pop(mark, None) if pool is not None else None
+    ended, emptied = _empty(group)
+    entry = _homes.get(home)
+    if taken is None or not emptied or pool is None or entry is None:
+        # Not one of this conductor's pool (or it would not empty): removed if it can be.
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
+        return ended
+    spare = (str(group), _refused_total(str(group)), entry.max_pids)
+    with _lock:
+        keep = _pools.get(home) is pool and len(pool.spare) < _SPARE_GROUPS
+        if keep:
+            pool.spare.append(spare)
+    if not keep:
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
+    return ended
 
 
-def _empty_and_remove(group: Path) -> int:
+def _empty(group: Path) -> tuple[int, bool]:
+    """SIGKILL the group's members until none is left: (how many, whether it emptied)."""
     ended: set[int] = set()
     deadline = time.monotonic() + _SETTLE_SECONDS
     while True:
         pids = [p for p in _members(group) if p != os.getpid()]
         if not pids:
-            break
+            return len(ended), True
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 ended.add(pid)
         if time.monotonic() > deadline:
             log.warning("processes of an attempt group would not end", pids=pids)
-            return len(ended)
+            return len(ended), False
         time.sleep(0.01)
-    with contextlib.suppress(OSError):
-        group.rmdir()
-    return len(ended)
+
+
+def _empty_and_remove(group: Path) -> int:
+    ended, emptied = _empty(group)
+    if emptied:
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
+    return ended
 
 
 def release_leftovers(home: str) -> int:

@@ -33,6 +33,7 @@ import anyio
 import psutil
 
 # The conductor as subreaper lives with the reaping of what it adopts.
+from podium.core.runner import reaper
 from podium.core.runner.reaper import become_subreaper as become_subreaper
 
 MARK_VARIABLE = "PODIUM_ATTEMPT_OF"
@@ -96,18 +97,39 @@ def find_attempt_processes(
         if pid == own or pid in spare or pid <= 1:
             continue
         try:
-            if proc.create_time() < since - _START_SLACK_SECONDS:
-                continue
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if _tag_of(pid) == tag:
-                found.append(proc)
-                continue
-            if proc.environ().get(MARK_VARIABLE) == mark:
+            if _is_marked(proc, mark, tag, since):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def find_left_behind(mark: str, since: float, leader: int | None = None) -> list[psutil.Process]:
+    """What `find_attempt_processes` finds, for an attempt of this conductor that just
+    ended (`leader`: its first process): as subreaper, among the few processes where what
+    the attempt left can be (`reaper.descendants`), not the hundreds of the whole process
+    table, after every attempt; else on the whole machine."""
+    below = reaper.descendants(() if leader is None else (leader,))
+    if below is None:
+        return find_attempt_processes(mark, since)
+    tag = attempt_tag(mark)
+    found: list[psutil.Process] = []
+    for pid in below:
+        try:
+            proc = psutil.Process(pid)
+            if _is_marked(proc, mark, tag, since):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _is_marked(proc: psutil.Process, mark: str, tag: int, since: float) -> bool:
+    if proc.create_time() < since - _START_SLACK_SECONDS:
+        return False
+    if proc.status() == psutil.STATUS_ZOMBIE:
+        return False
+    return _tag_of(proc.pid) == tag or proc.environ().get(MARK_VARIABLE) == mark
 
 
 def _signal_all(procs: list[psutil.Process], sig: int) -> list[psutil.Process]:
@@ -136,8 +158,14 @@ async def end_attempt_processes(
     """End every process left by the attempt with this mark: SIGCONT and SIGTERM, then SIGKILL
     after the grace period. Returns how many there were."""
     found = await anyio.to_thread.run_sync(find_attempt_processes, mark, since, spare)
-    if not found:
-        return 0
+    if found:
+        await end_processes(found, grace_seconds)
+    return len(found)
+
+
+async def end_processes(found: list[psutil.Process], grace_seconds: float) -> None:
+    """SIGCONT and SIGTERM `found` (from `find_attempt_processes`), then SIGKILL what is
+    left after the grace period."""
     procs = _signal_all(found, signal.SIGCONT)
     procs = _signal_all(procs, signal.SIGTERM)
     deadline = time.monotonic() + max(0.0, grace_seconds)
@@ -153,7 +181,6 @@ async def end_attempt_processes(
             _reap(procs)
             procs = [p for p in procs if _running(p)]
     _reap(found)
-    return len(found)
 
 
 def _running(proc: psutil.Process) -> bool:

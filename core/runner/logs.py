@@ -24,7 +24,6 @@ class CappedLog:
     def __init__(self, path: Path, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
         self.total_bytes = 0
@@ -32,7 +31,13 @@ class CappedLog:
         self.write_error: str | None = None
         self._written = 0
         # Unbuffered, so a concurrent tail reader sees output as soon as the sheet produced it.
-        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        # The directory is made only when missing: a job's sheets share it, and trying to make
+        # it at every start costs more than the open.
+        try:
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
 
     def write(self, data: bytes) -> None:
         if not data:

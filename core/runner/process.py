@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 
 from podium.core.models import utcnow
+from podium.core.runner import threads
 from podium.core.runner.child import Child
 from podium.core.runner.groups import (
     SETTLE_SECONDS,
@@ -243,7 +244,7 @@ async def _execute(
     # it exists.
     try:
         with anyio.CancelScope(shield=True):
-            child, start_time, error = await anyio.to_thread.run_sync(start)
+            child, start_time, error = await threads.run_sync(start)
     except BaseException:
         with handover:
             abandoned = True

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 
 from podium.core.instruments.jsondocs import parse_documents, string_leaves
 from podium.core.instruments.profile import (
@@ -25,9 +26,9 @@ from podium.core.instruments.profile import (
     build_invocation,
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
-from podium.core.runner import cgroups, reaper
+from podium.core.runner import cgroups, reaper, threads
 from podium.core.runner.classify import classify_failure
-from podium.core.runner.escapees import MARK_VARIABLE, end_attempt_processes
+from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
 from podium.core.runner.prompts import attempt_prompt
@@ -258,25 +259,55 @@ async def run_attempt(
         )
     env = build_env(plan, invocation.env)
     mark = env[MARK_VARIABLE]
+    leaders: list[int] = []
+
+    async def spawned(ref: ProcessGroupRef) -> None:
+        leaders.append(ref.pid)
+        if on_spawn is not None:
+            await on_spawn(ref)
+
+    result: AttemptResult | None = None
     try:
         result = await _run_and_judge(
-            plan, invocation, env, control, on_spawn, started_ns, clock=clock, zone=zone
+            plan, invocation, env, control, spawned, started_ns, clock=clock, zone=zone
         )
     finally:
+        if result is not None and (result.exit_code is not None or result.signal is not None):
+            # The leader exited and was collected: what it left went up to us already, and
+            # its pid names nothing of ours any more.
+            leaders.clear()
         # Whatever the attempt left running outside its group (`setsid` daemons, double
         # forks) ends with it, however it ended (SPEC §9 trap 15); then whatever is still in
         # its cgroup, and the orphans it left that ended by themselves are collected.
         with anyio.CancelScope(shield=True):
-            await end_attempt_processes(mark, started_wall.timestamp(), plan.kill_grace_seconds)
-            refused = 0
-            if cgroups.enabled(plan.home) or reaper.active():
-                refused = await anyio.to_thread.run_sync(_settle, mark)
+            settle = cgroups.enabled(plan.home) or reaper.active()
+            # One trip to a worker thread for the common case, an attempt that left nothing:
+            # the look for escaped processes and the settling together.
+            left, refused = await threads.run_sync(
+                _look_and_settle, mark, started_wall.timestamp(), leaders, settle
+            )
+            if left:
+                await end_processes(left, plan.kill_grace_seconds)
+                if settle:
+                    refused = await threads.run_sync(_settle, mark)
+    assert result is not None  # else the exception went up from the finally block
     if refused and result.outcome is not Outcome.COMPLETED:
         why = f"{refused} forks refused at the max_processes limit of the attempt"
         result = dataclasses.replace(
             result, error=f"{result.error}; {why}" if result.error else why
         )
     return result
+
+
+def _look_and_settle(
+    mark: str, since: float, leaders: list[int], settle: bool
+) -> tuple[list[psutil.Process], int]:
+    """The processes the attempt left outside its group; when there are none, the attempt
+    settled as well (see `_settle`: how many forks were refused)."""
+    left = find_left_behind(mark, since, leaders[0] if leaders else None)
+    if left:
+        return left, 0
+    return [], _settle(mark) if settle else 0
 
 
 def _settle(mark: str) -> int:
