@@ -108,16 +108,18 @@ async def test_a_sheet_that_ignores_sigterm_is_killed_after_the_grace(
 async def test_a_sheet_that_closes_stdout_and_stderr_early_still_finishes(
     conductor: Conductor,
 ) -> None:
-    prompt = "echo before; exec 1>&- 2>&-; sleep 0.3; touch done.txt"
+    prompt = "echo before; exec 1>&- 2>&-; sleep 1; touch done.txt"
     spec = job(prompt, validations=[{"type": "file_exists", "path": "done.txt"}])
     submitted = await conductor.submit_job(spec=spec)
     detail = await wait_for_job(conductor, submitted.job_id)
     assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
     assert "before" in (detail.sheets[0].output_tail or ""), detail.sheets[0]
-    # The leader keeps running after its pipes closed: the attempt waited for its exit.
+    # The leader keeps running after its pipes closed: the attempt waited for its exit (the
+    # validation, with no retry, already says so; the duration says it did not end at EOF,
+    # with room for the start being stamped a little after the spawn on a loaded machine).
     history, _ = await conductor.get_execution_history(submitted.job_id)
     duration = history[0].duration_seconds
-    assert duration is not None and duration >= 0.3, history[0]
+    assert duration is not None and duration >= 0.5, history[0]
 
 
 async def test_a_workspace_deleted_mid_run_fails_the_sheet_readably(conductor: Conductor) -> None:
