@@ -30,7 +30,7 @@ from podium.core import jsondata
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig, load_config
 from podium.core.errors import SpecError
-from podium.core.models import ErrorCategory, JobStatus, SheetStatus
+from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.spec import TemplateContext, load_spec, render_sheet_prompt
 from podium.server.daemon import find_conductor
 from podium.server.remote import Remote, connect
@@ -207,7 +207,7 @@ async def podium_start(
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], Remote]]:
     """`podium start` on `home` as a process of its own session (its sheets lead groups of
     their own, so they outlive a kill -9 of it), and an MCP client to it. At exit the client
-    is closed and the process, if still running, killed."""
+    is closed and the process, if still running, stopped (SIGTERM, then SIGKILL)."""
     config = load_config(home=home, env={})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
     env["PODIUM_HOME"] = str(home)
@@ -236,7 +236,11 @@ async def podium_start(
             yield proc, remote
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(timeout=10)
 
 
@@ -341,6 +345,21 @@ async def test_int_keyed_job_queued_behind_a_running_one_survives_a_real_restart
 # --- 1b. a spec that cannot be reloaded fails only its own job -----------------------------
 
 
+def corrupt_stored_spec(config: PodiumConfig, job_id: str, text: str) -> None:
+    """Overwrite a job's stored spec in the store's own table, as a damaged database or an
+    upgrade that no longer reads the old form would leave it (no conductor runs)."""
+    if config.store_url.startswith("sqlite"):
+        with sqlite3.connect(config.db_path) as db:
+            cursor = db.execute("UPDATE jobs SET spec_json = ? WHERE job_id = ?", (text, job_id))
+            assert cursor.rowcount == 1
+        return
+    import psycopg
+
+    with psycopg.connect(config.store_url, autocommit=True) as conn:
+        cursor = conn.execute("UPDATE jobs SET spec_json = %s WHERE job_id = %s", (text, job_id))
+        assert cursor.rowcount == 1
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
@@ -367,8 +386,7 @@ async def test_unloadable_stored_spec_fails_only_that_job(
         )
     finally:
         await first.stop()
-    with sqlite3.connect(config.db_path) as db:
-        db.execute("UPDATE jobs SET spec_json = ? WHERE job_id = ?", (corrupt, bad.job_id))
+    corrupt_stored_spec(config, bad.job_id, corrupt)
 
     second = Conductor(config)
     await second.start()
@@ -571,3 +589,81 @@ async def test_settings_an_instrument_refuses_are_submit_errors(
         )
     finally:
         await conductor.stop()
+
+
+CORRUPTIONS = {
+    "invalid-json": ("not json at all {", "not readable JSON"),
+    "template-error": (
+        json.dumps({"name": "victim", "sheets": [{"prompt": "{{ gone }}"}, {"prompt": "true"}]}),
+        "'gone'",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("victim_was", ["queued", "running"])
+async def test_unloadable_spec_of_a_queued_or_running_job_fails_it_after_a_crash(
+    victim_was: str,
+    corruption: str,
+    home: Path,
+    tmp_path: Path,
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    """A `podium start` conductor is killed with SIGKILL while the victim job is queued
+    (behind a held job; one job at a time) or running (a held sheet); its stored spec is then
+    corrupted. A new conductor with auto_resume takes the victim up with no call and fails it
+    with an error naming the problem; every other job completes and the loop goes on."""
+    text, named = CORRUPTIONS[corruption]
+    write_home_config(home, max_concurrent_jobs=1, kill_grace_seconds=1, auto_resume=True)
+    first = "victim" if victim_was == "running" else "holder"
+    (tmp_path / f"hold-{first}").touch()
+    async with podium_start(home, tmp_path) as (proc, remote):
+        submitted = {}
+        for name in dict.fromkeys([first, "holder", "victim", "bystander"]):
+            spec = held_spec(tmp_path, name, sheets=2)
+            submitted[name] = await remote.call("submit_job", {"spec": spec, "job_id": name})
+            if name == first:
+                with anyio.fail_after(30):
+                    while not (tmp_path / f"pid-{first}-1").exists():
+                        await anyio.sleep(0.02)
+        assert await remote_status(remote, first) == "running"
+        for name in set(submitted) - {first}:
+            assert await remote_status(remote, name) == "queued"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    sheet_pid = int((tmp_path / f"pid-{first}-1").read_text())
+    assert live_group_members(sheet_pid), "the held sheet should outlive the killed conductor"
+    (tmp_path / f"hold-{first}").unlink()
+    corrupt_stored_spec(make_config(), "victim", text)
+
+    async with podium_start(home, tmp_path) as (_, remote):
+        await wait_remote(remote, list(submitted))
+    assert live_group_members(sheet_pid) == []
+
+    async with Conductor(make_config()) as conductor:
+        failed = await conductor.get_job("victim")
+        assert failed.status is JobStatus.FAILED
+        assert failed.error is not None
+        assert "stored spec no longer loads" in failed.error
+        assert named in failed.error
+        assert [s.status for s in failed.sheets] == [SheetStatus.FAILED] * 2
+        assert {s.error_category for s in failed.sheets} == {ErrorCategory.SPEC_INVALID}
+        # Before the crash the victim ran its first sheet (held) or nothing; after it, nothing.
+        runs = tmp_path / "runs-victim"
+        assert (runs.read_text().split() if runs.exists() else []) == (
+            ["1"] if victim_was == "running" else []
+        )
+        history, _ = await conductor.get_execution_history("victim")
+        assert [(h.sheet_num, h.outcome) for h in history] == (
+            [(1, Outcome.INTERRUPTED)] if victim_was == "running" else []
+        )
+        for name in set(submitted) - {"victim"}:
+            done = await conductor.get_job(name)
+            assert done.status is JobStatus.COMPLETED, (name, done.error)
+            assert [s.output_tail for s in done.sheets] == [
+                f"{name}-1-done\n",
+                f"{name}-2-done\n",
+            ]
+        # The dispatch loop is alive for new work.
+        later = await conductor.submit_job(spec={"name": "later", "sheets": [{"prompt": "true"}]})
+        assert (await wait_for_job(conductor, later.job_id)).status is JobStatus.COMPLETED
