@@ -54,7 +54,8 @@ class _Pool:
     # emptied, the limit it was given).
     spare: list[tuple[str, int, int]] = field(default_factory=list)
     # The group of each attempt in flight, by mark, with the refused count it started from.
-    taken: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # mark -> (group path, refused forks before this attempt, the pids.max written to it)
+    taken: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
 
 # Spare groups kept per home at most (as many as sheets commonly run at once, and some).
@@ -173,29 +174,30 @@ def joined(env: Mapping[str, str]) -> Iterator[None]:
         return
     # Plain os calls on paths computed once: this runs at every start, and pathlib and
     # re-reading the mount table cost more than the cgroup operations themselves.
+    wanted = entry.max_pids  # read once: a reload may change it meanwhile
     with _lock:
         group, refused, limit = (
             pool.spare.pop() if pool.spare else (f"{entry.base}/{_group_name(mark)}", 0, -1)
         )
-        pool.taken[mark] = (group, refused)
+        pool.taken[mark] = (group, refused, wanted)
     tid = str(threading.get_native_id()).encode()
     try:
         try:
             if limit < 0:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(group)
-            if limit != entry.max_pids:
-                _write(f"{group}/pids.max", str(entry.max_pids).encode())
+            if limit != wanted:
+                _write(f"{group}/pids.max", str(wanted).encode())
             _write(f"{group}/tasks", tid)
         except FileNotFoundError:
             if limit < 0:
                 raise
             # A spare removed meanwhile (`release_leftovers`): made afresh.
             with _lock:
-                pool.taken[mark] = (group, 0)
+                pool.taken[mark] = (group, 0, wanted)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(group)
-            _write(f"{group}/pids.max", str(entry.max_pids).encode())
+            _write(f"{group}/pids.max", str(wanted).encode())
             _write(f"{group}/tasks", tid)
     except OSError as exc:
         log.warning("attempt runs without its pids cgroup", reason=str(exc))
@@ -277,7 +279,14 @@ def release(mark: str) -> int:
         with contextlib.suppress(OSError):
             os.rmdir(group)
         return ended
-    spare = (str(group), _refused_total(str(group)), entry.max_pids)
+    if not _uncharged(str(group)):
+        # Killed members not yet reaped still count against pids.max: a later attempt
+        # would start with forks it never made. Not kept.
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
+        return ended
+    # The limit actually written to it, not today's: a reload may have changed it since.
+    spare = (str(group), _refused_total(str(group)), taken[2])
     with _lock:
         keep = _pools.get(home) is pool and len(pool.spare) < _SPARE_GROUPS
         if keep:
@@ -286,6 +295,13 @@ def release(mark: str) -> int:
         with contextlib.suppress(OSError):
             os.rmdir(group)
     return ended
+
+
+def _uncharged(group: str) -> bool:
+    try:
+        return int(_read(f"{group}/pids.current").strip() or "0") == 0
+    except (OSError, ValueError):
+        return False
 
 
 def _empty(group: Path) -> tuple[int, bool]:
