@@ -115,6 +115,14 @@ def _error(request_id: RequestId | None, code: int, message: str) -> Unreadable:
     return Unreadable(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
 
+def _same_file(info: os.stat_result, fd: int) -> bool:
+    try:
+        other = os.fstat(fd)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (other.st_dev, other.st_ino)
+
+
 class ClaimedStdout:
     """The process's stdout as the protocol's own: fd 1 is pointed at stderr while serving,
     so a stray print (or a child that inherits it) cannot corrupt the stream, and replies
@@ -125,12 +133,19 @@ class ClaimedStdout:
 
     def __init__(self) -> None:
         self._fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
-        mode = os.fstat(self._fd).st_mode
-        self._direct = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        out = os.fstat(self._fd)
+        # O_NONBLOCK belongs to the open file, not the descriptor: never set it on a stream
+        # stderr shares (a host that merged them), where logging would then hit EAGAIN.
+        self._direct = (stat.S_ISFIFO(out.st_mode) or stat.S_ISSOCK(out.st_mode)) and not (
+            _same_file(out, 2)
+        )
         self._was_blocking = os.get_blocking(self._fd)
         if self._direct:
             os.set_blocking(self._fd, False)
-        diversion = os.dup(2)
+        try:
+            diversion = os.dup(2)
+        except OSError:  # no stderr at all: strays go nowhere rather than onto the wire
+            diversion = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(diversion, 1)
         finally:

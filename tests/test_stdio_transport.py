@@ -159,3 +159,27 @@ async def test_a_host_that_closes_its_end_of_stdout_ends_the_server_cleanly(home
         stderr.close()
     assert proc.returncode == 0
     assert b"Traceback" not in log_path.read_bytes()
+
+
+def test_a_stdout_that_stderr_shares_is_never_made_non_blocking() -> None:
+    """O_NONBLOCK is a property of the open file: set on a pipe that stderr shares (a host
+    that merged the two), logging to stderr would fail with EAGAIN under backpressure."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os\n"
+        "from podium.server.stdio_guard import ClaimedStdout\n"
+        "claimed = ClaimedStdout()\n"
+        "shared = os.get_blocking(2)\n"
+        "claimed.release()\n"
+        "os.write(2, b'direct=%d blocking=%d' % (claimed._direct, shared))\n"
+    )
+    merged = subprocess.run(
+        [sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30
+    )
+    assert merged.stdout.endswith(b"direct=0 blocking=1"), merged.stdout
+    apart = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, timeout=30
+    )
+    assert apart.stderr.endswith(b"direct=1 blocking=1"), apart.stderr
