@@ -249,7 +249,8 @@ async def _execute(
         with handover:
             abandoned = True
         for leftover in handed:
-            leftover.abandon()
+            leftover.kill_group()
+            threads.submit(leftover.collect)
         raise
     if child is None:
         assert error is not None
