@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from cli_zygote import run_podium
 from dashboard_support import (
     PODIUM,
     RunningConductor,
@@ -190,6 +191,26 @@ def test_podium_dashboard_prints_the_link_and_json(conductor: RunningConductor) 
     assert shown["dashboard"] == conductor.base + "/"
     assert shown["one_time"] is True
     assert conductor.token is not None and conductor.token not in done.stdout
+
+
+def test_podium_dashboard_open_hands_the_printed_link_to_the_browser(
+    conductor: RunningConductor, tmp_path: Path
+) -> None:
+    """`--open` gives the browser ($BROWSER, as Python's webbrowser reads it) the same
+    one-time link it prints, and that link logs the browser in."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**podium_env(conductor.home), "BROWSER": str(browser)}
+    done = run_podium(["dashboard", "--open"], env, timeout=90)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.strip()
+    assert opened.read_text() == printed
+    assert printed.startswith(conductor.base + "/login?code=")
+    with http(conductor) as client:
+        assert client.get(printed, follow_redirects=True).status_code == 200
+        assert client.get("/").status_code == 200  # the session cookie it set
 
 
 def test_a_tokenless_conductor_serves_the_page_but_posts_still_need_csrf(tmp_path: Path) -> None:
