@@ -172,20 +172,11 @@ class Child:
                 self._unwatch(fd)
                 self._close(name)
 
-    def kill_group(self) -> None:
-        """SIGKILL the whole group at once (no wait): for a child whose caller was cancelled
-        before it could supervise it; `collect` then reaps the leader."""
+    def abandon(self) -> None:
+        """SIGKILL the whole group at once and collect the leader, without the event loop:
+        for a child whose caller was cancelled before it could supervise it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-
-    def abandon(self) -> None:
-        """`kill_group`, then collect the leader, without the event loop."""
-        self.kill_group()
-        self.collect()
-
-    def collect(self) -> None:
-        """Blocking: wait for the killed leader and close its pipes (a worker thread's job:
-        a process stuck in the kernel must not hold up the event loop)."""
         self._popen.wait()  # SIGKILL cannot be ignored: this returns as soon as it lands
         reaper.forget(self.pid)
         self.close()

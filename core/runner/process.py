@@ -249,8 +249,7 @@ async def _execute(
         with handover:
             abandoned = True
         for leftover in handed:
-            leftover.kill_group()
-            threads.submit(leftover.collect)
+            leftover.abandon()
         raise
     if child is None:
         assert error is not None

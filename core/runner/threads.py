@@ -16,9 +16,8 @@ from typing import TypeVar, TypeVarTuple
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-# Well past the sheets that run at once: a fork waits for its child's exec, and the end of
-# an attempt may wait up to seconds for leftovers to die; spawns must not queue behind those.
-_WORKERS = 64
+# More than the sheets that run at once by default: a fork waits for its child's exec.
+_WORKERS = 16
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -32,9 +31,3 @@ def _pool() -> ThreadPoolExecutor:
 async def run_sync(fn: Callable[[*Ts], T], *args: *Ts) -> T:
     """`fn(*args)` in a worker thread; its result (or exception) here."""
     return await asyncio.get_running_loop().run_in_executor(_pool(), fn, *args)
-
-
-def submit(fn: Callable[[*Ts], object], *args: *Ts) -> None:
-    """`fn(*args)` in a worker thread, not awaited: for clean-up that must not hold up the
-    event loop, even when the kernel is slow to let a process go."""
-    _pool().submit(fn, *args)
