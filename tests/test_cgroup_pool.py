@@ -11,17 +11,26 @@ from podium.core.runner import cgroups
 from podium.core.runner.runner import attempt_marker
 
 
+def pids_group_of_this_thread() -> str:
+    lines = Path("/proc/thread-self/cgroup").read_text().splitlines()
+    return next((line for line in lines if ":pids:" in line), "")
+
+
 def test_a_reused_group_gets_the_limit_a_reload_set_meanwhile(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     if not cgroups.enable(home, 50):
         pytest.skip("no writable pids cgroup hierarchy on this machine")
+    outside = pids_group_of_this_thread()
     try:
         first = attempt_marker(home, "job", 1, 1)
+        # As a spawn does: this thread is in the attempt's group only around the fork.
         with cgroups.joined({cgroups.MARK_VARIABLE: first}):
             group = cgroups._group_of(first)
             assert group is not None
             assert (group / "pids.max").read_text().strip() == "50"
-            cgroups.enable(home, 20)  # `podium reload` with a lower max_processes
+        # `podium reload` with a lower max_processes while the attempt runs (the conductor's
+        # loop thread does this, never from inside an attempt's group).
+        cgroups.enable(home, 20)
         cgroups.release(first)
         second = attempt_marker(home, "job", 2, 1)
         with cgroups.joined({cgroups.MARK_VARIABLE: second}):
@@ -31,3 +40,4 @@ def test_a_reused_group_gets_the_limit_a_reload_set_meanwhile(tmp_path: Path) ->
         cgroups.release(second)
     finally:
         cgroups.disable(home)
+    assert pids_group_of_this_thread() == outside, "the thread is back where it was"
