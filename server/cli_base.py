@@ -26,7 +26,9 @@ ACTIVE = ["queued", "running"]
 FINISHED = ["completed", "failed", "cancelled"]
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Messages keep their lines: folded at 80 columns in a pipe or a log, a command to type
+# (`podium stop --force`) would be cut in two. A terminal wraps long lines itself.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Context:

@@ -165,7 +165,7 @@ async def list_command(
     if listed.get("next_cursor"):
         say(f"more: podium list --cursor {listed['next_cursor']}")
     if info is None:
-        err.print(f"(no conductor is running on {config.home}; read from the store)")
+        err.print(f"(no conductor is running on {config.home}; read from the store)", markup=False)
     return 0
 
 

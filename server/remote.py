@@ -31,6 +31,9 @@ CLI_WORDS = {
     r"\bsubmit_job\b": "podium run",
     r"\bvalidate_spec\b": "podium validate",
     r"\bclear_rate_limits\b": "podium clear --rate-limits",
+    r"at least one of job_ids, statuses, older_than_hours, or all=true": (
+        "at least one of JOB..., --status, --older-than-hours, or --all"
+    ),
     r"^job_id:": "JOB:",
     r"^job_ids:": "JOB:",
     r"^statuses:": "--status:",

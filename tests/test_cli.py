@@ -158,6 +158,25 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
     assert podium_cli(home, "stop", "--force").returncode == 0
 
 
+def test_piped_errors_keep_their_lines_and_name_cli_options(tmp_path: Path) -> None:
+    """Standard error that is not a terminal (a log, a pipe to grep) gets each message line
+    whole, never folded at 80 columns in the middle of a command to type; and `clear`
+    with nothing to select names the CLI's own arguments, not the tool's."""
+    home = make_home(tmp_path)
+    unknown = podium_cli(home, "clear", "--rate-limits", "--instrument", "nope")
+    assert unknown.returncode == 2
+    [line] = [x for x in unknown.stderr.splitlines() if "unknown instrument" in x]
+    assert "known: " in line and line.rstrip().endswith("shell"), unknown.stderr
+    empty = podium_cli(home, "clear")
+    assert empty.returncode == 2
+    [line] = empty.stderr.splitlines()
+    for word in ("JOB", "--status", "--older-than-hours", "--all"):
+        assert word in line, line
+    for word in ("job_ids", "statuses", "older_than_hours"):
+        assert word not in line, line
+    assert podium_cli(home, "stop", "--force").returncode == 0
+
+
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
