@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import socket
@@ -161,5 +162,11 @@ def load_config(
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{key}: {err['msg']} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                # A misspelt key silently ignored would do the wrong thing; name the key meant.
+                known = sorted(set(PodiumConfig.model_fields) - {"home"})
+                close = difflib.get_close_matches(key, known, n=1)
+                message = f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}"
+            lines.append(f"{key}: {message} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc

@@ -177,6 +177,24 @@ def test_piped_errors_keep_their_lines_and_name_cli_options(tmp_path: Path) -> N
     assert podium_cli(home, "stop", "--force").returncode == 0
 
 
+def test_stop_works_after_config_yaml_was_broken(tmp_path: Path) -> None:
+    """The running conductor keeps the configuration it read; a typo saved into config.yaml
+    afterwards must not leave `podium stop` unable to stop it."""
+    home = make_home(tmp_path)
+    assert podium_cli(home, "pause", "nope").returncode == 2  # starts the conductor
+    info = json.loads((home / "conductor.json").read_text())
+    (home / "config.yaml").write_text("max_concurent_sheets: 3\n")
+    stopped = podium_cli(home, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "max_concurent_sheets" in stopped.stderr, stopped.stderr  # still reported
+    assert f"pid {info['pid']}" in stopped.stdout, stopped.stdout
+    assert not (home / "conductor.json").exists()
+    # Anything that would start a conductor on it still refuses, naming the key.
+    started = podium_cli(home, "pause", "nope")
+    assert started.returncode == 2 and "max_concurent_sheets" in started.stderr
+    assert "did you mean 'max_concurrent_sheets'" in started.stderr, started.stderr
+
+
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
