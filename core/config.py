@@ -137,6 +137,8 @@ def load_config(
 ) -> PodiumConfig:
     env = os.environ if env is None else env
     home = (home or default_home(env)).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"Podium home {home} is not a directory (--home / PODIUM_HOME)")
     merged: dict[str, Any] = {}
     config_file = home / "config.yaml"
     if config_file.exists():

@@ -149,6 +149,12 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
         async with connect(info) as remote:
             yield remote, info
         return
+    if not config.home.exists():
+        # Looking changes nothing: a typo in --home must not leave a new home behind.
+        raise PodiumError(
+            f"Podium home {config.home} does not exist (check --home / PODIUM_HOME; the "
+            "first `podium start` or `podium run` creates it)"
+        )
     # The engine is imported only here: a call to a running conductor does without it.
     from podium.core.conductor import Conductor
     from podium.server.app import PodiumServer

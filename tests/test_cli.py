@@ -195,6 +195,26 @@ def test_stop_works_after_config_yaml_was_broken(tmp_path: Path) -> None:
     assert "did you mean 'max_concurrent_sheets'" in started.stderr, started.stderr
 
 
+def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: Path) -> None:
+    """A typo in --home: a read does not create the folder and its database (looking
+    changes nothing), and says what is wrong; a home that is a file is refused by every
+    command with the reason, never a traceback."""
+    missing = tmp_path / "typo-home"
+    for args in (["list"], ["status"], ["status", "x"], ["logs", "x"], ["snapshots"]):
+        read = podium_cli(missing, *args)
+        assert read.returncode == 2, (args, read.stdout, read.stderr)
+        assert str(missing) in read.stderr and "does not exist" in read.stderr, read.stderr
+        assert not missing.exists(), args
+    afile = tmp_path / "a-file"
+    afile.write_text("not a home\n")
+    for args in (["list"], ["pause", "x"], ["start", "--detach"], ["serve", "--embedded"]):
+        used = podium_cli(afile, *args)
+        assert used.returncode == 2, (args, used.stdout, used.stderr)
+        assert "Traceback" not in used.stderr, used.stderr
+        assert str(afile) in used.stderr and "not a directory" in used.stderr, used.stderr
+    assert afile.read_text() == "not a home\n"
+
+
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"
