@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
-from podium.core.config import PodiumConfig
+from podium.core.config import ConfigError, PodiumConfig, load_config
 from podium.core.errors import SpecError
 from podium.core.instruments.resets import reset_moment
 from podium.core.models import JobStatus, SheetStatus, WaitingReason, utcnow
@@ -113,3 +114,23 @@ def test_a_reset_absurdly_far_ahead_is_a_moment_not_an_overflow(kind: str) -> No
     value = "99999999999999" if kind != "duration" else "99999999999 days"
     moment = reset_moment(value, kind, now=now, zone=UTC)  # type: ignore[arg-type]
     assert moment is not None and moment > now + timedelta(days=300)
+
+
+CONFIG_DURATIONS = [
+    "snapshot_ttl_hours",
+    "task_ttl_hours",
+    "monitor_interval_seconds",
+    "kill_grace_seconds",
+    "max_rate_limit_wait_seconds",
+    "idle_exit_minutes",
+    "lease_seconds",
+]
+
+
+def test_config_durations_past_their_bound_are_refused_naming_each(tmp_path: Path) -> None:
+    """snapshot_ttl_hours: 1e300 made the conductor fail at start (its first cleanup)."""
+    (tmp_path / "config.yaml").write_text("".join(f"{k}: 1e300\n" for k in CONFIG_DURATIONS))
+    with pytest.raises(ConfigError) as caught:
+        load_config(home=tmp_path, env={})
+    for key in CONFIG_DURATIONS:
+        assert f"\n{key}: " in str(caught.value), str(caught.value)
