@@ -322,3 +322,26 @@ async def test_a_pending_approval_survives_kill_9(tmp_path: Path, make_config: A
         assert failed.sheets[1].error_category.value == "rejected"
     finally:
         await after.stop()
+
+
+async def test_a_gate_asked_again_then_cancelled_takes_no_decision(client: Client) -> None:
+    """Rejected, asked again on resume, then cancelled with its job: the earlier rejection no
+    longer stands, so repeating it is not a no-op that reports success, and the refusal says
+    the sheet is cancelled without claiming it was decided."""
+    job_id = (await call(client, "submit_job", {"spec": gate_spec()}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": "ask", "decision": "reject"})
+    assert (await finished(client, job_id))["status"] == "failed"
+    await call(client, "resume", {"job_id": job_id})
+    await wait_gate(client, job_id)
+    await call(client, "cancel", {"job_id": job_id})
+    for decision in ("reject", "approve"):
+        result = await client.call_tool(
+            "approve", {"job_id": job_id, "sheet": "ask", "decision": decision}
+        )
+        assert result.is_error, (decision, result.structured_content)
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "is cancelled, not waiting for approval" in text
+        assert "already decided" not in text, text
+    detail = await call(client, "status", {"job_id": job_id})
+    assert detail["status"] == "cancelled" and detail["sheets"][1]["status"] == "cancelled"

@@ -35,6 +35,8 @@ from podium.core.store.rows import AttemptRow, SheetRow
 
 MAX_NOTE_CHARS = 2000
 MAX_DECIDER_CHARS = 200
+# Where each decision leaves the gate's sheet.
+DECIDED_STATUS = {Decision.APPROVE: SheetStatus.COMPLETED, Decision.REJECT: SheetStatus.FAILED}
 
 
 def is_gate(ctx: EngineContext, instrument: str) -> bool:
