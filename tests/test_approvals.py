@@ -345,3 +345,28 @@ async def test_a_gate_asked_again_then_cancelled_takes_no_decision(client: Clien
         assert "already decided" not in text, text
     detail = await call(client, "status", {"job_id": job_id})
     assert detail["status"] == "cancelled" and detail["sheets"][1]["status"] == "cancelled"
+
+
+async def test_a_sheet_named_oddly_is_refused_and_the_gate_still_waits(client: Client) -> None:
+    """`sheet` takes a number or a name: JSON `true` is neither (it must not mean sheet 1,
+    here the gate itself), a superscript digit is a name, and a number past any job's size
+    is a sheet that does not exist; each error names `sheet`, and the gate keeps waiting."""
+    spec = {
+        "name": "first-gate",
+        "sheets": [
+            {"name": "go", "instrument": "approval", "prompt": "Go?"},
+            {"name": "then", "depends_on": ["go"], "prompt": "echo then"},
+        ],
+    }
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    await wait_gate(client, job_id, sheet=1)
+    for sheet in (True, False, "²", 10**30, "99999999999999999999999", 1.0e300):
+        result = await client.call_tool(
+            "approve", {"job_id": job_id, "sheet": sheet, "decision": "approve"}
+        )
+        assert result.is_error, (sheet, result.structured_content)
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert text.startswith("sheet"), (sheet, text)
+        assert "int()" not in text and "SQLite" not in text, (sheet, text)
+    gate = (await call(client, "status", {"job_id": job_id}))["sheets"][0]
+    assert gate["status"] == "waiting" and gate["attempts"] == 0
