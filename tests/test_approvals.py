@@ -370,3 +370,35 @@ async def test_a_sheet_named_oddly_is_refused_and_the_gate_still_waits(client: C
         assert "int()" not in text and "SQLite" not in text, (sheet, text)
     gate = (await call(client, "status", {"job_id": job_id}))["sheets"][0]
     assert gate["status"] == "waiting" and gate["attempts"] == 0
+
+
+async def test_validations_on_an_approval_sheet_are_refused_at_submit(client: Client) -> None:
+    """A gate runs nothing, so nothing of it can be validated: its own `validations` would be
+    ignored and an approval would pass them unchecked. They are a spec error naming the field;
+    job-level validations (meant for the sheets that run) do not apply to gates."""
+    spec = {
+        "name": "checked-gate",
+        "validations": [{"type": "file_exists", "path": "report.txt"}],
+        "sheets": [
+            {"name": "report", "prompt": "echo ok > report.txt"},
+            {
+                "name": "review",
+                "depends_on": ["report"],
+                "instrument": "approval",
+                "prompt": "Report fine?",
+                "validations": [{"type": "file_exists", "path": "signed.txt"}],
+            },
+        ],
+    }
+    checked = await call(client, "validate_spec", {"spec": spec})
+    assert checked["valid"] is False
+    [error] = checked["errors"]
+    assert error["path"] == "sheets.1.validations" and "approval" in error["message"]
+    refused = await client.call_tool("submit_job", {"spec": spec})
+    assert refused.is_error and "sheets.1.validations" in refused.content[0].text  # type: ignore[union-attr]
+
+    del spec["sheets"][1]["validations"]  # type: ignore[attr-defined]
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": "review", "decision": "approve"})
+    assert (await finished(client, job_id))["status"] == "completed"
