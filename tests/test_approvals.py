@@ -402,3 +402,38 @@ async def test_validations_on_an_approval_sheet_are_refused_at_submit(client: Cl
     await wait_gate(client, job_id)
     await call(client, "approve", {"job_id": job_id, "sheet": "review", "decision": "approve"})
     assert (await finished(client, job_id))["status"] == "completed"
+
+
+async def test_a_changed_spec_reaches_a_gate_that_waits(client: Client) -> None:
+    """A resume with a changed spec applies to every sheet not completed, an open gate too:
+    a new question is asked (with its new timeout), a gate turned into a shell sheet runs as
+    one. And a job whose only open work is a gate is `running`, not `queued`, once resumed."""
+    job_id = (await call(client, "submit_job", {"spec": gate_spec("modified")}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "pause", {"job_id": job_id})
+    resumed = await call(client, "resume", {"job_id": job_id})
+    assert resumed["status"] == "running", resumed
+
+    reworded = gate_spec("modified", instrument_config={"timeout_seconds": 600})
+    reworded["sheets"][1]["prompt"] = "Ship {{ outputs.build | trim }} to staging first?"
+    await call(client, "resume", {"job_id": job_id, "spec": reworded})
+    with anyio.fail_after(20):
+        while True:
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 1})
+            gate = detail["sheets"][1]
+            if gate["status"] == "waiting" and gate["output_tail"] != "Ship v1.2.3 to production?":
+                break
+    assert gate["output_tail"] == "Ship v1.2.3 to staging first?"
+    assert detail["status"] == "running"
+    pending = (await call(client, "status", {}))["pending_approvals"]
+    [asked] = [a for a in pending if a["job_id"] == job_id]
+    assert asked["question"] == "Ship v1.2.3 to staging first?"
+
+    no_gate = gate_spec("modified")
+    no_gate["sheets"][1] = {"name": "ask", "depends_on": ["build"], "prompt": "echo auto-ok"}
+    await call(client, "resume", {"job_id": job_id, "spec": no_gate})
+    done = await finished(client, job_id)
+    assert done["status"] == "completed", done
+    assert done["sheets"][1]["instrument"] == "shell"
+    assert done["sheets"][1]["output_tail"] == "auto-ok\n"
+    assert (Path(done["workspace"]) / "shipped.txt").read_text() == "auto-ok\n"
