@@ -425,6 +425,12 @@ async def test_a_changed_spec_reaches_a_gate_that_waits(client: Client) -> None:
                 break
     assert gate["output_tail"] == "Ship v1.2.3 to staging first?"
     assert detail["status"] == "running"
+    # The question taken back is an attempt of its own: the new one is another attempt (a
+    # durable task's input key names one question only).
+    assert gate["attempts"] == 1
+    history = json.loads(await read_text(client, f"podium://jobs/{job_id}/history"))
+    [withdrawn] = [e for e in history["entries"] if e["sheet_num"] == 2]
+    assert withdrawn["outcome"] == "cancelled" and withdrawn["decision"] is None
     pending = (await call(client, "status", {}))["pending_approvals"]
     [asked] = [a for a in pending if a["job_id"] == job_id]
     assert asked["question"] == "Ship v1.2.3 to staging first?"

@@ -12,7 +12,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
-from podium.core.engine.approvals import awaiting
+from podium.core.engine.approvals import awaiting, withdraw
 from podium.core.engine.costs import check_resumable
 from podium.core.engine.rules import (
     check_spec_change,
@@ -119,9 +119,7 @@ def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
     # if it is no longer a gate), instead of waiting on under a spec that no longer says so.
     for num, row in sheets.items():
         if awaiting(row) and (old is None or old.sheet(num) != new.sheet(num)):
-            gate = tx.edit_sheet(job.job_id, num)
-            reset_for_retry(gate, tx.now, fresh_budget=False)
-            gate.output_tail = None
+            withdraw(tx, job.job_id, num, "question withdrawn: the changed spec changed this sheet")
 
 
 class _Committed:
