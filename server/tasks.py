@@ -209,7 +209,7 @@ def _answers(responses: Mapping[str, Any]) -> tuple[dict[str, Decision], dict[st
         elif action == "accept":
             # No default: an accepted form without the required decision approves nothing.
             try:
-                decisions[key] = Decision(content.get("decision"))
+                decisions[key] = Decision(str(content.get("decision")))
             except ValueError:
                 raise MCPError(
                     code=INVALID_PARAMS,
