@@ -112,16 +112,17 @@ async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
         yield Remote(client, info, http)
 
 
-def cli_client_info() -> Implementation:
-    """How the CLI names itself to the conductor: decisions it makes (`podium approve`) are
-    recorded with this name, which says which person's account made them."""
+def cli_client_info(program: str = "podium-cli") -> Implementation:
+    """How the CLI (or the dashboard) names itself to the conductor: decisions it makes
+    (`podium approve`, the page's Approve) are recorded with this name, which says which
+    person's account made them."""
     import getpass
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown user"
-    return Implementation(name=f"podium-cli ({user})", version=podium_version())
+    return Implementation(name=f"{program} ({user})", version=podium_version())
 
 
 class LocalReader:
