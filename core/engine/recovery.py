@@ -168,9 +168,7 @@ class Recovery:
                     continue
                 edited = tx.edit_sheet(job_id, num)
                 if tx.job(job_id).status.is_terminal:
-                    mark_terminal(
-                        edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None
-                    )
+                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
                     edited.error_category = ErrorCategory.CANCELLED
                 else:
                     reset_for_retry(edited, tx.now, fresh_budget=False)
