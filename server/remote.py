@@ -31,6 +31,9 @@ CLI_WORDS = {
     r"\bsubmit_job\b": "podium run",
     r"\bvalidate_spec\b": "podium validate",
     r"\bclear_rate_limits\b": "podium clear --rate-limits",
+    r"at least one of job_ids, statuses, older_than_hours, or all=true": (
+        "at least one of JOB..., --status, --older-than-hours, or --all"
+    ),
     r"^job_id:": "JOB:",
     r"^job_ids:": "JOB:",
     r"^statuses:": "--status:",
@@ -147,6 +150,12 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
         async with connect(info) as remote:
             yield remote, info
         return
+    if not config.home.exists():
+        # Looking changes nothing: a typo in --home must not leave a new home behind.
+        raise PodiumError(
+            f"Podium home {config.home} does not exist (check --home / PODIUM_HOME; the "
+            "first `podium start` or `podium run` creates it)"
+        )
     # The engine is imported only here: a call to a running conductor does without it.
     from podium.core.conductor import Conductor
     from podium.server.app import PodiumServer

@@ -59,7 +59,8 @@ def resume_now(
     now = tx.now
     job = tx.edit_job(job_id)
     job.pending_resume = None
-    if job.status.is_terminal:
+    ended_run = (job.status, job.started_at, job.completed_at) if job.status.is_terminal else None
+    if ended_run is not None:
         # A finished job resumed is a new run: its deadline counts from the restart.
         job.started_at = None
     if changed_spec is not None:
@@ -87,6 +88,12 @@ def resume_now(
     if final is not None:
         set_job_status(job, final[0], now)
         job.error = final[1]
+        if ended_run is not None and job.started_at is None:
+            # Nothing was left to run (no retry_failed): no new run began, so the one the
+            # job had keeps its times rather than a null start.
+            status, job.started_at, completed_at = ended_run
+            if status is final[0]:
+                job.completed_at = completed_at
 
     def continue_suspended() -> None:
         for entry in entries:
