@@ -204,6 +204,7 @@ class Conductor:
                 task_group.start_soon(self._job_hooks.serve)
                 task_group.start_soon(self._maintenance)
                 task_group.start_soon(self.tasks.purge_expired)
+                task_group.start_soon(self.tasks.finish_ended)
                 task_group.start_soon(self._sample_while_busy)
         except BaseException:
             await stack.aclose()
@@ -553,6 +554,9 @@ class Conductor:
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
             changed = await self._load_off_loop(spec, spec_yaml, path, ())
+        # A task that ended with the job stays ended: its final state is stored before the
+        # job runs again (the resumed run is followed with a new task).
+        await self.tasks.finish_jobs([job_id])
         return await self.engine.resume(job_id, changed, retry_failed)
 
     async def cancel_job(self, job_id: str) -> JobSummary:

@@ -74,9 +74,10 @@ class Housekeeping:
                 continue
             selected.append(job)
         skipped = [j.job_id for j in selected if j.status.is_active]
-        deleted = await self._c.engine.delete_jobs(
-            [j.job_id for j in selected if not j.status.is_active]
-        )
+        ended = [j.job_id for j in selected if not j.status.is_active]
+        # Their tasks keep answering what they ended with once the jobs are gone.
+        await self._c.tasks.finish_jobs(ended)
+        deleted = await self._c.engine.delete_jobs(ended)
         for job_id in deleted:
             shutil.rmtree(self._c.config.logs_dir / job_id, ignore_errors=True)
             self._c.snapshots.delete_for_job(job_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +16,9 @@ import anyio
 import structlog
 
 from podium.core.errors import InvalidTransitionError, PodiumError
-from podium.core.models import Decision, JobDetail, SheetStatus, WaitingReason, utcnow
+from podium.core.models import Decision, JobDetail, JobStatus, SheetStatus, WaitingReason, utcnow
 from podium.core.store.rows import TaskRow
-from podium.core.tasks import TaskState, new_task, read_task
+from podium.core.tasks import TaskState, derive_task, final_row, new_task, read_task
 
 if TYPE_CHECKING:
     from podium.core.conductor import Conductor
@@ -29,6 +29,9 @@ log = structlog.get_logger("podium.conductor")
 RUN_JOB_WAIT_SECONDS = 50.0
 RUN_JOB_TICK_SECONDS = 5.0
 TASK_PURGE_BATCH = 500
+# Jobs looked up per query for tasks to finish (a clear can name thousands).
+TASK_FINISH_BATCH = 500
+TERMINAL_JOB_VALUES = frozenset(s.value for s in JobStatus if s.is_terminal)
 
 
 class JobTasks:
@@ -101,7 +104,47 @@ class JobTasks:
         return await self.get(made[-1].task_id)
 
     async def get(self, task_id: str) -> TaskState:
-        return await read_task(self._c.store, task_id, utcnow())
+        state = await read_task(self._c.store, task_id, utcnow())
+        if state.terminal and not state.final:
+            # Seen ended for the first time: stored, so it stays what it is now. A conductor
+            # that only reads the store leaves that to the one that owns it (which stores it
+            # as the job ends, and before any resume or clear).
+            try:
+                await self._finish([state])
+            except PodiumError as exc:
+                log.info("task final state not stored here", task_id=task_id, reason=str(exc))
+                return state
+            state = await read_task(self._c.store, task_id, utcnow())
+        return state
+
+    async def finish_jobs(self, job_ids: Sequence[str]) -> None:
+        """Store the final state of every task of these jobs that has ended and has none
+        yet: what a resume or a clear of them must do first, so that no task that ended ever
+        runs again or loses its result."""
+        for start in range(0, len(job_ids), TASK_FINISH_BATCH):
+            chunk = job_ids[start : start + TASK_FINISH_BATCH]
+            ended = []
+            for task in await self._c.store.open_tasks(chunk):
+                state = await derive_task(self._c.store, task)
+                if state.terminal:
+                    ended.append(state)
+            if ended:
+                await self._finish(ended)
+
+    async def _finish(self, states: Sequence[TaskState]) -> None:
+        await self._c.engine.finish_tasks([final_row(s) for s in states])
+
+    async def finish_ended(self) -> None:
+        """Store tasks' final states as their jobs end (a read or a resume would do it
+        later; now, the result is the job as it ended)."""
+        async with self._c.events.subscribe() as events:
+            async for event in events:
+                if event.kind != "job_status" or event.status not in TERMINAL_JOB_VALUES:
+                    continue
+                try:
+                    await self.finish_jobs([event.job_id])
+                except PodiumError:
+                    log.exception("storing the final state of tasks failed", job_id=event.job_id)
 
     async def cancel(self, task_id: str) -> TaskState:
         """Cancel the task's job (a no-op when it has ended: cancelling is idempotent)."""

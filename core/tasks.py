@@ -1,8 +1,8 @@
 """Durable tasks: the handle a `run_job` call can answer with, mapped to its job.
 
-A task row holds only what cannot be derived: its unguessable id, its job, when it was made
-and when it expires. Its status is read from the job on every look, so it can never drift
-from it and survives any restart with the job itself:
+A task row holds its unguessable id, its job, when it was made and when it expires. While
+the task runs, its status is read from the job on every look, so it never drifts from it and
+survives any restart with the job itself:
 
 | job | task |
 |---|---|
@@ -12,6 +12,12 @@ from it and survives any restart with the job itself:
 | failed | `completed`, its result an error (`failed` is for protocol errors only) |
 | cancelled | `cancelled` |
 | gone (cleared) | `failed` |
+
+A terminal status is final (the tasks extension): the first time a task is seen ended (when
+its job ends, when it is read, and at the latest before its job is resumed or cleared), its
+status, message and result are written to its row (`final_*`), and every later read answers
+from there. A resumed job goes on under a new task (`run_job` with its `job_id`); a cleared
+job's task keeps answering what it ended with.
 
 The protocol shapes (task handles, input requests, tool results) belong to the server; this
 module knows jobs and sheets only.
@@ -27,7 +33,7 @@ from podium.core.checkpoint import read_job
 from podium.core.errors import NotFoundError
 from podium.core.models import JobDetail, JobStatus, SheetState, SheetStatus, WaitingReason
 from podium.core.store.base import Store
-from podium.core.store.rows import TaskRow
+from podium.core.store.rows import TaskRow, clone
 
 TASK_ID_BYTES = 24  # 192 bits: an id nobody can guess or enumerate
 POLL_INTERVAL_MS = 2000
@@ -91,15 +97,57 @@ class TaskState:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("completed", "cancelled", "failed")
+        return self.status in TERMINAL_TASK_STATUSES
+
+    @property
+    def final(self) -> bool:
+        """Read from the task's stored final state (not derived from its job)."""
+        return self.task.final_status is not None
+
+
+TERMINAL_TASK_STATUSES = ("completed", "cancelled", "failed")
+
+
+def final_row(state: TaskState) -> TaskRow:
+    """The task's row with `state`, a terminal one, as its final state."""
+    row = clone(state.task)
+    row.final_status = state.status
+    row.final_message = state.message
+    row.final_at = state.last_updated_at
+    row.final_error = state.error
+    row.final_job_failed = state.job_failed
+    row.final_detail = state.detail.model_dump(mode="json") if state.detail is not None else None
+    return row
+
+
+def _stored_final(task: TaskRow) -> TaskState:
+    detail = JobDetail.model_validate(task.final_detail) if task.final_detail is not None else None
+    return TaskState(
+        task,
+        task.final_status or "failed",
+        task.final_message or "",
+        task.final_at or task.created_at,
+        detail,
+        job_failed=task.final_job_failed,
+        error=task.final_error,
+    )
 
 
 async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
+    """The task as it is: its stored final state once it has one, else derived from its job
+    (a terminal state derived here is the caller's to store, see `JobTasks.get`)."""
     task = await store.get_task(task_id)
     if task is None:
         raise TaskNotFoundError(f"taskId: task {task_id!r} not found")
     if task.expires_at <= now:
         raise TaskExpiredError(f"taskId: task {task_id!r} has expired (its ttlMs passed)")
+    if task.final_status is not None:
+        return _stored_final(task)
+    return await derive_task(store, task)
+
+
+async def derive_task(store: Store, task: TaskRow) -> TaskState:
+    """The task's state as its job is now."""
     detail = await read_job(store, task.job_id, sheet_limit=100)
     if detail is None:
         return TaskState(
@@ -125,9 +173,7 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
     )
     sheets = waiting.sheets if waiting is not None else []
     approvals = [
-        AwaitedApproval(
-            approval_key(s), s.sheet_num, s.name, s.output_tail or "", s.waiting_until
-        )
+        AwaitedApproval(approval_key(s), s.sheet_num, s.name, s.output_tail or "", s.waiting_until)
         for s in sheets
         if s.waiting_reason is WaitingReason.APPROVAL
     ]

@@ -6,10 +6,10 @@ Podium's durable tasks (`podium.core.tasks`), built on the SDK's public `Extensi
   Any other request gets the synchronous tool (`server/tools.py`).
 - `tasks/get` (the task as its job is now: `working`, `input_required` with one elicitation
   per approval sheet that waits, `completed` inlining the final tool result, `cancelled`,
-  `failed`), `tasks/update` (answers to those elicitations decide the approvals),
-  `tasks/cancel` (cancels the job; idempotent). A request that did not declare the
-  extension gets -32021; an unknown or expired task id -32602; over HTTP an `Mcp-Name`
-  header that is not the task id, -32020.
+  `failed`; once ended, as it ended, read from its stored final state), `tasks/update`
+  (answers to those elicitations decide the approvals), `tasks/cancel` (cancels the job;
+  idempotent). A request that did not declare the extension gets -32021; an unknown or
+  expired task id -32602; over HTTP an `Mcp-Name` header that is not the task id, -32020.
 - `subscriptions/listen` with `taskIds` streams `notifications/tasks` (the whole task, as
   `tasks/get` would answer) each time one of those tasks changes status, beside the
   resource notifications the SDK's own listen handler serves.

@@ -159,10 +159,10 @@ def _end(
     settle_job(tx, job_id)
 
 
-def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
-    """Take back an open gate's question (its sheet changed): recorded as a cancelled
-    attempt, so the question asked next is a new attempt, under a new task input key (keys
-    must never name two questions), and the sheet goes back to pending."""
+def take_back(tx: Tx, job_id: str, sheet_num: int, why: str, category: ErrorCategory) -> SheetRow:
+    """Record an open gate's question as taken back, unanswered: a cancelled attempt, so
+    the question asked next is a new attempt, under a new task input key (keys must never
+    name two questions). Returns the sheet to end or reset."""
     now = tx.now
     sheet = tx.edit_sheet(job_id, sheet_num)
     started = sheet.started_at or now
@@ -176,11 +176,18 @@ def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
             ended_at=now,
             duration_seconds=max(0.0, (now - started).total_seconds()),
             outcome=Outcome.CANCELLED,
-            error_category=ErrorCategory.CANCELLED,
+            error_category=category,
             error=why,
         )
     )
-    reset_for_retry(sheet, now, fresh_budget=False)
+    return sheet
+
+
+def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
+    """Take back an open gate's question (its sheet changed); the sheet goes back to
+    pending, to ask again."""
+    sheet = take_back(tx, job_id, sheet_num, why, ErrorCategory.CANCELLED)
+    reset_for_retry(sheet, tx.now, fresh_budget=False)
     sheet.output_tail = None
 
 

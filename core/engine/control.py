@@ -12,7 +12,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
-from podium.core.engine.approvals import awaiting, withdraw
+from podium.core.engine.approvals import awaiting, take_back, withdraw
 from podium.core.engine.costs import check_resumable
 from podium.core.engine.rules import (
     check_spec_change,
@@ -390,6 +390,25 @@ class Control:
 
         await self.writer.run(Op(apply, name="purge tasks"))
 
+    async def finish_tasks(self, rows: Sequence[TaskRow]) -> None:
+        """Store tasks' final states, each derived from its job as read before this op: one
+        whose job has moved on since (another status, or a job where there was none) is left
+        as it is, to be derived again; one whose job was cleared since is stored as read (it
+        had ended). The job's row is locked, so a writer elsewhere that changes the job
+        meanwhile makes this op read it again."""
+
+        def apply(tx: Tx) -> None:
+            for row in rows:
+                read_as = (row.final_detail or {}).get("status")
+                if tx.has_job(row.job_id):
+                    if read_as != tx.job(row.job_id).status.value:
+                        continue
+                    tx.lock_job(row.job_id)
+                tx.finish_task(row)
+
+        job_ids = sorted({r.job_id for r in rows})
+        await self.writer.run(Op(apply, job_rows=job_ids, name="finish tasks"))
+
     async def delete(self, job_ids: Sequence[str]) -> list[str]:
         """Delete the given jobs that are terminal; active ones are never deleted."""
 
@@ -413,7 +432,11 @@ def cancel_idle_sheets(
     the conductor that runs them, which records their end."""
     for num, sheet in tx.sheets(job_id).items():
         if not sheet.status.is_terminal and num not in running:
-            edited = tx.edit_sheet(job_id, num)
+            if awaiting(sheet):
+                # A gate's open question ends unanswered: a resume asks anew.
+                edited = take_back(tx, job_id, num, error, category)
+            else:
+                edited = tx.edit_sheet(job_id, num)
             mark_terminal(edited, SheetStatus.CANCELLED, tx.now, error, category)
 
 

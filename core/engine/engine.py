@@ -196,6 +196,9 @@ class Engine:
     async def purge_tasks(self, task_ids: Sequence[str]) -> None:
         await self.control.purge_tasks(task_ids)
 
+    async def finish_tasks(self, rows: Sequence[TaskRow]) -> None:
+        await self.control.finish_tasks(rows)
+
     async def pause(self, job_id: str, immediate: bool) -> JobSummary:
         return await self.control.pause(job_id, immediate)
 

@@ -78,6 +78,7 @@ class Tx:
         self.deleted_jobs: list[JobRow] = []
         self.new_tasks: list[TaskRow] = []
         self.deleted_tasks: list[str] = []
+        self.finished_tasks: list[TaskRow] = []
         self.events: list[ChangeEvent] = []
         self._after: list[Callable[[], None]] = []
         self._starting: set[str] = set()
@@ -280,6 +281,10 @@ class Tx:
     def delete_tasks(self, task_ids: Sequence[str]) -> None:
         self.deleted_tasks.extend(task_ids)
 
+    def finish_task(self, row: TaskRow) -> None:
+        """Write the task's final state (kept only if it has none yet: the first stands)."""
+        self.finished_tasks.append(row)
+
     def starts_sheets(self, job_id: str) -> None:
         """This op starts sheets of the job (their running entries come once committed)."""
         self._starting.add(job_id)
@@ -310,6 +315,7 @@ class Tx:
             deleted_jobs=list(self.deleted_jobs),
             new_tasks=list(self.new_tasks),
             deleted_tasks=list(self.deleted_tasks),
+            finished_tasks=list(self.finished_tasks),
         )
         for key, hold in own.holds.items():
             if hold is None:

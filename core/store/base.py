@@ -85,6 +85,9 @@ class WriteBatch:
     # Durable tasks: inserted (refused if the id exists) and purged by id.
     new_tasks: list[TaskRow] = field(default_factory=list)
     deleted_tasks: list[str] = field(default_factory=list)
+    # Tasks seen ended: their `final_*` fields are written unless the task already has a
+    # final state (the first one stands; a task that is gone is skipped). Never a conflict.
+    finished_tasks: list[TaskRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(
@@ -102,6 +105,7 @@ class WriteBatch:
                 self.deleted_jobs,
                 self.new_tasks,
                 self.deleted_tasks,
+                self.finished_tasks,
             )
         )
 
@@ -267,6 +271,10 @@ class Store(Protocol):
         ...
 
     async def get_task(self, task_id: str) -> TaskRow | None: ...
+    async def open_tasks(self, job_ids: Sequence[str]) -> list[TaskRow]:
+        """Tasks of these jobs that have no final state yet."""
+        ...
+
     async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
         """Ids of tasks whose `expires_at` has passed, soonest first."""
         ...

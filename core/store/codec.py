@@ -3,8 +3,8 @@ any SQL store. A dialect says how a field of a given type is stored (`Converters
 statement names a parameter; the rest (column lists, straight-line encoders and decoders,
 the list cursor) is the same for every store.
 
-A field becomes a column of the same name; lists are stored as JSON in a column named
-`<field>_json`. Decoding is a tuple of converters applied positionally, so reading a row
+A field becomes a column of the same name; lists and dicts are stored as JSON in a column
+named `<field>_json`. Decoding is a tuple of converters applied positionally, so reading a row
 costs one call per non-plain column and nothing else.
 """
 
@@ -54,7 +54,7 @@ def enum_value(member: Enum) -> Any:
 
 def type_kind(base: Any) -> str:
     """Which of the few kinds of field a row declares this type as."""
-    if base is ValidationResult or typing.get_origin(base) is list:
+    if base is ValidationResult or typing.get_origin(base) in (list, dict):
         return "json"
     if base is typing.Any or base in (str, int, float):
         return "plain"

@@ -314,8 +314,10 @@ class ConductorRow:
 
 @dataclass(slots=True)
 class TaskRow:
-    """A durable task: the handle a `run_job` call answered with, mapped to its job. Its
-    status is not stored: it is derived from the job's rows on every read."""
+    """A durable task: the handle a `run_job` call answered with, mapped to its job. While
+    it runs, its status is derived from the job's rows on every read; once it has ended, its
+    final state (`final_*`) is written once and read from here ever after (a terminal status
+    is final, whatever later happens to the job)."""
 
     task_id: str
     job_id: str
@@ -325,6 +327,12 @@ class TaskRow:
     ttl_ms: int
     poll_interval_ms: int
     created_by: str | None = None
+    final_status: str | None = None  # completed, failed or cancelled; None while it runs
+    final_message: str | None = None
+    final_at: datetime | None = None  # its lastUpdatedAt from then on
+    final_error: str | None = None  # why it failed (final_status failed)
+    final_job_failed: bool = False  # its result is an error (the job failed)
+    final_detail: dict[str, Any] | None = None  # the job detail its result carries
     version: int = 0
 
 

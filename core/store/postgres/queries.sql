@@ -215,3 +215,16 @@ SELECT job_id, status, completed_at, snapshot_path FROM jobs;
 
 -- name: select_jobs_with_pending_hooks
 SELECT {jobs.columns} FROM jobs WHERE pending_hooks_json <> '[]' ORDER BY completed_at, job_id;
+
+-- name: finish_task
+-- The first final state stands: a task that has one keeps it.
+UPDATE tasks SET final_status = %(final_status)s, final_message = %(final_message)s,
+  final_at = %(final_at)s, final_error = %(final_error)s,
+  final_job_failed = %(final_job_failed)s, final_detail_json = %(final_detail_json)s,
+  version = version + 1
+WHERE task_id = %(task_id)s AND final_status IS NULL;
+
+-- name: select_open_tasks
+SELECT {tasks.columns} FROM tasks
+WHERE final_status IS NULL AND job_id = ANY(%(job_ids)s::text[])
+ORDER BY task_id;

@@ -239,6 +239,8 @@ async def _apply(cur: Cursor, batches: Sequence[WriteBatch]) -> None:
         await _cas(cur, TASKS, Q["insert_task"], batch.new_tasks)
         if batch.deleted_tasks:
             await cur.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
+        if batch.finished_tasks:
+            await cur.executemany(Q["finish_task"], [TASKS.params(t) for t in batch.finished_tasks])
 
 
 async def _one_by_one(conn: Conn, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
@@ -296,9 +298,7 @@ class PostgresStore:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         except BaseException as exc:
             await pool.close()
-            if isinstance(exc, psycopg.Error | TimeoutError) and not isinstance(
-                exc, PodiumError
-            ):
+            if isinstance(exc, psycopg.Error | TimeoutError) and not isinstance(exc, PodiumError):
                 raise PodiumError(
                     f"store_url: cannot use the PostgreSQL store at {redacted(url)}: {exc}"
                 ) from exc
@@ -399,9 +399,7 @@ class PostgresStore:
             holds = holds or bool(batch.holds or batch.deleted_holds)
         if not jobs and not holds:
             return
-        detail = {
-            j: frozenset(sheets.get(j, ())) for j in jobs - whole
-        }
+        detail = {j: frozenset(sheets.get(j, ())) for j in jobs - whole}
         change = StoreChange(frozenset(jobs), detail, holds)
         for payload in change_payloads(self.origin, change):
             await conn.execute(Q["notify"], {"channel": self.channel, "payload": payload})
@@ -627,6 +625,9 @@ class PostgresStore:
 
     async def get_task(self, task_id: str) -> TaskRow | None:
         return await self._row(TASKS, Q["select_task"], {"task_id": task_id})
+
+    async def open_tasks(self, job_ids: Sequence[str]) -> list[TaskRow]:
+        return await self._rows(TASKS, Q["select_open_tasks"], {"job_ids": list(job_ids)})
 
     async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
         async def run(conn: Conn) -> list[str]:

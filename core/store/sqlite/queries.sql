@@ -174,3 +174,15 @@ SELECT task_id FROM tasks WHERE expires_at <= :now ORDER BY expires_at LIMIT :li
 
 -- name: select_next_task_expiry
 SELECT min(expires_at) FROM tasks;
+
+-- name: finish_task
+-- The first final state stands: a task that has one keeps it.
+UPDATE tasks SET final_status = :final_status, final_message = :final_message,
+  final_at = :final_at, final_error = :final_error, final_job_failed = :final_job_failed,
+  final_detail_json = :final_detail_json, version = version + 1
+WHERE task_id = :task_id AND final_status IS NULL;
+
+-- name: select_open_tasks
+SELECT {tasks.columns} FROM tasks
+WHERE final_status IS NULL AND job_id IN (SELECT value FROM json_each(:job_ids))
+ORDER BY task_id;

@@ -181,6 +181,7 @@ def _apply(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> None:
                 raise _Refused(Conflict("jobs", job.job_id))
         _insert(conn, TASKS, Q["insert_task"], batch.new_tasks)
         conn.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
+        conn.executemany(Q["finish_task"], [TASKS.params(t) for t in batch.finished_tasks])
 
 
 def _lock(conn: sqlite3.Connection, locks: dict[str, int]) -> None:
@@ -670,6 +671,10 @@ class SQLiteStore:
 
     async def get_task(self, task_id: str) -> TaskRow | None:
         return await self._row(TASKS, Q["select_task"], {"task_id": task_id})
+
+    async def open_tasks(self, job_ids: Sequence[str]) -> list[TaskRow]:
+        params = {"job_ids": json.dumps(list(job_ids))}
+        return await self._rows(TASKS, Q["select_open_tasks"], params)
 
     async def expired_tasks(self, now: datetime, limit: int) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
