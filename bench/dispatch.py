@@ -4,6 +4,7 @@ measured in the same run. Every transition is checked in the store afterwards.""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -36,7 +37,14 @@ asyncio.run(main())
 """
 
 
-def xargs_rate(count: int) -> float:
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def xargs_rate(count: int) -> tuple[float, float]:
+    """Processes per second, and the CPU seconds each cost (xargs's share included)."""
+    before = _cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
         f"seq {count} | xargs -P{CONCURRENCY} -I{{}} bash -c true",
@@ -44,7 +52,8 @@ def xargs_rate(count: int) -> float:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    return count / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return count / elapsed, (_cpu_seconds(resource.RUSAGE_CHILDREN) - before) / count
 
 
 def asyncio_floor_rate(count: int) -> float:
@@ -66,11 +75,13 @@ def trivial_spec(name: str, sheets: int) -> dict[str, object]:
     }
 
 
-async def podium_rate(home: Path, jobs: int, per_job: int) -> tuple[float, int]:
+async def podium_rate(home: Path, jobs: int, per_job: int) -> tuple[float, int, float]:
     """Sheets per second from the first submit to the last job's completion; returns the
-    rate and the number of commits the writer made."""
+    rate, the number of commits the writer made, and the CPU seconds per sheet this process
+    (the conductor and its threads, not the sheets' processes) spent meanwhile."""
     config = bench_config(home, max_concurrent_sheets=CONCURRENCY)
     async with Conductor(config) as conductor:
+        cpu_before = _cpu_seconds(resource.RUSAGE_SELF)
         started = time.perf_counter()
         ids = set()
         for i in range(jobs):
@@ -78,8 +89,10 @@ async def podium_rate(home: Path, jobs: int, per_job: int) -> tuple[float, int]:
             ids.add(submitted.job_id)
         await until_finished(conductor, ids)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(resource.RUSAGE_SELF) - cpu_before
         await verify(conductor, ids, per_job)
-        return jobs * per_job / elapsed, conductor.engine.writer.commits
+        count = jobs * per_job
+        return count / elapsed, conductor.engine.writer.commits, cpu / count
 
 
 async def until_finished(conductor: Conductor, ids: set[str]) -> None:
@@ -135,14 +148,19 @@ async def _run(rounds: int, quick: bool, homes: ExitStack) -> list[Figure]:
         xargs: list[float] = []
         floor: list[float] = []
         commits: list[int] = []
+        our_cpu: list[float] = []
+        child_cpu: list[float] = []
         for _ in range(rounds):
             # Interleaved, so a change in the machine's load touches all three alike.
-            xargs.append(await anyio.to_thread.run_sync(xargs_rate, count))
+            xargs_per_second, per_process = await anyio.to_thread.run_sync(xargs_rate, count)
+            xargs.append(xargs_per_second)
+            child_cpu.append(per_process * 1000)
             floor.append(await anyio.to_thread.run_sync(asyncio_floor_rate, count))
             home = homes.enter_context(scratch("dispatch"))
-            rate, made = await podium_rate(home, jobs, per_job)
+            rate, made, cpu = await podium_rate(home, jobs, per_job)
             ours.append(rate)
             commits.append(made)
+            our_cpu.append(cpu * 1000)
         shape = f"{jobs} x {per_job:,}"
         note = f"every transition checked in the store; commits/sheet {commits[-1] / count:.2f}"
         figures.append(
@@ -167,6 +185,20 @@ async def _run(rounds: int, quick: bool, homes: ExitStack) -> list[Figure]:
                 "asyncio+semaphore",
                 floor,
                 compare="speed",
+            )
+        )
+        # Where the time goes: xargs keeps the machine's cores busy with `bash -c true`
+        # alone, so a conductor 1.5x slower has, beside each sheet's own bash, half a bash's
+        # CPU for everything else it does for that sheet.
+        figures.append(
+            Figure(
+                "dispatch",
+                f"{shape} conductor CPU per sheet",
+                "ms",
+                our_cpu,
+                "bash -c true under xargs",
+                child_cpu,
+                note="1.5x of xargs on cores it keeps busy leaves the conductor 0.5x a bash",
             )
         )
     return figures
