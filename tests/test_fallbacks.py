@@ -190,3 +190,42 @@ async def test_fallback_errors_at_submit(fleet: Conductor) -> None:
     assert "unknown instrument 'workng'" in messages["sheets.1.fallbacks.0"]
     # Neither sheet has an installed instrument to run on.
     assert "not installed" in messages["instrument"]
+
+
+async def test_sheets_behind_a_long_hold_move_on_without_running_into_it(
+    fleet: Conductor,
+) -> None:
+    """The hold one sheet's rate limit set is the instrument's: every later sheet with
+    fallbacks whose instrument is held past the bound moves on too, instead of sitting
+    `pending` for hours; a sheet without fallbacks still waits for the hold."""
+    spec = {
+        "name": "behind-hold",
+        "instrument": "limited",
+        "fallbacks": ["working"],
+        "fallback_wait_seconds": 60,
+        "sheets": [
+            {"name": "first", "prompt": "one"},
+            {"name": "second", "depends_on": ["first"], "prompt": "two"},
+        ],
+    }
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED, [s.last_error for s in detail.sheets]
+    assert [(h.sheet_num, h.instrument, h.outcome) for h in history] == [
+        (1, "limited", Outcome.RATE_LIMITED),
+        (1, "working", Outcome.COMPLETED),
+        (2, "working", Outcome.COMPLETED),
+    ]
+    assert detail.sheets[1].instrument == "working"
+    # Another job on the held instrument moves at once; one without fallbacks waits.
+    other = await fleet.submit_job(spec={**spec, "name": "later"})
+    stuck = await fleet.submit_job(
+        spec={"name": "no-fallback", "instrument": "limited", "sheets": [{"prompt": "x"}]}
+    )
+    done = await wait_for_job(fleet, other.job_id)
+    assert done.status is JobStatus.COMPLETED
+    later, _ = await fleet.get_execution_history(other.job_id)
+    assert {h.instrument for h in later} == {"working"}
+    waiting = await fleet.get_job(stuck.job_id)
+    assert waiting.sheets[0].status is SheetStatus.PENDING
+    assert waiting.sheets[0].instrument == "limited"
+    await fleet.cancel_job(stuck.job_id)
