@@ -371,6 +371,29 @@ def _verdict(
     return f"{status.value}: {progress}"
 
 
+def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
+    """Pending sheets of a running job that could start but for a rate-limit hold on their
+    instrument (set by any sheet, in any job): they never ran, so they have no wait of
+    their own to show."""
+    if not held or detail.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return []
+    status = {s.sheet_num: s.status for s in detail.sheets}
+    done = (SheetStatus.COMPLETED, SheetStatus.SKIPPED)
+    return [
+        WaitInfo(
+            sheet_num=s.sheet_num,
+            name=s.name,
+            reason=WaitingReason.RATE_LIMIT,
+            until=held[s.instrument],
+            detail=f"pending: {s.instrument!r} is held by a rate limit",
+        )
+        for s in detail.sheets
+        if s.status is SheetStatus.PENDING
+        and s.instrument in held
+        and all(status.get(d) in done for d in s.depends_on)
+    ]
+
+
 async def diagnose(
     detail: JobDetail,
     history: Sequence[HistoryEntry],
@@ -381,6 +404,7 @@ async def diagnose(
     pressure_reason: str | None = None,
 ) -> Diagnosis:
     """`detail` must carry every sheet; `history` every attempt of the job (oldest first)."""
+    by_num = {s.sheet_num: s for s in detail.sheets}
     by_sheet: dict[int, list[HistoryEntry]] = {}
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
@@ -434,6 +458,9 @@ async def diagnose(
             )
         )
     skipped = [s for s in detail.sheets if s.status is SheetStatus.SKIPPED]
+    # Only the holds on instruments this job's sheets run on concern it.
+    used = {s.instrument for s in detail.sheets}
+    held = {instrument: until for instrument, until in rate_limits if instrument in used}
     waiting = [
         WaitInfo(
             sheet_num=s.sheet_num,
@@ -445,6 +472,7 @@ async def diagnose(
         for s in detail.sheets
         if s.status is SheetStatus.WAITING
     ]
+    waiting = sorted([*waiting, *_behind_holds(detail, held)], key=lambda w: w.sheet_num)
     steps = _next_steps(detail.job_id, failing)
     if detail.pause_reason is PauseReason.COST_LIMIT:
         steps.append(
@@ -458,14 +486,18 @@ async def diagnose(
         )
     elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(_resume(detail.job_id, "resume the job"))
-    if any(w.reason is WaitingReason.RATE_LIMIT for w in waiting):
+    limited = {
+        by_num[w.sheet_num].instrument for w in waiting if w.reason is WaitingReason.RATE_LIMIT
+    }
+    if limited:
+        one = next(iter(limited)) if len(limited) == 1 else None
         steps.append(
             NextStep(
                 action="sheets wait for an instrument's rate limit to reset; lift it only if "
                 "you know the limit is gone",
                 tool="clear_rate_limits",
-                arguments={},
-                cli="podium clear --rate-limits",
+                arguments={"instrument": one} if one else {},
+                cli="podium clear --rate-limits" + (f" --instrument {one}" if one else ""),
             )
         )
     if pressure_level in ("high", "critical"):
@@ -491,7 +523,7 @@ async def diagnose(
         ],
         skipped_total=len(skipped),
         waiting=waiting[:MAX_LISTED_SHEETS],
-        rate_limits=[HeldInstrument(instrument=i, until=u) for i, u in rate_limits][:20],
+        rate_limits=[HeldInstrument(instrument=i, until=u) for i, u in held.items()][:20],
         pressure_level=pressure_level,
         pressure_reason=pressure_reason,
         next_steps=steps[:MAX_NEXT_STEPS],
