@@ -79,6 +79,11 @@ class SheetDiagnosis(_Model):
     name: str | None
     status: SheetStatus
     instrument: str
+    failed_on: str | None = Field(
+        None,
+        description="the instrument the last failed attempt ran on, when it is not the "
+        "sheet's instrument now (the sheet moved to a fallback)",
+    )
     error_category: ErrorCategory | None
     cause: str = Field(description="one sentence: why this sheet did not complete")
     error: str | None
@@ -204,8 +209,26 @@ def _failed_validations(entry: HistoryEntry | None) -> list[FailedValidation]:
 
 
 def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[FailedValidation]) -> str:
+    cause = _cause_on(sheet, last, failed)
+    failed_on = _failed_on(sheet, last)
+    if failed_on is not None and sheet.status is not SheetStatus.FAILED:
+        return f"{cause}; the sheet moved on to {sheet.instrument!r}"
+    return cause
+
+
+def _failed_on(sheet: SheetState, last: HistoryEntry | None) -> str | None:
+    if last is None or last.instrument is None or last.instrument == sheet.instrument:
+        return None
+    return last.instrument
+
+
+def _cause_on(
+    sheet: SheetState, last: HistoryEntry | None, failed: Sequence[FailedValidation]
+) -> str:
     category = sheet.error_category
     error = sheet.last_error or (last.error if last else None) or "no error recorded"
+    # The instrument whose attempt failed: the sheet may have moved to a fallback since.
+    instrument = _failed_on(sheet, last) or sheet.instrument
     if category is ErrorCategory.VALIDATION_FAILED and failed:
         first = failed[0]
         where = f" on {first.path}" if first.path else ""
@@ -218,14 +241,14 @@ def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[Failed
     if category is ErrorCategory.TIMEOUT:
         return f"the run was stopped: {error}"
     if category is ErrorCategory.AUTH:
-        return f"the instrument {sheet.instrument!r} reported an authentication error ({error})"
+        return f"the instrument {instrument!r} reported an authentication error ({error})"
     if category is ErrorCategory.BILLING:
         return (
-            f"the instrument {sheet.instrument!r} reported that its account is out of credits "
+            f"the instrument {instrument!r} reported that its account is out of credits "
             f"or its plan is exhausted ({error})"
         )
     if category is ErrorCategory.RATE_LIMITED:
-        return f"the instrument {sheet.instrument!r} stayed rate limited: {error}"
+        return f"the instrument {instrument!r} stayed rate limited: {error}"
     if category is ErrorCategory.TRANSIENT:
         return f"a transient error (network, overload) on the last attempt: {error}"
     if category is ErrorCategory.CRASHED:
@@ -264,6 +287,14 @@ class _Advice:
 def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
     label = f"sheet {sheet.sheet_num}"
     category = sheet.error_category
+    if sheet.failed_on is not None and sheet.status is not SheetStatus.FAILED:
+        # Moved to a fallback and not done yet: nothing to re-run or fix for it to go on.
+        return _Advice(
+            f"{label} moved from {sheet.failed_on!r} to {sheet.instrument!r} after "
+            f"{category.value if category else 'a failure'} and goes on there; fix "
+            f"{sheet.failed_on!r} only to have later sheets run on it"
+        )
+    instrument = sheet.failed_on or sheet.instrument
     if category is ErrorCategory.VALIDATION_FAILED:
         first = sheet.failed_validations[0] if sheet.failed_validations else None
         what = f" ({first.type} on {first.path})" if first and first.path else ""
@@ -281,22 +312,22 @@ def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
         )
     if category is ErrorCategory.AUTH:
         return _Advice(
-            f"log the {sheet.instrument!r} CLI in (run it once by hand, or set its API key in "
+            f"log the {instrument!r} CLI in (run it once by hand, or set its API key in "
             "instrument_config.env), then re-run",
             rerun=True,
         )
     if category is ErrorCategory.BILLING:
         return _Advice(
-            f"add credits to (or upgrade the plan of) the account {sheet.instrument!r} uses, "
+            f"add credits to (or upgrade the plan of) the account {instrument!r} uses, "
             "then re-run; waiting does not help",
             rerun=True,
         )
     if category is ErrorCategory.RATE_LIMITED:
         lift = NextStep(
-            action=f"wait for {sheet.instrument!r}'s limit to reset, or lift Podium's wait",
+            action=f"wait for {instrument!r}'s limit to reset, or lift Podium's wait",
             tool="clear_rate_limits",
-            arguments={"instrument": sheet.instrument},
-            cli=f"podium clear --rate-limits --instrument {sheet.instrument}",
+            arguments={"instrument": instrument},
+            cli=f"podium clear --rate-limits --instrument {instrument}",
         )
         return _Advice(
             f"{label} stayed rate limited; re-run once the limit resets", True, True, [lift]
@@ -446,6 +477,7 @@ async def diagnose(
                 name=sheet.name,
                 status=sheet.status,
                 instrument=sheet.instrument,
+                failed_on=_failed_on(sheet, last_failed),
                 error_category=sheet.error_category,
                 cause=_clip(_cause(sheet, last_failed, failed), MAX_ERROR_CHARS) or "",
                 error=_clip(sheet.last_error, MAX_ERROR_CHARS),

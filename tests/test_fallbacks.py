@@ -229,3 +229,41 @@ async def test_sheets_behind_a_long_hold_move_on_without_running_into_it(
     assert waiting.sheets[0].status is SheetStatus.PENDING
     assert waiting.sheets[0].instrument == "limited"
     await fleet.cancel_job(stuck.job_id)
+
+
+async def test_diagnose_blames_the_instrument_that_failed_not_the_one_moved_to(
+    fleet: Conductor,
+) -> None:
+    """After an auth failure moved a sheet on, diagnose names the instrument that failed
+    (the one to log in) and the move, not the fallback the sheet waits on now."""
+    blocker = await fleet.submit_job(
+        spec={"name": "blocker", "instrument": "limited", "sheets": [{"prompt": "x"}]}
+    )
+
+    async def held() -> bool:
+        return bool((await fleet.status()).rate_limits)
+
+    await wait_until(held, timeout=20)
+    moved = await fleet.submit_job(
+        spec={
+            "name": "moved",
+            "instrument": "logged-out",
+            "fallbacks": ["limited"],
+            "fallback_wait_seconds": 86400,
+            "sheets": [{"prompt": "go"}],
+        }
+    )
+
+    async def on_fallback() -> bool:
+        sheet = (await fleet.get_job(moved.job_id)).sheets[0]
+        return sheet.instrument == "limited" and sheet.status is SheetStatus.PENDING
+
+    await wait_until(on_fallback, timeout=20)
+    result = await fleet.diagnose(moved.job_id)
+    [sheet] = result.failing
+    assert "'logged-out'" in sheet.cause and "'limited'" in sheet.cause, sheet.cause
+    actions = " ".join(s.action for s in result.next_steps)
+    assert "log the 'limited' CLI in" not in actions, actions
+    assert [(w.sheet_num, w.reason) for w in result.waiting] == [(1, "rate_limit")]
+    for job in (blocker, moved):
+        await fleet.cancel_job(job.job_id)
