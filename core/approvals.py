@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from podium.core.errors import NotFoundError, PodiumError, job_not_found
 from podium.core.models import Decision, JobSummary
+from podium.core.spec import MAX_SHEETS
 from podium.core.store.base import Store
 from podium.core.store.rows import SheetRow
 from podium.core.views import ApprovalList, PendingApproval
@@ -49,9 +50,11 @@ class Approvals:
         return await self._c.engine.decide(job_id, num, chosen, decided_by, note)
 
     async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
-        if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.isdigit()):
+        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses.
+        if isinstance(sheet, int) or (sheet.isascii() and sheet.isdigit()):
             num = int(sheet)
-            if await self._c.store.get_sheet(job_id, num) is not None:
+            # No job has a sheet past MAX_SHEETS; a larger number would not fit the store.
+            if 1 <= num <= MAX_SHEETS and await self._c.store.get_sheet(job_id, num) is not None:
                 return num
             await _known_job(self._c.store, job_id)
             raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import socket
@@ -21,6 +22,12 @@ class ConfigError(PodiumError):
     pass
 
 
+# Durations are bounded: each becomes a moment (now +/- it), and an unbounded one (1e300)
+# overflowed there, so the conductor could not start, or stopped at its next cleanup.
+_YEAR_SECONDS = 365 * 24 * 3600
+_TEN_YEARS_HOURS = 10 * 365 * 24
+
+
 class PodiumConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,23 +36,23 @@ class PodiumConfig(BaseModel):
     max_concurrent_sheets: int = Field(4, ge=1, le=10_000)
     max_memory_mb: int = Field(4096, ge=16)
     max_processes: int = Field(256, ge=1)
-    snapshot_ttl_hours: float = Field(168, ge=0)
+    snapshot_ttl_hours: float = Field(168, ge=0, le=_TEN_YEARS_HOURS)
     # How long a durable task (a run_job call answered with a task handle) is kept, from its
     # creation; then tasks/get answers that it expired and the row is purged.
-    task_ttl_hours: float = Field(168, gt=0)
+    task_ttl_hours: float = Field(168, gt=0, le=_TEN_YEARS_HOURS)
     allowed_roots: list[Path] = Field(default_factory=list)
     log_max_bytes: int = Field(10_485_760, ge=1024)
-    monitor_interval_seconds: float = Field(5, gt=0)
+    monitor_interval_seconds: float = Field(5, gt=0, le=3600)
     auto_resume: bool = False
-    kill_grace_seconds: float = Field(10, ge=0)
-    max_rate_limit_wait_seconds: float = Field(21600, gt=0)
+    kill_grace_seconds: float = Field(10, ge=0, le=3600)
+    max_rate_limit_wait_seconds: float = Field(21600, gt=0, le=_YEAR_SECONDS)
     max_rate_limit_retries: int = Field(20, ge=0)
     # None: a started conductor runs until stopped.
-    idle_exit_minutes: float | None = Field(None, gt=0)
+    idle_exit_minutes: float | None = Field(None, gt=0, le=_YEAR_SECONDS / 60)
     # Filled from `home` when not given (see _derived_defaults).
     store_url: str = Field("", min_length=0)
     conductor_id: str = Field("", max_length=200)
-    lease_seconds: float = Field(30, gt=0)
+    lease_seconds: float = Field(30, gt=0, le=86400)
     # Labels a job's `hosts` can name to run on this conductor (besides its conductor_id and
     # its host name).
     host_labels: list[str] = Field(default_factory=list)
@@ -136,6 +143,8 @@ def load_config(
 ) -> PodiumConfig:
     env = os.environ if env is None else env
     home = (home or default_home(env)).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"Podium home {home} is not a directory (--home / PODIUM_HOME)")
     merged: dict[str, Any] = {}
     config_file = home / "config.yaml"
     if config_file.exists():
@@ -161,5 +170,11 @@ def load_config(
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{key}: {err['msg']} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                # A misspelt key silently ignored would do the wrong thing; name the key meant.
+                known = sorted(set(PodiumConfig.model_fields) - {"home"})
+                close = difflib.get_close_matches(key, known, n=1)
+                message = f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}"
+            lines.append(f"{key}: {message} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc

@@ -15,7 +15,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from podium.core.config import PodiumConfig
-from podium.core.errors import HomeLockedError
+from podium.core.errors import HomeLockedError, PodiumError
 from podium.core.models import UtcTime
 
 
@@ -27,7 +27,10 @@ def ensure_home(config: PodiumConfig) -> None:
         config.workspaces_dir,
         config.instruments_dir,
     ):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PodiumError(f"cannot create {folder} in the Podium home: {exc.strerror}") from exc
 
 
 def read_lock_owner(lock_path: Path) -> int | None:

@@ -64,12 +64,20 @@ WATCH_SECONDS = 0.25
 # How long a lost conductor may take to go before the bridge looks for a conductor again.
 LOST_GRACE_SECONDS = 3.0
 REPLAY_TIMEOUT_SECONDS = 30.0
+# After stdin closes, how long answers to requests already sent may take to arrive (a
+# script that pipes its requests in closes stdin at once and still reads the answers);
+# below the ~2-4 s after which SDK clients kill a server that has not exited.
+EOF_DRAIN_SECONDS = 2.0
 # The tasks extension routes its requests by task id (`Mcp-Name`), which the SDK's header
 # table does not list.
 TASK_NAME_KEYS = {"tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
 LOST_MESSAGE = (
     "the Podium conductor stopped while this request was in flight; send it again "
     "(the next request starts the conductor again)"
+)
+UNANSWERED_MESSAGE = (
+    "stdin closed before the conductor answered this request (the bridge waits "
+    f"{EOF_DRAIN_SECONDS:.0f} s for answers after stdin closes)"
 )
 
 
@@ -94,6 +102,12 @@ class SessionState:
     legacy_version: str | None = None
     subscriptions: set[str] = field(default_factory=set)
     param_maps: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
+    # Set once no request is in flight (the drain after stdin closes waits on it).
+    answered: anyio.Event | None = None
+
+    def _settled(self) -> None:
+        if not self.pending and self.answered is not None:
+            self.answered.set()
 
     def outbound(self, message: SessionMessage) -> SessionMessage:
         """Record a client message and give it the HTTP headers its body implies."""
@@ -109,6 +123,7 @@ class SessionState:
                 cancelled = m.params.get("requestId")
                 if isinstance(cancelled, int | str):
                     self.pending.pop(cancelled, None)
+                    self._settled()
         if not isinstance(m, JSONRPCRequest | JSONRPCNotification):
             return message  # a response to a server request: the transport's cached version
         headers = self.headers_for(m)
@@ -135,6 +150,7 @@ class SessionState:
     def delivered(self, m: JSONRPCResponse | JSONRPCError) -> None:
         """A response reached the client: its request is no longer in flight."""
         request = self.pending.pop(m.id, None) if m.id is not None else None
+        self._settled()
         if request is None or not isinstance(m, JSONRPCResponse):
             return
         result = m.result
@@ -179,7 +195,9 @@ class Bridge:
             while True:
                 try:
                     await self._attach(info, client_read, client_write, carry, reconnect)
-                    return 0  # the client closed stdin
+                    # The client closed stdin: what is still unanswered says so, not silence.
+                    await self._fail_pending(client_write, UNANSWERED_MESSAGE)
+                    return 0
                 except UpstreamLost as exc:
                     log.warning("conductor lost", pid=info.pid, reason=str(exc))
                 await self._fail_pending(client_write)
@@ -216,10 +234,10 @@ class Bridge:
                 SessionMessage(JSONRPCError(jsonrpc="2.0", id=m.id, error=error))
             )
 
-    async def _fail_pending(self, client_write: ClientWrite) -> None:
+    async def _fail_pending(self, client_write: ClientWrite, why: str = LOST_MESSAGE) -> None:
         for request_id in list(self.state.pending):
             self.state.pending.pop(request_id, None)
-            error = ErrorData(code=CONNECTION_CLOSED, message=LOST_MESSAGE)
+            error = ErrorData(code=CONNECTION_CLOSED, message=why)
             reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
             await client_write.send(SessionMessage(reply))
 
@@ -276,8 +294,13 @@ class Bridge:
                             tg.cancel_scope.cancel()
                             return
                         await up_write.send(self.state.outbound(item))
-                    # stdin EOF. Cancel rather than close the write stream, which would make
-                    # the transport close its read side while responses may still arrive.
+                    # stdin EOF. Answers already on their way get a moment to arrive; then
+                    # cancel rather than close the write stream, which would make the
+                    # transport close its read side while responses may still arrive.
+                    if self.state.pending:
+                        self.state.answered = anyio.Event()
+                        with anyio.move_on_after(EOF_DRAIN_SECONDS):
+                            await self.state.answered.wait()
                     tg.cancel_scope.cancel()
 
                 async def watch() -> None:

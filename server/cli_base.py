@@ -16,7 +16,7 @@ import click
 import httpx2
 from rich.console import Console
 
-from podium.core.config import PodiumConfig, load_config
+from podium.core.config import ConfigError, PodiumConfig, default_home, load_config
 from podium.core.errors import PodiumError, SpecError
 
 T = TypeVar("T")
@@ -26,7 +26,9 @@ ACTIVE = ["queued", "running"]
 FINISHED = ["completed", "failed", "cancelled"]
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Messages keep their lines: folded at 80 columns in a pipe or a log, a command to type
+# (`podium stop --force`) would be cut in two. A terminal wraps long lines itself.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Context:
@@ -35,6 +37,20 @@ class Context:
 
     def config(self, **overrides: Any) -> PodiumConfig:
         return load_config(home=self.home, overrides=overrides)
+
+    def config_to_stop(self) -> PodiumConfig:
+        """The configuration to find and stop the running conductor with. A config.yaml
+        broken since that conductor started is reported, not fatal: stopping needs only the
+        home (the conductor keeps the settings it read)."""
+        try:
+            return self.config()
+        except ConfigError as exc:
+            err.print(
+                f"podium: {exc}\n(stopping with default settings; fix config.yaml before the "
+                "next start)",
+                markup=False,
+            )
+            return PodiumConfig(home=(self.home or default_home()).expanduser().resolve())
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:

@@ -123,7 +123,7 @@ async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
 async def stop(ctx: Context, force: bool, wait_seconds: float) -> int:
     """Stop the conductor gracefully. Refuses while jobs are queued or running, naming them,
     unless --force: then running sheets are ended and their jobs paused (shutdown)."""
-    return await _stop(ctx.config(), force, wait_seconds)
+    return await _stop(ctx.config_to_stop(), force, wait_seconds)
 
 
 @click.command()

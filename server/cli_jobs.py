@@ -165,7 +165,7 @@ async def list_command(
     if listed.get("next_cursor"):
         say(f"more: podium list --cursor {listed['next_cursor']}")
     if info is None:
-        err.print(f"(no conductor is running on {config.home}; read from the store)")
+        err.print(f"(no conductor is running on {config.home}; read from the store)", markup=False)
     return 0
 
 
@@ -565,14 +565,16 @@ async def instruments(ctx: Context, as_json: bool) -> int:
     from podium.server.remote import reader
 
     config = ctx.config()
-    async with reader(config) as (caller, info):
-        if info is not None:
-            rows = (await caller.call("status", {}))["instruments"]
-            errors: list[str] = []
-        else:
-            catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
-            rows = [InstrumentView.from_info(i).model_dump(mode="json") for i in catalog.all()]
-            errors = [str(e) for e in catalog.load_errors]
+    rows: list[dict[str, Any]] | None = None
+    errors: list[str] = []
+    if config.home.exists():  # else nothing runs there, and the built-ins are the answer
+        async with reader(config) as (caller, info):
+            if info is not None:
+                rows = (await caller.call("status", {}))["instruments"]
+    if rows is None:
+        catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
+        rows = [InstrumentView.from_info(i).model_dump(mode="json") for i in catalog.all()]
+        errors = [str(e) for e in catalog.load_errors]
     if as_json:
         emit_json({"instruments": rows})
     else:

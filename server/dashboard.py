@@ -37,6 +37,7 @@ from podium.core.events import ChangeEvent
 from podium.server.app import PodiumServer
 from podium.server.app_view import page_html
 from podium.server.dashboard_auth import DashboardAuth
+from podium.server.remote import cli_client_info
 
 log = structlog.get_logger("podium.dashboard")
 
@@ -125,7 +126,10 @@ class Dashboard:
     async def running(self) -> AsyncIterator[Dashboard]:
         """Holds the in-memory MCP client the page's calls go through; on exit, open event
         streams end (within POLL_SECONDS) so the HTTP server can stop."""
-        async with Client(self._server.mcp) as client:
+        # Named for the record of decisions made on the page. Logging in takes the token,
+        # which only the account the conductor runs as can read (conductor.json is 0600).
+        info = cli_client_info("podium-dashboard")
+        async with Client(self._server.mcp, client_info=info) as client:
             self._client = client
             try:
                 yield self

@@ -64,6 +64,28 @@ def unknown_argument_message(
     return "\n".join(lines)
 
 
+def _declared_types(schema: Mapping[str, Any]) -> set[str]:
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    for option in schema.get("anyOf") or ():
+        if isinstance(option, Mapping):
+            types |= _declared_types(option)
+    return types
+
+
+def boolean_argument_message(given: dict[str, Any], schema: dict[str, Any]) -> str | None:
+    """JSON `true` where a number is expected: pydantic would take it as 1 (`approve
+    sheet: true` decided sheet 1), so it is refused instead."""
+    properties = schema.get("properties", {})
+    lines = []
+    for name, value in given.items():
+        types = _declared_types(properties.get(name) or {})
+        if isinstance(value, bool) and types & {"integer", "number"} and "boolean" not in types:
+            expected = " or ".join(sorted(t for t in types if t != "null"))
+            lines.append(f"{name}: expected {expected}, got a boolean ({json.dumps(value)})")
+    return "\n".join(lines) or None
+
+
 def argument_errors(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
@@ -124,7 +146,9 @@ class RequestGuard:
             raise _not_found("tool", name, self._tools)
         arguments = ctx.params.get("arguments") or {}
         if isinstance(arguments, dict):
-            message = unknown_argument_message(tool.name, arguments, tool.parameters)
+            message = unknown_argument_message(
+                tool.name, arguments, tool.parameters
+            ) or boolean_argument_message(arguments, tool.parameters)
             if message is not None:
                 return _error(message)
             try:

@@ -31,6 +31,9 @@ CLI_WORDS = {
     r"\bsubmit_job\b": "podium run",
     r"\bvalidate_spec\b": "podium validate",
     r"\bclear_rate_limits\b": "podium clear --rate-limits",
+    r"at least one of job_ids, statuses, older_than_hours, or all=true": (
+        "at least one of JOB..., --status, --older-than-hours, or --all"
+    ),
     r"^job_id:": "JOB:",
     r"^job_ids:": "JOB:",
     r"^statuses:": "--status:",
@@ -109,16 +112,17 @@ async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
         yield Remote(client, info, http)
 
 
-def cli_client_info() -> Implementation:
-    """How the CLI names itself to the conductor: decisions it makes (`podium approve`) are
-    recorded with this name, which says which person's account made them."""
+def cli_client_info(program: str = "podium-cli") -> Implementation:
+    """How the CLI (or the dashboard) names itself to the conductor: decisions it makes
+    (`podium approve`, the page's Approve) are recorded with this name, which says which
+    person's account made them."""
     import getpass
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown user"
-    return Implementation(name=f"podium-cli ({user})", version=podium_version())
+    return Implementation(name=f"{program} ({user})", version=podium_version())
 
 
 class LocalReader:
@@ -146,6 +150,12 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
         async with connect(info) as remote:
             yield remote, info
         return
+    if not config.home.exists():
+        # Looking changes nothing: a typo in --home must not leave a new home behind.
+        raise PodiumError(
+            f"Podium home {config.home} does not exist (check --home / PODIUM_HOME; the "
+            "first `podium start` or `podium run` creates it)"
+        )
     # The engine is imported only here: a call to a running conductor does without it.
     from podium.core.conductor import Conductor
     from podium.server.app import PodiumServer

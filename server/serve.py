@@ -41,6 +41,11 @@ log = structlog.get_logger("podium.serve")
 Transport = Literal["stdio", "sse", "streamable-http"]
 # A request body larger than this is refused (HTTP 413) before it is parsed.
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
+# On stop, requests still open after this long are cut. Some never end by themselves: a
+# 2025-11-25 client's GET stream lasts as long as it is connected, a `subscriptions/listen`
+# until the client leaves; waiting for them held `podium stop` up until it gave up. Cut
+# clients reconnect to the next conductor, as after a crash.
+GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -283,7 +288,12 @@ async def _serve_http(
     dashboard.install()
     app = build_http_app(server, transport, bound)
     tracker = ActivityTracker(app)
-    uv_config = uvicorn.Config(tracker, log_level="warning", lifespan="on")
+    uv_config = uvicorn.Config(
+        tracker,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     uv = _UvicornServer(uv_config)
     async with server.running(), dashboard.running(), anyio.create_task_group() as tg:
 
@@ -303,7 +313,8 @@ async def _serve_http(
                 await stop.wait()
             if not stop.is_set():
                 await wait_until_idle(conductor, tracker, _minutes(idle_exit_minutes))
-            # Open dashboard event streams end first; uvicorn waits for open responses.
+            # Open dashboard event streams end first; uvicorn then waits for open responses
+            # (at most GRACEFUL_SHUTDOWN_SECONDS).
             dashboard.close()
             uv.should_exit = True
 

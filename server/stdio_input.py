@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 
 READ_CHUNK = 1 << 16
 # The same bound as an HTTP request body (server/serve.py MAX_REQUEST_BODY_BYTES).
@@ -38,8 +39,17 @@ class CancellableStdin:
     async def _lines(self) -> AsyncIterator[str]:
         pending = b""
         discarding = False  # inside an overlong line, already reported
+        pollable = True
         while True:
-            await anyio.wait_readable(self._fd)
+            if pollable:
+                try:
+                    await anyio.wait_readable(self._fd)
+                except PermissionError:
+                    # epoll refuses a regular file or /dev/null (`podium serve < requests`);
+                    # reads of those never block, so they go on without waiting.
+                    pollable = False
+            if not pollable:
+                await anyio.lowlevel.checkpoint()
             try:
                 chunk = os.read(self._fd, READ_CHUNK)
             except BlockingIOError:

@@ -83,11 +83,34 @@ DECISION_SCHEMA: dict[str, Any] = {
 
 
 class TaskParams(RequestParams):
-    task_id: str = Field(alias="taskId")
+    # Typed loosely and checked by `_task_id`: the SDK answers a params model's validation
+    # error with a bare "Invalid request parameters" that names no field.
+    task_id: Any = Field(None, alias="taskId")
 
 
 class UpdateTaskParams(TaskParams):
-    input_responses: dict[str, Any] = Field(alias="inputResponses")
+    input_responses: Any = Field(None, alias="inputResponses")
+
+
+def _task_id(params: TaskParams) -> str:
+    if not isinstance(params.task_id, str):
+        got = "missing" if params.task_id is None else f"got {type(params.task_id).__name__}"
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"taskId: required, the string id of a task run_job answered with ({got})",
+        )
+    return params.task_id
+
+
+def _input_responses(params: UpdateTaskParams) -> Mapping[str, Any]:
+    if not isinstance(params.input_responses, Mapping):
+        got = "missing" if params.input_responses is None else "not an object"
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message="inputResponses: required, an object keyed by the task's inputRequests "
+            f"keys, each an elicitation result ({got})",
+        )
+    return params.input_responses
 
 
 def declared(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -175,16 +198,23 @@ def _answers(responses: Mapping[str, Any]) -> tuple[dict[str, Decision], dict[st
         content = response.get("content")
         content = content if isinstance(content, Mapping) else {}
         note = content.get("note")
-        notes[key] = note if isinstance(note, str) else None
+        if note is not None and not isinstance(note, str):
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"inputResponses.{key}.content.note: expected a string",
+            )
+        notes[key] = note
         if action == "decline":
             decisions[key] = Decision.REJECT
         elif action == "accept":
+            # No default: an accepted form without the required decision approves nothing.
             try:
-                decisions[key] = Decision(content.get("decision", "approve"))
+                decisions[key] = Decision(str(content.get("decision")))
             except ValueError:
                 raise MCPError(
                     code=INVALID_PARAMS,
-                    message=f"inputResponses.{key}.content.decision: use 'approve' or 'reject'",
+                    message=f"inputResponses.{key}.content.decision: required with accept; "
+                    "use 'approve' or 'reject'",
                 ) from None
         elif action != "cancel":
             raise MCPError(
@@ -234,9 +264,10 @@ class TasksExtension(Extension):
 
     async def _state(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> TaskState:
         require_client_extension(ctx, TASKS_EXTENSION)
-        _check_name_header(ctx, params.task_id)
+        task_id = _task_id(params)
+        _check_name_header(ctx, task_id)
         try:
-            return await self.conductor.tasks.get(params.task_id)
+            return await self.conductor.tasks.get(task_id)
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: {exc}") from exc
 
@@ -247,10 +278,12 @@ class TasksExtension(Extension):
     async def _update(
         self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
     ) -> HandlerResult:
-        await self._state(ctx, params)
-        decisions, notes = _answers(params.input_responses)
+        state = await self._state(ctx, params)
+        decisions, notes = _answers(_input_responses(params))
         try:
-            await self.conductor.tasks.answer(params.task_id, decisions, notes, _client_name(ctx))
+            await self.conductor.tasks.answer(
+                state.task.task_id, decisions, notes, _client_name(ctx)
+            )
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to update task: {exc}") from exc
         except PodiumError as exc:
@@ -260,9 +293,9 @@ class TasksExtension(Extension):
     async def _cancel(
         self, ctx: ServerRequestContext[Any, Any], params: TaskParams
     ) -> HandlerResult:
-        await self._state(ctx, params)
+        state = await self._state(ctx, params)
         try:
-            await self.conductor.tasks.cancel(params.task_id)
+            await self.conductor.tasks.cancel(state.task.task_id)
         except TaskNotFoundError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"Failed to cancel task: {exc}") from exc
         except PodiumError as exc:

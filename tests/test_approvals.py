@@ -322,3 +322,124 @@ async def test_a_pending_approval_survives_kill_9(tmp_path: Path, make_config: A
         assert failed.sheets[1].error_category.value == "rejected"
     finally:
         await after.stop()
+
+
+async def test_a_gate_asked_again_then_cancelled_takes_no_decision(client: Client) -> None:
+    """Rejected, asked again on resume, then cancelled with its job: the earlier rejection no
+    longer stands, so repeating it is not a no-op that reports success, and the refusal says
+    the sheet is cancelled without claiming it was decided."""
+    job_id = (await call(client, "submit_job", {"spec": gate_spec()}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": "ask", "decision": "reject"})
+    assert (await finished(client, job_id))["status"] == "failed"
+    await call(client, "resume", {"job_id": job_id})
+    await wait_gate(client, job_id)
+    await call(client, "cancel", {"job_id": job_id})
+    for decision in ("reject", "approve"):
+        result = await client.call_tool(
+            "approve", {"job_id": job_id, "sheet": "ask", "decision": decision}
+        )
+        assert result.is_error, (decision, result.structured_content)
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "is cancelled, not waiting for approval" in text
+        assert "already decided" not in text, text
+    detail = await call(client, "status", {"job_id": job_id})
+    assert detail["status"] == "cancelled" and detail["sheets"][1]["status"] == "cancelled"
+
+
+async def test_a_sheet_named_oddly_is_refused_and_the_gate_still_waits(client: Client) -> None:
+    """`sheet` takes a number or a name: JSON `true` is neither (it must not mean sheet 1,
+    here the gate itself), a superscript digit is a name, and a number past any job's size
+    is a sheet that does not exist; each error names `sheet`, and the gate keeps waiting."""
+    spec = {
+        "name": "first-gate",
+        "sheets": [
+            {"name": "go", "instrument": "approval", "prompt": "Go?"},
+            {"name": "then", "depends_on": ["go"], "prompt": "echo then"},
+        ],
+    }
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    await wait_gate(client, job_id, sheet=1)
+    for sheet in (True, False, "²", 10**30, "99999999999999999999999", 1.0e300):
+        result = await client.call_tool(
+            "approve", {"job_id": job_id, "sheet": sheet, "decision": "approve"}
+        )
+        assert result.is_error, (sheet, result.structured_content)
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert text.startswith("sheet"), (sheet, text)
+        assert "int()" not in text and "SQLite" not in text, (sheet, text)
+    gate = (await call(client, "status", {"job_id": job_id}))["sheets"][0]
+    assert gate["status"] == "waiting" and gate["attempts"] == 0
+
+
+async def test_validations_on_an_approval_sheet_are_refused_at_submit(client: Client) -> None:
+    """A gate runs nothing, so nothing of it can be validated: its own `validations` would be
+    ignored and an approval would pass them unchecked. They are a spec error naming the field;
+    job-level validations (meant for the sheets that run) do not apply to gates."""
+    spec = {
+        "name": "checked-gate",
+        "validations": [{"type": "file_exists", "path": "report.txt"}],
+        "sheets": [
+            {"name": "report", "prompt": "echo ok > report.txt"},
+            {
+                "name": "review",
+                "depends_on": ["report"],
+                "instrument": "approval",
+                "prompt": "Report fine?",
+                "validations": [{"type": "file_exists", "path": "signed.txt"}],
+            },
+        ],
+    }
+    checked = await call(client, "validate_spec", {"spec": spec})
+    assert checked["valid"] is False
+    [error] = checked["errors"]
+    assert error["path"] == "sheets.1.validations" and "approval" in error["message"]
+    refused = await client.call_tool("submit_job", {"spec": spec})
+    assert refused.is_error and "sheets.1.validations" in refused.content[0].text  # type: ignore[union-attr]
+
+    del spec["sheets"][1]["validations"]  # type: ignore[attr-defined]
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "approve", {"job_id": job_id, "sheet": "review", "decision": "approve"})
+    assert (await finished(client, job_id))["status"] == "completed"
+
+
+async def test_a_changed_spec_reaches_a_gate_that_waits(client: Client) -> None:
+    """A resume with a changed spec applies to every sheet not completed, an open gate too:
+    a new question is asked (with its new timeout), a gate turned into a shell sheet runs as
+    one. And a job whose only open work is a gate is `running`, not `queued`, once resumed."""
+    job_id = (await call(client, "submit_job", {"spec": gate_spec("modified")}))["job_id"]
+    await wait_gate(client, job_id)
+    await call(client, "pause", {"job_id": job_id})
+    resumed = await call(client, "resume", {"job_id": job_id})
+    assert resumed["status"] == "running", resumed
+
+    reworded = gate_spec("modified", instrument_config={"timeout_seconds": 600})
+    reworded["sheets"][1]["prompt"] = "Ship {{ outputs.build | trim }} to staging first?"
+    await call(client, "resume", {"job_id": job_id, "spec": reworded})
+    with anyio.fail_after(20):
+        while True:
+            detail = await call(client, "status", {"job_id": job_id, "wait_seconds": 1})
+            gate = detail["sheets"][1]
+            if gate["status"] == "waiting" and gate["output_tail"] != "Ship v1.2.3 to production?":
+                break
+    assert gate["output_tail"] == "Ship v1.2.3 to staging first?"
+    assert detail["status"] == "running"
+    # The question taken back is an attempt of its own: the new one is another attempt (a
+    # durable task's input key names one question only).
+    assert gate["attempts"] == 1
+    history = json.loads(await read_text(client, f"podium://jobs/{job_id}/history"))
+    [withdrawn] = [e for e in history["entries"] if e["sheet_num"] == 2]
+    assert withdrawn["outcome"] == "cancelled" and withdrawn["decision"] is None
+    pending = (await call(client, "status", {}))["pending_approvals"]
+    [asked] = [a for a in pending if a["job_id"] == job_id]
+    assert asked["question"] == "Ship v1.2.3 to staging first?"
+
+    no_gate = gate_spec("modified")
+    no_gate["sheets"][1] = {"name": "ask", "depends_on": ["build"], "prompt": "echo auto-ok"}
+    await call(client, "resume", {"job_id": job_id, "spec": no_gate})
+    done = await finished(client, job_id)
+    assert done["status"] == "completed", done
+    assert done["sheets"][1]["instrument"] == "shell"
+    assert done["sheets"][1]["output_tail"] == "auto-ok\n"
+    assert (Path(done["workspace"]) / "shipped.txt").read_text() == "auto-ok\n"

@@ -158,6 +158,63 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
     assert podium_cli(home, "stop", "--force").returncode == 0
 
 
+def test_piped_errors_keep_their_lines_and_name_cli_options(tmp_path: Path) -> None:
+    """Standard error that is not a terminal (a log, a pipe to grep) gets each message line
+    whole, never folded at 80 columns in the middle of a command to type; and `clear`
+    with nothing to select names the CLI's own arguments, not the tool's."""
+    home = make_home(tmp_path)
+    unknown = podium_cli(home, "clear", "--rate-limits", "--instrument", "nope")
+    assert unknown.returncode == 2
+    [line] = [x for x in unknown.stderr.splitlines() if "unknown instrument" in x]
+    assert "known: " in line and line.rstrip().endswith("shell"), unknown.stderr
+    empty = podium_cli(home, "clear")
+    assert empty.returncode == 2
+    [line] = empty.stderr.splitlines()
+    for word in ("JOB", "--status", "--older-than-hours", "--all"):
+        assert word in line, line
+    for word in ("job_ids", "statuses", "older_than_hours"):
+        assert word not in line, line
+    assert podium_cli(home, "stop", "--force").returncode == 0
+
+
+def test_stop_works_after_config_yaml_was_broken(tmp_path: Path) -> None:
+    """The running conductor keeps the configuration it read; a typo saved into config.yaml
+    afterwards must not leave `podium stop` unable to stop it."""
+    home = make_home(tmp_path)
+    assert podium_cli(home, "pause", "nope").returncode == 2  # starts the conductor
+    info = json.loads((home / "conductor.json").read_text())
+    (home / "config.yaml").write_text("max_concurent_sheets: 3\n")
+    stopped = podium_cli(home, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "max_concurent_sheets" in stopped.stderr, stopped.stderr  # still reported
+    assert f"pid {info['pid']}" in stopped.stdout, stopped.stdout
+    assert not (home / "conductor.json").exists()
+    # Anything that would start a conductor on it still refuses, naming the key.
+    started = podium_cli(home, "pause", "nope")
+    assert started.returncode == 2 and "max_concurent_sheets" in started.stderr
+    assert "did you mean 'max_concurrent_sheets'" in started.stderr, started.stderr
+
+
+def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: Path) -> None:
+    """A typo in --home: a read does not create the folder and its database (looking
+    changes nothing), and says what is wrong; a home that is a file is refused by every
+    command with the reason, never a traceback."""
+    missing = tmp_path / "typo-home"
+    for args in (["list"], ["status"], ["status", "x"], ["logs", "x"], ["snapshots"]):
+        read = podium_cli(missing, *args)
+        assert read.returncode == 2, (args, read.stdout, read.stderr)
+        assert str(missing) in read.stderr and "does not exist" in read.stderr, read.stderr
+        assert not missing.exists(), args
+    afile = tmp_path / "a-file"
+    afile.write_text("not a home\n")
+    for args in (["list"], ["pause", "x"], ["start", "--detach"], ["serve", "--embedded"]):
+        used = podium_cli(afile, *args)
+        assert used.returncode == 2, (args, used.stdout, used.stderr)
+        assert "Traceback" not in used.stderr, used.stderr
+        assert str(afile) in used.stderr and "not a directory" in used.stderr, used.stderr
+    assert afile.read_text() == "not a home\n"
+
+
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"

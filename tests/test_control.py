@@ -243,6 +243,28 @@ async def test_resume_failed_without_retry_stays_failed(conductor: Conductor) ->
     assert detail.sheets[0].status is SheetStatus.FAILED and detail.sheets[0].attempts == 1
 
 
+@pytest.mark.parametrize("ended", ["failed", "cancelled"])
+async def test_resume_without_retry_of_an_ended_job_keeps_its_run_times(
+    conductor: Conductor, ended: str
+) -> None:
+    """With nothing left to run, the job ends again at once: the run it had keeps its
+    start and end (a start time of null on a job that ran, or an end moved to now, would
+    misreport when and how long it ran)."""
+    if ended == "failed":
+        job_id = await failed_job(conductor)
+    else:
+        job_id = await running_job(conductor)
+        await conductor.cancel_job(job_id)
+    before = await conductor.get_job(job_id)
+    assert before.started_at is not None and before.completed_at is not None
+    summary = await conductor.resume_job(job_id, retry_failed=False)
+    after = await conductor.get_job(job_id)
+    for view in (summary, after):
+        assert view.status.value == ended
+        assert (view.started_at, view.completed_at) == (before.started_at, before.completed_at)
+        assert view.error == before.error
+
+
 async def test_resume_cancelled_reruns_cancelled_sheets(conductor: Conductor) -> None:
     job_id = await cancelled_job(conductor)
     assert (await conductor.get_job(job_id)).sheets[0].status is SheetStatus.CANCELLED

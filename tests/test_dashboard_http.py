@@ -5,6 +5,7 @@ temp homes (`podium start --detach`, or a token-less `podium serve`), spoken to 
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import subprocess
@@ -13,18 +14,21 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from cli_zygote import run_podium
 from dashboard_support import (
     PODIUM,
     RunningConductor,
+    call,
     podium,
     podium_env,
     start_conductor,
     stop_conductor,
 )
 
+from podium.core.version import podium_version
 from podium.server.dashboard import API, LOGIN_LINK_PATH
 
 JSON = {"Content-Type": "application/json"}
@@ -251,3 +255,43 @@ def test_a_tokenless_conductor_serves_the_page_but_posts_still_need_csrf(tmp_pat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.mark.anyio
+async def test_a_decision_from_the_dashboard_is_recorded_as_the_dashboards(
+    conductor: RunningConductor,
+) -> None:
+    """Approve and Reject on the page go through the `approve` tool; the history says the
+    dashboard decided (with the account the conductor runs as: only it can log in), not the
+    name of the in-process client the page's calls travel over."""
+    spec = {
+        "name": "two-gates-web",
+        "on_failure": "continue",
+        "sheets": [
+            {"name": "legal", "instrument": "approval", "prompt": "Legal ok?"},
+            {"name": "security", "instrument": "approval", "prompt": "Security ok?"},
+        ],
+    }
+    async with conductor.client() as mcp:
+        job_id = (await call(mcp, "submit_job", {"spec": spec}))["job_id"]
+        for _ in range(200):
+            sheets = (await call(mcp, "status", {"job_id": job_id}))["sheets"]
+            if all(s["waiting_reason"] == "approval" for s in sheets):
+                break
+            await anyio.sleep(0.05)
+    client, csrf = logged_in(conductor)
+    headers = {"X-Podium-CSRF": csrf}
+    with closing(client):
+        for sheet, decision in (("legal", "approve"), ("security", "reject")):
+            arguments = {"job_id": job_id, "sheet": sheet, "decision": decision, "note": "web"}
+            answer = client.post(
+                f"{API}/call", json={"name": "approve", "arguments": arguments}, headers=headers
+            )
+            assert answer.status_code == 200 and answer.json()["isError"] is False, answer.text
+        read = client.post(
+            f"{API}/read", json={"uri": f"podium://jobs/{job_id}/history"}, headers=headers
+        )
+    entries = json.loads(read.json()["contents"][0]["text"])["entries"]
+    decided = {e["sheet_num"]: (e["decision"], e["decided_by"], e["note"]) for e in entries}
+    by = f"podium-dashboard ({getpass.getuser()}) {podium_version()}"
+    assert decided == {1: ("approve", by, "web"), 2: ("reject", by, "web")}

@@ -249,3 +249,35 @@ async def test_a_released_hold_survives_a_graceful_stop(
             assert (await wait_for_job(conductor, job_id, timeout=20)).status is JobStatus.COMPLETED
         assert_went_one_first(timeline, 3, since=restarted)
         assert await conductor.store.holds() == []
+
+
+# ----- a person's pause ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("immediate", [True, False])
+async def test_a_graceful_stop_keeps_a_users_pause_so_auto_resume_leaves_it_paused(
+    tmp_path: Path, make_config: Callable[..., PodiumConfig], immediate: bool
+) -> None:
+    """A job a person paused while a sheet still ran (frozen, or finishing) is theirs to
+    resume: a graceful stop ends the sheet but keeps `pause_reason: user`, so a restart with
+    auto_resume does not start it behind their back (as after a crash)."""
+    old, _ = modify_specs(tmp_path)
+    (tmp_path / "hold-1").touch()
+    first = Conductor(make_config())
+    await first.start()
+    try:
+        await first.submit_job(spec=old, job_id="mine")
+        await wait_until(lambda: _sheet_running(first, "mine"), timeout=10)
+        paused = await first.pause_job("mine", immediate=immediate)
+        assert paused.pause_reason is PauseReason.USER
+    finally:
+        await first.stop()
+    (tmp_path / "hold-1").unlink()
+    async with Conductor(make_config(auto_resume=True)) as second:
+        await anyio.sleep(0.3)  # time enough for an auto-resumed job to dispatch its sheet
+        detail = await second.get_job("mine")
+        assert (detail.status, detail.pause_reason) == (JobStatus.PAUSED, PauseReason.USER)
+        assert [s.status for s in detail.sheets] == [SheetStatus.PENDING] * 2
+        await second.resume_job("mine")
+        done = await wait_for_job(second, "mine", timeout=20)
+        assert done.status is JobStatus.COMPLETED

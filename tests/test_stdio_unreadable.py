@@ -144,6 +144,54 @@ async def test_unreadable_stdio_requests_are_answered(home: Path, mode: str) -> 
         assert answer["id"] == 6 and answer["result"]["structuredContent"]["pid"] > 0, answer
 
 
+@pytest.mark.parametrize("mode", ["bridge", "embedded"])
+@pytest.mark.parametrize("stdin", ["file", "devnull"])
+def test_serve_reads_stdin_from_a_file_or_dev_null(home: Path, mode: str, stdin: str) -> None:
+    """`podium serve < requests.jsonl` (or `< /dev/null`, as a supervisor may start it):
+    stdin that epoll cannot watch is read all the same; no traceback, a clean exit."""
+    import subprocess
+
+    args = ["--embedded"] if mode == "embedded" else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
+    env.update(PODIUM_HOME=str(home), PODIUM_KILL_GRACE_SECONDS="1")
+    source = home.parent / "requests.jsonl"
+    source.write_text(json.dumps(INIT) + "\n")
+    with (source if stdin == "file" else Path(os.devnull)).open("rb") as feed:
+        done = subprocess.run(
+            [PODIUM, "serve", *args], stdin=feed, env=env, capture_output=True, timeout=40
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    if stdin == "file":
+        [first, *_] = done.stdout.splitlines()
+        assert json.loads(first)["id"] == 1 and "result" in json.loads(first), done.stdout
+
+
+async def test_the_bridge_answers_every_request_when_stdin_closes(home: Path) -> None:
+    """A client that closes stdin right after its requests (a script piping them in) gets
+    each answer that arrives within the drain, and an error, not silence, for one that
+    does not (a long-poll)."""
+    async with raw_serve(home) as raw:
+        await raw.send(status_call("poll", {"job_id": None, "wait_seconds": 30}))
+        listing = {"name": "list_jobs", "arguments": {}}
+        await raw.send_json(
+            {"jsonrpc": "2.0", "id": "list", "method": "tools/call", "params": listing}
+        )
+        assert raw.proc.stdin is not None
+        await raw.proc.stdin.aclose()
+        answers = {}
+        with anyio.fail_after(15):
+            while len(answers) < 2:
+                answer = await raw.receive()
+                answers[answer["id"]] = answer
+        assert "jobs" in answers["list"]["result"]["structuredContent"], answers
+        assert answers["poll"]["error"]["code"] == -32000, answers
+        assert "stdin closed" in answers["poll"]["error"]["message"], answers
+        with anyio.fail_after(10):
+            await raw.proc.wait()
+        assert raw.proc.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -324,3 +324,51 @@ async def test_the_synchronous_run_is_bounded(conductor: Conductor) -> None:
         detail = await conductor.tasks.run_job(spec=SLOW, wait_seconds=0.5)
     assert detail.status.value == "running" and detail.sheets[0].status.value == "running"
     await conductor.cancel_job(detail.job_id)
+
+
+async def test_bad_task_requests_name_the_field_and_decide_nothing(
+    tasks_client: tuple[Client, TasksClient], conductor: Conductor
+) -> None:
+    """Each malformed `tasks/*` request is -32602 naming what is wrong; an `accept` that
+    carries no decision is not taken as an approval (the schema requires one), and the gate
+    still waits afterwards."""
+    client, _ = tasks_client
+    task_id = (await start_task(client, gate_spec("strict")))["taskId"]
+    task = await wait_task(client, task_id, ("input_required",))
+    [key] = task["inputRequests"]
+    bad: list[tuple[str, dict[str, Any], str]] = [
+        ("tasks/get", {}, "taskId"),
+        ("tasks/get", {"taskId": 7}, "taskId"),
+        ("tasks/cancel", {"taskId": None}, "taskId"),
+        ("tasks/update", {"taskId": task_id}, "inputResponses"),
+        ("tasks/update", {"taskId": task_id, "inputResponses": [key]}, "inputResponses"),
+        (
+            "tasks/update",
+            {"taskId": task_id, "inputResponses": {key: {"action": "accept"}}},
+            f"inputResponses.{key}.content.decision",
+        ),
+        (
+            "tasks/update",
+            {"taskId": task_id, "inputResponses": {key: {"action": "accept", "content": {}}}},
+            f"inputResponses.{key}.content.decision",
+        ),
+        (
+            "tasks/update",
+            {
+                "taskId": task_id,
+                "inputResponses": {
+                    key: {"action": "accept", "content": {"decision": "approve", "note": 42}}
+                },
+            },
+            f"inputResponses.{key}.content.note",
+        ),
+    ]
+    for method, params, field in bad:
+        with pytest.raises(MCPError) as refused:
+            await request(client, method, params)
+        assert refused.value.error.code == -32602, (method, params)
+        assert field in refused.value.error.message, (method, params, refused.value.error)
+    job_id = task["_meta"]["podium/job_id"]
+    gate = (await conductor.get_job(job_id)).sheets[1]
+    assert gate.status.value == "waiting" and gate.attempts == 0
+    assert (await get_task(client, task_id))["status"] == "input_required"

@@ -16,7 +16,12 @@ from datetime import timedelta
 
 from podium.core.engine.attempts import settle_job, skip_dependents
 from podium.core.engine.context import EngineContext
-from podium.core.engine.rules import OUTPUT_TAIL_BYTES, mark_terminal, set_job_status
+from podium.core.engine.rules import (
+    OUTPUT_TAIL_BYTES,
+    mark_terminal,
+    reset_for_retry,
+    set_job_status,
+)
 from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import JobState
 from podium.core.engine.tx import Op, Tx
@@ -35,6 +40,8 @@ from podium.core.store.rows import AttemptRow, SheetRow
 
 MAX_NOTE_CHARS = 2000
 MAX_DECIDER_CHARS = 200
+# Where each decision leaves the gate's sheet.
+DECIDED_STATUS = {Decision.APPROVE: SheetStatus.COMPLETED, Decision.REJECT: SheetStatus.FAILED}
 
 
 def is_gate(ctx: EngineContext, instrument: str) -> bool:
@@ -150,6 +157,31 @@ def _end(
     sheet.started_at = started
     sheet.duration_seconds = duration
     settle_job(tx, job_id)
+
+
+def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
+    """Take back an open gate's question (its sheet changed): recorded as a cancelled
+    attempt, so the question asked next is a new attempt, under a new task input key (keys
+    must never name two questions), and the sheet goes back to pending."""
+    now = tx.now
+    sheet = tx.edit_sheet(job_id, sheet_num)
+    started = sheet.started_at or now
+    sheet.attempts += 1
+    tx.add_attempt(
+        AttemptRow(
+            job_id=job_id,
+            sheet_num=sheet_num,
+            attempt=sheet.attempts,
+            started_at=started,
+            ended_at=now,
+            duration_seconds=max(0.0, (now - started).total_seconds()),
+            outcome=Outcome.CANCELLED,
+            error_category=ErrorCategory.CANCELLED,
+            error=why,
+        )
+    )
+    reset_for_retry(sheet, now, fresh_budget=False)
+    sheet.output_tail = None
 
 
 @dataclass

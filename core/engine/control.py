@@ -12,6 +12,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
+from podium.core.engine.approvals import awaiting, withdraw
 from podium.core.engine.costs import check_resumable
 from podium.core.engine.rules import (
     check_spec_change,
@@ -58,7 +59,8 @@ def resume_now(
     now = tx.now
     job = tx.edit_job(job_id)
     job.pending_resume = None
-    if job.status.is_terminal:
+    ended_run = (job.status, job.started_at, job.completed_at) if job.status.is_terminal else None
+    if ended_run is not None:
         # A finished job resumed is a new run: its deadline counts from the restart.
         job.started_at = None
     if changed_spec is not None:
@@ -67,8 +69,11 @@ def resume_now(
         for sheet in resettable(tx.sheets(job_id).values()):
             reset_for_retry(tx.edit_sheet(job_id, sheet.sheet_num), now)
     entries = state.entries_for(job_id)
-    # Sheets may run on other conductors too: the rows say, not this conductor's table.
-    running = entries or running_sheets(tx, job_id)
+    # Sheets may run on other conductors too: the rows say, not this conductor's table. An
+    # open gate is work in progress too: nothing would dispatch to make the job running.
+    running = (
+        entries or running_sheets(tx, job_id) or any(map(awaiting, tx.sheets(job_id).values()))
+    )
     set_job_status(job, JobStatus.RUNNING if running else JobStatus.QUEUED, now)
     job.error = None
     for num, why in unreachable(tx.sheets(job_id)):
@@ -83,6 +88,12 @@ def resume_now(
     if final is not None:
         set_job_status(job, final[0], now)
         job.error = final[1]
+        if ended_run is not None and job.started_at is None:
+            # Nothing was left to run (no retry_failed): no new run began, so the one the
+            # job had keeps its times rather than a null start.
+            status, job.started_at, completed_at = ended_run
+            if status is final[0]:
+                job.completed_at = completed_at
 
     def continue_suspended() -> None:
         for entry in entries:
@@ -99,6 +110,7 @@ def running_sheets(tx: Tx, job_id: str) -> list[int]:
 
 
 def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
+    old = tx.state(job.job_id).spec
     sheets = tx.sheets(job.job_id)
     changes, added = spec_change(job, sheets, new, tx.now)
     tx.replace_spec(job.job_id, new)
@@ -109,6 +121,12 @@ def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
         row.updated_at = tx.now
     for sheet in added:
         tx.add_sheet(sheet)
+    # An open gate's question, timeout and instrument were fixed when it opened, under the
+    # old spec: a gate whose sheet changed goes back to pending, to be asked again (or run,
+    # if it is no longer a gate), instead of waiting on under a spec that no longer says so.
+    for num, row in sheets.items():
+        if awaiting(row) and (old is None or old.sheet(num) != new.sheet(num)):
+            withdraw(tx, job.job_id, num, "question withdrawn: the changed spec changed this sheet")
 
 
 class _Committed:

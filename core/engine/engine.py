@@ -223,13 +223,22 @@ class Engine:
         )
         if not found.applied:
             latest = await self.store.get_latest_attempt(job_id, sheet_num)
-            if found.status.is_terminal and latest is not None and latest.decision is decision:
+            # A decision stands only while the sheet is where it put it: one asked again
+            # after a resume and then cancelled or skipped was not decided this time.
+            stands = (
+                latest.decision
+                if latest is not None
+                and latest.decision is not None
+                and found.status is approvals.DECIDED_STATUS[latest.decision]
+                else None
+            )
+            if stands is decision:
                 return await self.control.summary(job_id)
             hint = ""
             if found.status is SheetStatus.PENDING:
                 hint = "; its gate opens once the job runs and the sheets it depends on complete"
-            elif latest is not None and latest.decision is not None:
-                hint = f"; it was already decided ({latest.decision.value} by {latest.decided_by})"
+            elif stands is not None and latest is not None:
+                hint = f"; it was already decided ({stands.value} by {latest.decided_by})"
             raise InvalidTransitionError(
                 f"sheet: {found.label} of job {job_id!r} is {found.status.value}, not waiting "
                 f"for approval{hint}"

@@ -168,9 +168,7 @@ class Recovery:
                     continue
                 edited = tx.edit_sheet(job_id, num)
                 if tx.job(job_id).status.is_terminal:
-                    mark_terminal(
-                        edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None
-                    )
+                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
                     edited.error_category = ErrorCategory.CANCELLED
                 else:
                     reset_for_retry(edited, tx.now, fresh_budget=False)
@@ -225,9 +223,13 @@ class Recovery:
             for job_id, job_state in state.jobs.items():
                 job = job_state.job
                 # Jobs in flight are paused; a queued job that never started stays queued.
-                if job.status is JobStatus.RUNNING or (
-                    job_id in busy and not job.status.is_terminal
-                ):
+                # A job paused by a person (or its cost limit) whose sheets still run keeps
+                # that reason: `shutdown` would let auto_resume start it at the next start.
+                # A pending modify is the system's pause, so it counts as in flight.
+                in_flight = job.status is JobStatus.QUEUED or (
+                    job.status is JobStatus.PAUSED and job.pending_resume is not None
+                )
+                if job.status is JobStatus.RUNNING or (job_id in busy and in_flight):
                     edited = tx.edit_job(job_id)
                     set_job_status(edited, JobStatus.PAUSED, tx.now)
                     edited.pause_reason = PauseReason.SHUTDOWN

@@ -130,6 +130,7 @@ class InstrumentCatalog:
             problem=problem,
             permission_modes=frozenset(info.profile.permission_flags),
             accepts_model=info.profile.model_flag is not None,
+            runs_nothing=info.profile.kind == "approval",
         )
 
     def check(self, name: str) -> str | None:

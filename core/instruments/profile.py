@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from podium.core.instruments.jsondocs import JsonSelector, Scalar
 from podium.core.instruments.resets import ResetKind, zone_named
-from podium.core.spec.models import InstrumentConfig
+from podium.core.spec.models import MAX_DURATION_SECONDS, InstrumentConfig
 
 PROMPT_PLACEHOLDER = "{prompt}"
 PROMPT_FILE_PLACEHOLDER = "{prompt_file}"
@@ -188,7 +188,7 @@ class InstrumentProfile(_Strict):
     model_flag: str | None = None
     permission_flags: dict[str, PermissionMode] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(1800, gt=0)
+    timeout_seconds: float = Field(1800, gt=0, le=MAX_DURATION_SECONDS)
     success_exit_codes: list[int] = Field(default_factory=lambda: [0])
     output: OutputSpec = Field(default_factory=OutputSpec)
     patterns: Patterns = Field(default_factory=Patterns)

@@ -25,6 +25,7 @@ PAST_GRACE = timedelta(minutes=5)
 # Epochs outside these years are not reset times (a typo'd or unrelated number).
 _EPOCH_MIN = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 _EPOCH_MAX = datetime(2200, 1, 1, tzinfo=UTC).timestamp()
+_MAX_RESET_SECONDS = 10 * 365 * 24 * 3600.0
 _MAX_TEXT = 200
 
 _UNITS = {
@@ -235,6 +236,12 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _after(now: datetime, seconds: float) -> datetime:
+    """`now` plus what a CLI printed, held to ten years: "99999999999999 seconds" would
+    overflow a datetime (the wait itself is capped far lower, by the configuration)."""
+    return now + timedelta(seconds=min(max(seconds, 0.0), _MAX_RESET_SECONDS))
+
+
 def reset_moment(
     value: Any,
     kind: ResetKind,
@@ -262,10 +269,10 @@ def reset_moment(
             if seconds is None:
                 return None
             number = seconds
-        return now + timedelta(seconds=max(number, 0.0))
+        return _after(now, number)
     if kind == "duration":
         seconds = number if number is not None else parse_duration(str(value))
-        return None if seconds is None else now + timedelta(seconds=seconds)
+        return None if seconds is None else _after(now, seconds)
     if kind == "epoch":
         return parse_epoch(value)
     if not isinstance(value, str):

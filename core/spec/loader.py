@@ -70,6 +70,7 @@ class InstrumentTraits:
     known: bool = True  # False: no such instrument (a typo), not merely one not installed
     permission_modes: frozenset[str] = frozenset()
     accepts_model: bool = False
+    runs_nothing: bool = False  # an approval gate: no process, so nothing to validate
 
 
 InstrumentLookup = Callable[[str], InstrumentTraits]
@@ -508,6 +509,14 @@ def _check_instrument_settings(
         path, on_sheet = origin
         if on_sheet:
             errors.append(FieldError(path, f"instrument {name!r} takes no model; remove it"))
+    if traits.runs_nothing and sheet is not None and sheet.validations:
+        errors.append(
+            FieldError(
+                f"sheets.{index}.validations",
+                f"instrument {name!r} runs nothing, so there is nothing to validate: an "
+                "approval would pass these unchecked; remove them (a later sheet can check)",
+            )
+        )
     return errors
 
 

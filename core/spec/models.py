@@ -30,6 +30,10 @@ from podium.core.spec.prompting import MAX_INJECTED_FILES, ContextSpec, Injectio
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 MAX_SHEETS = 10000
+# The longest duration a spec may give (timeouts, backoff delays, deadlines, waits): a year.
+# A duration becomes a moment (now + it) in the store; an unbounded one (1e300, YAML .inf)
+# overflowed there and stopped the conductor.
+MAX_DURATION_SECONDS = 365 * 24 * 3600
 
 # Names the engine itself provides to templates; a spec variable with one of these names
 # would be silently overridden, so it is rejected instead.
@@ -89,10 +93,16 @@ class InstrumentConfig(SpecModel):
     """Per-job defaults and per-sheet overrides; unset fields fall through to the profile."""
 
     timeout_seconds: float | None = Field(
-        default=None, gt=0, description="kill the sheet after this long (default 1800)"
+        default=None,
+        gt=0,
+        le=MAX_DURATION_SECONDS,
+        description="kill the sheet after this long (default 1800)",
     )
     idle_timeout_seconds: float | None = Field(
-        default=None, gt=0, description="kill the sheet when it prints nothing for this long"
+        default=None,
+        gt=0,
+        le=MAX_DURATION_SECONDS,
+        description="kill the sheet when it prints nothing for this long",
     )
     env: dict[EnvName, EnvValue] = Field(
         default_factory=dict,
@@ -196,7 +206,7 @@ class CommandSucceedsValidation(SpecModel):
     command: NonBlankStr = Field(
         description="bash command run in the workspace; exit 0 passes", examples=["test -s out.txt"]
     )
-    timeout_seconds: float = Field(default=60, gt=0)
+    timeout_seconds: float = Field(default=60, gt=0, le=MAX_DURATION_SECONDS)
 
 
 Validation = Annotated[
@@ -365,8 +375,8 @@ class PromptTemplate(SpecModel):
 
 class RetryPolicy(SpecModel):
     max_retries: int = Field(default=2, ge=0, le=100, description="up to N+1 attempts")
-    base_delay_seconds: float = Field(default=2, ge=0)
-    max_delay_seconds: float = Field(default=120, ge=0)
+    base_delay_seconds: float = Field(default=2, ge=0, le=MAX_DURATION_SECONDS)
+    max_delay_seconds: float = Field(default=120, ge=0, le=MAX_DURATION_SECONDS)
     jitter: bool = True
 
 
@@ -482,7 +492,10 @@ class JobSpec(SpecModel):
         "failed sheet's dependents are skipped",
     )
     deadline_seconds: float | None = Field(
-        default=None, gt=0, description='the job fails with reason "deadline" after this long'
+        default=None,
+        gt=0,
+        le=MAX_DURATION_SECONDS,
+        description='the job fails with reason "deadline" after this long',
     )
     prompt_assembly: bool = Field(
         default=True,
@@ -513,6 +526,7 @@ class JobSpec(SpecModel):
     fallback_wait_seconds: float = Field(
         default=600,
         ge=0,
+        le=MAX_DURATION_SECONDS,
         description="a rate-limit wait longer than this moves a sheet with fallbacks to its "
         "next instrument instead (0: any rate limit)",
     )
