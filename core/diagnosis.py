@@ -79,6 +79,11 @@ class SheetDiagnosis(_Model):
     name: str | None
     status: SheetStatus
     instrument: str
+    failed_on: str | None = Field(
+        None,
+        description="the instrument the last failed attempt ran on, when it is not the "
+        "sheet's instrument now (the sheet moved to a fallback)",
+    )
     error_category: ErrorCategory | None
     cause: str = Field(description="one sentence: why this sheet did not complete")
     error: str | None
@@ -204,8 +209,26 @@ def _failed_validations(entry: HistoryEntry | None) -> list[FailedValidation]:
 
 
 def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[FailedValidation]) -> str:
+    cause = _cause_on(sheet, last, failed)
+    failed_on = _failed_on(sheet, last)
+    if failed_on is not None and sheet.status is not SheetStatus.FAILED:
+        return f"{cause}; the sheet moved on to {sheet.instrument!r}"
+    return cause
+
+
+def _failed_on(sheet: SheetState, last: HistoryEntry | None) -> str | None:
+    if last is None or last.instrument is None or last.instrument == sheet.instrument:
+        return None
+    return last.instrument
+
+
+def _cause_on(
+    sheet: SheetState, last: HistoryEntry | None, failed: Sequence[FailedValidation]
+) -> str:
     category = sheet.error_category
     error = sheet.last_error or (last.error if last else None) or "no error recorded"
+    # The instrument whose attempt failed: the sheet may have moved to a fallback since.
+    instrument = _failed_on(sheet, last) or sheet.instrument
     if category is ErrorCategory.VALIDATION_FAILED and failed:
         first = failed[0]
         where = f" on {first.path}" if first.path else ""
@@ -218,14 +241,14 @@ def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[Failed
     if category is ErrorCategory.TIMEOUT:
         return f"the run was stopped: {error}"
     if category is ErrorCategory.AUTH:
-        return f"the instrument {sheet.instrument!r} reported an authentication error ({error})"
+        return f"the instrument {instrument!r} reported an authentication error ({error})"
     if category is ErrorCategory.BILLING:
         return (
-            f"the instrument {sheet.instrument!r} reported that its account is out of credits "
+            f"the instrument {instrument!r} reported that its account is out of credits "
             f"or its plan is exhausted ({error})"
         )
     if category is ErrorCategory.RATE_LIMITED:
-        return f"the instrument {sheet.instrument!r} stayed rate limited: {error}"
+        return f"the instrument {instrument!r} stayed rate limited: {error}"
     if category is ErrorCategory.TRANSIENT:
         return f"a transient error (network, overload) on the last attempt: {error}"
     if category is ErrorCategory.CRASHED:
@@ -264,6 +287,14 @@ class _Advice:
 def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
     label = f"sheet {sheet.sheet_num}"
     category = sheet.error_category
+    if sheet.failed_on is not None and sheet.status is not SheetStatus.FAILED:
+        # Moved to a fallback and not done yet: nothing to re-run or fix for it to go on.
+        return _Advice(
+            f"{label} moved from {sheet.failed_on!r} to {sheet.instrument!r} after "
+            f"{category.value if category else 'a failure'} and goes on there; fix "
+            f"{sheet.failed_on!r} only to have later sheets run on it"
+        )
+    instrument = sheet.failed_on or sheet.instrument
     if category is ErrorCategory.VALIDATION_FAILED:
         first = sheet.failed_validations[0] if sheet.failed_validations else None
         what = f" ({first.type} on {first.path})" if first and first.path else ""
@@ -281,22 +312,22 @@ def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
         )
     if category is ErrorCategory.AUTH:
         return _Advice(
-            f"log the {sheet.instrument!r} CLI in (run it once by hand, or set its API key in "
+            f"log the {instrument!r} CLI in (run it once by hand, or set its API key in "
             "instrument_config.env), then re-run",
             rerun=True,
         )
     if category is ErrorCategory.BILLING:
         return _Advice(
-            f"add credits to (or upgrade the plan of) the account {sheet.instrument!r} uses, "
+            f"add credits to (or upgrade the plan of) the account {instrument!r} uses, "
             "then re-run; waiting does not help",
             rerun=True,
         )
     if category is ErrorCategory.RATE_LIMITED:
         lift = NextStep(
-            action=f"wait for {sheet.instrument!r}'s limit to reset, or lift Podium's wait",
+            action=f"wait for {instrument!r}'s limit to reset, or lift Podium's wait",
             tool="clear_rate_limits",
-            arguments={"instrument": sheet.instrument},
-            cli=f"podium clear --rate-limits --instrument {sheet.instrument}",
+            arguments={"instrument": instrument},
+            cli=f"podium clear --rate-limits --instrument {instrument}",
         )
         return _Advice(
             f"{label} stayed rate limited; re-run once the limit resets", True, True, [lift]
@@ -371,6 +402,29 @@ def _verdict(
     return f"{status.value}: {progress}"
 
 
+def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
+    """Pending sheets of a running job that could start but for a rate-limit hold on their
+    instrument (set by any sheet, in any job): they never ran, so they have no wait of
+    their own to show."""
+    if not held or detail.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return []
+    status = {s.sheet_num: s.status for s in detail.sheets}
+    done = (SheetStatus.COMPLETED, SheetStatus.SKIPPED)
+    return [
+        WaitInfo(
+            sheet_num=s.sheet_num,
+            name=s.name,
+            reason=WaitingReason.RATE_LIMIT,
+            until=held[s.instrument],
+            detail=f"pending: {s.instrument!r} is held by a rate limit",
+        )
+        for s in detail.sheets
+        if s.status is SheetStatus.PENDING
+        and s.instrument in held
+        and all(status.get(d) in done for d in s.depends_on)
+    ]
+
+
 async def diagnose(
     detail: JobDetail,
     history: Sequence[HistoryEntry],
@@ -381,6 +435,7 @@ async def diagnose(
     pressure_reason: str | None = None,
 ) -> Diagnosis:
     """`detail` must carry every sheet; `history` every attempt of the job (oldest first)."""
+    by_num = {s.sheet_num: s for s in detail.sheets}
     by_sheet: dict[int, list[HistoryEntry]] = {}
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
@@ -422,6 +477,7 @@ async def diagnose(
                 name=sheet.name,
                 status=sheet.status,
                 instrument=sheet.instrument,
+                failed_on=_failed_on(sheet, last_failed),
                 error_category=sheet.error_category,
                 cause=_clip(_cause(sheet, last_failed, failed), MAX_ERROR_CHARS) or "",
                 error=_clip(sheet.last_error, MAX_ERROR_CHARS),
@@ -434,6 +490,9 @@ async def diagnose(
             )
         )
     skipped = [s for s in detail.sheets if s.status is SheetStatus.SKIPPED]
+    # Only the holds on instruments this job's sheets run on concern it.
+    used = {s.instrument for s in detail.sheets}
+    held = {instrument: until for instrument, until in rate_limits if instrument in used}
     waiting = [
         WaitInfo(
             sheet_num=s.sheet_num,
@@ -445,6 +504,7 @@ async def diagnose(
         for s in detail.sheets
         if s.status is SheetStatus.WAITING
     ]
+    waiting = sorted([*waiting, *_behind_holds(detail, held)], key=lambda w: w.sheet_num)
     steps = _next_steps(detail.job_id, failing)
     if detail.pause_reason is PauseReason.COST_LIMIT:
         steps.append(
@@ -458,14 +518,18 @@ async def diagnose(
         )
     elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(_resume(detail.job_id, "resume the job"))
-    if any(w.reason is WaitingReason.RATE_LIMIT for w in waiting):
+    limited = {
+        by_num[w.sheet_num].instrument for w in waiting if w.reason is WaitingReason.RATE_LIMIT
+    }
+    if limited:
+        one = next(iter(limited)) if len(limited) == 1 else None
         steps.append(
             NextStep(
                 action="sheets wait for an instrument's rate limit to reset; lift it only if "
                 "you know the limit is gone",
                 tool="clear_rate_limits",
-                arguments={},
-                cli="podium clear --rate-limits",
+                arguments={"instrument": one} if one else {},
+                cli="podium clear --rate-limits" + (f" --instrument {one}" if one else ""),
             )
         )
     if pressure_level in ("high", "critical"):
@@ -491,7 +555,7 @@ async def diagnose(
         ],
         skipped_total=len(skipped),
         waiting=waiting[:MAX_LISTED_SHEETS],
-        rate_limits=[HeldInstrument(instrument=i, until=u) for i, u in rate_limits][:20],
+        rate_limits=[HeldInstrument(instrument=i, until=u) for i, u in held.items()][:20],
         pressure_level=pressure_level,
         pressure_reason=pressure_reason,
         next_steps=steps[:MAX_NEXT_STEPS],

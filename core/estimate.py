@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 
 MAX_LISTED_SHEETS = 200
+StartsOn = Callable[[ResolvedSheet], str]
 Basis = Literal["same_sheet", "same_instrument", "assumed", "none"]
 Confidence = Literal["none", "low", "medium", "high"]
 
@@ -105,18 +106,19 @@ def _typical(values: Sequence[float]) -> float:
 
 
 def _per_sheet(
-    loaded: LoadedSpec, history: History
+    loaded: LoadedSpec, history: History, starts_on: StartsOn
 ) -> tuple[dict[int, float | None], dict[int, float | None], list[SheetEstimate]]:
     seconds: dict[int, float | None] = {}
     costs: dict[int, float | None] = {}
     rows: list[SheetEstimate] = []
     for sheet in loaded.sheets:
+        instrument = starts_on(sheet)
         basis: Basis = "none"
         samples = history.by_sheet.get(sheet_key(sheet.name, sheet.sheet_num))
         if samples is not None and samples.seconds:
             basis = "same_sheet"
         else:
-            samples = history.by_instrument.get(sheet.instrument)
+            samples = history.by_instrument.get(instrument)
             if samples is not None and samples.seconds:
                 basis = "same_instrument"
         value = _typical(samples.seconds) if samples and samples.seconds else None
@@ -127,7 +129,7 @@ def _per_sheet(
             SheetEstimate(
                 sheet_num=sheet.sheet_num,
                 name=sheet.name,
-                instrument=sheet.instrument,
+                instrument=instrument,
                 expected_seconds=None if value is None else round(value, 3),
                 expected_cost_usd=None if cost is None else round(cost, 6),
                 samples=len(samples.seconds) if samples and basis != "none" else 0,
@@ -221,8 +223,20 @@ def _confidence(rows: Sequence[SheetEstimate], earlier_runs: int) -> Confidence:
     return "low"
 
 
-def estimate(loaded: LoadedSpec, history: History, *, max_concurrent_sheets: int) -> Estimate:
-    seconds, costs, rows = _per_sheet(loaded, history)
+def own_instrument(sheet: ResolvedSheet) -> str:
+    return sheet.instrument
+
+
+def estimate(
+    loaded: LoadedSpec,
+    history: History,
+    *,
+    max_concurrent_sheets: int,
+    starts_on: StartsOn = own_instrument,
+) -> Estimate:
+    """`starts_on`: the instrument a sheet will run on (its own, or its first installed
+    fallback when its own is not installed), whose history it draws on."""
+    seconds, costs, rows = _per_sheet(loaded, history, starts_on)
     known = [v for v in seconds.values() if v is not None]
     parallelism = min(loaded.spec.concurrency.max_parallel_sheets, max_concurrent_sheets)
     samples = sum(r.samples for r in rows)

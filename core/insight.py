@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
+from podium.core.engine.fallbacks import first_usable
 from podium.core.errors import PodiumError
-from podium.core.estimate import Estimate, History, SheetSamples, estimate
+from podium.core.estimate import Estimate, History, SheetSamples, StartsOn, estimate
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.models import JobStatus
-from podium.core.spec.loader import LoadedSpec
+from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 from podium.core.spec.models import ConcurrencySpec
 
 if TYPE_CHECKING:
@@ -54,11 +55,22 @@ class Insight:
 
     async def estimate(self, loaded: LoadedSpec) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
-        history = await self._estimate_history(loaded)
-        limit = self._c.config.max_concurrent_sheets
-        return estimate(loaded, history, max_concurrent_sheets=limit)
+        catalog = self._c.catalog
 
-    async def _estimate_history(self, loaded: LoadedSpec) -> History:
+        def usable(name: str) -> bool:
+            info = catalog.get(name) if catalog is not None else None
+            return info is not None and info.available
+
+        # As the engine places a new sheet: its own instrument, else its first installed
+        # fallback.
+        def starts_on(sheet: ResolvedSheet) -> str:
+            return first_usable(sheet, usable)
+
+        history = await self._estimate_history(loaded, starts_on)
+        limit = self._c.config.max_concurrent_sheets
+        return estimate(loaded, history, max_concurrent_sheets=limit, starts_on=starts_on)
+
+    async def _estimate_history(self, loaded: LoadedSpec, starts_on: StartsOn) -> History:
         history = History()
         finished = [JobStatus.COMPLETED, JobStatus.FAILED]
         runs, _ = await self._c.list_jobs(
@@ -76,7 +88,7 @@ class Insight:
                 history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
             if samples.overhead is not None:
                 history.overheads.append(samples.overhead)
-        wanted = {s.instrument for s in loaded.sheets} - set(history.by_instrument)
+        wanted = {starts_on(s) for s in loaded.sheets} - set(history.by_instrument)
         if wanted:
             recent, _ = await self._c.list_jobs(
                 statuses=[JobStatus.COMPLETED], limit=ESTIMATE_INSTRUMENT_RUNS

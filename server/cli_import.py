@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from podium.core.importer import import_score, to_yaml
-from podium.core.importer.score import read_score
-from podium.server.cli_base import Context, err, pass_ctx, run_async
+from podium.core.importer.score import ScoreError, read_score
+from podium.server.cli_base import EXIT_USAGE, Context, err, pass_ctx, run_async
 
 
 @click.command(name="import-score")
@@ -32,9 +32,16 @@ async def import_score_command(ctx: Context, score: str, out: str | None) -> int
     source = Path(score).expanduser()
     target = Path(out).expanduser() if out else None
     own_name = target.name if target else f"{source.stem}.podium.yaml"
-    result = import_score(
-        read_score(source), score_dir=source.parent.absolute(), self_names=(own_name, source.name)
-    )
+    try:
+        result = import_score(
+            read_score(source),
+            score_dir=source.parent.absolute(),
+            self_names=(own_name, source.name),
+        )
+    except ScoreError as exc:
+        # Printed as is: its paths are the score's fields (`sheet`), not CLI options.
+        err.print(f"podium: {exc}", markup=False, soft_wrap=True)
+        return EXIT_USAGE
     text = to_yaml(result.spec)
     if target is None:
         sys.stdout.write(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from helpers import wait_for_job
@@ -111,3 +112,26 @@ def test_simulation_respects_dependencies_and_slots() -> None:
     assert critical_path(weights, diamond) == (7.0, [1, 2, 4])
     assert simulate(weights, diamond, 1) == 9.0
     assert simulate(weights, diamond, 2) == 7.0
+
+
+async def test_a_sheet_is_estimated_on_the_instrument_it_will_start_on(
+    make_config: Callable[..., PodiumConfig], home: Path, tmp_path: Path
+) -> None:
+    """A sheet whose own instrument is not installed starts on its first installed
+    fallback: that is the instrument whose history it draws on."""
+    (home / "instruments").mkdir(exist_ok=True)
+    (home / "instruments" / "gone.yaml").write_text(
+        f'name: gone\nexecutable: {tmp_path / "no-such-cli"}\nargs: ["{{prompt}}"]\n'
+    )
+    async with Conductor(make_config(max_concurrent_sheets=4)) as conductor:
+        await _run(conductor, timed_spec())
+        guess = await conductor.estimate(
+            spec={
+                "name": "on-a-fallback",
+                "instrument": "gone",
+                "fallbacks": ["shell"],
+                "sheets": [{"name": "x", "prompt": "sleep 1"}],
+            }
+        )
+        assert [(s.instrument, s.basis) for s in guess.sheets] == [("shell", "same_instrument")]
+        assert guess.expected_seconds is not None

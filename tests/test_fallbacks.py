@@ -190,3 +190,80 @@ async def test_fallback_errors_at_submit(fleet: Conductor) -> None:
     assert "unknown instrument 'workng'" in messages["sheets.1.fallbacks.0"]
     # Neither sheet has an installed instrument to run on.
     assert "not installed" in messages["instrument"]
+
+
+async def test_sheets_behind_a_long_hold_move_on_without_running_into_it(
+    fleet: Conductor,
+) -> None:
+    """The hold one sheet's rate limit set is the instrument's: every later sheet with
+    fallbacks whose instrument is held past the bound moves on too, instead of sitting
+    `pending` for hours; a sheet without fallbacks still waits for the hold."""
+    spec = {
+        "name": "behind-hold",
+        "instrument": "limited",
+        "fallbacks": ["working"],
+        "fallback_wait_seconds": 60,
+        "sheets": [
+            {"name": "first", "prompt": "one"},
+            {"name": "second", "depends_on": ["first"], "prompt": "two"},
+        ],
+    }
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED, [s.last_error for s in detail.sheets]
+    assert [(h.sheet_num, h.instrument, h.outcome) for h in history] == [
+        (1, "limited", Outcome.RATE_LIMITED),
+        (1, "working", Outcome.COMPLETED),
+        (2, "working", Outcome.COMPLETED),
+    ]
+    assert detail.sheets[1].instrument == "working"
+    # Another job on the held instrument moves at once; one without fallbacks waits.
+    other = await fleet.submit_job(spec={**spec, "name": "later"})
+    stuck = await fleet.submit_job(
+        spec={"name": "no-fallback", "instrument": "limited", "sheets": [{"prompt": "x"}]}
+    )
+    done = await wait_for_job(fleet, other.job_id)
+    assert done.status is JobStatus.COMPLETED
+    later, _ = await fleet.get_execution_history(other.job_id)
+    assert {h.instrument for h in later} == {"working"}
+    waiting = await fleet.get_job(stuck.job_id)
+    assert waiting.sheets[0].status is SheetStatus.PENDING
+    assert waiting.sheets[0].instrument == "limited"
+    await fleet.cancel_job(stuck.job_id)
+
+
+async def test_diagnose_blames_the_instrument_that_failed_not_the_one_moved_to(
+    fleet: Conductor,
+) -> None:
+    """After an auth failure moved a sheet on, diagnose names the instrument that failed
+    (the one to log in) and the move, not the fallback the sheet waits on now."""
+    blocker = await fleet.submit_job(
+        spec={"name": "blocker", "instrument": "limited", "sheets": [{"prompt": "x"}]}
+    )
+
+    async def held() -> bool:
+        return bool((await fleet.status()).rate_limits)
+
+    await wait_until(held, timeout=20)
+    moved = await fleet.submit_job(
+        spec={
+            "name": "moved",
+            "instrument": "logged-out",
+            "fallbacks": ["limited"],
+            "fallback_wait_seconds": 86400,
+            "sheets": [{"prompt": "go"}],
+        }
+    )
+
+    async def on_fallback() -> bool:
+        sheet = (await fleet.get_job(moved.job_id)).sheets[0]
+        return sheet.instrument == "limited" and sheet.status is SheetStatus.PENDING
+
+    await wait_until(on_fallback, timeout=20)
+    result = await fleet.diagnose(moved.job_id)
+    [sheet] = result.failing
+    assert "'logged-out'" in sheet.cause and "'limited'" in sheet.cause, sheet.cause
+    actions = " ".join(s.action for s in result.next_steps)
+    assert "log the 'limited' CLI in" not in actions, actions
+    assert [(w.sheet_num, w.reason) for w in result.waiting] == [(1, "rate_limit")]
+    for job in (blocker, moved):
+        await fleet.cancel_job(job.job_id)

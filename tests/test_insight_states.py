@@ -105,3 +105,37 @@ async def test_estimate_expects_the_cost_earlier_runs_reported(
     by_name = {s.name: s.expected_cost_usd for s in guess.sheets}
     assert by_name == {"a": pytest.approx(0.25), "b": pytest.approx(0.5)}
     assert json.loads(guess.model_dump_json())["expected_cost_usd"] == pytest.approx(0.75)
+
+
+async def test_diagnose_says_a_pending_sheet_waits_behind_another_jobs_hold(
+    insight_conductor: Conductor,
+) -> None:
+    """A sheet whose instrument another job's rate limit holds stays `pending` (it never
+    ran, so it has no wait of its own): diagnose must still say what it waits for and how
+    to lift it; a job on other instruments is not told about that hold."""
+    c = insight_conductor
+    first = await c.submit_job(
+        spec={"name": "hits-limit", "instrument": "metered", "sheets": [{"prompt": "limited"}]}
+    )
+
+    async def held() -> bool:
+        return bool((await c.status()).rate_limits)
+
+    await wait_until(held, timeout=20)
+    behind = await c.submit_job(
+        spec={"name": "behind", "instrument": "metered", "sheets": [{"prompt": "cost:0.1"}]}
+    )
+    result = await c.diagnose(behind.job_id)
+    [wait] = result.waiting
+    assert wait.sheet_num == 1 and wait.reason is WaitingReason.RATE_LIMIT
+    assert wait.until == (await c.status()).rate_limits[0].until
+    assert "rate_limit" in result.verdict, result.verdict
+    assert any(
+        s.tool == "clear_rate_limits" and s.arguments == {"instrument": "metered"}
+        for s in result.next_steps
+    ), result.next_steps
+    other = await c.submit_job(spec={"name": "elsewhere", "sheets": [{"prompt": "sleep 30"}]})
+    unrelated = await c.diagnose(other.job_id)
+    assert unrelated.rate_limits == [] and unrelated.waiting == []
+    for job in (first, behind, other):
+        await c.cancel_job(job.job_id)

@@ -17,7 +17,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import approvals, ratelimits
+from podium.core.engine import approvals, fallbacks, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
     needs_earlier,
@@ -139,6 +139,9 @@ class Dispatcher:
         await self._fire_due(now)
         if any(not h.released and h.until <= now for h in self.state.holds.values()):
             await self.writer.run(ratelimits.release_due(now))
+        moves = fallbacks.moves_off_holds(self.state, now, self.ctx.usable)
+        if moves:
+            await self._run_quietly(fallbacks.move_off_holds(moves))
         await self._renew_leases(now)
         if self._task_group is not None and self.ctx.may_dispatch():
             picks = self._pick(now)

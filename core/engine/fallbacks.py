@@ -1,15 +1,18 @@
 """Instrument fallbacks (issue 17): a sheet moves to the next instrument of its list when
 its own cannot do the work — it cannot start, it fails on auth or billing (no retry can fix
 those), or it is rate-limited longer than the job's `fallback_wait_seconds` (or more times
-than `max_rate_limit_retries`). The move is a transition of the sheet row like any other:
-the same attempt result, a different instrument for the next attempt."""
+than `max_rate_limit_retries`), or it is ready while its instrument is held that long.
+The move is a transition of the sheet row like any other: the same attempt result (none,
+for a sheet moved before it ran), a different instrument for the next attempt."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from podium.core.engine.rules import Verdict
+from podium.core.engine.state import EngineState
+from podium.core.engine.tx import Op, Tx
 from podium.core.instruments.profile import InstrumentProfile
 from podium.core.models import ErrorCategory, Outcome, SheetStatus
 from podium.core.runner.runner import AttemptResult
@@ -21,6 +24,7 @@ Usable = Callable[[str], bool]
 
 # Failures that are the instrument's, not the task's: another instrument may succeed.
 INSTRUMENT_CATEGORIES = frozenset({ErrorCategory.AUTH, ErrorCategory.BILLING})
+_READY = frozenset({SheetStatus.PENDING, SheetStatus.WAITING})
 
 
 def chain(resolved: ResolvedSheet) -> tuple[str, ...]:
@@ -85,3 +89,67 @@ def fallback_config(config: InstrumentConfig, profile: InstrumentProfile) -> Ins
     if config.permission_mode not in profile.permission_flags:
         update["permission_mode"] = None
     return config.model_copy(update=update)
+
+
+Move = tuple[str, int, str, str, str]  # job_id, sheet_num, from, to, why
+
+
+def moves_off_holds(state: EngineState, now: datetime, usable: Usable) -> list[Move]:
+    """Ready sheets with fallbacks whose instrument is held (by any sheet's rate limit, in
+    any job) for longer than their job's `fallback_wait_seconds`: each moves to the first
+    instrument after its own that is installed and not held that long. Without this only the
+    sheet that hit the limit would move, and every later one would sit `pending` behind the
+    hold for hours although its spec names a way out."""
+    held = {
+        key: (hold.until - now).total_seconds()
+        for key, hold in state.holds.items()
+        if not hold.released and hold.until > now
+    }
+    if not held:
+        return []
+    moves: list[Move] = []
+    for job_state in state.jobs.values():
+        loaded = job_state.spec
+        if loaded is None or not job_state.dispatchable:
+            continue
+        bound = loaded.spec.fallback_wait_seconds
+        for key, wait in held.items():
+            if wait <= bound:
+                continue
+            for num in job_state.ready_behind(key):
+                resolved = loaded.sheet(num)
+                if not resolved.fallbacks:
+                    continue
+                current = job_state.sheets[num].instrument
+                names = chain(resolved)
+                start = names.index(current) + 1 if current in names else 0
+                target = next(
+                    (
+                        name
+                        for name in names[start:]
+                        if usable(name) and held.get(state.hold_key_for(name), 0.0) <= bound
+                    ),
+                    None,
+                )
+                if target is not None:
+                    why = f"it is rate limited for {wait:.0f}s (more than {bound:g}s)"
+                    moves.append((job_state.job_id, num, current, target, why))
+    return moves
+
+
+def move_off_holds(moves: Sequence[Move]) -> Op[None]:
+    """Commit `moves` (planned on the rows in hand): each sheet still ready on the
+    instrument it was planned from goes to its target, with no attempt."""
+
+    def apply(tx: Tx) -> None:
+        for job_id, num, source, target, why in moves:
+            sheet = tx.sheet(job_id, num)
+            if sheet.instrument != source or sheet.status not in _READY:
+                continue  # it started, or moved, since the plan
+            row = tx.edit_sheet(job_id, num)
+            row.instrument = target
+            row.rate_limit_hits = 0
+            row.last_error = f"moved from {source} to {target}: {why}"
+            row.updated_at = tx.now
+
+    return Op(apply, jobs=sorted({m[0] for m in moves}), name="move off held instruments")

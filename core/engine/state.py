@@ -121,6 +121,10 @@ class JobState:
         """Ready sheets per hold key (only keys with any)."""
         return {k: len(v) for k, v in self._ready.items() if v}
 
+    def ready_behind(self, key: str) -> list[int]:
+        """The ready sheets behind hold key `key`, in sheet order."""
+        return sorted(self._ready.get(key, ()))
+
     def ready_count(self) -> int:
         return sum(len(v) for v in self._ready.values())
 

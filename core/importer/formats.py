@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from podium.core.spec.models import JOB_NAME_PATTERN, SHEET_NAME_PATTERN
 
@@ -14,15 +15,21 @@ _JINJA_OPENERS = ("{{", "{%", "{#")
 NATIVE_BACKENDS = {"claude_cli": "claude-code"}
 
 
+def _ascii(text: str) -> str:
+    """Letters with accents as their base letters ("Übersetzung" -> "Ubersetzung")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def job_name(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:64] or "imported"
+    slug = re.sub(r"[^a-z0-9_-]+", "-", _ascii(text).lower()).strip("-_")[:64] or "imported"
     if not re.match(JOB_NAME_PATTERN, slug):
         slug = ("s-" + slug)[:64]
     return slug
 
 
 def sheet_name(text: str, taken: set[str]) -> str | None:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:56]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", _ascii(text)).strip("-._")[:56]
     if not slug or slug.isdigit() or not re.match(SHEET_NAME_PATTERN, slug):
         return None
     name, n = slug, 2

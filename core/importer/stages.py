@@ -26,7 +26,7 @@ from podium.core.importer.tracker import Tracker, join
 from podium.core.spec.base import is_templated
 from podium.core.spec.condition_check import SHEETS_NAME
 from podium.core.spec.expressions import undefined_in_expression
-from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES
+from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, MAX_SHEETS
 from podium.core.spec.templating import TemplateRenderError
 
 _CONTENT_TYPES = ("file_exists", "file_modified", "content_contains", "content_regex")
@@ -38,6 +38,7 @@ COMMAND_TIMEOUT_SECONDS = 3600
 class Stage:
     num: int
     count: int = 1
+    count_from: str = "sheet.fan_out"  # the score field the instance count came from
     name: str | None = None
     instrument: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
@@ -88,22 +89,51 @@ def _int(t: Tracker, path: str, default: int) -> int:
     return value
 
 
+def _number(value: Any) -> int | None:
+    """A whole number as Marianne's models read one: an int, or digits in a string (the
+    only way a JSON score can write a mapping key)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 def _stage_keyed(t: Tracker, path: str, count: int) -> dict[int, Any]:
     """A map keyed by stage number (as Marianne declares it)."""
     block = t.peek(path)
     out: dict[int, Any] = {}
-    if not isinstance(block, Mapping):
+    if block is not None and not isinstance(block, Mapping):
+        t.drop(path, f"must be a mapping keyed by stage number (1..{count})")
         return out
-    for key, value in block.items():
+    for key, value in (block or {}).items():
         where = join(path, key)
-        if (isinstance(key, int) and 1 <= key <= count) or (
-            str(key).isdigit() and 1 <= int(key) <= count
-        ):
-            out[int(key)] = value
+        num = _number(key)
+        if num is not None and 1 <= num <= count:
+            out[num] = value
             t.use(where)
         else:
             t.drop(where, f"no stage {key} (stages are 1..{count})")
     return out
+
+
+def _check_size(stages: list[Stage]) -> None:
+    """Refuse a plan with more sheets than a job may have before anything is built per
+    sheet (a count in the billions would take the machine's memory first)."""
+    for stage in stages:
+        if stage.count > MAX_SHEETS:
+            raise ValueError(
+                f"{stage.count_from}: {stage.count} instances; a Podium job has at most "
+                f"{MAX_SHEETS} sheets"
+            )
+    total = sum(stage.count for stage in stages)
+    if total > MAX_SHEETS:
+        raise ValueError(
+            f"sheet.fan_out: the stages expand to {total} sheets; a Podium job has at most "
+            f"{MAX_SHEETS}"
+        )
 
 
 class StageBuilder:
@@ -120,17 +150,30 @@ class StageBuilder:
         if start > total:
             raise ValueError(f"sheet.start_item: {start} is past total_items {total}")
         count = math.ceil((total - start + 1) / size)
+        if count > MAX_SHEETS:
+            raise ValueError(
+                f"sheet.total_items: {total - start + 1} items in sheets of {size} make "
+                f"{count} sheets; a Podium job has at most {MAX_SHEETS} (use a larger size)"
+            )
         stages = [Stage(n) for n in range(1, count + 1)]
         self._movements(stages)
-        for num, fans in _stage_keyed(t, "sheet.fan_out", count).items():
-            if isinstance(fans, int) and fans >= 1:
+        for num, value in _stage_keyed(t, "sheet.fan_out", count).items():
+            fans = _number(value)
+            if fans is not None and fans >= 1:
                 stages[num - 1].count = fans
+                stages[num - 1].count_from = f"sheet.fan_out.{num}"
             else:
-                t.drop(f"sheet.fan_out.{num}", f"instance count must be >= 1, got {fans!r}")
+                t.drop(f"sheet.fan_out.{num}", f"instance count must be >= 1, got {value!r}")
+        _check_size(stages)
         for num, deps in _stage_keyed(t, "sheet.dependencies", count).items():
-            valid = [d for d in deps or [] if isinstance(d, int) and 1 <= d <= count and d != num]
-            if len(valid) != len(deps or []):
-                t.drop(f"sheet.dependencies.{num}", "refers to a stage that does not exist")
+            where = f"sheet.dependencies.{num}"
+            if not isinstance(deps, list):
+                t.drop(where, f"must be a list of stage numbers, got {deps!r}")
+                continue
+            numbers = [_number(d) for d in deps]
+            valid = [d for d in numbers if d is not None and 1 <= d <= count and d != num]
+            if len(valid) != len(deps):
+                t.drop(where, "refers to a stage that does not exist")
             stages[num - 1].depends_on = valid
         for num, expr in _stage_keyed(t, "sheet.skip_when", count).items():
             stages[num - 1].skip_when = self._expression(f"sheet.skip_when.{num}", str(expr))
@@ -159,9 +202,10 @@ class StageBuilder:
             if isinstance(named, str):
                 stage.instrument, stage.config = self.instruments.resolve(named, where)
             stage.config = {**stage.config, **config_block(t, f"{where}.instrument_config")}
-            voices = t.get(f"{where}.voices")
-            if isinstance(voices, int) and voices >= 1:
+            voices = _number(t.get(f"{where}.voices"))
+            if voices is not None and voices >= 1:
                 stage.count = voices
+                stage.count_from = f"{where}.voices"
             chain = t.peek(f"{where}.instrument_fallbacks")
             if chain:
                 stage.fallbacks = self._fallbacks(f"{where}.instrument_fallbacks")
@@ -296,7 +340,11 @@ class StageBuilder:
         """The job-wide validations; conditional ones go onto the stages they hold for."""
         t = self.t
         job: list[dict[str, Any]] = []
-        for index, _ in enumerate(t.peek("validations") or []):
+        block = t.peek("validations")
+        if block is not None and not isinstance(block, list):
+            t.drop("validations", "must be a list of validations")
+            return job
+        for index, _ in enumerate(block or []):
             where = f"validations.{index}"
             check = self._validation(where)
             if check is None:

@@ -1,0 +1,110 @@
+"""`podium import-score` on scores written differently from the fixtures: stage numbers as
+strings (YAML keys quoted, as JSON scores have them), other shapes, a unicode name, sizes
+past Podium's limits, and input errors that must name the score's own field."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from test_import_score import builtin_traits
+from test_transports import PODIUM
+
+from podium.core.importer import import_score
+from podium.core.importer.score import ScoreError
+from podium.core.spec.loader import load_spec
+from podium.server.cli import main
+
+
+def _score(**fields: object) -> dict[str, object]:
+    return {"name": "shapes", "prompt": {"template": "step {{ sheet_num }}"}, **fields}
+
+
+def test_stage_numbers_given_as_strings_carry_over() -> None:
+    """Marianne's models read "2" as 2 (a JSON score can only write keys as strings)."""
+    score = _score(
+        sheet={
+            "size": 1,
+            "total_items": 3,
+            "dependencies": {"2": ["1"], "3": [2, "1"]},
+            "fan_out": {"2": "2"},
+        }
+    )
+    result = import_score(score)
+    assert result.dropped == [], result.dropped
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    assert [(s.stage, s.instance, s.depends_on) for s in loaded.sheets] == [
+        (1, 1, ()),
+        (2, 1, (1,)),
+        (2, 2, (1,)),
+        (3, 1, (1, 2, 3)),
+    ]
+
+
+def test_wrong_shapes_are_dropped_with_the_reason_not_a_traceback() -> None:
+    score = _score(
+        sheet={"size": 1, "total_items": 3, "dependencies": {"2": 1, "3": [2]}},
+        validations={"type": "file_exists", "path": "x"},
+    )
+    result = import_score(score)
+    why = dict(result.dropped)
+    assert "list of stage numbers" in why["sheet.dependencies.2"], why
+    assert "list" in why["validations"], why
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    assert [s.depends_on for s in loaded.sheets] == [(), (), (2,)]
+    listed = import_score(_score(sheet={"size": 1, "total_items": 2, "dependencies": [1, 2]}))
+    assert "mapping" in dict(listed.dropped)["sheet.dependencies"], listed.dropped
+
+
+def test_a_unicode_name_keeps_its_letters() -> None:
+    result = import_score({**_score(sheet={"size": 1, "total_items": 1}),
+                           "name": "Übersetzung — Kapitel Ω"})  # fmt: skip
+    assert result.spec["name"] == "ubersetzung-kapitel"
+
+
+@pytest.mark.parametrize(
+    ("sheet", "field"),
+    [
+        ({"size": 1, "total_items": 100_000_000}, "sheet.total_items"),
+        ({"size": 1, "total_items": 3, "fan_out": {2: 1_000_000_000}}, "sheet.fan_out.2"),
+        ({"size": 1, "total_items": 5000, "fan_out": {1: 3000, 2: 3000}}, "sheet.fan_out"),
+    ],
+)
+def test_more_sheets_than_a_job_may_have_is_refused_before_they_are_built(
+    tmp_path: Path, sheet: dict[str, object], field: str
+) -> None:
+    score = tmp_path / "huge.yaml"
+    score.write_text(yaml.safe_dump(_score(sheet=sheet)))
+
+    def bounded() -> None:  # a regression must fail this test, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [PODIUM, "import-score", str(score), "-o", str(tmp_path / "out.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=bounded,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"podium: {field}: " in done.stderr and "10000" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_score_errors_name_the_score_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprompt: {template: hi}\n")
+    result = CliRunner().invoke(main, ["import-score", str(bad)])
+    assert result.exit_code == 2
+    # The score's `sheet` field, not the CLI's --sheet option.
+    assert result.stderr.startswith("podium: sheet: a Marianne score needs"), result.stderr
+    with pytest.raises(ScoreError, match=r"sheet\.size: must be a positive integer"):
+        import_score(_score(sheet={"size": "two", "total_items": 3}))
