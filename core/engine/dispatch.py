@@ -17,7 +17,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import approvals, fallbacks, ratelimits
+from podium.core.engine import approvals, fallbacks, holding, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
     needs_earlier,
@@ -77,6 +77,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._lease_due: datetime | None = None
         self._logs_dir: str | None = None
+        self._holding = holding.Holding()
 
     # ----- control -------------------------------------------------------------------------
 
@@ -157,6 +158,8 @@ class Dispatcher:
                 for pick in picks:
                     if self._probed(pick):
                         self._task_group.start_soon(self._probe_then_start, pick)
+        if self.state.holds or self.ctx.pressure in holding.PRESSURED or self._holding.armed:
+            await self._holding.show(self.state, self.ctx, now, self._run_quietly)
         return self._next_wake()
 
     def _next_wake(self) -> datetime | None:
