@@ -130,6 +130,17 @@ def _reverts(
 ) -> list[Revert]:
     reverts: list[Revert] = []
     for job_state in state.jobs.values():
+        for num in job_state.waiting:
+            # Shown waiting for a hold that is gone before its end (lifted by hand, maybe by
+            # another conductor that had not seen this mark yet): its wait is over.
+            key = job_state.hold_key(num)
+            row = job_state.sheets[num]
+            if (
+                row.waiting_reason is WaitingReason.RATE_LIMIT
+                and key not in held
+                and key not in released
+            ):
+                reverts.append((job_state.job_id, num, key, WaitingReason.RATE_LIMIT))
         if not job_state.held_back:
             continue
         for num in sorted(job_state.held_back):
@@ -188,12 +199,12 @@ def revert(reverts: Sequence[Revert], pressured: Callable[[], bool]) -> Op[None]
             sheet = tx.sheet(job_id, num)
             if sheet.status is not SheetStatus.WAITING or sheet.waiting_reason is not reason:
                 continue
-            if sheet.waiting_until is not None and sheet.waiting_until > tx.now:
-                continue  # a wait of its own again
             if reason is WaitingReason.RATE_LIMIT:
+                # A rate-limit wait is the hold's: with the hold gone it is over, whatever
+                # end it showed (as `clear_rate_limits` ends it).
                 if tx.hold(key) is not None:
                     continue  # held, or about to let its first sheet go: the rest wait on
-            elif pressured():
+            elif pressured() or (sheet.waiting_until is not None and sheet.waiting_until > tx.now):
                 continue
             row = tx.edit_sheet(job_id, num)
             row.status = SheetStatus.PENDING
