@@ -78,6 +78,7 @@ class Dispatcher:
         self._lease_due: datetime | None = None
         self._logs_dir: str | None = None
         self._holding = holding.Holding()
+        self.passes = 0  # for tests: how often the loop woke
 
     # ----- control -------------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _pass(self) -> datetime | None:
+        self.passes += 1
         now = utcnow()
         for when, kind, job_id, num in self.state.timers:
             heapq.heappush(self._timers, (when, next(self._seq), kind, job_id, num))
@@ -173,7 +175,11 @@ class Dispatcher:
             times.append(self._lease_due)
         if self.ctx.pressure is PressureLevel.HIGH:
             gap = HIGH_PRESSURE_GAP_SECONDS - (time.monotonic() - self.ctx.last_slow_dispatch)
-            times.append(utcnow() + timedelta(seconds=max(0.0, gap)))
+            if gap > 0:
+                # Only while the pause holds a start back: once it is over and this pass
+                # found nothing to start, a wake-up "now" would spin the loop, never
+                # yielding; new work wakes it anyway.
+                times.append(utcnow() + timedelta(seconds=gap))
         return min(times) if times else None
 
     async def _fire_due(self, now: datetime) -> None:
