@@ -105,6 +105,14 @@ async def test_sheets_behind_a_hold_show_waiting_until_its_end_then_run(
         for reason_until in [s[1:] for s in five_seen + four_seen if s[0] == "waiting"]:
             assert reason_until[0] == "rate_limit"
             assert _same_moment(reason_until[1], until), (reason_until, until)
+        # diagnose tells the shown-waiting ones and the pending ones behind the hold apart.
+        found = await c.diagnose(five.job_id)
+        assert [(w.sheet_num, w.reason) for w in found.waiting] == [
+            (n, "rate_limit") for n in range(1, 6)
+        ]
+        assert [w.detail for w in found.waiting] == [
+            "ready: 'agent-a' is held by a rate limit"
+        ] * 2 + ["pending: 'agent-a' is held by a rate limit"] * 3
         other_done = await wait_for_job(c, other.job_id, timeout=10)
         assert other_done.status is JobStatus.COMPLETED
         assert (await c.status()).rate_limits, "agent-b ran while agent-a was still held"
