@@ -22,7 +22,7 @@ import anyio
 import structlog
 
 from podium.core.approvals import PENDING_APPROVALS_SHOWN, Approvals, approval_list
-from podium.core.checkpoint import read_checkpoint, read_job
+from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import Diagnosis
 from podium.core.engine.engine import Engine
@@ -495,13 +495,19 @@ class Conductor:
             sheet_offset=sheet_offset,
             sheet_limit=sheet_limit,
             include_spec=include_spec,
+            live=self._live_output(),
         )
         if detail is None:
             raise job_not_found(job_id)
         return detail
 
+    def _live_output(self) -> LiveOutput | None:
+        # Only attempts this conductor runs have output in memory; a sheet another conductor
+        # runs (a shared store) shows what the store has until its attempt ends.
+        return self._engine.output_so_far if self._engine is not None else None
+
     async def checkpoint(self, job_id: str) -> JobDetail:
-        detail = await read_checkpoint(self.store, job_id)
+        detail = await read_checkpoint(self.store, job_id, self._live_output())
         if detail is None:
             raise job_not_found(job_id)
         return detail

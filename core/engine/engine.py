@@ -292,6 +292,17 @@ class Engine:
     def running_count(self) -> int:
         return len(self.state.running)
 
+    def output_so_far(
+        self, job_id: str, sheet_num: int, attempt: int, max_bytes: int
+    ) -> str | None:
+        """The last `max_bytes` of stdout attempt `attempt` of the sheet printed so far, from
+        memory; None unless this conductor runs that attempt (another conductor on a shared
+        store may, or it has not started its process yet)."""
+        entry = self.state.running.get((job_id, sheet_num))
+        if entry is None or entry.attempt != attempt:
+            return None
+        return entry.control.output_so_far(max_bytes)
+
     @property
     def failure_rate(self) -> float | None:
         return self.ctx.failure_rate
