@@ -88,7 +88,9 @@ def _walk(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
     return ".".join(parts), models[0] if len(models) == 1 else None
 
 
-_JOB_NAME_HINT = "ASCII lowercase letters, digits, '-' and '_'; starts with a letter or digit; 1-64 long"
+_JOB_NAME_HINT = (
+    "ASCII lowercase letters, digits, '-' and '_'; starts with a letter or digit; 1-64 long"
+)
 # Pydantic's wording, rephrased to read after a field path ("priority: must be ...").
 _MESSAGE_STARTS = (
     ("Input should ", "must "),
@@ -97,7 +99,9 @@ _MESSAGE_STARTS = (
     ("Value should ", "must "),
     ("Keys should ", "field names must "),
 )
-_SHEET_NAME_HINT = "ASCII letters, digits, '.', '-' and '_'; starts with a letter or digit; 1-64 long"
+_SHEET_NAME_HINT = (
+    "ASCII letters, digits, '.', '-' and '_'; starts with a letter or digit; 1-64 long"
+)
 
 
 _VALIDATION_MODELS: tuple[type[BaseModel], ...] = (
