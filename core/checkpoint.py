@@ -18,9 +18,7 @@ class LiveOutput(Protocol):
     """What a running attempt printed so far (the engine keeps it in memory), or None when
     this process does not run that attempt."""
 
-    def __call__(
-        self, job_id: str, sheet_num: int, attempt: int, max_bytes: int
-    ) -> str | None: ...
+    def __call__(self, job_id: str, sheet_num: int, attempt: int, max_bytes: int) -> str | None: ...
 
 
 def sheet_states(sheets: Sequence[SheetRow], live: LiveOutput | None) -> list[SheetState]:

@@ -137,7 +137,7 @@ class TailBuffer:
         data = bytes(self._buf[-max_bytes:]) if cut else bytes(self._buf)
         start = _skip_partial_utf8_start(data) if cut or self._trimmed else 0
         end = len(data) - _incomplete_utf8_suffix(data)
-        text = data[start:max(start, end)].decode("utf-8", errors="replace")
+        text = data[start : max(start, end)].decode("utf-8", errors="replace")
         self._recent = (self._writes, max_bytes, text)
         return text
 
