@@ -32,6 +32,7 @@ from podium.core.errors import (
     PodiumError,
     SpecError,
     job_not_found,
+    quoted,
 )
 from podium.core.estimate import Estimate
 from podium.core.events import APPROVAL_EVENT, EventBus
@@ -435,7 +436,8 @@ class Conductor:
     ) -> SubmittedJob:
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise PodiumError(
-                f"job_id: {job_id!r} is not allowed; use 1-128 characters from letters, digits, "
+                f"job_id: {quoted(job_id)} is not allowed; use 1-128 characters from letters, "
+                "digits, "
                 "'.', '_' and '-', starting with a letter or digit"
             )
         if self._stopping:
@@ -694,7 +696,9 @@ class Conductor:
             and self.catalog.get(instrument) is None
         ):
             known = ", ".join(i.name for i in self.catalog.all())
-            raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
+            raise NotFoundError(
+                f"instrument: unknown instrument {quoted(instrument)}; known: {known}"
+            )
         keys = self.catalog.hold_keys() if self.catalog is not None else {}
         wanted = None
         if instrument is not None:

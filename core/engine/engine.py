@@ -25,7 +25,7 @@ from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.sync import Sync
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import InvalidTransitionError
+from podium.core.errors import InvalidTransitionError, quoted
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.models import Decision, JobStatus, JobSummary, SheetStatus, utcnow
@@ -243,7 +243,8 @@ class Engine:
             elif stands is not None and latest is not None:
                 hint = f"; it was already decided ({stands.value} by {latest.decided_by})"
             raise InvalidTransitionError(
-                f"sheet: {found.label} of job {job_id!r} is {found.status.value}, not waiting "
+                f"sheet: {found.label} of job {quoted(job_id)} is {found.status.value}, not "
+                "waiting "
                 f"for approval{hint}"
             )
         return await self.control.summary(job_id)
