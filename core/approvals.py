@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from podium.core.errors import NotFoundError, PodiumError, job_not_found
+from podium.core.errors import NotFoundError, PodiumError, job_not_found, quoted
 from podium.core.models import Decision, JobSummary
 from podium.core.spec import MAX_SHEETS
 from podium.core.store.base import Store
@@ -44,7 +44,7 @@ class Approvals:
             chosen = Decision(decision)
         except ValueError:
             raise PodiumError(
-                f"decision: {decision!r} is not a decision; use 'approve' or 'reject'"
+                f"decision: {quoted(decision)} is not a decision; use 'approve' or 'reject'"
             ) from None
         num = await self._sheet_number(job_id, sheet)
         return await self._c.engine.decide(job_id, num, chosen, decided_by, note)
@@ -57,7 +57,7 @@ class Approvals:
             if 1 <= num <= MAX_SHEETS and await self._c.store.get_sheet(job_id, num) is not None:
                 return num
             await _known_job(self._c.store, job_id)
-            raise NotFoundError(f"sheet: job {job_id!r} has no sheet {num}")
+            raise NotFoundError(f"sheet: job {quoted(job_id)} has no sheet {num}")
         rows = await self._c.store.get_sheets(job_id)
         if not rows:
             await _known_job(self._c.store, job_id)
@@ -65,7 +65,9 @@ class Approvals:
             if row.name == sheet:
                 return row.sheet_num
         names = ", ".join(r.name for r in rows if r.name) or "none"
-        raise NotFoundError(f"sheet: job {job_id!r} has no sheet named {sheet!r} (names: {names})")
+        raise NotFoundError(
+            f"sheet: job {quoted(job_id)} has no sheet named {quoted(sheet)} (names: {names})"
+        )
 
     async def pending(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
         rows, total = await self._c.store.pending_approvals(limit)

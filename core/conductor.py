@@ -22,7 +22,7 @@ import anyio
 import structlog
 
 from podium.core.approvals import PENDING_APPROVALS_SHOWN, Approvals, approval_list
-from podium.core.checkpoint import read_checkpoint, read_job
+from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import Diagnosis
 from podium.core.engine.engine import Engine
@@ -32,6 +32,7 @@ from podium.core.errors import (
     PodiumError,
     SpecError,
     job_not_found,
+    quoted,
 )
 from podium.core.estimate import Estimate
 from podium.core.events import APPROVAL_EVENT, EventBus
@@ -435,7 +436,8 @@ class Conductor:
     ) -> SubmittedJob:
         if job_id is not None and not JOB_ID_PATTERN.match(job_id):
             raise PodiumError(
-                f"job_id: {job_id!r} is not allowed; use 1-128 characters from letters, digits, "
+                f"job_id: {quoted(job_id)} is not allowed; use 1-128 characters from letters, "
+                "digits, "
                 "'.', '_' and '-', starting with a letter or digit"
             )
         if self._stopping:
@@ -495,13 +497,19 @@ class Conductor:
             sheet_offset=sheet_offset,
             sheet_limit=sheet_limit,
             include_spec=include_spec,
+            live=self._live_output(),
         )
         if detail is None:
             raise job_not_found(job_id)
         return detail
 
+    def _live_output(self) -> LiveOutput | None:
+        # Only attempts this conductor runs have output in memory; a sheet another conductor
+        # runs (a shared store) shows what the store has until its attempt ends.
+        return self._engine.output_so_far if self._engine is not None else None
+
     async def checkpoint(self, job_id: str) -> JobDetail:
-        detail = await read_checkpoint(self.store, job_id)
+        detail = await read_checkpoint(self.store, job_id, self._live_output())
         if detail is None:
             raise job_not_found(job_id)
         return detail
@@ -688,7 +696,9 @@ class Conductor:
             and self.catalog.get(instrument) is None
         ):
             known = ", ".join(i.name for i in self.catalog.all())
-            raise NotFoundError(f"instrument: unknown instrument {instrument!r}; known: {known}")
+            raise NotFoundError(
+                f"instrument: unknown instrument {quoted(instrument)}; known: {known}"
+            )
         keys = self.catalog.hold_keys() if self.catalog is not None else {}
         wanted = None
         if instrument is not None:

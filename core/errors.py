@@ -41,9 +41,23 @@ class NotFoundError(PodiumError):
     pass
 
 
+# How much of a user's value an error message echoes: enough to recognise it, while a
+# 100 KB id does not come back whole (in every error, log line and client transcript).
+MAX_ECHO_CHARS = 80
+
+
+def quoted(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """A value a user gave, as every error message echoes it: quoted like `repr`, and past
+    `limit` characters cut, saying how long it was: 'abc…' (100000 characters)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def job_not_found(job_id: str) -> NotFoundError:
     """The one wording for an unknown job (SPEC §7: a clear "not found" naming it)."""
-    return NotFoundError(f"job_id: job {job_id!r} not found (list_jobs shows the known jobs)")
+    return NotFoundError(f"job_id: job {quoted(job_id)} not found (list_jobs shows the known jobs)")
 
 
 class InvalidTransitionError(PodiumError):

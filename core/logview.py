@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podium.core.errors import NotFoundError, PodiumError
+from podium.core.errors import NotFoundError, PodiumError, quoted
 from podium.core.paths import confine
 from podium.core.runner.logs import read_log_range, read_log_tail
 from podium.core.store.base import Store
@@ -38,7 +38,8 @@ class LogReader:
         row = await self.store.get_sheet(job_id, sheet)
         if row is None:
             raise NotFoundError(
-                f"sheet: sheet {sheet} of job {job_id!r} not found (it has {job.total_sheets})"
+                f"sheet: sheet {sheet} of job {quoted(job_id)} not found (it has "
+                f"{job.total_sheets})"
             )
         record = (
             await self.store.get_attempt(job_id, sheet, attempt)
@@ -47,7 +48,7 @@ class LogReader:
         )
         if record is None and attempt is not None:
             raise NotFoundError(
-                f"attempt: attempt {attempt} of sheet {sheet} of job {job_id!r} not found"
+                f"attempt: attempt {attempt} of sheet {sheet} of job {quoted(job_id)} not found"
             )
         if record is None:
             # Not run yet: an empty log, so an agent can poll a sheet before it starts.

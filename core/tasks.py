@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from podium.core.checkpoint import read_job
-from podium.core.errors import NotFoundError
+from podium.core.errors import NotFoundError, quoted
 from podium.core.models import JobDetail, JobStatus, SheetState, SheetStatus, WaitingReason
 from podium.core.store.base import Store
 from podium.core.store.rows import TaskRow, clone
@@ -138,9 +138,9 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
     (a terminal state derived here is the caller's to store, see `JobTasks.get`)."""
     task = await store.get_task(task_id)
     if task is None:
-        raise TaskNotFoundError(f"taskId: task {task_id!r} not found")
+        raise TaskNotFoundError(f"taskId: task {quoted(task_id)} not found")
     if task.expires_at <= now:
-        raise TaskExpiredError(f"taskId: task {task_id!r} has expired (its ttlMs passed)")
+        raise TaskExpiredError(f"taskId: task {quoted(task_id)} has expired (its ttlMs passed)")
     if task.final_status is not None:
         return _stored_final(task)
     return await derive_task(store, task)

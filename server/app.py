@@ -17,7 +17,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from podium.core.conductor import Conductor
-from podium.core.errors import NotFoundError
+from podium.core.errors import NotFoundError, quoted
 from podium.core.version import podium_version
 from podium.server.app_view import apps_extension
 from podium.server.guard import RequestGuard
@@ -98,7 +98,7 @@ class PodiumServer:
         job_id = checkpoint_job(uri)
         if job_id is None:
             return (
-                f"resource {uri!r} not found for subscription; subscribe to {JOBS_URI} or "
+                f"resource {quoted(uri)} not found for subscription; subscribe to {JOBS_URI} or "
                 "podium://jobs/{job_id}/checkpoint"
             )
         try:

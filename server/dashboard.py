@@ -33,6 +33,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 
+from podium.core.errors import quoted
 from podium.core.events import ChangeEvent
 from podium.server.app import PodiumServer
 from podium.server.app_view import page_html
@@ -230,7 +231,7 @@ class Dashboard:
         allowed = DASHBOARD_TOOLS.get(body.name)
         if allowed is None:
             names = ", ".join(sorted(DASHBOARD_TOOLS))
-            return _error(404, f"name: {body.name!r} is not a dashboard tool; tools: {names}")
+            return _error(404, f"name: {quoted(body.name)} is not a dashboard tool; tools: {names}")
         extra = sorted(set(body.arguments) - allowed)
         if extra:
             return _error(400, f"arguments: {', '.join(extra)} not allowed for {body.name}")
@@ -249,7 +250,7 @@ class Dashboard:
             return body
         if not READABLE_URI.fullmatch(body.uri):
             allowed = "podium://jobs/JOB/history"
-            return _error(404, f"uri: {body.uri!r} is not readable here; {allowed} is")
+            return _error(404, f"uri: {quoted(body.uri)} is not readable here; {allowed} is")
         assert self._client is not None
         try:
             result = await self._client.read_resource(body.uri)

@@ -22,8 +22,11 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import DEFAULT_MAX_URI_LENGTH
 from mcp_types import INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import ValidationError
+
+from podium.core.errors import MAX_ECHO_CHARS, quoted
 
 TextRenderer = Callable[[dict[str, Any]], str]
 # Why a resource URI cannot be subscribed to, or None when it can.
@@ -104,10 +107,23 @@ def _error(text: str) -> CallToolResult:
 def _not_found(kind: str, name: object, known: Collection[str]) -> MCPError:
     listed = ", ".join(sorted(known)) or "none"
     shown = name if isinstance(name, str) else repr(name)
+    hint = _suggest(shown, known) if len(shown) <= MAX_ECHO_CHARS else ""
     return MCPError(
-        code=INVALID_PARAMS,
-        message=f"{kind} {shown!r} not found{_suggest(str(name), known)}; {kind}s: {listed}",
+        code=INVALID_PARAMS, message=f"{kind} {quoted(shown)} not found{hint}; {kind}s: {listed}"
     )
+
+
+def _uri_problem(params: Mapping[str, Any]) -> MCPError | None:
+    """A URI past the SDK's limit: the SDK's own "Unknown resource" error would echo it
+    whole, so it is refused here, with the URI cut like every echoed value."""
+    uri = params.get("uri")
+    if isinstance(uri, str) and len(uri) > DEFAULT_MAX_URI_LENGTH:
+        return MCPError(
+            code=INVALID_PARAMS,
+            message=f"uri: {quoted(uri)} is too long (at most {DEFAULT_MAX_URI_LENGTH} "
+            "characters); resource URIs are listed by resources/templates/list",
+        )
+    return None
 
 
 async def _any_uri(uri: str) -> str | None:
@@ -137,6 +153,11 @@ class RequestGuard:
             return await call_next(ctx)
         if ctx.method == "subscriptions/listen":
             await self._check_subscriptions(ctx.params)
+            return await call_next(ctx)
+        if ctx.method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            problem = _uri_problem(ctx.params)
+            if problem is not None:
+                raise problem
             return await call_next(ctx)
         if ctx.method != "tools/call":
             return await call_next(ctx)

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from podium.core.conductor import Conductor
-from podium.core.errors import NotFoundError, PodiumError
+from podium.core.errors import NotFoundError, PodiumError, quoted
 from podium.core.spec import spec_json_schema
 
 HISTORY_LIMIT = 10_000
@@ -30,7 +30,8 @@ def _json(value: Any) -> str:
 def _sheet_number(job_id: str, sheet_num: str) -> int:
     if not sheet_num.isdigit() or len(sheet_num) > 6 or int(sheet_num) < 1:
         raise ResourceNotFoundError(
-            f"sheet {sheet_num!r} of job {job_id!r} not found: sheets are numbered from 1"
+            f"sheet {quoted(sheet_num)} of job {quoted(job_id)} not found: sheets are numbered "
+            "from 1"
         )
     return int(sheet_num)
 
@@ -173,6 +174,6 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
             for info in await conductor.list_snapshots(job_id):
                 if info.snapshot_id == snapshot_id:
                     return _json(info.model_dump(mode="json"))
-            raise NotFoundError(f"snapshot {snapshot_id!r} of job {job_id!r} not found")
+            raise NotFoundError(f"snapshot {quoted(snapshot_id)} of job {quoted(job_id)} not found")
 
         return await guarded(read())

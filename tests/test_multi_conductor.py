@@ -80,8 +80,14 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
     ws = tmp_path / "ws"
     ws.mkdir()
     # The job's own limit is below what the two conductors have room for together: it
-    # counts the job's sheets on both.
-    spec = marked_job("shared-40", ws, 40, "sleep 0.2", concurrency={"max_parallel_sheets": 6})
+    # counts the job's sheets on both. The first sheets wait (up to 10 s each) until five
+    # have started: `a` has room for four, so the fifth is `b`'s. Without it a busy machine
+    # can let `a` finish all 40 before `b` first looks, and the split would be luck.
+    barrier = (
+        f"touch {ws}/started-$SHEET; for i in $(seq 100); do "
+        f'[ "$(ls {ws} | grep -c ^started-)" -ge 5 ] && break; sleep 0.1; done; sleep 0.2'
+    )
+    spec = marked_job("shared-40", ws, 40, barrier, concurrency={"max_parallel_sheets": 6})
     async with (
         conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, _b),
         reading(store_url, tmp_path) as store,

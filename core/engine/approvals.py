@@ -25,7 +25,7 @@ from podium.core.engine.rules import (
 from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import JobState
 from podium.core.engine.tx import Op, Tx
-from podium.core.errors import InvalidTransitionError
+from podium.core.errors import InvalidTransitionError, quoted
 from podium.core.events import APPROVAL_EVENT, ChangeEvent
 from podium.core.models import (
     Decision,
@@ -219,7 +219,8 @@ def decide(
         label = f"sheet {sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
         if not is_gate(ctx, sheet.instrument):
             raise InvalidTransitionError(
-                f"sheet: {label} of job {job_id!r} runs instrument {sheet.instrument!r}; only "
+                f"sheet: {label} of job {quoted(job_id)} runs instrument {sheet.instrument!r}; "
+                "only "
                 "sheets with `instrument: approval` take a decision"
             )
         if not awaiting(sheet):

@@ -27,7 +27,7 @@ from podium.core.engine.rules import (
 from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import ConflictError, InvalidTransitionError
+from podium.core.errors import ConflictError, InvalidTransitionError, quoted
 from podium.core.events import ChangeEvent
 from podium.core.models import (
     ErrorCategory,
@@ -154,7 +154,7 @@ class Control:
             return held.job.summary()
         row = await self.writer.store.get_job(job_id)
         if row is None:
-            raise InvalidTransitionError(f"job {job_id!r} was deleted meanwhile")
+            raise InvalidTransitionError(f"job {quoted(job_id)} was deleted meanwhile")
         return row.summary()
 
     # ----- submit ----------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Control:
                         tx.lock_job(job_id)
                     return False
                 raise ConflictError(
-                    f"job_id: job {job_id!r} already exists with a different spec; "
+                    f"job_id: job {quoted(job_id)} already exists with a different spec; "
                     "choose another job_id or omit it"
                 )
             now = tx.now
@@ -238,7 +238,7 @@ class Control:
         # The job as this submit committed it (it may be running by the time we return).
         job = taken[-1] if taken else await self.writer.store.get_job(job_id)
         if job is None:
-            raise InvalidTransitionError(f"job {job_id!r} was deleted meanwhile")
+            raise InvalidTransitionError(f"job {quoted(job_id)} was deleted meanwhile")
         return job, created
 
     # ----- pause / resume / cancel -----------------------------------------------------------
@@ -249,7 +249,8 @@ class Control:
             job = tx.job(job_id)
             if job.status.is_terminal:
                 raise InvalidTransitionError(
-                    f"job {job_id!r} is {job.status.value}; only queued or running jobs can be "
+                    f"job {quoted(job_id)} is {job.status.value}; only queued or running jobs can "
+                    "be "
                     "paused"
                 )
             if job.status is JobStatus.PAUSED:
@@ -284,7 +285,8 @@ class Control:
             job = tx.job(job_id)
             if job.status is JobStatus.COMPLETED:
                 raise InvalidTransitionError(
-                    f"job {job_id!r} is completed; there is nothing to resume (submit it again "
+                    f"job {quoted(job_id)} is completed; there is nothing to resume (submit it "
+                    "again "
                     "to re-run)"
                 )
             if changed_spec is not None:
@@ -326,7 +328,7 @@ class Control:
                 return [], []
             if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
                 raise InvalidTransitionError(
-                    f"job {job_id!r} is already {job.status.value}; only queued, running or "
+                    f"job {quoted(job_id)} is already {job.status.value}; only queued, running or "
                     "paused jobs can be cancelled"
                 )
             entries = state.entries_for(job_id)

@@ -25,7 +25,7 @@ from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.sync import Sync
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import InvalidTransitionError
+from podium.core.errors import InvalidTransitionError, quoted
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
 from podium.core.models import Decision, JobStatus, JobSummary, SheetStatus, utcnow
@@ -243,7 +243,8 @@ class Engine:
             elif stands is not None and latest is not None:
                 hint = f"; it was already decided ({stands.value} by {latest.decided_by})"
             raise InvalidTransitionError(
-                f"sheet: {found.label} of job {job_id!r} is {found.status.value}, not waiting "
+                f"sheet: {found.label} of job {quoted(job_id)} is {found.status.value}, not "
+                "waiting "
                 f"for approval{hint}"
             )
         return await self.control.summary(job_id)
@@ -291,6 +292,17 @@ class Engine:
     @property
     def running_count(self) -> int:
         return len(self.state.running)
+
+    def output_so_far(
+        self, job_id: str, sheet_num: int, attempt: int, max_bytes: int
+    ) -> str | None:
+        """The last `max_bytes` of stdout attempt `attempt` of the sheet printed so far, from
+        memory; None unless this conductor runs that attempt (another conductor on a shared
+        store may, or it has not started its process yet)."""
+        entry = self.state.running.get((job_id, sheet_num))
+        if entry is None or entry.attempt != attempt:
+            return None
+        return entry.control.output_so_far(max_bytes)
 
     @property
     def failure_rate(self) -> float | None:

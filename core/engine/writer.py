@@ -559,9 +559,7 @@ class Writer:
                 if job_id not in finished_before:
                     self.on_finished(held.job)
 
-    async def renew_leases(
-        self, conductor_id: str, until: datetime
-    ) -> list[tuple[str, int, int]]:
+    async def renew_leases(self, conductor_id: str, until: datetime) -> list[tuple[str, int, int]]:
         """Extend this conductor's claim on its in-flight attempts. Returns those that are
         not its any more: another conductor reclaimed them after their lease lapsed (this
         one was cut off or stopped for longer than a lease), so their results will be

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from podium.core.errors import PodiumError
+from podium.core.errors import PodiumError, quoted
 from podium.core.instruments.profile import InstrumentProfile, hold_key
 from podium.core.instruments.versions import version_matches
 from podium.core.spec.loader import InstrumentTraits
@@ -138,10 +138,10 @@ class InstrumentCatalog:
         info = self._infos.get(name)
         if info is None:
             known = ", ".join(sorted(self._infos))
-            return f"unknown instrument {name!r}; known instruments: {known}"
+            return f"unknown instrument {quoted(name)}; known instruments: {known}"
         if not info.available:
             return (
-                f"instrument {name!r} is not installed: executable "
+                f"instrument {quoted(name)} is not installed: executable "
                 f"{info.profile.executable!r} was not found on PATH"
             )
         return None

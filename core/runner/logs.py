@@ -98,8 +98,15 @@ class TailBuffer:
         self.limit = limit
         self._buf = bytearray()
         self._trimmed = False
+        self._writes = 0
+        # (writes, max_bytes, text) of the last `recent_text`: views of a job read every
+        # running sheet's tail on each call, while most sheets printed nothing since.
+        self._recent: tuple[int, int, str] | None = None
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._writes += 1
         if len(data) >= self.limit:
             self._buf = bytearray(data[-self.limit :])
             self._trimmed = True
@@ -118,6 +125,21 @@ class TailBuffer:
         # rather than showing a replacement character at the start.
         start = _skip_partial_utf8_start(self._buf) if self._trimmed else 0
         return self._buf[start:].decode("utf-8", errors="replace")
+
+    def recent_text(self, max_bytes: int) -> str:
+        """At most the last `max_bytes` of what was written so far, as text that neither
+        starts nor ends inside a character: a chunk read from a pipe may end in the middle
+        of one, whose rest is still on its way."""
+        cached = self._recent
+        if cached is not None and cached[0] == self._writes and cached[1] == max_bytes:
+            return cached[2]
+        cut = len(self._buf) > max_bytes
+        data = bytes(self._buf[-max_bytes:]) if cut else bytes(self._buf)
+        start = _skip_partial_utf8_start(data) if cut or self._trimmed else 0
+        end = len(data) - _incomplete_utf8_suffix(data)
+        text = data[start : max(start, end)].decode("utf-8", errors="replace")
+        self._recent = (self._writes, max_bytes, text)
+        return text
 
 
 def _incomplete_utf8_suffix(data: bytes) -> int:

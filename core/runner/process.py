@@ -54,6 +54,13 @@ class RunControl:
         self._suspended_total = 0.0
         self._cancel_event: anyio.Event | None = None
         self._listener: asyncio.Event | None = None
+        # The attempt's stdout tail as it grows (set once its process is about to start), so
+        # views of a running sheet show what it printed so far without touching the store.
+        self.output: TailBuffer | None = None
+
+    def output_so_far(self, max_bytes: int) -> str | None:
+        """The last `max_bytes` of the attempt's stdout so far; None before it started."""
+        return self.output.recent_text(max_bytes) if self.output is not None else None
 
     async def wait_cancel_requested(self) -> None:
         if self._cancel_event is None:
@@ -418,6 +425,8 @@ async def run_process(
     """
     started_at = utcnow()
     tail = TailBuffer(stdout_tail_bytes)
+    if control is not None:
+        control.output = tail
     logs: list[CappedLog] = []
 
     def open_log() -> None:

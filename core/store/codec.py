@@ -21,6 +21,7 @@ from enum import Enum
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
+from podium.core.errors import quoted
 from podium.core.models import ValidationResult, parse_time
 from podium.core.store.base import StoreError
 from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow, TaskRow
@@ -205,7 +206,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         parse_time(submitted_at)
         return str(submitted_at), str(job_id)
     except (ValueError, TypeError) as exc:
-        raise StoreError(f"cursor: not a cursor returned by list_jobs ({cursor!r})") from exc
+        raise StoreError(f"cursor: not a cursor returned by list_jobs ({quoted(cursor)})") from exc
 
 
 _NAME_MARKER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

@@ -41,9 +41,7 @@ async def _version(conn: psycopg.AsyncConnection[Any]) -> int | None:
     return None if row is None else int(str(row[0]))
 
 
-async def migrate(
-    conn: psycopg.AsyncConnection[Any], where: str, target: int | None = None
-) -> int:
+async def migrate(conn: psycopg.AsyncConnection[Any], where: str, target: int | None = None) -> int:
     """Bring the schema up to `target` (default: latest); refuse one that is newer, before
     changing anything. `conn` must be in autocommit mode."""
     target = LATEST_SCHEMA_VERSION if target is None else target
