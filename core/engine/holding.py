@@ -40,7 +40,7 @@ class Holding:
     that marked sheets are looked at again only when those change."""
 
     def __init__(self) -> None:
-        self._seen: tuple[frozenset[str], frozenset[str], bool] | None = None
+        self._seen: tuple[frozenset[str], frozenset[str], bool, int] | None = None
 
     async def show(
         self,
@@ -78,7 +78,9 @@ class Holding:
         pressured: bool,
         ours: Callable[[JobState], bool],
     ) -> tuple[list[Mark], list[Revert]]:
-        seen = (frozenset(held), frozenset(released), pressured)
+        # Hold keys reassigned (a profile left or joined a quota pool on reload): a sheet
+        # may be shown waiting for a hold that no longer is its own.
+        seen = (frozenset(held), frozenset(released), pressured, state.key_generation)
         changed = seen != self._seen
         self._seen = seen
         marks = _marks(state, held, pressured, ours) if held or pressured else []
@@ -89,7 +91,7 @@ class Holding:
     def armed(self) -> bool:
         """Whether the last pass saw a hold or pressure (or none has looked yet): the next
         must look, to bring back the sheets marked for it."""
-        return self._seen != _CLEAR
+        return self._seen is None or self._seen[:3] != _CLEAR
 
 
 def _marks(

@@ -360,6 +360,8 @@ class EngineState:
         self._busy = anyio.Event()
         # Instrument -> the hold its sheets wait behind (its quota pool); absent: its own.
         self._hold_keys: dict[str, str] = {}
+        # Bumped whenever instruments move to other holds (see `set_hold_keys`).
+        self.key_generation = 0
 
     def hold_key_for(self, instrument: str) -> str:
         return self._hold_keys.get(instrument, instrument)
@@ -372,6 +374,7 @@ class EngineState:
         if fresh == self._hold_keys:
             return False
         self._hold_keys = fresh
+        self.key_generation += 1
         return True
 
     def started_running(self) -> None:
