@@ -83,8 +83,11 @@ async def quiet(conductor: Conductor, timeout: float = 60) -> None:
             if s.job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         }
         if not busy and not moving:
+            commits = engine.writer.commits
             await anyio.sleep(0.05)  # let the last announcements out
-            if not stirring() and not engine.writer._queue:
+            # A group taken off the queue may still be on its way to the store (a pass's
+            # last op, say a held sheet sent back to pending): quiet only once none landed.
+            if not stirring() and not engine.writer._queue and engine.writer.commits == commits:
                 return
         assert anyio.current_time() < deadline, (
             f"still moving after {timeout} s: running={stirring()} "
