@@ -402,10 +402,21 @@ def _verdict(
     return f"{status.value}: {progress}"
 
 
+def _held_detail(sheet: Any) -> str | None:
+    """Why a sheet the engine shows waiting although nothing of its own failed waits."""
+    if sheet.attempts and sheet.error_category is not None:
+        return None  # its own failure (a rate limit it hit) says it better
+    if sheet.waiting_reason is WaitingReason.RATE_LIMIT:
+        return f"ready: {sheet.instrument!r} is held by a rate limit"
+    if sheet.waiting_reason is WaitingReason.BACKPRESSURE:
+        return "ready: held back by backpressure (high or critical)"
+    return None
+
+
 def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
     """Pending sheets of a running job that could start but for a rate-limit hold on their
-    instrument (set by any sheet, in any job): they never ran, so they have no wait of
-    their own to show."""
+    instrument (set by any sheet, in any job) and that the engine has not shown waiting (it
+    marks only a job's free slots' worth): they have no wait of their own to show."""
     if not held or detail.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
         return []
     status = {s.sheet_num: s.status for s in detail.sheets}
@@ -499,7 +510,7 @@ async def diagnose(
             name=s.name,
             reason=s.waiting_reason,
             until=s.waiting_until,
-            detail=_clip(s.last_error, 200),
+            detail=_clip(_held_detail(s) or s.last_error, 200),
         )
         for s in detail.sheets
         if s.status is SheetStatus.WAITING

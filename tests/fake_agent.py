@@ -3,6 +3,7 @@
 
 ratelimit-once:NAME  first call prints a rate-limit error with "retry after 2 seconds" and
                      fails; later calls succeed (state kept in NAME.state in the cwd)
+ratelimit-wait:SECS:NAME  like ratelimit-once, with "retry after SECS seconds"
 auth                 prints an auth error and fails
 chatty-success       succeeds while mentioning "rate limit" in its output
 timed:LOG            writes its start and end times to LOG, sleeping 0.4 s between
@@ -22,6 +23,15 @@ if arg.startswith("ratelimit-once:"):
     if not state.exists():
         state.write_text("limited")
         print("Error: 429 rate limit exceeded, retry after 2 seconds", file=sys.stderr)
+        sys.exit(1)
+    print("done after the rate limit")
+    sys.exit(0)
+if arg.startswith("ratelimit-wait:"):
+    _, secs, name = arg.split(":", 2)
+    state = Path(name + ".state")
+    if not state.exists():
+        state.write_text("limited")
+        print(f"Error: 429 rate limit exceeded, retry after {secs} seconds", file=sys.stderr)
         sys.exit(1)
     print("done after the rate limit")
     sys.exit(0)

@@ -14,7 +14,7 @@ from helpers import wait_for_job, wait_until
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import SpecError
-from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
+from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus, WaitingReason
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +226,10 @@ async def test_sheets_behind_a_long_hold_move_on_without_running_into_it(
     later, _ = await fleet.get_execution_history(other.job_id)
     assert {h.instrument for h in later} == {"working"}
     waiting = await fleet.get_job(stuck.job_id)
-    assert waiting.sheets[0].status is SheetStatus.PENDING
+    # Held, and shown so (SPEC §6): waiting for the hold, not a bare pending.
+    assert waiting.sheets[0].status is SheetStatus.WAITING
+    assert waiting.sheets[0].waiting_reason is WaitingReason.RATE_LIMIT
+    assert waiting.sheets[0].attempts == 0
     assert waiting.sheets[0].instrument == "limited"
     await fleet.cancel_job(stuck.job_id)
 
@@ -256,7 +259,8 @@ async def test_diagnose_blames_the_instrument_that_failed_not_the_one_moved_to(
 
     async def on_fallback() -> bool:
         sheet = (await fleet.get_job(moved.job_id)).sheets[0]
-        return sheet.instrument == "limited" and sheet.status is SheetStatus.PENDING
+        # On the fallback, which is held: shown waiting for that hold.
+        return sheet.instrument == "limited" and sheet.waiting_reason is WaitingReason.RATE_LIMIT
 
     await wait_until(on_fallback, timeout=20)
     result = await fleet.diagnose(moved.job_id)

@@ -290,3 +290,74 @@ def alive(pgid: int) -> bool:
             continue
     return False
 
+
+async def test_two_conductors_show_a_shared_hold_on_the_same_few_sheets(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A rate-limit hold recorded by one conductor holds the instrument on both: the job's
+    next sheets (its slots' worth, not one set per conductor) show `waiting` with the
+    hold's end, written once, not per pass; when it lifts every sheet runs once."""
+    import sys
+
+    agent = Path(__file__).with_name("fake_agent.py")
+    for name in ("a", "b"):
+        (tmp_path / f"home-{name}" / "instruments").mkdir(parents=True)
+        (tmp_path / f"home-{name}" / "instruments" / "fake-agent.yaml").write_text(
+            f"name: fake-agent\nexecutable: {sys.executable}\n"
+            f'args: ["{agent}", "{{prompt}}"]\nprompt_via: argv\npatterns:\n  rate_limit:\n'
+            '    - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"\n'
+            "      retry_after_group: secs\n"
+        )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    limited = {
+        "name": "limited",
+        "workspace": str(ws),
+        "instrument": "fake-agent",
+        "sheets": [{"prompt": "ratelimit-wait:6:shared"}],
+    }
+    behind = {
+        "name": "behind",
+        "workspace": str(ws),
+        "instrument": "fake-agent",
+        "concurrency": {"max_parallel_sheets": 3},
+        "retry": {"max_retries": 0},
+        "sheets": [{"prompt": f"sheet {n}"} for n in range(1, 7)],
+    }
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, b),
+        reading(store_url, tmp_path) as store,
+    ):
+        first = (await a.call("submit_job", {"spec": limited}))["job_id"]
+
+        async def held() -> bool:
+            return bool(await store.holds())
+
+        await wait_for(held, 20, "the hold")
+        job_id = (await b.call("submit_job", {"spec": behind}))["job_id"]
+
+        async def three_waiting() -> bool:
+            sheets = await store.get_sheets(job_id)
+            return sum(s.status.value == "waiting" for s in sheets) == 3
+
+        await wait_for(three_waiting, 10, "three sheets shown waiting")
+        (hold,) = await store.holds()
+        sheets = await store.get_sheets(job_id)
+        waiting = [s for s in sheets if s.status.value == "waiting"]
+        # A StrEnum: the stored reason compares equal to its public name.
+        assert {(s.waiting_reason, s.waiting_until) for s in waiting} == {
+            ("rate_limit", hold.until)
+        }
+        versions = {s.sheet_num: s.version for s in sheets}
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and await held():
+            # Both conductors pass many times meanwhile: nothing is written again.
+            again = {s.sheet_num: s.version for s in await store.get_sheets(job_id)}
+            assert again == versions
+        await wait_for(lambda: finished(store, first), 30, "the limited job")
+        await wait_for(lambda: finished(store, job_id), 30, "the held job")
+        job = await store.get_job(job_id)
+        rows = await history(store, job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    completed_once_each(rows, 6)
+    assert len(rows) == 6  # no sheet of the held job ran before the hold lifted

@@ -113,3 +113,25 @@ async def test_critical_stops_dispatch_and_high_slows_it(
     assert (await wait_for_job(conductor, job.job_id)).status is JobStatus.COMPLETED
     starts = sorted(float(x) for x in events.read_text().split())
     assert starts[1] - starts[0] >= 1.5  # high pressure spaces dispatches out
+
+
+@pytest.mark.timeout(30)
+async def test_high_pressure_with_nothing_to_start_leaves_the_loop_idle(
+    conductor: Conductor,
+) -> None:
+    """Once the pause between two slow dispatches is over and nothing is ready, the
+    dispatcher sleeps until something changes: it must not spin on a wake-up time that is
+    always now, which starves every other task of the conductor (calls never return)."""
+    import anyio
+
+    assert conductor.monitor is not None
+    conductor.monitor._prober = _fixed(PressureLevel.HIGH)
+    conductor._on_sample(conductor.monitor.sample())
+    job = await conductor.submit_job(spec=QUICK)
+    assert (await wait_for_job(conductor, job.job_id)).status is JobStatus.COMPLETED
+    passes = conductor.engine.dispatcher.passes
+    # Past the pause (2 s): a spinning loop would never let this sleep end.
+    await anyio.sleep(2.5)
+    assert conductor.engine.dispatcher.passes - passes < 50
+    later = await conductor.submit_job(spec=QUICK)
+    assert (await wait_for_job(conductor, later.job_id)).status is JobStatus.COMPLETED

@@ -17,7 +17,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from podium.core.engine import approvals, fallbacks, ratelimits
+from podium.core.engine import approvals, fallbacks, holding, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
     needs_earlier,
@@ -77,6 +77,8 @@ class Dispatcher:
         self._seq = itertools.count()
         self._lease_due: datetime | None = None
         self._logs_dir: str | None = None
+        self._holding = holding.Holding()
+        self.passes = 0  # for tests: how often the loop woke
 
     # ----- control -------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _pass(self) -> datetime | None:
+        self.passes += 1
         now = utcnow()
         for when, kind, job_id, num in self.state.timers:
             heapq.heappush(self._timers, (when, next(self._seq), kind, job_id, num))
@@ -157,6 +160,8 @@ class Dispatcher:
                 for pick in picks:
                     if self._probed(pick):
                         self._task_group.start_soon(self._probe_then_start, pick)
+        if self.state.holds or self.ctx.pressure in holding.PRESSURED or self._holding.armed:
+            await self._holding.show(self.state, self.ctx, now, self._run_quietly)
         return self._next_wake()
 
     def _next_wake(self) -> datetime | None:
@@ -170,7 +175,11 @@ class Dispatcher:
             times.append(self._lease_due)
         if self.ctx.pressure is PressureLevel.HIGH:
             gap = HIGH_PRESSURE_GAP_SECONDS - (time.monotonic() - self.ctx.last_slow_dispatch)
-            times.append(utcnow() + timedelta(seconds=max(0.0, gap)))
+            if gap > 0:
+                # Only while the pause holds a start back: once it is over and this pass
+                # found nothing to start, a wake-up "now" would spin the loop, never
+                # yielding; new work wakes it anyway.
+                times.append(utcnow() + timedelta(seconds=gap))
         return min(times) if times else None
 
     async def _fire_due(self, now: datetime) -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from podium.core.engine.rules import Verdict
-from podium.core.engine.state import EngineState
+from podium.core.engine.state import HELD_BACK, EngineState, JobState
 from podium.core.engine.tx import Op, Tx
 from podium.core.instruments.profile import InstrumentProfile
-from podium.core.models import ErrorCategory, Outcome, SheetStatus
+from podium.core.models import ErrorCategory, Outcome, SheetStatus, WaitingReason
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import ResolvedSheet
 from podium.core.spec.models import InstrumentConfig
@@ -105,6 +105,7 @@ def moves_off_holds(state: EngineState, now: datetime, usable: Usable) -> list[M
         for key, hold in state.holds.items()
         if not hold.released and hold.until > now
     }
+    ends = {key: state.holds[key].until for key in held}
     if not held:
         return []
     moves: list[Move] = []
@@ -116,7 +117,7 @@ def moves_off_holds(state: EngineState, now: datetime, usable: Usable) -> list[M
         for key, wait in held.items():
             if wait <= bound:
                 continue
-            for num in job_state.ready_behind(key):
+            for num in [*job_state.ready_behind(key), *_shown_waiting(job_state, key, ends[key])]:
                 resolved = loaded.sheet(num)
                 if not resolved.fallbacks:
                     continue
@@ -137,6 +138,20 @@ def moves_off_holds(state: EngineState, now: datetime, usable: Usable) -> list[M
     return moves
 
 
+def _shown_waiting(job_state: JobState, key: str, end: datetime) -> list[int]:
+    """Sheets behind `key` shown waiting for an earlier end of its hold (holding.py): the
+    hold was extended since, so they are held that much longer, as a ready sheet would be."""
+    if not job_state.waiting:
+        return []
+    return sorted(
+        num
+        for num, until in job_state.waiting.items()
+        if until < end
+        and job_state.hold_key(num) == key
+        and job_state.sheets[num].waiting_reason is WaitingReason.RATE_LIMIT
+    )
+
+
 def move_off_holds(moves: Sequence[Move]) -> Op[None]:
     """Commit `moves` (planned on the rows in hand): each sheet still ready on the
     instrument it was planned from goes to its target, with no attempt."""
@@ -147,6 +162,10 @@ def move_off_holds(moves: Sequence[Move]) -> Op[None]:
             if sheet.instrument != source or sheet.status not in _READY:
                 continue  # it started, or moved, since the plan
             row = tx.edit_sheet(job_id, num)
+            if row.status is SheetStatus.WAITING and row.waiting_reason in HELD_BACK:
+                # It waited for the instrument it leaves: on the new one it is ready.
+                row.status = SheetStatus.PENDING
+                row.waiting_reason = row.waiting_until = None
             row.instrument = target
             row.rate_limit_hits = 0
             row.last_error = f"moved from {source} to {target}: {why}"

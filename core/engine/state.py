@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import anyio
 
-from podium.core.models import JobStatus, SheetStatus, counts_as_done
+from podium.core.models import JobStatus, SheetStatus, WaitingReason, counts_as_done
 from podium.core.runner.process import RunControl
 from podium.core.spec.loader import LoadedSpec
 from podium.core.store.rows import AttemptRow, HoldRow, JobRow, SheetRow
@@ -27,6 +27,8 @@ DISPATCHABLE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 # waiting sheet's time comes) or "deadline" (the job's deadline_seconds run out).
 Timer = tuple[datetime, str, str, int]
 _STARTABLE = frozenset({SheetStatus.PENDING, SheetStatus.WAITING})
+# Why a ready sheet may be shown waiting although nothing of its own holds it (holding.py).
+HELD_BACK = frozenset({WaitingReason.RATE_LIMIT, WaitingReason.BACKPRESSURE})
 
 
 def own_key(instrument: str) -> str:
@@ -80,6 +82,9 @@ class JobState:
         self._ready: dict[str, set[int]] = {}
         self._key: dict[int, str] = {}
         self._key_of = key_of
+        # Ready sheets whose row says they wait for a hold or for backpressure: when that is
+        # over they go back to pending (holding.py) without a scan of every sheet.
+        self.held_back: set[int] = set()
         # Where new timers go (the dispatcher drains it); set by EngineState.add.
         self.timers: list[Timer] | None = None
         self._deadline_timer: datetime | None = None
@@ -125,6 +130,29 @@ class JobState:
         """The ready sheets behind hold key `key`, in sheet order."""
         return sorted(self._ready.get(key, ()))
 
+    def best_ready(self, n: int, keys: Collection[str]) -> list[tuple[int, str]]:
+        """The first `n` ready sheets behind `keys`, in the order the dispatcher takes them
+        (sheet, key), found by walking the heaps from their tops: a few steps, not a scan."""
+        frontier: list[tuple[tuple[int, int, int], str, int]] = []
+        for key in keys:
+            heap = self._heaps.get(key)
+            if heap:
+                frontier.append((heap[0], key, 0))
+        heapq.heapify(frontier)
+        found: list[tuple[int, str]] = []
+        seen: set[int] = set()
+        while frontier and len(found) < n:
+            entry, key, index = heapq.heappop(frontier)
+            heap = self._heaps[key]
+            num = entry[2]
+            if num in self._ready.get(key, ()) and num not in seen:
+                seen.add(num)
+                found.append((num, key))
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], key, child))
+        return found
+
     def ready_count(self) -> int:
         return sum(len(v) for v in self._ready.values())
 
@@ -152,11 +180,16 @@ class JobState:
             return None
         heapq.heappop(self._heaps[key])
         self._ready[key].discard(entry[2])
+        self.held_back.discard(entry[2])
         return entry[2]
 
     def push_back(self, sheet_num: int) -> None:
         """Undo `pop` for a sheet that did not start after all."""
         sheet = self.sheets[sheet_num]
+        if sheet_num in self.waiting:
+            # Its row was made to wait (a hold shown on it) after the pick: the timer brings
+            # it back, as for any wait.
+            return
         if sheet.status in _STARTABLE and self.unmet[sheet_num] == 0:
             self._make_ready(sheet)
 
@@ -229,6 +262,7 @@ class JobState:
         self._leave_ready(num)
 
     def _leave_ready(self, num: int) -> None:
+        self.held_back.discard(num)
         ready = self._ready.get(self._key[num])
         if ready is not None:
             ready.discard(num)
@@ -253,6 +287,8 @@ class JobState:
         if sheet.sheet_num in ready:
             return
         ready.add(sheet.sheet_num)
+        if sheet.status is SheetStatus.WAITING and sheet.waiting_reason in HELD_BACK:
+            self.held_back.add(sheet.sheet_num)
         # Retries first (they already ran once), then shallow DAG depth (independent branches
         # progress side by side), then sheet number.
         entry = (-sheet.retries_used, self.depth[sheet.sheet_num], sheet.sheet_num)
@@ -324,6 +360,8 @@ class EngineState:
         self._busy = anyio.Event()
         # Instrument -> the hold its sheets wait behind (its quota pool); absent: its own.
         self._hold_keys: dict[str, str] = {}
+        # Bumped whenever instruments move to other holds (see `set_hold_keys`).
+        self.key_generation = 0
 
     def hold_key_for(self, instrument: str) -> str:
         return self._hold_keys.get(instrument, instrument)
@@ -336,6 +374,7 @@ class EngineState:
         if fresh == self._hold_keys:
             return False
         self._hold_keys = fresh
+        self.key_generation += 1
         return True
 
     def started_running(self) -> None:
