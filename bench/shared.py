@@ -33,6 +33,7 @@ JOB_PARALLEL = 2 * CONCURRENCY
 def job_spec(sheets: int) -> dict[str, object]:
     return {**trivial_spec("shared", sheets), "concurrency": {"max_parallel_sheets": JOB_PARALLEL}}
 
+
 PG_URL = os.environ.get("PODIUM_BENCH_PG_URL", "postgresql://127.0.0.1:5432/test")
 PODIUM = str(Path(sys.executable).with_name("podium"))
 
@@ -122,9 +123,7 @@ async def two_conductors(
             elapsed = time.perf_counter() - started
             await verify(conductor, {job.job_id}, sheets)
             rows, _ = await conductor.store.get_history(job.job_id, None, sheets + 1, 0)
-            split = Counter(
-                a.conductor_id or "?" for a in rows if a.outcome is Outcome.COMPLETED
-            )
+            split = Counter(a.conductor_id or "?" for a in rows if a.outcome is Outcome.COMPLETED)
             conflicts = conductor.engine.writer.conflicts
     finally:
         other.send_signal(signal.SIGTERM)

@@ -155,9 +155,7 @@ async def conductors(
 @asynccontextmanager
 async def reading(store_url: str, tmp_path: Path) -> AsyncIterator[Store]:
     """The test's own view of the shared store (read only, by convention)."""
-    config = load_config(
-        home=tmp_path / "reader", overrides={"store_url": store_url}, env={}
-    )
+    config = load_config(home=tmp_path / "reader", overrides={"store_url": store_url}, env={})
     store = await open_store(config)
     try:
         yield store

@@ -41,9 +41,7 @@ def schema_args(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     return from_schema(schema, caps={"wait_seconds": 0.5})
 
 
-def hostile_args(
-    props: dict[str, Any], valid: dict[str, Any]
-) -> st.SearchStrategy[dict[str, Any]]:
+def hostile_args(props: dict[str, Any], valid: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     """A schema-valid call with some values swapped for hostile ones, or unknown keys."""
 
     def swap(keys: list[str], values: list[Any]) -> dict[str, Any]:

@@ -59,9 +59,12 @@ async def test_healthz_tells_details_only_under_the_host_and_token_rules(
 ) -> None:
     server = PodiumServer(conductor, token="s3cret")
     app = build_http_app(server, "streamable-http", HttpOptions(token="s3cret"))
-    async with server.running(), httpx2.AsyncClient(
-        transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1:8765"
-    ) as http:
+    async with (
+        server.running(),
+        httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1:8765"
+        ) as http,
+    ):
         auth = {"Authorization": "Bearer s3cret"}
         full = await http.get("/healthz", headers=auth)
         assert full.status_code == 200 and full.json()["pid"] and full.json()["version"]

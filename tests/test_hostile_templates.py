@@ -25,8 +25,8 @@ BOMBS = {
     "{% set n = namespace(v=3) %}{% for i in range(40) %}{% set n.v = n.v * n.v %}"
     "{% endfor %}{{ n.v }}": "bits",
     "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}": "budget",
-    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}":
-        "budget",
+    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}"
+    "{{ f(60) }}": "budget",
     "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}"
     "{% endfor %}": "1000000 characters",
     "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s + n.s %}"
@@ -102,8 +102,9 @@ async def test_bombs_in_a_loop_leave_other_clients_answered(conductor: Conductor
 
         async def one_round() -> None:
             for template in BOMBS:
-                await s.ok("validate_spec", {"spec": {"name": "b", "sheets": [
-                    {"prompt": template}]}})
+                await s.ok(
+                    "validate_spec", {"spec": {"name": "b", "sheets": [{"prompt": template}]}}
+                )
 
         latencies, rounds = await probe_rounds(s, one_round)
     assert not latencies.errors

@@ -149,11 +149,7 @@ async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_comple
         await wait_for(lambda: finished(store, job_id), 90, "the job to end")
         job = await store.get_job(job_id)
         rows = await history(store, job_id)
-        reclaimed = {
-            (x.sheet_num, x.attempt): x
-            for x in rows
-            if (x.sheet_num, x.attempt) in on_b
-        }
+        reclaimed = {(x.sheet_num, x.attempt): x for x in rows if (x.sheet_num, x.attempt) in on_b}
         conductors_now = [c.conductor_id for c in await store.conductors()]
     assert job is not None and job.status is JobStatus.COMPLETED, job
     assert on_b and set(reclaimed) == on_b
@@ -251,9 +247,13 @@ async def test_cancel_through_one_conductor_ends_the_sheets_another_runs(
     body = "sleep 60 & sleep 60"
     spec = marked_job("remote", ws, 2, body, hosts=["gpu-box"])
     labels = {"b": ["gpu-box"]}
-    async with conductors(
-        tmp_path, store_url, ["a", "b"], labels=labels, kill_grace_seconds=grace
-    ) as (a, _b), reading(store_url, tmp_path) as store:
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"], labels=labels, kill_grace_seconds=grace) as (
+            a,
+            _b,
+        ),
+        reading(store_url, tmp_path) as store,
+    ):
         job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
 
         async def both_running_with_groups() -> bool:

@@ -24,11 +24,11 @@ async def test_a_sheet_sees_its_conductors_home_and_a_spec_env_overrides_it(
     spec = {
         "name": "home-env",
         "sheets": [
-            {"name": "plain", "prompt": "printf %s \"$PODIUM_HOME\" > plain.txt"},
+            {"name": "plain", "prompt": 'printf %s "$PODIUM_HOME" > plain.txt'},
             {
                 "name": "overridden",
                 "instrument_config": {"env": {"PODIUM_HOME": str(tmp_path / "elsewhere")}},
-                "prompt": "printf %s \"$PODIUM_HOME\" > overridden.txt",
+                "prompt": 'printf %s "$PODIUM_HOME" > overridden.txt',
             },
         ],
     }

@@ -73,4 +73,4 @@ def test_a_server_session_can_send_an_extension_notification() -> None:
     from mcp.server.session import ServerSession
 
     source = inspect.getsource(ServerSession._notify)
-    assert "model_dump" in source and "notify(data[\"method\"]" in source
+    assert "model_dump" in source and 'notify(data["method"]' in source

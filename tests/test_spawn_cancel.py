@@ -70,9 +70,7 @@ async def test_cancelling_the_task_during_spawn_leaves_no_process(
     assert marked(mark) == []
 
 
-async def test_a_cancel_request_during_spawn_leaves_no_process(
-    tmp_path: Path, repeat: int
-) -> None:
+async def test_a_cancel_request_during_spawn_leaves_no_process(tmp_path: Path, repeat: int) -> None:
     mark = f"podium-spawn-request-{os.getpid()}"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SPAWN_TEST_MARK": mark}
     rng = random.Random(11)

@@ -179,7 +179,5 @@ def test_a_stdout_that_stderr_shares_is_never_made_non_blocking() -> None:
         [sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30
     )
     assert merged.stdout.endswith(b"direct=0 blocking=1"), merged.stdout
-    apart = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, timeout=30
-    )
+    apart = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30)
     assert apart.stderr.endswith(b"direct=1 blocking=1"), apart.stderr

@@ -75,9 +75,7 @@ def raw_version(url: str) -> int:
         return int(row[0])
 
 
-async def test_schema_version_is_recorded_and_a_newer_one_refused(
-    url: str, tmp_path: Path
-) -> None:
+async def test_schema_version_is_recorded_and_a_newer_one_refused(url: str, tmp_path: Path) -> None:
     import psycopg
 
     from podium.core.store.postgres.schema import LATEST_SCHEMA_VERSION
