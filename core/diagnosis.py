@@ -336,8 +336,12 @@ def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
             arguments={"instrument": instrument},
             cli=f"podium clear --rate-limits --instrument {instrument}",
         )
+        # Nothing in the spec is wrong: waiting, or another instrument, is what helps.
         return _Advice(
-            f"{label} stayed rate limited; re-run once the limit resets", True, True, [lift]
+            f"{label} stayed rate limited on {instrument!r}: re-run it once the limit lifts, "
+            "or give it fallbacks (other instruments) so it moves on instead of waiting",
+            rerun=True,
+            extra=[lift],
         )
     if category is ErrorCategory.SPEC_INVALID:
         return _Advice(f"{label}: the job's stored spec no longer loads", fix_spec=True)
