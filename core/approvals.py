@@ -26,6 +26,29 @@ async def _known_job(store: Store, job_id: str) -> None:
         raise job_not_found(job_id)
 
 
+async def sheet_number(store: Store, job_id: str, sheet: int | str) -> int:
+    """The number of the job's sheet named by number or name (a name of ASCII digits is a
+    number: no sheet name is all digits), or a NotFoundError naming what the job has."""
+    # ASCII digits only: str.isdigit() is also true of '²', which int() refuses.
+    if isinstance(sheet, int) or (sheet.isascii() and sheet.isdigit()):
+        num = int(sheet)
+        # No job has a sheet past MAX_SHEETS; a larger number would not fit the store.
+        if 1 <= num <= MAX_SHEETS and await store.get_sheet(job_id, num) is not None:
+            return num
+        await _known_job(store, job_id)
+        raise NotFoundError(f"sheet: job {quoted(job_id)} has no sheet {num}")
+    rows = await store.get_sheets(job_id)
+    if not rows:
+        await _known_job(store, job_id)
+    for row in rows:
+        if row.name == sheet:
+            return row.sheet_num
+    names = ", ".join(r.name for r in rows if r.name) or "none"
+    raise NotFoundError(
+        f"sheet: job {quoted(job_id)} has no sheet named {quoted(sheet)} (names: {names})"
+    )
+
+
 class Approvals:
     def __init__(self, conductor: Conductor) -> None:
         self._c = conductor
@@ -46,28 +69,8 @@ class Approvals:
             raise PodiumError(
                 f"decision: {quoted(decision)} is not a decision; use 'approve' or 'reject'"
             ) from None
-        num = await self._sheet_number(job_id, sheet)
+        num = await sheet_number(self._c.store, job_id, sheet)
         return await self._c.engine.decide(job_id, num, chosen, decided_by, note)
-
-    async def _sheet_number(self, job_id: str, sheet: int | str) -> int:
-        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses.
-        if isinstance(sheet, int) or (sheet.isascii() and sheet.isdigit()):
-            num = int(sheet)
-            # No job has a sheet past MAX_SHEETS; a larger number would not fit the store.
-            if 1 <= num <= MAX_SHEETS and await self._c.store.get_sheet(job_id, num) is not None:
-                return num
-            await _known_job(self._c.store, job_id)
-            raise NotFoundError(f"sheet: job {quoted(job_id)} has no sheet {num}")
-        rows = await self._c.store.get_sheets(job_id)
-        if not rows:
-            await _known_job(self._c.store, job_id)
-        for row in rows:
-            if row.name == sheet:
-                return row.sheet_num
-        names = ", ".join(r.name for r in rows if r.name) or "none"
-        raise NotFoundError(
-            f"sheet: job {quoted(job_id)} has no sheet named {quoted(sheet)} (names: {names})"
-        )
 
     async def pending(self, limit: int = PENDING_APPROVALS_SHOWN) -> ApprovalList:
         rows, total = await self._c.store.pending_approvals(limit)

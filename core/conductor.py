@@ -21,7 +21,12 @@ from typing import Any
 import anyio
 import structlog
 
-from podium.core.approvals import PENDING_APPROVALS_SHOWN, Approvals, approval_list
+from podium.core.approvals import (
+    PENDING_APPROVALS_SHOWN,
+    Approvals,
+    approval_list,
+    sheet_number,
+)
 from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
 from podium.core.config import PodiumConfig, load_config
 from podium.core.diagnosis import Diagnosis
@@ -610,14 +615,17 @@ class Conductor:
         self,
         job_id: str,
         *,
-        sheet: int | None = None,
+        sheet: int | str | None = None,
         attempt: int | None = None,
         tail_lines: int = 200,
         offset: int | None = None,
     ) -> LogChunk:
         """A sheet attempt's log (latest attempt by default), or with no sheet the combined
-        tail of every sheet's latest log. `offset` pages forward from a byte offset."""
+        tail of every sheet's latest log. `offset` pages forward from a byte offset. A sheet
+        is named by number or by name, as for `approve`."""
         job = await self._job_row(job_id)
+        if isinstance(sheet, str):
+            sheet = await sheet_number(self.store, job_id, sheet)
         reader = LogReader(self.store, self.config.logs_dir)
         return await reader.read(
             job, sheet=sheet, attempt=attempt, tail_lines=tail_lines, offset=offset

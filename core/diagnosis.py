@@ -47,8 +47,15 @@ _ERRORISH = re.compile(
     r"refused|invalid|unauthori[sz]ed|forbidden|limit",
     re.IGNORECASE,
 )
-# A classified failure ends with "; <category>: <matched text>" (see the runner).
-_MATCHED_TEXT = re.compile(r"; (?:rate_limited|auth|transient|billing): (.+)$", re.DOTALL)
+# A classified failure ends with "; <category>: <matched text>", a rate limit with "; rate
+# limited by <instrument>[ until <moment>]: <matched text>" (see `classify.describe`; the
+# older "; rate_limited: " of stored errors too), and the engine may add why it gave up.
+_MATCHED_TEXT = re.compile(
+    r"; (?:rate_limited|auth|transient|billing"
+    r"|rate limited by [a-z0-9._-]+(?: until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)?)"
+    r": (.+?)(?:; still rate limited after \d+ waits)?$",
+    re.DOTALL,
+)
 
 LogReader = Callable[[int, int], Awaitable[str]]  # (sheet_num, attempt) -> log tail text
 
@@ -329,8 +336,12 @@ def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
             arguments={"instrument": instrument},
             cli=f"podium clear --rate-limits --instrument {instrument}",
         )
+        # Nothing in the spec is wrong: waiting, or another instrument, is what helps.
         return _Advice(
-            f"{label} stayed rate limited; re-run once the limit resets", True, True, [lift]
+            f"{label} stayed rate limited on {instrument!r}: re-run it once the limit lifts, "
+            "or give it fallbacks (other instruments) so it moves on instead of waiting",
+            rerun=True,
+            extra=[lift],
         )
     if category is ErrorCategory.SPEC_INVALID:
         return _Advice(f"{label}: the job's stored spec no longer loads", fix_spec=True)

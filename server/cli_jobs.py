@@ -261,8 +261,7 @@ async def status(
 @click.argument("job")
 @click.option(
     "--sheet",
-    type=click.IntRange(min=1),
-    help="Sheet number.  [default: every sheet]",
+    help="Sheet number or name.  [default: every sheet]",
     show_default=False,
 )
 @click.option(
@@ -276,7 +275,7 @@ async def status(
 async def logs(
     ctx: Context,
     job: str,
-    sheet: int | None,
+    sheet: str | None,
     attempt: int | None,
     tail: int,
     follow: bool,
@@ -290,7 +289,8 @@ async def logs(
         raise PodiumError("--follow needs --sheet N (one sheet's log grows at a time)")
     arguments: dict[str, Any] = {"job_id": job, "tail_lines": tail}
     if sheet is not None:
-        arguments["sheet"] = sheet
+        # As `approve`: ASCII digits are a number (the tool checks its range), else a name.
+        arguments["sheet"] = int(sheet) if sheet.isascii() and sheet.isdigit() else sheet
     if attempt is not None:
         arguments["attempt"] = attempt
     async with reader(config) as (caller, _):
@@ -307,17 +307,19 @@ async def logs(
             return 0
         offset = chunk.get("next_offset") or 0
         current = chunk.get("attempt")
+        # The number the tool resolved a name to: status pages sheets by number.
+        num: int = chunk["sheet_num"]
         while True:
             detail = await caller.call(
                 "status",
                 {
                     "job_id": job,
-                    "sheet_offset": (sheet or 1) - 1,
+                    "sheet_offset": num - 1,
                     "sheet_limit": 1,
                     "wait_seconds": 1,
                 },
             )
-            page: dict[str, Any] = {"job_id": job, "sheet": sheet, "offset": offset}
+            page: dict[str, Any] = {"job_id": job, "sheet": num, "offset": offset}
             if current is not None:
                 page["attempt"] = current
             chunk = await caller.call("logs", page)

@@ -15,7 +15,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from podium.core.conductor import Conductor
 from podium.core.diagnosis import Diagnosis
@@ -109,6 +110,18 @@ MAX_HOURS = 1_000_000.0  # over a century
 MAX_SHEETS = 10_000  # sheets per job
 MAX_ATTEMPTS = 1_000_000
 MAX_OFFSET = 2**53
+
+
+def _sheet_number_in_range(value: int | str | None) -> int | str | None:
+    # Checked here, not by a constrained int in the union: pydantic would then report the
+    # number's error and the string's ("should be a valid string") for one wrong number.
+    if isinstance(value, int) and not 1 <= value <= MAX_SHEETS:
+        raise PydanticCustomError(
+            "sheet_range",
+            "a sheet number is 1 to {most} (or give the sheet's name), not {value}",
+            {"most": MAX_SHEETS, "value": value},
+        )
+    return value
 
 
 def _control(*, destructive: bool = False) -> ToolAnnotations:
@@ -339,7 +352,9 @@ def build_tools(conductor: Conductor) -> list[Tool]:
     async def logs(
         job_id: JobId,
         sheet: Annotated[
-            int | None, Field(ge=1, le=MAX_SHEETS, description="omit: every sheet's tail")
+            int | str | None,
+            Field(description="number or name; omit: every sheet's tail"),
+            AfterValidator(_sheet_number_in_range),
         ] = None,
         attempt: Annotated[
             int | None, Field(ge=1, le=MAX_ATTEMPTS, description="default latest")

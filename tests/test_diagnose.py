@@ -234,3 +234,36 @@ def test_fit_cuts_a_huge_answer_below_the_cap() -> None:
     assert cut.truncated
     assert cut.failing[0].log_excerpt is not None  # the first failure keeps its evidence
     json.dumps(cut.model_dump(mode="json"))
+
+
+async def test_diagnose_of_a_sheet_that_stayed_rate_limited_says_wait_not_fix(
+    make_config: Callable[..., PodiumConfig], home: Path, tmp_path: Path
+) -> None:
+    cli = tmp_path / "limited-cli"
+    cli.write_text(f"#!{sys.executable}\nimport sys\nprint('429 Too Many Requests')\nsys.exit(2)\n")
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    (home / "instruments").mkdir(exist_ok=True)
+    (home / "instruments" / "busy-ai.yaml").write_text(
+        f'name: busy-ai\nexecutable: {cli}\nargs: ["{{prompt}}"]\n'
+        'patterns:\n  rate_limit: [{regex: "Too Many Requests"}]\n'
+    )
+    spec = {"name": "limited", "sheets": [{"name": "ask", "instrument": "busy-ai", "prompt": "x"}]}
+    async with Conductor(make_config(max_rate_limit_retries=0)) as conductor:
+        job = await conductor.submit_job(spec=spec)
+        assert (await wait_for_job(conductor, job.job_id)).status is JobStatus.FAILED
+        result = await conductor.diagnose(job.job_id)
+
+    [sheet] = result.failing
+    assert sheet.error_category is ErrorCategory.RATE_LIMITED
+    assert "stayed rate limited" in sheet.cause
+    # Nothing in the spec is wrong: no "resume with a corrected spec".
+    assert not any(
+        s.tool == "resume" and "spec" in (s.arguments or {}) for s in result.next_steps
+    ), result.next_steps
+    actions = " ".join(s.action for s in result.next_steps)
+    assert "corrected spec" not in actions
+    assert "limit lifts" in actions and "fallbacks" in actions
+    tools = [s.tool for s in result.next_steps]
+    assert "clear_rate_limits" in tools
+    rerun = next(s for s in result.next_steps if s.tool == "resume")
+    assert rerun.arguments == {"job_id": job.job_id, "retry_failed": True}

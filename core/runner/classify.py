@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from podium.core.instruments.jsondocs import matches, values_at
@@ -21,6 +21,9 @@ from podium.core.instruments.resets import local_zone, reset_moment
 from podium.core.models import ErrorCategory, utcnow
 
 EXCERPT_CHARS = 300
+# A matched JSON event is mostly fields nobody reads in an error; its start names it, and the
+# whole line is in the log (where `diagnose` finds it by that start).
+EVENT_EXCERPT_CHARS = 160
 _FLAGS = re.IGNORECASE | re.MULTILINE
 
 
@@ -33,9 +36,9 @@ class FailureClass:
     retry_after_seconds: float | None = None
 
 
-def _excerpt(text: str) -> str:
+def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _reset(
@@ -80,9 +83,22 @@ def _rate_limit(
             found = [v for v in values_at(document, spec.path) if v is not None]
             captured = found[0] if found else None
         reset_at, wait = _reset(spec, captured, None, now, zone)
-        excerpt = _excerpt(json.dumps(document, ensure_ascii=False))
+        # Encoded as the Node CLIs print it, so the excerpt is the start of the log line.
+        line = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        excerpt = _excerpt(line, EVENT_EXCERPT_CHARS)
         return FailureClass(ErrorCategory.RATE_LIMITED, excerpt, reset_at, wait)
     return None
+
+
+def describe(found: FailureClass, instrument: str) -> str:
+    """The failure as an error reads it: "<category>: <matched text>", except that a rate
+    limit says whose it is and, when known, the UTC moment it lifts."""
+    if found.category is not ErrorCategory.RATE_LIMITED:
+        return f"{found.category.value}: {found.excerpt}"
+    until = ""
+    if found.reset_at is not None:
+        until = f" until {found.reset_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"rate limited by {instrument}{until}: {found.excerpt}"
 
 
 def classify_failure(

@@ -27,7 +27,7 @@ from podium.core.instruments.profile import (
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner import cgroups, reaper, threads
-from podium.core.runner.classify import classify_failure
+from podium.core.runner.classify import classify_failure, describe
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
@@ -430,7 +430,7 @@ async def _run_and_judge(
     return result(
         outcome=Outcome.RATE_LIMITED if rate_limited else Outcome.FAILED,
         error_category=found.category,
-        error=f"{error}; {found.category.value}: {found.excerpt}",
+        error=f"{error}; {describe(found, plan.profile.name)}",
         validations=validations,
         retry_after_seconds=found.retry_after_seconds,
         reset_at=found.reset_at,
