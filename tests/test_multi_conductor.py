@@ -89,11 +89,14 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
     )
     spec = marked_job("shared-40", ws, 40, barrier, concurrency={"max_parallel_sheets": 6})
     async with (
-        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, _b),
+        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, b),
         reading(store_url, tmp_path) as store,
     ):
         job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
-        await wait_for(lambda: finished(store, job_id), 90, "the job to end")
+        try:
+            await wait_for(lambda: finished(store, job_id), 90, "the job to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await where_it_stands(store, job_id, [a, b])}") from exc
         job = await store.get_job(job_id)
         rows = await history(store, job_id)
     assert job is not None and job.status is JobStatus.COMPLETED, job
@@ -105,6 +108,25 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
     by = Counter(a.conductor_id for a in rows)
     assert set(by) == {"a", "b"}, by
     assert most_at_once(rows) <= 6
+
+
+async def where_it_stands(store: Store, job_id: str, sides: list[Any]) -> str:
+    """What a timed-out wait saw: the job, its sheets by status, its attempts, and the end
+    of each conductor's log."""
+    record = await store.load_job(job_id)
+    lines = [f"job: {record.job.status if record else None}"]
+    if record is not None:
+        lines.append(f"pause_reason: {record.job.pause_reason}")
+        states = Counter(
+            (s.status.value, s.waiting_reason.value if s.waiting_reason else None)
+            for s in record.sheets
+        )
+        lines.append(f"sheets: {dict(states)}")
+    rows = await history(store, job_id)
+    lines.append(f"attempts: {Counter((a.conductor_id, a.outcome) for a in rows)}")
+    for side in sides:
+        lines.append(f"--- conductor {side.name} log tail:\n{side.log_text()[-4000:]}")
+    return "\n".join(lines)
 
 
 def most_at_once(rows: list[AttemptRow]) -> int:
