@@ -89,7 +89,13 @@ async def test_two_conductors_share_a_40_sheet_job_and_run_each_sheet_once(
     )
     spec = marked_job("shared-40", ws, 40, barrier, concurrency={"max_parallel_sheets": 6})
     async with (
-        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=4) as (a, b),
+        # A lease long enough that a conductor slowed by a busy machine keeps its attempts:
+        # this test is about the split and the job's limit; taking over the attempts of a
+        # conductor whose lease ran out is the kill -9 and frozen tests' subject.
+        conductors(tmp_path, store_url, ["a", "b"], lease_seconds=6, max_concurrent_sheets=4) as (
+            a,
+            b,
+        ),
         reading(store_url, tmp_path) as store,
     ):
         job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
