@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from fake_agent_profile import fake_agent_profile
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
@@ -26,21 +26,6 @@ from podium.core.pressure import PressureLevel, ResourceSample
 pytestmark = pytest.mark.anyio
 
 PROMPTS = ["true", "true", "exit 1", "sleep 0.05", "echo out; sleep 0.02"]
-
-
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
-# An instrument whose sheets may hit a rate limit (a hold of about 1 s on every job's sheets
-# on it, shown on the ones held back).
-AGENT_PROFILE = f"""
-name: fake-agent
-executable: {sys.executable}
-args: ["{FAKE_AGENT}", "{{prompt}}"]
-prompt_via: argv
-patterns:
-  rate_limit:
-    - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"
-      retry_after_group: secs
-"""
 
 
 def random_job(rng: random.Random, index: int, agent: bool = False) -> dict[str, Any]:
@@ -164,7 +149,7 @@ async def test_the_view_equals_a_fresh_read_after_random_workloads(
 ) -> None:
     rng = random.Random(seed)
     (home / "instruments").mkdir(exist_ok=True)
-    (home / "instruments" / "fake-agent.yaml").write_text(AGENT_PROFILE)
+    (home / "instruments" / "fake-agent.yaml").write_text(fake_agent_profile())
     async with Conductor(make_config(max_concurrent_sheets=4, max_concurrent_jobs=3)) as c:
         ids = []
         for i in range(8):

@@ -4,7 +4,6 @@ slots of them; back to running (or pending) when the hold lifts or pressure drop
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_agent_profile import fake_agent_profile
 from helpers import wait_for_job, wait_until
 from mcp import Client
 
@@ -23,27 +23,12 @@ from podium.server.app import PodiumServer
 
 pytestmark = pytest.mark.anyio
 
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
-
-
-def profile(name: str) -> str:
-    return f"""
-name: {name}
-executable: {sys.executable}
-args: ["{FAKE_AGENT}", "{{prompt}}"]
-prompt_via: argv
-patterns:
-  rate_limit:
-    - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"
-      retry_after_group: secs
-"""
-
 
 @pytest.fixture
 async def agents(make_config: Callable[..., PodiumConfig], home: Path) -> AsyncIterator[Conductor]:
     (home / "instruments").mkdir(exist_ok=True)
     for name in ("agent-a", "agent-b"):
-        (home / "instruments" / f"{name}.yaml").write_text(profile(name))
+        (home / "instruments" / f"{name}.yaml").write_text(fake_agent_profile(name))
     async with Conductor(make_config(max_concurrent_sheets=8)) as conductor:
         yield conductor
 

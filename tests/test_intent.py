@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from fake_agent_profile import fake_agent_profile
 from helpers import wait_for_job, wait_until, write_rows
 from test_recovery import conductor_process, kill_group_quietly, live_group_members, poll
 from test_transports import echo_pid
@@ -26,7 +26,6 @@ from podium.core.store.rows import HoldRow
 
 pytestmark = pytest.mark.anyio
 
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 
 
 def modify_specs(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -145,21 +144,9 @@ async def _sheet_running(conductor: Conductor, job_id: str) -> bool:
 # ----- the rate limit's release ----------------------------------------------------------------
 
 
-def fake_agent_profile(home: Path) -> None:
+def install_fake_agent(home: Path) -> None:
     (home / "instruments").mkdir(exist_ok=True)
-    (home / "instruments" / "fake-agent.yaml").write_text(
-        f"""
-name: fake-agent
-description: test double for an AI coding CLI
-executable: {sys.executable}
-args: ["{FAKE_AGENT}", "{{prompt}}"]
-prompt_via: argv
-patterns:
-  rate_limit:
-    - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"
-      retry_after_group: secs
-"""
-    )
+    (home / "instruments" / "fake-agent.yaml").write_text(fake_agent_profile())
 
 
 def timed_job(name: str, timeline: Path) -> dict[str, Any]:
@@ -184,7 +171,7 @@ def assert_went_one_first(timeline: Path, count: int, since: float = 0.0) -> Non
 async def test_a_released_hold_survives_a_crash_and_one_sheet_still_goes_first(
     home: Path, tmp_path: Path, make_config: Callable[..., PodiumConfig]
 ) -> None:
-    fake_agent_profile(home)
+    install_fake_agent(home)
     now = utcnow()
     timeline = tmp_path / "timeline.log"
     # As a conductor killed while the first sheet after a wait was running leaves the store.
@@ -205,7 +192,7 @@ async def test_a_released_hold_survives_a_crash_and_one_sheet_still_goes_first(
 async def test_a_released_hold_survives_a_graceful_stop(
     home: Path, tmp_path: Path, make_config: Callable[..., PodiumConfig]
 ) -> None:
-    fake_agent_profile(home)
+    install_fake_agent(home)
     now = utcnow()
     timeline = tmp_path / "timeline.log"
     async with Conductor(make_config()):
