@@ -27,7 +27,6 @@ from podium.core.store.rows import HoldRow
 pytestmark = pytest.mark.anyio
 
 
-
 def modify_specs(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A job whose first sheet is held while a modify arrives, and the modified spec: the
     second sheet's prompt changes (the old one would write `old`, the new one `new`)."""
