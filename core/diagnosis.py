@@ -159,10 +159,6 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text[: limit - 3] + "..."
 
 
-def _span(seconds: float | None) -> str:
-    return span_text(seconds or 0.0)
-
-
 def _label(sheet: SheetState) -> str:
     return f"sheet {sheet.sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
 
@@ -230,7 +226,7 @@ def _cause(
 ) -> str:
     if gated and sheet.error_category is ErrorCategory.TIMEOUT:
         # Nothing ran: the gate waited for a person who did not decide.
-        waited = f" (it waited {_span(last.duration_seconds)})" if last else ""
+        waited = f" (it waited {span_text(last.duration_seconds or 0.0)})" if last else ""
         return f"nobody approved or rejected it before its timeout_seconds ran out{waited}"
     cause = _cause_on(sheet, last, failed)
     failed_on = _failed_on(sheet, last)

@@ -10,6 +10,7 @@ at an approval gate, held back between attempts — says when the wait happened 
 what the sheet takes: one run that sat two hours behind a rate limit must not make every
 later estimate two hours longer. Those waits are reported next to the figure (`note`, and
 `observed_seconds`, what earlier runs took with them), never inside it.
+
 Pure: the conductor gathers the samples.
 """
 
@@ -80,7 +81,7 @@ class History:
     earlier_runs: int = 0
     # Per earlier run: actual job seconds minus the simulated seconds of its own sheets (each
     # over its whole span, waits included), the engine's overhead that no sheet's duration
-    # shows (dispatch, spawning, validations) — and any wait before a sheet's first attempt,
+    # shows (dispatch, validations) — and any wait before a sheet's first attempt,
     # which leaves no record of its own, so the smallest is the one to trust.
     overheads: list[float] = field(default_factory=list)
     # Actual seconds of each earlier completed run of the same name, waits included.
