@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from podium.core.estimate import span_text
 from podium.core.models import (
     ErrorCategory,
     HistoryEntry,
@@ -97,7 +98,9 @@ class SheetDiagnosis(_Model):
     attempts: int
     outcomes: list[str] = Field(description="outcome of each attempt, oldest first")
     rate_limit_waits: int
-    running_seconds: float = Field(description="time spent running, all attempts together")
+    running_seconds: float = Field(
+        description="time spent running, all attempts together (an approval's wait is none)"
+    )
     failed_validations: list[FailedValidation]
     log_excerpt: LogExcerpt | None
 
@@ -215,7 +218,16 @@ def _failed_validations(entry: HistoryEntry | None) -> list[FailedValidation]:
     ]
 
 
-def _cause(sheet: SheetState, last: HistoryEntry | None, failed: Sequence[FailedValidation]) -> str:
+def _cause(
+    sheet: SheetState,
+    last: HistoryEntry | None,
+    failed: Sequence[FailedValidation],
+    gated: bool = False,
+) -> str:
+    if gated and sheet.error_category is ErrorCategory.TIMEOUT:
+        # Nothing ran: the gate waited for a person who did not decide.
+        waited = f" (it waited {span_text(last.duration_seconds or 0.0)})" if last else ""
+        return f"nobody approved or rejected it before its timeout_seconds ran out{waited}"
     cause = _cause_on(sheet, last, failed)
     failed_on = _failed_on(sheet, last)
     if failed_on is not None and sheet.status is not SheetStatus.FAILED:
@@ -291,9 +303,15 @@ class _Advice:
     extra: list[NextStep] = field(default_factory=list)
 
 
-def _advice(job_id: str, sheet: SheetDiagnosis) -> _Advice:
+def _advice(job_id: str, sheet: SheetDiagnosis, gated: bool = False) -> _Advice:
     label = f"sheet {sheet.sheet_num}"
     category = sheet.error_category
+    if gated and category is ErrorCategory.TIMEOUT:
+        return _Advice(
+            f"{label} is an approval nobody decided in time: re-run it to ask again (and "
+            "decide it with approve), or give it a longer instrument_config.timeout_seconds",
+            rerun=True,
+        )
     if sheet.failed_on is not None and sheet.status is not SheetStatus.FAILED:
         # Moved to a fallback and not done yet: nothing to re-run or fix for it to go on.
         return _Advice(
@@ -360,12 +378,14 @@ def _sheets_text(nums: Sequence[int]) -> str:
     return ("sheet " if len(nums) == 1 else "sheets ") + ", ".join(str(n) for n in nums)
 
 
-def _next_steps(job_id: str, failing: Sequence[SheetDiagnosis]) -> list[NextStep]:
+def _next_steps(
+    job_id: str, failing: Sequence[SheetDiagnosis], gates: Collection[int] = ()
+) -> list[NextStep]:
     steps: list[NextStep] = []
     fix: list[int] = []
     rerun: list[int] = []
     for sheet in failing:
-        advice = _advice(job_id, sheet)
+        advice = _advice(job_id, sheet, sheet.sheet_num in gates)
         steps.append(NextStep(action=advice.action))
         steps.extend(advice.extra)
         if advice.fix_spec:
@@ -455,8 +475,10 @@ async def diagnose(
     rate_limits: Sequence[tuple[str, Any]] = (),
     pressure_level: str | None = None,
     pressure_reason: str | None = None,
+    gate: Callable[[str], bool] = lambda instrument: False,
 ) -> Diagnosis:
-    """`detail` must carry every sheet; `history` every attempt of the job (oldest first)."""
+    """`detail` must carry every sheet; `history` every attempt of the job (oldest first).
+    `gate`: whether an instrument is an approval gate (its attempts ran nothing)."""
     by_num = {s.sheet_num: s for s in detail.sheets}
     by_sheet: dict[int, list[HistoryEntry]] = {}
     for entry in history:
@@ -478,9 +500,14 @@ async def diagnose(
         and s.attempts > 0
     ]
     failing: list[SheetDiagnosis] = []
+    gates: set[int] = set()
     for sheet in problem_sheets[:MAX_FAILING_SHEETS]:
         attempts = by_sheet.get(sheet.sheet_num, [])
         finished = [a for a in attempts if a.outcome is not None]
+        # An attempt records the instrument it ran on; a gate's decision records none.
+        ran = [a for a in finished if not gate(a.instrument or sheet.instrument)]
+        if len(ran) < len(finished):
+            gates.add(sheet.sheet_num)
         last_failed = next(
             (a for a in reversed(finished) if a.outcome is not Outcome.COMPLETED), None
         )
@@ -501,12 +528,15 @@ async def diagnose(
                 instrument=sheet.instrument,
                 failed_on=_failed_on(sheet, last_failed),
                 error_category=sheet.error_category,
-                cause=_clip(_cause(sheet, last_failed, failed), MAX_ERROR_CHARS) or "",
+                cause=_clip(
+                    _cause(sheet, last_failed, failed, sheet.sheet_num in gates), MAX_ERROR_CHARS
+                )
+                or "",
                 error=_clip(sheet.last_error, MAX_ERROR_CHARS),
                 attempts=sheet.attempts,
                 outcomes=[a.outcome.value for a in finished if a.outcome is not None][-10:],
                 rate_limit_waits=sum(1 for a in finished if a.outcome is Outcome.RATE_LIMITED),
-                running_seconds=round(sum(a.duration_seconds or 0.0 for a in finished), 3),
+                running_seconds=round(sum(a.duration_seconds or 0.0 for a in ran), 3),
                 failed_validations=failed[:5],
                 log_excerpt=excerpt,
             )
@@ -527,7 +557,7 @@ async def diagnose(
         if s.status is SheetStatus.WAITING
     ]
     waiting = sorted([*waiting, *_behind_holds(detail, held)], key=lambda w: w.sheet_num)
-    steps = _next_steps(detail.job_id, failing)
+    steps = _next_steps(detail.job_id, failing, gates)
     if detail.pause_reason is PauseReason.COST_LIMIT:
         steps.append(
             NextStep(

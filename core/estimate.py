@@ -4,6 +4,13 @@ Each sheet's duration comes from earlier runs: the same sheet (by name, else num
 earlier jobs with the same name first, else the same instrument's completed sheets in recent
 jobs. The job's duration is then a simulation of Podium's own dispatch over the DAG with the
 job's and the conductor's concurrency limits, so parallelism and the critical path both count.
+
+Durations are working time. What a sheet spent waiting — held by a rate limit, for a person
+at an approval gate, held back between attempts — says when the wait happened to lift, not
+what the sheet takes: one run that sat two hours behind a rate limit must not make every
+later estimate two hours longer. Those waits are reported next to the figure (`note`, and
+`observed_seconds`, what earlier runs took with them), never inside it.
+
 Pure: the conductor gathers the samples.
 """
 
@@ -21,18 +28,29 @@ from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 
 MAX_LISTED_SHEETS = 200
 StartsOn = Callable[[ResolvedSheet], str]
+# What a sheet waited for instead of working: a rate limit (its rate-limited attempts and the
+# holds after them), a person (an approval gate), or anything else that held it between
+# attempts beyond its retry backoff (backpressure, a paused or failed job resumed later).
+WaitKind = Literal["rate_limit", "approval", "held"]
+WAIT_WORDS: dict[WaitKind, str] = {
+    "rate_limit": "rate limits",
+    "approval": "approvals",
+    "held": "other holds",
+}
 Basis = Literal["same_sheet", "same_instrument", "assumed", "none"]
 Confidence = Literal["none", "low", "medium", "high"]
 
 
 @dataclass(frozen=True)
 class SheetSample:
-    """One completed run of a sheet: elapsed seconds from its first attempt (retries and
-    backoff included), its cost when the instrument reported one, and its attempts."""
+    """One completed run of a sheet: its working time (the attempts that ran, failed ones
+    that were retried included, and their retry backoff), its cost when the instrument
+    reported one, its attempts, and the seconds it waited instead, by kind."""
 
     seconds: float
     cost_usd: float | None
     attempts: int
+    waits: Mapping[WaitKind, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,12 +60,17 @@ class SheetSamples:
     seconds: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
     attempts: int = 0
+    # Per kind, the wait of each sample that waited that way.
+    waits: dict[WaitKind, list[float]] = field(default_factory=dict)
 
     def add(self, sample: SheetSample) -> None:
         self.seconds.append(sample.seconds)
         if sample.cost_usd is not None:
             self.costs.append(sample.cost_usd)
         self.attempts += sample.attempts
+        for kind, seconds in sample.waits.items():
+            if seconds > 0:
+                self.waits.setdefault(kind, []).append(seconds)
 
 
 @dataclass
@@ -56,9 +79,13 @@ class History:
     by_sheet: dict[str, SheetSamples] = field(default_factory=dict)
     by_instrument: dict[str, SheetSamples] = field(default_factory=dict)
     earlier_runs: int = 0
-    # Per earlier run: actual job seconds minus the simulated seconds of its own sheets, the
-    # engine's overhead that no sheet's duration shows (dispatch, spawning, validations).
+    # Per earlier run: actual job seconds minus the simulated seconds of its own sheets (each
+    # over its whole span, waits included), the engine's overhead that no sheet's duration
+    # shows (dispatch, validations) — and any wait before a sheet's first attempt,
+    # which leaves no record of its own, so the smallest is the one to trust.
     overheads: list[float] = field(default_factory=list)
+    # Actual seconds of each earlier completed run of the same name, waits included.
+    observed: list[float] = field(default_factory=list)
 
 
 class _Model(BaseModel):
@@ -79,7 +106,11 @@ class Estimate(_Model):
     name: str
     total_sheets: int
     expected_seconds: float | None = Field(
-        description="the whole job, simulated over the DAG with its concurrency limits"
+        description="the whole job without waits, simulated over the DAG with its concurrency "
+        "limits"
+    )
+    observed_seconds: float | None = Field(
+        description="earlier runs' median actual duration, waits included"
     )
     critical_path_seconds: float | None = Field(
         description="the longest chain of dependent sheets; no amount of parallelism beats it"
@@ -105,12 +136,17 @@ def _typical(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def _per_sheet(
-    loaded: LoadedSpec, history: History, starts_on: StartsOn
-) -> tuple[dict[int, float | None], dict[int, float | None], list[SheetEstimate]]:
-    seconds: dict[int, float | None] = {}
-    costs: dict[int, float | None] = {}
-    rows: list[SheetEstimate] = []
+@dataclass
+class _PerSheet:
+    seconds: dict[int, float | None] = field(default_factory=dict)
+    costs: dict[int, float | None] = field(default_factory=dict)
+    rows: list[SheetEstimate] = field(default_factory=list)
+    # The samples the rows draw on, by identity (one instrument's are shared by its rows).
+    drawn: dict[int, SheetSamples] = field(default_factory=dict)
+
+
+def _per_sheet(loaded: LoadedSpec, history: History, starts_on: StartsOn) -> _PerSheet:
+    found = _PerSheet()
     for sheet in loaded.sheets:
         instrument = starts_on(sheet)
         basis: Basis = "none"
@@ -121,11 +157,13 @@ def _per_sheet(
             samples = history.by_instrument.get(instrument)
             if samples is not None and samples.seconds:
                 basis = "same_instrument"
+        if samples is not None and basis != "none":
+            found.drawn[id(samples)] = samples
         value = _typical(samples.seconds) if samples and samples.seconds else None
         cost = _typical(samples.costs) if samples and samples.costs else None
-        seconds[sheet.sheet_num] = value
-        costs[sheet.sheet_num] = cost
-        rows.append(
+        found.seconds[sheet.sheet_num] = value
+        found.costs[sheet.sheet_num] = cost
+        found.rows.append(
             SheetEstimate(
                 sheet_num=sheet.sheet_num,
                 name=sheet.name,
@@ -136,7 +174,30 @@ def _per_sheet(
                 basis=basis,
             )
         )
-    return seconds, costs, rows
+    return found
+
+
+def span_text(seconds: float) -> str:
+    """A duration for a person: 7260 -> 2h01m, 95 -> 1m35s, 4.2 -> 4.2s."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{int(hours)}h{int(minutes):02d}m"
+    if minutes:
+        return f"{int(minutes)}m{int(secs):02d}s"
+    return f"{seconds:.1f}s"
+
+
+def _waits_note(drawn: Sequence[SheetSamples]) -> str | None:
+    """What the samples drawn on waited for, which the figures leave out."""
+    parts = []
+    for kind, words in WAIT_WORDS.items():
+        waited = [w for samples in drawn for w in samples.waits.get(kind, [])]
+        if waited:
+            parts.append(f"{words} ({len(waited)} sheet run(s), longest {span_text(max(waited))})")
+    if not parts:
+        return None
+    return "durations are working time; left out, the waits of earlier runs: " + ", ".join(parts)
 
 
 def critical_path(
@@ -227,17 +288,26 @@ def own_instrument(sheet: ResolvedSheet) -> str:
     return sheet.instrument
 
 
+def no_gates(instrument: str) -> bool:
+    return False
+
+
 def estimate(
     loaded: LoadedSpec,
     history: History,
     *,
     max_concurrent_sheets: int,
     starts_on: StartsOn = own_instrument,
+    gate: Callable[[str], bool] = no_gates,
 ) -> Estimate:
     """`starts_on`: the instrument a sheet will run on (its own, or its first installed
-    fallback when its own is not installed), whose history it draws on."""
-    seconds, costs, rows = _per_sheet(loaded, history, starts_on)
-    known = [v for v in seconds.values() if v is not None]
+    fallback when its own is not installed), whose history it draws on. `gate`: whether an
+    instrument is an approval gate, which runs nothing: its sheets need no working time."""
+    found = _per_sheet(loaded, history, starts_on)
+    seconds, costs, rows = found.seconds, found.costs, found.rows
+    gates = {r.sheet_num for r in rows if gate(r.instrument)}
+    # A gate's zero says nothing of how long the other sheets take.
+    known = [v for n, v in seconds.items() if v is not None and n not in gates]
     parallelism = min(loaded.spec.concurrency.max_parallel_sheets, max_concurrent_sheets)
     samples = sum(r.samples for r in rows)
     attempts = sum(
@@ -249,13 +319,14 @@ def estimate(
         "name": loaded.spec.name,
         "total_sheets": loaded.total_sheets,
         "parallelism": parallelism,
+        "observed_seconds": round(_typical(history.observed), 3) if history.observed else None,
         "earlier_runs": history.earlier_runs,
         "samples": samples,
         "attempts": attempts,
         "sheets": rows[:MAX_LISTED_SHEETS],
         "sheets_total": len(rows),
     }
-    if not known:
+    if not known and len(gates) < len(rows):
         return Estimate(
             **base,
             expected_seconds=None,
@@ -267,13 +338,17 @@ def estimate(
             note="no history: no earlier job with this name, and no earlier completed sheet of "
             "these instruments",
         )
-    fallback = _typical(known)
+    fallback = _typical(known) if known else 0.0
     assumed = [r for r in rows if r.expected_seconds is None]
     for row in assumed:
         row.basis = "assumed"
-    filled = {n: (v if v is not None else fallback) for n, v in seconds.items()}
+    filled = {
+        n: (v if v is not None else 0.0 if n in gates else fallback) for n, v in seconds.items()
+    }
     deps = {s.sheet_num: list(s.depends_on) for s in loaded.sheets}
-    overhead = _typical(history.overheads) if history.overheads else 0.0
+    # Waits only ever add to a run's overhead: the run that shows the least is the nearest
+    # to the engine's own.
+    overhead = min(history.overheads) if history.overheads else 0.0
     makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
     path_seconds, path = critical_path(filled, deps)
     known_costs = [c for c in costs.values() if c is not None]
@@ -283,11 +358,20 @@ def estimate(
         else f"no earlier run of {loaded.spec.name!r}; from other jobs' sheets of the same "
         "instruments",
     ]
-    if assumed:
+    assumed_gates = [r for r in assumed if r.sheet_num in gates]
+    if len(assumed_gates) < len(assumed):
         notes.append(
-            f"{len(assumed)} sheet(s) without history assumed to take the median of the others "
-            f"({fallback:.1f}s)"
+            f"{len(assumed) - len(assumed_gates)} sheet(s) without history assumed to take the "
+            f"median of the others ({fallback:.1f}s)"
         )
+    if assumed_gates:
+        notes.append(
+            f"{len(assumed_gates)} approval sheet(s) without history assumed to need no "
+            "working time"
+        )
+    waits = _waits_note(list(found.drawn.values()))
+    if waits:
+        notes.append(waits)
     if not known_costs:
         notes.append("no instrument reported a cost")
     return Estimate(

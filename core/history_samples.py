@@ -1,40 +1,120 @@
 """Samples of how long (and how costly) each sheet of a finished run was, read from its
-execution history; what `estimate` draws on."""
+execution history; what `estimate` draws on.
+
+A sheet's sample is its working time: how long its attempts' processes ran (failed ones that
+were retried included, time frozen by `pause immediate` not) and the retry backoff between
+them, as long as the job's retry policy makes it.
+Everything else in its span is a wait, kept apart by kind: a rate-limited attempt and the
+hold after it, an approval gate's attempt (it runs nothing: its length is a person's
+delay), and a gap after a failed attempt longer than its backoff (backpressure, or a failed
+job resumed the next day).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from podium.core.estimate import SheetSample, sheet_key, simulate
+from podium.core.estimate import SheetSample, WaitKind, sheet_key, simulate
 from podium.core.models import HistoryEntry, JobDetail, JobStatus, Outcome, SheetStatus
+from podium.core.spec.models import RetryPolicy
 
 # Attempt outcomes after which a sheet waited on a person or a restart, not on its own work:
-# the time before them is not part of how long the sheet takes.
-_BREAKS = frozenset({Outcome.INTERRUPTED, Outcome.CANCELLED})
+# the time before them is not part of how long the sheet takes. A completion before the last
+# attempt is one too: the sheet ran again only because someone changed or re-ran it.
+_BREAKS = frozenset({Outcome.INTERRUPTED, Outcome.CANCELLED, Outcome.COMPLETED})
+
+Gate = Callable[[str], bool]  # whether an instrument is an approval gate
 
 
 @dataclass
 class RunSamples:
     sheets: list[tuple[str, str, SheetSample]]  # (sheet key, instrument, sample)
     overhead: float | None  # actual job seconds minus the simulation of its own sheets
+    seconds: float | None = None  # actual job seconds, waits included (completed runs)
 
 
-def _elapsed(attempts: Sequence[HistoryEntry]) -> float | None:
-    """Seconds from the first attempt of the final stretch (retries and their backoff
-    included) to the end of the attempt that completed the sheet."""
-    stretch: list[HistoryEntry] = []
-    for entry in attempts:
-        if entry.outcome in _BREAKS:
-            stretch = []
-        elif entry.outcome is not None:
-            stretch.append(entry)
-    if not stretch or stretch[-1].outcome is not Outcome.COMPLETED:
+@dataclass(frozen=True)
+class _Timing:
+    work: float
+    waits: dict[WaitKind, float]
+    # From the sheet's first attempt to the end of the one that completed it, waits included:
+    # what the run's own timeline shows, against which its overhead is measured.
+    span: float
+
+
+def _backoff_bound(policy: RetryPolicy, retries_used: int) -> float:
+    """The longest backoff the policy waits before retry `retries_used` + 1 (jitter only
+    shortens it)."""
+    return float(min(policy.max_delay_seconds, policy.base_delay_seconds * (2**retries_used)))
+
+
+def _span_seconds(entry: HistoryEntry) -> float:
+    if entry.ended_at is not None:
+        return max(0.0, (entry.ended_at - entry.started_at).total_seconds())
+    return max(0.0, entry.duration_seconds or 0.0)
+
+
+def _run_seconds(entry: HistoryEntry) -> float:
+    """How long the attempt's process ran: the runner's own figure leaves out time it spent
+    frozen by `pause immediate`, which its start and end include."""
+    if entry.duration_seconds is not None:
+        return max(0.0, entry.duration_seconds)
+    return _span_seconds(entry)
+
+
+def _timing(
+    attempts: Sequence[HistoryEntry], policy: RetryPolicy, is_gate: Callable[[HistoryEntry], bool]
+) -> _Timing | None:
+    finished = [a for a in attempts if a.outcome is not None]
+    if not finished or finished[-1].outcome is not Outcome.COMPLETED:
         return None
-    end = stretch[-1].ended_at
+    end = finished[-1].ended_at
     if end is None:
         return None
-    return max(0.0, (end - stretch[0].started_at).total_seconds())
+    first = 0
+    for i, entry in enumerate(finished[:-1]):
+        if entry.outcome in _BREAKS:
+            first = i + 1
+    work = 0.0
+    waits: dict[WaitKind, float] = {}
+
+    def wait(kind: WaitKind, seconds: float) -> None:
+        if seconds > 0:
+            waits[kind] = waits.get(kind, 0.0) + seconds
+
+    failures = 0
+    previous: HistoryEntry | None = None
+    for entry in finished[first:]:
+        if previous is not None and previous.ended_at is not None:
+            gap = max(0.0, (entry.started_at - previous.ended_at).total_seconds())
+            if previous.outcome is Outcome.RATE_LIMITED:
+                wait("rate_limit", gap)
+            elif is_gate(previous) or failures == 0:
+                wait("held", gap)  # a turned-down gate asked again: a person resumed it
+            else:
+                backoff = min(gap, _backoff_bound(policy, failures - 1))
+                work += backoff
+                wait("held", gap - backoff)
+        if entry.outcome is Outcome.RATE_LIMITED:
+            wait("rate_limit", _span_seconds(entry))
+        elif is_gate(entry):
+            wait("approval", _span_seconds(entry))
+        else:
+            work += _run_seconds(entry)
+            if entry.outcome is not Outcome.COMPLETED:
+                failures += 1
+        previous = entry
+    span = max(0.0, (end - finished[0].started_at).total_seconds())
+    return _Timing(work=work, waits=waits, span=span)
+
+
+def _gate_attempt(gate: Gate, instrument: str) -> Callable[[HistoryEntry], bool]:
+    # An attempt records the instrument it ran on; a gate's decision records none.
+    def check(entry: HistoryEntry) -> bool:
+        return gate(entry.instrument or instrument)
+
+    return check
 
 
 def _cost(attempts: Sequence[HistoryEntry]) -> float | None:
@@ -42,33 +122,45 @@ def _cost(attempts: Sequence[HistoryEntry]) -> float | None:
     return float(sum(costs)) if costs else None
 
 
+def _policy(detail: JobDetail) -> RetryPolicy:
+    try:
+        return RetryPolicy.model_validate((detail.spec or {}).get("retry") or {})
+    except ValueError:
+        # A spec stored by another version: its backoff is most likely the default's.
+        return RetryPolicy()
+
+
 def run_samples(
-    detail: JobDetail, history: Sequence[HistoryEntry], *, parallelism: int
+    detail: JobDetail, history: Sequence[HistoryEntry], *, parallelism: int, gate: Gate
 ) -> RunSamples:
     by_sheet: dict[int, list[HistoryEntry]] = {}
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
+    policy = _policy(detail)
     found: list[tuple[str, str, SheetSample]] = []
-    durations: dict[int, float] = {}
+    spans: dict[int, float] = {}
     for sheet in detail.sheets:
         if sheet.status is not SheetStatus.COMPLETED:
             continue
         attempts = by_sheet.get(sheet.sheet_num, [])
-        seconds = _elapsed(attempts)
-        if seconds is None:
+        timing = _timing(attempts, policy, _gate_attempt(gate, sheet.instrument))
+        if timing is None:
             continue
-        durations[sheet.sheet_num] = seconds
-        sample = SheetSample(seconds=seconds, cost_usd=_cost(attempts), attempts=len(attempts))
+        spans[sheet.sheet_num] = timing.span
+        cost = _cost(attempts)
+        sample = SheetSample(timing.work, cost, len(attempts), waits=timing.waits)
         found.append((sheet_key(sheet.name, sheet.sheet_num), sheet.instrument, sample))
     overhead = None
-    complete = len(durations) == len(detail.sheets) and detail.sheets
+    actual = None
     if (
-        complete
-        and detail.status is JobStatus.COMPLETED
+        detail.status is JobStatus.COMPLETED
         and detail.started_at is not None
         and detail.completed_at is not None
     ):
-        deps = {s.sheet_num: [d for d in s.depends_on if d in durations] for s in detail.sheets}
         actual = (detail.completed_at - detail.started_at).total_seconds()
-        overhead = actual - simulate(durations, deps, parallelism)
-    return RunSamples(sheets=found, overhead=overhead)
+    if actual is not None and detail.sheets and len(spans) == len(detail.sheets):
+        deps = {s.sheet_num: [d for d in s.depends_on if d in spans] for s in detail.sheets}
+        # Against the sheets' spans, waits included: a wait inside a sheet is the sheet's
+        # (and left out of its sample), not the engine's overhead.
+        overhead = actual - simulate(spans, deps, parallelism)
+    return RunSamples(sheets=found, overhead=overhead, seconds=actual)

@@ -11,6 +11,7 @@ from podium.core.engine.fallbacks import first_usable
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate, History, SheetSamples, StartsOn, estimate
 from podium.core.history_samples import RunSamples, run_samples
+from podium.core.instruments.profile import APPROVAL_KIND
 from podium.core.models import JobStatus
 from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 from podium.core.spec.models import ConcurrencySpec
@@ -51,7 +52,14 @@ class Insight:
             rate_limits=[(r.instrument, r.until) for r in status.rate_limits],
             pressure_level=status.pressure_level,
             pressure_reason=status.pressure_reason,
+            gate=self._gate,
         )
+
+    def _gate(self, instrument: str) -> bool:
+        """Whether `instrument` is an approval gate: it runs nothing, it waits for a person."""
+        catalog = self._c.catalog
+        info = catalog.get(instrument) if catalog is not None else None
+        return info is not None and info.profile.kind == APPROVAL_KIND
 
     async def estimate(self, loaded: LoadedSpec) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
@@ -68,7 +76,9 @@ class Insight:
 
         history = await self._estimate_history(loaded, starts_on)
         limit = self._c.config.max_concurrent_sheets
-        return estimate(loaded, history, max_concurrent_sheets=limit, starts_on=starts_on)
+        return estimate(
+            loaded, history, max_concurrent_sheets=limit, starts_on=starts_on, gate=self._gate
+        )
 
     async def _estimate_history(self, loaded: LoadedSpec, starts_on: StartsOn) -> History:
         history = History()
@@ -88,6 +98,8 @@ class Insight:
                 history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
             if samples.overhead is not None:
                 history.overheads.append(samples.overhead)
+            if samples.seconds is not None:
+                history.observed.append(samples.seconds)
         wanted = {starts_on(s) for s in loaded.sheets} - set(history.by_instrument)
         if wanted:
             recent, _ = await self._c.list_jobs(
@@ -110,4 +122,5 @@ class Insight:
             detail,
             entries,
             parallelism=min(concurrency.max_parallel_sheets, self._c.config.max_concurrent_sheets),
+            gate=self._gate,
         )

@@ -102,15 +102,9 @@ async def estimate(ctx: Context, spec: str, as_json: bool) -> int:
 
 
 def _seconds(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    minutes, seconds = divmod(value, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{int(hours)}h{int(minutes):02d}m"
-    if minutes:
-        return f"{int(minutes)}m{int(seconds):02d}s"
-    return f"{value:.1f}s"
+    from podium.core.estimate import span_text
+
+    return "unknown" if value is None else span_text(value)
 
 
 def _estimate_text(guess: dict[str, Any]) -> str:
@@ -120,6 +114,11 @@ def _estimate_text(guess: dict[str, Any]) -> str:
         f"(critical path {_seconds(guess['critical_path_seconds'])}: sheets "
         f"{' -> '.join(str(n) for n in guess['critical_path']) or '-'}; "
         f"one after another {_seconds(guess['sequential_seconds'])})",
+        *(
+            [f"  earlier runs took: {_seconds(guess['observed_seconds'])} (median, waits included)"]
+            if guess.get("observed_seconds") is not None
+            else []
+        ),
         "  expected cost: "
         + (f"${guess['expected_cost_usd']:.4f}" if guess["expected_cost_usd"] is not None else "-"),
         f"  confidence: {guess['confidence']} ({guess['earlier_runs']} earlier run(s), "

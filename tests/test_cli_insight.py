@@ -93,4 +93,7 @@ def test_validate_and_estimate_from_the_cli(tmp_path: Path) -> None:
     assert podium_cli(home, "run", str(good)).returncode == 0
     again = json.loads(podium_cli(home, "estimate", str(good), "--json").stdout)
     assert again["earlier_runs"] == 1 and again["expected_seconds"] is not None
+    assert again["observed_seconds"] is not None
+    text = podium_cli(home, "estimate", str(good)).stdout
+    assert "earlier runs took: " in text and "(median, waits included)" in text, text
     assert podium_cli(home, "stop").returncode == 0
