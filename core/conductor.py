@@ -25,7 +25,7 @@ from podium.core.approvals import Approvals, sheet_number
 from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
 from podium.core.conductor_status import behind, conductor_status
 from podium.core.config import PodiumConfig, load_config, reloaded
-from podium.core.diagnosis import Diagnosis
+from podium.core.diagnosis_answer import Diagnosis
 from podium.core.engine.engine import Engine
 from podium.core.errors import NotFoundError, PodiumError, job_not_found, quoted
 from podium.core.estimate import Estimate
