@@ -3,11 +3,15 @@ it did. Spec files are sent as text, so they need not lie in an allowed root."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, PodiumError
 from podium.server.cli_base import (
     EXIT_FAILED,
@@ -20,6 +24,9 @@ from podium.server.cli_base import (
     say,
 )
 
+if TYPE_CHECKING:
+    from podium.server.remote import Caller
+
 
 def _spec_text(spec: str) -> str:
     path = Path(spec).expanduser()
@@ -27,6 +34,28 @@ def _spec_text(spec: str) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PodiumError(f"SPEC: cannot read {path}: {exc}") from exc
+
+
+@asynccontextmanager
+async def spec_reader(config: PodiumConfig) -> AsyncIterator[Caller]:
+    """Where a spec is checked. A home that does not exist yet (before the first `podium
+    run`) has no history and no instruments of its own, so its spec checks are those of an
+    empty home: one made for the call and removed after it, with the real home's workspace
+    folder still an allowed root. The real home is not created (a typo in --home must not
+    leave one behind)."""
+    from podium.server.remote import reader
+
+    on_own_home = config.store_url == PodiumConfig(home=config.home).store_url
+    if config.home.exists() or not on_own_home:
+        async with reader(config) as (caller, _):
+            yield caller
+        return
+    with tempfile.TemporaryDirectory(prefix="podium-check-") as scratch:
+        values = config.model_dump(exclude={"store_url", "conductor_id"})
+        values["home"] = Path(scratch)
+        values["allowed_roots"] = [*config.allowed_roots, config.workspaces_dir]
+        async with reader(PodiumConfig.model_validate(values)) as (caller, _):
+            yield caller
 
 
 @click.command()
@@ -37,9 +66,7 @@ def _spec_text(spec: str) -> str:
 async def validate(ctx: Context, spec: str, as_json: bool) -> int:
     """Check SPEC without running it: exit 0 and the sheets it expands to, or every error
     (exit 1)."""
-    from podium.server.remote import reader
-
-    async with reader(ctx.config()) as (caller, _):
+    async with spec_reader(ctx.config()) as caller:
         report = await caller.call("validate_spec", {"spec_yaml": _spec_text(spec)})
     if as_json:
         emit_json(report)
@@ -65,9 +92,7 @@ async def validate(ctx: Context, spec: str, as_json: bool) -> int:
 @run_async
 async def estimate(ctx: Context, spec: str, as_json: bool) -> int:
     """How long SPEC will take (and cost), from earlier runs of the same job or instruments."""
-    from podium.server.remote import reader
-
-    async with reader(ctx.config()) as (caller, _):
+    async with spec_reader(ctx.config()) as caller:
         guess = await caller.call("estimate", {"spec_yaml": _spec_text(spec)})
     if as_json:
         emit_json(guess)

@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import Implementation, TextContent
 
 from podium.core.config import PodiumConfig
-from podium.core.errors import FieldError, PodiumError, SpecError
+from podium.core.errors import FieldError, PodiumError, SpecError, job_not_found, quoted
 from podium.core.home import ConductorInfo
 from podium.core.version import podium_version
 from podium.server.cli_routes import SUBMIT_PATH
@@ -54,6 +54,52 @@ class Caller(Protocol):
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]: ...
 
 
+# A spec name (SPEC §4), which a person often types where a job id goes.
+_SPEC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MAX_SAME_NAME_SHOWN = 5
+
+
+class JobNames:
+    """Lets a person name a job by its spec name where the name is unique: a tool that
+    finds no job by that id is asked again with the id of the one job so named. Ids are
+    tried first, so a name never shadows an id; the answers are remembered for the session
+    (a `--follow` asks many times)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._ids: dict[str, str] = {}
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        job = arguments.get("job_id")
+        if not isinstance(job, str):
+            return await _call_tool(self._client, tool, arguments)
+        if job in self._ids:
+            return await _call_tool(self._client, tool, {**arguments, "job_id": self._ids[job]})
+        try:
+            return await _call_tool(self._client, tool, arguments)
+        except PodiumError as exc:
+            if str(exc) != str(job_not_found(job)) or not _SPEC_NAME.fullmatch(job):
+                raise
+            self._ids[job] = await self._by_name(job, exc)
+        return await _call_tool(self._client, tool, {**arguments, "job_id": self._ids[job]})
+
+    async def _by_name(self, name: str, not_found: PodiumError) -> str:
+        listed = await _call_tool(
+            self._client, "list_jobs", {"name": name, "limit": _MAX_SAME_NAME_SHOWN + 1}
+        )
+        jobs: list[dict[str, Any]] = listed["jobs"]
+        if not jobs:
+            raise not_found
+        if len(jobs) == 1:
+            return str(jobs[0]["job_id"])
+        shown = ", ".join(f"{j['job_id']} ({j['status']})" for j in jobs[:_MAX_SAME_NAME_SHOWN])
+        more = " and more" if len(jobs) > _MAX_SAME_NAME_SHOWN else ""
+        raise PodiumError(
+            f"job_id: several jobs are named {quoted(name)}, newest first: {shown}{more}; "
+            "give the job id"
+        )
+
+
 async def _call_tool(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
         result = await client.call_tool(tool, arguments)
@@ -74,9 +120,10 @@ class Remote:
         self.client = client
         self.info = info
         self._http = http
+        self._jobs = JobNames(client)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return await _call_tool(self.client, tool, arguments)
+        return await self._jobs.call(tool, arguments)
 
     async def submit_path(self, path: Path, job_id: str | None) -> dict[str, Any]:
         """Submit a spec file with its folder as a workspace root (the CLI-only route)."""
@@ -130,13 +177,13 @@ class LocalReader:
     view of the store (no lock, no dispatch). Tools that are not read-only are refused."""
 
     def __init__(self, client: Client, read_only: frozenset[str]) -> None:
-        self._client = client
         self._read_only = read_only
+        self._jobs = JobNames(client)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         if tool not in self._read_only:
             raise PodiumError(f"{tool} needs a running conductor (podium start --detach)")
-        return await _call_tool(self._client, tool, arguments)
+        return await self._jobs.call(tool, arguments)
 
 
 @asynccontextmanager

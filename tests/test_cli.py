@@ -215,6 +215,28 @@ def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: P
     assert afile.read_text() == "not a home\n"
 
 
+def test_a_spec_is_checked_before_the_home_exists_without_creating_it(tmp_path: Path) -> None:
+    """`validate` and `estimate` work before the first `podium run` (a new user checks a
+    spec first), against an empty home of the moment; the home named stays uncreated."""
+    missing = tmp_path / "not-yet"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: first\nworkspace: " + str(missing / "workspaces" / "mine") + "\n"
+        "sheets:\n  - {name: a, prompt: 'true'}\n  - {prompt: 'true', depends_on: [a]}\n"
+    )
+    checked = podium_cli(missing, "validate", str(spec), "--json")
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["valid"] is True and [s["depends_on"] for s in report["sheets"]] == [[], [1]]
+    guessed = podium_cli(missing, "estimate", str(spec), "--json")
+    assert guessed.returncode == 0, guessed.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: first\nsheets:\n  - {prompt: 'true', instrument: nope}\n")
+    refused = podium_cli(missing, "validate", str(bad))
+    assert refused.returncode == 1 and "sheets.0.instrument" in refused.stderr, refused.stderr
+    assert not missing.exists()
+
+
 def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     spec = tmp_path / "nap.yaml"

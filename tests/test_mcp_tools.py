@@ -1003,8 +1003,39 @@ async def test_spec_workspace_is_confined(mcp: Harness, tmp_path: Path) -> None:
     assert Path(inside["workspace"]) == mcp.home / "workspaces" / "sub" / "dir"
 
 
+async def test_a_literal_validation_path_out_of_the_workspace_is_a_spec_error(
+    mcp: Harness,
+) -> None:
+    """Known before anything runs, so refused at validate and submit, naming the field;
+    paths that only lexically pass through `..` stay valid."""
+    validations = [
+        {"type": "file_exists", "path": "ok/../fine.txt"},
+        {"type": "content_contains", "path": "../outside.txt", "pattern": "SECRET"},
+        {"type": "file_modified", "path": "a/b/../../../up.txt"},
+        {"type": "file_exists", "path": "..hidden"},
+    ]
+    spec = {
+        "name": "escape",
+        "validations": [{"type": "file_exists", "path": ".."}],
+        "sheets": [{"prompt": "true", "validations": validations}],
+    }
+    report = await ok(mcp, "validate_spec", {"spec": spec})
+    assert report["valid"] is False
+    assert {e["path"] for e in report["errors"]} == {
+        "sheets.0.validations.1.path",
+        "sheets.0.validations.2.path",
+        "validations.0.path",
+    }, report["errors"]
+    assert all("climbs out of the workspace" in e["message"] for e in report["errors"])
+    refused = await mcp.client.call_tool("submit_job", {"spec": spec})
+    assert refused.is_error
+    assert (await ok(mcp, "list_jobs"))["jobs"] == []
+
+
 async def test_validation_path_escaping_the_workspace_fails_the_sheet(mcp: Harness) -> None:
     (mcp.home / "workspaces" / "outside.txt").write_text("TOP SECRET\n")
+    # A templated path is only known once rendered: the runner refuses where it leads.
+    escaping = "{{ '..' }}/outside.txt"
     spec = {
         "name": "escape",
         "retry": {"max_retries": 0},
@@ -1012,7 +1043,7 @@ async def test_validation_path_escaping_the_workspace_fails_the_sheet(mcp: Harne
             {
                 "prompt": "true",
                 "validations": [
-                    {"type": "content_contains", "path": "../outside.txt", "pattern": "SECRET"}
+                    {"type": "content_contains", "path": escaping, "pattern": "SECRET"}
                 ],
             }
         ],
