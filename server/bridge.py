@@ -7,6 +7,14 @@ and subscription passes without per-tool code. What it adds to a plain copy:
   the negotiated version header for 2025-11-25 clients;
 - a table of the client's requests in flight: when the conductor is lost, each one gets a
   JSON-RPC error instead of silence;
+- the hold behind `initialize`: a 2025-11-25 session exists once the conductor has answered
+  `initialize` (its `Mcp-Session-Id` comes back on that answer and the HTTP transport stamps
+  every later POST with it), and hosts pipeline: they write `initialize`,
+  `notifications/initialized` and their first requests without waiting. Sent at once, those
+  would go out without a session id ("Missing session ID"). So what the client sends after an
+  `initialize` waits, in order, until that initialize is answered. If it failed there is no
+  session for what followed it: each request held behind it gets an error that says so, its
+  notifications are dropped, and the next `initialize` (the client trying again) goes out;
 - reconnection: the client's next message starts the conductor again (recovery reconciles
   what the dead one left) and reattaches; a 2025-11-25 session is re-established by
   replaying the client's `initialize` and its resource subscriptions, so the host never
@@ -17,6 +25,7 @@ The bridge never runs an engine and never opens the database.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +49,7 @@ from mcp.shared.inbound import (
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
+    INVALID_REQUEST,
     PROTOCOL_VERSION_META_KEY,
     ErrorData,
     JSONRPCError,
@@ -71,6 +81,9 @@ EOF_DRAIN_SECONDS = 2.0
 # The tasks extension routes its requests by task id (`Mcp-Name`), which the SDK's header
 # table does not list.
 TASK_NAME_KEYS = {"tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
+# Client messages read but not yet sent (held behind an unanswered `initialize`, or waiting on
+# the HTTP transport); past this the bridge stops reading stdin until there is room.
+OUTBOX_SIZE = 1024
 LOST_MESSAGE = (
     "the Podium conductor stopped while this request was in flight; send it again "
     "(the next request starts the conductor again)"
@@ -79,6 +92,13 @@ UNANSWERED_MESSAGE = (
     "stdin closed before the conductor answered this request (the bridge waits "
     f"{EOF_DRAIN_SECONDS:.0f} s for answers after stdin closes)"
 )
+
+
+def refused_after(initialize: RequestId, failure: ErrorData) -> str:
+    return (
+        f"not sent: this request came after initialize (id {json.dumps(initialize)}), which "
+        f"failed ({failure.code}: {failure.message}); send initialize again, then this request"
+    )
 
 
 class UpstreamLost(Exception):
@@ -104,6 +124,12 @@ class SessionState:
     param_maps: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
     # Set once no request is in flight (the drain after stdin closes waits on it).
     answered: anyio.Event | None = None
+
+    def expect(self, message: SessionMessage) -> None:
+        """A request read from the client is owed an answer from here on, sent or not yet."""
+        m = message.message
+        if isinstance(m, JSONRPCRequest):
+            self.pending[m.id] = Pending(m.method, m.params)
 
     def _settled(self) -> None:
         if not self.pending and self.answered is not None:
@@ -172,6 +198,24 @@ class SessionState:
                     self.subscriptions.discard(uri)
 
 
+@dataclass
+class Opening:
+    """The client's `initialize` on its way: what the client sends next waits for its answer."""
+
+    request_id: RequestId
+    answer: JSONRPCResponse | JSONRPCError | None = None
+    answered: anyio.Event = field(default_factory=anyio.Event)
+
+    def settle(self, m: JSONRPCResponse | JSONRPCError) -> None:
+        if m.id == self.request_id:
+            self.answer = m
+            self.answered.set()
+
+    async def failure(self) -> ErrorData | None:
+        await self.answered.wait()
+        return self.answer.error if isinstance(self.answer, JSONRPCError) else None
+
+
 class Bridge:
     def __init__(self, config: PodiumConfig) -> None:
         self.config = config
@@ -234,6 +278,19 @@ class Bridge:
                 SessionMessage(JSONRPCError(jsonrpc="2.0", id=m.id, error=error))
             )
 
+    async def _refuse_held(
+        self,
+        client_write: ClientWrite,
+        request_id: RequestId,
+        initialize: RequestId,
+        failure: ErrorData,
+    ) -> None:
+        """Refuse a request held behind an `initialize` that failed."""
+        error = ErrorData(code=INVALID_REQUEST, message=refused_after(initialize, failure))
+        reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+        await client_write.send(SessionMessage(reply))
+        self.state.delivered(reply)
+
     async def _fail_pending(self, client_write: ClientWrite, why: str = LOST_MESSAGE) -> None:
         for request_id in list(self.state.pending):
             self.state.pending.pop(request_id, None)
@@ -254,8 +311,12 @@ class Bridge:
         headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
         http = create_mcp_http_client(headers=headers)
         lost: str | None = None
+        outbox_in, outbox = anyio.create_memory_object_stream[SessionMessage](OUTBOX_SIZE)
+        opening: Opening | None = None
         try:
             async with (
+                outbox_in,
+                outbox,
                 http,
                 streamable_http_client(info.url, http_client=http) as (up_read, up_write),
                 anyio.create_task_group() as tg,
@@ -274,15 +335,43 @@ class Bridge:
                         await client_write.send(SessionMessage(m))
                         if isinstance(m, JSONRPCResponse | JSONRPCError):
                             self.state.delivered(m)  # only once delivered
+                            # After `delivered`: what was held goes out with the negotiated
+                            # version's header.
+                            if opening is not None:
+                                opening.settle(m)
                     lost = lost or "the conductor's HTTP stream closed"
                     tg.cancel_scope.cancel()
 
-                async def upstream() -> None:
+                async def sender() -> None:
+                    """The one writer to the conductor, in the order the client wrote."""
+                    nonlocal opening
                     if reconnect:
                         await self._replay(up_write)
-                    if carry is not None:
-                        await up_write.send(self.state.outbound(carry))
+                    failed: tuple[RequestId, ErrorData] | None = None
+                    async for item in outbox:
+                        m = item.message
+                        init = m if isinstance(m, JSONRPCRequest) else None
+                        if init is not None and init.method != "initialize":
+                            init = None
+                        if failed is not None and init is None:
+                            if isinstance(m, JSONRPCRequest):
+                                await self._refuse_held(client_write, m.id, *failed)
+                            else:
+                                log.info("dropped after a failed initialize", message=repr(m))
+                            continue
+                        started = opening = Opening(init.id) if init is not None else None
+                        await up_write.send(self.state.outbound(item))
+                        if started is not None:
+                            failure = await started.failure()
+                            failed = None if failure is None else (started.request_id, failure)
+
+                async def reader() -> None:
+                    """Stdin into the outbox. Never waits on the conductor (only on a full
+                    outbox), so stdin closing is seen even while it does not answer."""
                     nonlocal lost
+                    if carry is not None:
+                        self.state.expect(carry)
+                        await outbox_in.send(carry)
                     async for item in client_read:
                         if isinstance(item, Exception):
                             log.warning("unparseable line from the client", error=str(item))
@@ -293,10 +382,12 @@ class Bridge:
                             lost = f"conductor pid {info.pid} exited"
                             tg.cancel_scope.cancel()
                             return
-                        await up_write.send(self.state.outbound(item))
-                    # stdin EOF. Answers already on their way get a moment to arrive; then
-                    # cancel rather than close the write stream, which would make the
-                    # transport close its read side while responses may still arrive.
+                        self.state.expect(item)
+                        await outbox_in.send(item)
+                    # stdin EOF. Answers to what was read (sent or still held) get a moment
+                    # to arrive; then cancel rather than close the write stream, which would
+                    # make the transport close its read side while responses may still
+                    # arrive.
                     if self.state.pending:
                         self.state.answered = anyio.Event()
                         with anyio.move_on_after(EOF_DRAIN_SECONDS):
@@ -313,7 +404,8 @@ class Bridge:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(downstream)
-                tg.start_soon(upstream)
+                tg.start_soon(sender)
+                tg.start_soon(reader)
                 tg.start_soon(watch)
         except* (httpx2.HTTPError, OSError) as group:
             lost = lost or f"the conductor's HTTP endpoint failed: {group.exceptions[0]!r}"

@@ -8,6 +8,10 @@ This transport parses each line once, hands the server what parses and answers w
 but not a JSON-RPC message. The reply carries the request's id when one can be found at the
 top level of the text, found by a scan that does not recurse (the text is exactly what the
 parser could not take); else `null`, as JSON-RPC says.
+
+A JSON-RPC batch (an array on one line) is such a line too: MCP has had no batches since
+2025-06-18 and the SDK's parser takes none. Each request in it gets its own `-32600`, so a
+client that batched is not left waiting on any of them.
 """
 
 from __future__ import annotations
@@ -76,11 +80,17 @@ def _is_request_like(value: Any) -> bool:
     return isinstance(value, dict) and "method" in value
 
 
+BATCH_REFUSED = (
+    "Invalid request: JSON-RPC batches are not supported (MCP has none since 2025-06-18); "
+    "send each message on a line of its own"
+)
+
+
 @dataclass(frozen=True)
 class Unreadable:
-    """A line answered here: `reply` goes back to the client, the server never sees it."""
+    """A line answered here: `replies` go back to the client, the server never sees it."""
 
-    reply: JSONRPCError
+    replies: tuple[JSONRPCError, ...]
 
 
 def read_line(line: str) -> JSONRPCMessage | Unreadable | Exception:
@@ -103,16 +113,40 @@ def read_line(line: str) -> JSONRPCMessage | Unreadable | Exception:
         if "recursion limit" in detail:
             detail += " (the message nests too deeply)"
         return _error(top_level_id(line), PARSE_ERROR, f"Parse error: {detail}")
+    if isinstance(parsed, list):
+        return _batch(parsed, failure)
     if not _is_request_like(parsed) or "id" not in parsed:
         return failure
-    raw_id = parsed["id"]
-    request_id = raw_id if isinstance(raw_id, int | str) and not isinstance(raw_id, bool) else None
-    return _error(request_id, INVALID_REQUEST, "Invalid request: not a JSON-RPC 2.0 request")
+    return _error(
+        _usable_id(parsed["id"]), INVALID_REQUEST, "Invalid request: not a JSON-RPC 2.0 request"
+    )
+
+
+def _batch(items: list[Any], failure: Exception) -> Unreadable | Exception:
+    """Each request of a batch refused under its own id. A batch of notifications and
+    responses only has no one waiting on it; anything else (`[]`, `[1, 2]`) gets one
+    `null`-id error, as JSON-RPC answers a batch it cannot read."""
+    ids = [_usable_id(i["id"]) for i in items if _is_request_like(i) and "id" in i]
+    if (
+        not ids
+        and items
+        and all(isinstance(i, dict) and ("method" in i or "id" in i) for i in items)
+    ):
+        return failure
+    replies = [_reply(request_id, INVALID_REQUEST, BATCH_REFUSED) for request_id in ids or [None]]
+    return Unreadable(tuple(replies))
+
+
+def _usable_id(raw: Any) -> RequestId | None:
+    return raw if isinstance(raw, int | str) and not isinstance(raw, bool) else None
+
+
+def _reply(request_id: RequestId | None, code: int, message: str) -> JSONRPCError:
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
 
 
 def _error(request_id: RequestId | None, code: int, message: str) -> Unreadable:
-    error = ErrorData(code=code, message=message)
-    return Unreadable(JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+    return Unreadable((_reply(request_id, code, message),))
 
 
 def _same_file(info: os.stat_result, fd: int) -> bool:
@@ -191,9 +225,10 @@ async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
             async for line in CancellableStdin():
                 item = read_line(line)
                 if isinstance(item, Unreadable):
-                    reply = item.reply
-                    log.warning("answered an unreadable line", code=reply.error.code, id=reply.id)
-                    await replies.send(SessionMessage(reply))
+                    for reply in item.replies:
+                        code, request_id = reply.error.code, reply.id
+                        log.warning("answered an unreadable line", code=code, id=request_id)
+                        await replies.send(SessionMessage(reply))
                 elif isinstance(item, Exception):
                     await read_writer.send(item)
                 else:

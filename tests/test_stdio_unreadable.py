@@ -18,7 +18,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from podium.server.stdio_guard import top_level_id
+from podium.server.stdio_guard import Unreadable, read_line, top_level_id
 from podium.server.stdio_input import MAX_LINE_BYTES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -145,6 +145,33 @@ async def test_unreadable_stdio_requests_are_answered(home: Path, mode: str) -> 
 
 
 @pytest.mark.parametrize("mode", ["bridge", "embedded"])
+async def test_each_request_of_a_json_rpc_batch_is_refused(home: Path, mode: str) -> None:
+    """A batch (an array on one line; MCP has none since 2025-06-18) was dropped with a log
+    line, and the client waited on each request in it forever."""
+    args = ["--embedded"] if mode == "embedded" else []
+    ping = {"jsonrpc": "2.0", "method": "ping"}
+    note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+    async with raw_serve(home, *args) as raw:
+        await raw.send(json.dumps([json.loads(status_call(2, {})), {**ping, "id": "b"}, note]))
+        answers = {}
+        for _ in range(2):
+            answer = await raw.receive()
+            answers[answer["id"]] = answer
+        assert set(answers) == {2, "b"}, answers
+        for answer in answers.values():
+            assert answer["error"]["code"] == -32600, answer
+            assert "batches are not supported" in answer["error"]["message"], answer
+        await raw.send("[]")
+        answer = await raw.receive()
+        assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+        # Nothing waits on a batch of notifications: no answer; the next one is the ping's.
+        await raw.send(json.dumps([note, note]))
+        await raw.send_json({**ping, "id": 3})
+        answer = await raw.receive()
+        assert answer == {"jsonrpc": "2.0", "id": 3, "result": {}}, answer
+
+
+@pytest.mark.parametrize("mode", ["bridge", "embedded"])
 @pytest.mark.parametrize("stdin", ["file", "devnull"])
 def test_serve_reads_stdin_from_a_file_or_dev_null(home: Path, mode: str, stdin: str) -> None:
     """`podium serve < requests.jsonl` (or `< /dev/null`, as a supervisor may start it):
@@ -209,3 +236,24 @@ async def test_the_bridge_answers_every_request_when_stdin_closes(home: Path) ->
 )
 def test_the_id_is_found_at_the_top_level_only(text: str, expected: object) -> None:
     assert top_level_id(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "ids"),
+    [
+        ('[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"id": "x", "method": "y"}]', [1, "x"]),
+        ('[{"jsonrpc": "2.0", "id": true, "method": "ping"}]', [None]),
+        ("[]", [None]),
+        ("[1, 2]", [None]),
+        ('[{"jsonrpc": "2.0", "method": "notifications/initialized"}]', None),
+        ('[{"jsonrpc": "2.0", "id": 4, "result": {}}]', None),
+    ],
+)
+def test_a_batch_line_is_answered_per_request(line: str, ids: list[object] | None) -> None:
+    item = read_line(line)
+    if ids is None:
+        assert isinstance(item, Exception), item
+    else:
+        assert isinstance(item, Unreadable), item
+        assert [r.id for r in item.replies] == ids
+        assert all(r.error.code == -32600 for r in item.replies)

@@ -358,7 +358,24 @@ async def _round_trip_then_long_job(
 ) -> tuple[int, float]:
     """A DAG round trip, then a long sheet left running when the client closes stdin.
     Returns the engine's pid (from `status`) and how long the server took to exit."""
+    import mcp.client.session as sdk_session
+
     inbox = Inbox()
+    # The SDK's `server/discover` probe gives up after 10 s and settles for the legacy
+    # protocol; a first `podium serve` starts the conductor before it can answer, which on a
+    # machine running several suites at once took longer than that. The protocol is what
+    # this checks, not the machine's speed.
+    saved_timeout = sdk_session.DISCOVER_TIMEOUT_SECONDS
+    sdk_session.DISCOVER_TIMEOUT_SECONDS = 60.0
+    try:
+        return await _round_trip_then_long_job_within(tmp_path, params, pid_file, inbox)
+    finally:
+        sdk_session.DISCOVER_TIMEOUT_SECONDS = saved_timeout
+
+
+async def _round_trip_then_long_job_within(
+    tmp_path: Path, params: StdioServerParameters, pid_file: Path, inbox: Inbox
+) -> tuple[int, float]:
     with (tmp_path / "stderr.log").open("w") as errlog:
         client = Client(stdio_client(params, errlog=errlog), message_handler=inbox.handler)
         async with client:
