@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from podium.core.models import JobDetail, SheetState, SheetStatus
-from podium.core.spec.loader import redact_spec
+from podium.core.spec.storable import redact_spec
 from podium.core.store.base import Store
 from podium.core.store.rows import OUTPUT_TAIL_VIEW_BYTES, JobRow, SheetRow
 

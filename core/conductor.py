@@ -2,17 +2,16 @@
 
 It owns a home (exclusive lock), the store, the instrument catalog and the engine (the one
 writer of the store and the dispatch loop), and turns facade calls into engine calls; views
-read the store.
+read the store. What a call needs beyond that lives beside it: specs coming in (intake.py),
+the status (conductor_status.py), waiting for changes (change_wait.py), approvals, tasks,
+diagnose and estimate (insight.py), and clearing jobs (housekeeping.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -21,90 +20,45 @@ from typing import Any
 import anyio
 import structlog
 
-from podium.core.approvals import (
-    PENDING_APPROVALS_SHOWN,
-    Approvals,
-    approval_list,
-    sheet_number,
-)
+from podium.core import change_wait
+from podium.core.approvals import Approvals, sheet_number
 from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
-from podium.core.config import PodiumConfig, load_config
-from podium.core.diagnosis import Diagnosis
+from podium.core.conductor_status import behind, conductor_status
+from podium.core.config import PodiumConfig, load_config, reloaded
+from podium.core.diagnosis_answer import Diagnosis
 from podium.core.engine.engine import Engine
-from podium.core.errors import (
-    BackpressureError,
-    NotFoundError,
-    PodiumError,
-    SpecError,
-    job_not_found,
-    quoted,
-)
+from podium.core.errors import NotFoundError, PodiumError, job_not_found, quoted
 from podium.core.estimate import Estimate
-from podium.core.events import APPROVAL_EVENT, EventBus
+from podium.core.events import EventBus
 from podium.core.home import HomeLock, ensure_home
 from podium.core.housekeeping import Housekeeping
 from podium.core.insight import Insight
 from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.intake import Intake, SpecSource
 from podium.core.job_hooks import ChainLink, JobHooks
 from podium.core.job_tasks import JobTasks
 from podium.core.logview import LogReader
-from podium.core.models import (
-    HistoryEntry,
-    JobDetail,
-    JobStatus,
-    JobSummary,
-    SheetStatus,
-    utcnow,
-)
-from podium.core.paths import confine, resolve_workspace
-from podium.core.pressure import PressureLevel, ResourceMonitor, ResourceSample
+from podium.core.models import HistoryEntry, JobDetail, JobStatus, JobSummary, SheetStatus, utcnow
+from podium.core.pressure import ResourceMonitor, ResourceSample
 from podium.core.runner import cgroups, reaper
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
-from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.store.base import Store
 from podium.core.store.open import open_store
 from podium.core.store.rows import JobQuery, JobRow, TaskRow
-from podium.core.version import podium_version
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
-    ConductorView,
-    InstrumentView,
     LogChunk,
-    RateLimitView,
     ReloadResult,
-    SheetPlan,
-    SpecErrorItem,
     SubmittedJob,
     ValidationReport,
 )
 
 log = structlog.get_logger("podium.conductor")
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Snapshot cleanup runs when the oldest snapshot expires, but at most this often.
 MAINTENANCE_MIN_INTERVAL_SECONDS = 60.0
 SNAPSHOT_WAIT_SECONDS = 5.0
-SUBMIT_SAMPLE_SECONDS = 1.0
-# Readiness drops when at least this share of recent attempts failed.
-ELEVATED_FAILURE_RATE = 0.9
-RESTART_ONLY_KEYS = {
-    "home": "the home cannot change while a conductor owns it",
-    "auto_resume": "applies when the conductor starts",
-    "store_url": "the store is opened when the conductor starts",
-    "conductor_id": "attempts in flight are owned under the name the conductor started with",
-    "lease_seconds": "applies when the conductor starts",
-}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
-
-def new_job_id(name: str) -> str:
-    return f"{name}-{utcnow().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
 
 
 class Conductor:
@@ -146,6 +100,7 @@ class Conductor:
         self.tasks = JobTasks(self)
         self.insight = Insight(self)
         self.approvals = Approvals(self)
+        self.intake = Intake(self)
         self.housekeeping = Housekeeping(self, self._on_terminal)
 
     # ----- lifecycle ------------------------------------------------------------------------
@@ -267,6 +222,25 @@ class Conductor:
             raise PodiumError("the conductor is not started")
         return self._snapshots
 
+    @property
+    def engine_or_none(self) -> Engine | None:
+        """The engine, or None before the start and in a conductor that only reads the
+        store."""
+        return self._engine
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def accepting(self) -> bool:
+        """Started and not stopping."""
+        return not self._stopping and self._stack is not None
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self._started_monotonic
+
     async def _maintenance(self) -> None:
         """Remove expired snapshots; sleeps until the oldest one expires (or, with none, until
         one is taken), never on a fixed tick."""
@@ -302,38 +276,12 @@ class Conductor:
     def _on_sample(self, sample: ResourceSample) -> None:
         self.engine.set_pressure(sample.level, sample.reason)
 
-    async def _check_pressure(self) -> None:
-        """Refuse new work at critical pressure, with the reason (memory or processes)."""
-        if self.monitor is None:
-            return
-        sample = self.monitor.last
-        # A sample this fresh is as good as a new one; a burst of submits (an agent fanning
-        # out) costs one walk of the process table, not one each.
-        if time.monotonic() - sample.taken_at >= SUBMIT_SAMPLE_SECONDS:
-            sample = await anyio.to_thread.run_sync(self.monitor.sample)
-        self.engine.set_pressure(sample.level, sample.reason)
-        if sample.level is PressureLevel.CRITICAL:
-            raise BackpressureError(
-                f"not accepting jobs: {sample.reason}; running jobs continue, submit again "
-                "when usage drops or raise the limit (config.yaml, then podium reload)"
-            )
-
     async def reload(self) -> ReloadResult:
         """Re-read config.yaml (and the environment) and apply what can change live."""
         fresh = await anyio.to_thread.run_sync(
             lambda: load_config(home=self.config.home, overrides=self._overrides)
         )
-        applied: dict[str, list[Any]] = {}
-        not_applied: dict[str, str] = {}
-        for key in PodiumConfig.model_fields:
-            old, new = getattr(self.config, key), getattr(fresh, key)
-            if old == new:
-                continue
-            if key in RESTART_ONLY_KEYS:
-                not_applied[key] = RESTART_ONLY_KEYS[key]
-            else:
-                applied[key] = [_jsonable(old), _jsonable(new)]
-        self.config = fresh.model_copy(update={k: getattr(self.config, k) for k in not_applied})
+        self.config, applied, not_applied = reloaded(self.config, fresh)
         self.engine.apply_config(self.config)
         if cgroups.enabled(str(self.config.home)):
             cgroups.enable(str(self.config.home), self.config.max_processes)
@@ -362,39 +310,6 @@ class Conductor:
 
     # ----- specs ----------------------------------------------------------------------------
 
-    def _load(
-        self,
-        spec: Mapping[str, Any] | None,
-        spec_yaml: str | None,
-        path: str | Path | None,
-        extra_roots: Sequence[Path] = (),
-    ) -> LoadedSpec:
-        given = [
-            name
-            for name, v in (("spec", spec), ("spec_yaml", spec_yaml), ("path", path))
-            if v is not None
-        ]
-        if len(given) != 1:
-            which = ", ".join(given) if given else "none"
-            raise PodiumError(f"give exactly one of spec, spec_yaml or path (got: {which})")
-        confined = None
-        if path is not None:
-            confined = confine(path, [*self.config.roots(), *extra_roots], field="path")
-        traits = self.catalog.traits if self.catalog is not None else None
-        return load_spec(data=spec, text=spec_yaml, path=confined, instruments=traits)
-
-    async def _load_off_loop(
-        self,
-        spec: Mapping[str, Any] | None,
-        spec_yaml: str | None,
-        path: str | Path | None,
-        extra_roots: Sequence[Path],
-    ) -> LoadedSpec:
-        """Loading parses YAML, validates models and renders every template: CPU work on
-        untrusted input (bounded in size and time by the loader and the sandbox), done in a
-        worker thread so the event loop keeps answering every other client meanwhile."""
-        return await anyio.to_thread.run_sync(self._load, spec, spec_yaml, path, extra_roots)
-
     async def validate_spec(
         self,
         *,
@@ -403,27 +318,7 @@ class Conductor:
         path: str | Path | None = None,
         extra_roots: Sequence[Path] = (),
     ) -> ValidationReport:
-        try:
-            loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
-        except SpecError as exc:
-            return ValidationReport(
-                valid=False,
-                errors=[SpecErrorItem(path=e.path, message=e.message) for e in exc.errors],
-                sheets=[],
-            )
-        return ValidationReport(
-            valid=True,
-            errors=[],
-            sheets=[
-                SheetPlan(
-                    sheet_num=s.sheet_num,
-                    name=s.name,
-                    depends_on=list(s.depends_on),
-                    instrument=s.instrument,
-                )
-                for s in loaded.sheets
-            ],
-        )
+        return await self.intake.validate(SpecSource(spec, spec_yaml, path, extra_roots))
 
     # ----- jobs -----------------------------------------------------------------------------
 
@@ -439,46 +334,13 @@ class Conductor:
         chain: ChainLink | None = None,
         task: Callable[[str], TaskRow] | None = None,
     ) -> SubmittedJob:
-        if job_id is not None and not JOB_ID_PATTERN.match(job_id):
-            raise PodiumError(
-                f"job_id: {quoted(job_id)} is not allowed; use 1-128 characters from letters, "
-                "digits, "
-                "'.', '_' and '-', starting with a letter or digit"
-            )
-        if self._stopping:
-            raise PodiumError("the conductor is shutting down; submit again after it restarts")
-        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
-        await self._check_pressure()
-        job_id = job_id or new_job_id(loaded.spec.name)
-        base_dir = loaded.source_path.parent if loaded.source_path else self.config.workspaces_dir
-        workspace = resolve_workspace(
-            loaded.spec.workspace,
+        return await self.intake.submit(
+            SpecSource(spec, spec_yaml, path, extra_roots),
             job_id=job_id,
-            base_dir=base_dir,
-            default_dir=self.config.workspaces_dir,
-            roots=[*self.config.roots(), *extra_roots],
-            home=self.config.home,
+            start=start,
+            chain=chain,
+            task=task,
         )
-        # Made before the job exists (its first sheet may start at once); removed again if
-        # this submit turns out to add no job.
-        made = not workspace.exists()
-        workspace.mkdir(parents=True, exist_ok=True)
-        try:
-            job, created = await self.engine.submit(
-                loaded,
-                job_id=job_id,
-                workspace=workspace,
-                start=start,
-                spec_path=loaded.source_path,
-                chain=(chain.parent, chain.depth) if chain is not None else None,
-                task=task(job_id) if task is not None else None,
-            )
-        except BaseException:
-            if made:
-                with contextlib.suppress(OSError):
-                    workspace.rmdir()
-            raise
-        return SubmittedJob(**job.summary().model_dump(), workspace=job.workspace, created=created)
 
     async def _job_row(self, job_id: str) -> JobRow:
         job = await self.store.get_job(job_id)
@@ -566,7 +428,7 @@ class Conductor:
         changed = None
         if spec is not None or spec_yaml is not None or path is not None:
             await self._job_row(job_id)
-            changed = await self._load_off_loop(spec, spec_yaml, path, ())
+            changed = await self.intake.load(SpecSource(spec, spec_yaml, path))
         # A task that ended with the job stays ended: its final state is stored before the
         # job runs again (the resumed run is followed with a new task).
         await self.tasks.finish_jobs([job_id])
@@ -637,45 +499,15 @@ class Conductor:
         self,
         job_id: str | None,
         wait_seconds: float,
-        on_tick: Callable[[float], Awaitable[None]] | None = None,
+        on_tick: change_wait.OnTick | None = None,
         tick_seconds: float = 5.0,
     ) -> bool:
-        """Wait until the job's status changes or it ends (any job's status, without a job id),
-        at most `wait_seconds`. Returns whether something changed. Driven by change events.
-        `on_tick(elapsed)` is called every `tick_seconds` and, with a job id, on each sheet
-        transition of that job, so a caller can report progress."""
-        known: dict[str, str] = {}
-        if job_id is not None:
-            job = await self._job_row(job_id)
-            if job.status.is_terminal:
-                return False
-            known[job_id] = job.status.value
-        else:
-            active = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED]
-            known = {j.job_id: j.status.value for j in await self.store.jobs_with_status(active)}
-        deadline = time.monotonic() + wait_seconds
-        async with self.events.subscribe() as events:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                with anyio.move_on_after(min(remaining, tick_seconds)):
-                    async for event in events:
-                        if job_id is not None and event.job_id != job_id:
-                            continue
-                        if event.kind == "sheet":
-                            if job_id is not None and on_tick is not None:
-                                await on_tick(wait_seconds - (deadline - time.monotonic()))
-                            continue
-                        # Events fire on every transition; only a status that differs from the
-                        # one seen when the wait began counts as a change, or a job that now
-                        # waits for a person's approval.
-                        if event.kind in ("deleted", APPROVAL_EVENT):
-                            return True
-                        if event.status != known.get(event.job_id):
-                            return True
-                if on_tick is not None and time.monotonic() < deadline:
-                    await on_tick(wait_seconds - (deadline - time.monotonic()))
+        """Wait until the job's status changes or it ends (any job's, without a job id), at
+        most `wait_seconds` (change_wait.py); whether something changed."""
+        job = await self._job_row(job_id) if job_id is not None else None
+        return await change_wait.wait_for_change(
+            self.events, self.store, job, wait_seconds, on_tick, tick_seconds
+        )
 
     # ----- diagnose and estimate -------------------------------------------------------------
 
@@ -692,7 +524,7 @@ class Conductor:
         extra_roots: Sequence[Path] = (),
     ) -> Estimate:
         """Expected duration and cost of a spec from the history of similar jobs."""
-        loaded = await self._load_off_loop(spec, spec_yaml, path, extra_roots)
+        loaded = await self.intake.load(SpecSource(spec, spec_yaml, path, extra_roots))
         return await self.insight.estimate(loaded)
 
     # ----- rate limits ----------------------------------------------------------------------
@@ -714,84 +546,12 @@ class Conductor:
             # the pool (its own name too, for a hold set before it joined the pool).
             wanted = sorted({instrument, keys.get(instrument, instrument)})
         lifted = await self.engine.lift_holds(wanted)
-        return sorted({name for key in lifted for name in _behind(keys, key)})
+        return sorted({name for key in lifted for name in behind(keys, key)})
 
     # ----- conductor status -----------------------------------------------------------------
 
     async def status(self) -> ConductorStatus:
-        now = utcnow()
-        # The engine's view of the holds is the store's (kept in the same step as each
-        # write): one store read less per status call.
-        holds = (
-            list(self._engine.state.holds.values())
-            if self._engine is not None
-            else await self.store.holds()
-        )
-        keys = self.catalog.hold_keys() if self.catalog is not None else {}
-        limits = [
-            RateLimitView(
-                instrument=name,
-                until=h.until,
-                pool=h.hold_key if keys.get(name, name) != name else None,
-            )
-            for h in sorted(holds, key=lambda h: h.hold_key)
-            if h.until > now and not h.released
-            for name in _behind(keys, h.hold_key)
-        ]
-        sample = self.monitor.last if self.monitor is not None else None
-        memory_mb = sample.memory_mb if sample is not None else None
-        failure_rate = None if self._engine is None else self._engine.failure_rate
-        instruments = [
-            InstrumentView.from_info(i) for i in (self.catalog.all() if self.catalog else [])
-        ]
-        peers = []
-        if self.store.shared:
-            peers = [
-                ConductorView(
-                    conductor_id=c.conductor_id, host=c.host, labels=c.labels, last_seen=c.last_seen
-                )
-                for c in await self.store.conductors()
-                if c.expires_at > now
-            ]
-        # The counts and the approvals waiting, in one store read.
-        overview = await self.store.overview(PENDING_APPROVALS_SHOWN)
-        approvals = approval_list(overview.approvals, overview.approvals_total)
-        return ConductorStatus(
-            pending_approvals=approvals.approvals,
-            pending_approvals_total=approvals.total,
-            version=podium_version(),
-            pid=os.getpid(),
-            uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
-            home=str(self.config.home),
-            jobs_by_status=overview.jobs_by_status,
-            running_sheets=(
-                await self.store.count_running_sheets()
-                if self._engine is None
-                else self._engine.running_count
-            ),
-            pressure_level=sample.level.value if sample is not None else "none",
-            pressure_reason=sample.reason if sample is not None else None,
-            processes=sample.processes if sample is not None else None,
-            failure_rate=failure_rate,
-            memory_mb=round(memory_mb, 1) if memory_mb is not None else None,
-            rate_limits=limits,
-            ready=(
-                not self._stopping
-                and self._stack is not None
-                and (sample is None or sample.level is not PressureLevel.CRITICAL)
-                and (failure_rate is None or failure_rate < ELEVATED_FAILURE_RATE)
-            ),
-            instruments=instruments,
-            conductor_id=self.config.conductor_id,
-            conductors=peers,
-        )
-
-
-def _behind(keys: Mapping[str, str], hold_key: str) -> list[str]:
-    """The instruments waiting behind a hold: every member of a quota pool, else the one
-    instrument (or the key itself, for a profile removed since the hold was set)."""
-    names = sorted(name for name, key in keys.items() if key == hold_key)
-    return names or [hold_key]
+        return await conductor_status(self)
 
 
 @asynccontextmanager

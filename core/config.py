@@ -178,3 +178,40 @@ def load_config(
                 message = f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}"
             lines.append(f"{key}: {message} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc
+
+
+# Keys a reload keeps as they are (each with why): they only take effect when a conductor
+# starts.
+RESTART_ONLY_KEYS = {
+    "home": "the home cannot change while a conductor owns it",
+    "auto_resume": "applies when the conductor starts",
+    "store_url": "the store is opened when the conductor starts",
+    "conductor_id": "attempts in flight are owned under the name the conductor started with",
+    "lease_seconds": "applies when the conductor starts",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def reloaded(
+    current: PodiumConfig, fresh: PodiumConfig
+) -> tuple[PodiumConfig, dict[str, list[Any]], dict[str, str]]:
+    """The configuration a reload runs on: `fresh`, but with the restart-only keys as they
+    are in `current`; with the keys that changed, applied ones as [old, new] and the others
+    with why they wait for a restart."""
+    applied: dict[str, list[Any]] = {}
+    not_applied: dict[str, str] = {}
+    for key in PodiumConfig.model_fields:
+        old, new = getattr(current, key), getattr(fresh, key)
+        if old == new:
+            continue
+        if key in RESTART_ONLY_KEYS:
+            not_applied[key] = RESTART_ONLY_KEYS[key]
+        else:
+            applied[key] = [_jsonable(old), _jsonable(new)]
+    config = fresh.model_copy(update={k: getattr(current, k) for k in not_applied})
+    return config, applied, not_applied

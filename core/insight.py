@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from podium.core.diagnosis import LOG_TAIL_SCANNED, Diagnosis, diagnose
+from podium.core.diagnosis import diagnose
+from podium.core.diagnosis_answer import Diagnosis
 from podium.core.engine.fallbacks import first_usable
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate, History, SheetSamples, StartsOn, estimate
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.instruments.profile import APPROVAL_KIND
+from podium.core.log_excerpt import LOG_TAIL_SCANNED
 from podium.core.models import JobStatus
 from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 from podium.core.spec.models import ConcurrencySpec

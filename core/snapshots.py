@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from podium.core.checkpoint import read_checkpoint
 from podium.core.models import UtcTime, utcnow
 from podium.core.spec.bounds import MAX_SPEC_BYTES
-from podium.core.spec.loader import redact_spec
+from podium.core.spec.storable import redact_spec
 from podium.core.store.base import Store
 
 MANIFEST = "manifest.json"

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from podium.core.conductor import Conductor
-from podium.core.diagnosis import Diagnosis
+from podium.core.diagnosis_answer import Diagnosis
 from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate
 from podium.core.job_tasks import RUN_JOB_WAIT_SECONDS

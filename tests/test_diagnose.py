@@ -13,15 +13,15 @@ from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.diagnosis import (
+from podium.core.diagnosis_answer import (
     MAX_DIAGNOSIS_BYTES,
     Diagnosis,
     LogExcerpt,
     SheetDiagnosis,
-    excerpt_around,
     fit,
     size_of,
 )
+from podium.core.log_excerpt import excerpt_around
 from podium.core.models import ErrorCategory, JobStatus, SheetStatus
 
 pytestmark = pytest.mark.anyio

@@ -39,7 +39,16 @@ def test_nothing_above_the_store_layer_names_sqlite() -> None:
 def test_the_engine_reads_the_typed_spec_only() -> None:
     """No `job.spec.get(...)` with private defaults: the engine has the typed spec."""
     found = subprocess.run(
-        ["grep", "-rEn", r"spec\.get\(|\.spec\[", "core/engine", "core/conductor.py"],
+        [
+            "grep",
+            "-rEn",
+            r"spec\.get\(|\.spec\[",
+            "core/engine",
+            "core/conductor.py",
+            "core/intake.py",
+            "core/conductor_status.py",
+            "core/change_wait.py",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,7 +15,8 @@ from helpers import wait_for_job
 
 from podium.core.conductor import Conductor
 from podium.core.instruments.catalog import InstrumentCatalog
-from podium.core.spec.loader import InstrumentTraits, load_spec
+from podium.core.spec.instrument_check import InstrumentTraits
+from podium.core.spec.loader import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

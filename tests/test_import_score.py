@@ -12,7 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from podium.core.instruments.catalog import builtin_profiles
-from podium.core.spec.loader import InstrumentTraits, LoadedSpec, load_spec
+from podium.core.spec.instrument_check import InstrumentTraits
+from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.server.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "marianne"

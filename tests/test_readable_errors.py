@@ -8,7 +8,7 @@ import pytest
 from cli_streams import SESSION, claude_run, jl
 from test_cli_wordings import FakeCli, builtins, cli
 
-from podium.core.diagnosis import excerpt_around
+from podium.core.log_excerpt import excerpt_around
 from podium.core.models import ErrorCategory, Outcome
 
 pytestmark = pytest.mark.anyio

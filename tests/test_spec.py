@@ -28,7 +28,7 @@ from podium.core.spec import (
     render_sheet_prompt,
     render_validation,
 )
-from podium.core.spec.loader import InstrumentTraits
+from podium.core.spec.instrument_check import InstrumentTraits
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from podium.core.errors import PodiumError, quoted
 from podium.core.instruments.profile import InstrumentProfile, hold_key
 from podium.core.instruments.versions import version_matches
-from podium.core.spec.loader import InstrumentTraits
+from podium.core.spec.instrument_check import InstrumentTraits
 
 
 class ProfileError(PodiumError):

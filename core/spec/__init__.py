@@ -1,12 +1,6 @@
 """Job specs: models, loading and validation, templates (SPEC §4)."""
 
-from podium.core.spec.loader import (
-    LoadedSpec,
-    ResolvedSheet,
-    load_spec,
-    redact_spec,
-    spec_to_storable,
-)
+from podium.core.spec.loader import LoadedSpec, ResolvedSheet, load_spec
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -28,6 +22,7 @@ from podium.core.spec.models import (
     merge_instrument_config,
     spec_json_schema,
 )
+from podium.core.spec.storable import redact_spec, spec_to_storable
 from podium.core.spec.templating import (
     TemplateContext,
     TemplateRenderError,

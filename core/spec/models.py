@@ -2,7 +2,7 @@
 
 Every model forbids unknown fields so that a misspelt key is an error naming it instead of
 a silently ignored setting. Cross-sheet checks (references, cycles, templates) need the
-whole spec and live in `loader.py`; these models only check what one value can tell.
+whole spec and are run by `loader.py`; these models only check what one value can tell.
 """
 
 from __future__ import annotations

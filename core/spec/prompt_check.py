@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from podium.core.errors import FieldError
 from podium.core.spec.base import is_templated
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
-from podium.core.spec.templating import TemplateRenderError, undefined_names
+from podium.core.spec.templating import name_errors
 
 # The one instrument whose prompt is a script; assembly never touches it.
 SCRIPT_INSTRUMENT = "shell"
@@ -59,11 +59,5 @@ def check_prompt_inputs(spec: JobSpec) -> list[FieldError]:
         if problem is not None:
             errors.append(FieldError(path, problem))
             continue
-        try:
-            missing = undefined_names(template, known)
-        except TemplateRenderError as exc:
-            errors.append(FieldError(path, str(exc)))
-            continue
-        for name, _ in missing:
-            errors.append(FieldError(path, f"undefined template variable {name!r}"))
+        errors.extend(name_errors(path, template, known))
     return errors

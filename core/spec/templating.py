@@ -236,6 +236,28 @@ def undefined_names(source: str, known: frozenset[str] | set[str]) -> list[tuple
     ]
 
 
+def name_errors(
+    path: str, template: str, known: frozenset[str] | set[str], defined: str | None = None
+) -> list[FieldError]:
+    """The template's syntax error, or one error per name it reads that is not `known`; with
+    `defined` (the known names, listed), each says its line and what is defined."""
+    try:
+        missing = undefined_names(template, known)
+    except TemplateRenderError as exc:
+        return [FieldError(path, str(exc))]
+    if defined is None:
+        return [FieldError(path, f"undefined template variable {name!r}") for name, _ in missing]
+    return [
+        FieldError(
+            path,
+            f"undefined template variable {name!r}"
+            + (f" at line {line}" if line else "")
+            + f"; defined: {defined}",
+        )
+        for name, line in missing
+    ]
+
+
 def _template_line(tb: TracebackType | None) -> int | None:
     # Jinja rewrites tracebacks so that template frames carry template line numbers.
     line = None

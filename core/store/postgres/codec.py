@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from podium.core.store.codec import Pair, Table, enum_value, json_pair, tables
+from podium.core.store.codec import Pair, Table, enum_value, json_pair, load_queries, tables
 from podium.core.store.rows import AttemptRow, ConductorRow, HoldRow, JobRow, SheetRow, TaskRow
 
 
@@ -27,3 +27,5 @@ HOLDS: Table[HoldRow] = _TABLES["holds"]
 CONDUCTORS: Table[ConductorRow] = _TABLES["conductors"]
 TASKS: Table[TaskRow] = _TABLES["tasks"]
 TABLES = tuple(_TABLES.values())
+# The named statements of queries.sql, their column placeholders expanded from the tables.
+Q = load_queries("podium.core.store.postgres", TABLES)

@@ -1,22 +1,18 @@
 """PostgreSQL store: the `Store` protocol over one database (schema) that conductors on
 several hosts share.
 
-A pool of connections (psycopg 3, async) serves reads and writes; one more connection per
-store listens for the others' changes (listen.py). A write is one transaction: the job and
-hold rows it changes are locked first, in one order, with `FOR UPDATE SKIP LOCKED` (a row
-another conductor is writing is refused at once instead of waited for, so two writers never
-wait on each other), then every update is compare-and-set on the version it was read at, and
-a notification naming the jobs changed is queued to go out with the commit. Each call runs
-shielded from cancellation: a cancelled caller never leaves a connection inside a
-transaction, and the change is made whole or not at all. A commit is durable when it
-returns (the server's `synchronous_commit`).
+A pool of connections (connections.py) serves reads and writes; one more connection per
+store listens for the others' changes (listen.py). A write is one transaction (commit.py)
+that locks the rows it changes without waiting for another writer, updates them
+compare-and-set, and queues a notification naming what changed to go out with the commit.
+Each call runs shielded from cancellation: a cancelled caller never leaves a connection
+inside a transaction, and the change is made whole or not at all. A commit is durable when
+it returns (the server's `synchronous_commit`).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,34 +21,24 @@ import anyio
 import psycopg
 import psycopg.errors
 import structlog
-from psycopg_pool import AsyncConnectionPool
 
 from podium.core import jsondata
-from podium.core.errors import PodiumError
 from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
 from podium.core.store.base import (
     MAX_LIST_LIMIT,
     Conflict,
     JobFiles,
-    NewJob,
     OnChange,
     Overview,
     StoreChange,
     WriteBatch,
     Written,
 )
-from podium.core.store.codec import Table, decode_cursor, encode_cursor, load_queries
-from podium.core.store.postgres.codec import (
-    ATTEMPTS,
-    CONDUCTORS,
-    HOLDS,
-    JOBS,
-    SHEETS,
-    TABLES,
-    TASKS,
-)
+from podium.core.store.codec import Table, decode_cursor, encode_cursor
+from podium.core.store.postgres.codec import ATTEMPTS, CONDUCTORS, HOLDS, JOBS, SHEETS, TASKS, Q
+from podium.core.store.postgres.commit import commit
+from podium.core.store.postgres.connections import Conn, Cursor, Pool, open_pool
 from podium.core.store.postgres.listen import Listener, change_payloads
-from podium.core.store.postgres.schema import current_schema, migrate
 from podium.core.store.rows import (
     AttemptRow,
     ConductorRow,
@@ -65,10 +51,6 @@ from podium.core.store.rows import (
 )
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[Any]
-Q = load_queries("podium.core.store.postgres", TABLES)
-POOL_SIZE = 4
-CONNECT_TIMEOUT_SECONDS = 10.0
 # A write that lost a deadlock (two conductors' triggers on the counters) is tried again.
 WRITE_TRIES = 5
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -103,164 +85,10 @@ async def _nothing() -> None:
     return None
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(unparseable store_url)"
-    host = info.get("host", "localhost")
-    port = info.get("port", "5432")
-    return f"postgresql://{host}:{port}/{info.get('dbname', '')}"
-
-
-class _Refused(Exception):
-    def __init__(self, conflict: Conflict) -> None:
-        self.conflict = conflict
-
-
-Cursor = psycopg.AsyncCursor[Any]
-
-
-async def _each(cur: Cursor, sql: str, rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """Run `sql` (which answers a row when it matched) once per parameter set; whether each
-    matched."""
-    await cur.executemany(sql, rows, returning=True)
-    hits = []
-    while True:
-        hits.append(await cur.fetchone() is not None)
-        if not cur.nextset():
-            return hits
-
-
-async def _cas(cur: Cursor, table: Table[Any], sql: str, rows: Sequence[Any]) -> None:
-    """Update (or insert) `rows`, each conditional; the first that did not match refuses the
-    whole batch."""
-    if not rows:
-        return
-    params = [table.params(r) for r in rows]
-    if sql.lstrip().upper().startswith("INSERT"):
-        for p in params:
-            p["version"] = 1
-    for row, hit in zip(rows, await _each(cur, sql, params), strict=True):
-        if not hit:
-            raise _Refused(Conflict(table.name, table.key_text(row)))
-
-
-def _touched_jobs(batch: WriteBatch) -> set[str]:
-    jobs = {j.job_id for j in batch.jobs} | set(batch.locks) | set(batch.specs)
-    jobs |= {s.job_id for s in (*batch.new_sheets, *batch.sheets)}
-    jobs |= {a.job_id for a in (*batch.new_attempts, *batch.attempts)}
-    return jobs | {j.job_id for j in batch.deleted_jobs}
-
-
-async def _lock(cur: Cursor, batch: WriteBatch) -> None:
-    """Lock the rows the batch changes, never waiting for another writer's transaction."""
-    for table, lock, exists, ids in (
-        ("jobs", "lock_jobs", "existing_jobs", sorted(_touched_jobs(batch))),
-        (
-            "holds",
-            "lock_holds",
-            "existing_holds",
-            sorted({h.hold_key for h in (*batch.holds, *batch.deleted_holds) if h.version}),
-        ),
-    ):
-        if not ids:
-            continue
-        await cur.execute(Q[lock], {"ids": ids})
-        got = {r[0] for r in await cur.fetchall()}
-        missing = [i for i in ids if i not in got]
-        if not missing:
-            continue
-        await cur.execute(Q[exists], {"ids": missing})
-        busy = sorted(r[0] for r in await cur.fetchall())
-        if busy:
-            # Another conductor is writing it right now: its version is about to move.
-            raise _Refused(Conflict(table, busy[0]))
-
-
-async def _insert_job(cur: Cursor, new: NewJob) -> None:
-    params = JOBS.params(new.job)
-    params.update(version=1, total_sheets=0, completed_sheets=0, failed_sheets=0)
-    params["spec_json"] = jsondata.dumps(new.spec)
-    await cur.execute(Q["insert_job"], params)
-    if cur.rowcount != 1:
-        raise _Refused(Conflict("jobs", new.job.job_id))
-    if new.job.labels:
-        await cur.executemany(
-            Q["insert_label"], [{"job_id": new.job.job_id, "label": lb} for lb in new.job.labels]
-        )
-    await _cas(cur, SHEETS, Q["insert_sheet"], new.sheets)
-
-
-async def _apply(cur: Cursor, batches: Sequence[WriteBatch]) -> None:
-    """Apply `batches` in order, one statement per table where rows of several batches can
-    share it (each table's rows keep the batches' order, so versions chain)."""
-    for batch in batches:
-        await _lock(cur, batch)
-    for batch in batches:
-        for new in batch.new_jobs:
-            await _insert_job(cur, new)
-        await _cas(cur, JOBS, Q["update_job"], batch.jobs)
-        if batch.locks:
-            rows = [{"job_id": j, "version": v} for j, v in batch.locks.items()]
-            for job_id, hit in zip(batch.locks, await _each(cur, Q["lock_job"], rows), strict=True):
-                if not hit:
-                    raise _Refused(Conflict("jobs", job_id))
-        for job_id, spec in batch.specs.items():
-            labels = list(spec.get("labels") or [])
-            await cur.execute(
-                Q["update_job_spec"],
-                {
-                    "job_id": job_id,
-                    "spec_json": jsondata.dumps(spec),
-                    "labels_json": json.dumps(labels),
-                },
-            )
-            await cur.execute(Q["delete_labels"], {"job_id": job_id})
-            if labels:
-                await cur.executemany(
-                    Q["insert_label"], [{"job_id": job_id, "label": lb} for lb in labels]
-                )
-    await _cas(cur, SHEETS, Q["insert_sheet"], [s for b in batches for s in b.new_sheets])
-    await _cas(cur, SHEETS, Q["update_sheet"], [s for b in batches for s in b.sheets])
-    await _cas(cur, ATTEMPTS, Q["insert_attempt"], [a for b in batches for a in b.new_attempts])
-    await _cas(cur, ATTEMPTS, Q["update_attempt"], [a for b in batches for a in b.attempts])
-    holds = [h for b in batches for h in b.holds]
-    await _cas(cur, HOLDS, Q["insert_hold"], [h for h in holds if h.version == 0])
-    await _cas(cur, HOLDS, Q["update_hold"], [h for h in holds if h.version != 0])
-    for batch in batches:
-        await _cas(cur, HOLDS, Q["delete_hold"], batch.deleted_holds)
-        for job in batch.deleted_jobs:
-            params = {"job_id": job.job_id, "version": job.version}
-            await cur.execute(Q["delete_terminal_job"], params)
-            if await cur.fetchone() is None:
-                raise _Refused(Conflict("jobs", job.job_id))
-        await _cas(cur, TASKS, Q["insert_task"], batch.new_tasks)
-        if batch.deleted_tasks:
-            await cur.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
-        if batch.finished_tasks:
-            await cur.executemany(Q["finish_task"], [TASKS.params(t) for t in batch.finished_tasks])
-
-
-async def _one_by_one(conn: Conn, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
-    results: list[Conflict | None] = []
-    for batch in batches:
-        # Each batch in its own savepoint: one that conflicts is undone alone.
-        try:
-            async with conn.transaction():
-                await _apply(conn.cursor(), [batch])
-        except _Refused as refused:
-            results.append(refused.conflict)
-        else:
-            results.append(None)
-    return results
-
-
 class PostgresStore:
     """The `Store` protocol over one PostgreSQL schema."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Conn], schema: str) -> None:
+    def __init__(self, url: str, pool: Pool, schema: str) -> None:
         self.url = url
         self.schema = schema
         self._pool = pool
@@ -271,38 +99,7 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str, conductor_id: str = "") -> PostgresStore:
-        name = f"podium {conductor_id or socket.gethostname()}"[:63]
-
-        async def configure(conn: Conn) -> None:
-            # Times come back as UTC datetimes whatever the server's default zone.
-            await conn.execute("SET TIME ZONE 'UTC'")
-
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=POOL_SIZE,
-            kwargs={"autocommit": True, "application_name": name},
-            configure=configure,
-            open=False,
-            timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        try:
-            # One plain connection first: a server that is not there fails at once (a pool
-            # keeps retrying until its timeout), and migrations run on it.
-            async with await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_SECONDS)
-            ) as conn:
-                await configure(conn)
-                await migrate(conn, redacted(url))
-                schema = await current_schema(conn)
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        except BaseException as exc:
-            await pool.close()
-            if isinstance(exc, psycopg.Error | TimeoutError) and not isinstance(exc, PodiumError):
-                raise PodiumError(
-                    f"store_url: cannot use the PostgreSQL store at {redacted(url)}: {exc}"
-                ) from exc
-            raise
+        pool, schema = await open_pool(url, conductor_id)
         return cls(url, pool, schema)
 
     async def close(self) -> None:
@@ -354,7 +151,7 @@ class PostgresStore:
         results: list[Conflict | None] = []
         for attempt in range(1, WRITE_TRIES + 1):
             try:
-                results = await self._run(lambda conn: self._commit(conn, batches))
+                results = await self._run(lambda conn: commit(conn, batches, self._send))
             except _RETRYABLE as exc:
                 if attempt == WRITE_TRIES:
                     raise
@@ -364,43 +161,7 @@ class PostgresStore:
             break
         return Written(results, _nothing)
 
-    async def _commit(self, conn: Conn, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
-        """All batches in one transaction. Conflicts are rare, so the batches are first
-        applied together; only if one is refused are they applied again one savepoint each,
-        to leave out just the refused ones."""
-        results: list[Conflict | None] | None = None
-        try:
-            async with conn.transaction():
-                await _apply(conn.cursor(), batches)
-                await self._notify(conn, batches)
-        except _Refused as refused:
-            if len(batches) == 1:
-                return [refused.conflict]
-        else:
-            return [None] * len(batches)
-        async with conn.transaction():
-            results = await _one_by_one(conn, batches)
-            landed = [b for b, r in zip(batches, results, strict=True) if r is None]
-            await self._notify(conn, landed)
-        return results
-
-    async def _notify(self, conn: Conn, batches: Sequence[WriteBatch]) -> None:
-        jobs: set[str] = set()
-        whole: set[str] = set()
-        sheets: dict[str, set[int]] = {}
-        holds = False
-        for batch in batches:
-            jobs |= _touched_jobs(batch) | {n.job.job_id for n in batch.new_jobs}
-            # Jobs that gained sheets or a spec, or came or went, are re-read whole.
-            whole |= {n.job.job_id for n in batch.new_jobs} | set(batch.specs)
-            whole |= {s.job_id for s in batch.new_sheets} | {j.job_id for j in batch.deleted_jobs}
-            for sheet in batch.sheets:
-                sheets.setdefault(sheet.job_id, set()).add(sheet.sheet_num)
-            holds = holds or bool(batch.holds or batch.deleted_holds)
-        if not jobs and not holds:
-            return
-        detail = {j: frozenset(sheets.get(j, ())) for j in jobs - whole}
-        change = StoreChange(frozenset(jobs), detail, holds)
+    async def _send(self, conn: Conn, change: StoreChange) -> None:
         for payload in change_payloads(self.origin, change):
             await conn.execute(Q["notify"], {"channel": self.channel, "payload": payload})
 
@@ -426,11 +187,7 @@ class PostgresStore:
         await self._listener.run(on_change)
 
     async def announce(self, change: StoreChange) -> None:
-        async def run(conn: Conn) -> None:
-            for payload in change_payloads(self.origin, change):
-                await conn.execute(Q["notify"], {"channel": self.channel, "payload": payload})
-
-        await self._run(run)
+        await self._run(lambda conn: self._send(conn, change))
 
     async def heartbeat(self, conductor: ConductorRow) -> None:
         params = CONDUCTORS.params(conductor)

@@ -1,21 +1,15 @@
 """SQLite store: the `Store` protocol over one database file (WAL, foreign keys, migrations).
 
-One writer connection and a small pool of reader connections. Reads run in worker threads,
-one call per connection at a time, each read whole in its thread. A commit runs its
-statements where it is called (they are CPU work of microseconds, and a worker thread would
-hand the GIL back and forth once per statement), then waits in a worker thread for the one
-slow part, the fsync of the write-ahead log: SQLite's `synchronous = NORMAL` writes the log
-without syncing it, and the explicit fsync before `commit` returns makes each commit as
-durable as `synchronous = FULL` would. Checkpoints run in that thread too, never inside a
-commit. A commit has no await between BEGIN and COMMIT, so a cancelled caller can never leave
-the connection inside a transaction; in WAL mode a reader always sees the last committed
-state, never a half-written one.
+One writer connection and a small pool of reader connections (connections.py). Reads run in
+worker threads, one call per connection at a time, each read whole in its thread; in WAL
+mode a reader always sees the last committed state, never a half-written one. A write runs
+its transaction where it is called (commit.py), then waits for the fsync that makes it
+durable (durability.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -36,14 +30,13 @@ from podium.core.store.base import (
     MAX_LIST_LIMIT,
     Conflict,
     JobFiles,
-    NewJob,
     OnChange,
     Overview,
     StoreChange,
     WriteBatch,
     Written,
 )
-from podium.core.store.codec import Table, decode_cursor, encode_cursor, load_queries
+from podium.core.store.codec import Table, decode_cursor, encode_cursor
 from podium.core.store.rows import (
     AttemptRow,
     ConductorRow,
@@ -54,26 +47,14 @@ from podium.core.store.rows import (
     SheetRow,
     TaskRow,
 )
-from podium.core.store.sqlite.codec import (
-    ATTEMPTS,
-    CONDUCTORS,
-    HOLDS,
-    JOBS,
-    SHEETS,
-    TABLES,
-    TASKS,
-)
-from podium.core.store.sqlite.schema import check_not_newer, migrate
+from podium.core.store.sqlite.codec import ATTEMPTS, CONDUCTORS, HOLDS, JOBS, SHEETS, TASKS, Q
+from podium.core.store.sqlite.commit import commit
+from podium.core.store.sqlite.connections import open_connections
+from podium.core.store.sqlite.durability import WalSync
 
 T = TypeVar("T")
-READERS = 2
-# Checkpoint (copy the log into the database) once the log has grown past this.
-CHECKPOINT_BYTES = 4 * 1024 * 1024
-_UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
-
-
-Q = load_queries("podium.core.store.sqlite", TABLES)
 _JOB_STATUSES = {s.value: s for s in JobStatus}
+RECLAIM_PAGES_PER_STEP = 512
 
 
 def _statuses_json(statuses: Sequence[SheetStatus | JobStatus] | None) -> str | None:
@@ -102,199 +83,6 @@ async def _nothing() -> None:
     return None
 
 
-class _Refused(Exception):
-    def __init__(self, conflict: Conflict) -> None:
-        self.conflict = conflict
-
-
-def _execute_many(
-    conn: sqlite3.Connection, table: Table[Any], sql: str, rows: Sequence[Any]
-) -> None:
-    if not rows:
-        return
-    cursor = conn.executemany(sql, [table.params(r) for r in rows])
-    if cursor.rowcount != len(rows):
-        raise _Refused(Conflict(table.name, _stale_key(conn, table, rows)))
-
-
-def _stale_key(conn: sqlite3.Connection, table: Table[Any], rows: Sequence[Any]) -> str:
-    """Which of `rows` no longer has the version it was read at (for the conflict report)."""
-    where = " AND ".join(f"{k} = ?" for k in table.key)
-    for row in rows:
-        found = conn.execute(
-            f"SELECT version FROM {table.name} WHERE {where}",
-            [getattr(row, k) for k in table.key],
-        ).fetchone()
-        if found is None or found[0] != row.version:
-            return table.key_text(row)
-    return "?"
-
-
-def _insert(conn: sqlite3.Connection, table: Table[Any], sql: str, rows: Sequence[Any]) -> None:
-    for row in rows:
-        params = table.params(row)
-        params["version"] = 1
-        try:
-            conn.execute(sql, params)
-        except sqlite3.IntegrityError as exc:
-            if getattr(exc, "sqlite_errorname", "") in _UNIQUE_ERRORS:
-                raise _Refused(Conflict(table.name, table.key_text(row))) from None
-            raise
-
-
-def _apply(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> None:
-    """Apply `batches` in order, one statement per table where rows of several batches can
-    share it (each table's rows keep the batches' order, so versions chain)."""
-    for batch in batches:
-        for new in batch.new_jobs:
-            _insert_job(conn, new)
-        # Job rows in batch order: one batch may edit a job another locks.
-        _execute_many(conn, JOBS, Q["update_job"], batch.jobs)
-        if batch.locks:
-            _lock(conn, batch.locks)
-        for job_id, spec in batch.specs.items():
-            labels = list(spec.get("labels") or [])
-            conn.execute(
-                Q["update_job_spec"],
-                {
-                    "job_id": job_id,
-                    "spec_json": jsondata.dumps(spec),
-                    "labels_json": json.dumps(labels),
-                },
-            )
-            conn.execute(Q["delete_labels"], {"job_id": job_id})
-            conn.executemany(Q["insert_label"], [{"job_id": job_id, "label": lb} for lb in labels])
-    _insert(conn, SHEETS, Q["insert_sheet"], [s for b in batches for s in b.new_sheets])
-    _execute_many(conn, SHEETS, Q["update_sheet"], [s for b in batches for s in b.sheets])
-    _insert(conn, ATTEMPTS, Q["insert_attempt"], [a for b in batches for a in b.new_attempts])
-    _execute_many(conn, ATTEMPTS, Q["update_attempt"], [a for b in batches for a in b.attempts])
-    holds = [h for b in batches for h in b.holds]
-    _insert(conn, HOLDS, Q["insert_hold"], [h for h in holds if h.version == 0])
-    _execute_many(conn, HOLDS, Q["update_hold"], [h for h in holds if h.version != 0])
-    for batch in batches:
-        for hold in batch.deleted_holds:
-            if conn.execute(Q["delete_hold"], HOLDS.params(hold)).rowcount != 1:
-                raise _Refused(Conflict("holds", hold.hold_key))
-        for job in batch.deleted_jobs:
-            params = {"job_id": job.job_id, "version": job.version}
-            if conn.execute(Q["delete_terminal_job"], params).rowcount != 1:
-                raise _Refused(Conflict("jobs", job.job_id))
-        _insert(conn, TASKS, Q["insert_task"], batch.new_tasks)
-        conn.executemany(Q["delete_task"], [{"task_id": t} for t in batch.deleted_tasks])
-        conn.executemany(Q["finish_task"], [TASKS.params(t) for t in batch.finished_tasks])
-
-
-def _lock(conn: sqlite3.Connection, locks: dict[str, int]) -> None:
-    params = [{"job_id": j, "version": v} for j, v in locks.items()]
-    if conn.executemany(Q["lock_job"], params).rowcount == len(params):
-        return
-    for job_id, version in locks.items():
-        found = conn.execute(Q["select_job_version"], {"job_id": job_id}).fetchone()
-        if found is None or found[0] != version + 1:
-            raise _Refused(Conflict("jobs", job_id))
-    raise _Refused(Conflict("jobs", next(iter(locks))))
-
-
-def _insert_job(conn: sqlite3.Connection, new: NewJob) -> None:
-    params = JOBS.params(new.job)
-    # The sheet triggers count the sheets as they are inserted below.
-    params.update(version=1, total_sheets=0, completed_sheets=0, failed_sheets=0)
-    params["spec_json"] = jsondata.dumps(new.spec)
-    try:
-        conn.execute(Q["insert_job"], params)
-    except sqlite3.IntegrityError as exc:
-        if getattr(exc, "sqlite_errorname", "") in _UNIQUE_ERRORS:
-            raise _Refused(Conflict("jobs", new.job.job_id)) from None
-        raise
-    conn.executemany(
-        Q["insert_label"], [{"job_id": new.job.job_id, "label": lb} for lb in new.job.labels]
-    )
-    _insert(conn, SHEETS, Q["insert_sheet"], new.sheets)
-
-
-def _commit(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
-    """All batches in one transaction. Conflicts are rare (another writer on the store), so
-    the batches are first applied together; only if one is refused are they applied again
-    one savepoint each, to leave out just the refused ones."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        try:
-            _apply(conn, batches)
-        except _Refused as refused:
-            conn.execute("ROLLBACK")
-            if len(batches) == 1:
-                return [refused.conflict]
-            conn.execute("BEGIN IMMEDIATE")
-            results = _one_by_one(conn, batches)
-        else:
-            results = [None] * len(batches)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results
-
-
-def _one_by_one(conn: sqlite3.Connection, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
-    results: list[Conflict | None] = []
-    for batch in batches:
-        # Each batch in its own savepoint: one that conflicts is undone alone.
-        conn.execute("SAVEPOINT batch")
-        try:
-            _apply(conn, [batch])
-        except _Refused as refused:
-            conn.execute("ROLLBACK TO batch")
-            results.append(refused.conflict)
-        else:
-            results.append(None)
-        conn.execute("RELEASE batch")
-    return results
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in ("foreign_keys = ON", "synchronous = FULL", "busy_timeout = 10000"):
-        conn.execute(f"PRAGMA {pragma}")
-    return conn
-
-
-def _writer_mode(conn: sqlite3.Connection) -> None:
-    # The log is fsynced by SQLiteStore._sync after every commit instead (see the module
-    # docstring): a transition the user was told about survives power loss, not just a crash.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-
-
-def _incremental_vacuum_mode(conn: sqlite3.Connection) -> None:
-    # Pages that `clear` frees go back to the file system in small steps (reclaim_space)
-    # rather than never: a database never shrank after a clear. Switching an existing
-    # database over takes one VACUUM, done here while nothing else uses it yet.
-    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("VACUUM")
-
-
-def _open_connections(path: Path) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = _connect(path)
-    try:
-        # Refuse a too-new database before anything (even the journal mode) touches it.
-        check_not_newer(writer, path)
-        writer.execute("PRAGMA journal_mode = WAL")
-        migrate(writer, path)
-        _incremental_vacuum_mode(writer)
-        _writer_mode(writer)
-        readers = [_connect(path) for _ in range(READERS + 1)]
-    except BaseException:
-        writer.close()
-        raise
-    return writer, readers
-
-
-RECLAIM_PAGES_PER_STEP = 512
-
-
 class SQLiteStore:
     """The `Store` protocol over one SQLite file."""
 
@@ -302,74 +90,34 @@ class SQLiteStore:
         self, path: Path, writer: sqlite3.Connection, readers: list[sqlite3.Connection]
     ) -> None:
         self.path = path
-        self._wal_path = Path(f"{path}-wal")
         self._writer = writer
         # The last reader is the checkpointer's: a checkpoint runs beside reads and writes.
-        self._checkpointer = readers[-1]
+        self._wal = WalSync(path, readers[-1])
         self._readers = list(readers[:-1])
         self._all_readers = tuple(readers)
         self._read_slots = anyio.Semaphore(len(self._readers))
         self._read_limiter = anyio.CapacityLimiter(len(self._readers))
-        self._sync_limiter = anyio.CapacityLimiter(1)
-        self._sync_lock = anyio.Lock()
-        self._written = 0  # transactions committed
-        self._synced = 0  # ... and made durable
-        self._wal_fd: int | None = None
-        self._wal_inode: int | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
-        writer, readers = await anyio.to_thread.run_sync(_open_connections, path)
+        writer, readers = await anyio.to_thread.run_sync(open_connections, path)
         return cls(path, writer, readers)
 
     async def close(self) -> None:
         def close_all() -> None:
             for conn in (*self._all_readers, self._writer):
                 conn.close()
-            if self._wal_fd is not None:
-                os.close(self._wal_fd)
-                self._wal_fd = None
+            self._wal.close()
 
-        await anyio.to_thread.run_sync(close_all, limiter=self._sync_limiter)
+        await anyio.to_thread.run_sync(close_all, limiter=self._wal.limiter)
 
     # ----- plumbing -------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write transaction here (no await inside it), then make it durable."""
         result = fn(self._writer)
-        self._written += 1
-        await self._durable(self._written)
+        await self._wal.durable(self._wal.committed())
         return result
-
-    async def _durable(self, generation: int) -> None:
-        """Wait until transaction number `generation` is durable. One fsync covers every
-        transaction committed before it started, so waiters share fsyncs."""
-        if self._synced >= generation:
-            return
-        with anyio.CancelScope(shield=True):
-            async with self._sync_lock:
-                if self._synced >= generation:
-                    return
-                target = self._written
-                await anyio.to_thread.run_sync(self._sync, limiter=self._sync_limiter)
-                self._synced = max(self._synced, target)
-
-    def _sync(self) -> None:
-        """fsync the write-ahead log (what `synchronous = FULL` does at every commit), and
-        checkpoint it once it has grown."""
-        try:
-            info = os.stat(self._wal_path)
-        except FileNotFoundError:
-            return  # nothing written through the log yet
-        if self._wal_fd is None or self._wal_inode != info.st_ino:
-            if self._wal_fd is not None:
-                os.close(self._wal_fd)
-            self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
-            self._wal_inode = info.st_ino
-        os.fsync(self._wal_fd)
-        if info.st_size >= CHECKPOINT_BYTES:
-            # Passive: copies what no reader still needs, never waits for a lock.
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def reclaim_space(self) -> int:
         """Give the pages freed by deletions back to the file system, a few at a time (each
@@ -389,10 +137,7 @@ class SQLiteStore:
                 break
             freed += done
 
-        def truncate() -> None:
-            self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-        await anyio.to_thread.run_sync(truncate, limiter=self._sync_limiter)
+        await self._wal.truncate()
         return freed
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -430,10 +175,9 @@ class SQLiteStore:
     async def write(self, batches: Sequence[WriteBatch]) -> Written:
         if not batches:
             return Written([], _nothing)
-        results = _commit(self._writer, batches)
-        self._written += 1
-        generation = self._written
-        return Written(results, lambda: self._durable(generation))
+        results = commit(self._writer, batches)
+        generation = self._wal.committed()
+        return Written(results, lambda: self._wal.durable(generation))
 
     async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
         written = await self.write(batches)
