@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from anyio.abc import Process
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
@@ -52,3 +53,13 @@ async def write_rows(config: PodiumConfig, **rows: Any) -> None:
         await commit_rows(store, **rows)
     finally:
         await store.close()
+
+
+async def ended(proc: Process, within: float = 15) -> None:
+    """Let a process exit by itself (its stdin already closed), killing it only after
+    `within` seconds; always reaped."""
+    with anyio.move_on_after(within):
+        await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()

@@ -25,7 +25,7 @@ import psutil
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from helpers import wait_until
+from helpers import ended, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -156,11 +156,7 @@ async def bridge(home: Path) -> AsyncIterator[Serve]:
         yield serve
     finally:
         serve.close_stdin()
-        with anyio.move_on_after(15):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ended(proc)
         stderr.close()
 
 

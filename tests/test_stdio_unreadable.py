@@ -17,6 +17,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from helpers import ended
 
 from podium.server.stdio_guard import Unreadable, read_line, top_level_id
 from podium.server.stdio_input import MAX_LINE_BYTES
@@ -79,11 +80,7 @@ async def raw_serve(home: Path, *args: str) -> AsyncIterator[Raw]:
     finally:
         assert proc.stdin is not None
         await proc.stdin.aclose()
-        with anyio.move_on_after(15):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ended(proc)
         stderr.close()
 
 
