@@ -1,11 +1,14 @@
 """What every spec model shares: unknown fields are refused, so a misspelt key is an error
-naming it instead of a silently ignored setting."""
+naming it instead of a silently ignored setting; and the field types several models use."""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from podium.core.errors import quoted
 
 
 class SpecModel(BaseModel):
@@ -23,3 +26,20 @@ NonBlankStr = Annotated[str, AfterValidator(_not_blank)]
 
 def is_templated(text: str) -> bool:
     return "{{" in text or "{%" in text
+
+
+def _stays_in_workspace(value: str) -> str:
+    # Known before any sheet runs: a literal relative path that climbs out of the workspace
+    # can never pass, so it is a spec error now rather than a failed sheet later. Templated
+    # paths (and absolute ones, which depend on where the workspace resolves) are checked
+    # by the runner once rendered.
+    literal = not is_templated(value) and not value.startswith("/")
+    if literal and posixpath.normpath(value).split("/")[0] == "..":
+        raise ValueError(
+            f"path {quoted(value)} climbs out of the workspace; a validation path is "
+            "relative to the workspace and must stay inside it"
+        )
+    return value
+
+
+ValidationPath = Annotated[NonBlankStr, AfterValidator(_stays_in_workspace)]

@@ -8,7 +8,6 @@ whole spec and are run by `loader.py`; these models only check what one value ca
 from __future__ import annotations
 
 import math
-import posixpath
 import re
 from typing import Annotated, Any, Literal
 
@@ -24,8 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from podium.core.errors import quoted
-from podium.core.spec.base import NonBlankStr, SpecModel, is_templated
+from podium.core.spec.base import NonBlankStr, SpecModel, ValidationPath, is_templated
 from podium.core.spec.conditions import SkipWhen, SkipWhenCommand
 from podium.core.spec.hooks import ChainSpec, Notifications
 from podium.core.spec.prompting import MAX_INJECTED_FILES, ContextSpec, Injection
@@ -158,23 +156,6 @@ def merge_instrument_config(
 
 MAX_PATTERN_CHARS = 4096
 _PATH = "relative to the workspace (must stay inside it); a template"
-
-
-def _stays_in_workspace(value: str) -> str:
-    # Known before any sheet runs: a literal relative path that climbs out of the workspace
-    # can never pass, so it is a spec error now rather than a failed sheet later. Templated
-    # paths (and absolute ones, which depend on where the workspace resolves) are checked
-    # by the runner once rendered.
-    literal = not is_templated(value) and not value.startswith("/")
-    if literal and posixpath.normpath(value).split("/")[0] == "..":
-        raise ValueError(
-            f"path {quoted(value)} climbs out of the workspace; a validation path is "
-            "relative to the workspace and must stay inside it"
-        )
-    return value
-
-
-ValidationPath = Annotated[NonBlankStr, AfterValidator(_stays_in_workspace)]
 
 
 class FileExistsValidation(SpecModel):
