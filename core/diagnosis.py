@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from podium.core.diagnosis_advice import (
+    approval_steps,
     failed_instrument,
     next_steps,
     rejection,
@@ -78,6 +79,8 @@ def _held_detail(sheet: Any) -> str | None:
         return f"ready: {sheet.instrument!r} is held by a rate limit"
     if sheet.waiting_reason is WaitingReason.BACKPRESSURE:
         return "ready: held back by backpressure (high or critical)"
+    if sheet.waiting_reason is WaitingReason.APPROVAL:
+        return f"asks: {sheet.output_tail or ''}"
     return None
 
 
@@ -239,6 +242,8 @@ async def diagnose(
         )
     elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(resume_step(detail.job_id, "resume the job"))
+    asking = [s for s in detail.sheets if s.waiting_reason is WaitingReason.APPROVAL]
+    steps.extend(approval_steps(detail.job_id, asking))
     limited = {
         by_num[w.sheet_num].instrument for w in waiting if w.reason is WaitingReason.RATE_LIMIT
     }

@@ -302,6 +302,35 @@ def next_steps(
     return steps, closing
 
 
+MAX_APPROVAL_STEPS = 3
+
+
+def approval_steps(job_id: str, asking: Sequence[SheetState]) -> list[NextStep]:
+    """What a job stopped at approval gates needs: a person's decision on each question
+    (recorded with `approve`; an agent should put the question to them, not answer it)."""
+    steps = [
+        NextStep(
+            action=f"sheet {s.sheet_num}" + (f" ({s.name})" if s.name else "") + " waits for a "
+            f"person to approve or reject {clip(s.output_tail or '', 200)!r}"
+            + (f" before {s.waiting_until:%Y-%m-%d %H:%M}Z" if s.waiting_until else "")
+            + ": ask them, then record their decision",
+            tool="approve",
+            arguments={"job_id": job_id, "sheet": s.sheet_num, "decision": "<approve or reject>"},
+            cli=f"podium approve {job_id} {s.sheet_num} [--reject] [--note TEXT]",
+        )
+        for s in asking[:MAX_APPROVAL_STEPS]
+    ]
+    if len(asking) > MAX_APPROVAL_STEPS:
+        steps.append(
+            NextStep(
+                action=f"{len(asking) - MAX_APPROVAL_STEPS} more approval sheet(s) of this job "
+                "wait for a decision",
+                cli="podium approve --list",
+            )
+        )
+    return steps
+
+
 def verdict(
     detail: JobDetail, failing: Sequence[SheetDiagnosis], waiting: Sequence[WaitInfo]
 ) -> str:

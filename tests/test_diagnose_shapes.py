@@ -235,3 +235,46 @@ async def test_a_job_cancelled_mid_run_says_which_sheets_were_cancelled(client: 
     assert diagnosis["verdict"] == "cancelled: 1/3 sheets completed; 2 cancelled (sheets 2, 3)"
     [resume] = resume_steps(diagnosis)
     assert resume["arguments"] == {"job_id": job_id, "retry_failed": True}
+
+
+async def test_a_job_stopped_at_approval_gates_says_who_must_decide_and_how(
+    client: Client,
+) -> None:
+    """Five gates of a batch-form spec wait: each is listed with its question, and the
+    next steps are the `approve` calls (the decision left to the person asked), a few of
+    them and a pointer to the rest, both while the job runs and once it is paused."""
+    spec = {
+        "name": "five-gates",
+        "instrument": "approval",
+        "sheet": {"size": 1, "total_items": 5},
+        "prompt": {"template": "Publish item {{ start_item }}?"},
+    }
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    for sheet in range(1, 6):
+        await wait_gate(client, job_id, sheet)
+
+    diagnosis = await call(client, "diagnose", {"job_id": job_id})
+    assert [(w["reason"], w["detail"]) for w in diagnosis["waiting"]] == [
+        ("approval", f"asks: Publish item {n}?") for n in range(1, 6)
+    ]
+    asks = [s for s in diagnosis["next_steps"] if s["tool"] == "approve"]
+    assert [s["arguments"]["sheet"] for s in asks] == [1, 2, 3], diagnosis["next_steps"]
+    first = asks[0]
+    assert "'Publish item 1?'" in first["action"] and "ask them" in first["action"]
+    assert first["arguments"] == {"job_id": job_id, "sheet": 1, "decision": "<approve or reject>"}
+    assert first["cli"] == f"podium approve {job_id} 1 [--reject] [--note TEXT]"
+    assert any(
+        s["cli"] == "podium approve --list" and s["action"].startswith("2 more")
+        for s in diagnosis["next_steps"]
+    ), diagnosis["next_steps"]
+
+    # The step, with the person's decision filled in, does what it says.
+    await call(client, "approve", {**first["arguments"], "decision": "approve"})
+    assert await sheet_status(client, job_id, 1) == "completed"
+
+    await call(client, "pause", {"job_id": job_id})
+    paused = await call(client, "diagnose", {"job_id": job_id})
+    tools = [s["tool"] for s in paused["next_steps"]]
+    # Decisions can be made while the job is paused; it goes on once resumed.
+    assert tools[0] == "resume" and tools.count("approve") == 3, paused["next_steps"]
+    await call(client, "cancel", {"job_id": job_id})
