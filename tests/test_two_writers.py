@@ -167,3 +167,54 @@ async def test_racing_read_modify_writes_of_one_job_keep_every_update(
         assert sorted(tokens) == sorted(expected)
         assert final.version == 1 + 2 * rounds
         assert a.engine.writer.conflicts + b.engine.writer.conflicts >= 1
+
+
+async def test_a_re_read_that_lands_after_a_later_commit_leaves_no_sheet_behind(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    """B hears of A's two commits one notice at a time, each naming the sheet it changed.
+    The first re-read already finds the job row of the second commit: B's view must not
+    take that row and keep the second commit's sheet as it was, or its view holds a sheet
+    running that has ended, and the job B's last result should end stays running."""
+    async with two_engines(make_config) as (a, b):
+        now = utcnow()
+        job = JobRow("three", "three", JobStatus.RUNNING, "/tmp", "fp", 2, now, now)
+        job.started_at = now
+        sheets = [
+            SheetRow("three", n, f"s{n}", SheetStatus.RUNNING, "shell", now, attempts=1)
+            for n in (1, 2, 3)
+        ]
+        owners = {1: "conductor-a", 2: "conductor-a", 3: "conductor-b"}
+        attempts = [
+            AttemptRow(
+                "three",
+                n,
+                1,
+                now,
+                conductor_id=owners[n],
+                lease_expires_at=now + timedelta(minutes=5),
+            )
+            for n in (1, 2, 3)
+        ]
+        spec = {"name": "three", "sheets": [{"name": f"s{n}", "prompt": "true"} for n in (1, 2, 3)]}
+        await commit_rows(a.store, new_jobs=[NewJob(job, spec, sheets)], new_attempts=attempts)
+        first, second = await take_in_hand(a, "three", 1), await take_in_hand(a, "three", 2)
+        last = await take_in_hand(b, "three", 3)
+
+        await a.engine.writer.run(a.engine.result_op(first, completed()))
+        await a.engine.writer.run(a.engine.result_op(second, completed()))
+        writer = b.engine.writer
+        for changed in (1, 2):  # the two notices, in order, after both commits landed
+            syncs = writer.syncs
+            writer.mark_stale(["three"], sheets={"three": {changed}})
+            with anyio.fail_after(10):
+                while writer.syncs == syncs:
+                    await anyio.sleep(0.01)
+        seen = b.engine.state.jobs["three"].sheets
+        assert [seen[n].status for n in (1, 2)] == [SheetStatus.COMPLETED] * 2
+
+        await writer.run(b.engine.result_op(last, completed()))
+        record = await b.store.load_job("three")
+        assert record is not None
+        assert [s.status for s in record.sheets] == [SheetStatus.COMPLETED] * 3
+        assert record.job.status is JobStatus.COMPLETED

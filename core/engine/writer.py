@@ -31,7 +31,7 @@ from podium.core.engine.tx import Layer, Op, Tx
 from podium.core.engine.view_apply import apply_committed
 from podium.core.errors import ConflictError, PodiumError
 from podium.core.events import ChangeEvent, EventBus
-from podium.core.models import utcnow
+from podium.core.models import SheetStatus, utcnow
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.core.store.base import Store, WriteBatch, Written
 from podium.core.store.rows import JobRecord, JobRow
@@ -243,23 +243,37 @@ class Writer:
             s.sheet_num not in held.sheets for s in sheets
         ):
             return await self._reload(job_id, await self.store.load_job(job_id))
-        if job.version == held.job.version:
-            return False
+        # The job row may already be as new as this read: an earlier re-read took it after a
+        # later commit had landed, whose sheets only this notice names. Each row moves on by
+        # its own version, so none is left behind (a view that kept an ended sheet running
+        # would never end its job).
         now = utcnow()
+        moved = False
         for sheet in sheets:
-            if held.sheets[sheet.sheet_num].version != sheet.version:
+            if sheet.version > held.sheets[sheet.sheet_num].version:
                 held.replace_sheet(sheet, now)
+                moved = True
                 self.events.publish(
                     ChangeEvent(job_id, "sheet", sheet.status.value, sheet.sheet_num)
                 )
+        if job.version <= held.job.version:
+            return moved
+        if (
+            held.counts[SheetStatus.COMPLETED] != job.completed_sheets
+            or held.counts[SheetStatus.FAILED] != job.failed_sheets
+        ):
+            # The row is newer than the sheets named so far (a commit whose notice is still
+            # on its way, or was lost): its counts say so. Read the whole job.
+            return await self._reload(job_id, await self.store.load_job(job_id), force=True)
         held.replace_job(job)
         if job.status.is_terminal and not self.state.entries_for(job_id):
             self.state.jobs.pop(job_id, None)
         self.events.publish(ChangeEvent(job_id, "job_status", job.status.value))
         return True
 
-    async def _reload(self, job_id: str, record: JobRecord | None) -> bool:
-        """Take another conductor's version of a job in hand; returns whether it moved."""
+    async def _reload(self, job_id: str, record: JobRecord | None, *, force: bool = False) -> bool:
+        """Take another conductor's version of a job in hand; returns whether it moved
+        (`force`: even when the job row's version is the one in hand)."""
         old = self.state.jobs.get(job_id)
         if record is None:
             if old is None:
@@ -268,7 +282,7 @@ class Writer:
                 del self.state.jobs[job_id]
             self.events.publish(ChangeEvent(job_id, "deleted"))
             return True
-        if old is not None and old.job.version == record.job.version:
+        if old is not None and old.job.version == record.job.version and not force:
             return False
         fresh = await self._job_state(record)
         if record.job.status.is_terminal and not self.state.entries_for(job_id):
