@@ -108,3 +108,56 @@ def test_score_errors_name_the_score_field(tmp_path: Path) -> None:
     assert result.stderr.startswith("podium: sheet: a Marianne score needs"), result.stderr
     with pytest.raises(ScoreError, match=r"sheet\.size: must be a positive integer"):
         import_score(_score(sheet={"size": "two", "total_items": 3}))
+
+
+def test_paths_podium_refuses_are_dropped_by_their_score_field(tmp_path: Path) -> None:
+    """A file outside the spec's folder (absolute, or up through `..`) in the prelude, a
+    cadenza, a prompt extension, a captured file or a validation: each is reported as dropped
+    under its own score field, its siblings carry over, and the import does not fail."""
+    score = _score(
+        instrument="claude-code",
+        sheet={
+            "size": 1,
+            "total_items": 2,
+            "dependencies": {2: [1]},
+            "prelude": [{"file": "/etc/hostname"}, {"file": "house-style.md"}],
+            "cadenzas": {2: [{"file": "../up.md"}, {"file": "fine.md"}]},
+        },
+        prompt={
+            "template": "step {{ sheet_num }}",
+            "prompt_extensions": ["../../style.md", "Be brief."],
+        },
+        validations=[
+            {"type": "file_exists", "path": "{workspace}/../escape.md"},
+            {"type": "file_exists", "path": "{workspace}/kept.md"},
+        ],
+        cross_sheet={
+            "auto_capture_stdout": True,
+            "capture_files": ["../x.md", "notes-{{ sheet_num }}.md"],
+        },
+    )
+    (tmp_path / "score.yaml").write_text(yaml.safe_dump(score))
+    out = tmp_path / "spec.yaml"
+    result = CliRunner().invoke(
+        main, ["import-score", str(tmp_path / "score.yaml"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    dropped = {
+        line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("dropped: ")
+    }
+    assert dropped == {
+        "sheet.prelude.0",
+        "sheet.cadenzas.2.0",
+        "prompt.prompt_extensions.0",
+        "validations.0",
+        "cross_sheet.capture_files.0",
+    }, result.stderr
+    assert "5 field(s) dropped" in result.stderr
+    assert "left out" not in result.stderr  # nothing went missing after the mapping
+    spec = yaml.safe_load(out.read_text())
+    load_spec(data=spec, instruments=builtin_traits)
+    assert spec["prelude"] == [{"file": "house-style.md", "as": "context"}]
+    assert spec["sheets"][1]["cadenzas"] == [{"file": "fine.md", "as": "context"}]
+    assert spec["validations"] == [{"type": "file_exists", "path": "kept.md"}]
+    assert spec["context"]["files"] == ["notes-{{ sheet_num }}.md"]
+    assert spec["sheets"][0]["prompt"].startswith("Be brief.")
