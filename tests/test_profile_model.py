@@ -332,3 +332,49 @@ def test_podium_instruments_shows_written_for_and_match(tmp_path: Path) -> None:
     assert rows["claude-code"]["version_matches"] is True
     text = run_podium(["instruments"], env, timeout=60)
     assert "written for Claude Code 2.1.x: matches" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("prompt_via", "args", "words"),
+    [
+        ("argv", ["-p"], "with prompt_via: argv, args must contain '{prompt}'"),
+        ("file", ["--message-file", "prompt.txt"], "args must contain '{prompt_file}'"),
+        ("stdin", ["-p", "{prompt}"], "with prompt_via: stdin it would reach the CLI as it is"),
+        ("stdin", ["--file={prompt_file}"], "written only with prompt_via: file"),
+        ("argv", ["{prompt}", "{prompt_file}"], "written only with prompt_via: file"),
+    ],
+)
+def test_args_that_do_not_carry_the_prompt_are_refused(
+    prompt_via: str, args: list[str], words: str
+) -> None:
+    """Else the CLI would run without its prompt (or with the placeholder's text for one)."""
+    with pytest.raises(ValidationError, match=r"args: ") as caught:
+        profile(prompt_via=prompt_via, args=args)
+    assert words in str(caught.value)
+    for fine_via, fine_args in [
+        ("argv", ["-m", "--message={prompt}"]),
+        ("file", ["--message-file", "{prompt_file}"]),
+        ("stdin", ["-p"]),
+    ]:
+        assert profile(prompt_via=fine_via, args=fine_args).prompt_via == fine_via
+
+
+def test_a_user_profile_that_would_lose_the_prompt_is_reported_and_the_builtin_stays(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    (home / "instruments").mkdir(parents=True)
+    (home / "instruments" / "gemini.yaml").write_text(
+        "name: gemini-cli\nexecutable: gemini\nargs: ['-p']\n"  # argv is the default
+    )
+    (home / "instruments" / "aider.yaml").write_text(
+        "name: aider\nexecutable: my-aider\nprompt_via: stdin\nargs: ['--message', '-']\n"
+    )
+    env = {**os.environ, "PODIUM_HOME": str(home)}
+    done = run_podium(["instruments", "--json"], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert str(home / "instruments" / "gemini.yaml") in done.stderr
+    assert "with prompt_via: argv, args must contain '{prompt}'" in done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["instruments"]}
+    assert rows["gemini-cli"]["source"] == "builtin"
+    assert rows["aider"]["source"] == str(home / "instruments" / "aider.yaml")
