@@ -378,3 +378,19 @@ def test_a_user_profile_that_would_lose_the_prompt_is_reported_and_the_builtin_s
     rows = {r["name"]: r for r in json.loads(done.stdout)["instruments"]}
     assert rows["gemini-cli"]["source"] == "builtin"
     assert rows["aider"]["source"] == str(home / "instruments" / "aider.yaml")
+    # A second file naming the same profile is reported too: only one of them can be used.
+    (home / "instruments" / "zz-aider.yaml").write_text(
+        "name: aider\nexecutable: my-aider\nprompt_via: stdin\nargs: []\n"
+    )
+    # With the conductor running, the answer is its view, and the refused files still show.
+    assert run_podium(["start", "--detach"], env, timeout=60).returncode == 0
+    try:
+        done = run_podium(["instruments"], env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "with prompt_via: argv, args must contain '{prompt}'" in done.stderr
+        assert "names 'aider', as " in done.stderr and "zz-aider.yaml is used" in done.stderr
+        assert f"[{home / 'instruments' / 'zz-aider.yaml'}]" in done.stdout
+        log = (home / "logs" / "conductor.log").read_text()
+        assert "instrument profile not loaded" in log and "gemini.yaml" in log
+    finally:
+        assert run_podium(["stop"], env, timeout=60).returncode == 0
