@@ -161,3 +161,18 @@ def test_paths_podium_refuses_are_dropped_by_their_score_field(tmp_path: Path) -
     assert spec["validations"] == [{"type": "file_exists", "path": "kept.md"}]
     assert spec["context"]["files"] == ["notes-{{ sheet_num }}.md"]
     assert spec["sheets"][0]["prompt"].startswith("Be brief.")
+
+
+def test_an_output_that_cannot_be_written_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "score.yaml").write_text(
+        yaml.safe_dump(_score(sheet={"size": 1, "total_items": 1}))
+    )
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "no-such-dir" / "spec.yaml", tmp_path / "a-file" / "spec.yaml"):
+        result = CliRunner().invoke(
+            main, ["import-score", str(tmp_path / "score.yaml"), "-o", str(out)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert f"podium: --output: cannot write {out}: " in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
