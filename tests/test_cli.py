@@ -195,6 +195,22 @@ def test_stop_works_after_config_yaml_was_broken(tmp_path: Path) -> None:
     assert "did you mean 'max_concurrent_sheets'" in started.stderr, started.stderr
 
 
+def test_a_failed_start_shows_its_own_log_lines_not_an_earlier_runs(tmp_path: Path) -> None:
+    """conductor.log keeps every run's lines: the reason a start failed is what that start
+    wrote, not the tail of the file, which may be an earlier failure's."""
+    home = make_home(tmp_path)
+    (home / "config.yaml").write_text("store_url: mysql://db.example/jobs\n")
+    first = podium_cli(home, "start", "--detach")
+    assert first.returncode != 0 and "'mysql' is not supported" in first.stderr, first.stderr
+    (home / "config.yaml").write_text("store_url: redis://cache.example/0\n")
+    second = podium_cli(home, "start", "--detach")
+    assert second.returncode != 0, second.stderr
+    assert "'redis' is not supported" in second.stderr, second.stderr
+    assert "mysql" not in second.stderr, second.stderr
+    log = (home / "logs" / "conductor.log").read_text()
+    assert "mysql" in log and "redis" in log  # both runs are still in the log itself
+
+
 def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: Path) -> None:
     """A typo in --home: a read does not create the folder and its database (looking
     changes nothing), and says what is wrong; a home that is a file is refused by every
