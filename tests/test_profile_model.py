@@ -14,7 +14,7 @@ import yaml
 from cli_zygote import run_podium
 from pydantic import ValidationError
 
-from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.instruments.catalog import InstrumentCatalog, builtin_profiles
 from podium.core.instruments.jsondocs import JsonSelector, parse_documents, select, string_leaves
 from podium.core.instruments.profile import (
     InstrumentProfile,
@@ -287,6 +287,19 @@ def test_attempt_prompt_forms() -> None:
 def test_version_matches(
     written_for: str | None, printed: str | None, expected: bool | None
 ) -> None:
+    assert version_matches(written_for, printed) is expected
+
+
+@pytest.mark.parametrize(
+    ("printed", "expected"),
+    [("0.12.0", False), ("0.20.0", True), ("0.25.1", True), ("1.0.0", False)],
+)
+def test_the_gemini_profile_matches_only_the_versions_it_needs(
+    printed: str, expected: bool
+) -> None:
+    """Its stream-json and `--resume` with a prompt on stdin need gemini-cli 0.20 or later:
+    an older CLI must show as not the version the profile was written for."""
+    written_for = builtin_profiles()["gemini-cli"].written_for
     assert version_matches(written_for, printed) is expected
 
 
