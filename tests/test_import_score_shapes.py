@@ -176,3 +176,17 @@ def test_an_output_that_cannot_be_written_is_a_readable_error(tmp_path: Path) ->
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert f"podium: --output: cannot write {out}: " in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_each_dependency_that_cannot_carry_over_is_reported_by_its_own_index() -> None:
+    """The good dependencies of a stage carry over; the report names each one that did not
+    (not the whole list, which would claim the good ones were dropped too)."""
+    score = _score(sheet={"size": 1, "total_items": 3, "dependencies": {"3": [2, "x", 9, 3, 1]}})
+    result = import_score(score)
+    assert dict(result.dropped) == {
+        "sheet.dependencies.3.1": "no stage 'x' (stages are 1..3)",
+        "sheet.dependencies.3.2": "no stage 9 (stages are 1..3)",
+        "sheet.dependencies.3.3": "a stage cannot depend on itself",
+    }
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    assert [s.depends_on for s in loaded.sheets] == [(), (), (1, 2)]

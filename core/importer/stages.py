@@ -171,10 +171,15 @@ class StageBuilder:
             if not isinstance(deps, list):
                 t.drop(where, f"must be a list of stage numbers, got {deps!r}")
                 continue
-            numbers = [_number(d) for d in deps]
-            valid = [d for d in numbers if d is not None and 1 <= d <= count and d != num]
-            if len(valid) != len(deps):
-                t.drop(where, "refers to a stage that does not exist")
+            valid: list[int] = []
+            for index, dep in enumerate(deps):
+                n = _number(dep)
+                if n is None or not 1 <= n <= count:
+                    t.drop(f"{where}.{index}", f"no stage {dep!r} (stages are 1..{count})")
+                elif n == num:
+                    t.drop(f"{where}.{index}", "a stage cannot depend on itself")
+                else:
+                    valid.append(n)
             stages[num - 1].depends_on = valid
         for num, expr in _stage_keyed(t, "sheet.skip_when", count).items():
             stages[num - 1].skip_when = self._expression(f"sheet.skip_when.{num}", str(expr))
