@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+import psutil
 import pytest
 from test_conductor import conductor_client
 from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
@@ -291,6 +293,68 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the detached job did not complete"
         time.sleep(0.2)
     assert running(conductor)
+
+
+def attached(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an open connection to the conductor's `port`."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.raddr and c.raddr.port == port for c in connections)
+
+
+def test_a_follower_whose_conductor_stops_says_so_and_how_to_follow_again(
+    tmp_path: Path,
+) -> None:
+    """`podium run` and `podium status JOB --follow` lose their conductor (`podium stop
+    --force` under them): each says which job it followed and how to pick it up again, and
+    exits non-zero, without a traceback or a bare exception name."""
+    home = make_home(tmp_path)
+    spec = tmp_path / "hold.yaml"
+    spec.write_text("name: hold\nsheets:\n  - prompt: 'sleep 600'\n")
+    run = subprocess.Popen(
+        [PODIUM, "run", str(spec), "--job-id", "held-run"],
+        env=server_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    follow: subprocess.Popen[str] | None = None
+    try:
+        assert run.stdout is not None
+        assert run.stdout.readline().startswith("job held-run"), "no submit"
+        follow = subprocess.Popen(
+            [PODIUM, "status", "held-run", "--follow"],
+            env=server_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while "running" not in podium_cli(home, "status", "held-run").stdout:
+            assert time.monotonic() < deadline, "the sheet did not start"
+            time.sleep(0.2)
+        port = urlsplit(json.loads((home / "conductor.json").read_text())["url"]).port
+        assert port is not None
+        while not attached(follow.pid, port):
+            assert time.monotonic() < deadline, "the follower did not attach"
+            time.sleep(0.1)
+        stopped = podium_cli(home, "stop", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        for proc in (run, follow):
+            out, errors = proc.communicate(timeout=30)
+            assert proc.returncode == 1, (proc.args, out, errors)
+            assert "lost the conductor while following job held-run" in errors, errors
+            assert "podium status held-run --follow" in errors, errors
+            assert "Traceback" not in errors and "Error(" not in errors, errors
+    finally:
+        for proc in (run, follow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    paused = json.loads(podium_cli(home, "status", "held-run", "--json").stdout)
+    assert paused["status"] == "paused" and paused["pause_reason"] == "shutdown"
 
 
 def test_a_forked_command_answers_as_the_program_does(tmp_path: Path) -> None:
