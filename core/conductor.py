@@ -116,9 +116,7 @@ class Conductor:
             stack.callback(self._lock.release)
             self._store = await open_store(self.config)
             stack.push_async_callback(self._store.close)
-            self.catalog = await anyio.to_thread.run_sync(
-                InstrumentCatalog.load, self.config.instruments_dir
-            )
+            self.catalog = await self._load_catalog()
             self._snapshots = SnapshotStore(
                 self.config.snapshots_dir, self._store, self.config.logs_dir
             )
@@ -292,12 +290,18 @@ class Conductor:
                 self.config.monitor_interval_seconds,
             )
             self.engine.set_pressure(self.monitor.last.level, self.monitor.last.reason)
-        self.catalog = await anyio.to_thread.run_sync(
-            InstrumentCatalog.load, self.config.instruments_dir
-        )
+        self.catalog = await self._load_catalog()
         self.engine.catalog = self.catalog
         log.info("configuration reloaded", applied=applied, not_applied=not_applied)
         return ReloadResult(applied=applied, not_applied=not_applied)
+
+    async def _load_catalog(self) -> InstrumentCatalog:
+        catalog = await anyio.to_thread.run_sync(
+            InstrumentCatalog.load, self.config.instruments_dir
+        )
+        for error in catalog.load_errors:  # else a refused override leaves the built-in, unsaid
+            log.warning("instrument profile not loaded", error=error)
+        return catalog
 
     async def _on_terminal(self, job: JobRow) -> None:
         if job.pending_hooks and self._job_hooks is not None:

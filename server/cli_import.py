@@ -46,7 +46,15 @@ async def import_score_command(ctx: Context, score: str, out: str | None) -> int
     if target is None:
         sys.stdout.write(text)
     else:
-        target.write_text(text, encoding="utf-8")
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            err.print(
+                f"podium: --output: cannot write {target}: {exc.strerror or exc}",
+                markup=False,
+                soft_wrap=True,
+            )
+            return EXIT_USAGE
     where = str(target) if target else "standard output"
     err.print(
         f"import-score: {source} -> {where}: {len(result.dropped)} field(s) dropped",

@@ -577,13 +577,12 @@ async def snapshots(ctx: Context, job: str | None, as_json: bool) -> int:
 @run_async
 async def instruments(ctx: Context, as_json: bool) -> int:
     """Instruments and whether each is installed (as the conductor sees them)."""
-    from podium.core.instruments.catalog import InstrumentCatalog
+    from podium.core.instruments.catalog import InstrumentCatalog, profile_errors
     from podium.core.views import InstrumentView
     from podium.server.remote import reader
 
     config = ctx.config()
     rows: list[dict[str, Any]] | None = None
-    errors: list[str] = []
     if config.home.exists():  # else nothing runs there, and the built-ins are the answer
         async with reader(config) as (caller, info):
             if info is not None:
@@ -592,6 +591,8 @@ async def instruments(ctx: Context, as_json: bool) -> int:
         catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
         rows = [InstrumentView.from_info(i).model_dump(mode="json") for i in catalog.all()]
         errors = [str(e) for e in catalog.load_errors]
+    else:  # the running conductor's view; the refused files, as they are now
+        errors = await anyio.to_thread.run_sync(profile_errors, config.instruments_dir)
     if as_json:
         emit_json({"instruments": rows})
     else:

@@ -178,6 +178,11 @@ WORDINGS = [
             claude_says("You've hit your limit · resets 2pm (Asia/Shanghai)",
                         extra=[claude_rejected(int((T + timedelta(minutes=95)).timestamp()))]),
             T, UTC, T + timedelta(minutes=95)),
+    # A zone abbreviation names its offset (13:00 at -8), not the machine's zone.
+    Wording("claude-clock-in-an-abbreviated-zone", "claude-code",
+            claude_says("You've hit your limit · resets 1pm (PST)"),
+            datetime(2030, 3, 12, 18, 0, tzinfo=UTC), NEW_YORK,  # 14:00 in New York
+            datetime(2030, 3, 12, 21, 0, tzinfo=UTC)),
     # A reset 22.5 h away is capped by max_rate_limit_wait_seconds.
     Wording("claude-capped", "claude-code",
             claude_says("You've hit your limit · resets 1pm (Europe/Lisbon)"),
@@ -187,6 +192,10 @@ WORDINGS = [
             codex_says(PLUS_LIMIT.format("12:16 PM")),
             datetime(2030, 3, 12, 15, 0, tzinfo=UTC), LOS_ANGELES,
             datetime(2030, 3, 12, 12, 16, tzinfo=LOS_ANGELES)),
+    Wording("codex-try-again-at-p.m.", "codex-cli",
+            codex_says(PLUS_LIMIT.format("3:05 p.m")),  # the sentence's full stop follows
+            datetime(2030, 3, 12, 20, 0, tzinfo=UTC), LOS_ANGELES,
+            datetime(2030, 3, 12, 15, 5, tzinfo=LOS_ANGELES)),
     Wording("codex-try-again-at-a-time-past-is-tomorrow", "codex-cli",
             codex_says(PLUS_LIMIT.format("1:05 AM")),
             datetime(2030, 3, 13, 6, 0, tzinfo=UTC), LOS_ANGELES,  # 23:00 on the 12th there

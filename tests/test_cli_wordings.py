@@ -17,6 +17,7 @@ import pytest
 from cli_streams import (
     PLUS_LIMIT,
     SESSION,
+    claude_init,
     claude_run,
     codex_failure,
     gemini_failure,
@@ -185,6 +186,27 @@ async def test_claude_rejected_rate_limit_event_gives_the_exact_epoch(cli: FakeC
     cli.script_attempts({"stdout": claude_run(text, extra=[event]), "exit": 1})
     result = await cli.run("claude-code")
     assert_waits(result, datetime.fromtimestamp(1773162000, UTC))
+
+
+async def test_a_rejection_without_its_reset_takes_the_reset_the_prose_names(
+    cli: FakeCli,
+) -> None:
+    """The event matches first but says nothing of when; the result's text does. Likewise a
+    bare "API Error: Rate limit reached" before the line that names the reset."""
+    event = jl(type="rate_limit_event", rate_limit_info={"status": "rejected"}, session_id=SESSION)
+    text = "You've hit your limit · resets 1pm (Europe/Lisbon)"
+    cli.script_attempts({"stdout": claude_run(text, extra=[event]), "exit": 1})
+    assert_waits(await cli.run("claude-code", zone=NEW_YORK), datetime(2026, 3, 10, 13, tzinfo=UTC))
+    cli.script_attempts(
+        {"stdout": [claude_init()], "stderr": "API Error: Rate limit reached\n"
+         "Claude AI usage limit reached|1773162000\n", "exit": 1}
+    )  # fmt: skip
+    assert_waits(await cli.run("claude-code"), datetime.fromtimestamp(1773162000, UTC))
+    # Without a reset anywhere it is still a limit, with a backoff.
+    cli.script_attempts({"stdout": claude_run("API Error: Rate limit reached", extra=[event]),
+                         "exit": 1})  # fmt: skip
+    result = await cli.run("claude-code")
+    assert result.outcome is Outcome.RATE_LIMITED and result.reset_at is None
 
 
 async def test_claude_allowed_rate_limit_events_are_not_limits(cli: FakeCli) -> None:

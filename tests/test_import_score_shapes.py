@@ -108,3 +108,85 @@ def test_score_errors_name_the_score_field(tmp_path: Path) -> None:
     assert result.stderr.startswith("podium: sheet: a Marianne score needs"), result.stderr
     with pytest.raises(ScoreError, match=r"sheet\.size: must be a positive integer"):
         import_score(_score(sheet={"size": "two", "total_items": 3}))
+
+
+def test_paths_podium_refuses_are_dropped_by_their_score_field(tmp_path: Path) -> None:
+    """A file outside the spec's folder (absolute, or up through `..`) in the prelude, a
+    cadenza, a prompt extension, a captured file or a validation: each is reported as dropped
+    under its own score field, its siblings carry over, and the import does not fail."""
+    score = _score(
+        instrument="claude-code",
+        sheet={
+            "size": 1,
+            "total_items": 2,
+            "dependencies": {2: [1]},
+            "prelude": [{"file": "/etc/hostname"}, {"file": "house-style.md"}],
+            "cadenzas": {2: [{"file": "../up.md"}, {"file": "fine.md"}]},
+        },
+        prompt={
+            "template": "step {{ sheet_num }}",
+            "prompt_extensions": ["../../style.md", "Be brief."],
+        },
+        validations=[
+            {"type": "file_exists", "path": "{workspace}/../escape.md"},
+            {"type": "file_exists", "path": "{workspace}/kept.md"},
+        ],
+        cross_sheet={
+            "auto_capture_stdout": True,
+            "capture_files": ["../x.md", "notes-{{ sheet_num }}.md"],
+        },
+    )
+    (tmp_path / "score.yaml").write_text(yaml.safe_dump(score))
+    out = tmp_path / "spec.yaml"
+    result = CliRunner().invoke(
+        main, ["import-score", str(tmp_path / "score.yaml"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    dropped = {
+        line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("dropped: ")
+    }
+    assert dropped == {
+        "sheet.prelude.0",
+        "sheet.cadenzas.2.0",
+        "prompt.prompt_extensions.0",
+        "validations.0",
+        "cross_sheet.capture_files.0",
+    }, result.stderr
+    assert "5 field(s) dropped" in result.stderr
+    assert "left out" not in result.stderr  # nothing went missing after the mapping
+    spec = yaml.safe_load(out.read_text())
+    load_spec(data=spec, instruments=builtin_traits)
+    assert spec["prelude"] == [{"file": "house-style.md", "as": "context"}]
+    assert spec["sheets"][1]["cadenzas"] == [{"file": "fine.md", "as": "context"}]
+    assert spec["validations"] == [{"type": "file_exists", "path": "kept.md"}]
+    assert spec["context"]["files"] == ["notes-{{ sheet_num }}.md"]
+    assert spec["sheets"][0]["prompt"].startswith("Be brief.")
+
+
+def test_an_output_that_cannot_be_written_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "score.yaml").write_text(
+        yaml.safe_dump(_score(sheet={"size": 1, "total_items": 1}))
+    )
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "no-such-dir" / "spec.yaml", tmp_path / "a-file" / "spec.yaml"):
+        result = CliRunner().invoke(
+            main, ["import-score", str(tmp_path / "score.yaml"), "-o", str(out)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert f"podium: --output: cannot write {out}: " in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_each_dependency_that_cannot_carry_over_is_reported_by_its_own_index() -> None:
+    """The good dependencies of a stage carry over; the report names each one that did not
+    (not the whole list, which would claim the good ones were dropped too)."""
+    score = _score(sheet={"size": 1, "total_items": 3, "dependencies": {"3": [2, "x", 9, 3, 1]}})
+    result = import_score(score)
+    assert dict(result.dropped) == {
+        "sheet.dependencies.3.1": "no stage 'x' (stages are 1..3)",
+        "sheet.dependencies.3.2": "no stage 9 (stages are 1..3)",
+        "sheet.dependencies.3.3": "a stage cannot depend on itself",
+    }
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    assert [s.depends_on for s in loaded.sheets] == [(), (), (1, 2)]

@@ -14,7 +14,7 @@ import yaml
 from cli_zygote import run_podium
 from pydantic import ValidationError
 
-from podium.core.instruments.catalog import InstrumentCatalog
+from podium.core.instruments.catalog import InstrumentCatalog, builtin_profiles
 from podium.core.instruments.jsondocs import JsonSelector, parse_documents, select, string_leaves
 from podium.core.instruments.profile import (
     InstrumentProfile,
@@ -290,6 +290,19 @@ def test_version_matches(
     assert version_matches(written_for, printed) is expected
 
 
+@pytest.mark.parametrize(
+    ("printed", "expected"),
+    [("0.12.0", False), ("0.20.0", True), ("0.25.1", True), ("1.0.0", False)],
+)
+def test_the_gemini_profile_matches_only_the_versions_it_needs(
+    printed: str, expected: bool
+) -> None:
+    """Its stream-json and `--resume` with a prompt on stdin need gemini-cli 0.20 or later:
+    an older CLI must show as not the version the profile was written for."""
+    written_for = builtin_profiles()["gemini-cli"].written_for
+    assert version_matches(written_for, printed) is expected
+
+
 def test_installed_version() -> None:
     assert installed_version("aider 0.86.1") == (0, 86, 1)
     assert installed_version("v1.2") == (1, 2)
@@ -332,3 +345,65 @@ def test_podium_instruments_shows_written_for_and_match(tmp_path: Path) -> None:
     assert rows["claude-code"]["version_matches"] is True
     text = run_podium(["instruments"], env, timeout=60)
     assert "written for Claude Code 2.1.x: matches" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("prompt_via", "args", "words"),
+    [
+        ("argv", ["-p"], "with prompt_via: argv, args must contain '{prompt}'"),
+        ("file", ["--message-file", "prompt.txt"], "args must contain '{prompt_file}'"),
+        ("stdin", ["-p", "{prompt}"], "with prompt_via: stdin it would reach the CLI as it is"),
+        ("stdin", ["--file={prompt_file}"], "written only with prompt_via: file"),
+        ("argv", ["{prompt}", "{prompt_file}"], "written only with prompt_via: file"),
+    ],
+)
+def test_args_that_do_not_carry_the_prompt_are_refused(
+    prompt_via: str, args: list[str], words: str
+) -> None:
+    """Else the CLI would run without its prompt (or with the placeholder's text for one)."""
+    with pytest.raises(ValidationError, match=r"args: ") as caught:
+        profile(prompt_via=prompt_via, args=args)
+    assert words in str(caught.value)
+    for fine_via, fine_args in [
+        ("argv", ["-m", "--message={prompt}"]),
+        ("file", ["--message-file", "{prompt_file}"]),
+        ("stdin", ["-p"]),
+    ]:
+        assert profile(prompt_via=fine_via, args=fine_args).prompt_via == fine_via
+
+
+def test_a_user_profile_that_would_lose_the_prompt_is_reported_and_the_builtin_stays(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    (home / "instruments").mkdir(parents=True)
+    (home / "instruments" / "gemini.yaml").write_text(
+        "name: gemini-cli\nexecutable: gemini\nargs: ['-p']\n"  # argv is the default
+    )
+    (home / "instruments" / "aider.yaml").write_text(
+        "name: aider\nexecutable: my-aider\nprompt_via: stdin\nargs: ['--message', '-']\n"
+    )
+    env = {**os.environ, "PODIUM_HOME": str(home)}
+    done = run_podium(["instruments", "--json"], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert str(home / "instruments" / "gemini.yaml") in done.stderr
+    assert "with prompt_via: argv, args must contain '{prompt}'" in done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["instruments"]}
+    assert rows["gemini-cli"]["source"] == "builtin"
+    assert rows["aider"]["source"] == str(home / "instruments" / "aider.yaml")
+    # A second file naming the same profile is reported too: only one of them can be used.
+    (home / "instruments" / "zz-aider.yaml").write_text(
+        "name: aider\nexecutable: my-aider\nprompt_via: stdin\nargs: []\n"
+    )
+    # With the conductor running, the answer is its view, and the refused files still show.
+    assert run_podium(["start", "--detach"], env, timeout=60).returncode == 0
+    try:
+        done = run_podium(["instruments"], env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "with prompt_via: argv, args must contain '{prompt}'" in done.stderr
+        assert "names 'aider', as " in done.stderr and "zz-aider.yaml is used" in done.stderr
+        assert f"[{home / 'instruments' / 'zz-aider.yaml'}]" in done.stdout
+        log = (home / "logs" / "conductor.log").read_text()
+        assert "instrument profile not loaded" in log and "gemini.yaml" in log
+    finally:
+        assert run_podium(["stop"], env, timeout=60).returncode == 0

@@ -105,6 +105,36 @@ def test_an_explicit_zone_name_wins_and_an_unknown_one_falls_back() -> None:
     assert parse_clock("1pm (Mars/Olympus)", now=NOW, zone=NEW_YORK) == utc(2026, 3, 10, 17)
 
 
+@pytest.mark.parametrize(
+    ("text", "zone_name", "expected"),
+    [
+        # Abbreviations name a fixed offset, whatever the machine's zone (New York here).
+        ("1pm (PST)", None, utc(2026, 3, 10, 21)),
+        ("1pm PST", None, utc(2026, 3, 10, 21)),
+        ("1pm", "pdt", utc(2026, 3, 10, 20)),
+        ("4pm CEST", None, utc(2026, 3, 10, 14)),
+        ("11:30 AM JST", None, utc(2026, 3, 11, 2, 30)),  # 02:30 UTC tomorrow: past there
+        # Offsets from UTC, in parentheses or trailing, with or without minutes.
+        ("4pm UTC+2", None, utc(2026, 3, 10, 14)),
+        ("9pm (UTC+05:30)", None, utc(2026, 3, 10, 15, 30)),
+        ("noon GMT-3", None, utc(2026, 3, 10, 15)),
+        # "p.m." whose full stop ended the sentence.
+        ("3:05 p.m", None, utc(2026, 3, 10, 19, 5)),
+        ("3:05 p.m.", None, utc(2026, 3, 10, 19, 5)),
+    ],
+)
+def test_zone_abbreviations_and_offsets(
+    text: str, zone_name: str | None, expected: datetime
+) -> None:
+    assert parse_clock(text, now=NOW, zone=NEW_YORK, zone_name=zone_name) == expected
+
+
+def test_ambiguous_abbreviations_fall_back_like_unknown_zones() -> None:
+    # CST is China's and the US Central's; IST is India's, Ireland's and Israel's.
+    for text in ("1pm (CST)", "1pm (IST)"):
+        assert parse_clock(text, now=NOW, zone=NEW_YORK) == utc(2026, 3, 10, 17)
+
+
 @pytest.mark.parametrize("text", ["soon", "later", "13pm", "25:00", "Foo 12 at 3pm", "5", ""])
 def test_not_clock_times(text: str) -> None:
     assert parse_clock(text, now=NOW, zone=UTC) is None

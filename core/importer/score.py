@@ -26,6 +26,7 @@ from podium.core.importer.template import prompt_template
 from podium.core.importer.tracker import Tracker
 from podium.core.spec.loader import load_spec
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
+from podium.core.spec.prompt_check import input_path_problem
 from podium.core.spec.prompting import MAX_CONTEXT_BYTES
 
 # Marianne's retry defaults, which differ from Podium's.
@@ -241,7 +242,7 @@ def _context(t: Tracker, spec: dict[str, Any]) -> None:
     if t.peek("cross_sheet") is None:
         return
     capture = t.get("cross_sheet.auto_capture_stdout")
-    files = [str(f) for f in t.get("cross_sheet.capture_files") or []]
+    files = _capture_files(t)
     if not capture and not files:
         t.use("cross_sheet")
         return
@@ -258,6 +259,22 @@ def _context(t: Tracker, spec: dict[str, Any]) -> None:
     if files:
         context["files"] = files
     spec["context"] = context
+
+
+def _capture_files(t: Tracker) -> list[str]:
+    files: list[str] = []
+    block = t.peek("cross_sheet.capture_files")
+    for index, entry in enumerate(block if isinstance(block, list) else []):
+        where = f"cross_sheet.capture_files.{index}"
+        problem = input_path_problem(str(entry))
+        if problem is not None:
+            t.drop(where, f"Podium refuses the path: {problem}")
+            continue
+        t.use(where)
+        files.append(str(entry))
+    if block is not None and not isinstance(block, list):
+        t.drop("cross_sheet.capture_files", "must be a list of file paths")
+    return files
 
 
 # ----- keeping the result valid ---------------------------------------------------------------

@@ -23,10 +23,11 @@ from podium.core.importer.formats import (
 )
 from podium.core.importer.instruments import Instruments, config_block
 from podium.core.importer.tracker import Tracker, join
-from podium.core.spec.base import is_templated
+from podium.core.spec.base import climbs_out, is_templated
 from podium.core.spec.condition_check import SHEETS_NAME
 from podium.core.spec.expressions import undefined_in_expression
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, MAX_SHEETS
+from podium.core.spec.prompt_check import input_path_problem
 from podium.core.spec.templating import TemplateRenderError
 
 _CONTENT_TYPES = ("file_exists", "file_modified", "content_contains", "content_regex")
@@ -170,10 +171,15 @@ class StageBuilder:
             if not isinstance(deps, list):
                 t.drop(where, f"must be a list of stage numbers, got {deps!r}")
                 continue
-            numbers = [_number(d) for d in deps]
-            valid = [d for d in numbers if d is not None and 1 <= d <= count and d != num]
-            if len(valid) != len(deps):
-                t.drop(where, "refers to a stage that does not exist")
+            valid: list[int] = []
+            for index, dep in enumerate(deps):
+                n = _number(dep)
+                if n is None or not 1 <= n <= count:
+                    t.drop(f"{where}.{index}", f"no stage {dep!r} (stages are 1..{count})")
+                elif n == num:
+                    t.drop(f"{where}.{index}", "a stage cannot depend on itself")
+                else:
+                    valid.append(n)
             stages[num - 1].depends_on = valid
         for num, expr in _stage_keyed(t, "sheet.skip_when", count).items():
             stages[num - 1].skip_when = self._expression(f"sheet.skip_when.{num}", str(expr))
@@ -379,7 +385,12 @@ class StageBuilder:
             if not isinstance(path, str):
                 t.drop(where, f"a {kind} validation needs a path")
                 return None
-            check["path"] = format_to_jinja(workspace_relative(path))
+            relative = workspace_relative(path)
+            if climbs_out(relative):
+                t.drop(where, f"its path {relative!r} leaves the workspace, which a Podium "
+                       "validation path must stay inside")  # fmt: skip
+                return None
+            check["path"] = format_to_jinja(relative)
             if kind in ("content_contains", "content_regex"):
                 pattern = t.get(f"{where}.pattern")
                 if not isinstance(pattern, str):
@@ -423,6 +434,10 @@ def injections(t: Tracker, path: str, items: Any) -> list[dict[str, Any]]:
         if not isinstance(item, Mapping) or not isinstance(item.get("file"), str):
             t.drop(where, "only single files carry over (a directory cannot be injected)")
             continue
+        problem = input_path_problem(item["file"])
+        if problem is not None:
+            t.drop(where, f"Podium refuses the path: {problem}")
+            continue
         out.append({"file": t.get(f"{where}.file"), "as": t.get(f"{where}.as") or "context"})
     return out
 
@@ -434,10 +449,15 @@ def extension_parts(
     files: list[dict[str, Any]] = []
     texts: list[str] = []
     for index, entry in enumerate(extensions or []):
-        text = str(t.get(join(path, index)))
+        where = join(path, index)
+        text = str(entry)
         if text.strip().endswith((".md", ".txt")) and "\n" not in text.strip():
+            problem = input_path_problem(text.strip())
+            if problem is not None:
+                t.drop(where, f"Podium refuses the path: {problem}")
+                continue
             files.append({"file": text.strip(), "as": "skill"})
         else:
             texts.append(text)
-        del entry
+        t.use(where)
     return files, texts

@@ -83,6 +83,35 @@ def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
     return True, version, path
 
 
+def _sources(user_dir: Path | None) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[str]]:
+    """Every profile by name with where it came from (a user file wins over the built-in),
+    and why each refused user file was refused."""
+    sources: dict[str, tuple[InstrumentProfile, str]] = {
+        name: (p, "builtin") for name, p in builtin_profiles().items()
+    }
+    errors: list[str] = []
+    if user_dir is not None and user_dir.is_dir():
+        for path in sorted(user_dir.glob("*.y*ml")):
+            try:
+                profile = _parse_profile(path.read_text(), str(path))
+            except (ProfileError, OSError) as exc:
+                errors.append(str(exc))
+                continue
+            earlier = sources.get(profile.name, (None, "builtin"))[1]
+            if earlier != "builtin":
+                errors.append(
+                    f"instrument profile {path}: names {profile.name!r}, as {earlier} "
+                    f"does; {path.name} is used (one file per profile name)"
+                )
+            sources[profile.name] = (profile, str(path))
+    return sources, errors
+
+
+def profile_errors(user_dir: Path | None) -> list[str]:
+    """Why user profiles were refused, without probing any CLI."""
+    return _sources(user_dir)[1]
+
+
 class InstrumentCatalog:
     """Profiles and their availability, probed once at load (not per call)."""
 
@@ -92,18 +121,7 @@ class InstrumentCatalog:
 
     @classmethod
     def load(cls, user_dir: Path | None) -> InstrumentCatalog:
-        sources: dict[str, tuple[InstrumentProfile, str]] = {
-            name: (p, "builtin") for name, p in builtin_profiles().items()
-        }
-        errors: list[str] = []
-        if user_dir is not None and user_dir.is_dir():
-            for path in sorted(user_dir.glob("*.y*ml")):
-                try:
-                    profile = _parse_profile(path.read_text(), str(path))
-                except (ProfileError, OSError) as exc:
-                    errors.append(str(exc))
-                    continue
-                sources[profile.name] = (profile, str(path))
+        sources, errors = _sources(user_dir)
         infos = {}
         for name, (profile, source) in sources.items():
             available, version, exe = _probe(profile)

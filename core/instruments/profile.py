@@ -225,11 +225,43 @@ class InstrumentProfile(_Strict):
                 raise ValueError(
                     f"{', '.join(needs)} read JSON output: set output.format to json or jsonl"
                 )
+        if self.kind == "process":
+            problem = _prompt_route_problem(self.prompt_via, self.args)
+            if problem is not None:
+                raise ValueError(problem)
         if self.args.count(RESUME_ARGS_MARKER) > 1:
             raise ValueError(f"{RESUME_ARGS_MARKER!r} may appear in args at most once")
         if RESUME_ARGS_MARKER in self.args and self.session is None:
             raise ValueError(f"{RESUME_ARGS_MARKER!r} in args needs a `session` block")
         return self
+
+
+def _prompt_route_problem(prompt_via: str, args: list[str]) -> str | None:
+    """A profile whose `args` do not match `prompt_via` would run the CLI without its prompt
+    (or with the placeholder's text instead of it)."""
+    has_prompt = any(PROMPT_PLACEHOLDER in a for a in args)
+    has_file = any(PROMPT_FILE_PLACEHOLDER in a for a in args)
+    if prompt_via == "argv" and not has_prompt:
+        return (
+            f"args: with prompt_via: argv, args must contain {PROMPT_PLACEHOLDER!r} (where the "
+            "prompt goes); or set prompt_via: stdin or file"
+        )
+    if prompt_via == "file" and not has_file:
+        return (
+            f"args: with prompt_via: file, args must contain {PROMPT_FILE_PLACEHOLDER!r} (the "
+            "path of the file holding the prompt)"
+        )
+    if prompt_via != "argv" and has_prompt:
+        return (
+            f"args: {PROMPT_PLACEHOLDER!r} is replaced only with prompt_via: argv; with "
+            f"prompt_via: {prompt_via} it would reach the CLI as it is"
+        )
+    if prompt_via != "file" and has_file:
+        return (
+            f"args: {PROMPT_FILE_PLACEHOLDER!r} names the prompt's file, which is written only "
+            f"with prompt_via: file (this profile has prompt_via: {prompt_via})"
+        )
+    return None
 
 
 def hold_key(profile: InstrumentProfile) -> str:

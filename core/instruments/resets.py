@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,11 +65,27 @@ _CLOCK = re.compile(
     r"(?:(?P<wd>[a-z]+)\s+)??"
     r"(?:(?P<mon>[a-z]+)\.?\s+(?P<day>\d{1,2})(?:\s+(?P<year>\d{4}))?\s+)?"
     r"(?:(?P<noon>noon|midnight)|(?P<h>\d{1,2})(?::(?P<mi>\d{2}))?(?::(?P<s>\d{2}))?"
-    r"\s*(?P<ap>am|pm|a\.m\.|p\.m\.)?)"
+    r"\s*(?P<ap>am|pm|a\.m\.?|p\.m\.?)?)"
     r"(?:\s+(?P<rel2>today|tomorrow))?$"
 )
-_ZONE_IN_PARENS = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*)\s*\)")
-_TRAILING_ZONE = re.compile(r"\s+(utc|gmt|z|[A-Za-z]+/[A-Za-z0-9_+\-/]+)$", re.IGNORECASE)
+# Zone abbreviations CLIs print ("resets 1pm (PST)"), as the fixed offset each one names;
+# the ambiguous ones (CST, IST, ...) are left out: a wrong guess is worse than the fallback.
+_ABBREVIATIONS = {
+    "hst": -10, "akst": -9, "akdt": -8, "pst": -8, "pdt": -7, "mst": -7, "mdt": -6,
+    "cdt": -5, "est": -5, "edt": -4, "wet": 0, "west": 1, "bst": 1, "cet": 1, "cest": 2,
+    "eet": 2, "eest": 3, "msk": 3, "jst": 9, "kst": 9, "aest": 10, "aedt": 11, "nzst": 12,
+    "nzdt": 13,
+}  # fmt: skip
+_OFFSET = re.compile(r"^(?:utc|gmt)\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+_ZONE_IN_PARENS = re.compile(
+    r"\(\s*([A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*(?::\d{2})?)\s*\)"
+)
+_TRAILING_ZONE = re.compile(
+    r"\s+(utc|gmt|z|[A-Za-z]+/[A-Za-z0-9_+\-/]+|(?:utc|gmt)\s*[+-]\d{1,2}(?::?\d{2})?|"
+    + "|".join(_ABBREVIATIONS)
+    + r")$",
+    re.IGNORECASE,
+)
 
 
 def local_zone() -> tzinfo:
@@ -91,10 +107,21 @@ def local_zone() -> tzinfo:
 
 
 def zone_named(name: str | None) -> tzinfo | None:
+    """An IANA zone, UTC, an offset from it ("UTC+2", "GMT-05:30") or an unambiguous
+    abbreviation ("PST"); None for anything else."""
     if not name:
         return None
+    name = name.strip()
     if name.upper() in ("UTC", "GMT", "Z"):
         return UTC
+    hours = _ABBREVIATIONS.get(name.lower())
+    if hours is not None:
+        return timezone(timedelta(hours=hours), name.upper())
+    offset = _OFFSET.match(name)
+    if offset is not None:
+        sign = -1 if offset.group(1) == "-" else 1
+        delta = timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3) or 0))
+        return timezone(sign * delta) if delta < timedelta(hours=15) else None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

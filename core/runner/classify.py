@@ -3,7 +3,8 @@ never apply to a successful run).
 
 Classes are tried in a fixed order: billing (waiting cannot help) before rate limits (a 429
 that says "check your plan and billing details" is a stop, not a wait), then auth, then
-transient. A rate limit also yields when it lifts, as an absolute UTC moment.
+transient. A rate limit also yields when it lifts, as an absolute UTC moment, from the first
+of its patterns that matched and said so.
 """
 
 from __future__ import annotations
@@ -119,10 +120,17 @@ def classify_failure(
         match = re.search(regex, text, _FLAGS)
         if match:
             return FailureClass(ErrorCategory.BILLING, _excerpt(match.group(0)))
+    # A CLI may say it is limited in several places, and only some say until when (a
+    # rejection event without its reset, then the prose with it): the first pattern that
+    # tells when the limit lifts wins, else the first that matched.
+    limited: FailureClass | None = None
     for pattern in patterns.rate_limit:
         found = _rate_limit(pattern, text, documents, now, zone)
-        if found is not None:
+        if found is not None and found.reset_at is not None:
             return found
+        limited = limited or found
+    if limited is not None:
+        return limited
     for category, regexes in (
         (ErrorCategory.AUTH, patterns.auth),
         (ErrorCategory.TRANSIENT, patterns.transient),

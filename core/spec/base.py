@@ -28,13 +28,17 @@ def is_templated(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-def _stays_in_workspace(value: str) -> str:
-    # Known before any sheet runs: a literal relative path that climbs out of the workspace
-    # can never pass, so it is a spec error now rather than a failed sheet later. Templated
-    # paths (and absolute ones, which depend on where the workspace resolves) are checked
-    # by the runner once rendered.
+def climbs_out(value: str) -> bool:
+    """Known before any sheet runs: a literal relative path that climbs out of the workspace
+    can never pass, so it is a spec error now rather than a failed sheet later. Templated
+    paths (and absolute ones, which depend on where the workspace resolves) are checked by
+    the runner once rendered."""
     literal = not is_templated(value) and not value.startswith("/")
-    if literal and posixpath.normpath(value).split("/")[0] == "..":
+    return literal and posixpath.normpath(value).split("/")[0] == ".."
+
+
+def _stays_in_workspace(value: str) -> str:
+    if climbs_out(value):
         raise ValueError(
             f"path {quoted(value)} climbs out of the workspace; a validation path is "
             "relative to the workspace and must stay inside it"

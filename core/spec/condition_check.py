@@ -4,14 +4,24 @@ the sheet is about to start)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from podium.core.errors import FieldError
 from podium.core.spec.conditions import SkipWhenCommand
 from podium.core.spec.dag import Graph, resolve_ref
-from podium.core.spec.expressions import undefined_in_expression
+from podium.core.spec.expressions import constant_keys, evaluate, undefined_in_expression
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
-from podium.core.spec.templating import TemplateRenderError, undefined_names
+from podium.core.spec.templating import (
+    RenderedSite,
+    SheetLike,
+    TemplateContext,
+    TemplateRenderError,
+    context_variables,
+    render,
+    render_error,
+    undefined_names,
+)
 
 # The name `skip_when` expressions read the job's sheets by.
 SHEETS_NAME = "sheets"
@@ -91,3 +101,50 @@ def check_conditions(spec: JobSpec, conditions: list[StageConditions]) -> list[F
                     )
                 )
     return errors
+
+
+class _PlaceholderSheet:
+    """Any sheet of `sheets` at submit: its values exist only when the condition is decided,
+    so every field reads as empty text."""
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return ""
+
+
+class _PlaceholderSheets:
+    def __getitem__(self, key: object) -> _PlaceholderSheet:
+        return _PlaceholderSheet()
+
+    def __getattr__(self, name: str) -> _PlaceholderSheet:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _PlaceholderSheet()
+
+
+def _evaluate_at_submit(source: str, ctx: TemplateContext, seconds: float) -> object:
+    del seconds  # an expression has its own (smaller) budget
+    values = context_variables(ctx)
+    outputs = values["outputs"]
+    for key, by_attribute in constant_keys(source, "outputs"):
+        if by_attribute and hasattr(outputs, str(key)):
+            continue  # a method (`outputs.get(...)`), not a sheet
+        try:
+            outputs[key]
+        except Exception as exc:  # what the evaluation would raise for this read
+            raise render_error(exc, lines=False) from None
+    values[SHEETS_NAME] = _PlaceholderSheets()
+    return evaluate(source, values)
+
+
+def condition_sites(conditions: list[StageConditions], sheet: SheetLike) -> Iterator[RenderedSite]:
+    """A sheet's conditions, to be rendered with its own values at submit (the `outputs` it
+    reads must be its ancestors', as in its prompt)."""
+    if not 1 <= sheet.stage <= len(conditions):
+        return
+    cond = conditions[sheet.stage - 1]
+    if cond.skip_when is not None:
+        yield RenderedSite(cond.expression_path, cond.skip_when, _evaluate_at_submit)
+    if cond.skip_when_command is not None:
+        yield RenderedSite(cond.command_path, cond.skip_when_command.command, render)

@@ -47,6 +47,23 @@ def undefined_in_expression(source: str, known: frozenset[str] | set[str]) -> li
     return sorted(n for n in names if n not in known and n not in environment.globals)
 
 
+def constant_keys(source: str, name: str) -> list[tuple[object, bool]]:
+    """The keys the expression reads of `name` by a constant (`outputs[1]`, `outputs['plan']`,
+    and, marked True, `outputs.plan`), in whichever branch: a check at submit sees them all,
+    where an evaluation with placeholder values would stop at the first `and` that is
+    false."""
+    keys: list[tuple[object, bool]] = []
+    for node in _parse(source).find_all((nodes.Getitem, nodes.Getattr)):
+        target = getattr(node, "node", None)
+        if not isinstance(target, nodes.Name) or target.name != name:
+            continue
+        if isinstance(node, nodes.Getattr):
+            keys.append((node.attr, True))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            keys.append((node.arg.value, False))
+    return keys
+
+
 def evaluate(source: str, values: Mapping[str, Any]) -> bool:
     """The expression's truth with `values` as its names, rendered the way templates are
     (the same sandbox, value bounds and time budget)."""

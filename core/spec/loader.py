@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from pydantic import ValidationError
 
 from podium.core import jsondata
 from podium.core.errors import FieldError, SpecError
+from podium.core.spec.base import is_templated
 from podium.core.spec.bounds import check_text, check_value
 from podium.core.spec.condition_check import (
     StageConditions,
     check_conditions,
+    condition_sites,
     stage_conditions,
 )
 from podium.core.spec.conditions import SkipWhenCommand
@@ -40,18 +42,28 @@ from podium.core.spec.fanout import (
 from podium.core.spec.field_errors import describe_kind, field_errors
 from podium.core.spec.instrument_check import InstrumentLookup, check_instruments
 from podium.core.spec.models import (
+    BUILTIN_TEMPLATE_VARIABLES,
     MAX_SHEETS,
     InstrumentConfig,
     JobSpec,
     Validation,
     merge_instrument_config,
 )
-from podium.core.spec.prompt_check import check_prompt_inputs
+from podium.core.spec.prompt_check import check_prompt_inputs, prompt_input_sites
 from podium.core.spec.prompting import InjectionItem
 from podium.core.spec.salvage import raw_form_errors, salvage_errors
 from podium.core.spec.source import parse_yaml, read_spec_file
 from podium.core.spec.storable import spec_to_storable
-from podium.core.spec.templating import check_templates
+from podium.core.spec.templating import (
+    PLACEHOLDER_JOB_ID,
+    PLACEHOLDER_WORKSPACE,
+    RenderedSite,
+    TemplateContext,
+    TemplateRenderError,
+    check_templates,
+    render,
+    undefined_names,
+)
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,54 @@ def _expand(
 # --- entry point -----------------------------------------------------------------------------
 
 
+# What the follow-up's path can be made of: it is rendered once the job has ended, for no
+# sheet in particular (core/job_hooks.py).
+_CHAIN_NAMES = frozenset({"workspace", "job_id", "total_sheets"})
+
+
+def _chain_errors(spec: JobSpec) -> list[FieldError]:
+    if spec.on_success is None or not is_templated(spec.on_success.submit):
+        return []
+    path = "on_success.submit"
+    known = _CHAIN_NAMES | set(spec.variables)
+    try:
+        missing = undefined_names(spec.on_success.submit, known)
+    except TemplateRenderError as exc:
+        return [FieldError(path, str(exc))]
+    if missing:
+        allowed = ", ".join(sorted(known))
+        return [
+            FieldError(
+                path,
+                (
+                    f"{name!r} has no value when the job ends, where the follow-up's path is "
+                    "rendered"
+                    if name in BUILTIN_TEMPLATE_VARIABLES
+                    else f"undefined template variable {name!r}"
+                )
+                + f"; it may use {allowed}",
+            )
+            for name, _ in missing
+        ]
+    ctx = TemplateContext(
+        workspace=PLACEHOLDER_WORKSPACE,
+        job_id=PLACEHOLDER_JOB_ID,
+        sheet_num=0,
+        total_sheets=0,
+        sheet_name=None,
+        start_item=None,
+        end_item=None,
+        variables=spec.variables,
+        outputs={},
+    )
+    try:
+        render(spec.on_success.submit, ctx)
+    except TemplateRenderError as exc:
+        if exc.kind in ("security", "syntax"):
+            return [FieldError(path, str(exc))]
+    return []
+
+
 def load_spec(
     *,
     data: Mapping[str, Any] | None = None,
@@ -238,7 +298,14 @@ def load_spec(
     if instruments is not None:
         errors.extend(check_instruments(spec, sheets, instruments))
     expanded = sheet_graph(slots, deps, {s.sheet_num: s.name for s in sheets})
-    errors.extend(check_templates(spec, sheets, None if cycles else ancestor_bits(expanded)))
+    bits = None if cycles else ancestor_bits(expanded)
+
+    def more_sites(sheet: ResolvedSheet) -> Iterator[RenderedSite]:
+        yield from condition_sites(conditions, sheet)
+        yield from prompt_input_sites(spec, sheet)
+
+    errors.extend(check_templates(spec, sheets, bits, more_sites))
+    errors.extend(_chain_errors(spec))
     if errors:
         raise SpecError(errors)
     return LoadedSpec(spec=spec, sheets=tuple(sheets), source_path=source_path)

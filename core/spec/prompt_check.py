@@ -4,18 +4,24 @@ and, when plain, their confinement are checked here)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import PurePosixPath
+from typing import Protocol
 
 from podium.core.errors import FieldError
 from podium.core.spec.base import is_templated
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
-from podium.core.spec.templating import name_errors
+from podium.core.spec.prompting import InjectionItem
+from podium.core.spec.templating import RenderedSite, SheetLike, name_errors, render
 
 # The one instrument whose prompt is a script; assembly never touches it.
 SCRIPT_INSTRUMENT = "shell"
+# Instruments whose prompt is never assembled: a script, or a question for a person.
+_UNASSEMBLED = frozenset({SCRIPT_INSTRUMENT, "approval"})
 
 
-def _path_problem(path: str) -> str | None:
+def input_path_problem(path: str) -> str | None:
+    """Why a prelude, cadenza or context file path is refused, or None."""
     if is_templated(path):
         return None  # known once rendered; confined then
     pure = PurePosixPath(path)
@@ -55,9 +61,31 @@ def check_prompt_inputs(spec: JobSpec) -> list[FieldError]:
     if spec.context is not None:
         sites.extend((f"context.files.{i}", f) for i, f in enumerate(spec.context.files))
     for path, template in sites:
-        problem = _path_problem(template)
+        problem = input_path_problem(template)
         if problem is not None:
             errors.append(FieldError(path, problem))
             continue
         errors.extend(name_errors(path, template, known))
     return errors
+
+
+class _AssembledSheet(SheetLike, Protocol):
+    @property
+    def instrument(self) -> str: ...
+    @property
+    def cadenzas(self) -> tuple[InjectionItem, ...]: ...
+
+
+def prompt_input_sites(spec: JobSpec, sheet: _AssembledSheet) -> Iterator[RenderedSite]:
+    """The file templates a sheet renders when it starts (context files; for an assembled
+    prompt, the prelude and its cadenzas), to be rendered with its own values at submit."""
+    if spec.context is not None:
+        for i, template in enumerate(spec.context.files):
+            yield RenderedSite(f"context.files.{i}", template, render)
+    if not spec.prompt_assembly or sheet.instrument in _UNASSEMBLED:
+        return
+    for i, item in enumerate(spec.prelude):
+        yield RenderedSite(f"prelude.{i}.file", item.file, render)
+    if spec.sheets is not None:
+        for j, item in enumerate(sheet.cadenzas):
+            yield RenderedSite(f"sheets.{sheet.stage - 1}.cadenzas.{j}.file", item.file, render)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
@@ -393,8 +393,30 @@ def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]
                 yield f"{prefix}.{j}.{field}", getattr(validation, field)
 
 
+Renderer = Callable[[str, TemplateContext, float], object]
+
+
+@dataclass(frozen=True)
+class RenderedSite:
+    """A template (or expression) of a sheet that is not its prompt or a validation, whose
+    names are checked elsewhere (conditions, prompt inputs). Rendering it with the sheet's
+    own values at submit finds what only those values show: an `outputs` entry that is not
+    an ancestor, a computation past a limit."""
+
+    path: str
+    source: str
+    render: Renderer
+
+
+_SITE_KINDS = frozenset({"outputs", "security"})
+_Sheet = TypeVar("_Sheet", bound=SheetLike)
+
+
 def check_templates(
-    spec: JobSpec, sheets: Sequence[SheetLike], bits: list[int] | None
+    spec: JobSpec,
+    sheets: Sequence[_Sheet],
+    bits: list[int] | None,
+    more_sites: Callable[[_Sheet], Iterable[RenderedSite]] | None = None,
 ) -> list[FieldError]:
     known = BUILTIN_TEMPLATE_VARIABLES | set(spec.variables)
     known_list = ", ".join(sorted(known))
@@ -462,4 +484,14 @@ def check_templates(
                 if not placeholder:
                     errors.append(FieldError(path, str(exc)))
                     failed.add(path)
+        for site in more_sites(sheet) if more_sites is not None else ():
+            if site.path in failed:
+                continue
+            left = deadline - time.monotonic()
+            try:
+                site.render(site.source, ctx, max(left, 0.01))
+            except TemplateRenderError as exc:
+                if exc.kind in _SITE_KINDS:
+                    errors.append(FieldError(site.path, str(exc)))
+                    failed.add(site.path)
     return errors
