@@ -527,6 +527,23 @@ def test_outputs_of_a_non_ancestor() -> None:
     assert "outputs[3]: sheet 3 is not an ancestor of sheet 2" in error.message
 
 
+@pytest.mark.parametrize("key", ["0", "-1", "4", "'0'"])
+def test_outputs_of_a_sheet_that_does_not_exist_says_so(key: str) -> None:
+    error = only_error(
+        data=spec(
+            sheets=[
+                {"name": "a", "prompt": "x"},
+                {"name": "b", "prompt": "y"},
+                {"name": "c", "prompt": f"{{{{ outputs[{key}] }}}}", "depends_on": ["a"]},
+            ]
+        )
+    )
+    assert error.path == "sheets.2.prompt"
+    number = key.strip("'")
+    assert f"there is no sheet {number} (sheets are numbered 1 to 3)" in error.message
+    assert "ancestor" not in error.message
+
+
 def test_template_errors_in_validations_and_batch_prompt() -> None:
     errors = errors_of(
         data={

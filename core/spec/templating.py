@@ -122,11 +122,16 @@ class _Outputs(Mapping[int, str]):
     """`outputs` in templates: by sheet number or name, ancestors only."""
 
     def __init__(
-        self, source: Mapping[int, str], sheet_num: int, names: Mapping[str, int] | None = None
+        self,
+        source: Mapping[int, str],
+        sheet_num: int,
+        names: Mapping[str, int] | None = None,
+        total: int | None = None,
     ) -> None:
         self._source = source
         self._sheet_num = sheet_num
         self._names = names or {}
+        self._total = total
 
     def _key(self, key: object) -> object:
         if isinstance(key, str) and key.isdigit():
@@ -139,7 +144,13 @@ class _Outputs(Mapping[int, str]):
         normal = self._key(key)
         if isinstance(normal, int) and normal in self._source:
             return self._source[normal]
-        if isinstance(normal, int):
+        if isinstance(normal, int) and not isinstance(normal, bool):
+            if normal < 1 or (self._total is not None and normal > self._total):
+                numbered = f"1 to {self._total}" if self._total is not None else "from 1"
+                raise _NotAncestorError(
+                    f"outputs[{key!r}]: there is no sheet {normal} (sheets are numbered "
+                    f"{numbered})"
+                )
             named = f"sheet {key!r} (sheet {normal})" if normal != key else f"sheet {normal}"
             raise _NotAncestorError(
                 f"outputs[{key!r}]: {named} is not an ancestor of sheet {self._sheet_num}; "
@@ -292,7 +303,7 @@ def context_variables(ctx: TemplateContext) -> dict[str, Any]:
         sheet_name=ctx.sheet_name,
         start_item=ctx.start_item,
         end_item=ctx.end_item,
-        outputs=_Outputs(ctx.outputs, ctx.sheet_num, ctx.sheet_names),
+        outputs=_Outputs(ctx.outputs, ctx.sheet_num, ctx.sheet_names, ctx.total_sheets),
         stage=ctx.stage or ctx.sheet_num,
         instance=ctx.instance,
         fan_count=ctx.fan_count,
