@@ -63,7 +63,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo
-from podium.server.daemon import alive, ensure_conductor, reap
+from podium.server.daemon import TokenRefusedError, alive, ensure_conductor, reap
 from podium.server.stdio_guard import guarded_stdio_server
 
 log = structlog.get_logger("podium.bridge")
@@ -336,6 +336,15 @@ class Bridge:
             timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
             limits=httpx2.Limits(max_connections=POOL_SIZE, max_keepalive_connections=32),
         )
+        refused = False
+
+        async def note_refusal(response: httpx2.Response) -> None:
+            nonlocal refused
+            refused = refused or response.status_code == 401
+
+        # The SDK answers a request the conductor refused with 401 as "Server returned an
+        # error response"; the client is told why instead.
+        http.event_hooks["response"].append(note_refusal)
         lost: str | None = None
         outbox_in, outbox = anyio.create_memory_object_stream[SessionMessage](OUTBOX_SIZE)
         opening: Opening | None = None
@@ -358,6 +367,9 @@ class Bridge:
                         if isinstance(m, JSONRPCResponse | JSONRPCError) and m.id in self._own:
                             self._own.pop(m.id).set()
                             continue
+                        if isinstance(m, JSONRPCError) and refused:
+                            why = ErrorData(code=m.error.code, message=str(TokenRefusedError(info)))
+                            m = JSONRPCError(jsonrpc="2.0", id=m.id, error=why)
                         await client_write.send(SessionMessage(m))
                         if isinstance(m, JSONRPCResponse | JSONRPCError):
                             self.state.delivered(m)  # only once delivered

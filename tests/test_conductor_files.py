@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-from test_transports import make_home, podium_cli, running
+from test_transports import PODIUM, make_home, podium_cli, running, server_env
 
 HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -82,4 +82,50 @@ def test_restart_after_the_conductor_died_starts_one(tmp_path: Path) -> None:
     pid = conductor_pid(home)
     assert pid != dead and running(pid)
     assert f"conductor pid {pid}" in restart.stdout, restart.stdout
+    assert podium_cli(home, "stop").returncode == 0
+
+
+def test_a_token_that_no_longer_matches_is_named_and_stop_force_recovers(
+    tmp_path: Path,
+) -> None:
+    """conductor.json changed under a running conductor (its token is not the one the
+    conductor checks): every command says so, instead of a traceback or the SDK's "Server
+    returned an error response"; `stop --force` still stops it."""
+    home = make_home(tmp_path)
+    assert podium_cli(home, "start", "--detach").returncode == 0
+    pid = conductor_pid(home)
+    info = json.loads((home / "conductor.json").read_text())
+    (home / "conductor.json").write_text(json.dumps({**info, "token": "not-the-token"}))
+    for command in (["status"], ["list"], ["stop"]):
+        done = podium_cli(home, *command)
+        assert done.returncode != 0, (command, done)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "refused the bearer token in conductor.json" in done.stderr, done.stderr
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    serve = subprocess.run(
+        [PODIUM, "serve"],
+        input=json.dumps(initialize) + "\n",
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    answer = json.loads(serve.stdout.splitlines()[0])
+    assert "refused the bearer token in conductor.json" in answer["error"]["message"], answer
+    assert running(pid)
+    stop = podium_cli(home, "stop", "--force")
+    assert stop.returncode == 0, stop.stderr
+    assert not running(pid)
+    assert podium_cli(home, "start", "--detach").returncode == 0
+    assert conductor_pid(home) != pid
+    assert podium_cli(home, "status").returncode == 0
     assert podium_cli(home, "stop").returncode == 0
