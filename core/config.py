@@ -146,6 +146,8 @@ def load_config(
     if home.exists() and not home.is_dir():
         raise ConfigError(f"Podium home {home} is not a directory (--home / PODIUM_HOME)")
     merged: dict[str, Any] = {}
+    # Where each key's value came from, so an error names the one place to fix.
+    origin: dict[str, str] = {}
     config_file = home / "config.yaml"
     if config_file.exists():
         try:
@@ -155,7 +157,10 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: must be a mapping of config keys")
         merged.update(loaded)
-    merged.update(_env_values(env))
+        origin.update(dict.fromkeys(map(str, loaded), str(config_file)))
+    from_env = _env_values(env)
+    merged.update(from_env)
+    origin.update({key: f"environment variable {ENV_PREFIX}{key.upper()}" for key in from_env})
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -163,6 +168,7 @@ def load_config(
             merged[key] = [*merged.get(key, []), *value]
         else:
             merged[key] = value
+            origin[key] = "the command line"
     merged["home"] = home
     try:
         return PodiumConfig(**merged)
@@ -176,7 +182,9 @@ def load_config(
                 known = sorted(set(PodiumConfig.model_fields) - {"home"})
                 close = difflib.get_close_matches(key, known, n=1)
                 message = f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}"
-            lines.append(f"{key}: {message} (config.yaml, {ENV_PREFIX}{key.upper()} or flag)")
+            source = origin.get(str(err["loc"][0]) if err["loc"] else "")
+            where = f"set in {source}" if source else "config.yaml, environment or flag"
+            lines.append(f"{key}: {message} ({where})")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc
 
 

@@ -10,12 +10,15 @@ excerpts in log_excerpt.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from podium.core.diagnosis_advice import (
+    approval_steps,
     failed_instrument,
     next_steps,
+    rejection,
     resume_step,
     sheet_cause,
     verdict,
@@ -76,6 +79,8 @@ def _held_detail(sheet: Any) -> str | None:
         return f"ready: {sheet.instrument!r} is held by a rate limit"
     if sheet.waiting_reason is WaitingReason.BACKPRESSURE:
         return "ready: held back by backpressure (high or critical)"
+    if sheet.waiting_reason is WaitingReason.APPROVAL:
+        return f"asks: {sheet.output_tail or ''}"
     return None
 
 
@@ -102,6 +107,34 @@ def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
     ]
 
 
+def _key(step: NextStep) -> str:
+    # Two steps that make the same call are one, whatever their words.
+    if step.tool is None:
+        return step.action
+    return f"{step.tool} {json.dumps(step.arguments, sort_keys=True)}"
+
+
+def _assembled(advice: Sequence[NextStep], closing: Sequence[NextStep]) -> list[NextStep]:
+    """The sheets' advice, then the steps that end the job's trouble (resume it, lift a
+    hold), without repeats (two sheets held by one rate limit ask for one lift), at most
+    MAX_NEXT_STEPS: the sheets' advice is cut first, saying so, never the closing steps."""
+    ends: dict[str, NextStep] = {}
+    for step in closing:
+        ends.setdefault(_key(step), step)
+    own: dict[str, NextStep] = {}
+    for step in advice:
+        if _key(step) not in ends:
+            own.setdefault(_key(step), step)
+    first, tail = list(own.values()), list(ends.values())
+    if len(first) + len(tail) <= MAX_NEXT_STEPS:
+        return [*first, *tail]
+    room = max(0, MAX_NEXT_STEPS - 1 - len(tail))
+    more = NextStep(
+        action=f"{len(first) - room} more step(s) for the other failing sheets: see failing"
+    )
+    return [*first[:room], more, *tail]
+
+
 async def diagnose(
     detail: JobDetail,
     history: Sequence[HistoryEntry],
@@ -119,12 +152,12 @@ async def diagnose(
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
     problem_sheets = [s for s in detail.sheets if s.status is SheetStatus.FAILED]
-    if detail.status is JobStatus.CANCELLED:
-        problem_sheets += [
-            s
-            for s in detail.sheets
-            if s.status is SheetStatus.CANCELLED and s.error_category is ErrorCategory.DEADLINE
-        ]
+    # A deadline fails the job and cancels its unfinished sheets: they are why it failed.
+    problem_sheets += [
+        s
+        for s in detail.sheets
+        if s.status is SheetStatus.CANCELLED and s.error_category is ErrorCategory.DEADLINE
+    ]
     # Sheets that failed an attempt and are waiting to retry are the cause of a slow job.
     problem_sheets += [
         s
@@ -147,6 +180,7 @@ async def diagnose(
             (a for a in reversed(finished) if a.outcome is not Outcome.COMPLETED), None
         )
         failed = _failed_validations(last_failed)
+        decided = rejection(last_failed)
         excerpt = None
         if last_failed is not None and last_failed.log_path:
             tail = await read_log(sheet.sheet_num, last_failed.attempt)
@@ -175,6 +209,8 @@ async def diagnose(
                 running_seconds=round(sum(a.duration_seconds or 0.0 for a in ran), 3),
                 failed_validations=failed[:5],
                 log_excerpt=excerpt,
+                decided_by=clip(decided[0], 200) if decided else None,
+                note=clip(decided[1], MAX_ERROR_CHARS) if decided else None,
             )
         )
     skipped = [s for s in detail.sheets if s.status is SheetStatus.SKIPPED]
@@ -193,7 +229,7 @@ async def diagnose(
         if s.status is SheetStatus.WAITING
     ]
     waiting = sorted([*waiting, *_behind_holds(detail, held)], key=lambda w: w.sheet_num)
-    steps = next_steps(detail.job_id, failing, gates)
+    advice, steps = next_steps(detail.job_id, failing, gates, detail.status)
     if detail.pause_reason is PauseReason.COST_LIMIT:
         steps.append(
             NextStep(
@@ -206,6 +242,8 @@ async def diagnose(
         )
     elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(resume_step(detail.job_id, "resume the job"))
+    asking = [s for s in detail.sheets if s.waiting_reason is WaitingReason.APPROVAL]
+    steps.extend(approval_steps(detail.job_id, asking))
     limited = {
         by_num[w.sheet_num].instrument for w in waiting if w.reason is WaitingReason.RATE_LIMIT
     }
@@ -224,7 +262,12 @@ async def diagnose(
         steps.append(
             NextStep(action=f"the conductor is under {pressure_level} pressure: {pressure_reason}")
         )
-    if not steps and detail.status.is_terminal and detail.status is not JobStatus.COMPLETED:
+    if (
+        not advice
+        and not steps
+        and detail.status.is_terminal
+        and detail.status is not JobStatus.COMPLETED
+    ):
         steps.append(resume_step(detail.job_id, "re-run what did not complete"))
     result = Diagnosis(
         job_id=detail.job_id,
@@ -246,7 +289,7 @@ async def diagnose(
         rate_limits=[HeldInstrument(instrument=i, until=u) for i, u in held.items()][:20],
         pressure_level=pressure_level,
         pressure_reason=pressure_reason,
-        next_steps=steps[:MAX_NEXT_STEPS],
+        next_steps=_assembled(advice, steps),
         truncated=len(problem_sheets) > MAX_FAILING_SHEETS
         or len(skipped) > MAX_LISTED_SHEETS
         or len(waiting) > MAX_LISTED_SHEETS,

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from podium.core.diagnosis_answer import FailedValidation, NextStep, SheetDiagnosis, WaitInfo, clip
 from podium.core.estimate import span_text
 from podium.core.models import (
+    Decision,
     ErrorCategory,
     HistoryEntry,
     JobDetail,
     JobStatus,
+    Outcome,
     SheetState,
     SheetStatus,
 )
@@ -32,10 +34,21 @@ _CAUSES = {
     ErrorCategory.TRANSIENT: "a transient error (network, overload) on the last attempt: {error}",
     ErrorCategory.CRASHED: "the process was {error}",
     ErrorCategory.SPEC_INVALID: "the job's stored spec no longer loads",
-    ErrorCategory.DEADLINE: "the job's deadline_seconds passed while it ran",
     ErrorCategory.INTERRUPTED: "the conductor stopped while it ran",
     ErrorCategory.CANCELLED: "cancelled",
 }
+
+
+def rejection(last: HistoryEntry | None) -> tuple[str, str | None] | None:
+    """Who turned an approval sheet down, and their note, when its last attempt is a
+    rejection."""
+    if last is None or last.decision is not Decision.REJECT:
+        return None
+    return last.decided_by or "an unnamed client", last.note
+
+
+def _rejected_text(who: str, note: str | None) -> str:
+    return f"rejected by {who}" + (f" with the note {clip(note, 300)!r}" if note else " (no note)")
 
 
 def sheet_cause(
@@ -48,6 +61,16 @@ def sheet_cause(
         # Nothing ran: the gate waited for a person who did not decide.
         waited = f" (it waited {span_text(last.duration_seconds or 0.0)})" if last else ""
         return f"nobody approved or rejected it before its timeout_seconds ran out{waited}"
+    decided = rejection(last)
+    if decided is not None and sheet.error_category is ErrorCategory.REJECTED:
+        # A gate runs nothing: the person's decision is the whole story, there is no log.
+        return f"the approval was {_rejected_text(*decided)}"
+    if sheet.error_category is ErrorCategory.DEADLINE:
+        if last is not None and last.outcome is Outcome.CANCELLED:
+            when = "while it ran"
+        else:
+            when = "before it ran again" if sheet.attempts else "before it started"
+        return f"the job's deadline_seconds passed {when}"
     cause = _cause_on(sheet, last, failed)
     failed_on = failed_instrument(sheet, last)
     if failed_on is not None and sheet.status is not SheetStatus.FAILED:
@@ -77,6 +100,9 @@ def _cause_on(
             f"the run exited successfully but validation {first.type}{where} failed: "
             f"{first.detail}{found}{more}"
         )
+    if category is ErrorCategory.RATE_LIMITED and sheet.status is not SheetStatus.FAILED:
+        # Not out of rate-limit waits yet: it runs again by itself once the limit lifts.
+        return f"the instrument {instrument!r} is rate limited: {error}"
     causes = _CAUSES.get(category) if category is not None else None
     return (causes or "the run failed: {error}").format(error=error, instrument=instrument)
 
@@ -98,6 +124,8 @@ class _Advice:
     action: str
     fix_spec: bool = False
     rerun: bool = False
+    # An approval sheet that a resume asks again (rather than re-runs).
+    ask_again: bool = False
     extra: list[NextStep] = field(default_factory=list)
 
 
@@ -123,21 +151,42 @@ _PLAIN_ADVICE: dict[ErrorCategory, tuple[str, bool, bool]] = {
         True,
     ),
     ErrorCategory.SPEC_INVALID: ("{label}: the job's stored spec no longer loads", True, False),
+    ErrorCategory.DEADLINE: (
+        "the job's deadline_seconds stopped {label}: a resume starts a new clock; give the job "
+        "a larger deadline_seconds if its work needs longer",
+        True,
+        True,
+    ),
     **dict.fromkeys(
-        (ErrorCategory.TRANSIENT, ErrorCategory.INTERRUPTED, ErrorCategory.DEADLINE),
+        (ErrorCategory.TRANSIENT, ErrorCategory.INTERRUPTED),
         ("{label} failed for a reason outside its own work", False, True),
     ),
 }
 
 
 def _advice(job_id: str, sheet: SheetDiagnosis, gated: bool = False) -> _Advice:
+    advice = _advice_for(job_id, sheet, gated)
+    if not sheet.status.is_terminal and sheet.failed_on is None:
+        # Waiting to retry: the engine runs it again by itself, no re-run is needed.
+        advice.rerun = False
+    return advice
+
+
+def _advice_for(job_id: str, sheet: SheetDiagnosis, gated: bool) -> _Advice:
     label = f"sheet {sheet.sheet_num}"
     category = sheet.error_category
     if gated and category is ErrorCategory.TIMEOUT:
         return _Advice(
             f"{label} is an approval nobody decided in time: re-run it to ask again (and "
             "decide it with approve), or give it a longer instrument_config.timeout_seconds",
-            rerun=True,
+            ask_again=True,
+        )
+    if category is ErrorCategory.REJECTED:
+        who = _rejected_text(sheet.decided_by or "an unnamed client", sheet.note)
+        return _Advice(
+            f"{label} is an approval gate {who}: settle what they asked for, then resume the "
+            "job to ask again (a gate has no log; completed sheets never re-run)",
+            ask_again=True,
         )
     if sheet.failed_on is not None and sheet.status is not SheetStatus.FAILED:
         # Moved to a fallback and not done yet: nothing to re-run or fix for it to go on.
@@ -164,6 +213,12 @@ def _advice(job_id: str, sheet: SheetDiagnosis, gated: bool = False) -> _Advice:
             cli=f"podium clear --rate-limits --instrument {instrument}",
         )
         # Nothing in the spec is wrong: waiting, or another instrument, is what helps.
+        if sheet.status is not SheetStatus.FAILED:
+            return _Advice(
+                f"{label} waits out a rate limit on {instrument!r} and runs again by itself "
+                "when it lifts; give it fallbacks (other instruments) to move on instead",
+                extra=[lift],
+            )
         return _Advice(
             f"{label} stayed rate limited on {instrument!r}: re-run it once the limit lifts, "
             "or give it fallbacks (other instruments) so it moves on instead of waiting",
@@ -190,21 +245,42 @@ def _sheets_text(nums: Sequence[int]) -> str:
 
 
 def next_steps(
-    job_id: str, failing: Sequence[SheetDiagnosis], gates: Collection[int] = ()
-) -> list[NextStep]:
+    job_id: str,
+    failing: Sequence[SheetDiagnosis],
+    gates: Collection[int] = (),
+    job_status: JobStatus | None = None,
+) -> tuple[list[NextStep], list[NextStep]]:
+    """The advice for each failing sheet, and the steps that close it (resume the job, with
+    a corrected spec or as it is), which a size cap must never cut."""
     steps: list[NextStep] = []
     fix: list[int] = []
     rerun: list[int] = []
+    ask: list[int] = []
+    stopped: list[int] = []
     for sheet in failing:
         advice = _advice(job_id, sheet, sheet.sheet_num in gates)
-        steps.append(NextStep(action=advice.action))
+        if sheet.error_category is ErrorCategory.DEADLINE:
+            stopped.append(sheet.sheet_num)  # one deadline stopped them all: one line
+        else:
+            steps.append(NextStep(action=advice.action))
         steps.extend(advice.extra)
         if advice.fix_spec:
             fix.append(sheet.sheet_num)
         if advice.rerun:
             rerun.append(sheet.sheet_num)
-    if fix:
+        if advice.ask_again:
+            ask.append(sheet.sheet_num)
+    if stopped:
         steps.append(
+            NextStep(
+                action=_PLAIN_ADVICE[ErrorCategory.DEADLINE][0].format(
+                    label=_sheets_text(stopped), instrument=None
+                )
+            )
+        )
+    closing: list[NextStep] = []
+    if fix:
+        closing.append(
             NextStep(
                 action=f"resume with a corrected spec for {_sheets_text(fix)} (completed sheets "
                 "never re-run)",
@@ -213,8 +289,45 @@ def next_steps(
                 cli=f"podium resume {job_id} --spec FIXED.yaml",
             )
         )
-    if rerun:
-        steps.append(resume_step(job_id, f"or re-run {_sheets_text(rerun)} as they are"))
+    if rerun or ask:
+        parts = [f"re-run {_sheets_text(rerun)} as they are"] if rerun else []
+        if ask:
+            parts.append(f"ask {_sheets_text(ask)} again")
+        why = " and ".join(parts)
+        why = f"or {why}" if fix else why if rerun else f"resume the job to {why}"
+        if job_status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            # A resume of a job that still runs does nothing.
+            why = f"once the job has ended: {why}"
+        closing.append(resume_step(job_id, why))
+    return steps, closing
+
+
+MAX_APPROVAL_STEPS = 3
+
+
+def approval_steps(job_id: str, asking: Sequence[SheetState]) -> list[NextStep]:
+    """What a job stopped at approval gates needs: a person's decision on each question
+    (recorded with `approve`; an agent should put the question to them, not answer it)."""
+    steps = [
+        NextStep(
+            action=f"sheet {s.sheet_num}" + (f" ({s.name})" if s.name else "") + " waits for a "
+            f"person to approve or reject {clip(s.output_tail or '', 200)!r}"
+            + (f" before {s.waiting_until:%Y-%m-%d %H:%M}Z" if s.waiting_until else "")
+            + ": ask them, then record their decision",
+            tool="approve",
+            arguments={"job_id": job_id, "sheet": s.sheet_num, "decision": "<approve or reject>"},
+            cli=f"podium approve {job_id} {s.sheet_num} [--reject] [--note TEXT]",
+        )
+        for s in asking[:MAX_APPROVAL_STEPS]
+    ]
+    if len(asking) > MAX_APPROVAL_STEPS:
+        steps.append(
+            NextStep(
+                action=f"{len(asking) - MAX_APPROVAL_STEPS} more approval sheet(s) of this job "
+                "wait for a decision",
+                cli="podium approve --list",
+            )
+        )
     return steps
 
 
@@ -234,7 +347,11 @@ def verdict(
         reason = detail.pause_reason.value if detail.pause_reason else "unknown"
         return f"paused ({reason}): {progress}; nothing runs until it is resumed"
     if status is JobStatus.CANCELLED:
-        return f"cancelled: {progress}"
+        cut = [s.sheet_num for s in detail.sheets if s.status is SheetStatus.CANCELLED]
+        if not cut:
+            return f"cancelled: {progress}"
+        more = ", ..." if len(cut) > 10 else ""
+        return f"cancelled: {progress}; {len(cut)} cancelled ({_sheets_text(cut[:10])}{more})"
     if waiting:
         reasons = Counter(w.reason.value if w.reason else "waiting" for w in waiting)
         listed = ", ".join(f"{n} on {r}" for r, n in reasons.most_common())

@@ -64,6 +64,10 @@ class SheetDiagnosis(_Model):
     )
     failed_validations: list[FailedValidation]
     log_excerpt: LogExcerpt | None
+    decided_by: str | None = Field(
+        None, description="an approval sheet that was rejected: who rejected it"
+    )
+    note: str | None = Field(None, description="and the note they gave")
 
 
 class ListedSheet(_Model):

@@ -352,12 +352,16 @@ def estimate(
     makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
     path_seconds, path = critical_path(filled, deps)
     known_costs = [c for c in costs.values() if c is not None]
-    notes = [
-        f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
-        if history.earlier_runs
-        else f"no earlier run of {loaded.spec.name!r}; from other jobs' sheets of the same "
-        "instruments",
-    ]
+    if history.earlier_runs:
+        drawn_from = f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
+    elif samples:
+        drawn_from = (
+            f"no earlier run of {loaded.spec.name!r}; from other jobs' sheets of the same "
+            "instruments"
+        )
+    else:
+        drawn_from = f"no earlier run of {loaded.spec.name!r}, and no sample of its instruments"
+    notes = [drawn_from]
     assumed_gates = [r for r in assumed if r.sheet_num in gates]
     if len(assumed_gates) < len(assumed):
         notes.append(

@@ -104,8 +104,10 @@ class Insight:
                 history.observed.append(samples.seconds)
         wanted = {starts_on(s) for s in loaded.sheets} - set(history.by_instrument)
         if wanted:
+            # A sheet that completed is a sample whatever became of its job afterwards, as
+            # it is for the runs of the same name above.
             recent, _ = await self._c.list_jobs(
-                statuses=[JobStatus.COMPLETED], limit=ESTIMATE_INSTRUMENT_RUNS
+                statuses=[*finished, JobStatus.CANCELLED], limit=ESTIMATE_INSTRUMENT_RUNS
             )
             for run in recent:
                 if run.job_id in seen:

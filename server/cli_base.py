@@ -69,6 +69,26 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None
     return wrapper
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` (possibly inside exception groups) is the conductor's connection
+    failing: it stopped, was restarted, or became unreachable mid-command."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(connection_lost(e) for e in exc.exceptions)
+    return isinstance(exc, httpx2.HTTPError)
+
+
+def lost_while_following(job: str) -> int:
+    """What a command following a job says when its conductor goes away under it."""
+    err.print(
+        f"podium: lost the conductor while following job {job} (it stopped or was "
+        "restarted); the job keeps its state in the store: `podium status "
+        f"{job} --follow` follows it again once a conductor runs (`podium resume {job}` if "
+        "it was paused)",
+        markup=False,
+    )
+    return EXIT_FAILED
+
+
 def _report(exc: BaseException) -> int:
     """Print an error the user can act on; anything else is a bug and keeps its traceback."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -84,7 +104,11 @@ def _report(exc: BaseException) -> int:
         err.print(f"podium: {cli_words(str(exc))}", markup=False)
         return EXIT_USAGE
     if isinstance(exc, httpx2.HTTPError):
-        err.print(f"podium: cannot reach the conductor: {exc!r}", markup=False)
+        err.print(
+            f"podium: cannot reach the conductor ({type(exc).__name__}: {exc}); "
+            "`podium status` says whether one runs",
+            markup=False,
+        )
         return EXIT_USAGE
     raise exc
 

@@ -18,10 +18,12 @@ from podium.server.cli_base import (
     EXIT_FAILED,
     FINISHED,
     Context,
+    connection_lost,
     emit_json,
     err,
     json_option,
     local_time,
+    lost_while_following,
     out,
     pass_ctx,
     run_async,
@@ -49,34 +51,42 @@ async def run(
 
     config = ctx.config()
     path = Path(spec).expanduser().resolve()
-    # Signals are received from the start, so one that arrives while submitting still detaches
-    # (after the submit answered) instead of killing the process with the job unreported.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with controller(config) as (remote, started):
-            started_note(config, started, remote.info.pid)
-            submitted = await remote.submit_path(path, job_id)
-            job = submitted["job_id"]
-            sheets, workspace = submitted["total_sheets"], submitted["workspace"]
-            say(f"job {job} ({sheets} sheets), workspace {workspace}")
-            interrupted: int | None = None
-            detail: dict[str, Any] | None = None
-            async with anyio.create_task_group() as tg:
+    job: str | None = None
+    try:
+        # Signals are received from the start, so one that arrives while submitting still
+        # detaches (after the submit answered) instead of killing the process with the job
+        # unreported.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with controller(config) as (remote, started):
+                started_note(config, started, remote.info.pid)
+                submitted = await remote.submit_path(path, job_id)
+                job = submitted["job_id"]
+                sheets, workspace = submitted["total_sheets"], submitted["workspace"]
+                say(f"job {job} ({sheets} sheets), workspace {workspace}")
+                interrupted: int | None = None
+                detail: dict[str, Any] | None = None
+                async with anyio.create_task_group() as tg:
 
-                async def on_signal() -> None:
-                    nonlocal interrupted
-                    async for signum in signals:
-                        interrupted = signum
+                    async def on_signal() -> None:
+                        nonlocal interrupted
+                        async for signum in signals:
+                            interrupted = signum
+                            tg.cancel_scope.cancel()
+                            return
+
+                    async def follow_job() -> None:
+                        nonlocal detail
+                        assert job is not None
+                        detail = await Follower(remote, job, out, show_output=follow).run()
                         tg.cancel_scope.cancel()
-                        return
 
-                async def follow_job() -> None:
-                    nonlocal detail
-                    detail = await Follower(remote, job, out, show_output=follow).run()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(on_signal)
-                tg.start_soon(follow_job)
-            return await _after_follow(remote, job, interrupted, detail, cancel_on_interrupt)
+                    tg.start_soon(on_signal)
+                    tg.start_soon(follow_job)
+                return await _after_follow(remote, job, interrupted, detail, cancel_on_interrupt)
+    except BaseException as exc:
+        if job is not None and connection_lost(exc):
+            return lost_while_following(job)
+        raise
 
 
 async def _after_follow(
@@ -187,24 +197,29 @@ async def status(
     if follow:
         if job is None:
             raise PodiumError("--follow needs a JOB (podium status JOB --follow)")
-        async with controller(config) as (remote, started):
-            started_note(config, started, remote.info.pid)
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
+        try:
+            async with controller(config) as (remote, started):
+                started_note(config, started, remote.info.pid)
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
 
-                    async def on_signal() -> None:
-                        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
-                            async for _ in sigs:
-                                scope.cancel()
-                                return
+                        async def on_signal() -> None:
+                            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                                async for _ in sigs:
+                                    scope.cancel()
+                                    return
 
-                    tg.start_soon(on_signal)
-                    detail = await Follower(remote, job, out, show_output=False).run()
-                    tg.cancel_scope.cancel()
-            if scope.cancelled_caught:
-                say(f"\ndetached; job {job} goes on")
-                return 128 + signal.SIGINT
-            return 0 if detail["status"] == "completed" else EXIT_FAILED
+                        tg.start_soon(on_signal)
+                        detail = await Follower(remote, job, out, show_output=False).run()
+                        tg.cancel_scope.cancel()
+                if scope.cancelled_caught:
+                    say(f"\ndetached; job {job} goes on")
+                    return 128 + signal.SIGINT
+                return 0 if detail["status"] == "completed" else EXIT_FAILED
+        except BaseException as exc:
+            if connection_lost(exc):
+                return lost_while_following(job)
+            raise
     async with reader(config) as (caller, info):
         if job is None:
             s = await caller.call("status", {})

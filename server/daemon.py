@@ -66,15 +66,17 @@ def find_conductor(config: PodiumConfig) -> ConductorInfo | None:
     return info
 
 
-def _spawn(config: PodiumConfig) -> int:
-    """A conductor child in its own session, stdin from /dev/null, output to conductor.log."""
+def _spawn(config: PodiumConfig) -> tuple[int, int]:
+    """A conductor child in its own session, stdin from /dev/null, output appended to
+    conductor.log. Returns its pid and where in the log its output begins."""
     ensure_home(config)
     log_path = config.logs_dir / "conductor.log"
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     argv = [sys.executable, "-m", "podium.server.cli", "--home", str(config.home), "start"]
     argv.append("--child")
     try:
-        return os.posix_spawn(
+        begins = os.fstat(log_fd).st_size
+        pid = os.posix_spawn(
             sys.executable,
             argv,
             dict(os.environ),
@@ -87,6 +89,7 @@ def _spawn(config: PodiumConfig) -> int:
         )
     finally:
         os.close(log_fd)
+    return pid, begins
 
 
 def reap(pid: int) -> int | None:
@@ -98,11 +101,18 @@ def reap(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def _log_tail(config: PodiumConfig) -> str:
+def _log_tail(config: PodiumConfig, begins: int) -> str:
+    """The last lines the failed child wrote to conductor.log (from offset `begins`): the
+    log holds earlier runs' lines too, which say nothing about this failure."""
     try:
-        lines = (config.logs_dir / "conductor.log").read_text(errors="replace").splitlines()
+        with open(config.logs_dir / "conductor.log", "rb") as log:
+            if os.fstat(log.fileno()).st_size >= begins:
+                log.seek(begins)  # else the log was rotated meanwhile: all of it is new
+            lines = log.read().decode(errors="replace").splitlines()
     except OSError:
-        return ""
+        return "(the log cannot be read)"
+    if not lines:
+        return "(it wrote nothing there)"
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
@@ -114,7 +124,8 @@ async def ensure_conductor(
     info = find_conductor(config)
     if info is not None:
         return info, False
-    child: int | None = _spawn(config)
+    child: int | None
+    child, begins = _spawn(config)
     deadline = time.monotonic() + within
     while True:
         info = find_conductor(config)
@@ -125,13 +136,13 @@ async def ensure_conductor(
                 raise PodiumError(
                     f"the conductor of {config.home} failed to start (exit code {code}); "
                     f"its log ({config.logs_dir / 'conductor.log'}) ends with:\n"
-                    + _log_tail(config)
+                    + _log_tail(config, begins)
                 )
             # Another process holds the lock: wait for it to publish conductor.json. If it
             # went away without doing so, try again (the lock decides again).
             child = None
         if child is None and _lock_free_hint(config):
-            child = _spawn(config)
+            child, begins = _spawn(config)
         if time.monotonic() > deadline:
             owner = read_lock_owner(config.lock_path)
             raise PodiumError(

@@ -81,6 +81,17 @@ async def conductor(make_config: Callable[..., PodiumConfig]) -> AsyncIterator[C
 
 
 @pytest.fixture(autouse=True)
+def _patient_protocol_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK client's `server/discover` probe settles for the legacy protocol after 10 s;
+    a first `podium serve` starts the conductor before it answers, which takes longer than
+    that on a machine running several suites at once. The protocol is what the tests check,
+    not the machine's speed (a server that answers needs no more than it needs)."""
+    import mcp.client.session as sdk_session
+
+    monkeypatch.setattr(sdk_session, "DISCOVER_TIMEOUT_SECONDS", 60.0)
+
+
+@pytest.fixture(autouse=True)
 def _stop_leftover_conductors(request: pytest.FixtureRequest) -> Iterator[None]:
     """A CLI command or `podium serve` starts a detached conductor when none runs; whatever a
     test left running in its temp homes is stopped (gracefully, then killed) afterwards."""

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+import psutil
 import pytest
 from test_conductor import conductor_client
 from test_transports import PODIUM, call, make_home, podium_cli, running, server_env
@@ -195,6 +197,22 @@ def test_stop_works_after_config_yaml_was_broken(tmp_path: Path) -> None:
     assert "did you mean 'max_concurrent_sheets'" in started.stderr, started.stderr
 
 
+def test_a_failed_start_shows_its_own_log_lines_not_an_earlier_runs(tmp_path: Path) -> None:
+    """conductor.log keeps every run's lines: the reason a start failed is what that start
+    wrote, not the tail of the file, which may be an earlier failure's."""
+    home = make_home(tmp_path)
+    (home / "config.yaml").write_text("store_url: mysql://db.example/jobs\n")
+    first = podium_cli(home, "start", "--detach")
+    assert first.returncode != 0 and "'mysql' is not supported" in first.stderr, first.stderr
+    (home / "config.yaml").write_text("store_url: redis://cache.example/0\n")
+    second = podium_cli(home, "start", "--detach")
+    assert second.returncode != 0, second.stderr
+    assert "'redis' is not supported" in second.stderr, second.stderr
+    assert "mysql" not in second.stderr, second.stderr
+    log = (home / "logs" / "conductor.log").read_text()
+    assert "mysql" in log and "redis" in log  # both runs are still in the log itself
+
+
 def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: Path) -> None:
     """A typo in --home: a read does not create the folder and its database (looking
     changes nothing), and says what is wrong; a home that is a file is refused by every
@@ -275,6 +293,68 @@ def test_sigterm_detaches_podium_run(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the detached job did not complete"
         time.sleep(0.2)
     assert running(conductor)
+
+
+def attached(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an open connection to the conductor's `port`."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.raddr and c.raddr.port == port for c in connections)
+
+
+def test_a_follower_whose_conductor_stops_says_so_and_how_to_follow_again(
+    tmp_path: Path,
+) -> None:
+    """`podium run` and `podium status JOB --follow` lose their conductor (`podium stop
+    --force` under them): each says which job it followed and how to pick it up again, and
+    exits non-zero, without a traceback or a bare exception name."""
+    home = make_home(tmp_path)
+    spec = tmp_path / "hold.yaml"
+    spec.write_text("name: hold\nsheets:\n  - prompt: 'sleep 600'\n")
+    run = subprocess.Popen(
+        [PODIUM, "run", str(spec), "--job-id", "held-run"],
+        env=server_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    follow: subprocess.Popen[str] | None = None
+    try:
+        assert run.stdout is not None
+        assert run.stdout.readline().startswith("job held-run"), "no submit"
+        follow = subprocess.Popen(
+            [PODIUM, "status", "held-run", "--follow"],
+            env=server_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while "running" not in podium_cli(home, "status", "held-run").stdout:
+            assert time.monotonic() < deadline, "the sheet did not start"
+            time.sleep(0.2)
+        port = urlsplit(json.loads((home / "conductor.json").read_text())["url"]).port
+        assert port is not None
+        while not attached(follow.pid, port):
+            assert time.monotonic() < deadline, "the follower did not attach"
+            time.sleep(0.1)
+        stopped = podium_cli(home, "stop", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        for proc in (run, follow):
+            out, errors = proc.communicate(timeout=30)
+            assert proc.returncode == 1, (proc.args, out, errors)
+            assert "lost the conductor while following job held-run" in errors, errors
+            assert "podium status held-run --follow" in errors, errors
+            assert "Traceback" not in errors and "Error(" not in errors, errors
+    finally:
+        for proc in (run, follow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    paused = json.loads(podium_cli(home, "status", "held-run", "--json").stdout)
+    assert paused["status"] == "paused" and paused["pause_reason"] == "shutdown"
 
 
 def test_a_forked_command_answers_as_the_program_does(tmp_path: Path) -> None:

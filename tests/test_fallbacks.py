@@ -192,6 +192,31 @@ async def test_fallback_errors_at_submit(fleet: Conductor) -> None:
     assert "not installed" in messages["instrument"]
 
 
+async def test_an_approval_cannot_be_a_fallback(fleet: Conductor) -> None:
+    """A gate runs nothing: in a working sheet's place it would ask the sheet's prompt of a
+    person and complete the sheet without doing the work. A gate of its own is fine."""
+    spec = {
+        "name": "gated-fallbacks",
+        "fallbacks": ["approval"],
+        "sheets": [
+            {"prompt": "echo work"},
+            {"prompt": "ship it?", "instrument": "approval"},
+            {"prompt": "echo more", "fallbacks": ["shell", "approval"]},
+        ],
+    }
+    report = await fleet.validate_spec(spec=spec)
+    assert not report.valid
+    messages = {e.path: e.message for e in report.errors}
+    assert sorted(messages) == ["fallbacks.0", "sheets.2.fallbacks.1"], messages
+    assert "cannot stand in for 'shell'" in messages["fallbacks.0"]
+    with pytest.raises(SpecError):
+        await fleet.submit_job(spec=spec)
+    assert (await fleet.list_jobs())[0] == []
+    del spec["fallbacks"]
+    spec["sheets"][2]["fallbacks"] = ["shell"]
+    assert (await fleet.validate_spec(spec=spec)).valid
+
+
 async def test_sheets_behind_a_long_hold_move_on_without_running_into_it(
     fleet: Conductor,
 ) -> None:

@@ -16,6 +16,7 @@ import anyio
 import psutil
 import pytest
 
+from podium.core.runner import process as process_module
 from podium.core.runner.logs import (
     CappedLog,
     TailBuffer,
@@ -123,6 +124,24 @@ async def test_exit_code_stdout_tail_and_shared_log(tmp_path: Path) -> None:
     assert sorted(log.splitlines()) == ["err", "out"]
     assert out.ended_at >= out.started_at
     assert 0 <= out.duration_seconds < 5
+
+
+@pytest.mark.anyio
+async def test_running_time_counts_from_the_spawn_not_from_when_the_loop_hears_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load the worker thread hands a child back to the event loop late; the child runs
+    meanwhile, and that time is its running time too (estimates and timeouts rely on it)."""
+    real = process_module.create_time
+
+    def slow_hand_back(pid: int) -> float:
+        time.sleep(0.6)  # the sheet's `sleep 0.3` ends while the spawn is not handed back
+        return real(pid)
+
+    monkeypatch.setattr(process_module, "create_time", slow_hand_back)
+    out = await run(tmp_path, "sleep 0.3")
+    assert out.exit_code == 0
+    assert out.duration_seconds >= 0.6, out.duration_seconds
 
 
 @pytest.mark.anyio

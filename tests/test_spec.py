@@ -563,6 +563,50 @@ def test_runaway_templates_fail_at_load() -> None:
     assert render("{{ '=' * 3 }} {{ 2 ** 10 }}", ctx()) == "=== 1024"
 
 
+def test_a_template_that_fails_the_same_way_at_every_attempt_fails_the_submit() -> None:
+    """A template that reads no placeholder value (outputs, workspace, job_id) renders at
+    the check exactly as it will at run time: its error is the spec's, named by field."""
+    errors = errors_of(
+        data=spec(
+            variables={"n": 0, "word": "x"},
+            sheets=[
+                {"prompt": "echo {{ 10 // n }}"},
+                {"prompt": "{% for i in range(10 ** 7) %}{% endfor %}true"},
+                {
+                    "prompt": "true",
+                    "validations": [{"type": "file_exists", "path": "{{ '%d' % word }}"}],
+                },
+            ],
+        )
+    )
+    by_path = {e.path: e.message for e in errors}
+    assert sorted(by_path) == [
+        "sheets.0.prompt",
+        "sheets.1.prompt",
+        "sheets.2.validations.0.path",
+    ], errors
+    assert "ZeroDivisionError" in by_path["sheets.0.prompt"]
+    assert "range" in by_path["sheets.1.prompt"].lower()
+    assert "TypeError" in by_path["sheets.2.validations.0.path"]
+
+
+def test_a_template_error_that_may_come_from_placeholders_is_left_to_run_time() -> None:
+    """At the check, outputs are empty and the workspace and job id are stand-ins: an error
+    that may come from them is not the spec's (the real values may render fine)."""
+    loaded = load_spec(
+        data=spec(
+            variables={"n": 0},
+            sheets=[
+                {"name": "a", "prompt": "echo 5"},
+                {"prompt": "echo {{ 10 // (outputs[1] | int) }}", "depends_on": ["a"]},
+                {"prompt": "echo {{ 10 // (workspace | length - 22) }}"},
+                {"prompt": "echo {{ job_id | int }}{{ 1 // (job_id | length - 15) }}"},
+            ],
+        )
+    )
+    assert loaded.total_sheets == 4
+
+
 def test_builtins_render_at_load() -> None:
     loaded = load_spec(
         data=spec(

@@ -2,7 +2,8 @@
 and the result stays what it was), through real MCP clients on real SQLite files: after a
 resume of its failed or cancelled job, after `clear`, and across a restart of the conductor.
 A resumed job is followed with a new task: `run_job` with its `job_id` and spec. A gate
-cancelled while it waits is asked again under a new input key."""
+cancelled (or skipped by `on_failure: stop`) while it waits is asked again under a new input
+key."""
 
 from __future__ import annotations
 
@@ -217,3 +218,53 @@ async def test_a_gate_cancelled_while_it_waits_is_asked_again_under_a_new_key(
             ("completed", "approve"),
         ]
         assert kept(await get_task(client, task_id)) == kept(ended)
+
+
+async def test_a_gate_skipped_while_it_waits_is_asked_again_under_a_new_key(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    """`on_failure: stop`: another sheet fails while the gate waits, so the gate is skipped
+    unanswered. Like a cancel, that takes its question back (a cancelled attempt in the
+    history), so the resumed run asks under a new key: a key never names two questions."""
+    spec = {
+        "name": "stopped-gate",
+        "retry": {"max_retries": 0},
+        "sheets": [
+            {"name": "ask", "instrument": "approval", "prompt": "Go ahead?"},
+            {
+                # The first run fails once the gate is open (the test says when); a resumed
+                # one completes.
+                "name": "flaky",
+                "prompt": "if [ -f tried ]; then echo fine; else touch tried; "
+                "while [ ! -f fail-now ]; do sleep 0.05; done; exit 3; fi",
+            },
+        ],
+    }
+    async with serving(make_config()) as (conductor, client):
+        task_id = (await start_task(client, spec))["taskId"]
+        asked = await wait_task(client, task_id, ("input_required",))
+        [first_key] = asked["inputRequests"]
+        job_id = asked["_meta"]["podium/job_id"]
+        workspace = (await call(client, "status", {"job_id": job_id}))["workspace"]
+        await anyio.Path(workspace, "fail-now").touch()
+        ended = await wait_task(client, task_id)
+        assert ended["status"] == "completed" and ended["result"]["isError"] is True
+        gate = ended["result"]["structuredContent"]["sheets"][0]
+        assert gate["status"] == "skipped", gate
+        assert (await call(client, "status", {}))["pending_approvals_total"] == 0
+
+        await call(client, "resume", {"job_id": job_id})
+        follow = (await start_task(client, spec, job_id=job_id))["taskId"]
+        again = await wait_task(client, follow, ("input_required",))
+        [second_key] = again["inputRequests"]
+        assert second_key != first_key, (first_key, second_key)
+        answer = {second_key: {"action": "accept", "content": {"decision": "approve"}}}
+        await request(client, "tasks/update", {"taskId": follow, "inputResponses": answer})
+        done = await wait_task(client, follow)
+        assert done["status"] == "completed" and done["result"]["isError"] is False
+        # The question the skip took back is in the history, unanswered.
+        history, _ = await conductor.get_execution_history(job_id, sheet_num=1)
+        assert [(e.outcome.value if e.outcome else None, e.decision) for e in history] == [
+            ("cancelled", None),
+            ("completed", "approve"),
+        ]

@@ -9,7 +9,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from podium.core.engine.attempts import (
 from podium.core.engine.conditions import skip_command_reason, skip_when_reason
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
+from podium.core.engine.picking import pick_ready
 from podium.core.engine.rules import (
     begin_attempt,
     failed_before_start,
@@ -36,7 +37,6 @@ from podium.core.engine.rules import (
     sheet_is_startable,
     skip_by_condition,
 )
-from podium.core.engine.scheduler import Candidate, free_slots, pick_next
 from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
@@ -147,7 +147,7 @@ class Dispatcher:
             await self._run_quietly(fallbacks.move_off_holds(moves))
         await self._renew_leases(now)
         if self._task_group is not None and self.ctx.may_dispatch():
-            picks = self._pick(now)
+            picks = pick_ready(self.ctx, self.state, now)
             if picks:
                 # The start is committed in its own task: slots that free meanwhile are
                 # filled by the next pass, whose start can share the same commit.
@@ -243,79 +243,6 @@ class Dispatcher:
                     # Not ours any more: its process must not run on beside the new owner's.
                     entry.stop_reason = entry.stop_reason or "reclaimed"
                     entry.control.request_cancel()
-
-    # ----- picking -------------------------------------------------------------------------
-
-    def _pick(self, now: datetime) -> list[tuple[str, int]]:
-        limits = self.ctx.limits
-        # A slot is a live process: an attempt whose processes ended frees its slot while
-        # its result is still being committed, so the next sheet's start shares that commit.
-        state = self.state
-        free = free_slots(limits, state.live)
-        if free <= 0:
-            return []
-        held = state.held_keys(now)
-        released = state.released_keys()
-        busy = ratelimits.busy_released(state, released)
-        candidates: dict[str, Candidate] = {}
-        active_jobs = len(state.live_by_job)
-        pool: Iterable[JobState] = state.jobs.values()
-        if active_jobs >= limits.max_concurrent_jobs:
-            # No other job may start: only the jobs running now can take a slot, so a pass
-            # looks at those few rather than every job in hand.
-            pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
-        labels = self.ctx.config.run_labels
-        for job_state in pool:
-            if not job_state.dispatchable:
-                continue
-            hosts = job_state.spec.spec.hosts if job_state.spec is not None else None
-            if hosts and labels.isdisjoint(hosts):
-                continue  # for other conductors (the job's `hosts`)
-            keys = job_state.ready_keys()
-            if not keys:
-                continue
-            startable = _startable(keys, held, released, busy)
-            if startable:
-                job = job_state.job
-                candidates[job.job_id] = Candidate(
-                    job.job_id,
-                    # The job's `max_parallel_sheets` counts its sheets on every conductor.
-                    state.live_by_job.get(job.job_id, 0) + _elsewhere(state, job_state),
-                    job_state.max_parallel,
-                    job.priority,
-                    job.submitted_at,
-                    startable,
-                )
-        picks: list[tuple[str, int]] = []
-        newly_active: set[str] = set()
-        while free > 0 and candidates:
-            chosen = pick_next(candidates.values(), limits, active_jobs)
-            if chosen is None:
-                break
-            job_state = self.state.jobs[chosen.job_id]
-            key = _best_key(job_state, held, released, busy)
-            num = job_state.pop(key) if key is not None else None
-            if num is None:
-                del candidates[chosen.job_id]
-                continue
-            if key in released:
-                busy.add(key)
-                for other in candidates.values():
-                    keys = self.state.jobs[other.job_id].ready_keys()
-                    other.startable = _startable(keys, held, released, busy)
-            if chosen.job_id not in state.live_by_job and chosen.job_id not in newly_active:
-                # Jobs count against max_concurrent_jobs by what runs here.
-                newly_active.add(chosen.job_id)
-                active_jobs += 1
-            chosen.running += 1
-            chosen.startable = _startable(job_state.ready_keys(), held, released, busy)
-            picks.append((chosen.job_id, num))
-            free -= 1
-            if self.ctx.pressure is PressureLevel.HIGH:
-                # High pressure: keep going, but one sheet at a time with a pause between.
-                self.ctx.last_slow_dispatch = time.monotonic()
-                break
-        return picks
 
     # ----- starting and running ------------------------------------------------------------
 
@@ -570,14 +497,6 @@ class Dispatcher:
         return record
 
 
-def _elsewhere(state: EngineState, job_state: JobState) -> int:
-    """Sheets of the job that run on other conductors (running rows with no entry here)."""
-    if not job_state.running:
-        return 0
-    job_id = job_state.job_id
-    return sum(1 for num in job_state.running if (job_id, num) not in state.running)
-
-
 def _skip_when(tx: Tx, job_state: JobState, num: int) -> tuple[str | None, str | None]:
     """(skip reason, error) of the sheet's `skip_when`, on the rows this op reads."""
     loaded = job_state.spec
@@ -598,28 +517,3 @@ def _settle(tx: Tx, job_id: str) -> None:
     if tx.job(job_id).status is JobStatus.QUEUED:
         set_job_status(tx.edit_job(job_id), JobStatus.RUNNING, tx.now)
     settle_job(tx, job_id)
-
-
-def _startable(keys: Mapping[str, int], held: set[str], released: set[str], busy: set[str]) -> int:
-    total = 0
-    for key, count in keys.items():
-        if key in held:
-            continue
-        if key in released:
-            total += 0 if key in busy else 1
-        else:
-            total += count
-    return total
-
-
-def _best_key(
-    job_state: JobState, held: set[str], released: set[str], busy: set[str]
-) -> str | None:
-    best: tuple[tuple[int, int, int], str] | None = None
-    for key in job_state.ready_keys():
-        if key in held or (key in released and key in busy):
-            continue
-        top = job_state.peek(key)
-        if top is not None and (best is None or top < best[0]):
-            best = (top, key)
-    return None if best is None else best[1]

@@ -229,20 +229,23 @@ async def _execute(
     handed: list[Child] = []
     abandoned = False
 
-    def start() -> tuple[Child | None, float, OSError | None]:
+    def start() -> tuple[Child | None, float, float, OSError | None]:
         if prepare is not None:
             prepare()
         try:
             child = Child.spawn(argv, cwd=cwd, env=env, with_stdin=stdin_data is not None)
         except OSError as exc:
-            return None, 0.0, exc
+            return None, 0.0, 0.0, exc
+        # Running time counts from here, not from when the loop hears of the child: under
+        # load that hand-back alone took a good part of a short sheet's run.
+        spawned_at = time.monotonic()
         started = create_time(child.pid)  # before the handover: a zombie has it too
         with handover:
             if abandoned:
                 child.abandon()
-                return None, 0.0, None
+                return None, 0.0, 0.0, None
             handed.append(child)
-        return child, started, None
+        return child, started, spawned_at, None
 
     # In a worker thread: the fork waits for the child's exec, which under load takes
     # milliseconds the event loop would otherwise stand still for. Shielded, and nothing
@@ -251,7 +254,7 @@ async def _execute(
     # it exists.
     try:
         with anyio.CancelScope(shield=True):
-            child, start_time, error = await threads.run_sync(start)
+            child, start_time, spawned_at, error = await threads.run_sync(start)
     except BaseException:
         with handover:
             abandoned = True
@@ -276,6 +279,7 @@ async def _execute(
             control=control,
             on_spawn=on_spawn,
             start_time=start_time,
+            spawned_at=spawned_at,
         )
     finally:
         try:
@@ -316,11 +320,11 @@ async def _supervise(
     control: RunControl | None,
     on_spawn: Callable[[ProcessGroupRef], Awaitable[None]] | None,
     start_time: float,
+    spawned_at: float,
 ) -> None:
     """Take the output, wait for the leader to exit, and stop the group on cancel or timeout.
     Sleeps until something happens or the next deadline: a running sheet costs no timer
     wake-ups, and a trivial one no task besides its own."""
-    spawned_at = time.monotonic()
     pgid = child.pid
 
     def running_time() -> float:

@@ -119,5 +119,16 @@ def check_instruments(
             found = get(name)
             if not found.known and found.problem is not None:
                 errors.append(FieldError(f"{prefix}.{j}", found.problem))
+            elif found.runs_nothing and not primary.runs_nothing:
+                # The sheet's prompt is work to do, not a question: a gate in its place would
+                # ask it of a person and complete the sheet without doing it.
+                errors.append(
+                    FieldError(
+                        f"{prefix}.{j}",
+                        f"instrument {name!r} runs nothing, so it cannot stand in for "
+                        f"{resolved.instrument!r}; list instruments that run the prompt (an "
+                        "approval is a sheet of its own)",
+                    )
+                )
     # A job-level value wrong for several sheets' instrument is one error, not one per sheet.
     return list(dict.fromkeys(errors))

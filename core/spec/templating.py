@@ -216,6 +216,16 @@ def reads_outputs(source: str) -> bool:
     return bool(names_read(source) & RUN_TIME_NAMES)
 
 
+# Names whose values at check time are placeholders (the real ones exist once submitted).
+PLACEHOLDER_NAMES = RUN_TIME_NAMES | {"workspace", "job_id"}
+
+
+def reads_placeholders(source: str) -> bool:
+    """Whether a check-time render of the template sees any placeholder value; if not, it
+    renders then exactly as it will at run time."""
+    return bool(names_read(source) & PLACEHOLDER_NAMES)
+
+
 @lru_cache(maxsize=1024)
 def names_read(source: str) -> frozenset[str]:
     ast = environment.parse(source)
@@ -442,10 +452,14 @@ def check_templates(
                 render(template, ctx, seconds=left)
             except TemplateRenderError as exc:
                 # Other runtime errors may come from the placeholder values (e.g. empty
-                # outputs), so they are left for the real render; so is a name that is
-                # undefined only because a branch read placeholder outputs.
+                # outputs), so they are left for the real render, unless the template reads
+                # none of them: then this render was the real one, and every attempt would
+                # fail the same way. So is a name that is undefined only because a branch
+                # read placeholder outputs.
                 placeholder = exc.kind == "undefined" and reads_outputs(template)
-                if exc.kind != "error" and not placeholder:
+                if exc.kind == "error" and reads_placeholders(template):
+                    continue
+                if not placeholder:
                     errors.append(FieldError(path, str(exc)))
                     failed.add(path)
     return errors

@@ -1,0 +1,70 @@
+"""`estimate` on shapes beyond a spec run three times before (issue 18), through the MCP tool
+of a real in-memory client: history from jobs of other names that did not complete, and a
+spec of approval gates only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from mcp import Client
+from test_approvals import finished
+from test_transports import call
+
+from podium.core.conductor import Conductor
+from podium.server.app import PodiumServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(conductor: Conductor) -> AsyncIterator[Client]:
+    server = PodiumServer(conductor)
+    async with server.running(), Client(server.mcp) as c:
+        yield c
+
+
+async def test_a_new_name_draws_on_sheets_that_completed_in_jobs_that_did_not(
+    client: Client,
+) -> None:
+    """A job of another name that failed (one sheet failed, one completed) and one that was
+    cancelled after a sheet completed: their completed sheets are what the instrument
+    takes, as the same name's failed runs are."""
+    failed = {
+        "name": "half-done",
+        "on_failure": "continue",
+        "retry": {"max_retries": 0},
+        "sheets": [{"name": "work", "prompt": "sleep 0.4"}, {"name": "bad", "prompt": "exit 3"}],
+    }
+    job_id = (await call(client, "submit_job", {"spec": failed}))["job_id"]
+    assert (await finished(client, job_id))["status"] == "failed"
+
+    guess = await call(
+        client, "estimate", {"spec": {"name": "brand-new", "sheets": [{"prompt": "sleep 1"}]}}
+    )
+    assert guess["earlier_runs"] == 0
+    [sheet] = guess["sheets"]
+    assert sheet["basis"] == "same_instrument", guess
+    assert sheet["samples"] == 1
+    # The completed sheet's 0.4 s (as the runner measured it: on a loaded machine it may
+    # start counting late), not a guess.
+    assert 0.2 <= sheet["expected_seconds"] < 5, guess
+    assert "no earlier run of 'brand-new'" in guess["note"]
+    assert not guess["note"].startswith("no history")
+
+
+async def test_an_estimate_of_approval_gates_only_claims_no_samples(client: Client) -> None:
+    spec = {
+        "name": "just-ask",
+        "sheets": [
+            {"name": "first", "instrument": "approval", "prompt": "Go?"},
+            {"name": "second", "instrument": "approval", "prompt": "Sure?", "depends_on": [1]},
+        ],
+    }
+    guess = await call(client, "estimate", {"spec": spec})
+    assert guess["expected_seconds"] == 0.0 and guess["samples"] == 0
+    assert {s["basis"] for s in guess["sheets"]} == {"assumed"}
+    # Nothing was drawn from other jobs, and the note must not say it was.
+    assert "from other jobs' sheets" not in guess["note"], guess["note"]
+    assert "no sample of its instruments" in guess["note"]
+    assert "approval sheet(s) without history" in guess["note"]
