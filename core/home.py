@@ -116,18 +116,32 @@ def _load_info(path: Path) -> ConductorInfo | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+# How much later than the file that names it a process may seem to have been created and
+# still be the one that wrote it (process start times come from the boot time, files' from
+# the wall clock).
+CLOCK_SLACK_SECONDS = 30.0
+
+
+def _alive(pid: int, written: float) -> bool:
+    """Whether `pid`, named in a file written at `written`, is still the process that wrote
+    it. The files outlive a conductor that crashed (and a reboot), and the kernel hands its
+    pid to another process sooner or later: one created after the file was written is not
+    ours (it must not be attached to, signalled or stopped)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.create_time() <= written + CLOCK_SLACK_SECONDS
     except psutil.Error:
         return False
 
 
 def read_conductor_info(config: PodiumConfig) -> ConductorInfo | None:
-    """The running conductor of this home, or None. A file whose pid is dead, or is not the
-    process that holds the home's lock, is left over from a conductor that died: ignored."""
+    """The running conductor of this home, or None. A file whose pid is dead, is now another
+    process's, or is not the process that holds the home's lock, is left over from a
+    conductor that died: ignored."""
     info = _load_info(config.conductor_file)
-    if info is None or not _alive(info.pid):
+    if info is None or not _alive(info.pid, info.started_at.timestamp()):
         return None
     if read_lock_owner(config.lock_path) != info.pid:
         return None
@@ -138,4 +152,8 @@ def lock_owner_alive(config: PodiumConfig) -> int | None:
     """The pid written by the last lock holder, if that process still lives (it may hold the
     home without a conductor.json: starting up, or an embedded server)."""
     pid = read_lock_owner(config.lock_path)
-    return pid if pid is not None and pid != os.getpid() and _alive(pid) else None
+    try:
+        written = config.lock_path.stat().st_mtime
+    except OSError:
+        return None
+    return pid if pid is not None and pid != os.getpid() and _alive(pid, written) else None

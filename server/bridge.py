@@ -34,7 +34,7 @@ import httpx2
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared._stream_protocols import WriteStream
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -63,7 +63,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo
-from podium.server.daemon import alive, ensure_conductor, reap
+from podium.server.daemon import TokenRefusedError, alive, ensure_conductor, reap
 from podium.server.stdio_guard import guarded_stdio_server
 
 log = structlog.get_logger("podium.bridge")
@@ -84,6 +84,16 @@ TASK_NAME_KEYS = {"tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel
 # Client messages read but not yet sent (held behind an unanswered `initialize`, or waiting on
 # the HTTP transport); past this the bridge stops reading stdin until there is room.
 OUTBOX_SIZE = 1024
+# Client requests read and not yet answered; past this the bridge stops reading stdin until
+# an answer goes back. Each request sent holds an HTTP connection to the conductor until it
+# is answered, and the connection pool has room for every one of them: a request that
+# waited on a full pool (httpx's default holds 100) failed after 30 s with a PoolTimeout,
+# which took the whole connection down as if the conductor had died, failing every request
+# in flight. Every request ends (the longest, `status`/`run_job` waits, within 50 s) and the
+# bridge never waits on the client to answer one, so this cannot wedge.
+MAX_IN_FLIGHT = 128
+# The event stream (GET) and the requests of a session replay, beside the client's.
+POOL_SIZE = MAX_IN_FLIGHT + 8
 LOST_MESSAGE = (
     "the Podium conductor stopped while this request was in flight; send it again "
     "(the next request starts the conductor again)"
@@ -124,6 +134,14 @@ class SessionState:
     param_maps: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
     # Set once no request is in flight (the drain after stdin closes waits on it).
     answered: anyio.Event | None = None
+    # Set when a request stops being in flight (a reader that found no room waits on it).
+    freed: anyio.Event | None = None
+
+    async def room(self) -> None:
+        """Wait until one more request may be read (`MAX_IN_FLIGHT`)."""
+        while len(self.pending) >= MAX_IN_FLIGHT:
+            self.freed = self.freed or anyio.Event()
+            await self.freed.wait()
 
     def expect(self, message: SessionMessage) -> None:
         """A request read from the client is owed an answer from here on, sent or not yet."""
@@ -131,7 +149,10 @@ class SessionState:
         if isinstance(m, JSONRPCRequest):
             self.pending[m.id] = Pending(m.method, m.params)
 
-    def _settled(self) -> None:
+    def settled(self) -> None:
+        if self.freed is not None:
+            self.freed.set()
+            self.freed = None
         if not self.pending and self.answered is not None:
             self.answered.set()
 
@@ -149,7 +170,7 @@ class SessionState:
                 cancelled = m.params.get("requestId")
                 if isinstance(cancelled, int | str):
                     self.pending.pop(cancelled, None)
-                    self._settled()
+                    self.settled()
         if not isinstance(m, JSONRPCRequest | JSONRPCNotification):
             return message  # a response to a server request: the transport's cached version
         headers = self.headers_for(m)
@@ -176,7 +197,7 @@ class SessionState:
     def delivered(self, m: JSONRPCResponse | JSONRPCError) -> None:
         """A response reached the client: its request is no longer in flight."""
         request = self.pending.pop(m.id, None) if m.id is not None else None
-        self._settled()
+        self.settled()
         if request is None or not isinstance(m, JSONRPCResponse):
             return
         result = m.result
@@ -297,6 +318,7 @@ class Bridge:
             error = ErrorData(code=CONNECTION_CLOSED, message=why)
             reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
             await client_write.send(SessionMessage(reply))
+        self.state.settled()
 
     async def _attach(
         self,
@@ -309,7 +331,20 @@ class Bridge:
         """Pump until the client closes stdin (returns) or the conductor is lost (raises)."""
         assert info.url is not None
         headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
-        http = create_mcp_http_client(headers=headers)
+        http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+            limits=httpx2.Limits(max_connections=POOL_SIZE, max_keepalive_connections=32),
+        )
+        refused = False
+
+        async def note_refusal(response: httpx2.Response) -> None:
+            nonlocal refused
+            refused = refused or response.status_code == 401
+
+        # The SDK answers a request the conductor refused with 401 as "Server returned an
+        # error response"; the client is told why instead.
+        http.event_hooks["response"].append(note_refusal)
         lost: str | None = None
         outbox_in, outbox = anyio.create_memory_object_stream[SessionMessage](OUTBOX_SIZE)
         opening: Opening | None = None
@@ -332,6 +367,9 @@ class Bridge:
                         if isinstance(m, JSONRPCResponse | JSONRPCError) and m.id in self._own:
                             self._own.pop(m.id).set()
                             continue
+                        if isinstance(m, JSONRPCError) and refused:
+                            why = ErrorData(code=m.error.code, message=str(TokenRefusedError(info)))
+                            m = JSONRPCError(jsonrpc="2.0", id=m.id, error=why)
                         await client_write.send(SessionMessage(m))
                         if isinstance(m, JSONRPCResponse | JSONRPCError):
                             self.state.delivered(m)  # only once delivered
@@ -376,12 +414,14 @@ class Bridge:
                         if isinstance(item, Exception):
                             log.warning("unparseable line from the client", error=str(item))
                             continue
-                        if isinstance(item.message, JSONRPCRequest) and not alive(info.pid):
-                            # Sent to a dead conductor it would fail; the next one gets it.
-                            self._carry = item
-                            lost = f"conductor pid {info.pid} exited"
-                            tg.cancel_scope.cancel()
-                            return
+                        if isinstance(item.message, JSONRPCRequest):
+                            await self.state.room()
+                            if not alive(info.pid):
+                                # Sent to a dead conductor it would fail; the next one gets it.
+                                self._carry = item
+                                lost = f"conductor pid {info.pid} exited"
+                                tg.cancel_scope.cancel()
+                                return
                         self.state.expect(item)
                         await outbox_in.send(item)
                     # stdin EOF. Answers to what was read (sent or still held) get a moment

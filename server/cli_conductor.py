@@ -79,13 +79,19 @@ async def _active_jobs(config: PodiumConfig) -> tuple[list[dict[str, Any]], list
 
 
 async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
-    from podium.server.daemon import find_conductor, stop_conductor
+    from podium.server.daemon import TokenRefusedError, find_conductor, stop_conductor
 
     info = find_conductor(config)
     if info is None:
         say(f"no conductor is running on {config.home}")
         return 0
-    active, others = await _active_jobs(config)
+    try:
+        active, others = await _active_jobs(config)
+    except TokenRefusedError:
+        if not force:
+            raise
+        # It cannot be asked for its jobs; SIGTERM still stops it gracefully.
+        active, others = [], []
     if others:
         # The store is shared and other conductors run: the jobs go on with them, and the
         # sheets this one runs go back to pending for them.

@@ -44,6 +44,19 @@ class NotAttachableError(PodiumError):
         )
 
 
+class TokenRefusedError(PodiumError):
+    """The conductor named in conductor.json answered 401 to the token that file holds: the
+    file was changed (or replaced) since that conductor wrote it."""
+
+    def __init__(self, info: ConductorInfo) -> None:
+        self.info = info
+        super().__init__(
+            f"the conductor (pid {info.pid}, {info.url}) refused the bearer token in "
+            "conductor.json (HTTP 401): the file no longer matches the running conductor; "
+            "`podium stop --force` stops it and the next command starts one with a new token"
+        )
+
+
 def find_conductor(config: PodiumConfig) -> ConductorInfo | None:
     """The home's running conductor if one can be attached to; raises if the home is owned by
     an engine that serves no attachable endpoint."""

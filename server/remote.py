@@ -23,7 +23,7 @@ from podium.core.errors import FieldError, PodiumError, SpecError, job_not_found
 from podium.core.home import ConductorInfo
 from podium.core.version import podium_version
 from podium.server.cli_routes import SUBMIT_PATH
-from podium.server.daemon import ensure_conductor, find_conductor
+from podium.server.daemon import TokenRefusedError, ensure_conductor, find_conductor
 
 # Tool and argument names in conductor messages, as a person types them at the CLI.
 CLI_WORDS = {
@@ -154,9 +154,22 @@ async def connect(info: ConductorInfo) -> AsyncIterator[Remote]:
     assert info.url is not None
     headers = {"Authorization": f"Bearer {info.token}"} if info.token else None
     http = create_mcp_http_client(headers=headers)
+    refused = False
+
+    async def note_refusal(response: httpx2.Response) -> None:
+        nonlocal refused
+        refused = refused or response.status_code == 401
+
+    # The SDK reports a 401 as "Server returned an error response": the hook keeps the why.
+    http.event_hooks["response"].append(note_refusal)
     transport = streamable_http_client(info.url, http_client=http)
-    async with http, Client(transport, client_info=cli_client_info()) as client:
-        yield Remote(client, info, http)
+    try:
+        async with http, Client(transport, client_info=cli_client_info()) as client:
+            yield Remote(client, info, http)
+    except Exception as exc:
+        if refused and not isinstance(exc, TokenRefusedError):
+            raise TokenRefusedError(info) from exc
+        raise
 
 
 def cli_client_info(program: str = "podium-cli") -> Implementation:

@@ -42,6 +42,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from podium.server.stdio_input import MAX_LINE_BYTES, CancellableStdin, OverlongLine
+from podium.server.stdio_session import SessionGate
 
 log = structlog.get_logger("podium.stdio")
 
@@ -212,13 +213,15 @@ class ClaimedStdout:
 @asynccontextmanager
 async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
     """The stdio transport: the cancellable, capped stdin reader, each line parsed once
-    (unreadable ones answered here), and replies written by `ClaimedStdout`. The SDK's
+    (unreadable ones answered here, and so is a request before any session: `SessionGate`),
+    and replies written by `ClaimedStdout`. The SDK's
     `stdio_server` parses every line after this guard had to, and writes and flushes each
     reply through two worker-thread round trips."""
     stdout = ClaimedStdout()
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
     replies = write_stream.clone()
+    gate = SessionGate()
 
     async def stdin_reader() -> None:
         async with read_writer, replies:
@@ -231,6 +234,8 @@ async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                         await replies.send(SessionMessage(reply))
                 elif isinstance(item, Exception):
                     await read_writer.send(item)
+                elif (answer := gate.answer(item)) is not None:
+                    await replies.send(SessionMessage(answer))
                 else:
                     await read_writer.send(SessionMessage(item))
 

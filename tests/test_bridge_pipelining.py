@@ -391,9 +391,9 @@ async def test_a_second_initialize_holds_what_follows_it(home: Path) -> None:
 
 
 async def test_a_request_before_any_initialize_is_answered(home: Path) -> None:
-    """No session yet and none on its way: the request goes as it is and the conductor's
-    error comes back (it is not held for an initialize that may never come); the handshake
-    written after it in the same write is served."""
+    """No session yet and none on its way: the request is refused at once (it is not held
+    for an initialize that may never come; tests/test_stdio_session.py checks the answer);
+    the handshake written after it in the same write is served."""
     conductor = started_conductor(home)
     async with bridge(home) as serve:
         await pipelined(

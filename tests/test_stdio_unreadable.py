@@ -65,17 +65,18 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw_serve(home: Path, *args: str) -> AsyncIterator[Raw]:
+async def raw_serve(home: Path, *args: str, handshake: bool = True) -> AsyncIterator[Raw]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
     env.update(PODIUM_HOME=str(home), PODIUM_KILL_GRACE_SECONDS="1")
     stderr = (home.parent / "serve-stderr.log").open("ab")
     proc = await anyio.open_process([PODIUM, "serve", *args], env=env, stderr=stderr)
     raw = Raw(proc)
     try:
-        await raw.send_json(INIT)
-        init = await raw.receive(30)
-        assert init["id"] == 1 and "result" in init, init
-        await raw.send_json({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        if handshake:
+            await raw.send_json(INIT)
+            init = await raw.receive(30)
+            assert init["id"] == 1 and "result" in init, init
+            await raw.send_json({"jsonrpc": "2.0", "method": "notifications/initialized"})
         yield raw
     finally:
         assert proc.stdin is not None
