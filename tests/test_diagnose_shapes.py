@@ -5,8 +5,6 @@ next step must be one that helps: following it does what it says."""
 
 from __future__ import annotations
 
-import stat
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from helpers import wait_until
 from mcp import Client
 from mcp_types import Implementation
 from test_approvals import finished, gate_spec, wait_gate
-from test_insight_states import FAKE_CLI
+from test_insight_states import install_metered
 from test_transports import call
 
 from podium.core.conductor import Conductor
@@ -33,22 +31,7 @@ async def client(
 ) -> AsyncIterator[Client]:
     """A client of a conductor whose home has `metered`, a fake AI CLI that hits a long
     rate limit when its prompt starts with "limited"."""
-    cli = tmp_path / "metered-cli"
-    cli.write_text(FAKE_CLI.format(python=sys.executable))
-    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
-    (home / "instruments").mkdir(exist_ok=True)
-    (home / "instruments" / "metered.yaml").write_text(
-        f"""
-name: metered
-executable: {cli}
-args: ["{{prompt}}"]
-output: {{format: json, result_path: result}}
-patterns:
-  rate_limit:
-    - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"
-      retry_after_group: secs
-"""
-    )
+    install_metered(home, tmp_path, counts_cost=False)
     async with Conductor(make_config(max_concurrent_sheets=4)) as conductor:
         server = PodiumServer(conductor)
         info = Implementation(name="reviewer", version="1.0")

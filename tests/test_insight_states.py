@@ -31,27 +31,32 @@ print(json.dumps({{"result": "ok", "total_cost_usd": cost}}))
 """
 
 
-@pytest.fixture
-async def insight_conductor(
-    make_config: Callable[..., PodiumConfig], home: Path, tmp_path: Path
-) -> AsyncIterator[Conductor]:
+def install_metered(home: Path, tmp_path: Path, *, counts_cost: bool = True) -> None:
+    """The fake CLI as instrument `metered` of `home` (reporting its cost, or not)."""
     cli = tmp_path / "metered-cli"
     cli.write_text(FAKE_CLI.format(python=sys.executable))
     cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
     (home / "instruments").mkdir(exist_ok=True)
+    usage = "usage: {cost_usd_path: total_cost_usd}\n" if counts_cost else ""
     (home / "instruments" / "metered.yaml").write_text(
         f"""
 name: metered
 executable: {cli}
 args: ["{{prompt}}"]
 output: {{format: json, result_path: result}}
-usage: {{cost_usd_path: total_cost_usd}}
-patterns:
+{usage}patterns:
   rate_limit:
     - regex: "rate limit.*retry after (?P<secs>[0-9]+) seconds"
       retry_after_group: secs
 """
     )
+
+
+@pytest.fixture
+async def insight_conductor(
+    make_config: Callable[..., PodiumConfig], home: Path, tmp_path: Path
+) -> AsyncIterator[Conductor]:
+    install_metered(home, tmp_path)
     async with Conductor(make_config(max_concurrent_sheets=4)) as conductor:
         yield conductor
 
