@@ -148,8 +148,7 @@ class _Outputs(Mapping[int, str]):
             if normal < 1 or (self._total is not None and normal > self._total):
                 numbered = f"1 to {self._total}" if self._total is not None else "from 1"
                 raise _NotAncestorError(
-                    f"outputs[{key!r}]: there is no sheet {normal} (sheets are numbered "
-                    f"{numbered})"
+                    f"outputs[{key!r}]: there is no sheet {normal} (sheets are numbered {numbered})"
                 )
             named = f"sheet {key!r} (sheet {normal})" if normal != key else f"sheet {normal}"
             raise _NotAncestorError(
