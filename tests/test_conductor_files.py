@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-from test_transports import PODIUM, make_home, podium_cli, running, server_env
+from test_transports import INIT_BODY, PODIUM, make_home, podium_cli, running, server_env
 
 HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -101,19 +101,9 @@ def test_a_token_that_no_longer_matches_is_named_and_stop_force_recovers(
         assert done.returncode != 0, (command, done)
         assert "Traceback" not in done.stderr, done.stderr
         assert "refused the bearer token in conductor.json" in done.stderr, done.stderr
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     serve = subprocess.run(
         [PODIUM, "serve"],
-        input=json.dumps(initialize) + "\n",
+        input=json.dumps(INIT_BODY) + "\n",
         env=server_env(home),
         capture_output=True,
         text=True,
