@@ -183,6 +183,27 @@ def take_back(tx: Tx, job_id: str, sheet_num: int, why: str, category: ErrorCate
     return sheet
 
 
+def end_unrun(
+    tx: Tx,
+    job_id: str,
+    sheet_num: int,
+    status: SheetStatus,
+    why: str,
+    category: ErrorCategory | None,
+) -> None:
+    """End a sheet that is not running (cancelled, skipped, failed with its job) without
+    running it. An open gate among them has its question taken back first, whatever ends
+    it: every way a gate ends but a decision or its timeout records that alike (see
+    `take_back`), so a resume asks again under a new key."""
+    if awaiting(tx.sheet(job_id, sheet_num)):
+        # Taken back under the category it ends with (a cancel, a failed dependency, a
+        # stored spec that no longer loads); with none, as cancelled.
+        edited = take_back(tx, job_id, sheet_num, why, category or ErrorCategory.CANCELLED)
+    else:
+        edited = tx.edit_sheet(job_id, sheet_num)
+    mark_terminal(edited, status, tx.now, why, category)
+
+
 def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
     """Take back an open gate's question (its sheet changed); the sheet goes back to
     pending, to ask again."""
