@@ -50,6 +50,8 @@ def is_gate(ctx: EngineContext, instrument: str) -> bool:
 
 
 def awaiting(sheet: SheetRow) -> bool:
+    """An open gate: a question asked and not yet answered. The row says so, whatever the
+    catalog says of its instrument now."""
     return sheet.status is SheetStatus.WAITING and sheet.waiting_reason is WaitingReason.APPROVAL
 
 
@@ -238,7 +240,9 @@ def decide(
         job_state = tx.state(job_id)
         sheet = tx.sheet(job_id, sheet_num)
         label = f"sheet {sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
-        if not is_gate(ctx, sheet.instrument):
+        # An open gate takes its decision even if its profile went since it opened (a
+        # reload without it): the question was asked, and it ends as a gate.
+        if not awaiting(sheet) and not is_gate(ctx, sheet.instrument):
             raise InvalidTransitionError(
                 f"sheet: {label} of job {quoted(job_id)} runs instrument {sheet.instrument!r}; "
                 "only "
