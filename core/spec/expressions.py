@@ -53,7 +53,10 @@ def undefined_in_expression(source: str, known: frozenset[str] | set[str]) -> li
 class ConstantRead:
     key: object
     by_attribute: bool  # `outputs.plan` rather than `outputs['plan']`
-    guarded: bool  # only behind `is defined` or `| default(...)`
+    # The expression tests whether the key is there, somewhere: `x.k is defined`,
+    # `x.k | default(...)`, `'k' in x`, `x.get('k')`. Its other reads of the key may be
+    # behind that test (`'k' in x and x.k.status`), which only evaluating it can tell.
+    guarded: bool
 
 
 def constant_reads(source: str, name: str) -> list[ConstantRead]:
@@ -62,20 +65,49 @@ def constant_reads(source: str, name: str) -> list[ConstantRead]:
     evaluation with placeholder values would stop at the first `and` that is false. A key
     built from other values (`sheets['phase-' ~ stage]`) is known only when evaluated."""
     expr = _parse(source)
-    behind_guard = {id(node) for node in guarded(expr)}
-    reads: list[ConstantRead] = []
+    found: list[tuple[object, bool, int]] = []  # (key, by attribute, node id)
     # find_all yields descendants only; the whole expression can be the read (`sheets.x`).
     for node in [expr, *expr.find_all((nodes.Getitem, nodes.Getattr))]:
         target = getattr(node, "node", None)
         if not isinstance(target, nodes.Name) or target.name != name:
             continue
         if isinstance(node, nodes.Getattr):
-            reads.append(ConstantRead(node.attr, True, id(node) in behind_guard))
+            found.append((node.attr, True, id(node)))
         elif isinstance(node, nodes.Getitem):
             key = _constant(node.arg)
             if key is not _NOT_CONSTANT:
-                reads.append(ConstantRead(key, False, id(node) in behind_guard))
-    return reads
+                found.append((key, False, id(node)))
+    behind_guard = {id(node) for node in guarded(expr)}
+    tested = {key for key, _, at in found if at in behind_guard} | _tested_keys(expr, name)
+    # A literal's value (a string, number, boolean or none) can be a set member.
+    return [ConstantRead(key, by_attr, key in tested) for key, by_attr, _ in found]
+
+
+def _tested_keys(expr: nodes.Expr, name: str) -> set[object]:
+    """Keys whose presence in `name` the expression tests: `'k' in x`, `'k' not in x`,
+    `x.get('k')`."""
+    keys: set[object] = set()
+    for node in [expr, *expr.find_all((nodes.Compare, nodes.Call))]:
+        if isinstance(node, nodes.Compare) and isinstance(node.expr, nodes.Const):
+            for operand in node.ops:
+                target = operand.expr
+                if (
+                    operand.op in ("in", "notin")
+                    and isinstance(target, nodes.Name)
+                    and target.name == name
+                ):
+                    keys.add(node.expr.value)
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            method = node.node
+            if (
+                method.attr == "get"
+                and isinstance(method.node, nodes.Name)
+                and method.node.name == name
+                and node.args
+                and isinstance(node.args[0], nodes.Const)
+            ):
+                keys.add(node.args[0].value)
+    return keys
 
 
 _NOT_CONSTANT = object()

@@ -9,9 +9,10 @@ sheet later. What is left to run time:
 
 - a key built when the condition is evaluated (`sheets['phase-' ~ stage]`,
   `sheets[sheet_num - 1]`): its value exists only then;
-- a read behind a guard (`sheets.x is defined`, `sheets.x | default(...)`), and
-  `'x' in sheets` or `sheets.get('x')`: those are how a condition reads a sheet that may be
-  missing, and none of them fails.
+- a sheet whose presence the condition tests (`sheets.x is defined`,
+  `sheets.x | default(...)`, `'x' in sheets`, `sheets.get('x')`): that is how a condition
+  reads a sheet that may be missing, and its other reads of it may be behind the test
+  (`'x' in sheets and sheets.x.status == 'failed'`), which only evaluating it can tell.
 
 A condition may read any sheet of the job, not only its ancestors (`outputs`, by contrast,
 must be an ancestor's): a sheet's status is always known, and reading one that runs beside
