@@ -389,15 +389,15 @@ async def test_idle_conductor_stops_by_itself(tmp_path: Path) -> None:
     """idle_exit_minutes: no active job and no client for that long -> a clean stop; an active
     job keeps it up."""
     home = make_home(tmp_path)
-    env = server_env(home, PODIUM_IDLE_EXIT_MINUTES="0.05")  # 3 s
+    env = server_env(home, PODIUM_IDLE_EXIT_MINUTES="0.02")  # 1.2 s
     spec = tmp_path / "slow.yaml"
-    spec.write_text("name: slow\nsheets:\n  - prompt: sleep 6\n")
+    spec.write_text("name: slow\nsheets:\n  - prompt: sleep 3\n")
     started = time.monotonic()
     done = subprocess.run(
         [PODIUM, "run", str(spec)], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert time.monotonic() - started >= 6
+    assert time.monotonic() - started >= 3
     pid = conductor_pid(home)
     await wait_until(lambda: not running(pid), timeout=30, what="idle exit")
     assert not (home / "conductor.json").exists()
