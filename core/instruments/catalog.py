@@ -157,6 +157,14 @@ def profile_errors(user_dir: Path | None) -> list[str]:
     return [str(p) for p in _sources(user_dir)[1]]
 
 
+def missing_executable(info: InstrumentInfo) -> str:
+    """Why a process instrument is not available, naming what was looked for where."""
+    executable = info.profile.executable
+    if "/" in executable:
+        return f"executable {executable!r} does not exist or is not executable"
+    return f"executable {executable!r} was not found on PATH"
+
+
 class InstrumentCatalog:
     """Profiles and their availability, probed once at load (not per call)."""
 
@@ -209,8 +217,5 @@ class InstrumentCatalog:
             known = ", ".join(sorted(self._infos))
             return f"unknown instrument {quoted(name)}; known instruments: {known}"
         if not info.available:
-            return (
-                f"instrument {quoted(name)} is not installed: executable "
-                f"{info.profile.executable!r} was not found on PATH"
-            )
+            return f"instrument {quoted(name)} is not installed: {missing_executable(info)}"
         return None

@@ -210,6 +210,14 @@ class InstrumentProfile(_Strict):
     def _structured_needs_json(self) -> InstrumentProfile:
         if self.kind == "process" and not self.executable:
             raise ValueError("executable: a process instrument needs an executable")
+        if "/" in self.executable and not self.executable.startswith("/"):
+            # Found (or not) from the conductor's working directory, but run from each
+            # sheet's workspace: the two would name different files.
+            raise ValueError(
+                f"executable: {self.executable!r} is a relative path, which would be looked "
+                "for in each sheet's workspace; give a command name (looked up on PATH) or "
+                "an absolute path (~ is not expanded)"
+            )
         if self.output.format == "text":
             needs = [
                 name
