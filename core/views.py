@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.core.instruments.catalog import InstrumentInfo
+from podium.core.instruments.catalog import InstrumentInfo, missing_executable
 from podium.core.models import JobSummary, UtcTime
 
 
@@ -77,6 +77,9 @@ class InstrumentView(_View):
         description="whether the installed version is the one the profile was written for "
         "(null when not installed or no version to compare)",
     )
+    unavailable_reason: str | None = Field(
+        None, description="why it is not available: what was looked for where (null when it is)"
+    )
 
     @classmethod
     def from_info(cls, info: InstrumentInfo) -> InstrumentView:
@@ -89,6 +92,7 @@ class InstrumentView(_View):
             source=info.source,
             written_for=info.written_for,
             version_matches=info.version_matches,
+            unavailable_reason=None if info.available else missing_executable(info),
         )
 
 

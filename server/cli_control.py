@@ -272,8 +272,10 @@ async def instruments(ctx: Context, as_json: bool) -> int:
             version = f" ({r['version']})" if r.get("version") else ""
             state = "available" if r["available"] else "not installed"
             say(f"{r['name']:12} {state}{version}  [{r.get('source') or '?'}]")
-            written = r.get("written_for") or "?"
-            say(f"{'':12} written for {written}: {match[r.get('version_matches')]}")
+            if r.get("unavailable_reason"):
+                say(f"{'':12} {r['unavailable_reason']}")
+            if r.get("written_for"):
+                say(f"{'':12} written for {r['written_for']}: {match[r.get('version_matches')]}")
     for error in errors:
         err.print(f"error: {error}", markup=False)
     return 0

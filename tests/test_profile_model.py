@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,37 @@ def test_podium_instruments_shows_written_for_and_match(tmp_path: Path) -> None:
     assert rows["claude-code"]["version_matches"] is True
     text = run_podium(["instruments"], env, timeout=60)
     assert "written for Claude Code 2.1.x: matches" in text.stdout
+
+
+def test_podium_instruments_says_why_one_is_not_installed(tmp_path: Path) -> None:
+    """What was looked for where, for each missing CLI (a user profile's absolute path too);
+    an instrument that runs nothing (approval) has no version line."""
+    home = tmp_path / "home"
+    (home / "instruments").mkdir(parents=True)
+    missing = tmp_path / "nowhere" / "my-cli"
+    (home / "instruments" / "mine.yaml").write_text(
+        f"name: mine\nexecutable: {missing}\nargs: ['{{prompt}}']\n"
+    )
+    bindir = tmp_path / "bin"  # PATH without any AI CLI
+    bindir.mkdir()
+    for tool in ("bash", "sh"):
+        (bindir / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
+    env = {**os.environ, "PODIUM_HOME": str(home), "PATH": str(bindir)}
+    done = run_podium(["instruments", "--json"], env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(done.stdout)["instruments"]}
+    assert rows["aider"]["unavailable_reason"] == "executable 'aider' was not found on PATH"
+    assert rows["mine"]["unavailable_reason"] == (
+        f"executable '{missing}' does not exist or is not executable"
+    )
+    assert rows["shell"]["available"] and rows["shell"]["unavailable_reason"] is None
+    text = run_podium(["instruments"], env, timeout=60).stdout
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("codex-cli "))
+    assert "not installed" in lines[at]
+    assert lines[at + 1].strip() == "executable 'codex' was not found on PATH", text
+    gate = next(i for i, line in enumerate(lines) if line.startswith("approval "))
+    assert not lines[gate + 1].strip().startswith("written for"), text
 
 
 @pytest.mark.parametrize(
