@@ -194,6 +194,32 @@ async def test_a_conductor_starting_or_stopping_leaves_the_others_jobs_running(
         assert [c.conductor_id for c in (await a.status()).conductors] == ["a"]
 
 
+async def test_a_job_whose_hosts_no_live_conductor_carries_says_why_until_one_starts(
+    make: Make, tmp_path: Path
+) -> None:
+    async with make("a", host_labels=["cpu"]) as a:
+        submitted = await a.submit_job(spec=job(tmp_path, "gpu", 1, "true", hosts=["gpu"]))
+        job_id = submitted.job_id
+        # Nothing runs it, and every view says why instead of a silent `pending`.
+        detail = await a.get_job(job_id)
+        assert detail.status is JobStatus.QUEUED
+        why = detail.waiting_for_host
+        assert why is not None and "gpu" in why and "a (cpu" in why
+        assert (await a.checkpoint(job_id)).waiting_for_host == why
+        diagnosis = await a.diagnose(job_id)
+        assert why in diagnosis.verdict
+        steps = " ".join(step.action for step in diagnosis.next_steps)
+        assert "host_labels: [gpu]" in steps
+        assert any(step.tool == "resume" for step in diagnosis.next_steps)
+        async with make("b", host_labels=["gpu"]) as b:
+
+            async def done() -> bool:
+                return await status_of(b, job_id) is JobStatus.COMPLETED
+
+            await wait_until(done, timeout=20)
+        assert (await a.get_job(job_id)).waiting_for_host is None
+
+
 def _group(proc: psutil.Process) -> int | None:
     try:
         import os
