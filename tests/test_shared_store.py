@@ -19,6 +19,7 @@ from pg import fresh_schema
 
 from podium.core.conductor import Conductor
 from podium.core.config import load_config
+from podium.core.errors import NotFoundError
 from podium.core.models import JobStatus, Outcome, SheetStatus, utcnow
 from podium.core.store.base import WriteBatch
 from podium.core.store.open import open_store
@@ -218,6 +219,38 @@ async def test_a_job_whose_hosts_no_live_conductor_carries_says_why_until_one_st
 
             await wait_until(done, timeout=20)
         assert (await a.get_job(job_id)).waiting_for_host is None
+
+
+async def test_logs_and_snapshots_of_sheets_another_conductor_ran_say_where_they_are(
+    make: Make, tmp_path: Path
+) -> None:
+    async with make("a") as a, make("b", host_labels=["here"]) as b:
+        submitted = await a.submit_job(
+            spec=job(tmp_path, "there", 1, "echo printed-on-b", hosts=["here"])
+        )
+        job_id = submitted.job_id
+
+        async def done() -> bool:
+            return await status_of(a, job_id) is JobStatus.COMPLETED
+
+        await wait_until(done, timeout=20)
+        assert "printed-on-b" in (await b.read_logs(job_id, sheet=1)).text
+        # Through a: not a confinement error that advises allowed_roots, but who has it.
+        with pytest.raises(NotFoundError, match="ran on conductor 'b'") as err:
+            await a.read_logs(job_id, sheet=1)
+        assert "allowed_roots" not in str(err.value)
+        combined = await a.read_logs(job_id)
+        assert "sheet 1" in combined.text and "conductor that ran it" in combined.text
+
+        async def captured() -> bool:
+            return bool(await b.list_snapshots(job_id))
+
+        await wait_until(captured, timeout=20)
+        [taken] = await b.list_snapshots(job_id)
+        assert await a.list_snapshots(job_id) == []
+        [away] = await a.snapshots.elsewhere(job_id)
+        assert (away.job_id, away.path) == (job_id, taken.path)
+        assert await b.snapshots.elsewhere(job_id) == []
 
 
 def _group(proc: psutil.Process) -> int | None:
