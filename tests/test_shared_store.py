@@ -148,6 +148,43 @@ async def test_a_rate_limit_hold_holds_every_conductor_and_is_lifted_through_any
         assert (await b.status()).rate_limits == []
 
 
+async def test_when_a_shared_hold_ends_one_sheet_goes_first_across_conductors(
+    make: Make, tmp_path: Path, store_url: str
+) -> None:
+    async with make("a", host_labels=["at-a"]) as a, make("b", host_labels=["at-b"]) as b:
+        now = utcnow()
+        # Both conductors' timers fire at the hold's end; each has a ready sheet behind it.
+        hold = HoldRow("shell", now + timedelta(seconds=2), "429", now)
+        other = await open_store(
+            load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
+        )
+        try:
+            assert await other.commit([WriteBatch(holds=[hold])]) == [None]
+        finally:
+            await other.close()
+
+        async def both_know() -> bool:
+            return all("shell" in c.engine.state.held_keys(utcnow()) for c in (a, b))
+
+        await wait_until(both_know, timeout=10)
+        jobs = [
+            (await a.submit_job(spec=job(tmp_path, "on-a", 1, "sleep 0.5", hosts=["at-a"]))).job_id,
+            (await a.submit_job(spec=job(tmp_path, "on-b", 1, "sleep 0.5", hosts=["at-b"]))).job_id,
+        ]
+
+        async def done() -> bool:
+            return all([await status_of(a, j) is JobStatus.COMPLETED for j in jobs])
+
+        await wait_until(done, timeout=30)
+        attempts = []
+        for job_id in jobs:
+            history, _ = await a.get_execution_history(job_id)
+            attempts += history
+        first, then = sorted(attempts, key=lambda h: h.started_at)
+        # The first sheet's success lifted the hold: only then did the other start.
+        assert first.ended_at is not None and then.started_at >= first.ended_at, attempts
+
+
 async def test_a_conductor_starting_or_stopping_leaves_the_others_jobs_running(
     make: Make, tmp_path: Path
 ) -> None:
