@@ -1,6 +1,6 @@
 """The conductor's status as the `status` tool shows it: jobs by status, pressure, readiness,
-the rate limits held (named by the instruments waiting behind them), the instruments, and
-the peers on a shared store."""
+the rate limits held (named by the instruments waiting behind them), the instruments and the
+user profile files refused, and the peers on a shared store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from podium.core.approvals import PENDING_APPROVALS_SHOWN, approval_list
 from podium.core.models import utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.version import podium_version
-from podium.core.views import ConductorStatus, ConductorView, InstrumentView, RateLimitView
+from podium.core.views import (
+    ConductorStatus,
+    ConductorView,
+    InstrumentError,
+    InstrumentView,
+    RateLimitView,
+)
 
 if TYPE_CHECKING:
     from podium.core.conductor import Conductor
@@ -49,6 +55,10 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
     memory_mb = sample.memory_mb if sample is not None else None
     failure_rate = None if engine is None else engine.failure_rate
     instruments = [InstrumentView.from_info(i) for i in (catalog.all() if catalog else [])]
+    refused = [
+        InstrumentError(path=p.path, message=p.message)
+        for p in (catalog.problems if catalog else [])
+    ]
     peers = []
     if store.shared:
         peers = [
@@ -84,6 +94,7 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
             and (failure_rate is None or failure_rate < ELEVATED_FAILURE_RATE)
         ),
         instruments=instruments,
+        instrument_errors=refused,
         conductor_id=conductor.config.conductor_id,
         conductors=peers,
     )

@@ -116,7 +116,7 @@ class JobHooks:
             return
         data = await store.get_spec(job_id)
         try:
-            loaded = await anyio.to_thread.run_sync(lambda: load_spec(data=data or {}))
+            loaded = await anyio.to_thread.run_sync(lambda: load_spec(data=data or {}, stored=True))
         except PodiumError as exc:
             log.warning(
                 "end hooks skipped: the spec no longer loads", job_id=job_id, error=str(exc)

@@ -141,9 +141,25 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
         raise TaskNotFoundError(f"taskId: task {quoted(task_id)} not found")
     if task.expires_at <= now:
         raise TaskExpiredError(f"taskId: task {quoted(task_id)} has expired (its ttlMs passed)")
+    return await task_state(store, task)
+
+
+async def task_state(store: Store, task: TaskRow) -> TaskState:
+    """The task as it is, its TTL aside: what it was when it expired, for a listener that
+    must tell a task that ended just before from one that was still going."""
     if task.final_status is not None:
         return _stored_final(task)
     return await derive_task(store, task)
+
+
+def expired_state(task: TaskRow) -> TaskState:
+    """A task whose `ttlMs` passed before its job ended, as a listener is told: `failed`
+    (the tasks extension lets a server fail a task once its TTL is over). The job goes on."""
+    why = (
+        f"task expired: its ttlMs ({task.ttl_ms}) passed before job {task.job_id!r} ended; "
+        f"the job goes on (follow it with status job_id={task.job_id})"
+    )
+    return TaskState(task, "failed", why, task.expires_at, error=why)
 
 
 async def derive_task(store: Store, task: TaskRow) -> TaskState:

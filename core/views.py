@@ -92,6 +92,13 @@ class InstrumentView(_View):
         )
 
 
+class InstrumentError(_View):
+    """A user instrument profile file the conductor does not use."""
+
+    path: str = Field(description="the profile file (in <home>/instruments/)")
+    message: str = Field(description="why it is not used: each `key: problem`, `; `-separated")
+
+
 class PendingApproval(_View):
     """An approval sheet waiting for a person: answer with `approve` (or `podium approve`)."""
 
@@ -120,6 +127,12 @@ class ConductorStatus(_View):
     rate_limits: list[RateLimitView]
     ready: bool
     instruments: list[InstrumentView]
+    instrument_errors: list[InstrumentError] = Field(
+        default_factory=list,
+        description="user profile files in <home>/instruments/ refused at the last start or "
+        "reload (invalid YAML or fields, or a second file naming one profile), and why; a "
+        "refused file that names a built-in leaves the built-in in use",
+    )
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")

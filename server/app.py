@@ -24,7 +24,8 @@ from podium.server.guard import RequestGuard
 from podium.server.notifier import JOBS_URI, ChangeNotifier, checkpoint_job
 from podium.server.prompts import PROMPT_NAMES, register_prompts
 from podium.server.resources import register_resources
-from podium.server.tasks import TaskListen, TasksExtension
+from podium.server.task_listen import TaskListen
+from podium.server.tasks import TasksExtension
 from podium.server.tools import build_tools
 
 INSTRUCTIONS = """Podium runs long, parallel, multi-step work in the background and never loses it.

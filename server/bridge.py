@@ -12,9 +12,11 @@ and subscription passes without per-tool code. What it adds to a plain copy:
   every later POST with it), and hosts pipeline: they write `initialize`,
   `notifications/initialized` and their first requests without waiting. Sent at once, those
   would go out without a session id ("Missing session ID"). So what the client sends after an
-  `initialize` waits, in order, until that initialize is answered. If it failed there is no
-  session for what followed it: each request held behind it gets an error that says so, its
-  notifications are dropped, and the next `initialize` (the client trying again) goes out;
+  `initialize` waits, in order, until that initialize is answered. If the conductor failed
+  it (one whose params are invalid never gets here: the stdio transport answers it, for
+  `--embedded` too, `stdio_session.SessionGate`) there is no session for what followed it:
+  each request held behind it gets an error that says so, its notifications are dropped,
+  and the next `initialize` (the client trying again) goes out;
 - reconnection: the client's next message starts the conductor again (recovery reconciles
   what the dead one left) and reattaches; a 2025-11-25 session is re-established by
   replaying the client's `initialize` and its resource subscriptions, so the host never
@@ -25,7 +27,6 @@ The bridge never runs an engine and never opens the database.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,7 @@ from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo
 from podium.server.daemon import TokenRefusedError, alive, ensure_conductor, reap
 from podium.server.stdio_guard import guarded_stdio_server
+from podium.server.stdio_session import refused_after
 
 log = structlog.get_logger("podium.bridge")
 
@@ -102,13 +104,6 @@ UNANSWERED_MESSAGE = (
     "stdin closed before the conductor answered this request (the bridge waits "
     f"{EOF_DRAIN_SECONDS:.0f} s for answers after stdin closes)"
 )
-
-
-def refused_after(initialize: RequestId, failure: ErrorData) -> str:
-    return (
-        f"not sent: this request came after initialize (id {json.dumps(initialize)}), which "
-        f"failed ({failure.code}: {failure.message}); send initialize again, then this request"
-    )
 
 
 class UpstreamLost(Exception):
@@ -181,7 +176,11 @@ class SessionState:
         meta = params.get("_meta")
         version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
         headers: dict[str, str] = {}
-        if isinstance(version, str):  # the 2026-07-28 per-request envelope
+        # The 2026-07-28 per-request envelope. Never on `initialize`, which that version does
+        # not have: the handshake is the handshake even with an envelope stamped on it (the
+        # SDK's stdio server serves it so; headers would make the conductor route it as a
+        # 2026-07-28 request, which has no such method).
+        if isinstance(version, str) and m.method != "initialize":
             headers[MCP_PROTOCOL_VERSION_HEADER] = version
             headers[MCP_METHOD_HEADER] = m.method
             key = NAME_BEARING_METHODS.get(m.method) or TASK_NAME_KEYS.get(m.method)

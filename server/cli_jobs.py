@@ -248,6 +248,10 @@ async def status(
                     i["name"] + ("" if i["available"] else " (not installed)")
                     for i in s["instruments"]
                 )
+                + "".join(
+                    f"\nprofile not used: {e['path']}: {e['message']}"
+                    for e in s.get("instrument_errors") or []
+                )
             )
             return 0
         d = await caller.call(

@@ -187,6 +187,10 @@ class Dashboard:
         response = RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
         if self.auth.redeem(request.query_params.get("code", ""), response, request):
             return response
+        # A link opened again (from the history, or a second tab) by the browser it already
+        # logged in grants nothing new, but that browser may read: lead it to the page.
+        if self.auth.session(request) is not None:
+            return RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
         return _notice(
             401,
             "This login link cannot be used",

@@ -27,6 +27,7 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo, remove_conductor_info, write_conductor_info
 from podium.core.models import utcnow
+from podium.core.runner.descriptors import DescriptorLimit, describe, raise_descriptor_limit
 from podium.core.runner.escapees import become_subreaper
 from podium.core.version import podium_version
 from podium.server.activity import ActivityTracker, wait_until_idle
@@ -34,6 +35,7 @@ from podium.server.app import PodiumServer
 from podium.server.cli_routes import add_cli_routes
 from podium.server.dashboard import Dashboard
 from podium.server.event_store import RETRY_INTERVAL_MS, BoundedEventStore
+from podium.server.exhaustion import surviving_exhaustion
 from podium.server.stdio_guard import guarded_stdio_server
 
 log = structlog.get_logger("podium.serve")
@@ -164,6 +166,7 @@ async def serve(
     logged and ignored instead of killing the process in the middle of its kill sequence."""
     if transport != "stdio":
         check_http_options(options)
+    limit = _raise_descriptor_limit()
     conductor = Conductor(config, overrides=overrides)
     # This process exists to run the engine: orphans of its sheets become its children (not
     # init's), so it stays their reaper and can end them (SPEC §9 trap 15).
@@ -184,7 +187,9 @@ async def serve(
                     if transport == "stdio":
                         await _serve_stdio(conductor, stop)
                     else:
-                        await _serve_http(conductor, transport, options, stop, idle_exit_minutes)
+                        await _serve_http(
+                            conductor, transport, options, stop, idle_exit_minutes, limit
+                        )
                 finally:
                     # Not under a shield: stop() closes the conductor's task group, whose scope
                     # must be the current one; it shields its own graceful shutdown.
@@ -193,6 +198,19 @@ async def serve(
             outer.cancel_scope.cancel()
     if failure is not None:
         raise failure
+
+
+def _raise_descriptor_limit() -> DescriptorLimit:
+    """Room for every client's connections (core/runner/descriptors.py says why, and what
+    the processes the engine starts get)."""
+    limit = raise_descriptor_limit()
+    if limit.error is not None:
+        log.warning("descriptor limit could not be raised", **describe(limit))
+    elif limit.raised:
+        log.info("descriptor limit raised", **describe(limit))
+    else:
+        log.info("descriptor limit kept", **describe(limit))
+    return limit
 
 
 async def _handle_signals(
@@ -269,6 +287,7 @@ async def _serve_http(
     options: HttpOptions,
     stop: anyio.Event,
     idle_exit_minutes: float | None,
+    limit: DescriptorLimit,
 ) -> None:
     sock = _bind(options.host, options.port)
     port: int = sock.getsockname()[1]
@@ -298,7 +317,9 @@ async def _serve_http(
     async with server.running(), dashboard.running(), anyio.create_task_group() as tg:
 
         async def run() -> None:
-            await uv.serve(sockets=[sock])
+            # Out of descriptors, accepting pauses and is tried again (server/exhaustion.py).
+            with surviving_exhaustion(limit):
+                await uv.serve(sockets=[sock])
             tg.cancel_scope.cancel()
 
         async def announce() -> None:

@@ -42,7 +42,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from podium.server.stdio_input import MAX_LINE_BYTES, CancellableStdin, OverlongLine
-from podium.server.stdio_session import SessionGate
+from podium.server.stdio_session import Drop, SessionGate
 
 log = structlog.get_logger("podium.stdio")
 
@@ -213,7 +213,7 @@ class ClaimedStdout:
 @asynccontextmanager
 async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
     """The stdio transport: the cancellable, capped stdin reader, each line parsed once
-    (unreadable ones answered here, and so is a request before any session: `SessionGate`),
+    (unreadable ones answered here, and what no session can take: `SessionGate`),
     and replies written by `ClaimedStdout`. The SDK's
     `stdio_server` parses every line after this guard had to, and writes and flushes each
     reply through two worker-thread round trips."""
@@ -234,8 +234,10 @@ async def guarded_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                         await replies.send(SessionMessage(reply))
                 elif isinstance(item, Exception):
                     await read_writer.send(item)
-                elif (answer := gate.answer(item)) is not None:
-                    await replies.send(SessionMessage(answer))
+                elif isinstance(verdict := gate.answer(item), Drop):
+                    log.info("dropped", why=verdict.why, message=repr(item))
+                elif verdict is not None:
+                    await replies.send(SessionMessage(verdict))
                 else:
                     await read_writer.send(SessionMessage(item))
 

@@ -10,30 +10,19 @@ Podium's durable tasks (`podium.core.tasks`), built on the SDK's public `Extensi
   (answers to those elicitations decide the approvals), `tasks/cancel` (cancels the job;
   idempotent). A request that did not declare the extension gets -32021; an unknown or
   expired task id -32602; over HTTP an `Mcp-Name` header that is not the task id, -32020.
-- `subscriptions/listen` with `taskIds` streams `notifications/tasks` (the whole task, as
-  `tasks/get` would answer) each time one of those tasks changes status, beside the
-  resource notifications the SDK's own listen handler serves.
+- `subscriptions/listen` with `taskIds` streams `notifications/tasks`: `server/task_listen.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import anyio
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import require_client_extension
-from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp.shared.subscriptions import (
-    SUBSCRIPTION_ID_META_KEY,
-    ServerEvent,
-    event_matches,
-    event_to_notification,
-)
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     HEADER_MISMATCH,
@@ -42,10 +31,6 @@ from mcp_types import (
     CallToolRequestParams,
     CallToolResult,
     RequestParams,
-    SubscriptionFilter,
-    SubscriptionsAcknowledgedNotification,
-    SubscriptionsAcknowledgedNotificationParams,
-    SubscriptionsListenResult,
     TextContent,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -53,11 +38,9 @@ from pydantic import Field
 
 from podium.core.conductor import Conductor
 from podium.core.errors import PodiumError
-from podium.core.events import ChangeEvent
 from podium.core.models import Decision, format_time
 from podium.core.tasks import TaskNotFoundError, TaskState
 from podium.server.guard import compact_json
-from podium.server.sdk_seams import send_extension_notification
 
 log = structlog.get_logger("podium.tasks")
 
@@ -314,146 +297,3 @@ def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> Non
             code=HEADER_MISMATCH,
             message="Mcp-Name header does not match the request body's 'taskId' parameter",
         )
-
-
-# ----- notifications/tasks on subscriptions/listen ---------------------------------------------
-
-
-class TaskListen:
-    """A middleware serving `subscriptions/listen` requests that ask for `taskIds` (the
-    SDK's listen handler serves the rest): acknowledge, push each task as it is now, then
-    stream both the resource events asked for (from the SDK's bus) and a
-    `notifications/tasks` each time one of the tasks changes status."""
-
-    def __init__(self, conductor: Conductor, bus: SubscriptionBus) -> None:
-        self.conductor = conductor
-        self.bus = bus
-
-    async def __call__(
-        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
-    ) -> HandlerResult:
-        if ctx.method != "subscriptions/listen" or not isinstance(ctx.params, dict):
-            return await call_next(ctx)
-        wanted = ctx.params.get("notifications")
-        task_ids = wanted.get("taskIds") if isinstance(wanted, dict) else None
-        if task_ids is None:
-            return await call_next(ctx)
-        if not declared(ctx):
-            require_client_extension(ctx, TASKS_EXTENSION)
-        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
-            raise MCPError(code=INVALID_PARAMS, message="notifications.taskIds: a list of ids")
-        if len(task_ids) > MAX_LISTENED_TASKS:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"notifications.taskIds: at most {MAX_LISTENED_TASKS} tasks per stream",
-            )
-        assert isinstance(wanted, dict)
-        return await self._serve(ctx, wanted, list(dict.fromkeys(task_ids)))
-
-    async def _serve(
-        self, ctx: ServerRequestContext[Any, Any], wanted: dict[str, Any], task_ids: list[str]
-    ) -> HandlerResult:
-        subscription_id = ctx.request_id
-        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
-        requested = SubscriptionFilter.model_validate(
-            {k: v for k, v in wanted.items() if k != "taskIds"}
-        )
-        honored = SubscriptionFilter(
-            tools_list_changed=True if requested.tools_list_changed else None,
-            prompts_list_changed=True if requested.prompts_list_changed else None,
-            resources_list_changed=True if requested.resources_list_changed else None,
-            resource_subscriptions=list(requested.resource_subscriptions)
-            if requested.resource_subscriptions
-            else None,
-            taskIds=task_ids,
-        )
-        uris = frozenset(requested.resource_subscriptions or ())
-        # Jobs of the tasks listened to, and the status each was last pushed with.
-        jobs: dict[str, str] = {}
-        last: dict[str, tuple[str, tuple[str, ...]]] = {}
-        for task_id in task_ids:
-            try:
-                state = await self.conductor.tasks.get(task_id)
-            except TaskNotFoundError:
-                continue  # honored like an unknown resource URI: it never fires
-            jobs[task_id] = state.task.job_id
-            last[task_id] = _signature(state)
-        send, receive = anyio.create_memory_object_stream[ServerEvent | ChangeEvent](1024)
-
-        def deliver(event: ServerEvent | ChangeEvent) -> None:
-            # A reader that stopped reading loses pushes; the engine never waits for it.
-            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-                send.send_nowait(event)
-
-        def on_bus(event: ServerEvent) -> None:
-            if event_matches(honored, uris, event):
-                deliver(event)
-
-        unsubscribe: Callable[[], None] = self.bus.subscribe(on_bus)
-        try:
-            async with (
-                self.conductor.events.subscribe() as changes,
-                anyio.create_task_group() as tg,
-            ):
-
-                async def forward_changes() -> None:
-                    watched = set(jobs.values())
-                    async for change in changes:
-                        if change.job_id in watched:
-                            deliver(change)
-
-                tg.start_soon(forward_changes)
-                await ctx.session.send_notification(
-                    SubscriptionsAcknowledgedNotification(
-                        params=SubscriptionsAcknowledgedNotificationParams(
-                            notifications=honored, _meta=meta
-                        )
-                    ),
-                    related_request_id=subscription_id,
-                )
-                # Each task as it is now, first: a listener that joined after a change (say,
-                # the gate opened before the stream did) still hears of it.
-                for task_id in jobs:
-                    last.pop(task_id, None)
-                    await self._push(ctx, task_id, last, meta)
-                async for item in receive:
-                    if not isinstance(item, ChangeEvent):
-                        await ctx.session.send_notification(
-                            event_to_notification(item, meta), related_request_id=subscription_id
-                        )
-                        continue
-                    for task_id, job_id in jobs.items():
-                        if job_id == item.job_id:
-                            await self._push(ctx, task_id, last, meta)
-                tg.cancel_scope.cancel()
-        finally:
-            unsubscribe()
-            send.close()
-            receive.close()
-        return SubscriptionsListenResult(_meta=meta)
-
-    async def _push(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        task_id: str,
-        last: dict[str, tuple[str, tuple[str, ...]]],
-        meta: dict[str, Any],
-    ) -> None:
-        try:
-            state = await self.conductor.tasks.get(task_id)
-        except TaskNotFoundError:
-            return
-        signature = _signature(state)
-        if last.get(task_id) == signature:
-            return
-        last[task_id] = signature
-        fields = task_fields(state, detailed=True)
-        params = {**fields, "_meta": {**fields["_meta"], **meta}}
-        await send_extension_notification(
-            ctx.session, "notifications/tasks", params, related_request_id=ctx.request_id
-        )
-
-
-def _signature(state: TaskState) -> tuple[str, tuple[str, ...]]:
-    """What a push is about: the status, and for input_required which questions wait."""
-    return state.status, tuple(a.key for a in state.approvals)

@@ -305,3 +305,43 @@ async def test_the_app_approve_button_calls_approve_with_the_spec_arguments(
 
         await wait_until(approved, timeout=30)
         assert {"name": "approve", "arguments": expected} in calls
+
+
+@pytest.mark.timeout(BROWSER_TEST_TIMEOUT)
+async def test_the_app_says_when_a_job_has_more_sheets_than_it_draws(client: Client) -> None:
+    """show_job returns at most 1000 sheets: the view of a bigger job says it draws a part."""
+    html = (await client.read_resource(JOB_VIEW_URI)).contents[0].text  # type: ignore[union-attr]
+    sheet = {
+        "sheet_num": 1, "name": "a", "status": "completed", "attempts": 1, "depends_on": [],
+        "instrument": "shell", "started_at": None, "completed_at": None,
+        "duration_seconds": None, "last_error": None, "error_category": None,
+        "waiting_reason": None, "waiting_until": None, "output_tail": None, "log_uri": None,
+    }  # fmt: skip
+    detail = {
+        "job_id": "huge-1", "name": "huge", "status": "completed", "total_sheets": 1500,
+        "completed_sheets": 1500, "failed_sheets": 0, "submitted_at": "2026-01-01T00:00:00Z",
+        "started_at": None, "completed_at": None, "pause_reason": None, "error": None,
+        "labels": [], "workspace": "/tmp/w", "priority": 5, "sheets_total_matching": 1500,
+        "sheets": [sheet, {**sheet, "sheet_num": 2, "name": "b"}],
+    }  # fmt: skip
+    result = {
+        "content": [{"type": "text", "text": json.dumps(detail)}],
+        "structuredContent": detail,
+    }
+
+    async def forward(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "tools/call" and params["name"] == "show_job":
+            return result
+        return {"contents": []}
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.expose_function("mcpForward", forward)
+        await page.set_content(STUB_HOST)
+        await page.evaluate(
+            "([html, input, result]) => window.startApp(html, input, result)",
+            [html, {"job_id": "huge-1"}, result],
+        )
+        app = page.frame_locator("#app")
+        await app.locator('#dag g.sheet[data-sheet="2"]').wait_for(timeout=WAIT_MS)
+        assert "first 2 of 1500 sheets" in await app.locator("#job-progress").inner_text()

@@ -443,3 +443,47 @@ async def test_a_changed_spec_reaches_a_gate_that_waits(client: Client) -> None:
     assert done["sheets"][1]["instrument"] == "shell"
     assert done["sheets"][1]["output_tail"] == "auto-ok\n"
     assert (Path(done["workspace"]) / "shipped.txt").read_text() == "auto-ok\n"
+
+
+async def test_an_open_gate_stays_a_gate_when_its_approval_profile_goes(
+    home: Path, make_config: Any
+) -> None:
+    """A gate opened under a user profile of `kind: approval`, which is then removed and the
+    profiles reloaded: the question asked still takes a decision, and its timeout still ends
+    it as a gate's (not as a sheet run on an instrument that no longer exists)."""
+    profile = home / "instruments" / "signoff.yaml"
+    profile.parent.mkdir()
+    profile.write_text("name: signoff\nkind: approval\n")
+    decided = gate_spec("decided", instrument="signoff")
+    lapsed = gate_spec("lapsed", instrument="signoff", instrument_config={"timeout_seconds": 3})
+    conductor = Conductor(make_config())
+    await conductor.start()
+    try:
+        server = PodiumServer(conductor)
+        async with server.running(), Client(server.mcp) as client:
+            decided_id = (await call(client, "submit_job", {"spec": decided}))["job_id"]
+            lapsed_id = (await call(client, "submit_job", {"spec": lapsed}))["job_id"]
+            await wait_gate(client, decided_id)
+            await wait_gate(client, lapsed_id)
+            profile.unlink()
+            await conductor.reload()
+            assert "signoff" not in {
+                i["name"] for i in (await call(client, "status", {}))["instruments"]
+            }
+
+            await call(
+                client, "approve", {"job_id": decided_id, "sheet": "ask", "decision": "approve"}
+            )
+            done = await finished(client, decided_id)
+            assert done["sheets"][1]["status"] == "completed"
+            # Its dependent is still a shell sheet: it runs on.
+            assert done["sheets"][2]["status"] == "completed", done
+
+            ran_out = await finished(client, lapsed_id)
+            gate = ran_out["sheets"][1]
+            assert (gate["status"], gate["error_category"]) == ("failed", "timeout"), gate
+            history = json.loads(await read_text(client, f"podium://jobs/{lapsed_id}/history"))
+            [entry] = [e for e in history["entries"] if e["sheet_num"] == 2]
+            assert (entry["outcome"], entry["decision"]) == ("timeout", None), entry
+    finally:
+        await conductor.stop()

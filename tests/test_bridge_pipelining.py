@@ -141,13 +141,14 @@ class Serve:
 
 
 @asynccontextmanager
-async def bridge(home: Path) -> AsyncIterator[Serve]:
+async def bridge(home: Path, *args: str) -> AsyncIterator[Serve]:
+    """`podium serve` (with `args`: `--embedded` gives the other stdio server)."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     stderr = (home.parent / "serve-stderr.log").open("ab")
     try:
         proc = await anyio.open_process(
-            [PODIUM, "serve"], stdin=read_end, env=serve_env(home), stderr=stderr
+            [PODIUM, "serve", *args], stdin=read_end, env=serve_env(home), stderr=stderr
         )
     finally:
         os.close(read_end)
@@ -328,9 +329,11 @@ async def test_stdin_closed_while_the_initialize_is_unanswered(home: Path) -> No
 
 
 async def test_a_failed_initialize_refuses_what_followed_it(home: Path) -> None:
-    """What was held behind an `initialize` that failed has no session to go to: each
-    request gets an error naming that initialize; a second `initialize` among them (the
-    client trying again) is sent, and what follows it is served."""
+    """An `initialize` whose params are invalid is answered at the stdio transport (as by
+    `--embedded`: tests/test_stdio_parity.py) and leaves no session: each request after it
+    gets an error naming it, but a ping (allowed before any session); a second
+    `initialize` among them (the client trying again) is sent, and what follows it is
+    served."""
     conductor = started_conductor(home)
     async with bridge(home) as serve:
         await pipelined(
@@ -346,17 +349,51 @@ async def test_a_failed_initialize_refuses_what_followed_it(home: Path) -> None:
             tool(6, "list_jobs"),
         )
         answers = await serve.answers_for(1, 2, 3, 4, 5, 6)
-        assert "error" in answers[1], answers[1]
-        for refused in (2, 3):
-            error = answers[refused]["error"]
-            assert error["code"] == -32600, answers[refused]
-            assert "initialize (id 1)" in error["message"], answers[refused]
-            assert answers[1]["error"]["message"] in error["message"], answers[refused]
+        assert answers[1]["error"]["code"] == -32602, answers[1]
+        assert "params.clientInfo: Field required" in answers[1]["error"]["message"]
+        error = answers[2]["error"]
+        assert error["code"] == -32600, answers[2]
+        assert "initialize (id 1)" in error["message"], answers[2]
+        assert answers[1]["error"]["message"] in error["message"], answers[2]
+        assert ok(answers[3]) == {}
         ok(answers[4])
         assert {t["name"] for t in ok(answers[5])["tools"]} >= set(JOBS)
         ok(answers[6])
-        assert serve.before(1, 2, 3, 4) and serve.before(4, 5, 6), serve.order
+        assert serve.before(4, 5, 6), serve.order
         await serve.finish()
+
+
+async def test_an_initialize_the_conductor_fails_refuses_what_was_held(home: Path) -> None:
+    """An `initialize` with valid params that the conductor fails (here: it refuses the
+    token in conductor.json): what was held behind it has no session to go to, so each
+    request gets an error naming that initialize, the ping too; the notifications are
+    dropped; the next `initialize` is sent (and fails the same way)."""
+    pid, port = started_conductor(home)
+    info = json.loads((home / "conductor.json").read_text())
+    (home / "conductor.json").write_text(json.dumps({**info, "token": "not-the-token"}))
+    async with bridge(home) as serve:
+        await pipelined(
+            serve,
+            (pid, port),
+            initialize(1),
+            INITIALIZED,
+            request(2, "tools/list"),
+            request(3, "ping"),
+            initialize(4),
+            INITIALIZED,
+            tool(5, "list_jobs"),
+        )
+        answers = await serve.answers_for(1, 2, 3, 4, 5)
+        for failed, refused in ((1, (2, 3)), (4, (5,))):
+            assert "refused the bearer token" in answers[failed]["error"]["message"]
+            for request_id in refused:
+                error = answers[request_id]["error"]
+                assert error["code"] == -32600, answers[request_id]
+                assert f"initialize (id {failed})" in error["message"], answers[request_id]
+                assert answers[failed]["error"]["message"] in error["message"]
+        assert serve.before(1, 2, 3, 4) and serve.before(4, 5), serve.order
+        await serve.finish()
+    (home / "conductor.json").write_text(json.dumps(info))
 
 
 async def test_a_second_initialize_holds_what_follows_it(home: Path) -> None:

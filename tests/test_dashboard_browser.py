@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -47,7 +48,8 @@ async def dashboard(conductor: RunningConductor, fragment: str = "") -> AsyncIte
         if fragment:
             await page.goto(conductor.base + "/" + fragment)
         await page.wait_for_selector('#conn[data-state="live"]', timeout=WAIT_MS)
-        # Set once; a reload would lose it.
+        # Set once; a reload would lose it. (Waits go through locators: a string predicate that
+        # has to poll is eval, which the page's CSP refuses.)
         await page.evaluate("window.__sameDocument = true")
         yield page
         assert await page.evaluate("window.__sameDocument === true"), "the page reloaded"
@@ -100,10 +102,7 @@ async def test_a_running_jobs_dag_turns_completed_without_reload(
         await page.wait_for_selector(sheet(2, "completed"), timeout=WAIT_MS)
         await page.wait_for_selector('#job-status[data-status="completed"]', timeout=WAIT_MS)
         # The selected sheet's log tail followed the change too.
-        await page.wait_for_function(
-            "document.getElementById('sheet-log').textContent.includes('work done')",
-            timeout=WAIT_MS,
-        )
+        await page.locator("#sheet-log", has_text="work done").wait_for(timeout=WAIT_MS)
         assert await page.locator("#timeline rect.attempt").count() == 2
         await page.screenshot(path=str(artifact("dashboard-job-view.png")), full_page=True)
 
@@ -198,3 +197,120 @@ async def test_approving_a_pending_approval_by_clicking(conductor: RunningConduc
         await page.click("#btn-approve")
         await page.wait_for_selector(sheet(1, "completed"), timeout=WAIT_MS)
         await page.wait_for_selector('#job-status[data-status="completed"]', timeout=WAIT_MS)
+
+
+HOSTILE = "<script>window.__owned = 1</script> &amp; \"quoted\" 'single' <b>bold</b> ünï 🎉"
+
+
+async def test_a_sheet_of_hundreds_opens_its_panel_in_view_with_its_text_escaped(
+    conductor: RunningConductor,
+) -> None:
+    """Three hundred independent sheets are one column thousands of pixels tall: it scrolls in
+    its box, and the clicked sheet's panel is shown where the user is looking. Error and log
+    text with markup is shown as text."""
+    sheets = [{"name": f"s{i}", "prompt": "true"} for i in range(1, 301)]
+    sheets[249]["prompt"] = f"printf '%s\\n' '{HOSTILE}' >&2; exit 3"
+    spec = {"name": "wide", "sheets": sheets, "on_failure": "continue"}
+    job = await submit(conductor, spec)
+    async with dashboard(conductor, f"#/jobs/{job['job_id']}") as page:
+        await page.wait_for_selector('#job-status[data-status="failed"]', timeout=WAIT_MS)
+        await page.click(sheet(250, "failed"))
+        panel = page.locator("#sheet-panel")
+        await panel.wait_for(timeout=WAIT_MS)
+        await page.locator("#sheet-log", has_text="<b>bold</b>").wait_for(timeout=WAIT_MS)
+        box = await panel.bounding_box()
+        assert box is not None and 0 <= box["y"] < 860, f"the panel is off screen at {box}"
+        assert await page.evaluate("window.__owned === undefined")
+        assert await page.locator("main script, #sheet-panel b").count() == 0
+
+
+async def test_a_second_gate_takes_a_decision_after_the_first(conductor: RunningConductor) -> None:
+    spec = {
+        "name": "two-gates",
+        "sheets": [
+            {"name": "legal", "instrument": "approval", "prompt": "Legal ok?"},
+            {"name": "security", "instrument": "approval", "prompt": "Security ok?"},
+        ],
+    }
+    job = await submit(conductor, spec)
+    async with dashboard(conductor, f"#/jobs/{job['job_id']}") as page:
+        for num in (1, 2):
+            await page.wait_for_selector(
+                f'#dag g.sheet[data-sheet="{num}"][data-waiting="approval"]', timeout=WAIT_MS
+            )
+        await page.click(sheet(1, "waiting"))
+        await page.click("#btn-approve")
+        await page.wait_for_selector(sheet(1, "completed"), timeout=WAIT_MS)
+        await page.click(sheet(2, "waiting"))
+        await page.click("#btn-approve", timeout=5_000)
+        await page.wait_for_selector('#job-status[data-status="completed"]', timeout=WAIT_MS)
+
+
+async def test_a_job_cleared_while_open_is_shown_as_gone_and_controls_are_off(
+    conductor: RunningConductor,
+) -> None:
+    job = await submit(conductor, {"name": "doomed", "sheets": [{"name": "a", "prompt": "true"}]})
+    job_id = job["job_id"]
+    async with dashboard(conductor, f"#/jobs/{job_id}") as page:
+        await page.wait_for_selector('#job-status[data-status="completed"]', timeout=WAIT_MS)
+        assert await page.is_enabled("#btn-resume") is False  # completed: nothing to resume
+        async with conductor.client() as client:
+            assert (await call(client, "clear", {"job_ids": [job_id]}))["deleted"] == 1
+        # The list's change event makes the page re-read the job it shows.
+        await page.wait_for_selector("#view-job[data-stale]", timeout=WAIT_MS)
+        assert "not found" in await page.inner_text("#job-error")
+        for button in ("#btn-pause", "#btn-resume", "#btn-cancel"):
+            assert await page.is_disabled(button)
+        # Another job id, unknown or malformed, shows nothing of the job before it.
+        await page.evaluate("location.hash = '#/jobs/%E0%A4%A'")
+        await page.locator("#job-error", has_text="'%E0%A4%A' not found").wait_for(timeout=WAIT_MS)
+        assert await page.inner_text("#job-title") == "%E0%A4%A"
+        assert await page.locator("#dag g.sheet").count() == 0
+
+
+async def test_more_pages_stay_open_when_the_list_changes(conductor: RunningConductor) -> None:
+    async with conductor.client() as client:
+        for i in range(55):
+            await call(client, "submit_job", {"spec": {"name": f"page{i}", "sheets": [
+                {"prompt": "true"}]}})  # fmt: skip
+    async with dashboard(conductor) as page:
+        await page.wait_for_selector("#more:not([hidden])", timeout=WAIT_MS)
+        await page.click("#more")
+        await page.locator("#jobs tbody tr").nth(54).wait_for(timeout=WAIT_MS)
+        shown = await page.locator("#jobs tbody tr").count()
+        late = await submit(conductor, {"name": "late", "sheets": [{"prompt": "true"}]})
+        await page.wait_for_selector(f'tr[data-job="{late["job_id"]}"]', timeout=WAIT_MS)
+        # As many rows as before (not back to the first page of 50), the new job on top.
+        assert await page.locator("#jobs tbody tr").count() >= shown >= 55
+        assert (
+            await page.locator("#jobs tbody tr").first.get_attribute("data-job") == late["job_id"]
+        )
+
+
+async def test_a_stopped_conductor_is_said_to_be_gone_and_a_refused_stream_logged_out(
+    tmp_path: Path,
+) -> None:
+    """The page retries a dropped stream, then says the conductor is not answering (a
+    restarted one listens at a new address); a stream refused outright (a restarted conductor
+    on a fixed port knows no session of the one before: 401) is said to be a logout."""
+    own = start_conductor(tmp_path / "home")
+    try:
+        async with chromium() as browser:
+            pages = []
+            for _ in range(2):
+                context = await browser.new_context()
+                page = await context.new_page()
+                await page.goto(own.login_url())
+                await page.wait_for_selector('#conn[data-state="live"]', timeout=WAIT_MS)
+                pages.append(page)
+            refused, dropped = pages
+            await refused.route(
+                "**/podium/dashboard/events", lambda route: route.fulfill(status=401, body="{}")
+            )
+            stop_conductor(own)
+            await refused.wait_for_selector('#conn[data-state="logged-out"]', timeout=WAIT_MS)
+            assert "podium dashboard" in await refused.inner_text("#conn")
+            await dropped.wait_for_selector('#conn[data-state="unreachable"]', timeout=WAIT_MS)
+            assert "podium dashboard" in await dropped.inner_text("#conn")
+    finally:
+        stop_conductor(own)

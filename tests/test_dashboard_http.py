@@ -123,6 +123,22 @@ def test_the_login_link_works_once_and_sets_a_strict_httponly_cookie(
         assert other.get("/").status_code == 401
 
 
+def test_a_used_link_reopened_by_the_browser_it_logged_in_leads_to_the_page(
+    conductor: RunningConductor,
+) -> None:
+    """The link again from the browser's history (or in a second tab) is no error for the
+    browser it logged in; it grants that browser no new session and anyone else nothing."""
+    link = conductor.login_url()
+    path = link.removeprefix(conductor.base)
+    with http(conductor) as client:
+        assert client.get(path).status_code == 303
+        again = client.get(path)
+        assert again.status_code == 303 and again.headers["location"] == "/", again.text
+        assert "set-cookie" not in again.headers
+    with http(conductor) as other:
+        assert other.get(path).status_code == 401
+
+
 def test_the_page_has_a_strict_content_security_policy(conductor: RunningConductor) -> None:
     client, _ = logged_in(conductor)
     with closing(client):

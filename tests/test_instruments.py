@@ -112,6 +112,37 @@ def test_a_process_profile_needs_an_executable() -> None:
         InstrumentProfile.model_validate({"name": "x", "args": ["{prompt}"]})
 
 
+def test_a_relative_executable_path_is_refused_and_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bin/my cli` would be probed from the conductor's working directory but run from each
+    sheet's workspace: available in `podium instruments`, then not found when a sheet runs."""
+    (tmp_path / "bin").mkdir()
+    cli = tmp_path / "bin" / "my cli"
+    cli.write_text("#!/bin/sh\ncat\n")
+    cli.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    user_dir = tmp_path / "instruments"
+    user_dir.mkdir()
+    for name, executable in (("rel", "bin/my cli"), ("home", "~/bin/my-cli"), ("abs", str(cli))):
+        (user_dir / f"{name}.yaml").write_text(
+            f"name: {name}\nexecutable: {json.dumps(executable)}\nargs: []\nprompt_via: stdin\n"
+        )
+    catalog = InstrumentCatalog.load(user_dir)
+    assert catalog.get("rel") is None and catalog.get("home") is None
+    errors = sorted(catalog.load_errors)
+    assert len(errors) == 2, errors
+    assert all("executable: " in e and "relative path" in e for e in errors), errors
+    assert "bin/my cli" in errors[1] and "~/bin/my-cli" in errors[0]
+    # An absolute path (spaces and all) is fine, and says so when it is gone.
+    usable = catalog.get("abs")
+    assert usable is not None and usable.available and usable.executable_path == str(cli)
+    cli.unlink()
+    gone = InstrumentCatalog.load(user_dir).check("abs")
+    assert gone is not None and "does not exist or is not executable" in gone, gone
+    assert "PATH" not in gone
+
+
 @pytest.mark.parametrize("name", AI_NAMES)
 def test_ai_profiles_never_put_the_prompt_on_argv_or_through_a_shell(
     builtins: dict[str, InstrumentProfile], name: str

@@ -97,6 +97,7 @@ CONDUCTOR_FIELDS = {
     "rate_limits",
     "ready",
     "instruments",
+    "instrument_errors",
 }
 SNAPSHOT_FIELDS = {"snapshot_id", "job_id", "created_at", "path", "files", "size_bytes"}
 LOG_FIELDS = {"text", "sheet_num", "attempt", "truncated", "next_offset"}

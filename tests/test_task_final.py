@@ -2,8 +2,8 @@
 and the result stays what it was), through real MCP clients on real SQLite files: after a
 resume of its failed or cancelled job, after `clear`, and across a restart of the conductor.
 A resumed job is followed with a new task: `run_job` with its `job_id` and spec. A gate
-cancelled (or skipped by `on_failure: stop`) while it waits is asked again under a new input
-key."""
+cancelled (or skipped by `on_failure: stop`, or failed with its job when the job's stored
+spec no longer loads) while it waits is asked again under a new input key."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 from task_client import TasksClient, get_task, request, start_task, wait_task
 from test_approvals import gate_spec
+from test_spec_defects import corrupt_stored_spec
 from test_transports import call
 
 from podium.core.conductor import Conductor
@@ -268,3 +269,55 @@ async def test_a_gate_skipped_while_it_waits_is_asked_again_under_a_new_key(
             ("cancelled", None),
             ("completed", "approve"),
         ]
+
+
+async def test_a_gate_whose_stored_spec_stops_loading_is_asked_again_under_a_new_key(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    """The job's stored spec no longer loads while its gate waits (a damaged store, an
+    upgrade that no longer reads it): the job fails for its spec, and the gate's question is
+    taken back as at a cancel or a skip, so the resume that brings a good spec asks under a
+    new key."""
+    config = make_config()
+    spec = gate_spec("unloadable")
+    async with serving(config) as (_, client):
+        task_id = (await start_task(client, spec))["taskId"]
+        asked = await wait_task(client, task_id, ("input_required",))
+        [first_key] = asked["inputRequests"]
+        job_id = asked["_meta"]["podium/job_id"]
+    corrupt_stored_spec(config, job_id, "not json at all {")
+
+    async with serving(config) as (conductor, client):
+        if (await call(client, "status", {"job_id": job_id}))["status"] == "paused":
+            await call(client, "resume", {"job_id": job_id})  # the stop paused it
+        ended = await wait_task(client, task_id)
+        assert ended["status"] == "completed" and ended["result"]["isError"] is True
+        detail = ended["result"]["structuredContent"]
+        assert "stored spec no longer loads" in detail["error"]
+        gate = detail["sheets"][1]
+        assert (gate["status"], gate["error_category"]) == ("failed", "spec_invalid")
+        assert "inputRequests" not in ended
+        assert (await call(client, "status", {}))["pending_approvals_total"] == 0
+        # The question is in the history, taken back unanswered.
+        history, _ = await conductor.get_execution_history(job_id, sheet_num=2)
+        assert [(e.outcome.value if e.outcome else None, e.decision) for e in history] == [
+            ("cancelled", None)
+        ]
+        assert history[0].error_category is not None
+        assert history[0].error_category.value == "spec_invalid"
+
+        await call(client, "resume", {"job_id": job_id, "spec": spec})
+        follow = (await start_task(client, spec, job_id=job_id))["taskId"]
+        again = await wait_task(client, follow, ("input_required",))
+        [second_key] = again["inputRequests"]
+        assert second_key != first_key, (first_key, second_key)
+        answer = {second_key: {"action": "accept", "content": {"decision": "approve"}}}
+        await request(client, "tasks/update", {"taskId": follow, "inputResponses": answer})
+        done = await wait_task(client, follow)
+        assert done["status"] == "completed" and done["result"]["isError"] is False
+        history, _ = await conductor.get_execution_history(job_id, sheet_num=2)
+        assert [(e.outcome.value if e.outcome else None, e.decision) for e in history] == [
+            ("cancelled", None),
+            ("completed", "approve"),
+        ]
+        assert kept(await get_task(client, task_id)) == kept(ended)

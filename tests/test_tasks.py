@@ -298,6 +298,12 @@ async def test_tasks_through_the_stdio_bridge(tmp_path: Path) -> None:
     async with Client(params, extensions=[extension], mode="2026-07-28") as client:
         discovered = await request(client, "server/discover", {})
         assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
+        # A listen for a task that does not exist is refused through the bridge too.
+        with anyio.fail_after(20), pytest.raises(MCPError) as unknown:
+            listen = {"notifications": {"taskIds": ["task-nope"]}}
+            await request(client, "subscriptions/listen", listen)
+        assert unknown.value.error.code == -32602, unknown.value.error
+        assert "'task-nope' not found" in unknown.value.error.message
         task_id = (await start_task(client, gate_spec("bridge")))["taskId"]
         async with listening(client, extension, [task_id]):
             asked = await extension.wait_push(task_id, "input_required")

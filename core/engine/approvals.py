@@ -50,6 +50,8 @@ def is_gate(ctx: EngineContext, instrument: str) -> bool:
 
 
 def awaiting(sheet: SheetRow) -> bool:
+    """An open gate: a question asked and not yet answered. The row says so, whatever the
+    catalog says of its instrument now."""
     return sheet.status is SheetStatus.WAITING and sheet.waiting_reason is WaitingReason.APPROVAL
 
 
@@ -183,6 +185,27 @@ def take_back(tx: Tx, job_id: str, sheet_num: int, why: str, category: ErrorCate
     return sheet
 
 
+def end_unrun(
+    tx: Tx,
+    job_id: str,
+    sheet_num: int,
+    status: SheetStatus,
+    why: str,
+    category: ErrorCategory | None,
+) -> None:
+    """End a sheet that is not running (cancelled, skipped, failed with its job) without
+    running it. An open gate among them has its question taken back first, whatever ends
+    it: every way a gate ends but a decision or its timeout records that alike (see
+    `take_back`), so a resume asks again under a new key."""
+    if awaiting(tx.sheet(job_id, sheet_num)):
+        # Taken back under the category it ends with (a cancel, a failed dependency, a
+        # stored spec that no longer loads); with none, as cancelled.
+        edited = take_back(tx, job_id, sheet_num, why, category or ErrorCategory.CANCELLED)
+    else:
+        edited = tx.edit_sheet(job_id, sheet_num)
+    mark_terminal(edited, status, tx.now, why, category)
+
+
 def withdraw(tx: Tx, job_id: str, sheet_num: int, why: str) -> None:
     """Take back an open gate's question (its sheet changed); the sheet goes back to
     pending, to ask again."""
@@ -217,7 +240,9 @@ def decide(
         job_state = tx.state(job_id)
         sheet = tx.sheet(job_id, sheet_num)
         label = f"sheet {sheet_num}" + (f" ({sheet.name})" if sheet.name else "")
-        if not is_gate(ctx, sheet.instrument):
+        # An open gate takes its decision even if its profile went since it opened (a
+        # reload without it): the question was asked, and it ends as a gate.
+        if not awaiting(sheet) and not is_gate(ctx, sheet.instrument):
             raise InvalidTransitionError(
                 f"sheet: {label} of job {quoted(job_id)} runs instrument {sheet.instrument!r}; "
                 "only "

@@ -60,16 +60,11 @@ def skip_dependents(tx: Tx, job_state: JobState, sheet_num: int) -> None:
     dependents = job_state.descendants(sheet_num)
     rows = tx.sheets(job_id) if stop_all else {n: tx.sheet(job_id, n) for n in dependents}
     # approvals.py builds on this module: imported here, where it is needed, to keep it so.
-    from podium.core.engine.approvals import awaiting, take_back
+    from podium.core.engine.approvals import end_unrun
 
     for other, why in skipped_after_failure(rows, dependents, sheet_num, stop_all):
-        if awaiting(rows[other]):
-            # An open gate's question ends unanswered, as at a cancel: a resume asks anew,
-            # under a new attempt (a task input key must never name two questions).
-            edited = take_back(tx, job_id, other, why, ErrorCategory.DEPENDENCY_FAILED)
-        else:
-            edited = tx.edit_sheet(job_id, other)
-        mark_terminal(edited, SheetStatus.SKIPPED, tx.now, why, ErrorCategory.DEPENDENCY_FAILED)
+        # An open gate's question ends unanswered, as at a cancel: a resume asks anew.
+        end_unrun(tx, job_id, other, SheetStatus.SKIPPED, why, ErrorCategory.DEPENDENCY_FAILED)
 
 
 def settle_job(tx: Tx, job_id: str) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from podium.core.runner.process import run_captured
-from podium.core.spec.condition_check import SHEETS_NAME
 from podium.core.spec.conditions import SkipWhenCommand
 from podium.core.spec.expressions import evaluate
 from podium.core.spec.loader import ResolvedSheet
+from podium.core.spec.sheet_reads import SHEETS_NAME, sheet_number
 from podium.core.spec.templating import TemplateContext, context_variables
 from podium.core.store.rows import SheetRow
 
@@ -62,11 +62,9 @@ class SheetsView(Mapping[Any, SheetView]):
         self._names = names
 
     def _num(self, key: object) -> int | None:
-        if isinstance(key, bool):
-            return None
-        if isinstance(key, str):
-            key = int(key) if key.isdigit() else self._names.get(key)
-        return key if isinstance(key, int) and key in self._rows else None
+        # As the check at submit resolves it, so the two agree on which reads can work.
+        num = sheet_number(key, self._names)
+        return num if num in self._rows else None
 
     def __getitem__(self, key: object) -> SheetView:
         num = self._num(key)

@@ -12,12 +12,11 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from podium.core.config import PodiumConfig
-from podium.core.engine.approvals import awaiting, take_back, withdraw
+from podium.core.engine.approvals import awaiting, end_unrun, withdraw
 from podium.core.engine.costs import check_resumable
 from podium.core.engine.rules import (
     check_spec_change,
     final_job_status,
-    mark_terminal,
     reset_for_retry,
     resettable,
     set_job_status,
@@ -77,13 +76,7 @@ def resume_now(
     set_job_status(job, JobStatus.RUNNING if running else JobStatus.QUEUED, now)
     job.error = None
     for num, why in unreachable(tx.sheets(job_id)):
-        mark_terminal(
-            tx.edit_sheet(job_id, num),
-            SheetStatus.SKIPPED,
-            now,
-            why,
-            ErrorCategory.DEPENDENCY_FAILED,
-        )
+        end_unrun(tx, job_id, num, SheetStatus.SKIPPED, why, ErrorCategory.DEPENDENCY_FAILED)
     final = final_job_status(tx.sheets(job_id).values())
     if final is not None:
         set_job_status(job, final[0], now)
@@ -434,12 +427,8 @@ def cancel_idle_sheets(
     the conductor that runs them, which records their end."""
     for num, sheet in tx.sheets(job_id).items():
         if not sheet.status.is_terminal and num not in running:
-            if awaiting(sheet):
-                # A gate's open question ends unanswered: a resume asks anew.
-                edited = take_back(tx, job_id, num, error, category)
-            else:
-                edited = tx.edit_sheet(job_id, num)
-            mark_terminal(edited, SheetStatus.CANCELLED, tx.now, error, category)
+            # A gate's open question ends unanswered: a resume asks anew.
+            end_unrun(tx, job_id, num, SheetStatus.CANCELLED, error, category)
 
 
 def stop_after_commit(tx: Tx, entries: Sequence[RunningSheet], reason: str) -> None:
@@ -493,10 +482,13 @@ def fail_unloadable(state: EngineState, job_id: str) -> Op[None]:
         running = {e.sheet_num for e in state.entries_for(job_id)}
         for num, sheet in tx.sheets(job_id).items():
             if not sheet.status.is_terminal and num not in running:
-                mark_terminal(
-                    tx.edit_sheet(job_id, num),
+                # An open gate's question is taken back, as at a cancel: the spec a resume
+                # brings asks it anew, under a new key.
+                end_unrun(
+                    tx,
+                    job_id,
+                    num,
                     SheetStatus.FAILED,
-                    tx.now,
                     "the job's stored spec no longer loads",
                     ErrorCategory.SPEC_INVALID,
                 )

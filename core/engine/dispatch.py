@@ -335,8 +335,9 @@ class Dispatcher:
                     skip_by_condition(tx.edit_sheet(job_id, num), tx.now, skip)
                     _settle(tx, job_id)
                     continue
-                if approvals.is_gate(ctx, sheet.instrument):
+                if approvals.awaiting(sheet) or approvals.is_gate(ctx, sheet.instrument):
                     # No process: the gate opens (or its wait ran out) in this same commit.
+                    # An open gate whose profile went since (a reload) still ends as a gate.
                     approvals.open_or_expire(ctx, tx, job_state, num)
                     gated.append((job_id, num))
                     continue

@@ -14,7 +14,7 @@ from datetime import datetime
 import anyio
 import structlog
 
-from podium.core.engine.approvals import awaiting
+from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
 from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
@@ -267,13 +267,7 @@ def _reconcile(
         )
         for num, sheet in tx.sheets(job_id).items():
             if not sheet.status.is_terminal and num not in theirs:
-                mark_terminal(
-                    tx.edit_sheet(job_id, num),
-                    SheetStatus.CANCELLED,
-                    now,
-                    "the job had ended",
-                    category,
-                )
+                end_unrun(tx, job_id, num, SheetStatus.CANCELLED, "the job had ended", category)
                 changed = True
         return changed
     for num, sheet in tx.sheets(job_id).items():

@@ -80,7 +80,7 @@ class Writer:
         self.store = store
         self.state = state
         self.events = events
-        self._load_spec = load or (lambda data: load_spec(data=data))
+        self._load_spec = load or (lambda data: load_spec(data=data, stored=True))
         self._queue: list[_Pending[Any]] = []
         # Refused ops waiting out their backoff: (when due, op), in order of refusal.
         self._deferred: list[tuple[float, _Pending[Any]]] = []

@@ -24,10 +24,10 @@ from podium.core.importer.formats import (
 from podium.core.importer.instruments import Instruments, config_block
 from podium.core.importer.tracker import Tracker, join
 from podium.core.spec.base import climbs_out, is_templated
-from podium.core.spec.condition_check import SHEETS_NAME
 from podium.core.spec.expressions import undefined_in_expression
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, MAX_SHEETS
 from podium.core.spec.prompt_check import input_path_problem
+from podium.core.spec.sheet_reads import SHEETS_NAME
 from podium.core.spec.templating import TemplateRenderError
 
 _CONTENT_TYPES = ("file_exists", "file_modified", "content_contains", "content_regex")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -41,12 +42,47 @@ class InstrumentInfo:
         return version_matches(self.profile.written_for, self.version) if self.available else None
 
 
+@dataclass(frozen=True)
+class ProfileProblem:
+    """A user profile file that is not used, and why (`message`: one `key: why` per
+    problem, `; `-separated)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"instrument profile {self.path}: {self.message}"
+
+
+def _why(exc: yaml.YAMLError | ValidationError) -> str:
+    """What is wrong with a profile file, by key (pydantic's own text names the model and
+    links its docs: not what a person fixing the file needs)."""
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, sorted(InstrumentProfile.model_fields), n=1)
+            message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        elif error["type"] == "model_type" and not key:
+            message = "expected a mapping of profile keys (name, executable, args, ...)"
+        lines.append(f"{key}: {message}" if key else message)
+    return "; ".join(lines)
+
+
+def _load_profile(text: str) -> InstrumentProfile:
+    return InstrumentProfile.model_validate(yaml.safe_load(text))
+
+
 def _parse_profile(text: str, origin: str) -> InstrumentProfile:
     try:
-        data = yaml.safe_load(text)
-        return InstrumentProfile.model_validate(data)
+        return _load_profile(text)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ProfileError(f"instrument profile {origin}: {exc}") from exc
+        raise ProfileError(str(ProfileProblem(origin, _why(exc)))) from exc
 
 
 def builtin_profiles() -> dict[str, InstrumentProfile]:
@@ -83,50 +119,73 @@ def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
     return True, version, path
 
 
-def _sources(user_dir: Path | None) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[str]]:
+def _sources(
+    user_dir: Path | None,
+) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[ProfileProblem]]:
     """Every profile by name with where it came from (a user file wins over the built-in),
-    and why each refused user file was refused."""
+    and each user file not used, with why."""
     sources: dict[str, tuple[InstrumentProfile, str]] = {
         name: (p, "builtin") for name, p in builtin_profiles().items()
     }
-    errors: list[str] = []
+    problems: list[ProfileProblem] = []
     if user_dir is not None and user_dir.is_dir():
         for path in sorted(user_dir.glob("*.y*ml")):
             try:
-                profile = _parse_profile(path.read_text(), str(path))
-            except (ProfileError, OSError) as exc:
-                errors.append(str(exc))
+                profile = _load_profile(path.read_text())
+            except OSError as exc:
+                problems.append(ProfileProblem(str(path), f"not readable: {exc.strerror or exc}"))
+                continue
+            except (yaml.YAMLError, ValidationError) as exc:
+                problems.append(ProfileProblem(str(path), _why(exc)))
                 continue
             earlier = sources.get(profile.name, (None, "builtin"))[1]
             if earlier != "builtin":
-                errors.append(
-                    f"instrument profile {path}: names {profile.name!r}, as {earlier} "
-                    f"does; {path.name} is used (one file per profile name)"
+                # The earlier file is the one left unused.
+                problems.append(
+                    ProfileProblem(
+                        earlier,
+                        f"names {profile.name!r}, as {path} does; {path.name} is used "
+                        "(one file per profile name)",
+                    )
                 )
             sources[profile.name] = (profile, str(path))
-    return sources, errors
+    return sources, problems
 
 
 def profile_errors(user_dir: Path | None) -> list[str]:
     """Why user profiles were refused, without probing any CLI."""
-    return _sources(user_dir)[1]
+    return [str(p) for p in _sources(user_dir)[1]]
+
+
+def missing_executable(info: InstrumentInfo) -> str:
+    """Why a process instrument is not available, naming what was looked for where."""
+    executable = info.profile.executable
+    if "/" in executable:
+        return f"executable {executable!r} does not exist or is not executable"
+    return f"executable {executable!r} was not found on PATH"
 
 
 class InstrumentCatalog:
     """Profiles and their availability, probed once at load (not per call)."""
 
-    def __init__(self, infos: dict[str, InstrumentInfo], errors: list[str]) -> None:
+    def __init__(self, infos: dict[str, InstrumentInfo], problems: list[ProfileProblem]) -> None:
         self._infos = infos
-        self.load_errors = errors
+        # The user profile files this load did not use, and why (the conductor status
+        # shows them; a reload loads a new catalog, so they are always the current ones).
+        self.problems = problems
+
+    @property
+    def load_errors(self) -> list[str]:
+        return [str(p) for p in self.problems]
 
     @classmethod
     def load(cls, user_dir: Path | None) -> InstrumentCatalog:
-        sources, errors = _sources(user_dir)
+        sources, problems = _sources(user_dir)
         infos = {}
         for name, (profile, source) in sources.items():
             available, version, exe = _probe(profile)
             infos[name] = InstrumentInfo(name, available, version, exe, source, profile)
-        return cls(infos, errors)
+        return cls(infos, problems)
 
     def get(self, name: str) -> InstrumentInfo | None:
         return self._infos.get(name)
@@ -158,8 +217,5 @@ class InstrumentCatalog:
             known = ", ".join(sorted(self._infos))
             return f"unknown instrument {quoted(name)}; known instruments: {known}"
         if not info.available:
-            return (
-                f"instrument {quoted(name)} is not installed: executable "
-                f"{info.profile.executable!r} was not found on PATH"
-            )
+            return f"instrument {quoted(name)} is not installed: {missing_executable(info)}"
         return None

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from podium.core.instruments.jsondocs import JsonSelector, Scalar
 from podium.core.instruments.resets import ResetKind, zone_named
 from podium.core.spec.models import MAX_DURATION_SECONDS, InstrumentConfig
+from podium.core.spec.numbers import NumbersNotBooleans
 
 PROMPT_PLACEHOLDER = "{prompt}"
 PROMPT_FILE_PLACEHOLDER = "{prompt_file}"
@@ -25,7 +26,10 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,199}$")
 _POOL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
+    """Unknown fields are refused, and a boolean is never read as a number (`timeout_seconds:
+    yes`, `success_exit_codes: [true]`): a profile is YAML a user writes."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -206,6 +210,14 @@ class InstrumentProfile(_Strict):
     def _structured_needs_json(self) -> InstrumentProfile:
         if self.kind == "process" and not self.executable:
             raise ValueError("executable: a process instrument needs an executable")
+        if "/" in self.executable and not self.executable.startswith("/"):
+            # Found (or not) from the conductor's working directory, but run from each
+            # sheet's workspace: the two would name different files.
+            raise ValueError(
+                f"executable: {self.executable!r} is a relative path, which would be looked "
+                "for in each sheet's workspace; give a command name (looked up on PATH) or "
+                "an absolute path (~ is not expanded)"
+            )
         if self.output.format == "text":
             needs = [
                 name

@@ -7,7 +7,8 @@ and `close_fds=True` costs one close(2) per possible descriptor in the child. He
 is a plain `subprocess.Popen` leading its own session; its exit is a pidfd and its output
 pipes are non-blocking descriptors, all watched by the event loop's reader callbacks (a
 thread waits only where pidfds do not exist). Descriptors are kept from children by marking
-ours close-on-exec, once. The process layer runs on asyncio, as the MCP server does.
+ours close-on-exec, once; a child gets the descriptor limit the conductor was started with
+back (`descriptors`). The process layer runs on asyncio, as the MCP server does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from podium.core.runner import cgroups, reaper
+from podium.core.runner import cgroups, descriptors, reaper
 from podium.core.runner.escapees import tagging
 
 _CHUNK = 64 * 1024
@@ -86,6 +87,8 @@ class Child:
         seal_descriptors()
         with tagging(env), cgroups.joined(env), reaper.spawning() as register:
             popen = _start(argv, cwd=cwd, env=env, with_stdin=with_stdin)
+            # First: the sooner, the less the child runs with the conductor's raised limit.
+            descriptors.restore_for_child(popen.pid)
             register(popen.pid)
         return cls(popen)
 

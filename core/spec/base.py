@@ -1,17 +1,19 @@
 """What every spec model shares: unknown fields are refused, so a misspelt key is an error
-naming it instead of a silently ignored setting; and the field types several models use."""
+naming it instead of a silently ignored setting, and a boolean is never read as a number
+(numbers.py); and the field types several models use."""
 
 from __future__ import annotations
 
 import posixpath
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, ConfigDict
 
 from podium.core.errors import quoted
+from podium.core.spec.numbers import NumbersNotBooleans
 
 
-class SpecModel(BaseModel):
+class SpecModel(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -4,7 +4,7 @@ the sheet is about to start)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from podium.core.errors import FieldError
@@ -12,8 +12,10 @@ from podium.core.spec.conditions import SkipWhenCommand
 from podium.core.spec.dag import Graph, resolve_ref
 from podium.core.spec.expressions import constant_keys, evaluate, undefined_in_expression
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
+from podium.core.spec.sheet_reads import SHEETS_NAME, JobSheets, missing_sheet_errors
 from podium.core.spec.templating import (
     RenderedSite,
+    Renderer,
     SheetLike,
     TemplateContext,
     TemplateRenderError,
@@ -22,9 +24,6 @@ from podium.core.spec.templating import (
     render_error,
     undefined_names,
 )
-
-# The name `skip_when` expressions read the job's sheets by.
-SHEETS_NAME = "sheets"
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,16 @@ def check_conditions(spec: JobSpec, conditions: list[StageConditions]) -> list[F
     return errors
 
 
+def check_sheet_reads(conditions: list[StageConditions], job: JobSheets) -> list[FieldError]:
+    """Reads of sheets the job does not have, once it is expanded (sheet_reads.py)."""
+    errors: list[FieldError] = []
+    for cond in conditions:
+        if cond.skip_when is not None:
+            path, expression = cond.expression_path, cond.skip_when
+            errors.extend(missing_sheet_errors(path, expression, job, len(errors)))
+    return errors
+
+
 class _PlaceholderSheet:
     """Any sheet of `sheets` at submit: its values exist only when the condition is decided,
     so every field reads as empty text."""
@@ -113,38 +122,56 @@ class _PlaceholderSheet:
         return ""
 
 
-class _PlaceholderSheets:
+class _PlaceholderSheets(Mapping[object, _PlaceholderSheet]):
+    """`sheets` at submit: the job's own sheets, found by the same keys as at run time
+    (engine/conditions.py), so `'plan' in sheets`, `sheets.get(...)` and iteration behave as
+    they will then."""
+
+    def __init__(self, job: JobSheets) -> None:
+        self._job = job
+
     def __getitem__(self, key: object) -> _PlaceholderSheet:
+        if not self._job.has(key):
+            raise KeyError(key)
         return _PlaceholderSheet()
 
-    def __getattr__(self, name: str) -> _PlaceholderSheet:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return _PlaceholderSheet()
+    def __contains__(self, key: object) -> bool:
+        return self._job.has(key)
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(range(1, self._job.count + 1))
+
+    def __len__(self) -> int:
+        return self._job.count
 
 
-def _evaluate_at_submit(source: str, ctx: TemplateContext, seconds: float) -> object:
-    del seconds  # an expression has its own (smaller) budget
-    values = context_variables(ctx)
-    outputs = values["outputs"]
-    for key, by_attribute in constant_keys(source, "outputs"):
-        if by_attribute and hasattr(outputs, str(key)):
-            continue  # a method (`outputs.get(...)`), not a sheet
-        try:
-            outputs[key]
-        except Exception as exc:  # what the evaluation would raise for this read
-            raise render_error(exc, lines=False) from None
-    values[SHEETS_NAME] = _PlaceholderSheets()
-    return evaluate(source, values)
+def _evaluator(job: JobSheets) -> Renderer:
+    def evaluate_at_submit(source: str, ctx: TemplateContext, seconds: float) -> object:
+        del seconds  # an expression has its own (smaller) budget
+        values = context_variables(ctx)
+        outputs = values["outputs"]
+        for key, by_attribute in constant_keys(source, "outputs"):
+            if by_attribute and hasattr(outputs, str(key)):
+                continue  # a method (`outputs.get(...)`), not a sheet
+            try:
+                outputs[key]
+            except Exception as exc:  # what the evaluation would raise for this read
+                raise render_error(exc, lines=False) from None
+        values[SHEETS_NAME] = _PlaceholderSheets(job)
+        return evaluate(source, values)
+
+    return evaluate_at_submit
 
 
-def condition_sites(conditions: list[StageConditions], sheet: SheetLike) -> Iterator[RenderedSite]:
+def condition_sites(
+    conditions: list[StageConditions], sheet: SheetLike, job: JobSheets
+) -> Iterator[RenderedSite]:
     """A sheet's conditions, to be rendered with its own values at submit (the `outputs` it
     reads must be its ancestors', as in its prompt)."""
     if not 1 <= sheet.stage <= len(conditions):
         return
     cond = conditions[sheet.stage - 1]
     if cond.skip_when is not None:
-        yield RenderedSite(cond.expression_path, cond.skip_when, _evaluate_at_submit)
+        yield RenderedSite(cond.expression_path, cond.skip_when, _evaluator(job))
     if cond.skip_when_command is not None:
         yield RenderedSite(cond.command_path, cond.skip_when_command.command, render)

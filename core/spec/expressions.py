@@ -6,6 +6,7 @@ spec model."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +19,7 @@ from podium.core.spec.templating import (
     assigned_or_guarded,
     compile_template,
     environment,
+    guarded,
     render_error,
 )
 
@@ -47,21 +49,85 @@ def undefined_in_expression(source: str, known: frozenset[str] | set[str]) -> li
     return sorted(n for n in names if n not in known and n not in environment.globals)
 
 
-def constant_keys(source: str, name: str) -> list[tuple[object, bool]]:
+@dataclass(frozen=True)
+class ConstantRead:
+    key: object
+    by_attribute: bool  # `outputs.plan` rather than `outputs['plan']`
+    # The expression tests whether the key is there, somewhere: `x.k is defined`,
+    # `x.k | default(...)`, `'k' in x`, `x.get('k')`. Its other reads of the key may be
+    # behind that test (`'k' in x and x.k.status`), which only evaluating it can tell.
+    guarded: bool
+
+
+def constant_reads(source: str, name: str) -> list[ConstantRead]:
     """The keys the expression reads of `name` by a constant (`outputs[1]`, `outputs['plan']`,
-    and, marked True, `outputs.plan`), in whichever branch: a check at submit sees them all,
-    where an evaluation with placeholder values would stop at the first `and` that is
-    false."""
-    keys: list[tuple[object, bool]] = []
-    for node in _parse(source).find_all((nodes.Getitem, nodes.Getattr)):
+    `outputs.plan`), in whichever branch: a check at submit sees them all, where an
+    evaluation with placeholder values would stop at the first `and` that is false. A key
+    built from other values (`sheets['phase-' ~ stage]`) is known only when evaluated."""
+    expr = _parse(source)
+    found: list[tuple[object, bool, int]] = []  # (key, by attribute, node id)
+    # find_all yields descendants only; the whole expression can be the read (`sheets.x`).
+    for node in [expr, *expr.find_all((nodes.Getitem, nodes.Getattr))]:
         target = getattr(node, "node", None)
         if not isinstance(target, nodes.Name) or target.name != name:
             continue
         if isinstance(node, nodes.Getattr):
-            keys.append((node.attr, True))
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            keys.append((node.arg.value, False))
+            found.append((node.attr, True, id(node)))
+        elif isinstance(node, nodes.Getitem):
+            key = _constant(node.arg)
+            if key is not _NOT_CONSTANT:
+                found.append((key, False, id(node)))
+    behind_guard = {id(node) for node in guarded(expr)}
+    tested = {key for key, _, at in found if at in behind_guard} | _tested_keys(expr, name)
+    # A literal's value (a string, number, boolean or none) can be a set member.
+    return [ConstantRead(key, by_attr, key in tested) for key, by_attr, _ in found]
+
+
+def _tested_keys(expr: nodes.Expr, name: str) -> set[object]:
+    """Keys whose presence in `name` the expression tests: `'k' in x`, `'k' not in x`,
+    `x.get('k')`."""
+    keys: set[object] = set()
+    for node in [expr, *expr.find_all((nodes.Compare, nodes.Call))]:
+        if isinstance(node, nodes.Compare) and isinstance(node.expr, nodes.Const):
+            for operand in node.ops:
+                target = operand.expr
+                if (
+                    operand.op in ("in", "notin")
+                    and isinstance(target, nodes.Name)
+                    and target.name == name
+                ):
+                    keys.add(node.expr.value)
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            method = node.node
+            if (
+                method.attr == "get"
+                and isinstance(method.node, nodes.Name)
+                and method.node.name == name
+                and node.args
+                and isinstance(node.args[0], nodes.Const)
+            ):
+                keys.add(node.args[0].value)
     return keys
+
+
+_NOT_CONSTANT = object()
+
+
+def _constant(node: nodes.Node) -> object:
+    """The value of a literal key, a negative number included (`-1` is `Neg(Const(1))`);
+    nothing else is computed here, outside the sandbox's bounds."""
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.Neg) and isinstance(node.node, nodes.Const):
+        value = node.node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return -value
+    return _NOT_CONSTANT
+
+
+def constant_keys(source: str, name: str) -> list[tuple[object, bool]]:
+    """(key, by attribute) of every constant read of `name` (see `constant_reads`)."""
+    return [(read.key, read.by_attribute) for read in constant_reads(source, name)]
 
 
 def evaluate(source: str, values: Mapping[str, Any]) -> bool:

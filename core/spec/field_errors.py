@@ -28,6 +28,7 @@ from podium.core.spec.models import (
     RetryPolicy,
     SheetSpec,
 )
+from podium.core.spec.numbers import BOOLEAN_NUMBER_ERROR
 
 
 def describe_kind(value: object) -> str:
@@ -56,6 +57,14 @@ def _step(annotation: Any, segment: int | str) -> tuple[Any, bool]:
     """The annotation one location segment further down, and whether the segment was a
     discriminated-union tag that pydantic adds to locations (not part of the data path)."""
     members = _members(annotation)
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    # Only a union of models (validations, notifications) has tags; one tag can also be a
+    # field name of its own model (a `command` notification has a `command`).
+    if len(models) > 1:
+        for model in models:
+            tag_field = model.model_fields.get("type")
+            if tag_field is not None and tag_field.default == segment:
+                return model, True
     for member in members:
         if isinstance(member, type) and issubclass(member, BaseModel):
             if isinstance(segment, str) and segment in member.model_fields:
@@ -64,11 +73,6 @@ def _step(annotation: Any, segment: int | str) -> tuple[Any, bool]:
             return get_args(member)[0], False
         elif get_origin(member) is dict:
             return get_args(member)[1], False
-    for member in members:
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            tag_field = member.model_fields.get("type")
-            if tag_field is not None and tag_field.default == segment:
-                return member, True
     return None, False
 
 
@@ -179,7 +183,7 @@ def _message(error: ErrorDetails, path: str) -> str:
         return f"expected a mapping, got {describe_kind(value)}"
     if kind == "list_type":
         return f"expected a list, got {describe_kind(value)}"
-    if kind == "sheet_ref":
+    if kind in ("sheet_ref", BOOLEAN_NUMBER_ERROR):
         return error["msg"]
     if kind in ("too_short", "too_long"):
         bound = ctx.get("min_length" if kind == "too_short" else "max_length")

@@ -25,6 +25,7 @@ from podium.core.spec.bounds import check_text, check_value
 from podium.core.spec.condition_check import (
     StageConditions,
     check_conditions,
+    check_sheet_reads,
     condition_sites,
     stage_conditions,
 )
@@ -52,6 +53,7 @@ from podium.core.spec.models import (
 from podium.core.spec.prompt_check import check_prompt_inputs, prompt_input_sites
 from podium.core.spec.prompting import InjectionItem
 from podium.core.spec.salvage import raw_form_errors, salvage_errors
+from podium.core.spec.sheet_reads import JobSheets
 from podium.core.spec.source import parse_yaml, read_spec_file
 from podium.core.spec.storable import spec_to_storable
 from podium.core.spec.templating import (
@@ -243,10 +245,16 @@ def load_spec(
     text: str | None = None,
     path: str | Path | None = None,
     instruments: InstrumentLookup | None = None,
+    stored: bool = False,
 ) -> LoadedSpec:
     """Validate a spec from exactly one source; raise `SpecError` listing every problem.
 
     `instruments(name)` tells whether an instrument can be used and what settings it takes.
+    `stored`: the spec is a job's, accepted before and read back from the store (recovery,
+    resume, end hooks). Checks that refuse only what would fail at run time anyway, and
+    that an earlier version did not make, are not applied to it, so a job it accepted
+    still loads and fails only where it did then (`skip_when` reading a sheet the job
+    does not have fails that sheet).
     """
     if sum(source is not None for source in (data, text, path)) != 1:
         raise SpecError(
@@ -295,13 +303,16 @@ def load_spec(
     errors.extend(check_conditions(spec, conditions))
     errors.extend(check_prompt_inputs(spec))
     sheets = _expand(spec, slots, deps, conditions)
+    job_sheets = JobSheets.of(spec, sheets)
+    if not stored:
+        errors.extend(check_sheet_reads(conditions, job_sheets))
     if instruments is not None:
         errors.extend(check_instruments(spec, sheets, instruments))
     expanded = sheet_graph(slots, deps, {s.sheet_num: s.name for s in sheets})
     bits = None if cycles else ancestor_bits(expanded)
 
     def more_sites(sheet: ResolvedSheet) -> Iterator[RenderedSite]:
-        yield from condition_sites(conditions, sheet)
+        yield from condition_sites(conditions, sheet, job_sheets)
         yield from prompt_input_sites(spec, sheet)
 
     errors.extend(check_templates(spec, sheets, bits, more_sites))

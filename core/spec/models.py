@@ -244,8 +244,13 @@ def _sheet_ref(value: Any) -> int | str:
         return value
     if isinstance(value, str) and value.strip():
         return value.strip()
+    # As the spec wrote it (JSON/YAML words), not as Python spells it.
+    if isinstance(value, bool):
+        got = "true" if value else "false"
+    else:
+        got = "null" if value is None else repr(value)
     raise PydanticCustomError(
-        "sheet_ref", "must be a sheet number or a sheet name, got {got}", {"got": repr(value)}
+        "sheet_ref", "must be a sheet number or a sheet name, got {got}", {"got": got}
     )
 
 

@@ -15,6 +15,7 @@ from podium.core.spec.models import (
     TEMPLATED_VALIDATION_FIELDS,
     form_errors,
 )
+from podium.core.spec.sheet_reads import JobSheets, missing_sheet_errors
 from podium.core.spec.templating import name_errors
 
 
@@ -89,6 +90,20 @@ def _raw_instrument_errors(
     return errors
 
 
+def _raw_sheet_read_errors(sheets: list[Any], reported: set[str]) -> list[FieldError]:
+    """Conditions reading sheets the job does not have (sheet_reads.py), when the sheets it
+    expands to can be told from the raw data."""
+    job = JobSheets.from_raw(sheets)
+    if job is None:
+        return []
+    errors: list[FieldError] = []
+    for i, sheet in enumerate(sheets):
+        path, expression = f"sheets.{i}.skip_when", sheet.get("skip_when")
+        if isinstance(expression, str) and path not in reported:
+            errors.extend(missing_sheet_errors(path, expression, job, len(errors)))
+    return errors
+
+
 def salvage_errors(
     raw: Mapping[str, Any], reported: set[str], instruments: InstrumentLookup | None
 ) -> list[FieldError]:
@@ -126,6 +141,7 @@ def salvage_errors(
         for cycle in find_cycles(graph):
             chain = " -> ".join(graph.label(n) for n in [*cycle, cycle[0]])
             errors.append(FieldError(graph.cycle_paths[cycle[0]], f"cycle: {chain}"))
+        errors.extend(_raw_sheet_read_errors(sheets, reported))
     variables = raw.get("variables")
     known = BUILTIN_TEMPLATE_VARIABLES | (
         {str(k) for k in variables} if isinstance(variables, Mapping) else set()

@@ -189,18 +189,27 @@ _GUARD_TESTS = frozenset({"defined", "undefined"})
 _GUARD_FILTERS = frozenset({"default", "d"})
 
 
+def guarded(ast: nodes.Node) -> list[nodes.Node]:
+    """The expressions read only behind a guard (`x is defined`, `x.y | default(...)`): a
+    read that finds nothing there gives an undefined value to the guard instead of an
+    error."""
+    found: list[nodes.Node] = []
+    # find_all yields descendants only, and an expression's guard can be its root node.
+    for node in [ast, *ast.find_all((nodes.Test, nodes.Filter))]:
+        if isinstance(node, nodes.Test) and node.name in _GUARD_TESTS:
+            found.append(node.node)
+        if isinstance(node, nodes.Filter) and node.name in _GUARD_FILTERS and node.node:
+            found.append(node.node)
+    return found
+
+
 def assigned_or_guarded(ast: nodes.Node) -> set[str]:
     """Names the template sets somewhere (`set`, `for`, macro and call-block parameters,
     `with`) or only reads behind a guard (`x is defined`, `x | default(...)`). Whether such
     a name exists when it is read depends on the branch taken, so only a real render can tell;
     Jinja's own analysis reports a name set inside an `if` as undeclared."""
     names = {node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")}
-    for test in ast.find_all(nodes.Test):
-        if test.name in _GUARD_TESTS and isinstance(test.node, nodes.Name):
-            names.add(test.node.name)
-    for flt in ast.find_all(nodes.Filter):
-        if flt.name in _GUARD_FILTERS and isinstance(flt.node, nodes.Name):
-            names.add(flt.node.name)
+    names.update(node.name for node in guarded(ast) if isinstance(node, nodes.Name))
     return names
 
 
