@@ -39,6 +39,7 @@ from podium.core.job_hooks import ChainLink, JobHooks
 from podium.core.job_tasks import JobTasks
 from podium.core.logview import LogReader
 from podium.core.models import HistoryEntry, JobDetail, JobStatus, JobSummary, SheetStatus, utcnow
+from podium.core.placement import placed
 from podium.core.pressure import ResourceMonitor, ResourceSample
 from podium.core.runner import cgroups, reaper
 from podium.core.snapshots import SnapshotInfo, SnapshotStore
@@ -372,7 +373,13 @@ class Conductor:
         )
         if detail is None:
             raise job_not_found(job_id)
-        return detail
+        return await self._placed(detail)
+
+    async def _placed(self, detail: JobDetail) -> JobDetail:
+        # The engine holds every active job's spec: no store read for the common case.
+        held = self._engine.state.jobs.get(detail.job_id) if self._engine is not None else None
+        hosts = held.spec.spec.hosts if held is not None and held.spec is not None else None
+        return await placed(self.store, self.config, detail, hosts)
 
     def _live_output(self) -> LiveOutput | None:
         # Only attempts this conductor runs have output in memory; a sheet another conductor
@@ -383,7 +390,7 @@ class Conductor:
         detail = await read_checkpoint(self.store, job_id, self._live_output())
         if detail is None:
             raise job_not_found(job_id)
-        return detail
+        return await self._placed(detail)
 
     async def list_jobs(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 from podium.core.diagnosis_advice import (
     approval_steps,
     failed_instrument,
+    host_steps,
     next_steps,
     rejection,
     resume_step,
@@ -240,6 +241,8 @@ async def diagnose(
                 cli=f"podium resume {detail.job_id} --spec SPEC",
             )
         )
+    elif detail.waiting_for_host is not None:
+        steps.extend(host_steps(detail))
     elif not failing and detail.status is JobStatus.PAUSED:
         steps.append(resume_step(detail.job_id, "resume the job"))
     asking = [s for s in detail.sheets if s.waiting_reason is WaitingReason.APPROVAL]

@@ -331,6 +331,25 @@ def approval_steps(job_id: str, asking: Sequence[SheetState]) -> list[NextStep]:
     return steps
 
 
+def host_steps(detail: JobDetail) -> list[NextStep]:
+    """A job whose `hosts` name no live conductor: bring one up, or change the hosts."""
+    hosts = (detail.spec or {}).get("hosts") or []
+    labels = ", ".join(hosts)
+    return [
+        NextStep(
+            action=f"start a conductor on this store whose config.yaml has host_labels: "
+            f"[{labels}] (or whose conductor_id or host name is one of them)"
+        ),
+        NextStep(
+            action="or run the job elsewhere: resume it with its spec (spec, spec_yaml or "
+            "path) carrying hosts that name a live conductor, or none",
+            tool="resume",
+            arguments={"job_id": detail.job_id},
+            cli=f"podium resume {detail.job_id} --spec SPEC",
+        ),
+    ]
+
+
 def verdict(
     detail: JobDetail, failing: Sequence[SheetDiagnosis], waiting: Sequence[WaitInfo]
 ) -> str:
@@ -352,6 +371,8 @@ def verdict(
             return f"cancelled: {progress}"
         more = ", ..." if len(cut) > 10 else ""
         return f"cancelled: {progress}; {len(cut)} cancelled ({_sheets_text(cut[:10])}{more})"
+    if detail.waiting_for_host is not None:
+        return f"{status.value}: {progress}; {detail.waiting_for_host}"
     if waiting:
         reasons = Counter(w.reason.value if w.reason else "waiting" for w in waiting)
         listed = ", ".join(f"{n} on {r}" for r, n in reasons.most_common())

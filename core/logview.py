@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podium.core.errors import NotFoundError, PodiumError, quoted
+from podium.core.errors import NotFoundError, PathNotAllowedError, PodiumError, quoted
 from podium.core.paths import confine
 from podium.core.runner.logs import read_log_range, read_log_tail
 from podium.core.store.base import Store
@@ -60,6 +60,14 @@ class LogReader:
                 next_offset=0,
                 total_bytes=0,
             )
+        if self._elsewhere(record.log_path):
+            who = f"conductor {quoted(record.conductor_id)}" if record.conductor_id else None
+            raise NotFoundError(
+                f"sheet: attempt {record.attempt} of sheet {sheet} of job {quoted(job_id)} "
+                f"ran on {who or 'another conductor'}, whose home holds its log "
+                f"({record.log_path}); this conductor reads logs only from its own "
+                f"({self._logs_dir}): read it through {who or 'that conductor'}"
+            )
         path = self._log_file(record.log_path)
         if path is None:
             return LogChunk(
@@ -93,6 +101,17 @@ class LogReader:
             total_bytes=size,
         )
 
+    def _elsewhere(self, log_path: str | None) -> bool:
+        """Whether a log the store records is outside this conductor's logs directory: on a
+        shared store, one another conductor wrote in its own home."""
+        if not log_path:
+            return False
+        try:
+            confine(log_path, [self._logs_dir], field="log_path")
+        except PathNotAllowedError:
+            return True
+        return False
+
     def _log_file(self, log_path: str | None) -> Path | None:
         """Logs are read only from Podium's own logs directory, whatever the store says."""
         if not log_path:
@@ -108,11 +127,17 @@ class LogReader:
         share = max(4096, LOG_PAGE_BYTES // max(1, len(rows)))
         left = LOG_PAGE_BYTES
         for row in rows:
+            label = f" ({row.name})" if row.name else ""
+            header = f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n"
+            if self._elsewhere(row.log_path):
+                # Ran on another conductor: say so rather than fail the whole answer.
+                stub = f"{header}[its log is in the home of the conductor that ran it]"
+                left -= len(stub) + 1
+                parts.append(stub)
+                continue
             path = self._log_file(row.log_path)
             if path is None:
                 continue
-            label = f" ({row.name})" if row.name else ""
-            header = f"===== sheet {row.sheet_num}{label}: {row.status.value} =====\n"
             room = min(share, left - len(header) - 1)
             if room <= 0:
                 truncated = True

@@ -262,6 +262,9 @@ class JobDetail(JobSummary):
     # The job whose `on_success` submitted this one, and how many such links lead here.
     chained_from: str | None = None
     chain_depth: int = 0
+    # Set while the job waits to run and its `hosts` name no live conductor: nothing will
+    # run it until one starts (why, and what to do).
+    waiting_for_host: str | None = None
 
 
 class JobStatistics(_Record):

@@ -61,6 +61,17 @@ class SnapshotInfo(BaseModel):
     workspace: str | None = None
 
 
+class SnapshotElsewhere(BaseModel):
+    """A snapshot in the home of another conductor on the shared store: read it through
+    that conductor (or its files at `path`, on its host)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    path: str
+    created_at: UtcTime | None
+
+
 class SnapshotStore:
     def __init__(self, root: Path, store: Store, logs_root: Path) -> None:
         self.root = root
@@ -145,6 +156,26 @@ class SnapshotStore:
                 except (OSError, ValueError):
                     continue
         found.sort(key=lambda s: (s.created_at, s.snapshot_id), reverse=True)
+        return found
+
+    async def elsewhere(self, job_id: str | None = None) -> list[SnapshotElsewhere]:
+        """Snapshots the store records in another conductor's home (a shared store: the
+        conductor that recorded a job's last sheet takes it, in its own home), which
+        `list_snapshots` cannot see here. Newest first."""
+        if not self._store.shared:
+            return []
+        if job_id is not None:
+            job = await self._store.get_job(job_id)
+            recorded = [(job.job_id, job.snapshot_path)] if job is not None else []
+        else:
+            recorded = [(j.job_id, j.snapshot_path) for j in await self._store.job_files()]
+        root = os.path.realpath(self.root)
+        found = [
+            SnapshotElsewhere(job_id=jid, path=path, created_at=snapshot_time(path))
+            for jid, path in recorded
+            if path and not os.path.realpath(path).startswith(root + os.sep)
+        ]
+        found.sort(key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return found
 
     def get(self, job_id: str, snapshot_id: str) -> SnapshotInfo | None:

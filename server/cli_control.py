@@ -232,13 +232,19 @@ async def snapshots(ctx: Context, job: str | None, as_json: bool) -> int:
         emit_json(result)
         return 0
     snaps = result["snapshots"]
+    away = result.get("elsewhere") or []
     if not snaps:
-        say("no snapshots")
+        say("no snapshots" + (" in this conductor's home" if away else ""))
     for s in snaps:
         say(
             f"{s['job_id']}  {s['snapshot_id']}  {local_time(s['created_at'])}  "
             f"{s['size_bytes']}B  {s['path']}"
         )
+    if away:
+        say("taken by other conductors on the shared store (list them there):")
+    for s in away:
+        when = local_time(s["created_at"]) if s.get("created_at") else "-"
+        say(f"  {s['job_id']}  {when}  {s['path']}")
     return 0
 
 

@@ -267,6 +267,8 @@ async def status(
     ]
     if d.get("error"):
         lines.append(f"  error: {d['error']}")
+    if d.get("waiting_for_host"):
+        lines.append(f"  waiting for a host: {d['waiting_for_host']}")
     if usage := usage_line(d):
         lines.append(f"  {usage}")
     lines += [sheet_line(s) for s in d["sheets"]]

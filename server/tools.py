@@ -24,7 +24,7 @@ from podium.core.errors import PodiumError
 from podium.core.estimate import Estimate
 from podium.core.job_tasks import RUN_JOB_WAIT_SECONDS
 from podium.core.models import Decision, JobDetail, JobStatus, JobSummary, SheetStatus
-from podium.core.snapshots import SnapshotInfo
+from podium.core.snapshots import SnapshotElsewhere, SnapshotInfo
 from podium.core.views import (
     ClearResult,
     ConductorStatus,
@@ -92,6 +92,11 @@ class JobList(BaseModel):
 
 class SnapshotList(BaseModel):
     snapshots: list[SnapshotInfo]
+    elsewhere: list[SnapshotElsewhere] = Field(
+        default_factory=list,
+        description="on a shared store: snapshots other conductors took, in their own homes "
+        "(read them through those conductors)",
+    )
 
 
 class RateLimitsCleared(BaseModel):
@@ -345,7 +350,10 @@ def build_tools(conductor: Conductor) -> list[Tool]:
     async def snapshots(job_id: str | None = None) -> SnapshotList:
         """Snapshots of finished jobs (checkpoint, spec, logs), newest first."""
         try:
-            return SnapshotList(snapshots=await conductor.list_snapshots(job_id))
+            here = await conductor.list_snapshots(job_id)
+            mine = {s.job_id for s in here}
+            away = await conductor.snapshots.elsewhere(job_id)
+            return SnapshotList(snapshots=here, elsewhere=[s for s in away if s.job_id not in mine])
         except PodiumError as exc:
             raise ToolError(str(exc)) from exc
 

@@ -4,6 +4,7 @@ list; the history shows each attempt and the instrument it ran on."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,29 @@ async def test_an_instrument_that_cannot_start_moves_on(fleet: Conductor) -> Non
         ("working", Outcome.COMPLETED),
     ]
     assert history[0].error is not None and "could not start" in history[0].error
+
+
+async def test_a_workspace_missing_on_this_host_fails_the_sheet_saying_so_without_a_move(
+    fleet: Conductor,
+) -> None:
+    # As on a conductor of a shared store whose host does not have the job's workspace: not
+    # the instrument's fault, so no fallback takes over, and the error says what is missing.
+    spec = {
+        "name": "no-workspace-here",
+        "retry": {"max_retries": 0},
+        "instrument": "working",
+        "fallbacks": ["shell"],
+        "sheets": [{"prompt": "go"}],
+    }
+    submitted = await fleet.submit_job(spec=spec, start=False)
+    shutil.rmtree(submitted.workspace)
+    await fleet.resume_job(submitted.job_id)
+    detail = await wait_for_job(fleet, submitted.job_id)
+    history, _ = await fleet.get_execution_history(submitted.job_id)
+    assert detail.status is JobStatus.FAILED
+    assert [(h.instrument, h.outcome) for h in history] == [("working", Outcome.FAILED)]
+    error = history[0].error or ""
+    assert f"workspace {submitted.workspace!r} does not exist on this host" in error
 
 
 async def test_a_long_rate_limit_moves_on_and_the_hold_stays(fleet: Conductor) -> None:

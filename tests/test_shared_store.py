@@ -19,6 +19,7 @@ from pg import fresh_schema
 
 from podium.core.conductor import Conductor
 from podium.core.config import load_config
+from podium.core.errors import NotFoundError
 from podium.core.models import JobStatus, Outcome, SheetStatus, utcnow
 from podium.core.store.base import WriteBatch
 from podium.core.store.open import open_store
@@ -147,6 +148,43 @@ async def test_a_rate_limit_hold_holds_every_conductor_and_is_lifted_through_any
         assert (await b.status()).rate_limits == []
 
 
+async def test_when_a_shared_hold_ends_one_sheet_goes_first_across_conductors(
+    make: Make, tmp_path: Path, store_url: str
+) -> None:
+    async with make("a", host_labels=["at-a"]) as a, make("b", host_labels=["at-b"]) as b:
+        now = utcnow()
+        # Both conductors' timers fire at the hold's end; each has a ready sheet behind it.
+        hold = HoldRow("shell", now + timedelta(seconds=2), "429", now)
+        other = await open_store(
+            load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
+        )
+        try:
+            assert await other.commit([WriteBatch(holds=[hold])]) == [None]
+        finally:
+            await other.close()
+
+        async def both_know() -> bool:
+            return all("shell" in c.engine.state.held_keys(utcnow()) for c in (a, b))
+
+        await wait_until(both_know, timeout=10)
+        jobs = [
+            (await a.submit_job(spec=job(tmp_path, "on-a", 1, "sleep 0.5", hosts=["at-a"]))).job_id,
+            (await a.submit_job(spec=job(tmp_path, "on-b", 1, "sleep 0.5", hosts=["at-b"]))).job_id,
+        ]
+
+        async def done() -> bool:
+            return all([await status_of(a, j) is JobStatus.COMPLETED for j in jobs])
+
+        await wait_until(done, timeout=30)
+        attempts = []
+        for job_id in jobs:
+            history, _ = await a.get_execution_history(job_id)
+            attempts += history
+        first, then = sorted(attempts, key=lambda h: h.started_at)
+        # The first sheet's success lifted the hold: only then did the other start.
+        assert first.ended_at is not None and then.started_at >= first.ended_at, attempts
+
+
 async def test_a_conductor_starting_or_stopping_leaves_the_others_jobs_running(
     make: Make, tmp_path: Path
 ) -> None:
@@ -192,6 +230,64 @@ async def test_a_conductor_starting_or_stopping_leaves_the_others_jobs_running(
             "interrupted",
         ]
         assert [c.conductor_id for c in (await a.status()).conductors] == ["a"]
+
+
+async def test_a_job_whose_hosts_no_live_conductor_carries_says_why_until_one_starts(
+    make: Make, tmp_path: Path
+) -> None:
+    async with make("a", host_labels=["cpu"]) as a:
+        submitted = await a.submit_job(spec=job(tmp_path, "gpu", 1, "true", hosts=["gpu"]))
+        job_id = submitted.job_id
+        # Nothing runs it, and every view says why instead of a silent `pending`.
+        detail = await a.get_job(job_id)
+        assert detail.status is JobStatus.QUEUED
+        why = detail.waiting_for_host
+        assert why is not None and "gpu" in why and "a (cpu" in why
+        assert (await a.checkpoint(job_id)).waiting_for_host == why
+        diagnosis = await a.diagnose(job_id)
+        assert why in diagnosis.verdict
+        steps = " ".join(step.action for step in diagnosis.next_steps)
+        assert "host_labels: [gpu]" in steps
+        assert any(step.tool == "resume" for step in diagnosis.next_steps)
+        async with make("b", host_labels=["gpu"]) as b:
+
+            async def done() -> bool:
+                return await status_of(b, job_id) is JobStatus.COMPLETED
+
+            await wait_until(done, timeout=20)
+        assert (await a.get_job(job_id)).waiting_for_host is None
+
+
+async def test_logs_and_snapshots_of_sheets_another_conductor_ran_say_where_they_are(
+    make: Make, tmp_path: Path
+) -> None:
+    async with make("a") as a, make("b", host_labels=["here"]) as b:
+        submitted = await a.submit_job(
+            spec=job(tmp_path, "there", 1, "echo printed-on-b", hosts=["here"])
+        )
+        job_id = submitted.job_id
+
+        async def done() -> bool:
+            return await status_of(a, job_id) is JobStatus.COMPLETED
+
+        await wait_until(done, timeout=20)
+        assert "printed-on-b" in (await b.read_logs(job_id, sheet=1)).text
+        # Through a: not a confinement error that advises allowed_roots, but who has it.
+        with pytest.raises(NotFoundError, match="ran on conductor 'b'") as err:
+            await a.read_logs(job_id, sheet=1)
+        assert "allowed_roots" not in str(err.value)
+        combined = await a.read_logs(job_id)
+        assert "sheet 1" in combined.text and "conductor that ran it" in combined.text
+
+        async def captured() -> bool:
+            return bool(await b.list_snapshots(job_id))
+
+        await wait_until(captured, timeout=20)
+        [taken] = await b.list_snapshots(job_id)
+        assert await a.list_snapshots(job_id) == []
+        [away] = await a.snapshots.elsewhere(job_id)
+        assert (away.job_id, away.path) == (job_id, taken.path)
+        assert await b.snapshots.elsewhere(job_id) == []
 
 
 def _group(proc: psutil.Process) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import anyio
 import pytest
@@ -19,6 +20,7 @@ from podium.core.models import JobStatus, SheetStatus
 from podium.core.store.base import Conflict, NewJob, StoreChange, WriteBatch
 from podium.core.store.migrations import load_migrations
 from podium.core.store.open import open_store
+from podium.core.store.postgres.connections import redacted
 from podium.core.store.postgres.store import PostgresStore
 from podium.core.store.rows import ConductorRow, HoldRow, JobRow, SheetRow
 
@@ -85,8 +87,11 @@ async def test_schema_version_is_recorded_and_a_newer_one_refused(url: str, tmp_
     assert raw_version(url) == LATEST_SCHEMA_VERSION
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE schema_version SET version = %s", [LATEST_SCHEMA_VERSION + 1])
-    with pytest.raises(SchemaTooNewError, match="newer than this Podium supports"):
+    with pytest.raises(SchemaTooNewError, match="newer than this Podium supports") as err:
         await open_pg(url, tmp_path)
+    # Several stores may share a database, one per schema: the refused one is named.
+    schema = unquote(url).rsplit("search_path=", 1)[1]
+    assert f"(schema {schema})" in str(err.value)
     # Refused before anything was touched.
     assert raw_version(url) == LATEST_SCHEMA_VERSION + 1
 
@@ -222,9 +227,10 @@ async def test_an_unreachable_server_is_a_clear_error_without_the_password(
 
 async def test_a_schema_that_does_not_exist_is_named_in_the_error(tmp_path: Path) -> None:
     require()
-    with pytest.raises(PodiumError, match="search_path"):
+    with pytest.raises(PodiumError, match="search_path") as err:
         await open_pg(schema_url("podium_no_such_schema_here"), tmp_path)
-    assert PG_URL
+    assert "podium_no_such_schema_here" in str(err.value)
+    assert redacted(PG_URL) in str(err.value)
 
 
 async def test_a_lost_listener_connection_reconnects_and_says_everything_may_have_changed(

@@ -349,8 +349,10 @@ class Dispatcher:
                     # Another conductor started sheets of the job since the pick (this op
                     # re-runs on fresh rows after a refused write): its limit holds.
                     continue
-                room[job_id] -= 1
                 attempt = sheet.attempts + 1
+                if not ratelimits.claim_first(tx, job_state.hold_key(num), job_id, num, attempt):
+                    continue  # another conductor's sheet goes first behind the same hold
+                room[job_id] -= 1
                 if error is not None:
                     failing[(job_id, num, attempt)] = error
                 log_path = self._log_path(job_id, num, attempt)

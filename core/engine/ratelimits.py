@@ -5,13 +5,13 @@ release live in the store, so a crash or a restart keeps them (SPEC §6)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from podium.core.engine.state import EngineState
 from podium.core.engine.tx import Op, Tx
 from podium.core.models import SheetStatus, WaitingReason
-from podium.core.store.rows import HoldRow
+from podium.core.store.rows import HoldRow, SheetRow
 
 
 def hold(tx: Tx, key: str, until: datetime, reason: str | None) -> None:
@@ -21,6 +21,7 @@ def hold(tx: Tx, key: str, until: datetime, reason: str | None) -> None:
         tx.put_hold(HoldRow(key, until, reason, tx.now))
         return
     row.until, row.reason, row.set_at, row.released = until, reason, tx.now, False
+    row.first_job_id = row.first_sheet_num = row.first_attempt = None
 
 
 def succeeded(tx: Tx, key: str) -> None:
@@ -70,6 +71,35 @@ def lift(state: EngineState, keys: Collection[str] | None) -> Op[list[str]]:
     return Op(apply, name="lift holds")
 
 
+def first_is_going(hold: HoldRow, sheet_of: Callable[[str, int], SheetRow | None]) -> bool:
+    """Whether the first sheet claimed behind a released hold may still be running, by the
+    rows in hand (`sheet_of`): its attempt has not been seen to end. A claim this view has
+    not caught up with (the sheet shows fewer attempts) counts as going; one whose job is
+    gone from view (ended) does not, so a claim can never hold the others back for good."""
+    if hold.first_job_id is None or hold.first_sheet_num is None or hold.first_attempt is None:
+        return False
+    sheet = sheet_of(hold.first_job_id, hold.first_sheet_num)
+    if sheet is None or sheet.attempts > hold.first_attempt:
+        return False
+    return sheet.attempts < hold.first_attempt or sheet.status is SheetStatus.RUNNING
+
+
+def claim_first(tx: Tx, key: str, job_id: str, sheet_num: int, attempt: int) -> bool:
+    """Before starting a sheet behind `key`: when its hold is released, claim the first
+    place for this attempt (written with the start, compare-and-set on the hold, so of two
+    conductors claiming at once one commit lands and the other re-reads). False: another
+    sheet goes first; this one must wait."""
+    current = tx.hold(key)
+    if current is None or not current.released:
+        return True
+    if first_is_going(current, tx.sheet_or_none):
+        return False
+    row = tx.edit_hold(key)
+    assert row is not None
+    row.first_job_id, row.first_sheet_num, row.first_attempt = job_id, sheet_num, attempt
+    return True
+
+
 def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
     """Released keys whose first sheet is already starting or running: nothing else goes
     behind them. Running is read from the sheet rows too, so a first sheet another conductor
@@ -86,6 +116,19 @@ def busy_released(state: EngineState, released: Collection[str]) -> set[str]:
             key = job_state.hold_key(sheet_num)
             if key in released:
                 busy.add(key)
+
+    def sheet_of(job_id: str, num: int) -> SheetRow | None:
+        held = state.jobs.get(job_id)
+        return held.sheets.get(num) if held is not None else None
+
+    # A first sheet claimed by another conductor whose start this view has not seen yet.
+    busy.update(
+        key
+        for key in released
+        if key not in busy
+        and (h := state.holds.get(key)) is not None
+        and first_is_going(h, sheet_of)
+    )
     return busy
 
 

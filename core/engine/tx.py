@@ -135,6 +135,15 @@ class Tx:
                 return layer[key]
         return self.state(job_id).sheets[sheet_num]
 
+    def sheet_or_none(self, job_id: str, sheet_num: int) -> SheetRow | None:
+        """The sheet as this op sees it, or None for a job (or sheet) not in view."""
+        if (job_id, sheet_num) not in self._added and job_id not in self._state.jobs:
+            return None
+        try:
+            return self.sheet(job_id, sheet_num)
+        except KeyError:
+            return None
+
     def sheets(self, job_id: str) -> dict[int, SheetRow]:
         """Every sheet of the job as this op sees it (O(sheets): not for the hot path)."""
         merged = dict(self.state(job_id).sheets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal as signal_module
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -364,6 +365,17 @@ async def _run_and_judge(
     def result(**fields: Any) -> AttemptResult:
         return _result(plan, proc, **reported, **fields)
 
+    if proc.spawn_error is not None and not plan.workspace.is_dir():
+        # Not the instrument's fault (no fallback takes over): the job's workspace is not
+        # here, typically a conductor on another host whose disk does not have it.
+        return result(
+            outcome=Outcome.FAILED,
+            error_category=ErrorCategory.FAILED,
+            error=f"the job's workspace {str(plan.workspace)!r} does not exist on this host "
+            f"({socket.gethostname()}): put workspaces on storage every conductor running "
+            "the job mounts at the same path, or keep the job on the hosts that have it "
+            "(`hosts:` in the spec)",
+        )
     if proc.spawn_error is not None:
         return result(
             outcome=Outcome.FAILED,

@@ -293,6 +293,11 @@ class HoldRow:
     set_at: datetime
     # The wait is over and one sheet is going first; the rest follow once it succeeds.
     released: bool = False
+    # That first sheet's attempt, claimed in the commit that starts it: conductors sharing
+    # the store whose timers fired together send one sheet, not one each.
+    first_job_id: str | None = None
+    first_sheet_num: int | None = None
+    first_attempt: int | None = None
     version: int = 0
 
 

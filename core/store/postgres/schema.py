@@ -23,12 +23,13 @@ def _too_new(where: str, version: int) -> SchemaTooNewError:
     )
 
 
-async def current_schema(conn: psycopg.AsyncConnection[Any]) -> str:
+async def current_schema(conn: psycopg.AsyncConnection[Any], where: str = "the database") -> str:
     row = await (await conn.execute("SELECT current_schema()")).fetchone()
     if row is None or row[0] is None:
+        path = await (await conn.execute("SHOW search_path")).fetchone()
         raise PodiumError(
-            "store_url: no schema of the connection's search_path exists in this database; "
-            "create it (CREATE SCHEMA ...) or drop the search_path option"
+            f"store_url: no schema of the connection's search_path ({path[0] if path else ''}) "
+            f"exists in {where}; create it (CREATE SCHEMA ...) or drop the search_path option"
         )
     return str(row[0])
 
@@ -45,7 +46,9 @@ async def migrate(conn: psycopg.AsyncConnection[Any], where: str, target: int | 
     """Bring the schema up to `target` (default: latest); refuse one that is newer, before
     changing anything. `conn` must be in autocommit mode."""
     target = LATEST_SCHEMA_VERSION if target is None else target
-    schema = await current_schema(conn)
+    schema = await current_schema(conn, where)
+    # Several Podium stores may share a database, one per schema: name the one refused.
+    where = f"{where} (schema {schema})"
     current = await _version(conn) or 0
     if current > LATEST_SCHEMA_VERSION:
         raise _too_new(where, current)
