@@ -310,8 +310,11 @@ class Conductor:
             self._job_hooks.enqueue(job.job_id)
         info = await self.snapshots.capture(job.job_id, job.workspace, job.spec_path)
         if info is not None:
+            if not await self.engine.set_snapshot_path(job.job_id, info.path):
+                # Cleared while it was being taken: nothing may stay of a job that is gone.
+                await anyio.to_thread.run_sync(self.snapshots.delete_for_job, job.job_id)
+                return
             self._snapshot_added.set()
-            await self.engine.set_snapshot_path(job.job_id, info.path)
 
     # ----- specs ----------------------------------------------------------------------------
 

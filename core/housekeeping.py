@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("podium.conductor")
 
+# How long `clear` waits for the snapshots of jobs that have just ended (a capture copies a
+# job's logs: a second for a large one); a capture still running after that removes its
+# snapshot itself once it finds the job gone.
+CAPTURE_WAIT_SECONDS = 10.0
+
 
 class Housekeeping:
     def __init__(
@@ -75,6 +80,11 @@ class Housekeeping:
             selected.append(job)
         skipped = [j.job_id for j in selected if j.status.is_active]
         ended = [j.job_id for j in selected if not j.status.is_active]
+        # A job that has just ended may still be having its snapshot taken: deleting its
+        # files under that capture would leave the snapshot of a job that no longer exists.
+        with anyio.move_on_after(CAPTURE_WAIT_SECONDS):
+            for job_id in ended:
+                await self._c.engine.hooks_settled(job_id)
         # Their tasks keep answering what they ended with once the jobs are gone.
         await self._c.tasks.finish_jobs(ended)
         deleted = await self._c.engine.delete_jobs(ended)

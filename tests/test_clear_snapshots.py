@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from helpers import wait_for_job, wait_until
 
@@ -109,3 +111,54 @@ async def test_snapshot_redacts_env_values(conductor: Conductor) -> None:
     assert "s3cr3t" not in text and "TOKEN" in text
     detail = await conductor.get_job(job_id, include_spec=True)
     assert "s3cr3t" not in str(detail.spec)
+
+
+@pytest.mark.parametrize("capture_outlasts_the_wait", [False, True])
+async def test_a_clear_during_the_snapshot_of_a_job_that_just_ended_leaves_no_snapshot(
+    conductor: Conductor, monkeypatch: pytest.MonkeyPatch, capture_outlasts_the_wait: bool
+) -> None:
+    """The snapshot is taken just after the job ends; a clear arriving meanwhile waits for it
+    (or, past its wait, the capture removes what it wrote once it finds the job gone)."""
+    from podium.core import housekeeping
+
+    if capture_outlasts_the_wait:
+        monkeypatch.setattr(housekeeping, "CAPTURE_WAIT_SECONDS", 0.1, raising=False)
+    capturing, release = anyio.Event(), anyio.Event()
+    store = conductor.snapshots._store
+    get_history = store.get_history
+
+    async def history_once_released(*args: Any) -> Any:
+        # The capture reads the job's rows, then its history: held here, it has read the
+        # job as it ended and writes its files after the clear.
+        capturing.set()
+        await release.wait()
+        return await get_history(*args)
+
+    monkeypatch.setattr(store, "get_history", history_once_released)
+    job = await conductor.submit_job(spec=QUICK)
+    with anyio.fail_after(30):
+        await capturing.wait()
+    async with anyio.create_task_group() as tg:
+        cleared: list[Any] = []
+
+        async def clear() -> None:
+            cleared.append(await conductor.clear_jobs(job_ids=[job.job_id]))
+
+        tg.start_soon(clear)
+        try:
+            if capture_outlasts_the_wait:
+
+                async def done() -> bool:
+                    return bool(cleared)
+
+                await wait_until(done)
+            else:
+                # Time for a clear that does not wait to be done (the rows and files gone).
+                await anyio.sleep(0.3)
+                assert not cleared, "the clear went ahead of the snapshot being taken"
+        finally:
+            release.set()
+    assert cleared[0].job_ids == [job.job_id]
+    await conductor.engine.hooks_settled(job.job_id)
+    assert not (conductor.config.snapshots_dir / job.job_id).exists()
+    assert await conductor.list_snapshots() == []

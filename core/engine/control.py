@@ -26,7 +26,7 @@ from podium.core.engine.rules import (
 from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import ConflictError, InvalidTransitionError, quoted
+from podium.core.errors import ConflictError, InvalidTransitionError, NotFoundError, quoted
 from podium.core.events import ChangeEvent
 from podium.core.models import (
     ErrorCategory,
@@ -363,12 +363,22 @@ class Control:
 
     # ----- bookkeeping -----------------------------------------------------------------------
 
-    async def set_snapshot_path(self, job_id: str, path: str) -> None:
-        def apply(tx: Tx) -> None:
-            if tx.has_job(job_id):
-                tx.edit_job(job_id).snapshot_path = path
+    async def set_snapshot_path(self, job_id: str, path: str) -> bool:
+        """Record the job's snapshot; False when the job is gone (cleared meanwhile)."""
 
-        await self.writer.run(Op(apply, job_rows=[job_id], name="snapshot path"))
+        def apply(tx: Tx) -> bool:
+            if not tx.has_job(job_id):
+                return False
+            tx.edit_job(job_id).snapshot_path = path
+            return True
+
+        try:
+            recorded: bool = await self.writer.run(
+                Op(apply, job_rows=[job_id], name="snapshot path")
+            )
+        except NotFoundError:
+            return False
+        return recorded
 
     async def hook_done(self, job_id: str, hook: str) -> None:
         """A job's end hook ran (or gave up): it is not run again, even after a restart."""

@@ -257,8 +257,8 @@ class Engine:
         """The op recording an attempt's result (what the dispatcher runs when one ends)."""
         return record_result(self.ctx, self.state, entry, result, self._apply_pending_modify)
 
-    async def set_snapshot_path(self, job_id: str, path: str) -> None:
-        await self.control.set_snapshot_path(job_id, path)
+    async def set_snapshot_path(self, job_id: str, path: str) -> bool:
+        return await self.control.set_snapshot_path(job_id, path)
 
     async def hook_done(self, job_id: str, hook: str) -> None:
         await self.control.hook_done(job_id, hook)
