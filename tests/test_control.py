@@ -166,7 +166,11 @@ async def test_resume_running_with_changed_spec_modifies(conductor: Conductor) -
     spec = {
         "name": "modify",
         "sheets": [
-            {"name": "first", "prompt": "sleep 0.5; echo old > first.txt"},
+            # Runs until the test lets it end: the modify must find it running.
+            {
+                "name": "first",
+                "prompt": "until [ -e go ]; do sleep 0.02; done; echo old > first.txt",
+            },
             {"name": "second", "depends_on": ["first"], "prompt": "echo old > second.txt"},
         ],
     }
@@ -183,7 +187,9 @@ async def test_resume_running_with_changed_spec_modifies(conductor: Conductor) -
     # The new spec is stored at once, so a crash before the automatic resume cannot lose it.
     stored = (await conductor.get_job(job_id, include_spec=True)).spec or {}
     assert "new" in stored["sheets"][1]["prompt"]
-    assert (await conductor.get_job(job_id)).sheets[0].status is SheetStatus.RUNNING
+    running = await conductor.get_job(job_id)
+    assert running.sheets[0].status is SheetStatus.RUNNING
+    (Path(running.workspace) / "go").touch()
     detail = await wait_for_job(conductor, job_id)
     assert detail.status is JobStatus.COMPLETED
     workspace = Path(detail.workspace)
