@@ -9,6 +9,8 @@ validates exactly the same documents.
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from pydantic import BaseModel
@@ -291,7 +293,14 @@ def _drop_unused_defs(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_output_schema(*models: type[BaseModel]) -> dict[str, Any]:
-    """The output schema of a tool that returns one of `models`, with shared `$defs`."""
+    """The output schema of a tool that returns one of `models`, with shared `$defs`: a
+    copy of the one built the first time (every server built in a process, a test suite's
+    hundreds, would spend milliseconds a tool generating the same schema again)."""
+    return copy.deepcopy(_output_schema(models))
+
+
+@functools.cache
+def _output_schema(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     variants = []
     for model in models:
