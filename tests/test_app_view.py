@@ -273,6 +273,10 @@ async def test_the_app_approve_button_calls_approve_with_the_spec_arguments(
             calls.append(params)
             if params["name"] == "approve":
                 return {"content": [{"type": "text", "text": "approved"}], "structuredContent": {}}
+            if params["name"] == "show_job":
+                # The made-up job, as the app re-reads it every APP_POLL_MS (the conductor has
+                # no such job: the page would show it gone, its buttons off).
+                return result
             return _wire(await client.call_tool(params["name"], params.get("arguments") or {}))
         return {"contents": []}
 
