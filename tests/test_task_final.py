@@ -47,6 +47,21 @@ def kept(task: dict[str, Any]) -> dict[str, Any]:
     return {k: task.get(k) for k in KEPT}
 
 
+async def approved_under_a_new_key(
+    client: Client, spec: dict[str, Any], job_id: str, first_key: str
+) -> None:
+    """A task for the resumed job asks its gate again under a key of its own; approved, the
+    job completes."""
+    follow = (await start_task(client, spec, job_id=job_id))["taskId"]
+    again = await wait_task(client, follow, ("input_required",))
+    [second_key] = again["inputRequests"]
+    assert second_key != first_key, (first_key, second_key)
+    answer = {second_key: {"action": "accept", "content": {"decision": "approve"}}}
+    await request(client, "tasks/update", {"taskId": follow, "inputResponses": answer})
+    done = await wait_task(client, follow)
+    assert done["status"] == "completed" and done["result"]["isError"] is False
+
+
 @asynccontextmanager
 async def serving(config: PodiumConfig) -> AsyncIterator[tuple[Conductor, Client]]:
     conductor = Conductor(config)
@@ -255,14 +270,7 @@ async def test_a_gate_skipped_while_it_waits_is_asked_again_under_a_new_key(
         assert (await call(client, "status", {}))["pending_approvals_total"] == 0
 
         await call(client, "resume", {"job_id": job_id})
-        follow = (await start_task(client, spec, job_id=job_id))["taskId"]
-        again = await wait_task(client, follow, ("input_required",))
-        [second_key] = again["inputRequests"]
-        assert second_key != first_key, (first_key, second_key)
-        answer = {second_key: {"action": "accept", "content": {"decision": "approve"}}}
-        await request(client, "tasks/update", {"taskId": follow, "inputResponses": answer})
-        done = await wait_task(client, follow)
-        assert done["status"] == "completed" and done["result"]["isError"] is False
+        await approved_under_a_new_key(client, spec, job_id, first_key)
         # The question the skip took back is in the history, unanswered.
         history, _ = await conductor.get_execution_history(job_id, sheet_num=1)
         assert [(e.outcome.value if e.outcome else None, e.decision) for e in history] == [
@@ -307,14 +315,7 @@ async def test_a_gate_whose_stored_spec_stops_loading_is_asked_again_under_a_new
         assert history[0].error_category.value == "spec_invalid"
 
         await call(client, "resume", {"job_id": job_id, "spec": spec})
-        follow = (await start_task(client, spec, job_id=job_id))["taskId"]
-        again = await wait_task(client, follow, ("input_required",))
-        [second_key] = again["inputRequests"]
-        assert second_key != first_key, (first_key, second_key)
-        answer = {second_key: {"action": "accept", "content": {"decision": "approve"}}}
-        await request(client, "tasks/update", {"taskId": follow, "inputResponses": answer})
-        done = await wait_task(client, follow)
-        assert done["status"] == "completed" and done["result"]["isError"] is False
+        await approved_under_a_new_key(client, spec, job_id, first_key)
         history, _ = await conductor.get_execution_history(job_id, sheet_num=2)
         assert [(e.outcome.value if e.outcome else None, e.decision) for e in history] == [
             ("cancelled", None),
