@@ -63,6 +63,20 @@ window.addEventListener("message", async (event) => {
 </script></body></html>"""
 
 
+async def started_app(
+    browser: Any, forward: Any, html: str, tool_input: dict[str, Any], result: dict[str, Any]
+) -> Any:
+    """A page of the stub host running the app `html`, its host calls answered by `forward`."""
+    page = await browser.new_page()
+    await page.expose_function("mcpForward", forward)
+    await page.set_content(STUB_HOST)
+    await page.evaluate(
+        "([html, input, result]) => window.startApp(html, input, result)",
+        [html, tool_input, result],
+    )
+    return page
+
+
 @pytest.fixture
 async def client(conductor: Conductor) -> AsyncIterator[Client]:
     server = PodiumServer(conductor)
@@ -281,13 +295,7 @@ async def test_the_app_approve_button_calls_approve_with_the_spec_arguments(
         return {"contents": []}
 
     async with chromium() as browser:
-        page = await browser.new_page()
-        await page.expose_function("mcpForward", forward)
-        await page.set_content(STUB_HOST)
-        await page.evaluate(
-            "([html, input, result]) => window.startApp(html, input, result)",
-            [html, {"job_id": "gate-1"}, result],
-        )
+        page = await started_app(browser, forward, html, {"job_id": "gate-1"}, result)
         app = page.frame_locator("#app")
         mark = app.locator('#dag g.sheet[data-sheet="1"][data-waiting="approval"] .approval-mark')
         await mark.wait_for(timeout=WAIT_MS)
@@ -339,13 +347,7 @@ async def test_the_app_says_when_a_job_has_more_sheets_than_it_draws(client: Cli
         return {"contents": []}
 
     async with chromium() as browser:
-        page = await browser.new_page()
-        await page.expose_function("mcpForward", forward)
-        await page.set_content(STUB_HOST)
-        await page.evaluate(
-            "([html, input, result]) => window.startApp(html, input, result)",
-            [html, {"job_id": "huge-1"}, result],
-        )
+        page = await started_app(browser, forward, html, {"job_id": "huge-1"}, result)
         app = page.frame_locator("#app")
         await app.locator('#dag g.sheet[data-sheet="2"]').wait_for(timeout=WAIT_MS)
         assert "first 2 of 1500 sheets" in await app.locator("#job-progress").inner_text()

@@ -110,6 +110,17 @@ async def test_pause_immediate_and_resume_through_one_reach_the_sheets_another_r
     assert marker.exists()
 
 
+async def hold_as_a_third_conductor(tmp_path: Path, store_url: str, hold: HoldRow) -> None:
+    """The hold written to the shared store as a conductor that met the rate limit would."""
+    other = await open_store(
+        load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
+    )
+    try:
+        assert await other.commit([WriteBatch(holds=[hold])]) == [None]
+    finally:
+        await other.close()
+
+
 async def test_a_rate_limit_hold_holds_every_conductor_and_is_lifted_through_any(
     make: Make, tmp_path: Path, store_url: str
 ) -> None:
@@ -117,13 +128,7 @@ async def test_a_rate_limit_hold_holds_every_conductor_and_is_lifted_through_any
         now = utcnow()
         # As a third conductor that met a rate limit on `shell` wrote it: a minute's wait.
         hold = HoldRow("shell", now + timedelta(seconds=60), "429", now)
-        other = await open_store(
-            load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
-        )
-        try:
-            assert await other.commit([WriteBatch(holds=[hold])]) == [None]
-        finally:
-            await other.close()
+        await hold_as_a_third_conductor(tmp_path, store_url, hold)
 
         async def a_knows() -> bool:
             return any(r.instrument == "shell" for r in (await a.status()).rate_limits)
@@ -155,13 +160,7 @@ async def test_when_a_shared_hold_ends_one_sheet_goes_first_across_conductors(
         now = utcnow()
         # Both conductors' timers fire at the hold's end; each has a ready sheet behind it.
         hold = HoldRow("shell", now + timedelta(seconds=2), "429", now)
-        other = await open_store(
-            load_config(home=tmp_path / "c", overrides={"store_url": store_url}, env={})
-        )
-        try:
-            assert await other.commit([WriteBatch(holds=[hold])]) == [None]
-        finally:
-            await other.close()
+        await hold_as_a_third_conductor(tmp_path, store_url, hold)
 
         async def both_know() -> bool:
             return all("shell" in c.engine.state.held_keys(utcnow()) for c in (a, b))
