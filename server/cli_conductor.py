@@ -38,7 +38,6 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
     """Run the home's conductor: the engine plus MCP over streamable HTTP on 127.0.0.1
     (random port and bearer token, written to <home>/conductor.json)."""
     from podium.server.daemon import LOCKED_EXIT_CODE, ensure_conductor, find_conductor
-    from podium.server.serve import HttpOptions, serve
 
     config = ctx.config()
     running = find_conductor(config)
@@ -52,6 +51,9 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
             f"log: {config.logs_dir / 'conductor.log'}; stop it with `podium stop`"
         )
         return 0
+    # Only the process that runs the engine pays for importing it (and the MCP server).
+    from podium.server.serve import HttpOptions, serve
+
     if child:
         os.chdir(config.home)  # hold no caller's directory open
     # A detached child's stderr is conductor.log already.
