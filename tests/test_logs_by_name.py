@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for_job
-from test_mcp_tools import Harness, fails, finished_job, mcp, ok
+from mcp_harness import Harness, fails, finished_job, mcp, ok
 from test_transports import podium_cli
 
 from podium.core.conductor import Conductor
