@@ -10,12 +10,17 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, SpecError
 from podium.core.instruments.catalog import profile_errors
+from podium.core.instruments.profile import InstrumentProfile
+from podium.core.models import ErrorCategory, JobStatus
+from podium.core.runner import regex
 from podium.core.spec import load_spec
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +74,106 @@ def one_sheet(name: str, instrument: str, prompt: str) -> dict[str, Any]:
         "retry": {"max_retries": 0},
         "sheets": [{"prompt": prompt}],
     }
+
+
+# --- 1. regexes: bounded at run time, checked at load -------------------------------------
+
+
+async def test_a_catastrophic_profile_pattern_neither_stalls_nor_stops_dispatch(
+    evil_conductor: Conductor,
+) -> None:
+    """`(a+)+$` on a failed run's output: RE2 answers (no match), the sheet fails as a plain
+    failure, and the conductor goes on dispatching other jobs' sheets."""
+    c = evil_conductor
+    evil = await c.submit_job(spec=one_sheet("evil", "evil", PRINT_EVIL))
+    other = await c.submit_job(spec=one_sheet("other", "shell", "true"))
+    done = await wait_for_job(c, evil.job_id)
+    assert done.status is JobStatus.FAILED
+    (sheet,) = done.sheets
+    assert sheet.error_category is ErrorCategory.FAILED
+    assert sheet.last_error == "exited with code 1"
+    assert (await wait_for_job(c, other.job_id)).status is JobStatus.COMPLETED
+    after = await c.submit_job(spec=one_sheet("after", "shell", "true"))
+    assert (await wait_for_job(c, after.job_id)).status is JobStatus.COMPLETED
+
+
+async def test_a_pattern_re2_cannot_run_is_cut_at_the_limit_and_named(
+    evil_conductor: Conductor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(regex, "REGEX_TIME_LIMIT_SECONDS", 0.5)
+    job = await evil_conductor.submit_job(spec=one_sheet("cut", "lookbehind", PRINT_EVIL))
+    done = await wait_for_job(evil_conductor, job.job_id)
+    (sheet,) = done.sheets
+    assert sheet.error_category is ErrorCategory.FAILED
+    error = sheet.last_error or ""
+    assert error.startswith("exited with code 1; "), error
+    assert "patterns.auth.0" in error and "0.5 s limit" in error, error
+
+
+async def test_other_jobs_run_while_a_pattern_is_searched_and_cancel_ends_the_search(
+    evil_conductor: Conductor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the child searching a backtracking pattern is alive, another job is
+    dispatched and completes; cancelling the job ends the search and its child."""
+    monkeypatch.setattr(regex, "REGEX_TIME_LIMIT_SECONDS", 600.0)
+    c = evil_conductor
+    slow = await c.submit_job(spec=one_sheet("slow", "slow", PRINT_EVIL))
+    me = psutil.Process()
+
+    def searching() -> list[psutil.Process]:
+        found = []
+        for child in me.children(recursive=True):
+            try:
+                if "-I" in child.cmdline() and "-c" in child.cmdline():
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
+    async def search_started() -> bool:
+        return bool(searching())
+
+    await wait_until(search_started, timeout=30)
+    other = await c.submit_job(spec=one_sheet("other", "shell", "true"))
+    assert (await wait_for_job(c, other.job_id)).status is JobStatus.COMPLETED
+    children = searching()
+    assert children, "the search ended before the other job ran: nothing was shown"
+    cancelled = await c.cancel_job(slow.job_id)
+    assert cancelled.status is JobStatus.CANCELLED
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_invalid_profile_regexes_are_refused_naming_each_one(tmp_path: Path) -> None:
+    write_profiles(
+        tmp_path,
+        broken=profile_yaml(
+            "broken",
+            patterns={
+                "billing": ["fine", "(unclosed"],
+                "rate_limit": [{"regex": "ok"}, {"regex": "[z-a]"}],
+                "transient": ["*oops"],
+            },
+        ),
+    )
+    (error,) = profile_errors(tmp_path / "instruments")
+    _, _, why = error.partition(": ")
+    problems = dict(p.split(": ", 1) for p in why.split("; "))
+    assert set(problems) == {
+        "patterns.billing.1",
+        "patterns.rate_limit.1.regex",
+        "patterns.transient.0",
+    }, why
+    assert problems["patterns.billing.1"].startswith("not a valid regular expression: ")
+    assert "missing )" in problems["patterns.billing.1"]
+    assert "bad character range" in problems["patterns.rate_limit.1.regex"]
+
+
+def test_an_overlong_profile_regex_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"at most 4096 characters"):
+        InstrumentProfile.model_validate(
+            {"name": "long", "executable": "bash", "patterns": {"auth": ["a" * 5000]}}
+        )
 
 
 # --- 2. booleans are true or false --------------------------------------------------------

@@ -28,7 +28,7 @@ from podium.core.instruments.profile import (
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner import cgroups, reaper, threads
-from podium.core.runner.classify import classify_failure, describe
+from podium.core.runner.classify import Classification, classify_failure, describe
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
@@ -217,6 +217,42 @@ async def _validate_unless_cancelled(
     if control is not None and control.cancel_requested and len(results) < len(plan.validations):
         return None
     return results
+
+
+async def _classify_unless_cancelled(
+    plan: AttemptPlan,
+    control: RunControl | None,
+    text: str,
+    documents: Sequence[Any],
+    clock: Callable[[], datetime],
+    zone: tzinfo | None,
+) -> Classification | None:
+    """The failure's class; None when a cancel arrives first (a pattern RE2 cannot run is
+    searched in a child that may run to its time limit, and cancel must not wait for it)."""
+    classified: list[Classification] = []
+    async with anyio.create_task_group() as group:
+
+        async def classify() -> None:
+            classified.append(
+                await classify_failure(
+                    plan.profile,
+                    text,
+                    documents=documents,
+                    now=clock(),
+                    zone=zone,
+                    kill_grace_seconds=plan.kill_grace_seconds,
+                )
+            )
+            group.cancel_scope.cancel()
+
+        async def watch_cancel(control: RunControl) -> None:
+            await control.wait_cancel_requested()
+            group.cancel_scope.cancel()
+
+        group.start_soon(classify)
+        if control is not None:
+            group.start_soon(watch_cancel, control)
+    return classified[0] if classified else None
 
 
 async def run_attempt(
@@ -427,13 +463,18 @@ async def _run_and_judge(
         error = f"exited with code {proc.exit_code}"
 
     # Patterns apply to failed runs only: rate-limit text in a successful run means nothing.
-    found = classify_failure(
-        plan.profile,
-        _failure_text(plan.log_path, raw_stdout, documents),
-        documents=documents,
-        now=clock(),
-        zone=zone,
+    classified = await _classify_unless_cancelled(
+        plan, control, _failure_text(plan.log_path, raw_stdout, documents), documents, clock, zone
     )
+    if classified is None:
+        return result(
+            outcome=Outcome.CANCELLED,
+            error_category=ErrorCategory.CANCELLED,
+            error="cancelled while reading the failure",
+        )
+    if classified.problems:
+        error = f"{error}; patterns not searched to the end: {'; '.join(classified.problems)}"
+    found = classified.found
     if found is None:
         return result(
             outcome=Outcome.FAILED, error_category=category, error=error, validations=validations
