@@ -20,7 +20,7 @@ from podium.core.errors import FieldError, SpecError
 from podium.core.instruments.catalog import profile_errors
 from podium.core.instruments.profile import InstrumentProfile
 from podium.core.models import ErrorCategory, JobStatus
-from podium.core.runner import regex
+from podium.core.runner import regex, runner
 from podium.core.spec import load_spec
 
 pytestmark = pytest.mark.anyio
@@ -216,3 +216,84 @@ def test_a_spec_boolean_given_a_word_or_a_number_is_refused() -> None:
     }
     loaded = load_spec(text="name: ok\nretry: {jitter: off}\nsheets: [{prompt: x}]\n")
     assert loaded.spec.retry.jitter is False
+
+
+# --- 3. a JSON answer past the structured-output limit --------------------------------------
+
+
+@pytest.fixture
+async def json_conductor(
+    home: Path, make_config: Callable[..., PodiumConfig], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Conductor]:
+    monkeypatch.setattr(runner, "STRUCTURED_OUTPUT_BYTES", 64 * 1024)
+    write_profiles(
+        home,
+        **{
+            "json-cli": profile_yaml(
+                "json-cli", output={"format": "json", "result_path": "result"}
+            ),
+            "jsonl-cli": profile_yaml(
+                "jsonl-cli",
+                output={"format": "jsonl", "result_path": {"path": "text", "where": {"t": "a"}}},
+            ),
+        },
+    )
+    c = Conductor(make_config())
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+def print_json(script: Path, *documents: Any) -> str:
+    script.write_text("\n".join(json.dumps(d) for d in documents) + "\n")
+    return f"cat {script}"
+
+
+async def test_a_json_answer_past_the_limit_fails_the_run_saying_how_big(
+    json_conductor: Conductor, tmp_path: Path
+) -> None:
+    c = json_conductor
+    big = {"result": "x" * 100_000}
+    job = await c.submit_job(
+        spec=one_sheet("big", "json-cli", print_json(tmp_path / "big.json", big))
+    )
+    done = await wait_for_job(c, job.job_id)
+    (sheet,) = done.sheets
+    assert sheet.error_category is ErrorCategory.VALIDATION_FAILED
+    size = len(json.dumps(big)) + 1
+    (attempt,) = (await c.get_execution_history(job.job_id))[0]
+    (check,) = attempt.validations
+    assert check.type == "structured_output" and not check.passed
+    detail = check.detail or ""
+    assert f"{size} bytes" in detail and "65536" in detail, detail
+    assert "output.result_path" in detail, detail
+    assert detail in (sheet.last_error or ""), sheet.last_error
+
+
+async def test_a_stream_whose_answer_is_in_the_tail_is_read_however_long(
+    json_conductor: Conductor, tmp_path: Path
+) -> None:
+    c = json_conductor
+    events = [{"t": "noise", "text": "y" * 1000} for _ in range(200)] + [{"t": "a", "text": "ok"}]
+    job = await c.submit_job(
+        spec=one_sheet("long", "jsonl-cli", print_json(tmp_path / "long.jsonl", *events))
+    )
+    done = await wait_for_job(c, job.job_id)
+    assert done.status is JobStatus.COMPLETED
+    assert done.sheets[0].output_tail == "ok"
+
+
+async def test_a_stream_answer_event_past_the_limit_is_reported(
+    json_conductor: Conductor, tmp_path: Path
+) -> None:
+    c = json_conductor
+    events = [{"t": "a", "text": "z" * 100_000}]
+    job = await c.submit_job(
+        spec=one_sheet("huge", "jsonl-cli", print_json(tmp_path / "huge.jsonl", *events))
+    )
+    done = await wait_for_job(c, job.job_id)
+    (sheet,) = done.sheets
+    assert sheet.error_category is ErrorCategory.VALIDATION_FAILED
+    assert "structured_output:" in (sheet.last_error or ""), sheet.last_error

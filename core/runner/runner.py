@@ -43,6 +43,8 @@ PATTERN_SCAN_BYTES = 64 * 1024
 STRUCTURED_OUTPUT_BYTES = 1024 * 1024
 # The sheet's output tail when a JSON CLI's answer could not be found.
 TEXT_TAIL_BYTES = 4096
+# The check, in an attempt's validations, that fails when the answer was too large to read.
+STRUCTURED_OUTPUT_CHECK = "structured_output"
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,35 @@ def _failure_text(log_path: Path, stdout_tail: str, documents: Sequence[Any]) ->
     if documents:
         parts.append(string_leaves(documents, PATTERN_SCAN_BYTES))
     return "\n".join(parts)
+
+
+def _lost_answer(
+    profile: InstrumentProfile, report: StructuredReport, stdout_bytes: int
+) -> ValidationResult | None:
+    """A failed check when the profile's answer (`output.result_path`) was not found and
+    stdout was longer than what is kept to parse it: the answer was most likely a JSON
+    document too large to read, and the raw end of stdout must not pass for it silently."""
+    limit = STRUCTURED_OUTPUT_BYTES
+    if (
+        profile.output.format == "text"
+        or profile.output.result_path is None
+        or report.answer is not None
+        or stdout_bytes <= limit
+    ):
+        return None
+    detail = (
+        f"output.result_path: the answer was not found in the last {limit} bytes of stdout, "
+        f"the most read for structured output (STRUCTURED_OUTPUT_BYTES); the CLI printed "
+        f"{stdout_bytes} bytes, and an answer in a JSON document past that limit cannot be "
+        "read (print a shorter answer, or JSON lines with output.format: jsonl)"
+    )
+    return ValidationResult(
+        type=STRUCTURED_OUTPUT_CHECK,
+        passed=False,
+        detail=detail,
+        expected=f"a JSON answer at output.result_path within {limit} bytes",
+        found=f"{stdout_bytes} bytes of stdout",
+    )
 
 
 def _usage_fields(report: StructuredReport) -> dict[str, Any]:
@@ -390,6 +421,7 @@ async def _run_and_judge(
     raw_stdout = proc.stdout_tail
     documents = parse_documents(output_format, raw_stdout)
     report = read_structured(plan.profile, documents)
+    lost = _lost_answer(plan.profile, report, proc.stdout_bytes)
     if report.answer is not None:
         proc = dataclasses.replace(proc, stdout_tail=report.answer)
     elif output_format != "text":
@@ -445,6 +477,10 @@ async def _run_and_judge(
                 error="cancelled while validating",
             )
         validations = checked
+        if lost is not None:
+            # The answer is what later sheets read as this sheet's output: a run whose answer
+            # could not be read has not delivered it (and a retry is told why).
+            validations = [*validations, lost]
         failed = [v for v in validations if not v.passed]
         if not failed:
             return result(
@@ -461,6 +497,8 @@ async def _run_and_judge(
     else:
         category = ErrorCategory.FAILED
         error = f"exited with code {proc.exit_code}"
+    if lost is not None and not exited_ok:
+        error = f"{error}; {lost.type}: {lost.detail}"
 
     # Patterns apply to failed runs only: rate-limit text in a successful run means nothing.
     classified = await _classify_unless_cancelled(
