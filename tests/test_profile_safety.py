@@ -144,6 +144,28 @@ async def test_other_jobs_run_while_a_pattern_is_searched_and_cancel_ends_the_se
     assert not alive
 
 
+async def test_patterns_answer_as_python_re_would_and_a_stuck_one_keeps_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RE2 and the child answer alike (case-insensitive, groups, non-ASCII text); the answers
+    before a pattern cut at the limit are kept, the pattern is named as cut."""
+    monkeypatch.setattr(regex, "REGEX_TIME_LIMIT_SECONDS", 0.5)
+    patterns = ["retry in (?P<secs>[0-9]+)s", "caf(?P<e>é)", "(?<=x)y", "absent", LOOKBEHIND_EVIL]
+    outcomes = await regex.search_patterns(
+        patterns, f"RETRY IN 30s\nCAFÉ xy\n{EVIL_OUTPUT}\n", kill_grace_seconds=0.5
+    )
+    got = [(o.match.text, o.match.groups) if o.match else o.error for o in outcomes]
+    assert got[:4] == [
+        ("RETRY IN 30s", {"secs": "30"}),
+        ("CAFÉ", {"e": "É"}),
+        ("y", {}),
+        None,
+    ]
+    assert "0.5 s limit" in (got[4] or ""), got[4]
+    ascii_only = await regex.search_patterns(["(a+)+$"], EVIL_OUTPUT, kill_grace_seconds=0.5)
+    assert ascii_only == [regex.PatternOutcome()]  # RE2: no match, at once
+
+
 def test_invalid_profile_regexes_are_refused_naming_each_one(tmp_path: Path) -> None:
     write_profiles(
         tmp_path,

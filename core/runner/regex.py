@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -245,6 +246,22 @@ def _child_answers(output: str, count: int) -> dict[int, PatternOutcome]:
     return answers
 
 
+def _answers_bytes(patterns: Sequence[str]) -> int:
+    """Room for every answer the child may print (the capture keeps the end, so a cut would
+    lose the first ones): each match and named group cut to MATCH_CHARS, at most 6 bytes
+    a character once JSON escapes it."""
+    values = 0
+    for pattern in patterns:
+        try:
+            # Compiling only (load did it already, and `re` caches it): matching backtracks.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values += 1 + len(re.compile(pattern).groupindex)
+        except re.error:
+            values += 1  # answered with its error
+    return values * (MATCH_CHARS * 6 + 64) + len(patterns) * 64 + 4096
+
+
 async def _search_in_child(
     patterns: Sequence[str], text: str, *, kill_grace_seconds: float
 ) -> list[PatternOutcome]:
@@ -257,8 +274,7 @@ async def _search_in_child(
             env={},
             timeout_seconds=limit,
             kill_grace_seconds=min(kill_grace_seconds, 1.0),
-            # Every answer fits: each match is cut to MATCH_CHARS, JSON escapes it in ASCII.
-            capture_bytes=len(patterns) * (MATCH_CHARS * 12 + 200) + 4096,
+            capture_bytes=_answers_bytes(patterns),
             stdin_data=stdin,
         )
     answers = _child_answers(output, len(patterns))
