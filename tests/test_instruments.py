@@ -708,15 +708,18 @@ CLASSIFY_CASES = [
 ] + [(name, ORDINARY, None, None) for name in AI_NAMES]  # fmt: skip
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(("name", "text", "category", "wait"), CLASSIFY_CASES)
-def test_classify_failure(
+async def test_classify_failure(
     builtins: dict[str, InstrumentProfile],
     name: str,
     text: str,
     category: ErrorCategory | None,
     wait: float | None,
 ) -> None:
-    found = classify_failure(builtins[name], text, now=NOW, zone=UTC)
+    classified = await classify_failure(builtins[name], text, now=NOW, zone=UTC)
+    assert classified.problems == ()
+    found = classified.found
     if category is None:
         assert found is None
         return
@@ -737,8 +740,10 @@ def test_every_ai_profile_has_classification_samples() -> None:
         assert {RATE, AUTH, TRANSIENT, None} <= categories, name
 
 
-def test_shell_never_classifies(builtins: dict[str, InstrumentProfile]) -> None:
-    assert classify_failure(builtins["shell"], "API Error: 429 rate_limit_error") is None
+@pytest.mark.anyio
+async def test_shell_never_classifies(builtins: dict[str, InstrumentProfile]) -> None:
+    classified = await classify_failure(builtins["shell"], "API Error: 429 rate_limit_error")
+    assert classified.found is None
 
 
 @pytest.mark.parametrize("name", AI_NAMES)

@@ -4,11 +4,12 @@ CLI's output is read (answer, failure classes, reset times, session id, cost).""
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from podium.core.instruments.jsondocs import JsonSelector, Scalar
 from podium.core.instruments.resets import ResetKind, zone_named
@@ -33,12 +34,31 @@ class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
 
+# As a spec's `content_regex` pattern: a failure pattern is a phrase, not a program.
+MAX_PATTERN_CHARS = 4096
+
+
 def _check_regex(value: str) -> str:
+    """Refused at load, so a broken pattern names its key instead of failing runs. Only
+    compiled here: matching is what backtracks, and the runner never matches a profile's
+    regex on Python's `re` in the conductor (runner/regex.py)."""
+    if len(value) > MAX_PATTERN_CHARS:
+        raise ValueError(
+            f"a regular expression of at most {MAX_PATTERN_CHARS} characters is allowed "
+            f"(got {len(value)})"
+        )
     try:
-        re.compile(value)
+        # A FutureWarning (a nested set) is no reason to refuse a pattern.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(value, re.IGNORECASE | re.MULTILINE)
     except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from exc
+        raise ValueError(f"not a valid regular expression: {exc}") from None
     return value
+
+
+# One list entry each, so an error names its index (`patterns.auth.1`).
+Regex = Annotated[str, AfterValidator(_check_regex)]
 
 
 class ResetSpec(_Strict):
@@ -69,16 +89,11 @@ class RateLimitPattern(_Strict):
     """A match means "wait, then retry without spending a retry". Either a regex over the
     failed run's text, or (json/jsonl output) the conditions a JSON event must meet."""
 
-    regex: str | None = None
+    regex: Regex | None = None
     json_where: dict[str, Scalar] | None = None
     # Legacy form of `reset: {kind: seconds, group: NAME}`.
     retry_after_group: str | None = None
     reset: ResetSpec | None = None
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_ok(cls, value: str | None) -> str | None:
-        return None if value is None else _check_regex(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> RateLimitPattern:
@@ -88,7 +103,11 @@ class RateLimitPattern(_Strict):
             raise ValueError("`json_where` needs at least one condition")
         if self.retry_after_group is not None and self.reset is not None:
             raise ValueError("give `reset` or the older `retry_after_group`, not both")
-        groups = re.compile(self.regex).groupindex if self.regex is not None else {}
+        groups = {}
+        if self.regex is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                groups = dict(re.compile(self.regex).groupindex)
         spec = self.reset_spec
         if spec is not None:
             if self.regex is None and (spec.group or spec.zone_group):
@@ -109,20 +128,16 @@ class RateLimitPattern(_Strict):
 
 class Patterns(_Strict):
     """Regexes searched (case-insensitively) in the output of FAILED runs only, in this order:
-    billing, rate_limit, auth, transient (the first class with a match wins)."""
+    billing, rate_limit, auth, transient (the first class with a match wins). Python `re`
+    syntax, run by RE2 in linear time where it means the same, else under a time limit."""
 
     streams: list[Literal["stdout", "stderr"]] = Field(default=["stdout", "stderr"])
     # Out of credits / plan or billing exhausted: waiting cannot help, the run fails at once
     # with error_category `billing`.
-    billing: list[str] = Field(default_factory=list)
+    billing: list[Regex] = Field(default_factory=list)
     rate_limit: list[RateLimitPattern] = Field(default_factory=list)
-    auth: list[str] = Field(default_factory=list)
-    transient: list[str] = Field(default_factory=list)
-
-    @field_validator("billing", "auth", "transient")
-    @classmethod
-    def _regexes(cls, values: list[str]) -> list[str]:
-        return [_check_regex(v) for v in values]
+    auth: list[Regex] = Field(default_factory=list)
+    transient: list[Regex] = Field(default_factory=list)
 
 
 class OutputSpec(_Strict):

@@ -3,15 +3,16 @@ never apply to a successful run).
 
 Classes are tried in a fixed order: billing (waiting cannot help) before rate limits (a 429
 that says "check your plan and billing details" is a stop, not a wait), then auth, then
-transient. A rate limit also yields when it lifts, as an absolute UTC moment, from the first
-of its patterns that matched and said so.
+transient. Every regex is searched case-insensitively, `^` and `$` at line ends, as Python's
+`re` would, but never by `re` in the conductor (see `regex.search_patterns`). A rate limit
+also yields when it lifts, as an absolute UTC moment, from the first of its patterns that
+matched and said so.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -20,12 +21,12 @@ from podium.core.instruments.jsondocs import matches, values_at
 from podium.core.instruments.profile import InstrumentProfile, RateLimitPattern, ResetSpec
 from podium.core.instruments.resets import local_zone, reset_moment
 from podium.core.models import ErrorCategory, utcnow
+from podium.core.runner.regex import PatternMatch, PatternOutcome, search_patterns
 
 EXCERPT_CHARS = 300
 # A matched JSON event is mostly fields nobody reads in an error; its start names it, and the
 # whole line is in the log (where `diagnose` finds it by that start).
 EVENT_EXCERPT_CHARS = 160
-_FLAGS = re.IGNORECASE | re.MULTILINE
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,22 @@ def _reset(
 
 def _rate_limit(
     pattern: RateLimitPattern,
-    text: str,
+    searched: PatternOutcome | None,
     documents: Sequence[Any],
     now: datetime,
     zone: tzinfo,
 ) -> FailureClass | None:
     spec = pattern.reset_spec
     if pattern.regex is not None:
-        match = re.search(pattern.regex, text, _FLAGS)
+        match = searched.match if searched is not None else None
         if match is None:
             return None
-        captured = match.group(spec.group) if spec is not None and spec.group else None
-        zone_name = match.group(spec.zone_group) if spec is not None and spec.zone_group else None
+        captured = match.groups.get(spec.group) if spec is not None and spec.group else None
+        zone_name = (
+            match.groups.get(spec.zone_group) if spec is not None and spec.zone_group else None
+        )
         reset_at, wait = _reset(spec, captured, zone_name, now, zone)
-        return FailureClass(ErrorCategory.RATE_LIMITED, _excerpt(match.group(0)), reset_at, wait)
+        return FailureClass(ErrorCategory.RATE_LIMITED, _excerpt(match.text), reset_at, wait)
     assert pattern.json_where is not None
     # The last matching event is the one the CLI gave up on.
     for document in reversed(documents):
@@ -102,41 +105,90 @@ def describe(found: FailureClass, instrument: str) -> str:
     return f"rate limited by {instrument}{until}: {found.excerpt}"
 
 
-def classify_failure(
+def profile_regexes(profile: InstrumentProfile) -> dict[str, str]:
+    """Every regex of the profile's patterns by its key in the profile, in the order
+    classes are tried."""
+    patterns = profile.patterns
+    found = {f"patterns.billing.{i}": r for i, r in enumerate(patterns.billing)}
+    for i, pattern in enumerate(patterns.rate_limit):
+        if pattern.regex is not None:
+            found[f"patterns.rate_limit.{i}.regex"] = pattern.regex
+    for name, regexes in (("auth", patterns.auth), ("transient", patterns.transient)):
+        found.update({f"patterns.{name}.{i}": r for i, r in enumerate(regexes)})
+    return found
+
+
+@dataclass(frozen=True)
+class Classification:
+    found: FailureClass | None
+    # Patterns that could not be searched to an answer (each `key: why`); they count as no
+    # match, and the attempt's error says so.
+    problems: tuple[str, ...] = ()
+
+
+async def classify_failure(
     profile: InstrumentProfile,
     text: str,
     *,
     documents: Sequence[Any] = (),
     now: datetime | None = None,
     zone: tzinfo | None = None,
-) -> FailureClass | None:
+    kill_grace_seconds: float = 1.0,
+) -> Classification:
     """The failure class `text` (and, for json_where patterns, the run's JSON `documents`)
-    shows, or None. Clock times that name no zone are read in `zone` (default: the local
-    zone, where the CLI printed them); `now` is the moment the run ended."""
-    now = now or utcnow()
-    zone = zone or local_zone()
+    shows, if any. Clock times that name no zone are read in `zone` (default: the local
+    zone, where the CLI printed them); `now` is the moment the run ended.
+
+    The profile's regexes are a user's, so they never run on Python's `re` here (one that
+    backtracks would hold the event loop): see `regex.search_patterns`."""
+    regexes = profile_regexes(profile)
+    outcomes = await search_patterns(
+        list(regexes.values()), text, kill_grace_seconds=kill_grace_seconds
+    )
+    searched = dict(zip(regexes, outcomes, strict=True))
+    problems = tuple(f"{key}: {o.error}" for key, o in searched.items() if o.error is not None)
+    found = _classify(profile, searched, documents, now or utcnow(), zone or local_zone())
+    return Classification(found, problems)
+
+
+def _first_match(
+    searched: Mapping[str, PatternOutcome], prefix: str, count: int
+) -> PatternMatch | None:
+    for i in range(count):
+        outcome = searched.get(f"{prefix}.{i}")
+        if outcome is not None and outcome.match is not None:
+            return outcome.match
+    return None
+
+
+def _classify(
+    profile: InstrumentProfile,
+    searched: Mapping[str, PatternOutcome],
+    documents: Sequence[Any],
+    now: datetime,
+    zone: tzinfo,
+) -> FailureClass | None:
     patterns = profile.patterns
-    for regex in patterns.billing:
-        match = re.search(regex, text, _FLAGS)
-        if match:
-            return FailureClass(ErrorCategory.BILLING, _excerpt(match.group(0)))
+    match = _first_match(searched, "patterns.billing", len(patterns.billing))
+    if match is not None:
+        return FailureClass(ErrorCategory.BILLING, _excerpt(match.text))
     # A CLI may say it is limited in several places, and only some say until when (a
     # rejection event without its reset, then the prose with it): the first pattern that
     # tells when the limit lifts wins, else the first that matched.
     limited: FailureClass | None = None
-    for pattern in patterns.rate_limit:
-        found = _rate_limit(pattern, text, documents, now, zone)
+    for i, pattern in enumerate(patterns.rate_limit):
+        outcome = searched.get(f"patterns.rate_limit.{i}.regex")
+        found = _rate_limit(pattern, outcome, documents, now, zone)
         if found is not None and found.reset_at is not None:
             return found
         limited = limited or found
     if limited is not None:
         return limited
-    for category, regexes in (
-        (ErrorCategory.AUTH, patterns.auth),
-        (ErrorCategory.TRANSIENT, patterns.transient),
+    for category, name, regexes in (
+        (ErrorCategory.AUTH, "auth", patterns.auth),
+        (ErrorCategory.TRANSIENT, "transient", patterns.transient),
     ):
-        for regex in regexes:
-            match = re.search(regex, text, _FLAGS)
-            if match:
-                return FailureClass(category, _excerpt(match.group(0)))
+        match = _first_match(searched, f"patterns.{name}", len(regexes))
+        if match is not None:
+            return FailureClass(category, _excerpt(match.text))
     return None

@@ -99,6 +99,8 @@ class TailBuffer:
         self._buf = bytearray()
         self._trimmed = False
         self._writes = 0
+        # Every byte ever written, kept or not: how much was cut off the front.
+        self.written = 0
         # (writes, max_bytes, text) of the last `recent_text`: views of a job read every
         # running sheet's tail on each call, while most sheets printed nothing since.
         self._recent: tuple[int, int, str] | None = None
@@ -107,6 +109,7 @@ class TailBuffer:
         if not data:
             return
         self._writes += 1
+        self.written += len(data)
         if len(data) >= self.limit:
             self._buf = bytearray(data[-self.limit :])
             self._trimmed = True

@@ -153,6 +153,7 @@ class ProcessOutcome:
     log_truncated: bool
     spawn_error: str | None
     log_error: str | None = None  # the log could not be written (e.g. disk full)
+    stdout_bytes: int = 0  # all the process printed on stdout (the tail keeps the end)
 
 
 @dataclass
@@ -186,6 +187,7 @@ class _Execution:
             log_truncated=log_truncated,
             spawn_error=self.spawn_error,
             log_error=log_error,
+            stdout_bytes=stdout_tail.written,
         )
 
 

@@ -1,6 +1,8 @@
-"""Validation regexes, bounded in time.
+"""Untrusted regexes, bounded in time: validation patterns and instrument profiles' failure
+patterns.
 
-A `content_regex` pattern comes from a spec, so it is untrusted: Python's `re` backtracks
+A `content_regex` pattern comes from a spec, and a profile's `patterns` from a user's YAML,
+so neither is trusted: Python's `re` backtracks
 (`^(a+)+$` over 28 `a`s and a `!` takes minutes) and holds the GIL while it does, which
 froze every client of the conductor. So a pattern never runs on `re` inside the conductor:
 
@@ -8,18 +10,22 @@ froze every client of the conductor. So a pattern never runs on `re` inside the 
   means to Python: pattern and text are ASCII, and RE2 accepts the pattern's syntax;
 - anything else (backreferences, lookaround, `\\Z`, non-ASCII text...) runs on Python's `re`
   in a child process that is killed at REGEX_TIME_LIMIT_SECONDS, which fails the validation
-  with a detail saying so. Those children run at a lower priority and only a few at a time
+  with a detail saying so (a profile's patterns share one such child per failed run). Those
+  children run at a lower priority and only a few at a time
   (half the CPUs), so a spec full of such patterns leaves the conductor its share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
+import warnings
 import weakref
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -57,6 +63,14 @@ _OPTIONS = _re2_options()
 class RegexOutcome:
     found: bool
     error: str | None = None  # the pattern could not run to an answer (why)
+
+
+def _bounded_slot() -> anyio.Semaphore:
+    loop = asyncio.get_running_loop()
+    searches = _searches.get(loop)
+    if searches is None:
+        searches = _searches[loop] = anyio.Semaphore(MAX_BOUNDED_SEARCHES)
+    return searches
 
 
 def search_re2(pattern: str, data: bytes) -> RegexOutcome | None:
@@ -110,11 +124,7 @@ async def search_bounded(
         os.fspath(path),
         str(max_bytes),
     ]
-    loop = asyncio.get_running_loop()
-    searches = _searches.get(loop)
-    if searches is None:
-        searches = _searches[loop] = anyio.Semaphore(MAX_BOUNDED_SEARCHES)
-    async with searches:
+    async with _bounded_slot():
         outcome, output = await run_captured(
             argv,
             cwd=path.parent,
@@ -135,3 +145,176 @@ async def search_bounded(
         return RegexOutcome(found=False, error=f"invalid regex: {output.strip()}")
     why = outcome.spawn_error or output.strip()[-200:] or f"exit {outcome.exit_code}"
     return RegexOutcome(found=False, error=f"the regex search failed: {why}")
+
+
+# --- failure patterns: many patterns over one text, with what they matched ----------------
+
+# A match's text and groups are kept this long: an excerpt and a reset time need far less,
+# and a `.*` over the whole text must not come back whole.
+MATCH_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    text: str  # what the whole pattern matched
+    groups: dict[str, str | None] = field(default_factory=dict)  # its named groups
+
+
+@dataclass(frozen=True)
+class PatternOutcome:
+    match: PatternMatch | None = None
+    error: str | None = None  # the pattern could not run to an answer (why)
+
+
+def _cut(value: str | None) -> str | None:
+    return None if value is None else value[:MATCH_CHARS]
+
+
+def _re2_match(pattern: str, data: bytes) -> PatternOutcome | None:
+    """`re.search(pattern, text, re.IGNORECASE | re.MULTILINE)` by RE2 when the two would
+    answer alike (see `search_re2`); None when the pattern needs the bounded child."""
+    if not (pattern.isascii() and data.isascii()):
+        return None
+    if _RE2_DIFFERS_IN_PATTERN.search(pattern) or _RE2_DIFFERS_ON_TEXT.search(data):
+        return None
+    try:
+        compiled = re2.compile(("(?im)" + pattern).encode(), _OPTIONS)
+    except re2.error:
+        return None
+    found = compiled.search(data)
+    if found is None:
+        return PatternOutcome()
+    groups = {
+        name.decode(): None if value is None else _cut(value.decode())
+        for name, value in found.groupdict().items()
+    }
+    return PatternOutcome(PatternMatch(_cut(found.group(0).decode()) or "", groups))
+
+
+def _re2_all(patterns: Sequence[str], text: str) -> list[PatternOutcome | None]:
+    data = text.encode("utf-8", "surrogatepass")
+    return [_re2_match(pattern, data) for pattern in patterns]
+
+
+# Reads the patterns (a JSON line) and then the text from stdin, and prints one JSON line per
+# pattern as it is answered, so a pattern that runs past the limit leaves the answers of the
+# ones before it.
+_PATTERNS_CHILD = """
+import json, os, re, sys
+try:
+    os.nice(10)
+except OSError:
+    pass
+data = sys.stdin.buffer.read()
+head, _, body = data.partition(b"\\n")
+patterns = json.loads(head)
+text = body.decode("utf-8", errors="replace")
+limit = int(sys.argv[1])
+cut = lambda v: None if v is None else v[:limit]
+for index, pattern in enumerate(patterns):
+    try:
+        found = re.compile(pattern, re.IGNORECASE | re.MULTILINE).search(text)
+    except re.error as exc:
+        answer = {"i": index, "error": "invalid regex: " + str(exc)}
+    else:
+        answer = {"i": index}
+        if found is not None:
+            groups = {k: cut(v) for k, v in found.groupdict().items()}
+            answer["match"] = [cut(found.group(0)), groups]
+    sys.stdout.write(json.dumps(answer) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def _child_answers(output: str, count: int) -> dict[int, PatternOutcome]:
+    answers: dict[int, PatternOutcome] = {}
+    for line in output.splitlines():
+        try:
+            answer = json.loads(line)
+            index = answer["i"]
+        except (ValueError, TypeError, KeyError):
+            continue  # not one of its answers (a warning on stderr)
+        if not isinstance(index, int) or not 0 <= index < count:
+            continue
+        if "error" in answer:
+            answers[index] = PatternOutcome(error=str(answer["error"]))
+        elif "match" in answer:
+            text, groups = answer["match"]
+            answers[index] = PatternOutcome(PatternMatch(text, groups))
+        else:
+            answers[index] = PatternOutcome()
+    return answers
+
+
+def _answers_bytes(patterns: Sequence[str]) -> int:
+    """Room for every answer the child may print (the capture keeps the end, so a cut would
+    lose the first ones): each match and named group cut to MATCH_CHARS, at most 6 bytes
+    a character once JSON escapes it."""
+    values = 0
+    for pattern in patterns:
+        try:
+            # Compiling only (load did it already, and `re` caches it): matching backtracks.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values += 1 + len(re.compile(pattern).groupindex)
+        except re.error:
+            values += 1  # answered with its error
+    return values * (MATCH_CHARS * 6 + 64) + len(patterns) * 64 + 4096
+
+
+async def _search_in_child(
+    patterns: Sequence[str], text: str, *, kill_grace_seconds: float
+) -> list[PatternOutcome]:
+    limit = REGEX_TIME_LIMIT_SECONDS
+    stdin = json.dumps(list(patterns)).encode() + b"\n" + text.encode("utf-8", "surrogatepass")
+    async with _bounded_slot():
+        outcome, output = await run_captured(
+            [sys.executable, "-I", "-S", "-c", _PATTERNS_CHILD, str(MATCH_CHARS)],
+            cwd=Path(sys.executable).parent,
+            env={},
+            timeout_seconds=limit,
+            kill_grace_seconds=min(kill_grace_seconds, 1.0),
+            capture_bytes=_answers_bytes(patterns),
+            stdin_data=stdin,
+        )
+    answers = _child_answers(output, len(patterns))
+    if len(answers) == len(patterns):
+        return [answers[i] for i in range(len(patterns))]
+    if outcome.timed_out:
+        why = (
+            f"ran past the {limit:g} s limit for regular expressions (catastrophic "
+            "backtracking?); RE2 syntax runs in linear time"
+        )
+    else:
+        tail = output.strip()[-200:]
+        why = f"the regex search failed: {outcome.spawn_error or tail or outcome.exit_code}"
+    stuck = min(set(range(len(patterns))) - set(answers))
+    results = []
+    for index in range(len(patterns)):
+        if index in answers:
+            results.append(answers[index])
+        elif index == stuck:
+            results.append(PatternOutcome(error=why))
+        else:
+            results.append(PatternOutcome(error="not searched: an earlier pattern " + why))
+    return results
+
+
+async def search_patterns(
+    patterns: Sequence[str], text: str, *, kill_grace_seconds: float
+) -> list[PatternOutcome]:
+    """Each pattern's first match in `text`, as `re.search(pattern, text, re.IGNORECASE |
+    re.MULTILINE)` finds it, never on Python's `re` in this process: RE2 (in a worker
+    thread) where it answers alike, else one child for the rest, killed at
+    REGEX_TIME_LIMIT_SECONDS. A pattern that could not be answered has an `error`."""
+    if not patterns:
+        return []
+    fast = await anyio.to_thread.run_sync(_re2_all, list(patterns), text)
+    rest = [i for i, outcome in enumerate(fast) if outcome is None]
+    slow: list[PatternOutcome] = []
+    if rest:
+        slow = await _search_in_child(
+            [patterns[i] for i in rest], text, kill_grace_seconds=kill_grace_seconds
+        )
+    by_index = dict(zip(rest, slow, strict=True))
+    return [outcome if outcome is not None else by_index[i] for i, outcome in enumerate(fast)]

@@ -28,7 +28,7 @@ from podium.core.instruments.profile import (
 )
 from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner import cgroups, reaper, threads
-from podium.core.runner.classify import classify_failure, describe
+from podium.core.runner.classify import Classification, classify_failure, describe
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
@@ -43,6 +43,8 @@ PATTERN_SCAN_BYTES = 64 * 1024
 STRUCTURED_OUTPUT_BYTES = 1024 * 1024
 # The sheet's output tail when a JSON CLI's answer could not be found.
 TEXT_TAIL_BYTES = 4096
+# The check, in an attempt's validations, that fails when the answer was too large to read.
+STRUCTURED_OUTPUT_CHECK = "structured_output"
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,35 @@ def _failure_text(log_path: Path, stdout_tail: str, documents: Sequence[Any]) ->
     return "\n".join(parts)
 
 
+def _lost_answer(
+    profile: InstrumentProfile, report: StructuredReport, stdout_bytes: int
+) -> ValidationResult | None:
+    """A failed check when the profile's answer (`output.result_path`) was not found and
+    stdout was longer than what is kept to parse it: the answer was most likely a JSON
+    document too large to read, and the raw end of stdout must not pass for it silently."""
+    limit = STRUCTURED_OUTPUT_BYTES
+    if (
+        profile.output.format == "text"
+        or profile.output.result_path is None
+        or report.answer is not None
+        or stdout_bytes <= limit
+    ):
+        return None
+    detail = (
+        f"output.result_path: the answer was not found in the last {limit} bytes of stdout, "
+        f"the most read for structured output (STRUCTURED_OUTPUT_BYTES); the CLI printed "
+        f"{stdout_bytes} bytes, and an answer in a JSON document past that limit cannot be "
+        "read (print a shorter answer, or JSON lines with output.format: jsonl)"
+    )
+    return ValidationResult(
+        type=STRUCTURED_OUTPUT_CHECK,
+        passed=False,
+        detail=detail,
+        expected=f"a JSON answer at output.result_path within {limit} bytes",
+        found=f"{stdout_bytes} bytes of stdout",
+    )
+
+
 def _usage_fields(report: StructuredReport) -> dict[str, Any]:
     return {
         "session_id": report.session_id,
@@ -217,6 +248,42 @@ async def _validate_unless_cancelled(
     if control is not None and control.cancel_requested and len(results) < len(plan.validations):
         return None
     return results
+
+
+async def _classify_unless_cancelled(
+    plan: AttemptPlan,
+    control: RunControl | None,
+    text: str,
+    documents: Sequence[Any],
+    clock: Callable[[], datetime],
+    zone: tzinfo | None,
+) -> Classification | None:
+    """The failure's class; None when a cancel arrives first (a pattern RE2 cannot run is
+    searched in a child that may run to its time limit, and cancel must not wait for it)."""
+    classified: list[Classification] = []
+    async with anyio.create_task_group() as group:
+
+        async def classify() -> None:
+            classified.append(
+                await classify_failure(
+                    plan.profile,
+                    text,
+                    documents=documents,
+                    now=clock(),
+                    zone=zone,
+                    kill_grace_seconds=plan.kill_grace_seconds,
+                )
+            )
+            group.cancel_scope.cancel()
+
+        async def watch_cancel(control: RunControl) -> None:
+            await control.wait_cancel_requested()
+            group.cancel_scope.cancel()
+
+        group.start_soon(classify)
+        if control is not None:
+            group.start_soon(watch_cancel, control)
+    return classified[0] if classified else None
 
 
 async def run_attempt(
@@ -354,6 +421,7 @@ async def _run_and_judge(
     raw_stdout = proc.stdout_tail
     documents = parse_documents(output_format, raw_stdout)
     report = read_structured(plan.profile, documents)
+    lost = _lost_answer(plan.profile, report, proc.stdout_bytes)
     if report.answer is not None:
         proc = dataclasses.replace(proc, stdout_tail=report.answer)
     elif output_format != "text":
@@ -409,6 +477,10 @@ async def _run_and_judge(
                 error="cancelled while validating",
             )
         validations = checked
+        if lost is not None:
+            # The answer is what later sheets read as this sheet's output: a run whose answer
+            # could not be read has not delivered it (and a retry is told why).
+            validations = [*validations, lost]
         failed = [v for v in validations if not v.passed]
         if not failed:
             return result(
@@ -425,15 +497,22 @@ async def _run_and_judge(
     else:
         category = ErrorCategory.FAILED
         error = f"exited with code {proc.exit_code}"
+    if lost is not None and not exited_ok:
+        error = f"{error}; {lost.type}: {lost.detail}"
 
     # Patterns apply to failed runs only: rate-limit text in a successful run means nothing.
-    found = classify_failure(
-        plan.profile,
-        _failure_text(plan.log_path, raw_stdout, documents),
-        documents=documents,
-        now=clock(),
-        zone=zone,
+    classified = await _classify_unless_cancelled(
+        plan, control, _failure_text(plan.log_path, raw_stdout, documents), documents, clock, zone
     )
+    if classified is None:
+        return result(
+            outcome=Outcome.CANCELLED,
+            error_category=ErrorCategory.CANCELLED,
+            error="cancelled while reading the failure",
+        )
+    if classified.problems:
+        error = f"{error}; patterns not searched to the end: {'; '.join(classified.problems)}"
+    found = classified.found
     if found is None:
         return result(
             outcome=Outcome.FAILED, error_category=category, error=error, validations=validations

@@ -28,7 +28,7 @@ from podium.core.spec.models import (
     RetryPolicy,
     SheetSpec,
 )
-from podium.core.spec.numbers import BOOLEAN_NUMBER_ERROR
+from podium.core.spec.numbers import BOOLEAN_NUMBER_ERROR, STRICT_BOOLEAN_ERROR
 
 
 def describe_kind(value: object) -> str:
@@ -183,7 +183,7 @@ def _message(error: ErrorDetails, path: str) -> str:
         return f"expected a mapping, got {describe_kind(value)}"
     if kind == "list_type":
         return f"expected a list, got {describe_kind(value)}"
-    if kind in ("sheet_ref", BOOLEAN_NUMBER_ERROR):
+    if kind in ("sheet_ref", BOOLEAN_NUMBER_ERROR, STRICT_BOOLEAN_ERROR):
         return error["msg"]
     if kind in ("too_short", "too_long"):
         bound = ctx.get("min_length" if kind == "too_short" else "max_length")
