@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from podium.core.approvals import PENDING_APPROVALS_SHOWN, approval_list
 from podium.core.models import utcnow
 from podium.core.pressure import PressureLevel
+from podium.core.store.urls import store_identity
 from podium.core.version import podium_version
 from podium.core.views import (
     ConductorStatus,
@@ -95,6 +96,8 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
         ),
         instruments=instruments,
         instrument_errors=refused,
+        store=store_identity(conductor.config.store_url),
+        store_source=conductor.store_source,
         conductor_id=conductor.config.conductor_id,
         conductors=peers,
     )

@@ -137,6 +137,14 @@ class ConductorStatus(_View):
         "reload (invalid YAML or fields, or a second file naming one profile), and why; a "
         "refused file that names a built-in leaves the built-in in use",
     )
+    store: str | None = Field(
+        None,
+        description="the store this conductor runs on: its store_url normalized, without a "
+        "password",
+    )
+    store_source: str | None = Field(
+        None, description="where that store_url came from when the conductor started"
+    )
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")
