@@ -17,6 +17,7 @@ from podium.core.views import (
     ConductorStatus,
     ConductorView,
     InstrumentError,
+    InstrumentFile,
     InstrumentView,
     RateLimitView,
 )
@@ -60,6 +61,10 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
         InstrumentError(path=p.path, message=p.message)
         for p in (catalog.problems if catalog else [])
     ]
+    files = [
+        InstrumentFile(path=path, sha256=digest)
+        for path, digest in (catalog.files.items() if catalog else [])
+    ]
     peers = []
     if store.shared:
         peers = [
@@ -96,6 +101,8 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
         ),
         instruments=instruments,
         instrument_errors=refused,
+        instruments_loaded_at=catalog.loaded_at if catalog else None,
+        instrument_files=files,
         store=store_identity(conductor.config.store_url),
         store_source=conductor.store_source,
         conductor_id=conductor.config.conductor_id,
