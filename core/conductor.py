@@ -24,7 +24,7 @@ from podium.core import change_wait
 from podium.core.approvals import Approvals, sheet_number
 from podium.core.checkpoint import LiveOutput, read_checkpoint, read_job
 from podium.core.conductor_status import behind, conductor_status
-from podium.core.config import PodiumConfig, load_config, reloaded
+from podium.core.config import PodiumConfig, load_config, reloaded, setting_source
 from podium.core.diagnosis_answer import Diagnosis
 from podium.core.engine.engine import Engine
 from podium.core.errors import NotFoundError, PodiumError, job_not_found, quoted
@@ -82,6 +82,8 @@ class Conductor:
         self.config = config
         # CLI flags keep winning over config.yaml when the config is reloaded.
         self._overrides = dict(overrides or {})
+        # Said in the status and conductor.json: a CLI configured for another store names it.
+        self.store_source = setting_source(config, "store_url", self._overrides)
         self.read_only = read_only
         self.dispatch = dispatch and not read_only
         self.events = EventBus()

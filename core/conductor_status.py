@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from podium.core.approvals import PENDING_APPROVALS_SHOWN, approval_list
 from podium.core.models import utcnow
 from podium.core.pressure import PressureLevel
+from podium.core.store.urls import store_identity
 from podium.core.version import podium_version
 from podium.core.views import (
     ConductorStatus,
     ConductorView,
     InstrumentError,
+    InstrumentFile,
     InstrumentView,
     RateLimitView,
 )
@@ -59,6 +61,10 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
         InstrumentError(path=p.path, message=p.message)
         for p in (catalog.problems if catalog else [])
     ]
+    files = [
+        InstrumentFile(path=path, sha256=digest)
+        for path, digest in (catalog.files.items() if catalog else [])
+    ]
     peers = []
     if store.shared:
         peers = [
@@ -95,6 +101,10 @@ async def conductor_status(conductor: Conductor) -> ConductorStatus:
         ),
         instruments=instruments,
         instrument_errors=refused,
+        instruments_loaded_at=catalog.loaded_at if catalog else None,
+        instrument_files=files,
+        store=store_identity(conductor.config.store_url),
+        store_source=conductor.store_source,
         conductor_id=conductor.config.conductor_id,
         conductors=peers,
     )

@@ -136,15 +136,11 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def load_config(
-    home: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-) -> PodiumConfig:
-    env = os.environ if env is None else env
-    home = (home or default_home(env)).expanduser().resolve()
-    if home.exists() and not home.is_dir():
-        raise ConfigError(f"Podium home {home} is not a directory (--home / PODIUM_HOME)")
+def _gathered(
+    home: Path, overrides: Mapping[str, Any] | None, env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings from config.yaml, the environment and `overrides`, merged by precedence,
+    and where each key's value came from."""
     merged: dict[str, Any] = {}
     # Where each key's value came from, so an error names the one place to fix.
     origin: dict[str, str] = {}
@@ -169,6 +165,48 @@ def load_config(
         else:
             merged[key] = value
             origin[key] = "the command line"
+    return merged, origin
+
+
+def _resolved_home(home: Path | None, env: Mapping[str, str]) -> Path:
+    home = (home or default_home(env)).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"Podium home {home} is not a directory (--home / PODIUM_HOME)")
+    return home
+
+
+def setting_source(
+    config: PodiumConfig,
+    key: str,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Where `key`'s value in `config` came from, in words: `set in <config.yaml path>`, `set
+    in environment variable PODIUM_<KEY>`, `set on the command line`, or `the default`. Found
+    by reading the same places `load_config` reads (the model keeps values only); a value
+    none of them gives was passed by the program that built the configuration."""
+    env = os.environ if env is None else env
+    value = getattr(config, key)
+    try:
+        merged, origins = _gathered(config.home, overrides, env)
+    except ConfigError:
+        merged, origins = {}, {}  # config.yaml broke since: nothing is known to come from it
+    given = merged.get(key)
+    if key in origins and given not in (None, "") and str(given) == str(value):
+        return f"set in {origins[key]}"
+    if value == getattr(PodiumConfig(home=config.home), key):
+        return "the default"
+    return "set by the program that loaded the configuration"
+
+
+def load_config(
+    home: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PodiumConfig:
+    env = os.environ if env is None else env
+    home = _resolved_home(home, env)
+    merged, origin = _gathered(home, overrides, env)
     merged["home"] = home
     try:
         return PodiumConfig(**merged)

@@ -85,6 +85,10 @@ class ConductorInfo(BaseModel):
     token: str | None
     version: str
     started_at: UtcTime
+    # The store it runs on (`store_identity`: no password) and where its store_url came
+    # from; null in a file written before Podium recorded them.
+    store: str | None = None
+    store_source: str | None = None
 
 
 def write_conductor_info(path: Path, info: ConductorInfo) -> None:

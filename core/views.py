@@ -103,6 +103,13 @@ class InstrumentError(_View):
     message: str = Field(description="why it is not used: each `key: problem`, `; `-separated")
 
 
+class InstrumentFile(_View):
+    """A user instrument profile file as the conductor read it at its last start or reload."""
+
+    path: str
+    sha256: str | None = Field(description="digest of the bytes read (null: not readable)")
+
+
 class PendingApproval(_View):
     """An approval sheet waiting for a person: answer with `approve` (or `podium approve`)."""
 
@@ -136,6 +143,22 @@ class ConductorStatus(_View):
         description="user profile files in <home>/instruments/ refused at the last start or "
         "reload (invalid YAML or fields, or a second file naming one profile), and why; a "
         "refused file that names a built-in leaves the built-in in use",
+    )
+    instruments_loaded_at: UtcTime | None = Field(
+        None, description="when the instrument profiles in use were read (start or last reload)"
+    )
+    instrument_files: list[InstrumentFile] = Field(
+        default_factory=list,
+        description="each user profile file read then, with its digest: a file that differs "
+        "now is not in effect until a reload (`podium instruments` says which)",
+    )
+    store: str | None = Field(
+        None,
+        description="the store this conductor runs on: its store_url normalized, without a "
+        "password",
+    )
+    store_source: str | None = Field(
+        None, description="where that store_url came from when the conductor started"
     )
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")

@@ -12,6 +12,7 @@ import click
 
 from podium.core.config import PodiumConfig
 from podium.core.errors import HomeLockedError, PodiumError
+from podium.core.home import ConductorInfo
 from podium.server.cli_base import (
     ACTIVE,
     EXIT_FAILED,
@@ -40,8 +41,9 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
     from podium.server.daemon import LOCKED_EXIT_CODE, ensure_conductor, find_conductor
 
     config = ctx.config()
-    running = find_conductor(config)
-    if running is not None and not child:
+    # The child's parent looked already; the lock decides a race (it exits LOCKED_EXIT_CODE).
+    running = None if child else find_conductor(config)
+    if running is not None:
         say(f"the conductor of {config.home} is already running (pid {running.pid}, {running.url})")
         return 0
     if detach:
@@ -67,11 +69,12 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
     return 0
 
 
-async def _active_jobs(config: PodiumConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    """Active jobs, and the other conductors alive on a shared store (who run them on)."""
-    from podium.server.remote import reader
+async def _active_jobs(info: ConductorInfo) -> tuple[list[dict[str, Any]], list[str]]:
+    """Active jobs, and the other conductors alive on a shared store (who run them on), as
+    the conductor sees them on its own store (whatever store this command is set to)."""
+    from podium.server.remote import connect
 
-    async with reader(config) as (caller, _):
+    async with connect(info) as caller:
         listed = await caller.call("list_jobs", {"status": ACTIVE, "limit": 500})
         status = await caller.call("status", {})
     jobs: list[dict[str, Any]] = listed["jobs"]
@@ -83,12 +86,13 @@ async def _active_jobs(config: PodiumConfig) -> tuple[list[dict[str, Any]], list
 async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
     from podium.server.daemon import TokenRefusedError, find_conductor, stop_conductor
 
-    info = find_conductor(config)
+    # Stopping acts on no store of this command's: it works whichever store that names.
+    info = find_conductor(config, same_store=False)
     if info is None:
         say(f"no conductor is running on {config.home}")
         return 0
     try:
-        active, others = await _active_jobs(config)
+        active, others = await _active_jobs(info)
     except TokenRefusedError:
         if not force:
             raise
@@ -213,7 +217,9 @@ async def serve(
 @run_async
 async def reload(ctx: Context) -> int:
     """Make the running conductor re-read config.yaml (SIGHUP)."""
+    from podium.core.config import setting_source
     from podium.core.home import lock_owner_alive, read_conductor_info
+    from podium.core.store.urls import store_identity
 
     config = ctx.config()
     info = read_conductor_info(config)
@@ -222,6 +228,14 @@ async def reload(ctx: Context) -> int:
         raise PodiumError(f"no conductor is running on {config.home}; nothing to reload")
     os.kill(pid, signal.SIGHUP)
     say(f"asked the conductor (pid {pid}) of {config.home} to reload its configuration")
+    mine = store_identity(config.store_url)
+    if info is not None and info.store is not None and info.store != mine:
+        err.print(
+            f"note: the conductor runs on the store {info.store}, and this command's "
+            f"store_url names {mine} ({setting_source(config, 'store_url')}): a reload keeps "
+            "the store the conductor started with; `podium restart` starts it on this one",
+            markup=False,
+        )
     return 0
 
 

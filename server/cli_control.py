@@ -248,30 +248,71 @@ async def snapshots(ctx: Context, job: str | None, as_json: bool) -> int:
     return 0
 
 
+def changed_since_loaded(
+    loaded: list[dict[str, Any]], now: dict[str, str | None]
+) -> list[dict[str, str]]:
+    """The user profile files that differ from what the conductor read (each `path` and
+    `change`: modified, added or removed), in path order."""
+    then = {f["path"]: f.get("sha256") for f in loaded}
+    changes = []
+    for path in sorted({*then, *now}):
+        if path not in now:
+            changes.append({"path": path, "change": "removed"})
+        elif path not in then:
+            changes.append({"path": path, "change": "added"})
+        elif now[path] != then[path] or now[path] is None:
+            changes.append({"path": path, "change": "modified"})
+    return changes
+
+
+_CHANGE_WORDS = {
+    "modified": "changed since the conductor read it",
+    "added": "added since the conductor read its profiles",
+    "removed": "removed since the conductor read it",
+}
+
+
 @click.command()
 @json_option
 @pass_ctx
 @run_async
 async def instruments(ctx: Context, as_json: bool) -> int:
-    """Instruments and whether each is installed (as the conductor sees them)."""
-    from podium.core.instruments.catalog import InstrumentCatalog, profile_errors
+    """Instruments and whether each is installed: the running conductor's view (what it
+    loaded at its start or last reload, with a note for each profile file changed since),
+    else the profiles on disk now."""
+    from podium.core.instruments.catalog import InstrumentCatalog, profile_file_digests
     from podium.core.views import InstrumentView
     from podium.server.remote import reader
 
     config = ctx.config()
-    rows: list[dict[str, Any]] | None = None
+    status: dict[str, Any] | None = None
     if config.home.exists():  # else nothing runs there, and the built-ins are the answer
         async with reader(config) as (caller, info):
             if info is not None:
-                rows = (await caller.call("status", {}))["instruments"]
-    if rows is None:
+                status = await caller.call("status", {})
+    changed: list[dict[str, str]] = []
+    loaded_at: str | None = None
+    if status is None:
         catalog = await anyio.to_thread.run_sync(InstrumentCatalog.load, config.instruments_dir)
         rows = [InstrumentView.from_info(i).model_dump(mode="json") for i in catalog.all()]
-        errors = [str(e) for e in catalog.load_errors]
-    else:  # the running conductor's view; the refused files, as they are now
-        errors = await anyio.to_thread.run_sync(profile_errors, config.instruments_dir)
+        errors = [{"path": p.path, "message": p.message} for p in catalog.problems]
+    else:
+        rows = status["instruments"]
+        errors = status.get("instrument_errors") or []
+        loaded_at = status.get("instruments_loaded_at")
+        if loaded_at is not None:  # else a conductor too old to say what it read
+            now = await anyio.to_thread.run_sync(profile_file_digests, config.instruments_dir)
+            changed = changed_since_loaded(status.get("instrument_files") or [], now)
     if as_json:
-        emit_json({"instruments": rows})
+        emit_json(
+            {
+                "instruments": rows,
+                "instrument_errors": errors,
+                "conductor_running": status is not None,
+                "instruments_loaded_at": loaded_at,
+                "changed_since_loaded": changed,
+            }
+        )
     else:
         match = {True: "matches", False: "DIFFERS", None: "unknown"}
         for r in rows:
@@ -283,5 +324,12 @@ async def instruments(ctx: Context, as_json: bool) -> int:
             if r.get("written_for"):
                 say(f"{'':12} written for {r['written_for']}: {match[r.get('version_matches')]}")
     for error in errors:
-        err.print(f"error: {error}", markup=False)
+        err.print(f"error: instrument profile {error['path']}: {error['message']}", markup=False)
+    for change in changed:
+        err.print(
+            f"note: {change['path']}: {_CHANGE_WORDS[change['change']]} (at "
+            f"{local_time(loaded_at)}); what is shown is what the conductor uses until "
+            "`podium reload` makes it read the profiles again",
+            markup=False,
+        )
     return 0

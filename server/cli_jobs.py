@@ -241,7 +241,9 @@ async def status(
                     for p in peers
                 )
             say(
-                f"{head}\nhome: {s['home']}\njobs: {jobs or 'none'}\n"
+                f"{head}\nhome: {s['home']}\n"
+                + (f"store: {s['store']}\n" if s.get("store") else "")
+                + f"jobs: {jobs or 'none'}\n"
                 f"running sheets: {s['running_sheets']}\npressure: {s['pressure_level']}\n"
                 "instruments: "
                 + ", ".join(

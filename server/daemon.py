@@ -18,9 +18,10 @@ from pathlib import Path
 import anyio
 import psutil
 
-from podium.core.config import PodiumConfig
+from podium.core.config import ENV_PREFIX, PodiumConfig, setting_source
 from podium.core.errors import PodiumError
 from podium.core.home import ConductorInfo, ensure_home, read_conductor_info, read_lock_owner
+from podium.core.store.urls import store_identity
 
 # Exit code of a conductor child that found the home already locked (it lost a start race).
 LOCKED_EXIT_CODE = 3
@@ -57,12 +58,48 @@ class TokenRefusedError(PodiumError):
         )
 
 
-def find_conductor(config: PodiumConfig) -> ConductorInfo | None:
+class StoreMismatchError(PodiumError):
+    """The home's conductor runs on another store than this command's configuration names:
+    attached, the command would read and change the conductor's store, not the one it was
+    configured for."""
+
+    def __init__(self, config: PodiumConfig, info: ConductorInfo) -> None:
+        self.info = info
+        mine = store_identity(config.store_url)
+        source = setting_source(config, "store_url")
+        theirs = info.store
+        if source.startswith("set in environment variable"):
+            fix = f"unset {ENV_PREFIX}STORE_URL or set it to the conductor's store"
+        elif source.startswith("set in "):
+            fix = f"set store_url in {source.removeprefix('set in ')} to the conductor's store"
+        else:
+            fix = f"set store_url (config.yaml or {ENV_PREFIX}STORE_URL) to the conductor's store"
+        super().__init__(
+            f"store mismatch: the conductor of {config.home} (pid {info.pid}) runs on "
+            f"{theirs} (its store_url: {info.store_source or 'origin not recorded'}, when it "
+            f"started), but this command's store_url is {mine} ({source}); nothing was done, "
+            "so as not to act on the conductor's store in place of that one.\n"
+            f"fix: {fix} (with its password, if it has one) to use the conductor's store; "
+            "or stop the conductor (`podium stop`; `podium restart` starts it again with this "
+            f"command's settings) to run on {mine}"
+        )
+
+
+def find_conductor(config: PodiumConfig, *, same_store: bool = True) -> ConductorInfo | None:
     """The home's running conductor if one can be attached to; raises if the home is owned by
-    an engine that serves no attachable endpoint."""
+    an engine that serves no attachable endpoint, or (with `same_store`, for everything but
+    stopping it) if the conductor runs on another store than `config` names."""
     info = read_conductor_info(config)
     if info is not None and info.url is None:
         raise NotAttachableError(config.home, info.pid)
+    if (
+        same_store
+        and info is not None
+        # A conductor.json written before stores were recorded says nothing to compare.
+        and info.store is not None
+        and info.store != store_identity(config.store_url)
+    ):
+        raise StoreMismatchError(config, info)
     return info
 
 

@@ -23,7 +23,12 @@ from podium.core.errors import FieldError, PodiumError, SpecError, job_not_found
 from podium.core.home import ConductorInfo
 from podium.core.version import podium_version
 from podium.server.cli_routes import SUBMIT_PATH
-from podium.server.daemon import TokenRefusedError, ensure_conductor, find_conductor
+from podium.server.daemon import (
+    NotAttachableError,
+    TokenRefusedError,
+    ensure_conductor,
+    find_conductor,
+)
 
 # Tool and argument names in conductor messages, as a person types them at the CLI.
 CLI_WORDS = {
@@ -204,7 +209,7 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
     """The running conductor for reads, else the store as it is."""
     try:
         info = find_conductor(config)
-    except PodiumError:
+    except NotAttachableError:
         info = None  # an embedded engine owns the home: its store can still be read
     if info is not None:
         async with connect(info) as remote:

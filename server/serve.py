@@ -29,6 +29,7 @@ from podium.core.home import ConductorInfo, remove_conductor_info, write_conduct
 from podium.core.models import utcnow
 from podium.core.runner.descriptors import DescriptorLimit, describe, raise_descriptor_limit
 from podium.core.runner.escapees import become_subreaper
+from podium.core.store.urls import store_identity
 from podium.core.version import podium_version
 from podium.server.activity import ActivityTracker, wait_until_idle
 from podium.server.app import PodiumServer
@@ -237,7 +238,13 @@ async def _reload(conductor: Conductor) -> None:
 
 def _publish(conductor: Conductor, url: str | None, token: str | None) -> None:
     info = ConductorInfo(
-        pid=os.getpid(), url=url, token=token, version=podium_version(), started_at=utcnow()
+        pid=os.getpid(),
+        url=url,
+        token=token,
+        version=podium_version(),
+        started_at=utcnow(),
+        store=store_identity(conductor.config.store_url),
+        store_source=conductor.store_source,
     )
     write_conductor_info(conductor.config.conductor_file, info)
 

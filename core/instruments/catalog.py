@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 from podium.core.errors import PodiumError, quoted
 from podium.core.instruments.profile import InstrumentProfile, hold_key
 from podium.core.instruments.versions import version_matches
+from podium.core.models import utcnow
 from podium.core.spec.instrument_check import InstrumentTraits
 
 
@@ -138,21 +141,52 @@ def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
     return True, version, path
 
 
+def profile_files(user_dir: Path | None) -> list[Path]:
+    """The user profile files a load reads, in the order it reads them."""
+    if user_dir is None or not user_dir.is_dir():
+        return []
+    return sorted(user_dir.glob("*.y*ml"))
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def profile_file_digests(user_dir: Path | None) -> dict[str, str | None]:
+    """Each user profile file as it is now: path -> sha256 of its bytes (None: unreadable)."""
+    digests: dict[str, str | None] = {}
+    for path in profile_files(user_dir):
+        try:
+            digests[str(path)] = file_digest(path.read_bytes())
+        except OSError:
+            digests[str(path)] = None
+    return digests
+
+
 def _sources(
     user_dir: Path | None,
-) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[ProfileProblem]]:
+) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[ProfileProblem], dict[str, str | None]]:
     """Every profile by name with where it came from (a user file wins over the built-in),
-    and each user file not used, with why."""
+    each user file not used, with why, and the digest of each user file as it was read."""
     sources: dict[str, tuple[InstrumentProfile, str]] = {
         name: (p, "builtin") for name, p in builtin_profiles().items()
     }
     problems: list[ProfileProblem] = []
+    digests: dict[str, str | None] = {}
     if user_dir is not None and user_dir.is_dir():
-        for path in sorted(user_dir.glob("*.y*ml")):
+        for path in profile_files(user_dir):
+            digests[str(path)] = None
             try:
-                profile = _load_profile(path.read_text())
+                data = path.read_bytes()
+                # The digest of the bytes parsed: a change made since, even during this
+                # load, shows as a difference (`podium instruments` says a reload is due).
+                digests[str(path)] = file_digest(data)
+                profile = _load_profile(data.decode())
             except OSError as exc:
                 problems.append(ProfileProblem(str(path), f"not readable: {exc.strerror or exc}"))
+                continue
+            except UnicodeDecodeError as exc:
+                problems.append(ProfileProblem(str(path), f"not UTF-8 text (byte {exc.start})"))
                 continue
             except (yaml.YAMLError, ValidationError) as exc:
                 problems.append(ProfileProblem(str(path), _why(exc)))
@@ -168,7 +202,7 @@ def _sources(
                     )
                 )
             sources[profile.name] = (profile, str(path))
-    return sources, problems
+    return sources, problems, digests
 
 
 def profile_errors(user_dir: Path | None) -> list[str]:
@@ -187,11 +221,21 @@ def missing_executable(info: InstrumentInfo) -> str:
 class InstrumentCatalog:
     """Profiles and their availability, probed once at load (not per call)."""
 
-    def __init__(self, infos: dict[str, InstrumentInfo], problems: list[ProfileProblem]) -> None:
+    def __init__(
+        self,
+        infos: dict[str, InstrumentInfo],
+        problems: list[ProfileProblem],
+        files: dict[str, str | None] | None = None,
+        loaded_at: datetime | None = None,
+    ) -> None:
         self._infos = infos
         # The user profile files this load did not use, and why (the conductor status
         # shows them; a reload loads a new catalog, so they are always the current ones).
         self.problems = problems
+        # Each user profile file read, with the digest of what was read: `podium
+        # instruments` compares them with the files as they are now.
+        self.files = dict(files or {})
+        self.loaded_at = loaded_at or utcnow()
 
     @property
     def load_errors(self) -> list[str]:
@@ -199,12 +243,13 @@ class InstrumentCatalog:
 
     @classmethod
     def load(cls, user_dir: Path | None) -> InstrumentCatalog:
-        sources, problems = _sources(user_dir)
+        loaded_at = utcnow()
+        sources, problems, files = _sources(user_dir)
         infos = {}
         for name, (profile, source) in sources.items():
             available, version, exe = _probe(profile)
             infos[name] = InstrumentInfo(name, available, version, exe, source, profile)
-        return cls(infos, problems)
+        return cls(infos, problems, files, loaded_at)
 
     def get(self, name: str) -> InstrumentInfo | None:
         return self._infos.get(name)

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from podium.core.config import PodiumConfig
 from podium.core.errors import PodiumError
 from podium.core.store.base import Store
-
-SUPPORTED = (
-    "sqlite:///ABSOLUTE/PATH (for example the default sqlite:///<home>/podium.db), or "
-    "postgresql://[user[:password]@]host[:port]/database for a store shared by several "
-    "conductors"
-)
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-
-def sqlite_path(store_url: str) -> Path | None:
-    """The database file of a `sqlite:` URL, or None for another scheme."""
-    parts = urlsplit(store_url)
-    if parts.scheme != "sqlite":
-        return None
-    if parts.netloc or not parts.path.startswith("/"):
-        raise PodiumError(
-            f"store_url: {store_url!r} is not a SQLite URL with an absolute path; use {SUPPORTED}"
-        )
-    # sqlite:////abs/path (the SQLAlchemy spelling) names the same file as sqlite:///abs/path.
-    return Path("/" + unquote(parts.path).lstrip("/"))
-
-
-def is_postgres(store_url: str) -> bool:
-    return urlsplit(store_url).scheme in POSTGRES_SCHEMES
+from podium.core.store.urls import SUPPORTED, is_postgres, sqlite_path
 
 
 async def open_store(config: PodiumConfig) -> Store:
