@@ -110,15 +110,16 @@ class Recovery:
 
         def apply(tx: Tx) -> list[str]:
             touched: set[str] = set()
-            # The attempts cut off, for their sheets to show how long they ran.
-            cut: dict[tuple[str, int, int], AttemptRow] = {}
+            # The attempts cut off and why, for their sheets to say so and how long they ran.
+            cut: dict[tuple[str, int, int], tuple[AttemptRow, str]] = {}
             for attempt in claimed:
                 row = tx.edit_attempt(attempt)
+                why = STOPPED_WHILE_RUNNING if self._ours(attempt) else LEASE_RAN_OUT
                 # It ran until its owner last renewed its lease (or from its start, never
                 # renewed), not until this start noticed: the time in between nobody ran it.
                 ended = last_known_running(row, tx.now)
-                interrupt(tx.now, STOPPED_WHILE_RUNNING, attempt=row, ended_at=ended)
-                cut[(row.job_id, row.sheet_num, row.attempt)] = row
+                interrupt(tx.now, why, attempt=row, ended_at=ended)
+                cut[(row.job_id, row.sheet_num, row.attempt)] = (row, why)
                 touched.add(attempt.job_id)
             for job_id in jobs:
                 if job_id not in state.jobs:
@@ -262,12 +263,12 @@ def _reconcile(
     auto_resume: bool,
     theirs: set[int],
     others_alive: bool = False,
-    cut: Mapping[tuple[str, int, int], AttemptRow] | None = None,
+    cut: Mapping[tuple[str, int, int], tuple[AttemptRow, str]] | None = None,
 ) -> bool:
     """One job after a restart; returns whether anything changed. Sheets in `theirs` are
     being run by another live conductor: they, and the job's status, are left as they are;
     so is the status of every job when other conductors are running (they run it on).
-    `cut` holds the attempts recovery has just recorded interrupted, by (job, sheet,
+    `cut` holds the attempts recovery has just recorded interrupted and why, by (job, sheet,
     attempt)."""
     now = tx.now
     job = tx.job(job_id)
@@ -298,8 +299,10 @@ def _reconcile(
             # restart (or a crash loop) never makes a retry come sooner.
             continue
         if sheet.status is SheetStatus.RUNNING:
-            attempt = (cut or {}).get((job_id, num, sheet.attempts))
-            interrupt(now, STOPPED_WHILE_RUNNING, attempt=attempt, sheet=tx.edit_sheet(job_id, num))
+            attempt, why = (cut or {}).get(
+                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING)
+            )
+            interrupt(now, why, attempt=attempt, sheet=tx.edit_sheet(job_id, num))
             changed = True
         elif sheet.status is SheetStatus.WAITING:
             # Shown waiting for a hold or backpressure: the next pass shows it again. The
