@@ -2,7 +2,8 @@
 
 Usage: python tests/crash_conductor.py HOME SPEC_JSON JOB_ID READY_FILE [MODIFIED_SPEC_JSON]
 
-Starts a `Conductor` on HOME (kill_grace_seconds 1, no env or config-file overrides), submits
+Starts a `Conductor` on HOME (kill_grace_seconds 1, plus the JSON object of config overrides in
+$CRASH_CONDUCTOR_OVERRIDES if set; no other env or config-file overrides), submits
 SPEC_JSON as JOB_ID unless SPEC_JSON is "-", and with MODIFIED_SPEC_JSON, once the job's first
 sheet runs, modifies the job with it (a resume with a changed spec). Then it writes its pid to
 READY_FILE and runs until it is killed. Logs go to stderr only; stdout stays unused.
@@ -22,11 +23,15 @@ from podium.core.conductor import Conductor
 from podium.core.config import load_config
 from podium.core.models import SheetStatus
 
+# The environment variable a test sets to change this conductor's config (a short lease).
+OVERRIDES = "CRASH_CONDUCTOR_OVERRIDES"
+
 
 async def main(
     home: Path, spec_json: str, job_id: str, ready_file: Path, modified: str | None
 ) -> None:
-    config = load_config(home=home, overrides={"kill_grace_seconds": 1}, env={})
+    overrides = {"kill_grace_seconds": 1, **json.loads(os.environ.get(OVERRIDES, "{}"))}
+    config = load_config(home=home, overrides=overrides, env={})
     conductor = Conductor(config)
     await conductor.start()
     try:

@@ -14,7 +14,9 @@ from podium.core.engine.rules import (
     RetryLimits,
     backoff_seconds,
     final_job_status,
+    interrupt,
     judge_attempt,
+    last_known_running,
     reset_for_retry,
     set_job_status,
     skipped_after_failure,
@@ -246,6 +248,50 @@ def test_a_restart_keeps_the_retry_budgets_a_resume_renews_them() -> None:
     assert (row.status, row.retries_used, row.rate_limit_hits) == (SheetStatus.PENDING, 2, 3)
     reset_for_retry(row, T0)
     assert (row.retries_used, row.rate_limit_hits) == (0, 0)
+
+
+def test_an_interrupted_attempt_ends_when_last_known_running_and_its_sheet_says_so() -> None:
+    started, renewed, now = T0, T0 + timedelta(seconds=40), T0 + timedelta(minutes=5)
+    attempt = AttemptRow("job", 1, 1, started, lease_renewed_at=renewed)
+    row = sheet(1, SheetStatus.RUNNING)
+    row.retries_used, row.started_at = 1, started
+    interrupt(now, "its conductor's lease ran out", attempt=attempt, sheet=row,
+              ended_at=last_known_running(attempt, now))  # fmt: skip
+    assert (attempt.outcome, attempt.error_category) == (
+        Outcome.INTERRUPTED,
+        ErrorCategory.INTERRUPTED,
+    )
+    assert (attempt.ended_at, attempt.duration_seconds) == (renewed, 40.0)
+    assert attempt.error == row.last_error == "interrupted: its conductor's lease ran out"
+    assert (row.status, row.error_category) == (SheetStatus.PENDING, ErrorCategory.INTERRUPTED)
+    assert (row.duration_seconds, row.retries_used, row.started_at) == (40.0, 1, None)
+
+
+def test_an_attempt_the_runner_timed_keeps_its_end_when_interrupted() -> None:
+    """A graceful shutdown's attempt was ended by the runner: its own end stands."""
+    ended = T0 + timedelta(seconds=3)
+    attempt = AttemptRow("job", 1, 1, T0, ended_at=ended, duration_seconds=2.5)
+    row = sheet(1, SheetStatus.RUNNING)
+    interrupt(T0 + timedelta(seconds=9), "the conductor shut down", attempt=attempt, sheet=row)
+    assert (attempt.ended_at, attempt.duration_seconds, row.duration_seconds) == (ended, 2.5, 2.5)
+    # A sheet whose attempt left no record says why, with no duration to show.
+    alone = sheet(2, SheetStatus.RUNNING)
+    alone.duration_seconds = 7.0  # an earlier attempt's
+    interrupt(T0, "the conductor stopped while it ran", sheet=alone)
+    assert alone.last_error == "interrupted: the conductor stopped while it ran"
+    assert alone.duration_seconds is None
+
+
+def test_last_known_running_is_the_last_renewal_within_start_and_now() -> None:
+    now = T0 + timedelta(minutes=1)
+    assert last_known_running(AttemptRow("job", 1, 1, T0), now) == T0  # never renewed
+    renewed = AttemptRow("job", 1, 1, T0, lease_renewed_at=T0 + timedelta(seconds=20))
+    assert last_known_running(renewed, now) == T0 + timedelta(seconds=20)
+    # Another host's clock ran ahead, or behind the start: kept within what is possible.
+    ahead = AttemptRow("job", 1, 1, T0, lease_renewed_at=now + timedelta(seconds=5))
+    assert last_known_running(ahead, now) == now
+    behind = AttemptRow("job", 1, 1, T0, lease_renewed_at=T0 - timedelta(seconds=5))
+    assert last_known_running(behind, now) == T0
 
 
 # ----- the pick ---------------------------------------------------------------------------

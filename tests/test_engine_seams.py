@@ -15,7 +15,14 @@ from helpers import wait_until, write_rows
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus, utcnow
+from podium.core.models import (
+    ErrorCategory,
+    JobStatus,
+    Outcome,
+    PauseReason,
+    SheetStatus,
+    utcnow,
+)
 from podium.core.store.base import NewJob
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
 from podium.server.app import PodiumServer
@@ -118,6 +125,58 @@ async def test_recovery_takes_back_only_attempts_that_are_ours_or_whose_lease_ra
         rows, _ = await conductor.get_execution_history("shared", sheet_num=4)
         assert rows[0].error_category is ErrorCategory.INTERRUPTED
         assert await first_attempt(3) is None
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "renewed_ago"),
+    [(-5.0, 5.0), (3.0, 5.0), (-5.0, None)],
+    ids=["lapsed-before-start", "lapses-while-running", "never-renewed"],
+)
+async def test_a_reclaimed_attempt_ends_at_its_last_renewal_and_its_sheet_says_why(
+    make_config: Callable[..., PodiumConfig], expires_in: float, renewed_ago: float | None
+) -> None:
+    """Taken back at start-up or while running, a dead owner's attempt ends when its owner
+    last renewed its lease (its start when it never did), with that duration; its sheet is
+    back to `pending` saying why and how long it ran. The job is paused by a person, so
+    nothing runs the sheet again and the record stays to be read."""
+    config = make_config()
+    async with Conductor(config):
+        pass  # creates the store
+    now = utcnow()
+    started = now - timedelta(seconds=20)
+    renewed = None if renewed_ago is None else now - timedelta(seconds=renewed_ago)
+    job = JobRow(
+        "held", "held", JobStatus.PAUSED, "/tmp", "fp", 1, started, now,
+        pause_reason=PauseReason.USER, started_at=started,
+    )  # fmt: skip
+    sheet = SheetRow("held", 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=1)
+    sheet.started_at = started
+    attempt = AttemptRow(
+        "held", 1, 1, started, conductor_id="gone",
+        lease_expires_at=now + timedelta(seconds=expires_in), lease_renewed_at=renewed,
+    )  # fmt: skip
+    spec = {"name": "held", "sheets": [{"name": "s1", "prompt": "true"}]}
+    await write_rows(config, new_jobs=[NewJob(job, spec, [sheet])], new_attempts=[attempt])
+    async with Conductor(config) as conductor:
+
+        async def reclaimed() -> bool:
+            rows, _ = await conductor.get_execution_history("held", sheet_num=1)
+            return rows[0].outcome is Outcome.INTERRUPTED
+
+        await wait_until(reclaimed, timeout=15)
+        [entry], _ = await conductor.get_execution_history("held", sheet_num=1)
+        detail = await conductor.get_job("held")
+    expected_end = renewed or started
+    expected_duration = (expected_end - started).total_seconds()
+    assert entry.ended_at == expected_end
+    assert entry.duration_seconds == pytest.approx(expected_duration, abs=1e-3)
+    assert entry.error == "interrupted: its conductor's lease ran out"
+    assert entry.error_category is ErrorCategory.INTERRUPTED
+    [shown] = detail.sheets
+    assert (shown.status, shown.error_category) == (SheetStatus.PENDING, ErrorCategory.INTERRUPTED)
+    assert shown.last_error == "interrupted: its conductor's lease ran out"
+    assert shown.duration_seconds == entry.duration_seconds
+    assert (detail.status, detail.pause_reason) == (JobStatus.PAUSED, PauseReason.USER)
 
 
 async def test_an_idle_conductor_never_wakes_up(make_config: Callable[..., PodiumConfig]) -> None:

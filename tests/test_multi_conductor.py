@@ -19,7 +19,7 @@ import pytest
 from conductors import conductors, reading, wait_for
 from pg import fresh_schema
 
-from podium.core.models import JobStatus, Outcome
+from podium.core.models import JobStatus, Outcome, utcnow
 from podium.core.store.base import Store
 from podium.core.store.rows import AttemptRow
 
@@ -161,16 +161,23 @@ async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_comple
     ):
         job_id = (await a.call("submit_job", {"spec": spec}))["job_id"]
 
-        async def b_runs_some() -> bool:
-            return any(x.conductor_id == "b" for x in await store.in_flight_attempts())
+        async def b_runs_some_a_while() -> bool:
+            # Running long enough for b to have renewed their lease: the record then shows
+            # how long they ran before the host died.
+            return any(
+                x.conductor_id == "b" and x.lease_renewed_at is not None
+                for x in await store.in_flight_attempts()
+            )
 
-        await wait_for(b_runs_some, 60, "conductor b to run sheets")
+        await wait_for(b_runs_some_a_while, 60, "conductor b to run sheets and renew them")
         # The host dies: the conductor and the sheets it runs, at once.
         b.kill_host()
         killed_at = time.monotonic()
-        # What it had in flight when it died (nobody can reclaim before its lease runs out).
+        killed_wall = utcnow()
+        # What it had in flight when it died (nobody can reclaim before its lease runs out),
+        # with its last lease renewals: nothing renews them any more.
         on_b = {
-            (x.sheet_num, x.attempt)
+            (x.sheet_num, x.attempt): x
             for x in await store.in_flight_attempts()
             if x.conductor_id == "b"
         }
@@ -180,12 +187,24 @@ async def test_kill_9_of_a_conductor_its_sheets_are_reclaimed_and_the_job_comple
         reclaimed = {(x.sheet_num, x.attempt): x for x in rows if (x.sheet_num, x.attempt) in on_b}
         conductors_now = [c.conductor_id for c in await store.conductors()]
     assert job is not None and job.status is JobStatus.COMPLETED, job
-    assert on_b and set(reclaimed) == on_b
-    for attempt in reclaimed.values():
+    assert on_b and set(reclaimed) == set(on_b)
+    for key, attempt in reclaimed.items():
         # Recorded as interrupted by the conductor that took it back after the lease.
         assert attempt.outcome is Outcome.INTERRUPTED, attempt
-        assert "lease ran out" in (attempt.error or "")
-        assert attempt.ended_at is not None
+        assert attempt.error == "interrupted: its conductor's lease ran out"
+        # It ended when b last showed it running (its last renewal, or its start if b died
+        # before renewing it), not when a noticed; its duration is filled from that.
+        before = on_b[key]
+        last_seen = before.lease_renewed_at or before.started_at
+        assert attempt.ended_at == last_seen, (attempt, before)
+        assert attempt.ended_at <= killed_wall
+        assert attempt.lease_renewed_at == before.lease_renewed_at
+        assert attempt.duration_seconds is not None
+        assert attempt.duration_seconds == pytest.approx(
+            (last_seen - attempt.started_at).total_seconds(), abs=1e-3
+        )
+    ran_a_while = [a for k, a in reclaimed.items() if on_b[k].lease_renewed_at is not None]
+    assert ran_a_while and all(a.duration_seconds for a in ran_a_while), reclaimed
     # ... and run again by the survivor, once: no sheet completed twice.
     completed_once_each(rows, sheets)
     for num, _ in on_b:

@@ -128,15 +128,18 @@ def conductor_process(
     spec: dict[str, Any] | None,
     job_id: str = JOB_ID,
     modified: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A conductor in a child process; yields once it has started (and submitted `spec`, and
-    with `modified`, modified the job with it once its first sheet ran). Whatever happens,
+    with `modified`, modified the job with it once its first sheet ran), its config changed
+    by `overrides`. Whatever happens,
     the child is killed and reaped (its sheets are left to the `_kill_leftover_sheets`
     fixture, since recovery is what the tests check)."""
     ready = tmp_path / f"ready-{time.monotonic_ns()}"
     stderr_path = tmp_path / "conductor-stderr.txt"
     spec_arg = "-" if spec is None else json.dumps(spec)
     extra = [] if modified is None else [json.dumps(modified)]
+    env = {**os.environ, "CRASH_CONDUCTOR_OVERRIDES": json.dumps(overrides or {})}
     with open(stderr_path, "ab") as stderr:
         proc = subprocess.Popen(
             [sys.executable, str(CRASH_SCRIPT), str(home), spec_arg, job_id, str(ready), *extra],
@@ -144,6 +147,7 @@ def conductor_process(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,
+            env=env,
         )
     try:
 
@@ -257,6 +261,79 @@ async def test_kill9_then_resume_reruns_only_the_interrupted_sheet(
         await conductor.stop()
 
 
+# ----- 1b. the record a kill -9 leaves: the attempt ends when it was last known running ------
+
+
+async def test_kill9_attempt_ends_at_its_last_lease_renewal_with_its_duration(
+    home: Path, tmp_path: Path, make_config: Callable[..., PodiumConfig]
+) -> None:
+    """The interrupted attempt's end is its last lease renewal before the kill (not the
+    restart that found it), its duration is filled from that, and the sheet says it was
+    interrupted and how long it ran, in every view: sheet detail, history, the CLI."""
+    from test_transports import podium_cli
+
+    lease = 1.5  # renewed every 0.5 s
+    (tmp_path / "hold-1").touch()
+    with conductor_process(
+        home, tmp_path, chain_spec(tmp_path, sheets=2), overrides={"lease_seconds": lease}
+    ) as proc:
+        store = await open_store(make_config())
+        try:
+
+            async def ran_a_while() -> bool:
+                row = await store.get_attempt(JOB_ID, 1, 1)
+                renewed = row.lease_renewed_at if row is not None else None
+                # Renewed at least once more after the first renewal: it ran over a second.
+                return renewed is not None and (renewed - row.started_at).total_seconds() >= 1
+
+            deadline = time.monotonic() + 30
+            while not await ran_a_while():
+                assert time.monotonic() < deadline, "the attempt's lease was never renewed"
+                await anyio.sleep(0.05)
+            seen = await store.get_attempt(JOB_ID, 1, 1)
+            assert seen is not None and seen.lease_renewed_at is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            killed_at = utcnow()
+            left = await store.get_attempt(JOB_ID, 1, 1)
+        finally:
+            await store.close()
+    (tmp_path / "hold-1").unlink()
+    assert left is not None and left.outcome is None and left.lease_renewed_at is not None
+    last_renewal = left.lease_renewed_at
+    # Between the renewal seen just before the kill and the kill: within one renewal period.
+    assert seen.lease_renewed_at <= last_renewal <= killed_at
+
+    conductor = Conductor(make_config())
+    await conductor.start()
+    try:
+        await assert_recovered_paused(conductor, JOB_ID, 0, PauseReason.INTERRUPTED)
+        history, _ = await conductor.get_execution_history(JOB_ID, sheet_num=1)
+        [entry] = history
+        assert entry.ended_at == last_renewal
+        assert entry.duration_seconds is not None and entry.duration_seconds >= 1
+        assert entry.duration_seconds == pytest.approx(
+            (last_renewal - entry.started_at).total_seconds(), abs=1e-3
+        )
+        assert entry.error == "interrupted: the conductor stopped while it ran"
+        sheet = (await conductor.get_job(JOB_ID)).sheets[0]
+        assert (sheet.status, sheet.error_category) == (
+            SheetStatus.PENDING,
+            ErrorCategory.INTERRUPTED,
+        )
+        assert sheet.last_error == "interrupted: the conductor stopped while it ran"
+        assert sheet.duration_seconds == entry.duration_seconds
+    finally:
+        await conductor.stop()
+    # The CLI, reading the store with no conductor running, shows the same record.
+    shown = podium_cli(home, "status", JOB_ID)
+    assert shown.returncode == 0, shown.stderr
+    [line] = [x for x in shown.stdout.splitlines() if "sheet 1 " in x]
+    took = sheet.duration_seconds
+    assert f"pending in {took:.1f}s" in line, line
+    assert "interrupted: the conductor stopped while it ran" in line, line
+
+
 # ----- 2. auto_resume -------------------------------------------------------------------------
 
 
@@ -308,6 +385,16 @@ async def test_graceful_stop_pauses_with_shutdown_and_resume_completes(
         detail = await second.get_job(submitted.job_id)
         assert detail.pause_reason is PauseReason.SHUTDOWN
         await assert_recovered_paused(second, submitted.job_id, 1, PauseReason.SHUTDOWN)
+        # Recorded as every interruption is: the sheet says why and how long its attempt ran
+        # (the runner timed it, up to the end of its process).
+        [entry] = (await second.get_execution_history(submitted.job_id, sheet_num=2))[0]
+        assert entry.error == "interrupted: the conductor shut down"
+        assert entry.ended_at is not None and entry.duration_seconds is not None
+        assert entry.duration_seconds > 0
+        sheet = detail.sheets[1]
+        assert sheet.last_error == "interrupted: the conductor shut down"
+        assert sheet.error_category is ErrorCategory.INTERRUPTED
+        assert sheet.duration_seconds == entry.duration_seconds
         await second.resume_job(submitted.job_id)
         await assert_finished_once(second, submitted.job_id, tmp_path, interrupted=2, sheets=3)
     finally:

@@ -534,17 +534,26 @@ async def test_leases_are_renewed_only_for_the_owners_attempts_in_flight(store: 
     ]
     assert await commit(store, new_attempts=rows) is None
     later = T0 + timedelta(minutes=5)
-    assert await store.renew_leases("host-a", later) == 1
+    renewed = T0 + timedelta(minutes=4, seconds=30)
+    assert await store.renew_leases("host-a", later, renewed) == 1
     leases = {
-        a.sheet_num: a.lease_expires_at for a in (await store.get_history("job-1", None, 10, 0))[0]
+        a.sheet_num: (a.lease_expires_at, a.lease_renewed_at)
+        for a in (await store.get_history("job-1", None, 10, 0))[0]
     }
-    assert leases == {1: later, 2: old, 3: old}
-    # A lease renewal is not a change of the row: the owner's next write still lands.
+    # The renewal time is kept with the lease: when the attempt was last known running.
+    assert leases == {1: (later, renewed), 2: (old, None), 3: (old, None)}
+    # A lease renewal is not a change of the row: the owner's next write still lands, and
+    # leaves the lease and its renewal time as the renewal wrote them.
     mine = await store.get_attempt("job-1", 1, 1)
     assert mine is not None and mine.version == 1
     mine.outcome = Outcome.INTERRUPTED
+    mine.lease_renewed_at = None
     assert await commit(store, attempts=[mine]) is None
-    assert await store.renew_leases("host-a", later) == 0  # nothing of host-a in flight now
+    written = await store.get_attempt("job-1", 1, 1)
+    assert written is not None
+    assert (written.outcome, written.lease_renewed_at) == (Outcome.INTERRUPTED, renewed)
+    # Nothing of host-a in flight now.
+    assert await store.renew_leases("host-a", later, later) == 0
 
 
 async def test_history_is_paged_and_filtered(store: Store) -> None:

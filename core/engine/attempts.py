@@ -20,15 +20,15 @@ from podium.core.engine.prompt_inputs import (
 )
 from podium.core.engine.rules import (
     OUTPUT_TAIL_BYTES,
+    SHUT_DOWN,
     Verdict,
     final_job_status,
     finish_attempt_row,
+    interrupt,
     judge_attempt,
     mark_terminal,
-    reset_for_retry,
     set_job_status,
     skipped_after_failure,
-    with_category,
 )
 from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
@@ -237,9 +237,6 @@ def record_result(
         counted: bool | None = None
         if reason == "shutdown":
             outcome = Outcome.INTERRUPTED
-            reset_for_retry(sheet, now, fresh_budget=False)
-            sheet.last_error = "interrupted by conductor shutdown"
-            sheet.error_category = ErrorCategory.INTERRUPTED
         elif reason in ("cancel", "deadline") or (
             job.status is JobStatus.CANCELLED and result.outcome is not Outcome.COMPLETED
         ):
@@ -274,10 +271,10 @@ def record_result(
                 skip_dependents(tx, job_state, num)
             if outcome is not Outcome.RATE_LIMITED:
                 counted = outcome is Outcome.COMPLETED
-        recorded = result
+        finish_attempt_row(attempt, result, outcome)
         if outcome is Outcome.INTERRUPTED:
-            recorded = with_category(result, ErrorCategory.INTERRUPTED)
-        finish_attempt_row(attempt, recorded, outcome)
+            # The runner timed it: the attempt keeps the end and duration it measured.
+            interrupt(now, SHUT_DOWN, attempt=attempt, sheet=sheet)
         if costs.reported_usage(result):
             edited = tx.edit_job(job_id)
             costs.add_usage(edited, result)

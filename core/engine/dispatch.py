@@ -228,9 +228,14 @@ class Dispatcher:
             self._lease_due = now + timedelta(seconds=period)
             return
         if self._lease_due <= now:
-            until = now + timedelta(seconds=self.ctx.config.lease_seconds)
+            # Read afresh: the pass may have spent a while on writes, and the renewal time is
+            # what a dead conductor's attempts are recorded to end at.
+            renewed_at = utcnow()
+            until = renewed_at + timedelta(seconds=self.ctx.config.lease_seconds)
             try:
-                lost = await self.writer.renew_leases(self.ctx.config.conductor_id, until)
+                lost = await self.writer.renew_leases(
+                    self.ctx.config.conductor_id, until, renewed_at
+                )
             except Exception:
                 # The store is unreachable: the lease may lapse; try again next period.
                 log.exception("could not renew leases")

@@ -9,6 +9,7 @@ ours: another conductor's pids mean nothing on this host.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import anyio
@@ -18,8 +19,11 @@ from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
 from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
+    LEASE_RAN_OUT,
+    STOPPED_WHILE_RUNNING,
     final_job_status,
-    interrupt_attempt_row,
+    interrupt,
+    last_known_running,
     mark_terminal,
     reset_for_retry,
     set_job_status,
@@ -106,17 +110,22 @@ class Recovery:
 
         def apply(tx: Tx) -> list[str]:
             touched: set[str] = set()
+            # The attempts cut off and why, for their sheets to say so and how long they ran.
+            cut: dict[tuple[str, int, int], tuple[AttemptRow, str]] = {}
             for attempt in claimed:
                 row = tx.edit_attempt(attempt)
-                interrupt_attempt_row(
-                    row, tx.now, "the conductor stopped while this attempt was running"
-                )
+                why = STOPPED_WHILE_RUNNING if self._ours(attempt) else LEASE_RAN_OUT
+                # It ran until its owner last renewed its lease (or from its start, never
+                # renewed), not until this start noticed: the time in between nobody ran it.
+                ended = last_known_running(row, tx.now)
+                interrupt(tx.now, why, attempt=row, ended_at=ended)
+                cut[(row.job_id, row.sheet_num, row.attempt)] = (row, why)
                 touched.add(attempt.job_id)
             for job_id in jobs:
                 if job_id not in state.jobs:
                     continue
                 theirs = {num for jid, num in elsewhere if jid == job_id}
-                if _reconcile(tx, job_id, auto_resume, theirs, others_alive):
+                if _reconcile(tx, job_id, auto_resume, theirs, others_alive, cut):
                     touched.add(job_id)
             return sorted(touched)
 
@@ -158,22 +167,22 @@ class Recovery:
                     continue  # another conductor took it back first
                 if row.lease_expires_at is not None and row.lease_expires_at > tx.now:
                     continue  # renewed after all: its owner was slow, not gone
-                interrupt_attempt_row(tx.edit_attempt(row), tx.now, "its conductor's lease ran out")
                 taken += 1
                 job_id, num, number = key
-                if job_id not in state.jobs:
-                    continue
-                sheet = tx.sheet(job_id, num)
-                if sheet.status is not SheetStatus.RUNNING or sheet.attempts != number:
-                    continue
-                edited = tx.edit_sheet(job_id, num)
-                if tx.job(job_id).status.is_terminal:
-                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
-                    edited.error_category = ErrorCategory.CANCELLED
+                attempt = tx.edit_attempt(row)
+                # Its owner last showed it running when it last renewed the lease.
+                ended = last_known_running(attempt, tx.now)
+                sheet = None
+                if job_id in state.jobs:
+                    current = tx.sheet(job_id, num)
+                    if current.status is SheetStatus.RUNNING and current.attempts == number:
+                        sheet = tx.edit_sheet(job_id, num)
+                if sheet is not None and tx.job(job_id).status.is_terminal:
+                    interrupt(tx.now, LEASE_RAN_OUT, attempt=attempt, ended_at=ended)
+                    mark_terminal(sheet, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
+                    sheet.error_category = ErrorCategory.CANCELLED
                 else:
-                    reset_for_retry(edited, tx.now, fresh_budget=False)
-                    edited.last_error = "interrupted: its conductor's lease ran out"
-                    edited.error_category = ErrorCategory.INTERRUPTED
+                    interrupt(tx.now, LEASE_RAN_OUT, attempt=attempt, sheet=sheet, ended_at=ended)
             return taken
 
         try:
@@ -249,11 +258,18 @@ class Recovery:
 
 
 def _reconcile(
-    tx: Tx, job_id: str, auto_resume: bool, theirs: set[int], others_alive: bool = False
+    tx: Tx,
+    job_id: str,
+    auto_resume: bool,
+    theirs: set[int],
+    others_alive: bool = False,
+    cut: Mapping[tuple[str, int, int], tuple[AttemptRow, str]] | None = None,
 ) -> bool:
     """One job after a restart; returns whether anything changed. Sheets in `theirs` are
     being run by another live conductor: they, and the job's status, are left as they are;
-    so is the status of every job when other conductors are running (they run it on)."""
+    so is the status of every job when other conductors are running (they run it on).
+    `cut` holds the attempts recovery has just recorded interrupted and why, by (job, sheet,
+    attempt)."""
     now = tx.now
     job = tx.job(job_id)
     changed = False
@@ -282,14 +298,16 @@ def _reconcile(
             # Its backoff is a moment in the store, not a process: it waits on for it, so a
             # restart (or a crash loop) never makes a retry come sooner.
             continue
-        if sheet.status in (SheetStatus.RUNNING, SheetStatus.WAITING):
-            interrupted = sheet.status is SheetStatus.RUNNING
-            row = tx.edit_sheet(job_id, num)
-            # The retry and rate-limit budgets survive a restart: a crash is not a retry.
-            reset_for_retry(row, now, fresh_budget=False)
-            if interrupted:
-                row.last_error = "interrupted: the conductor stopped"
-                row.error_category = ErrorCategory.INTERRUPTED
+        if sheet.status is SheetStatus.RUNNING:
+            attempt, why = (cut or {}).get(
+                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING)
+            )
+            interrupt(now, why, attempt=attempt, sheet=tx.edit_sheet(job_id, num))
+            changed = True
+        elif sheet.status is SheetStatus.WAITING:
+            # Shown waiting for a hold or backpressure: the next pass shows it again. The
+            # retry and rate-limit budgets survive a restart: a crash is not a retry.
+            reset_for_retry(tx.edit_sheet(job_id, num), now, fresh_budget=False)
             changed = True
     if theirs:
         return changed

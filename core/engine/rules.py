@@ -4,7 +4,6 @@ these, and commits what they changed."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,11 +112,51 @@ def finish_attempt_row(attempt: AttemptRow, result: AttemptResult, outcome: Outc
     attempt.cache_write_tokens = result.cache_write_tokens
 
 
-def interrupt_attempt_row(attempt: AttemptRow, now: datetime, error: str) -> None:
-    attempt.outcome = Outcome.INTERRUPTED
-    attempt.error_category = ErrorCategory.INTERRUPTED
-    attempt.error = error
-    attempt.ended_at = now
+# Why an attempt was cut off, by each route that cuts one off (`interrupt`).
+STOPPED_WHILE_RUNNING = "the conductor stopped while it ran"
+LEASE_RAN_OUT = "its conductor's lease ran out"
+SHUT_DOWN = "the conductor shut down"
+
+
+def last_known_running(attempt: AttemptRow, now: datetime) -> datetime:
+    """When an attempt whose owner died was last known to run: its last lease renewal, else
+    its start. Never after `now` (its owner's clock may be another host's, running ahead)
+    nor before its start."""
+    seen = attempt.lease_renewed_at or attempt.started_at
+    return max(attempt.started_at, min(seen, now))
+
+
+def interrupt(
+    now: datetime,
+    why: str,
+    *,
+    attempt: AttemptRow | None = None,
+    sheet: SheetRow | None = None,
+    ended_at: datetime | None = None,
+) -> None:
+    """The one way an attempt cut off by any route (a restart after a crash, a lease taken
+    back, a graceful shutdown) is recorded, on copies of the rows the caller owns. The
+    attempt becomes `interrupted` ("interrupted: <why>"); `ended_at`, when given, is when it
+    was last known to run and becomes its end (an attempt that already has an end keeps it,
+    one with none ends `now`), and its duration follows from that end. Its sheet goes back
+    to `pending` saying the same, showing that attempt's duration; the sheet's retry and
+    rate-limit budgets are kept, since an interruption is not a retry."""
+    error = f"interrupted: {why}"
+    duration: float | None = None
+    if attempt is not None:
+        attempt.outcome = Outcome.INTERRUPTED
+        attempt.error_category = ErrorCategory.INTERRUPTED
+        attempt.error = error
+        if ended_at is not None or attempt.ended_at is None:
+            end = ended_at or now
+            attempt.ended_at = end
+            attempt.duration_seconds = max(0.0, (end - attempt.started_at).total_seconds())
+        duration = attempt.duration_seconds
+    if sheet is not None:
+        reset_for_retry(sheet, now, fresh_budget=False)
+        sheet.last_error = error
+        sheet.error_category = ErrorCategory.INTERRUPTED
+        sheet.duration_seconds = duration
 
 
 @dataclass(frozen=True)
@@ -323,10 +362,6 @@ def failed_before_start(error: str, now: datetime, log_path: str) -> AttemptResu
         stdout_tail="",
         log_path=log_path,
     )
-
-
-def with_category(result: AttemptResult, category: ErrorCategory) -> AttemptResult:
-    return dataclasses.replace(result, error_category=category)
 
 
 def _sheet_key(name: str | None, sheet_num: int) -> str:

@@ -507,15 +507,19 @@ class Writer:
                 if job_id not in finished_before:
                     self.on_finished(held.job)
 
-    async def renew_leases(self, conductor_id: str, until: datetime) -> list[tuple[str, int, int]]:
-        """Extend this conductor's claim on its in-flight attempts. Returns those that are
+    async def renew_leases(
+        self, conductor_id: str, until: datetime, renewed_at: datetime
+    ) -> list[tuple[str, int, int]]:
+        """Extend this conductor's claim on its in-flight attempts (renewed at `renewed_at`,
+        which is when one of them ends if this conductor dies). Returns those that are
         not its any more: another conductor reclaimed them after their lease lapsed (this
         one was cut off or stopped for longer than a lease), so their results will be
         refused and their processes should end."""
-        renewed = await self.store.renew_leases(conductor_id, until)
+        renewed = await self.store.renew_leases(conductor_id, until, renewed_at)
         mine = [k for k, a in self.state.attempts.items() if a.conductor_id == conductor_id]
         for key in mine:
-            self.state.attempts[key].lease_expires_at = until
+            held = self.state.attempts[key]
+            held.lease_expires_at, held.lease_renewed_at = until, renewed_at
         if renewed >= len(mine):
             return []
         live = {

@@ -173,9 +173,10 @@ class Store(Protocol):
         """`write`, then wait until durable."""
         ...
 
-    async def renew_leases(self, conductor_id: str, until: datetime) -> int:
-        """Extend the lease of every in-flight attempt `conductor_id` owns; returns how many.
-        Not a versioned write: a lease is a claim's expiry, not state a rule reads."""
+    async def renew_leases(self, conductor_id: str, until: datetime, renewed_at: datetime) -> int:
+        """Extend the lease of every in-flight attempt `conductor_id` owns to `until`, and
+        record `renewed_at` as when it was last known running; returns how many. Not a
+        versioned write: a lease is a claim's expiry, not state a rule reads."""
         ...
 
     # ----- several conductors ----------------------------------------------------------------

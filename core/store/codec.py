@@ -188,7 +188,7 @@ def tables(converters: Converters, param: Callable[[str], str]) -> dict[str, Tab
             "attempts",
             AttemptRow,
             ["job_id", "sheet_num", "attempt"],
-            not_updated=["conductor_id", "lease_expires_at"],
+            not_updated=["conductor_id", "lease_expires_at", "lease_renewed_at"],
         ),
         "holds": table("holds", HoldRow, ["hold_key"]),
         "conductors": table("conductors", ConductorRow, ["conductor_id"]),

@@ -262,6 +262,9 @@ class AttemptRow:
     # Who runs it, and until when that claim holds unless renewed (SPEC §2).
     conductor_id: str | None = None
     lease_expires_at: datetime | None = None
+    # When that claim was last renewed (None: never): the last moment the attempt is known
+    # to have run, which is when one whose owner died is recorded to have ended.
+    lease_renewed_at: datetime | None = None
     # The instrument it ran with (a changed spec or a fallback may switch it), the CLI
     # session it ran in (reported, or the one it resumed: a retry resumes it, after a restart
     # too), and what it cost, as the CLI reported it.

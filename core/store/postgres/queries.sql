@@ -129,7 +129,7 @@ RETURNING 1;
 
 -- name: renew_leases
 -- Only attempts still in flight and still ours: a reclaimed attempt is not renewed.
-UPDATE attempts SET lease_expires_at = %(until)s
+UPDATE attempts SET lease_expires_at = %(until)s, lease_renewed_at = %(renewed_at)s
 WHERE conductor_id = %(conductor_id)s AND outcome IS NULL;
 
 -- name: select_attempts

@@ -168,11 +168,11 @@ class PostgresStore:
     async def commit(self, batches: Sequence[WriteBatch]) -> list[Conflict | None]:
         return (await self.write(batches)).results
 
-    async def renew_leases(self, conductor_id: str, until: Any) -> int:
+    async def renew_leases(self, conductor_id: str, until: Any, renewed_at: Any) -> int:
+        params = {"conductor_id": conductor_id, "until": until, "renewed_at": renewed_at}
+
         async def run(conn: Conn) -> int:
-            cur = await conn.execute(
-                Q["renew_leases"], {"conductor_id": conductor_id, "until": until}
-            )
+            cur = await conn.execute(Q["renew_leases"], params)
             return int(cur.rowcount)
 
         return await self._run(run)

@@ -101,7 +101,7 @@ WHERE job_id = :job_id AND sheet_num = :sheet_num AND attempt = :attempt
 
 -- name: renew_leases
 -- Only attempts still in flight and still ours: a reclaimed attempt is not renewed.
-UPDATE attempts SET lease_expires_at = :until
+UPDATE attempts SET lease_expires_at = :until, lease_renewed_at = :renewed_at
 WHERE conductor_id = :conductor_id AND outcome IS NULL;
 
 -- name: select_attempts

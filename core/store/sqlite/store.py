@@ -184,11 +184,15 @@ class SQLiteStore:
         await written.durable()
         return written.results
 
-    async def renew_leases(self, conductor_id: str, until: Any) -> int:
+    async def renew_leases(self, conductor_id: str, until: Any, renewed_at: Any) -> int:
+        params = {
+            "conductor_id": conductor_id,
+            "until": format_time(until),
+            "renewed_at": format_time(renewed_at),
+        }
+
         def run(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                Q["renew_leases"], {"conductor_id": conductor_id, "until": format_time(until)}
-            )
+            cursor = conn.execute(Q["renew_leases"], params)
             return int(cursor.rowcount)
 
         return await self._write(run)
