@@ -190,3 +190,25 @@ def test_each_dependency_that_cannot_carry_over_is_reported_by_its_own_index() -
     }
     loaded = load_spec(data=result.spec, instruments=builtin_traits)
     assert [s.depends_on for s in loaded.sheets] == [(), (), (1, 2)]
+
+
+def test_a_template_that_includes_other_files_is_refused_not_written(tmp_path: Path) -> None:
+    """A Marianne template may `{% include %}` a file beside it; a Podium template has no
+    files to include, so the spec would fail every sheet. The import says so, naming the
+    score's field and the tag, and writes nothing."""
+    score = tmp_path / "parts.yaml"
+    score.write_text(
+        yaml.safe_dump(
+            _score(
+                sheet={"size": 1, "total_items": 2},
+                prompt={"template": "Intro\n{% include 'common.j2' %}\nstep {{ sheet_num }}"},
+            )
+        )
+    )
+    (tmp_path / "common.j2").write_text("shared text\n")
+    out = tmp_path / "parts.podium.yaml"
+    result = CliRunner().invoke(main, ["import-score", str(score), "-o", str(out)])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("podium: prompt.template: "), result.stderr
+    assert "line 2" in result.stderr and "{% include %} is not supported" in result.stderr
+    assert not out.exists()
