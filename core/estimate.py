@@ -233,16 +233,18 @@ def _topological(deps: Mapping[int, Sequence[int]]) -> list[int]:
     for num, parents in deps.items():
         for parent in parents:
             children[parent].append(num)
-    ready = sorted(n for n, count in remaining.items() if count == 0)
+    # A heap, not a list sorted after each pop: 10,000 independent sheets took ~0.5 s of the
+    # event loop per pass, and an estimate makes one pass per earlier run.
+    ready = [n for n, count in remaining.items() if count == 0]
+    heapq.heapify(ready)
     order: list[int] = []
     while ready:
-        num = ready.pop(0)
+        num = heapq.heappop(ready)
         order.append(num)
         for child in children[num]:
             remaining[child] -= 1
             if remaining[child] == 0:
-                ready.append(child)
-        ready.sort()
+                heapq.heappush(ready, child)
     return order
 
 
