@@ -170,7 +170,9 @@ async def diagnose(
     ]
     failing: list[SheetDiagnosis] = []
     gates: set[int] = set()
-    for sheet in problem_sheets[:MAX_FAILING_SHEETS]:
+    # Every problem sheet counts in the verdict and the steps (a resume re-runs them all);
+    # only the listed ones have their logs read.
+    for index, sheet in enumerate(problem_sheets):
         attempts = by_sheet.get(sheet.sheet_num, [])
         finished = [a for a in attempts if a.outcome is not None]
         # An attempt records the instrument it ran on; a gate's decision records none.
@@ -183,7 +185,7 @@ async def diagnose(
         failed = _failed_validations(last_failed)
         decided = rejection(last_failed)
         excerpt = None
-        if last_failed is not None and last_failed.log_path:
+        if index < MAX_FAILING_SHEETS and last_failed is not None and last_failed.log_path:
             tail = await read_log(sheet.sheet_num, last_failed.attempt)
             lines, matched = excerpt_around(tail, sheet.last_error or last_failed.error)
             if lines:
@@ -231,6 +233,7 @@ async def diagnose(
     ]
     waiting = sorted([*waiting, *_behind_holds(detail, held)], key=lambda w: w.sheet_num)
     advice, steps = next_steps(detail.job_id, failing, gates, detail.status)
+    listed = failing[:MAX_FAILING_SHEETS]
     if detail.pause_reason is PauseReason.COST_LIMIT:
         steps.append(
             NextStep(
@@ -281,7 +284,7 @@ async def diagnose(
         verdict=clip(verdict(detail, failing, waiting), MAX_ERROR_CHARS) or "",
         total_sheets=detail.total_sheets,
         completed_sheets=detail.completed_sheets,
-        failing=failing,
+        failing=listed,
         failing_total=len(problem_sheets),
         skipped=[
             ListedSheet(sheet_num=s.sheet_num, name=s.name, reason=clip(s.last_error, 160))

@@ -240,7 +240,14 @@ def _advice_for(job_id: str, sheet: SheetDiagnosis, gated: bool) -> _Advice:
     return _Advice(f"{label} failed: {sheet.cause}", fix_spec=True, rerun=True, extra=[logs])
 
 
+MAX_NAMED_SHEETS = 10
+
+
 def _sheets_text(nums: Sequence[int]) -> str:
+    if len(nums) > MAX_NAMED_SHEETS:
+        # A resume covers them all; the answer names the first few.
+        shown = ", ".join(str(n) for n in nums[:MAX_NAMED_SHEETS])
+        return f"{len(nums)} sheets ({shown}, ...)"
     return ("sheet " if len(nums) == 1 else "sheets ") + ", ".join(str(n) for n in nums)
 
 
@@ -290,7 +297,8 @@ def next_steps(
             )
         )
     if rerun or ask:
-        parts = [f"re-run {_sheets_text(rerun)} as they are"] if rerun else []
+        as_is = "as it is" if len(rerun) == 1 else "as they are"
+        parts = [f"re-run {_sheets_text(rerun)} {as_is}"] if rerun else []
         if ask:
             parts.append(f"ask {_sheets_text(ask)} again")
         why = " and ".join(parts)

@@ -32,6 +32,7 @@ class RunSamples:
     sheets: list[tuple[str, str, SheetSample]]  # (sheet key, instrument, sample)
     overhead: float | None  # actual job seconds minus the simulation of its own sheets
     seconds: float | None = None  # actual job seconds, waits included (completed runs)
+    keys: frozenset[str] = frozenset()  # every sheet of the run, by sheet key
 
 
 @dataclass(frozen=True)
@@ -163,4 +164,5 @@ def run_samples(
         # Against the sheets' spans, waits included: a wait inside a sheet is the sheet's
         # (and left out of its sample), not the engine's overhead.
         overhead = actual - simulate(spans, deps, parallelism)
-    return RunSamples(sheets=found, overhead=overhead, seconds=actual)
+    keys = frozenset(sheet_key(s.name, s.sheet_num) for s in detail.sheets)
+    return RunSamples(sheets=found, overhead=overhead, seconds=actual, keys=keys)

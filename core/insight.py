@@ -10,7 +10,14 @@ from podium.core.diagnosis import diagnose
 from podium.core.diagnosis_answer import Diagnosis
 from podium.core.engine.fallbacks import first_usable
 from podium.core.errors import PodiumError
-from podium.core.estimate import Estimate, History, SheetSamples, StartsOn, estimate
+from podium.core.estimate import (
+    Estimate,
+    History,
+    SheetSamples,
+    StartsOn,
+    estimate,
+    sheet_key,
+)
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.instruments.profile import APPROVAL_KIND
 from podium.core.log_excerpt import LOG_TAIL_SCANNED
@@ -89,6 +96,7 @@ class Insight:
             statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
         )
         seen: set[str] = set()
+        shape = frozenset(sheet_key(s.name, s.sheet_num) for s in loaded.sheets)
         for run in runs:
             seen.add(run.job_id)
             samples = await self._sheet_samples(run.job_id)
@@ -100,7 +108,9 @@ class Insight:
                 history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
             if samples.overhead is not None:
                 history.overheads.append(samples.overhead)
-            if samples.seconds is not None:
+            if samples.keys != shape:
+                history.other_shapes += 1
+            elif samples.seconds is not None:
                 history.observed.append(samples.seconds)
         wanted = {starts_on(s) for s in loaded.sheets} - set(history.by_instrument)
         if wanted:

@@ -261,3 +261,33 @@ async def test_a_job_stopped_at_approval_gates_says_who_must_decide_and_how(
     # Decisions can be made while the job is paused; it goes on once resumed.
     assert tools[0] == "resume" and tools.count("approve") == 3, paused["next_steps"]
     await call(client, "cancel", {"job_id": job_id})
+
+
+async def test_more_failing_sheets_than_listed_are_all_counted_and_all_resumed(
+    client: Client,
+) -> None:
+    """15 of 24 sheets fail, more than the 10 the answer lists: the verdict counts all 15
+    and the resume steps name them all (a resume re-runs every failed sheet, not only the
+    listed ones)."""
+    spec = {
+        "name": "mostly-broken",
+        "on_failure": "continue",
+        "retry": {"max_retries": 0},
+        "sheet": {"size": 1, "total_items": 24},
+        "prompt": {
+            "template": "{% if sheet_num % 8 < 5 %}echo 'item {{ sheet_num }} broke' >&2; "
+            "exit 1{% else %}true{% endif %}"
+        },
+    }
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+    assert (await finished(client, job_id))["status"] == "failed"
+
+    diagnosis = await call(client, "diagnose", {"job_id": job_id})
+    failed = [n for n in range(1, 25) if n % 8 < 5]
+    assert diagnosis["failing_total"] == len(failed) == 15
+    assert len(diagnosis["failing"]) == 10 and diagnosis["truncated"]
+    assert "failing sheets by cause: 15 failed" in diagnosis["verdict"], diagnosis["verdict"]
+    steps = resume_steps(diagnosis)
+    assert len(steps) == 2, diagnosis["next_steps"]
+    for step in steps:
+        assert "15 sheets (1, 2, 3, 4, 8, 9, 10, 11, 12, 16, ...)" in step["action"], step

@@ -68,3 +68,33 @@ async def test_an_estimate_of_approval_gates_only_claims_no_samples(client: Clie
     assert "from other jobs' sheets" not in guess["note"], guess["note"]
     assert "no sample of its instruments" in guess["note"]
     assert "approval sheet(s) without history" in guess["note"]
+
+
+async def test_an_earlier_run_of_another_shape_counts_its_samples_once_and_not_its_duration(
+    client: Client,
+) -> None:
+    """The name's earlier run had 3 chained sheets; the spec estimated now has 8 others of
+    that name. Their figures come from the earlier sheets (the instrument's), but `samples`
+    counts those 3 runs once (not once per sheet that draws on them), and the earlier run's
+    duration is not offered as what this shape takes."""
+    earlier = {
+        "name": "reshaped",
+        "sheets": [
+            {"name": "a", "prompt": "sleep 0.2"},
+            {"name": "b", "depends_on": ["a"], "prompt": "sleep 0.2"},
+            {"name": "c", "depends_on": ["b"], "prompt": "sleep 0.2"},
+        ],
+    }
+    job_id = (await call(client, "submit_job", {"spec": earlier}))["job_id"]
+    assert (await finished(client, job_id))["status"] == "completed"
+
+    same = await call(client, "estimate", {"spec": earlier})
+    assert same["samples"] == 3 and same["observed_seconds"] is not None, same
+
+    wider = {"name": "reshaped", "sheets": [{"prompt": "sleep 0.2"} for _ in range(8)]}
+    guess = await call(client, "estimate", {"spec": wider})
+    assert {s["basis"] for s in guess["sheets"]} == {"same_instrument"}, guess
+    assert all(s["samples"] == 3 for s in guess["sheets"]), guess
+    assert guess["samples"] == 3, guess
+    assert guess["observed_seconds"] is None, guess
+    assert "other sheets" in guess["note"], guess["note"]

@@ -110,3 +110,29 @@ async def test_bombs_in_a_loop_leave_other_clients_answered(conductor: Conductor
     assert not latencies.errors
     assert latencies.p99() < 0.25, (rounds, sorted(latencies.seconds)[-5:])
     assert len(latencies.seconds) >= PROBES, rounds
+
+
+FILE_TAGS = {
+    "{% include 'part.j2' %}": "include",
+    "x {{ workspace }}\n{% extends 'base.j2' %}": "extends",
+    "{% import 'macros.j2' as m %}{{ m.f() }}": "import",
+    "{% from 'macros.j2' import f %}{{ workspace }}": "from ... import",
+}
+
+
+@pytest.mark.parametrize("template", list(FILE_TAGS))
+async def test_a_template_that_reads_other_template_files_is_refused_at_validate(
+    conductor: Conductor, template: str
+) -> None:
+    """Podium templates are one text with no template files beside them: `include`,
+    `extends` and `import` can only fail, at every attempt, so a spec using them is refused
+    at validate (naming the field, the tag and its line) instead of at run time."""
+    async with served(conductor) as s:
+        spec = {"name": "parts", "sheets": [{"prompt": "true"}, {"prompt": template}]}
+        report = await s.ok("validate_spec", {"spec": spec})
+        assert not report["valid"], report
+        [error] = report["errors"]
+        assert error["path"] == "sheets.1.prompt", report
+        assert f"{{% {FILE_TAGS[template]} %}}" in error["message"], error
+        assert "no template files" in error["message"], error
+        assert "line " in error["message"], error

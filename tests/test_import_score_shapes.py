@@ -18,6 +18,7 @@ from test_transports import PODIUM
 from podium.core.importer import import_score
 from podium.core.importer.score import ScoreError
 from podium.core.spec.loader import load_spec
+from podium.core.spec.templating import TemplateContext, render
 from podium.server.cli import main
 
 
@@ -190,3 +191,75 @@ def test_each_dependency_that_cannot_carry_over_is_reported_by_its_own_index() -
     }
     loaded = load_spec(data=result.spec, instruments=builtin_traits)
     assert [s.depends_on for s in loaded.sheets] == [(), (), (1, 2)]
+
+
+def test_a_template_that_includes_other_files_is_refused_not_written(tmp_path: Path) -> None:
+    """A Marianne template may `{% include %}` a file beside it; a Podium template has no
+    files to include, so the spec would fail every sheet. The import says so, naming the
+    score's field and the tag, and writes nothing."""
+    score = tmp_path / "parts.yaml"
+    score.write_text(
+        yaml.safe_dump(
+            _score(
+                sheet={"size": 1, "total_items": 2},
+                prompt={"template": "Intro\n{% include 'common.j2' %}\nstep {{ sheet_num }}"},
+            )
+        )
+    )
+    (tmp_path / "common.j2").write_text("shared text\n")
+    out = tmp_path / "parts.podium.yaml"
+    result = CliRunner().invoke(main, ["import-score", str(score), "-o", str(out)])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("podium: prompt.template: "), result.stderr
+    assert "line 2" in result.stderr and "{% include %} is not supported" in result.stderr
+    assert not out.exists()
+
+
+def test_stakes_a_template_places_itself_are_its_variables_not_appended() -> None:
+    """Marianne gives `stakes` and `thinking_method` to the template by name: one that
+    reads `{{ stakes }}` gets the text there (once), not an empty string with the text
+    appended at the end and a note saying it was set to ''."""
+    score = _score(
+        sheet={"size": 1, "total_items": 1},
+        prompt={
+            "template": "STAKES FIRST: {{ stakes }}\nthen step {{ sheet_num }}",
+            "stakes": "the release depends on it",
+            "thinking_method": "check twice",
+        },
+    )
+    result = import_score(score)
+    assert result.dropped == [], result.dropped
+    assert not any("stakes" in text for _, text in result.notes), result.notes
+    assert result.spec["variables"] == {"stakes": "the release depends on it"}
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    ctx = TemplateContext(
+        workspace="/w", job_id="j", sheet_num=1, total_sheets=1, sheet_name=None,
+        start_item=1, end_item=1, variables=loaded.spec.variables, outputs={},
+    )  # fmt: skip
+    prompt = render(loaded.sheets[0].prompt, ctx)
+    assert prompt.startswith("STAKES FIRST: the release depends on it\nthen step 1"), prompt
+    assert prompt.count("the release depends on it") == 1, prompt
+    # The one the template does not read is still appended, as before.
+    assert prompt.rstrip().endswith("check twice"), prompt
+
+
+def test_what_the_report_says_of_a_field_is_what_became_of_it() -> None:
+    """A condition that does not carry over leaves its validation on every sheet (the report
+    says so); `prompt.variables` that is not a mapping, and a validation that is not one,
+    are reported as such, not as settings Podium lacks or a type `None`."""
+    score = _score(
+        sheet={"size": 1, "total_items": 3},
+        prompt={"template": "step {{ sheet_num }}", "variables": ["a", "b"]},
+        validations=[
+            {"type": "file_exists", "path": "out.md", "condition": "sheet_num > 1 and x"},
+            "file_exists out.md",
+        ],
+    )
+    result = import_score(score)
+    why = dict(result.dropped)
+    assert "applies to every sheet" in why["validations.0.condition"], why
+    assert "mapping" in why["prompt.variables"], why
+    assert "not a Podium" not in why["prompt.variables"], why
+    assert "None" not in why["validations.1"] and "mapping" in why["validations.1"], why
+    loaded = load_spec(data=result.spec, instruments=builtin_traits)
+    assert [len(s.validations) for s in loaded.sheets] == [1, 1, 1]

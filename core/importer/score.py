@@ -95,7 +95,8 @@ def _map(t: Tracker, score_dir: Path | None, self_names: tuple[str, ...]) -> dic
         t.use("stale_detection")
     variables = _variables(t)
     plan = StageBuilder(t, instruments, set(variables)).build()
-    template, undefined = prompt_template(t, plan, set(variables), score_dir)
+    template, undefined, defined = prompt_template(t, plan, set(variables), score_dir)
+    variables.update(defined)
     variables.update(dict.fromkeys(undefined, ""))
     fallbacks = t.get("instrument_fallbacks")
     if fallbacks:
@@ -129,6 +130,8 @@ def _map(t: Tracker, score_dir: Path | None, self_names: tuple[str, ...]) -> dic
 def _variables(t: Tracker) -> dict[str, Any]:
     out: dict[str, Any] = {}
     block = t.peek("prompt.variables")
+    if block is not None and not isinstance(block, Mapping):
+        t.drop("prompt.variables", "must be a mapping of variable names to values")
     if not isinstance(block, Mapping):
         return out
     for key in block:

@@ -362,7 +362,11 @@ class StageBuilder:
                 continue
             test = condition_test(str(condition)) if condition is not None else ("==", int(only))
             if test is None:
-                t.drop(f"{where}.condition", "only `sheet_num OP N` conditions carry over")
+                t.drop(
+                    f"{where}.condition",
+                    "only `sheet_num OP N` conditions carry over: the validation applies to "
+                    "every sheet",
+                )
                 job.append(check)
                 continue
             t.use(f"{where}.condition")
@@ -378,6 +382,9 @@ class StageBuilder:
 
     def _validation(self, where: str) -> dict[str, Any] | None:
         t = self.t
+        if not isinstance(t.peek(where), Mapping):
+            t.drop(where, "not a validation: a validation is a mapping with a type")
+            return None
         kind = t.get(f"{where}.type")
         check: dict[str, Any] = {"type": kind}
         if kind in _CONTENT_TYPES:

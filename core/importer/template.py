@@ -20,8 +20,9 @@ _EMPTY_LISTS = ("skipped_upstream", "injected_context", "injected_skills", "inje
 
 def prompt_template(
     t: Tracker, plan: Plan, variables: set[str], score_dir: Path | None
-) -> tuple[str, list[str]]:
-    """(template, names it reads that nothing defines: they become empty variables)."""
+) -> tuple[str, list[str], dict[str, str]]:
+    """(template, names it reads that nothing defines: they become empty variables, the
+    variables it needs defined: `stakes` and `thinking_method` where it reads them)."""
     text = t.get("prompt.template")
     if text is None and t.peek("prompt.template_file") is not None:
         name = str(t.get("prompt.template_file"))
@@ -33,14 +34,26 @@ def prompt_template(
     if not isinstance(text, str) or not text.strip():
         text = "Sheet {{ sheet_num }} of {{ total_sheets }}."
         t.note("prompt", "no template: every sheet gets a one-line prompt naming it")
-    for key in ("stakes", "thinking_method"):
-        extra = t.get(f"prompt.{key}")
-        if isinstance(extra, str) and extra.strip():
-            text = f"{text.rstrip()}\n\n{extra.strip()}"
     try:
         read = names_read(text)
     except Exception as exc:
         raise ValueError(f"prompt.template: not a template Jinja can read: {exc}") from None
+    defined: dict[str, str] = {}
+    for key in ("stakes", "thinking_method"):
+        extra = t.get(f"prompt.{key}")
+        if not isinstance(extra, str) or not extra.strip():
+            continue
+        if key in read and key not in variables:
+            # Marianne gives them to the template by name: it places them itself.
+            defined[key] = extra.strip()
+        else:
+            text = f"{text.rstrip()}\n\n{extra.strip()}"
+    try:
+        read = names_read(text)  # the appended texts may read names too
+    except Exception as exc:
+        raise ValueError(
+            f"prompt.stakes, prompt.thinking_method: not a template Jinja can read: {exc}"
+        ) from None
     lines: list[str] = []
     total = len(plan.stages)
     for name in ("total_stages", "total_movements"):
@@ -60,11 +73,11 @@ def prompt_template(
             f"{{% set end_item = [start_item + {plan.size - 1}, {plan.total_items}] | min %}}"
         )
     template = "".join(lines) + text
-    known = BUILTIN_TEMPLATE_VARIABLES | variables
+    known = BUILTIN_TEMPLATE_VARIABLES | variables | set(defined)
     try:
         missing = [n for n, _ in undefined_names(template, known)]
     except TemplateRenderError as exc:
         raise ValueError(f"prompt.template: {exc}") from None
     for name in missing:
         t.note("prompt.template", f"{name!r} is not a Podium template variable: set to ''")
-    return template, missing
+    return template, missing, defined

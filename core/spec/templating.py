@@ -172,11 +172,35 @@ class _Outputs(Mapping[int, str]):
         return len(self._source)
 
 
+# Tags that load another template file. A Podium template is one text with no loader
+# beside it, so each of these fails every render; refused at parse, not at run time.
+_FILE_TAGS: tuple[tuple[type[nodes.Node], str], ...] = (
+    (nodes.Include, "include"),
+    (nodes.Extends, "extends"),
+    (nodes.Import, "import"),
+    (nodes.FromImport, "from ... import"),
+)
+
+
+def _refuse_file_tags(ast: nodes.Template) -> None:
+    for kind, tag in _FILE_TAGS:
+        node = next(iter(ast.find_all(kind)), None)
+        if node is not None:
+            raise TemplateSyntaxError(
+                f"{{% {tag} %}} is not supported: Podium templates have no template files "
+                "to read; write the text into the template itself (a macro defined in it "
+                "works), or give a file to the sheet as a prelude or cadenza",
+                node.lineno,
+            )
+
+
 @lru_cache(maxsize=1024)
 def compile_template(source: str) -> Template:
     """Compiled once per distinct source: a batch prompt renders for every sheet."""
     try:
-        return environment.from_string(environment.bounded_parse(source))
+        ast = environment.bounded_parse(source)
+        _refuse_file_tags(ast)
+        return environment.from_string(ast)
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(
             f"template syntax error at line {exc.lineno}: {exc.message}",
