@@ -104,10 +104,10 @@ class InstrumentError(_View):
 
 
 class InstrumentFile(_View):
-    """A user instrument profile file as the conductor read it at its last start or reload."""
+    """A user profile file as last read."""
 
     path: str
-    sha256: str | None = Field(description="digest of the bytes read (null: not readable)")
+    sha256: str | None = Field(description="null: unreadable")
 
 
 class PendingApproval(_View):
@@ -144,22 +144,13 @@ class ConductorStatus(_View):
         "reload (invalid YAML or fields, or a second file naming one profile), and why; a "
         "refused file that names a built-in leaves the built-in in use",
     )
-    instruments_loaded_at: UtcTime | None = Field(
-        None, description="when the instrument profiles in use were read (start or last reload)"
-    )
+    # Short descriptions: this schema is in every tools/list an agent reads.
+    instruments_loaded_at: UtcTime | None = Field(None, description="profiles read at")
     instrument_files: list[InstrumentFile] = Field(
-        default_factory=list,
-        description="each user profile file read then, with its digest: a file that differs "
-        "now is not in effect until a reload (`podium instruments` says which)",
+        default_factory=list, description="changed since: not in effect until a reload"
     )
-    store: str | None = Field(
-        None,
-        description="the store this conductor runs on: its store_url normalized, without a "
-        "password",
-    )
-    store_source: str | None = Field(
-        None, description="where that store_url came from when the conductor started"
-    )
+    store: str | None = Field(None, description="store_url, normalized, no password")
+    store_source: str | None = Field(None, description="where store_url came from")
     pressure_reason: str | None = None
     processes: int | None = Field(None, description="live descendants of the conductor")
     failure_rate: float | None = Field(None, description="share of recent attempts that failed")
