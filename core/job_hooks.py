@@ -200,10 +200,9 @@ class JobHooks:
                 path=path,
             )
             return True
-        # The follow-up may live where its parent was allowed to.
-        extra = [Path(workspace)]
-        if folder is not None and _inside(workspace, [os.path.realpath(folder)]):
-            extra.append(folder)
+        # The follow-up may live where its parent was allowed to: its spec's folder was an
+        # allowed root, or granted for that submit (`podium run` grants the file's folder).
+        extra = [Path(workspace)] + ([folder] if folder is not None else [])
         try:
             child = await self._submit(
                 path=path,

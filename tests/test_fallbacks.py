@@ -320,3 +320,32 @@ async def test_diagnose_blames_the_instrument_that_failed_not_the_one_moved_to(
     assert [(w.sheet_num, w.reason) for w in result.waiting] == [(1, "rate_limit")]
     for job in (blocker, moved):
         await fleet.cancel_job(job.job_id)
+
+
+async def test_a_fanned_out_stage_sends_no_instance_into_a_hold_its_siblings_just_set(
+    fleet: Conductor,
+) -> None:
+    """Four instances, three at a time, on an instrument whose limit lasts an hour: the
+    three that ran into it move on, and the fourth, started in the slot one of them freed,
+    goes to the fallback without running into the hold first (a slot frees when a process
+    ends, before its result, and with it the hold, is committed)."""
+    spec = {
+        "name": "fan-behind-hold",
+        "instrument": "limited",
+        "fallbacks": ["absent", "working"],
+        "fallback_wait_seconds": 0,
+        "concurrency": {"max_parallel_sheets": 3},
+        "sheets": [
+            {"name": "part", "fan_out": 4, "prompt": "part {{ instance }}/{{ fan_count }}"},
+            {"name": "join", "depends_on": ["part"], "instrument": "shell",
+             "prompt": "sort ran-on-working.txt"},
+        ],
+    }  # fmt: skip
+    detail, history, _ = await run(fleet, spec)
+    assert detail.status is JobStatus.COMPLETED
+    assert detail.sheets[-1].output_tail == "part 1/4\npart 2/4\npart 3/4\npart 4/4\n"
+    limited = [h for h in history if h.instrument == "limited"]
+    assert all(h.outcome is Outcome.RATE_LIMITED for h in limited)
+    first_end = min(h.ended_at for h in limited if h.ended_at is not None)
+    assert [h.sheet_num for h in limited if h.started_at >= first_end] == []
+    assert [s.instrument for s in detail.sheets] == ["working"] * 4 + ["shell"]

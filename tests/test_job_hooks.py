@@ -241,3 +241,36 @@ def test_hook_errors_name_the_field() -> None:
         )
     paths = {e.path for e in caught.value.errors}
     assert {"notifications.on_failure.0.url", "on_success.max_chain"} <= paths
+
+
+async def test_a_spec_run_from_its_own_folder_chains_the_follow_up_beside_it(
+    conductor: Conductor, tmp_path: Path
+) -> None:
+    """`podium run ~/proj/first.yaml` (a folder outside the allowed roots, granted for that
+    submit as the CLI does) chains `next.yaml` beside it, with the default workspace; a
+    follow-up that fails validation is not submitted and leaves its parent completed."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "first.yaml").write_text(
+        "name: first\non_success: {submit: next.yaml, max_chain: 4}\nsheets: [{prompt: echo one}]\n"
+    )
+    (folder / "next.yaml").write_text(
+        "name: second\non_success: {submit: broken.yaml, max_chain: 4}\n"
+        "sheets: [{prompt: echo two}]\n"
+    )
+    (folder / "broken.yaml").write_text("name: third\nsheets: [{prompt: echo 3, bogus: 1}]\n")
+    first = await conductor.submit_job(path=str(folder / "first.yaml"), extra_roots=[folder])
+    assert (await wait_for_job(conductor, first.job_id)).status is JobStatus.COMPLETED
+    await hooks_done(conductor, first.job_id)
+
+    async def second_done() -> bool:
+        jobs, _ = await conductor.list_jobs(name="second")
+        return len(jobs) == 1 and jobs[0].status is JobStatus.COMPLETED
+
+    await wait_until(second_done, timeout=20)
+    (second,) = (await conductor.list_jobs(name="second"))[0]
+    await hooks_done(conductor, second.job_id)
+    detail = await conductor.get_job(second.job_id)
+    assert (detail.chained_from, detail.chain_depth) == (first.job_id, 1)
+    assert (await conductor.list_jobs(name="third"))[0] == []
+    assert detail.status is JobStatus.COMPLETED

@@ -203,6 +203,7 @@ def plan_attempt(
         home=str(config.home),
         resume_session_id=carried.session_id,
         feedback=feedback,
+        plain_prompt=not assembling,
         keep_output_bytes=max(OUTPUT_TAIL_BYTES, context.output_bytes if context else 0),
     )
 

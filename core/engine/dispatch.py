@@ -354,6 +354,11 @@ class Dispatcher:
                     # Another conductor started sheets of the job since the pick (this op
                     # re-runs on fresh rows after a refused write): its limit holds.
                     continue
+                if ratelimits.is_held(tx.hold(job_state.hold_key(num)), tx.now):
+                    # A slot frees when a process ends, before its result is committed: the
+                    # rate limit that result set since the pick holds this sheet back (or,
+                    # with fallbacks, moves it on) instead of sending it into the limit.
+                    continue
                 attempt = sheet.attempts + 1
                 if not ratelimits.claim_first(tx, job_state.hold_key(num), job_id, num, attempt):
                     continue  # another conductor's sheet goes first behind the same hold

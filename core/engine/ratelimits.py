@@ -84,6 +84,11 @@ def first_is_going(hold: HoldRow, sheet_of: Callable[[str, int], SheetRow | None
     return sheet.attempts < hold.first_attempt or sheet.status is SheetStatus.RUNNING
 
 
+def is_held(hold: HoldRow | None, now: datetime) -> bool:
+    """Whether `hold` keeps its sheets from starting at `now`."""
+    return hold is not None and not hold.released and hold.until > now
+
+
 def claim_first(tx: Tx, key: str, job_id: str, sheet_num: int, attempt: int) -> bool:
     """Before starting a sheet behind `key`: when its hold is released, claim the first
     place for this attempt (written with the start, compare-and-set on the hold, so of two

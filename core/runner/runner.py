@@ -68,6 +68,9 @@ class AttemptPlan:
     # Why the last attempt did not finish (e.g. `validation_feedback(...)`): sent with the
     # task, or instead of it, first, when resuming (see `prompts.attempt_prompt`).
     feedback: str | None = None
+    # The prompt goes exactly as rendered on every attempt, a resumed one too (assembly off,
+    # or a profile whose prompt is a program): no words about the last attempt are added.
+    plain_prompt: bool = False
     # How much of the end of stdout the result keeps (more than the usual 4 KiB when the job's
     # `context` asks later sheets to see more).
     keep_output_bytes: int = 4096
@@ -304,7 +307,9 @@ async def run_attempt(
     try:
         invocation = build_invocation(
             plan.profile,
-            attempt_prompt(plan.prompt, feedback=plan.feedback, resuming=resuming),
+            plan.prompt
+            if plan.plain_prompt
+            else attempt_prompt(plan.prompt, feedback=plan.feedback, resuming=resuming),
             model=config.model,
             permission_mode=config.permission_mode,
             extra_args=list(config.extra_args),
