@@ -6,148 +6,57 @@ answer is what an agent reads."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
-from pathlib import Path
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
+from ai_cli_fakes import (
+    IN_2H,
+    LISBON,
+    LOS_ANGELES,
+    NEW_YORK,
+    SANTIAGO,
+    SIX_HOURS,
+    SUCCESS,
+    TASK,
+    TOKYO,
+    Fakes,
+    T,
+    Wording,
+    claude_says,
+    codex_says,
+    fakes,
+    frozen,
+    sheet_waiting,
+)
 from cli_streams import (
     PLUS_LIMIT,
     SESSION,
-    claude_init,
     claude_rejected,
-    claude_result,
     claude_run,
-    codex_failure,
-    codex_success,
     gemini_failure,
     gemini_json,
     gemini_json_error,
     jl,
-    write_fake_cli,
 )
-from helpers import wait_for_job, wait_until
-from mcp import Client
-from mcp_types import TextContent
-from test_transports import PODIUM, server_env
+from helpers import wait_for_job
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.instruments.catalog import builtin_profiles
 from podium.core.models import (
     ErrorCategory,
     JobStatus,
     Outcome,
-    PauseReason,
     SheetStatus,
     WaitingReason,
     utcnow,
 )
-from podium.core.runner.assembly import CHECKS_HEADER
-from podium.core.runner.prompts import CONTINUE_NOTE
-from podium.server.app import PodiumServer
 
 pytestmark = pytest.mark.anyio
-
-TASK = "Count the directories in listing.txt and write the number to count.txt"
-LISBON = ZoneInfo("Europe/Lisbon")
-NEW_YORK = ZoneInfo("America/New_York")
-LOS_ANGELES = ZoneInfo("America/Los_Angeles")
-TOKYO = ZoneInfo("Asia/Tokyo")
-SANTIAGO = ZoneInfo("America/Santiago")
-SIX_HOURS = timedelta(seconds=21600)  # max_rate_limit_wait_seconds by default
+__all__ = ["fakes"]  # fixture used by name below
 
 
-class Fakes:
-    """User profiles that are the built-ins with a fake executable, and per-job scripts."""
-
-    def __init__(self, home: Path, tmp_path: Path) -> None:
-        self.home = home
-        self.tmp = tmp_path
-        self.script = write_fake_cli(tmp_path / "fake-cli")
-        (home / "instruments").mkdir(exist_ok=True)
-        self._builtins = builtin_profiles()
-
-    def install(self, name: str, base: str | None = None, **update: Any) -> None:
-        profile = self._builtins[base or name].model_copy(
-            update={"name": name, "executable": str(self.script), **update}
-        )
-        data = profile.model_dump(mode="json", exclude_none=True)
-        (self.home / "instruments" / f"{name}.yaml").write_text(yaml.safe_dump(data))
-
-    def env(self, tag: str, *attempts: dict[str, Any]) -> dict[str, str]:
-        """The environment a sheet needs to replay `attempts` (one per call)."""
-        scenario = self.tmp / f"{tag}.scenario.json"
-        scenario.write_text(json.dumps(list(attempts)))
-        record = self.tmp / f"{tag}.record.jsonl"
-        record.write_text("")
-        return {"FAKE_SCENARIO": str(scenario), "FAKE_RECORD": str(record)}
-
-    def calls(self, tag: str) -> list[dict[str, Any]]:
-        lines = (self.tmp / f"{tag}.record.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines]
-
-    def spec(
-        self, tag: str, instrument: str, *attempts: dict[str, Any], **fields: Any
-    ) -> dict[str, Any]:
-        sheet = {"prompt": TASK, **fields.pop("sheet", {})}
-        config = {"env": self.env(tag, *attempts), **fields.pop("config", {})}
-        return {
-            "name": tag,
-            "instrument": instrument,
-            "instrument_config": config,
-            "retry": {"max_retries": 0, "base_delay_seconds": 0.05, "jitter": False},
-            "sheets": [sheet],
-            **fields,
-        }
-
-
-@pytest.fixture
-def fakes(home: Path, tmp_path: Path) -> Fakes:
-    return Fakes(home, tmp_path)
-
-
-def frozen(now: datetime) -> Callable[[], datetime]:
-    return lambda: now
-
-
-async def sheet_waiting(conductor: Conductor, job_id: str) -> None:
-    async def waiting() -> bool:
-        sheet = (await conductor.get_job(job_id)).sheets[0]
-        return sheet.status is SheetStatus.WAITING
-
-    await wait_until(waiting)
-
-
-@dataclass(frozen=True)
-class Wording:
-    """One reported wording, as the CLI prints it, and the wait it must give."""
-
-    id: str
-    base: str
-    attempt: dict[str, Any]
-    now: datetime
-    zone: tzinfo
-    until: datetime
-
-
-def claude_says(text: str, *, extra: list[str] | None = None) -> dict[str, Any]:
-    return {"stdout": claude_run(text, extra=extra), "exit": 1}
-
-
-def codex_says(text: str) -> dict[str, Any]:
-    return {"stdout": codex_failure(text), "exit": 1}
-
-
-T = datetime(2030, 3, 12, 10, 30, tzinfo=UTC)  # a Tuesday, after US DST began, before EU's
-IN_2H = int((T + timedelta(hours=2)).timestamp())
 WORDINGS = [
     Wording("claude-clock-in-its-zone", "claude-code",
             claude_says("You've hit your limit · resets 1pm (Europe/Lisbon)"),
@@ -226,13 +135,6 @@ WORDINGS = [
             datetime(2030, 3, 12, 3, 0, tzinfo=UTC), NEW_YORK,
             datetime(2030, 3, 12, 0, 0, tzinfo=LOS_ANGELES)),
 ]  # fmt: skip
-SUCCESS = {
-    "claude-code": {"stdout": [claude_init(), claude_result("7")]},
-    "codex-cli": {"stdout": codex_success("7")},
-    "gemini-cli": {"stdout": [gemini_failure("x", "y")[0],
-                              jl(type="message", role="assistant", content="7", delta=True),
-                              jl(type="result", status="success", stats={})]},
-}  # fmt: skip
 
 
 def other_ai(held: str) -> str:
@@ -428,305 +330,3 @@ async def test_out_of_credits_fails_at_once_with_its_category(
         (failing,) = (await c.diagnose(job.job_id)).failing
         assert "out of credits" in failing.cause
     assert len(fakes.calls("broke")) == 1
-
-
-# ----------------------------------------------------------------------------- MCP harness
-
-
-@asynccontextmanager
-async def mcp_client(conductor: Conductor) -> AsyncIterator[Client]:
-    server = PodiumServer(conductor)
-    async with server.running(), Client(server.mcp) as client:
-        yield client
-
-
-async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
-
-
-async def refused(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    return "\n".join(b.text for b in result.content if isinstance(b, TextContent))
-
-
-async def history_of(client: Client, job_id: str) -> list[dict[str, Any]]:
-    result = await client.read_resource(f"podium://jobs/{job_id}/history")
-    text = getattr(result.contents[0], "text", None)
-    assert isinstance(text, str)
-    entries: list[dict[str, Any]] = json.loads(text)["entries"]
-    return entries
-
-
-# ----------------------------------------------------------------------------- quota pools
-
-
-async def test_a_limit_on_one_profile_of_a_pool_holds_the_others(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig]
-) -> None:
-    # Two claude-code profiles on one account (different models), and one outside the pool.
-    fakes.install("claude-opus", "claude-code", quota_pool="anthropic-max")
-    fakes.install("claude-sonnet", "claude-code", quota_pool="anthropic-max")
-    fakes.install("claude-team", "claude-code")
-    until = T + timedelta(hours=2)
-    limit = claude_says(f"Claude AI usage limit reached|{int(until.timestamp())}")
-    ok = SUCCESS["claude-code"]
-    async with Conductor(make_config(), clock=frozen(T)) as c, mcp_client(c) as client:
-        first = await c.submit_job(spec=fakes.spec("opus", "claude-opus", limit, ok))
-        await sheet_waiting(c, first.job_id)
-        held = await c.submit_job(spec=fakes.spec("sonnet", "claude-sonnet", ok))
-        apart = await c.submit_job(spec=fakes.spec("team", "claude-team", ok))
-        assert (await wait_for_job(c, apart.job_id)).status is JobStatus.COMPLETED
-
-        status = await call(client, "status", {})
-        assert [(r["instrument"], r["pool"]) for r in status["rate_limits"]] == [
-            ("claude-opus", "anthropic-max"),
-            ("claude-sonnet", "anthropic-max"),
-        ]
-        assert {r["until"] for r in status["rate_limits"]} == {"2030-03-12T12:30:00.000000Z"}
-        detail = await call(client, "status", {"job_id": held.job_id})
-        assert detail["sheets"][0]["attempts"] == 0  # held back by the pool
-        assert fakes.calls("sonnet") == []
-
-        cleared = await call(client, "clear_rate_limits", {"instrument": "claude-sonnet"})
-        assert cleared["cleared"] == ["claude-opus", "claude-sonnet"]
-        for job in (first, held):
-            assert (await wait_for_job(c, job.job_id)).status is JobStatus.COMPLETED
-    assert len(fakes.calls("sonnet")) == 1
-
-
-async def test_a_profile_leaving_its_pool_on_reload_is_no_longer_held(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig]
-) -> None:
-    fakes.install("claude-opus", "claude-code", quota_pool="anthropic-max")
-    fakes.install("claude-sonnet", "claude-code", quota_pool="anthropic-max")
-    limit = claude_says(f"Claude AI usage limit reached|{IN_2H}")
-    ok = SUCCESS["claude-code"]
-    async with Conductor(make_config(), clock=frozen(T)) as c:
-        first = await c.submit_job(spec=fakes.spec("opus", "claude-opus", limit, ok))
-        await sheet_waiting(c, first.job_id)
-        held = await c.submit_job(spec=fakes.spec("sonnet", "claude-sonnet", ok))
-        assert (await c.get_job(held.job_id)).sheets[0].attempts == 0
-        # Its own account now: the sheet it held back runs at once.
-        fakes.install("claude-sonnet", "claude-code")
-        await c.reload()
-        assert (await wait_for_job(c, held.job_id)).status is JobStatus.COMPLETED
-        assert (await c.get_job(first.job_id)).sheets[0].status is SheetStatus.WAITING
-        assert [r.instrument for r in (await c.status()).rate_limits] == ["claude-opus"]
-        await c.cancel_job(first.job_id)
-
-
-# ----------------------------------------------------------------------------- sessions
-
-
-async def test_a_timed_out_session_is_resumed_by_the_retry_after_a_restart(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig]
-) -> None:
-    fakes.install("claude-code")
-    # The CLI reports its session at once, then works past the sheet's timeout.
-    started = {"stdout": [claude_init()], "sleep": 30}
-    spec = fakes.spec(
-        "slow", "claude-code", started, SUCCESS["claude-code"], config={"timeout_seconds": 1}
-    )
-    # The backoff outlives the restart (a stored wait, issue 10 item 9): long enough for the
-    # first conductor to stop before the retry, short enough for the second to run it.
-    spec["retry"] = {"max_retries": 1, "base_delay_seconds": 3, "jitter": False}
-    async with Conductor(make_config()) as c:
-        job = await c.submit_job(spec=spec)
-        await sheet_waiting(c, job.job_id)  # backing off before its retry
-        (entry,), _ = await c.get_execution_history(job.job_id)
-        assert entry.outcome is Outcome.TIMEOUT and entry.session_id == SESSION
-    # A new conductor on the same home knows the session from the store alone.
-    async with Conductor(make_config()) as again:
-        assert (await again.get_job(job.job_id)).status is JobStatus.PAUSED
-        await again.resume_job(job.job_id)
-        done = await wait_for_job(again, job.job_id)
-        assert done.status is JobStatus.COMPLETED
-        history, _ = await again.get_execution_history(job.job_id)
-        assert history[-1].resumed_session_id == SESSION
-    fresh, resumed = fakes.calls("slow")
-    assert SESSION not in fresh["argv"]
-    assert resumed["argv"] == ["-p", "--output-format", "stream-json", "--verbose",
-                               "--resume", SESSION]  # fmt: skip
-    assert resumed["stdin"].startswith(CONTINUE_NOTE) and resumed["stdin"].endswith(TASK)
-
-
-async def test_a_validation_failure_retry_carries_the_feedback(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig]
-) -> None:
-    fakes.install("claude-code")
-    fakes.install("goose")
-    check = {"type": "content_regex", "path": "count.txt", "pattern": "^[0-9]+$"}
-    wrong = {
-        "stdout": [claude_init(), claude_result("I wrote it.")],
-        "files": {"count.txt": "many"},
-    }
-    right = {"stdout": [claude_init(), claude_result("Fixed.")], "files": {"count.txt": "7"}}
-    retry = {"max_retries": 1, "base_delay_seconds": 0.05, "jitter": False}
-    claude = fakes.spec("claude", "claude-code", wrong, right, sheet={"validations": [check]})
-    goose = fakes.spec(
-        "goose",
-        "goose",
-        {"stdout": ["wrote it"], "files": {"count.txt": "many"}},
-        {"stdout": ["fixed"], "files": {"count.txt": "7"}},
-        sheet={"validations": [check]},
-    )
-    async with Conductor(make_config()) as c:
-        jobs = [await c.submit_job(spec={**spec, "retry": retry}) for spec in (claude, goose)]
-        for job in jobs:
-            assert (await wait_for_job(c, job.job_id)).status is JobStatus.COMPLETED
-    first, again = fakes.calls("claude")
-    assert again["argv"][-2:] == ["--resume", SESSION]
-    feedback, task = again["stdin"].split("\n\nThe original task, for reference:\n\n")
-    # Prompt assembly (on by default) adds the checks the result must pass to the task.
-    assembled = (
-        f"{TASK}\n\n{CHECKS_HEADER}\n"
-        "- the file count.txt has a match for the regular expression '^[0-9]+$'"
-    )
-    assert task == assembled and first["stdin"] == assembled
-    assert feedback.startswith("Your previous run finished, but these checks")
-    assert "content_regex" in feedback and "count.txt" in feedback
-    checks, tail = feedback.split("\n\nThe end of what your previous run printed:\n")
-    assert tail == "I wrote it."
-    # goose cannot resume a session: the task goes again, the same feedback after it.
-    _, goose_again = fakes.calls("goose")
-    assert goose_again["stdin"] == (
-        f"{assembled}\n\n{checks}\n\nThe end of what your previous run printed:\nwrote it"
-    )
-    assert goose_again["argv"] == ["run", "--no-session", "-i", "-"]
-
-
-# ----------------------------------------------------------------------------- cost
-
-
-def costly(cost: float, tokens: tuple[int, int]) -> dict[str, Any]:
-    return {"stdout": [claude_init(), claude_result("done", cost=cost, tokens=tokens)]}
-
-
-async def test_cost_totals_and_the_cost_limit(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig], home: Path
-) -> None:
-    fakes.install("claude-code")
-    env = fakes.env("priced", costly(0.3, (1200, 80)))
-    spec = {
-        "name": "priced",
-        "instrument": "claude-code",
-        "instrument_config": {"env": env},
-        "cost_limit_usd": 0.5,
-        "sheets": [
-            {"name": "one", "prompt": TASK},
-            {"name": "two", "prompt": TASK, "depends_on": ["one"]},
-            {"name": "three", "prompt": TASK, "depends_on": ["two"]},
-        ],
-    }
-    async with Conductor(make_config()) as c, mcp_client(c) as client:
-        job = await call(client, "submit_job", {"spec": spec})
-        paused = await wait_for_job(c, job["job_id"], statuses=("paused",))
-        assert paused.pause_reason is PauseReason.COST_LIMIT
-        detail = await call(client, "status", {"job_id": job["job_id"]})
-        # The second sheet's $0.30 took the total past $0.50: the third never started.
-        assert detail["pause_reason"] == "cost_limit"
-        assert [s["status"] for s in detail["sheets"]] == ["completed", "completed", "pending"]
-        assert detail["cost_usd"] == pytest.approx(0.6)
-        assert (detail["input_tokens"], detail["output_tokens"]) == (2400, 160)
-        assert detail["cost_limit_usd"] == 0.5
-        assert "cost_limit_usd" in detail["error"] and "$0.60" in detail["error"]
-        entries = await history_of(client, job["job_id"])
-        assert [(e["cost_usd"], e["input_tokens"], e["output_tokens"]) for e in entries] == [
-            (0.3, 1200, 80),
-            (0.3, 1200, 80),
-        ]
-        assert all(e["session_id"] == SESSION for e in entries)
-
-        # Resuming under the same limit would only spend more; a higher one continues it.
-        diagnosis = await call(client, "diagnose", {"job_id": job["job_id"]})
-        assert diagnosis["pause_reason"] == "cost_limit"
-        assert any("cost_limit_usd" in step["action"] for step in diagnosis["next_steps"])
-        message = await refused(client, "resume", {"job_id": job["job_id"]})
-        assert "cost_limit_usd" in message and "higher" in message
-        assert (await c.get_job(job["job_id"])).status is JobStatus.PAUSED
-        await call(
-            client, "resume", {"job_id": job["job_id"], "spec": {**spec, "cost_limit_usd": 2}}
-        )
-        done = await wait_for_job(c, job["job_id"])
-        assert done.status is JobStatus.COMPLETED
-        final = await call(client, "status", {"job_id": job["job_id"]})
-        assert final["cost_usd"] == pytest.approx(0.9) and final["input_tokens"] == 3600
-        assert final["pause_reason"] is None and final["error"] is None
-    # The CLI reads the same totals from the store.
-    shown = subprocess.run(
-        [PODIUM, "status", job["job_id"]],
-        env=server_env(home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert shown.returncode == 0, shown.stderr
-    assert "cost $0.9000 of a $2 limit; tokens 3,600 in, 240 out" in shown.stdout
-
-
-# ----------------------------------------------------------------------------- new profiles
-
-THREAD = "T-2775dc92-90ed-4f85-8b73-8f9766029e83"
-NEW_PROFILES = [
-    # (profile, sheet settings, its first event, expected argv, expected argv of the resume)
-    ("cursor-agent",
-     {"model": "sonnet-4.5", "permission_mode": "plan", "extra_args": ["--sandbox", "enabled"]},
-     jl(type="system", subtype="init", apiKeySource="login", cwd="/w", session_id=SESSION,
-        model="Claude 4.5 Sonnet", permissionMode="default"),
-     ["--print", "--output-format", "stream-json", "--trust", "--model", "sonnet-4.5",
-      "--mode", "plan", "--sandbox", "enabled"],
-     ["--print", "--output-format", "stream-json", "--trust", "--model", "sonnet-4.5",
-      "--mode", "plan", "--sandbox", "enabled", "--resume", SESSION]),
-    ("qwen-code",
-     {"model": "qwen3-coder-plus", "permission_mode": "accept-edits",
-      "extra_args": ["--max-session-turns", "30"]},
-     jl(type="system", subtype="session_start", uuid="u1", session_id=SESSION),
-     ["--output-format", "stream-json", "--model", "qwen3-coder-plus",
-      "--approval-mode", "auto-edit", "--max-session-turns", "30"],
-     ["--output-format", "stream-json", "--model", "qwen3-coder-plus",
-      "--approval-mode", "auto-edit", "--max-session-turns", "30", "--resume", SESSION]),
-    ("amp",
-     {"model": "claude-sonnet-4-5", "permission_mode": "bypass", "extra_args": ["--mode", "rush"]},
-     jl(type="system", subtype="init", cwd="/w", session_id=THREAD, tools=[], mcp_servers=[]),
-     ["--execute", "--stream-json", "--model", "claude-sonnet-4-5", "--dangerously-allow-all",
-      "--mode", "rush"],
-     ["threads", "continue", THREAD, "--execute", "--stream-json", "--model",
-      "claude-sonnet-4-5", "--dangerously-allow-all", "--mode", "rush"]),
-]  # fmt: skip
-
-
-async def test_new_profiles_command_lines_through_the_engine(
-    fakes: Fakes, make_config: Callable[..., PodiumConfig]
-) -> None:
-    """cursor-agent, qwen-code and amp: the exact command line a sheet runs with its model,
-    permission mode and extra arguments, and the one its retry runs after a timeout."""
-    jobs = {}
-    for name, *_ in NEW_PROFILES:
-        fakes.install(name)
-    async with Conductor(make_config()) as c:
-        for name, settings, first_event, _, _ in NEW_PROFILES:
-            answer = jl(type="result", subtype="success", is_error=False, result="7",
-                        session_id=SESSION, duration_ms=10)  # fmt: skip
-            spec = fakes.spec(
-                name,
-                name,
-                {"stdout": [first_event], "sleep": 30},
-                {"stdout": [first_event, answer]},
-                config={**settings, "timeout_seconds": 1},
-            )
-            spec["retry"] = {"max_retries": 1, "base_delay_seconds": 0.05, "jitter": False}
-            jobs[name] = (await c.submit_job(spec=spec)).job_id
-        for name, job_id in jobs.items():
-            done = await wait_for_job(c, job_id)
-            assert done.status is JobStatus.COMPLETED, name
-            assert done.sheets[0].output_tail == "7", name
-    for name, _, _, argv, resume_argv in NEW_PROFILES:
-        fresh, resumed = fakes.calls(name)
-        assert fresh["argv"] == argv, name
-        assert fresh["stdin"] == TASK, name
-        assert resumed["argv"] == resume_argv, name
-        assert resumed["stdin"].startswith(CONTINUE_NOTE), name

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from ai_cli_fakes import TASK, Fakes, claude_says, codex_says, frozen, sheet_waiting
+from ai_cli_fakes import fakes as fakes
 from cli_streams import SESSION, claude_init, claude_result, codex_success, jl
 from helpers import wait_for_job
-from test_ai_cli_engine import TASK, Fakes, claude_says, codex_says, frozen, sheet_waiting
-from test_ai_cli_engine import fakes as fakes
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
