@@ -20,6 +20,7 @@ from podium.core.engine.context import EngineContext
 from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
     LEASE_RAN_OUT,
+    OUTPUT_TAIL_BYTES,
     STOPPED_WHILE_RUNNING,
     final_job_status,
     interrupt,
@@ -41,6 +42,7 @@ from podium.core.models import (
 )
 from podium.core.runner import cgroups
 from podium.core.runner.escapees import end_attempt_processes
+from podium.core.runner.logs import read_output_tail
 from podium.core.runner.process import (
     ProcessGroupRef,
     groups_marked,
@@ -51,6 +53,10 @@ from podium.core.runner.runner import attempt_marker
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.recovery")
+
+AttemptKey = tuple[str, int, int]
+# An attempt recovery cut off: its row as recorded, why, and what it printed.
+Cut = tuple[AttemptRow, str, str | None]
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
@@ -98,6 +104,7 @@ class Recovery:
         ended = await anyio.to_thread.run_sync(cgroups.release_leftovers, str(self.ctx.config.home))
         if ended:
             log.warning("killed leftover processes in attempt cgroups", count=ended)
+        outputs = await anyio.to_thread.run_sync(_outputs, claimed)
         self.state.holds = {h.hold_key: h for h in await store.holds()}
         jobs = [j.job_id for j in await store.active_jobs()]
         jobs += sorted({a.job_id for a in claimed} - set(jobs))
@@ -110,8 +117,9 @@ class Recovery:
 
         def apply(tx: Tx) -> list[str]:
             touched: set[str] = set()
-            # The attempts cut off and why, for their sheets to say so and how long they ran.
-            cut: dict[tuple[str, int, int], tuple[AttemptRow, str]] = {}
+            # The attempts cut off, why and what they printed, for their sheets to say so
+            # and how long they ran.
+            cut: dict[AttemptKey, Cut] = {}
             for attempt in claimed:
                 row = tx.edit_attempt(attempt)
                 why = STOPPED_WHILE_RUNNING if self._ours(attempt) else LEASE_RAN_OUT
@@ -119,7 +127,8 @@ class Recovery:
                 # renewed), not until this start noticed: the time in between nobody ran it.
                 ended = last_known_running(row, tx.now)
                 interrupt(tx.now, why, attempt=row, ended_at=ended)
-                cut[(row.job_id, row.sheet_num, row.attempt)] = (row, why)
+                key = (row.job_id, row.sheet_num, row.attempt)
+                cut[key] = (row, why, outputs.get(key))
                 touched.add(attempt.job_id)
             for job_id in jobs:
                 if job_id not in state.jobs:
@@ -153,6 +162,7 @@ class Recovery:
         keys = [(a.job_id, a.sheet_num, a.attempt) for a in expired]
         for attempt, key in zip(expired, keys, strict=True):
             self.state.attempts.setdefault(key, attempt)
+        outputs = await anyio.to_thread.run_sync(_outputs, expired)
         jobs = sorted({a.job_id for a in expired})
         for job_id in jobs:
             if job_id not in self.state.jobs:
@@ -182,7 +192,14 @@ class Recovery:
                     mark_terminal(sheet, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
                     sheet.error_category = ErrorCategory.CANCELLED
                 else:
-                    interrupt(tx.now, LEASE_RAN_OUT, attempt=attempt, sheet=sheet, ended_at=ended)
+                    interrupt(
+                        tx.now,
+                        LEASE_RAN_OUT,
+                        attempt=attempt,
+                        sheet=sheet,
+                        ended_at=ended,
+                        output=outputs.get(key),
+                    )
             return taken
 
         try:
@@ -257,19 +274,28 @@ class Recovery:
         await wait_entries(entries, self.ctx.config.kill_grace_seconds)
 
 
+def _outputs(attempts: list[AttemptRow]) -> dict[AttemptKey, str | None]:
+    """What each attempt printed, from the end of its log: the sheet it was cut off from shows
+    that, not an earlier attempt's output (None where its log is empty or not on this host)."""
+    return {
+        (a.job_id, a.sheet_num, a.attempt): read_output_tail(a.log_path, OUTPUT_TAIL_BYTES)
+        for a in attempts
+    }
+
+
 def _reconcile(
     tx: Tx,
     job_id: str,
     auto_resume: bool,
     theirs: set[int],
     others_alive: bool = False,
-    cut: Mapping[tuple[str, int, int], tuple[AttemptRow, str]] | None = None,
+    cut: Mapping[AttemptKey, Cut] | None = None,
 ) -> bool:
     """One job after a restart; returns whether anything changed. Sheets in `theirs` are
     being run by another live conductor: they, and the job's status, are left as they are;
     so is the status of every job when other conductors are running (they run it on).
-    `cut` holds the attempts recovery has just recorded interrupted and why, by (job, sheet,
-    attempt)."""
+    `cut` holds the attempts recovery has just recorded interrupted, why and what they
+    printed, by (job, sheet, attempt)."""
     now = tx.now
     job = tx.job(job_id)
     changed = False
@@ -299,10 +325,11 @@ def _reconcile(
             # restart (or a crash loop) never makes a retry come sooner.
             continue
         if sheet.status is SheetStatus.RUNNING:
-            attempt, why = (cut or {}).get(
-                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING)
+            attempt, why, output = (cut or {}).get(
+                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING, None)
             )
-            interrupt(now, why, attempt=attempt, sheet=tx.edit_sheet(job_id, num))
+            reset = tx.edit_sheet(job_id, num)
+            interrupt(now, why, attempt=attempt, sheet=reset, output=output)
             changed = True
         elif sheet.status is SheetStatus.WAITING:
             # Shown waiting for a hold or backpressure: the next pass shows it again. The
