@@ -5,20 +5,25 @@ ends, even one that ignored SIGTERM until the kill grace ran out."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import wait_until, write_rows
-from test_recovery import apoll
+from test_recovery import apoll, live_group_members
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
 from podium.core.store.base import NewJob
+from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +71,82 @@ async def test_a_graceful_shutdown_shows_the_interrupted_attempts_own_output(
     else:
         assert sheet.output_tail is None
     assert EARLIER not in (sheet.output_tail or "")
+
+
+def attempt_processes(job_id: str) -> list[int]:
+    """Live processes of any attempt of `job_id` (they carry its id in their environment)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("PODIUM_JOB_ID") == job_id and proc.status() != "zombie":
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("escapes", "runner_stuck"),
+    [(False, False), (True, False), (True, True)],
+    ids=["in-its-group", "and-a-setsid-child", "runner-past-its-bound"],
+)
+async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_grace(
+    tmp_path: Path,
+    make_config: Callable[..., PodiumConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    escapes: bool,
+    runner_stuck: bool,
+) -> None:
+    """A sheet that ignores SIGTERM is SIGKILLed after kill_grace_seconds, and so is a child
+    of it that left its group, after its own grace; the shutdown records the attempt as it
+    ended (`the conductor shut down`), leaves nothing running and nothing in flight for the
+    next start to find (`the conductor stopped while it ran`). A runner that has still not
+    ended it when its kill sequence should be over (stuck) is overtaken: the stop kills what
+    is left and records the attempt itself."""
+    if runner_stuck:
+        monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    config = make_config(kill_grace_seconds=1.5)
+    conductor = Conductor(config)
+    await conductor.start()
+    try:
+        spec = second_attempt_spec(tmp_path, prints=True, ignores_term=True)
+        spec["retry"] = {"max_retries": 0}
+        spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
+            'if [ "$PODIUM_ATTEMPT" = 1 ]', 'if [ "$PODIUM_ATTEMPT" = 0 ]'
+        )
+        if escapes:
+            # A child that left the group and ignores SIGTERM too: ended after its own grace.
+            spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
+                "sleep 1000", "setsid bash -c \"trap '' TERM; sleep 1000\" & sleep 1000"
+            )
+        await conductor.submit_job(spec=spec, job_id="stubborn")
+        await apoll((tmp_path / "pid-1").exists, 30, "the sheet to start")
+        sheet_pid = int((tmp_path / "pid-1").read_text())
+    finally:
+        await conductor.stop()
+    try:
+        assert live_group_members(sheet_pid) == []
+        assert attempt_processes("stubborn") == []
+    finally:
+        for pid in attempt_processes("stubborn"):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    # Read before any conductor starts again: the stop itself left the record.
+    store = await open_store(config)
+    try:
+        in_flight = await store.in_flight_attempts()
+        entry = await store.get_attempt("stubborn", 1, 1)
+        sheet = await store.get_sheet("stubborn", 1)
+        job = await store.get_job("stubborn")
+    finally:
+        await store.close()
+    assert in_flight == []
+    assert entry is not None and sheet is not None and job is not None
+    assert entry.outcome is Outcome.INTERRUPTED
+    assert entry.error == "interrupted: the conductor shut down"
+    assert sheet.status is SheetStatus.PENDING
+    assert sheet.last_error == "interrupted: the conductor shut down"
+    assert (job.status, job.pause_reason) == (JobStatus.PAUSED, PauseReason.SHUTDOWN)
 
 
 async def _in_flight_with_an_earlier_output(

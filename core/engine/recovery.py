@@ -17,10 +17,10 @@ import structlog
 
 from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
-from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
     LEASE_RAN_OUT,
     OUTPUT_TAIL_BYTES,
+    SHUT_DOWN,
     STOPPED_WHILE_RUNNING,
     final_job_status,
     interrupt,
@@ -29,7 +29,7 @@ from podium.core.engine.rules import (
     reset_for_retry,
     set_job_status,
 )
-from podium.core.engine.state import EngineState
+from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.models import (
@@ -42,6 +42,7 @@ from podium.core.models import (
 )
 from podium.core.runner import cgroups
 from podium.core.runner.escapees import end_attempt_processes
+from podium.core.runner.groups import kill_now
 from podium.core.runner.logs import read_output_tail
 from podium.core.runner.process import (
     ProcessGroupRef,
@@ -49,7 +50,7 @@ from podium.core.runner.process import (
     kill_recorded_group,
     terminate_group,
 )
-from podium.core.runner.runner import attempt_marker
+from podium.core.runner.runner import attempt_marker, stop_seconds
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.recovery")
@@ -271,7 +272,58 @@ class Recovery:
             # A cancel or deadline already under way keeps its reason.
             entry.stop_reason = entry.stop_reason or "shutdown"
             entry.control.request_cancel()
-        await wait_entries(entries, self.ctx.config.kill_grace_seconds)
+        # Every attempt it ends is recorded by the stop itself: one still in flight would be
+        # found by the next start as if the conductor had crashed. The runner's whole kill
+        # sequence is waited for (a sheet that ignores SIGTERM, and what left its group, each
+        # get the kill grace), not just one grace period.
+        with anyio.move_on_after(stop_seconds(self.ctx.config.kill_grace_seconds)):
+            for entry in entries:
+                await entry.done.wait()
+        stuck = [e for e in entries if not e.done.is_set()]
+        if stuck:
+            await self._record_stuck(stuck)
+
+    async def _record_stuck(self, entries: list[RunningSheet]) -> None:
+        """Attempts whose runner has not ended them within its own bound (it is stuck): what
+        they left running is SIGKILLed now and the stop records them interrupted itself; the
+        runner's late result is then refused (the attempt is no longer in flight)."""
+        log.error("attempts still ending after the kill sequence; killed", count=len(entries))
+        store = self.writer.store
+        home = str(self.ctx.config.home)
+        found: list[RunningSheet] = []
+        for entry in entries:
+            row = await store.get_attempt(entry.job_id, entry.sheet_num, entry.attempt)
+            if row is None or row.outcome is not None:
+                continue
+            found.append(entry)
+            marker = attempt_marker(home, entry.job_id, entry.sheet_num, entry.attempt)
+            for pgid in await anyio.to_thread.run_sync(groups_marked, "PODIUM_ATTEMPT_OF", marker):
+                kill_now(pgid)
+            await end_attempt_processes(marker, row.started_at.timestamp(), 0)
+
+        def apply(tx: Tx) -> None:
+            for entry in found:
+                key = (entry.job_id, entry.sheet_num, entry.attempt)
+                current = tx.attempt(key)
+                if current is None or current.outcome is not None:
+                    continue  # its runner recorded it after all
+                attempt = tx.edit_attempt(current)
+                sheet = tx.sheet(entry.job_id, entry.sheet_num)
+                edited = None
+                if sheet.status is SheetStatus.RUNNING and sheet.attempts == entry.attempt:
+                    edited = tx.edit_sheet(entry.job_id, entry.sheet_num)
+                output = entry.control.output_so_far(OUTPUT_TAIL_BYTES)
+                if edited is not None and tx.job(entry.job_id).status.is_terminal:
+                    # A cancel or deadline under way: the sheet ends as the job did.
+                    interrupt(tx.now, SHUT_DOWN, attempt=attempt, output=output)
+                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
+                    edited.error_category = ErrorCategory.CANCELLED
+                else:
+                    interrupt(tx.now, SHUT_DOWN, attempt=attempt, sheet=edited, output=output)
+
+        jobs = sorted({e.job_id for e in found})
+        if found:
+            await self.writer.run(Op(apply, jobs=jobs, name="record stuck attempts"))
 
 
 def _outputs(attempts: list[AttemptRow]) -> dict[AttemptKey, str | None]:

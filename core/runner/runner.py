@@ -30,6 +30,7 @@ from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner import cgroups, reaper, threads
 from podium.core.runner.classify import Classification, classify_failure, describe
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
+from podium.core.runner.groups import SETTLE_SECONDS
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
 from podium.core.runner.prompts import attempt_prompt
@@ -108,6 +109,14 @@ class AttemptResult:
     cache_write_tokens: int | None = None
     # The session this attempt continued (None: it started a fresh one).
     resumed_session_id: str | None = None
+
+
+def stop_seconds(kill_grace_seconds: float) -> float:
+    """The longest an attempt takes to end once it is told to stop: its group gets the kill
+    grace and a settle after SIGKILL, its leader and its pipes a settle each, then what left
+    the group (`setsid` daemons) its own grace and settle, and its cgroup a last settle. A
+    graceful stop waits this long for the attempts it ends to be recorded."""
+    return 2 * kill_grace_seconds + 5 * SETTLE_SECONDS
 
 
 def attempt_marker(home: str, job_id: str, sheet_num: int, attempt: int) -> str:
