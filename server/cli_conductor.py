@@ -113,7 +113,8 @@ async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
             markup=False,
         )
         return EXIT_FAILED
-    wait = wait_seconds if wait_seconds > 0 else config.kill_grace_seconds + 30
+    # The stop waits out the kill sequence of the sheets it ends (see `stop_seconds`).
+    wait = wait_seconds if wait_seconds > 0 else 2 * config.kill_grace_seconds + 30
     if not await stop_conductor(info, wait):
         err.print(f"podium: the conductor (pid {info.pid}) is still stopping after {wait:.0f}s")
         return EXIT_FAILED
@@ -128,7 +129,10 @@ async def _stop(config: PodiumConfig, force: bool, wait_seconds: float) -> int:
 @click.command()
 @click.option("--force", is_flag=True, help="Stop even with active jobs (they are paused).")
 @click.option(
-    "--wait", "wait_seconds", default=0.0, help="Seconds to wait (0: kill_grace_seconds + 30)."
+    "--wait",
+    "wait_seconds",
+    default=0.0,
+    help="Seconds to wait (0: twice kill_grace_seconds + 30).",
 )
 @pass_ctx
 @run_async

@@ -37,7 +37,9 @@ class NoConductorError(PodiumError):
 
 
 class NotAttachableError(PodiumError):
-    def __init__(self, home: Path, pid: int) -> None:
+    def __init__(self, home: Path, info: ConductorInfo) -> None:
+        self.info = info
+        pid = info.pid
         super().__init__(
             f"Podium home {home} is owned by pid {pid}, an engine inside `podium serve "
             "--embedded` or `--transport sse`, which other processes cannot attach to; stop it "
@@ -91,16 +93,18 @@ def find_conductor(config: PodiumConfig, *, same_store: bool = True) -> Conducto
     stopping it) if the conductor runs on another store than `config` names."""
     info = read_conductor_info(config)
     if info is not None and info.url is None:
-        raise NotAttachableError(config.home, info.pid)
-    if (
-        same_store
-        and info is not None
-        # A conductor.json written before stores were recorded says nothing to compare.
-        and info.store is not None
-        and info.store != store_identity(config.store_url)
-    ):
-        raise StoreMismatchError(config, info)
+        raise NotAttachableError(config.home, info)
+    if same_store and info is not None:
+        refuse_another_store(config, info)
     return info
+
+
+def refuse_another_store(config: PodiumConfig, info: ConductorInfo) -> None:
+    """Raise StoreMismatchError when the engine `info` names (attachable or embedded) runs
+    on another store than `config` names."""
+    # A conductor.json written before stores were recorded says nothing to compare.
+    if info.store is not None and info.store != store_identity(config.store_url):
+        raise StoreMismatchError(config, info)
 
 
 def _spawn(config: PodiumConfig) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from podium.server.daemon import (
     TokenRefusedError,
     ensure_conductor,
     find_conductor,
+    refuse_another_store,
 )
 
 # Tool and argument names in conductor messages, as a person types them at the CLI.
@@ -209,8 +210,11 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
     """The running conductor for reads, else the store as it is."""
     try:
         info = find_conductor(config)
-    except NotAttachableError:
-        info = None  # an embedded engine owns the home: its store can still be read
+    except NotAttachableError as exc:
+        # An embedded engine owns the home: its store can still be read, when it is the one
+        # this command is configured for (it recorded its store where it records owning it).
+        refuse_another_store(config, exc.info)
+        info = None
     if info is not None:
         async with connect(info) as remote:
             yield remote, info

@@ -19,7 +19,7 @@ from podium.core.config import PodiumConfig
 from podium.core.errors import FieldError, SpecError
 from podium.core.instruments.catalog import profile_errors
 from podium.core.instruments.profile import InstrumentProfile
-from podium.core.models import ErrorCategory, JobStatus
+from podium.core.models import ErrorCategory, JobStatus, SheetStatus
 from podium.core.runner import regex, runner
 from podium.core.spec import load_spec
 
@@ -258,6 +258,25 @@ async def json_conductor(
                 "jsonl-cli",
                 output={"format": "jsonl", "result_path": {"path": "text", "where": {"t": "a"}}},
             ),
+            "err-cli": profile_yaml("err-cli", output={"format": "json", "error_path": "is_error"}),
+            "err-result-cli": profile_yaml(
+                "err-result-cli",
+                output={"format": "json", "result_path": "result", "error_path": "is_error"},
+            ),
+            "err-event-cli": profile_yaml(
+                "err-event-cli",
+                output={
+                    "format": "jsonl",
+                    "error_path": {"path": "error", "where": {"type": "error"}},
+                },
+            ),
+            "err-stream-cli": profile_yaml(
+                "err-stream-cli",
+                output={
+                    "format": "jsonl",
+                    "error_path": {"path": "is_error", "where": {"type": "result"}},
+                },
+            ),
         },
     )
     c = Conductor(make_config())
@@ -319,3 +338,62 @@ async def test_a_stream_answer_event_past_the_limit_is_reported(
     (sheet,) = done.sheets
     assert sheet.error_category is ErrorCategory.VALIDATION_FAILED
     assert "structured_output:" in (sheet.last_error or ""), sheet.last_error
+
+
+@pytest.mark.parametrize(
+    ("instrument", "paths"),
+    [
+        ("err-cli", "output.error_path"),
+        ("err-result-cli", "output.result_path, output.error_path"),
+        ("err-stream-cli", "output.error_path"),
+    ],
+)
+async def test_an_error_flag_past_the_limit_fails_the_run_saying_how_big(
+    json_conductor: Conductor, tmp_path: Path, instrument: str, paths: str
+) -> None:
+    """A CLI that exits 0 but says `is_error: true` in a document (or a stream's only event)
+    too large to read: whether it reported an error cannot be told, so the run does not pass
+    for a success."""
+    c = json_conductor
+    big = {"type": "result", "is_error": True, "result": "x" * 100_000}
+    job = await c.submit_job(
+        spec=one_sheet("flag", instrument, print_json(tmp_path / "flag.json", big))
+    )
+    done = await wait_for_job(c, job.job_id)
+    (sheet,) = done.sheets
+    assert sheet.status is SheetStatus.FAILED
+    assert sheet.error_category is ErrorCategory.VALIDATION_FAILED
+    size = len(json.dumps(big)) + 1
+    (attempt,) = (await c.get_execution_history(job.job_id))[0]
+    (check,) = attempt.validations
+    assert check.type == "structured_output" and not check.passed
+    detail = check.detail or ""
+    assert detail.startswith(f"{paths}: "), detail
+    assert f"{size} bytes" in detail and "65536" in detail, detail
+    assert detail in (sheet.last_error or ""), sheet.last_error
+
+
+@pytest.mark.parametrize(
+    ("instrument", "flagged"),
+    [("err-stream-cli", False), ("err-stream-cli", True), ("err-event-cli", False)],
+    ids=["no-error", "error", "no-error-event"],
+)
+async def test_a_stream_whose_error_flag_is_in_the_tail_is_read_however_long(
+    json_conductor: Conductor, tmp_path: Path, instrument: str, flagged: bool
+) -> None:
+    """A stream's last events are read: its flag there counts, and a CLI that prints an
+    error event only when there is one (opencode) has reported none when its kept end holds
+    events but no error."""
+    c = json_conductor
+    events = [{"type": "noise", "text": "y" * 1000} for _ in range(200)]
+    events.append({"type": "result", "is_error": flagged})
+    job = await c.submit_job(
+        spec=one_sheet("tail", instrument, print_json(tmp_path / "tail.jsonl", *events))
+    )
+    done = await wait_for_job(c, job.job_id)
+    (sheet,) = done.sheets
+    if flagged:
+        assert sheet.error_category is ErrorCategory.FAILED
+        assert "reported an error (output.error_path)" in (sheet.last_error or "")
+    else:
+        assert done.status is JobStatus.COMPLETED

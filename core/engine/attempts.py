@@ -275,7 +275,7 @@ def record_result(
         finish_attempt_row(attempt, result, outcome)
         if outcome is Outcome.INTERRUPTED:
             # The runner timed it: the attempt keeps the end and duration it measured.
-            interrupt(now, SHUT_DOWN, attempt=attempt, sheet=sheet)
+            interrupt(now, SHUT_DOWN, attempt=attempt, sheet=sheet, output=result.stdout_tail)
         if costs.reported_usage(result):
             edited = tx.edit_job(job_id)
             costs.add_usage(edited, result)

@@ -17,9 +17,10 @@ import structlog
 
 from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
-from podium.core.engine.control import wait_entries
 from podium.core.engine.rules import (
     LEASE_RAN_OUT,
+    OUTPUT_TAIL_BYTES,
+    SHUT_DOWN,
     STOPPED_WHILE_RUNNING,
     final_job_status,
     interrupt,
@@ -28,7 +29,7 @@ from podium.core.engine.rules import (
     reset_for_retry,
     set_job_status,
 )
-from podium.core.engine.state import EngineState
+from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
 from podium.core.models import (
@@ -41,16 +42,22 @@ from podium.core.models import (
 )
 from podium.core.runner import cgroups
 from podium.core.runner.escapees import end_attempt_processes
+from podium.core.runner.groups import kill_now
+from podium.core.runner.logs import read_output_tail
 from podium.core.runner.process import (
     ProcessGroupRef,
     groups_marked,
     kill_recorded_group,
     terminate_group,
 )
-from podium.core.runner.runner import attempt_marker
+from podium.core.runner.runner import attempt_marker, stop_seconds
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.recovery")
+
+AttemptKey = tuple[str, int, int]
+# An attempt recovery cut off: its row as recorded, why, and what it printed.
+Cut = tuple[AttemptRow, str, str | None]
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
@@ -98,6 +105,7 @@ class Recovery:
         ended = await anyio.to_thread.run_sync(cgroups.release_leftovers, str(self.ctx.config.home))
         if ended:
             log.warning("killed leftover processes in attempt cgroups", count=ended)
+        outputs = await anyio.to_thread.run_sync(_outputs, claimed)
         self.state.holds = {h.hold_key: h for h in await store.holds()}
         jobs = [j.job_id for j in await store.active_jobs()]
         jobs += sorted({a.job_id for a in claimed} - set(jobs))
@@ -110,8 +118,9 @@ class Recovery:
 
         def apply(tx: Tx) -> list[str]:
             touched: set[str] = set()
-            # The attempts cut off and why, for their sheets to say so and how long they ran.
-            cut: dict[tuple[str, int, int], tuple[AttemptRow, str]] = {}
+            # The attempts cut off, why and what they printed, for their sheets to say so
+            # and how long they ran.
+            cut: dict[AttemptKey, Cut] = {}
             for attempt in claimed:
                 row = tx.edit_attempt(attempt)
                 why = STOPPED_WHILE_RUNNING if self._ours(attempt) else LEASE_RAN_OUT
@@ -119,7 +128,8 @@ class Recovery:
                 # renewed), not until this start noticed: the time in between nobody ran it.
                 ended = last_known_running(row, tx.now)
                 interrupt(tx.now, why, attempt=row, ended_at=ended)
-                cut[(row.job_id, row.sheet_num, row.attempt)] = (row, why)
+                key = (row.job_id, row.sheet_num, row.attempt)
+                cut[key] = (row, why, outputs.get(key))
                 touched.add(attempt.job_id)
             for job_id in jobs:
                 if job_id not in state.jobs:
@@ -153,6 +163,7 @@ class Recovery:
         keys = [(a.job_id, a.sheet_num, a.attempt) for a in expired]
         for attempt, key in zip(expired, keys, strict=True):
             self.state.attempts.setdefault(key, attempt)
+        outputs = await anyio.to_thread.run_sync(_outputs, expired)
         jobs = sorted({a.job_id for a in expired})
         for job_id in jobs:
             if job_id not in self.state.jobs:
@@ -182,7 +193,14 @@ class Recovery:
                     mark_terminal(sheet, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
                     sheet.error_category = ErrorCategory.CANCELLED
                 else:
-                    interrupt(tx.now, LEASE_RAN_OUT, attempt=attempt, sheet=sheet, ended_at=ended)
+                    interrupt(
+                        tx.now,
+                        LEASE_RAN_OUT,
+                        attempt=attempt,
+                        sheet=sheet,
+                        ended_at=ended,
+                        output=outputs.get(key),
+                    )
             return taken
 
         try:
@@ -254,7 +272,67 @@ class Recovery:
             # A cancel or deadline already under way keeps its reason.
             entry.stop_reason = entry.stop_reason or "shutdown"
             entry.control.request_cancel()
-        await wait_entries(entries, self.ctx.config.kill_grace_seconds)
+        # Every attempt it ends is recorded by the stop itself: one still in flight would be
+        # found by the next start as if the conductor had crashed. The runner's whole kill
+        # sequence is waited for (a sheet that ignores SIGTERM, and what left its group, each
+        # get the kill grace), not just one grace period.
+        with anyio.move_on_after(stop_seconds(self.ctx.config.kill_grace_seconds)):
+            for entry in entries:
+                await entry.done.wait()
+        stuck = [e for e in entries if not e.done.is_set()]
+        if stuck:
+            await self._record_stuck(stuck)
+
+    async def _record_stuck(self, entries: list[RunningSheet]) -> None:
+        """Attempts whose runner has not ended them within its own bound (it is stuck): what
+        they left running is SIGKILLed now and the stop records them interrupted itself; the
+        runner's late result is then refused (the attempt is no longer in flight)."""
+        log.error("attempts still ending after the kill sequence; killed", count=len(entries))
+        store = self.writer.store
+        home = str(self.ctx.config.home)
+        found: list[RunningSheet] = []
+        for entry in entries:
+            row = await store.get_attempt(entry.job_id, entry.sheet_num, entry.attempt)
+            if row is None or row.outcome is not None:
+                continue
+            found.append(entry)
+            marker = attempt_marker(home, entry.job_id, entry.sheet_num, entry.attempt)
+            for pgid in await anyio.to_thread.run_sync(groups_marked, "PODIUM_ATTEMPT_OF", marker):
+                kill_now(pgid)
+            await end_attempt_processes(marker, row.started_at.timestamp(), 0)
+
+        def apply(tx: Tx) -> None:
+            for entry in found:
+                key = (entry.job_id, entry.sheet_num, entry.attempt)
+                current = tx.attempt(key)
+                if current is None or current.outcome is not None:
+                    continue  # its runner recorded it after all
+                attempt = tx.edit_attempt(current)
+                sheet = tx.sheet(entry.job_id, entry.sheet_num)
+                edited = None
+                if sheet.status is SheetStatus.RUNNING and sheet.attempts == entry.attempt:
+                    edited = tx.edit_sheet(entry.job_id, entry.sheet_num)
+                output = entry.control.output_so_far(OUTPUT_TAIL_BYTES)
+                if edited is not None and tx.job(entry.job_id).status.is_terminal:
+                    # A cancel or deadline under way: the sheet ends as the job did.
+                    interrupt(tx.now, SHUT_DOWN, attempt=attempt, output=output)
+                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
+                    edited.error_category = ErrorCategory.CANCELLED
+                else:
+                    interrupt(tx.now, SHUT_DOWN, attempt=attempt, sheet=edited, output=output)
+
+        jobs = sorted({e.job_id for e in found})
+        if found:
+            await self.writer.run(Op(apply, jobs=jobs, name="record stuck attempts"))
+
+
+def _outputs(attempts: list[AttemptRow]) -> dict[AttemptKey, str | None]:
+    """What each attempt printed, from the end of its log: the sheet it was cut off from shows
+    that, not an earlier attempt's output (None where its log is empty or not on this host)."""
+    return {
+        (a.job_id, a.sheet_num, a.attempt): read_output_tail(a.log_path, OUTPUT_TAIL_BYTES)
+        for a in attempts
+    }
 
 
 def _reconcile(
@@ -263,13 +341,13 @@ def _reconcile(
     auto_resume: bool,
     theirs: set[int],
     others_alive: bool = False,
-    cut: Mapping[tuple[str, int, int], tuple[AttemptRow, str]] | None = None,
+    cut: Mapping[AttemptKey, Cut] | None = None,
 ) -> bool:
     """One job after a restart; returns whether anything changed. Sheets in `theirs` are
     being run by another live conductor: they, and the job's status, are left as they are;
     so is the status of every job when other conductors are running (they run it on).
-    `cut` holds the attempts recovery has just recorded interrupted and why, by (job, sheet,
-    attempt)."""
+    `cut` holds the attempts recovery has just recorded interrupted, why and what they
+    printed, by (job, sheet, attempt)."""
     now = tx.now
     job = tx.job(job_id)
     changed = False
@@ -299,10 +377,11 @@ def _reconcile(
             # restart (or a crash loop) never makes a retry come sooner.
             continue
         if sheet.status is SheetStatus.RUNNING:
-            attempt, why = (cut or {}).get(
-                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING)
+            attempt, why, output = (cut or {}).get(
+                (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING, None)
             )
-            interrupt(now, why, attempt=attempt, sheet=tx.edit_sheet(job_id, num))
+            reset = tx.edit_sheet(job_id, num)
+            interrupt(now, why, attempt=attempt, sheet=reset, output=output)
             changed = True
         elif sheet.status is SheetStatus.WAITING:
             # Shown waiting for a hold or backpressure: the next pass shows it again. The

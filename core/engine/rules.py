@@ -133,14 +133,17 @@ def interrupt(
     attempt: AttemptRow | None = None,
     sheet: SheetRow | None = None,
     ended_at: datetime | None = None,
+    output: str | None = None,
 ) -> None:
     """The one way an attempt cut off by any route (a restart after a crash, a lease taken
     back, a graceful shutdown) is recorded, on copies of the rows the caller owns. The
     attempt becomes `interrupted` ("interrupted: <why>"); `ended_at`, when given, is when it
     was last known to run and becomes its end (an attempt that already has an end keeps it,
     one with none ends `now`), and its duration follows from that end. Its sheet goes back
-    to `pending` saying the same, showing that attempt's duration; the sheet's retry and
-    rate-limit budgets are kept, since an interruption is not a retry."""
+    to `pending` saying the same, showing that attempt's duration and `output`, what that
+    attempt printed (None: nothing, or nothing this conductor can read), never an earlier
+    attempt's; the sheet's retry and rate-limit budgets are kept, since an interruption is
+    not a retry."""
     error = f"interrupted: {why}"
     duration: float | None = None
     if attempt is not None:
@@ -157,6 +160,8 @@ def interrupt(
         sheet.last_error = error
         sheet.error_category = ErrorCategory.INTERRUPTED
         sheet.duration_seconds = duration
+        kept = output.encode()[-OUTPUT_TAIL_BYTES:].decode(errors="ignore") if output else ""
+        sheet.output_tail = kept or None
 
 
 @dataclass(frozen=True)

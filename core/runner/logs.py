@@ -191,6 +191,24 @@ def read_log_tail(path: Path, tail_lines: int, max_bytes: int = MAX_READ_BYTES) 
     return "".join(lines[-tail_lines:])
 
 
+def read_output_tail(path: str | None, max_bytes: int) -> str | None:
+    """The last `max_bytes` of a log as text that does not start inside a character, or
+    None when it holds nothing or cannot be read here (a log on another conductor's host)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            start = max(0, end - max(0, min(max_bytes, MAX_READ_BYTES)))
+            f.seek(start)
+            data = f.read(end - start)
+    except OSError:
+        return None
+    if start > 0:
+        data = data[_skip_partial_utf8_start(data) :]
+    return data.decode("utf-8", errors="replace") or None
+
+
 def read_log_range(path: Path, offset: int, max_bytes: int) -> tuple[str, int, bool]:
     """Read from byte `offset`: returns (text, next_offset, more_available).
 

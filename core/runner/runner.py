@@ -30,6 +30,7 @@ from podium.core.models import ErrorCategory, Outcome, ValidationResult, utcnow
 from podium.core.runner import cgroups, reaper, threads
 from podium.core.runner.classify import Classification, classify_failure, describe
 from podium.core.runner.escapees import MARK_VARIABLE, end_processes, find_left_behind
+from podium.core.runner.groups import SETTLE_SECONDS
 from podium.core.runner.logs import read_log_range
 from podium.core.runner.process import ProcessGroupRef, ProcessOutcome, RunControl, run_process
 from podium.core.runner.prompts import attempt_prompt
@@ -113,6 +114,14 @@ class AttemptResult:
     resumed_session_id: str | None = None
 
 
+def stop_seconds(kill_grace_seconds: float) -> float:
+    """The longest an attempt takes to end once it is told to stop: its group gets the kill
+    grace and a settle after SIGKILL, its leader and its pipes a settle each, then what left
+    the group (`setsid` daemons) its own grace and settle, and its cgroup a last settle. A
+    graceful stop waits this long for the attempts it ends to be recorded."""
+    return 2 * kill_grace_seconds + 5 * SETTLE_SECONDS
+
+
 def attempt_marker(home: str, job_id: str, sheet_num: int, attempt: int) -> str:
     return f"{home}|{job_id}|{sheet_num}|{attempt}"
 
@@ -166,30 +175,45 @@ def _failure_text(log_path: Path, stdout_tail: str, documents: Sequence[Any]) ->
 
 
 def _lost_answer(
-    profile: InstrumentProfile, report: StructuredReport, stdout_bytes: int
+    profile: InstrumentProfile, report: StructuredReport, stdout_bytes: int, read_any: bool
 ) -> ValidationResult | None:
-    """A failed check when the profile's answer (`output.result_path`) was not found and
-    stdout was longer than what is kept to parse it: the answer was most likely a JSON
-    document too large to read, and the raw end of stdout must not pass for it silently."""
+    """A failed check when stdout was longer than what is kept to parse it and what the
+    profile reads from it was not found there: its answer (`output.result_path`), or its
+    error flag (`output.error_path`, so whether the CLI reported an error cannot be told).
+    Most likely they were in a JSON document too large to read; the raw end of stdout must
+    not pass for the answer, nor an unread error for a success, silently. `read_any`: some
+    document was read from what was kept."""
     limit = STRUCTURED_OUTPUT_BYTES
-    if (
-        profile.output.format == "text"
-        or profile.output.result_path is None
-        or report.answer is not None
-        or stdout_bytes <= limit
-    ):
+    output = profile.output
+    if output.format == "text" or stdout_bytes <= limit:
         return None
+    # (field, what was not found, what a document past the limit hides)
+    lost: list[tuple[str, str, str]] = []
+    if output.result_path is not None and report.answer is None:
+        lost.append(("output.result_path", "the answer", "an answer"))
+    # A stream's last events are read, and many CLIs print an error event only when there
+    # is one: a stream whose kept end holds events but no flag has reported none there. One
+    # JSON document (`json`), or a stream with no event left whole, may hide it anywhere.
+    unreadable = output.format == "json" or not read_any
+    if output.error_path is not None and not report.error_seen and unreadable:
+        lost.append(("output.error_path", "whether the CLI reported an error", "an error flag"))
+    if not lost:
+        return None
+    names = ", ".join(name for name, _, _ in lost)
+    missing = " and ".join(what for _, what, _ in lost)
+    shown = " or ".join(hidden for _, _, hidden in lost)
+    verb = "were" if len(lost) > 1 else "was"
     detail = (
-        f"output.result_path: the answer was not found in the last {limit} bytes of stdout, "
-        f"the most read for structured output (STRUCTURED_OUTPUT_BYTES); the CLI printed "
-        f"{stdout_bytes} bytes, and an answer in a JSON document past that limit cannot be "
+        f"{names}: {missing} {verb} not found in the last {limit} bytes of stdout, the most "
+        f"read for structured output (STRUCTURED_OUTPUT_BYTES); the CLI printed "
+        f"{stdout_bytes} bytes, and {shown} in a JSON document past that limit cannot be "
         "read (print a shorter answer, or JSON lines with output.format: jsonl)"
     )
     return ValidationResult(
         type=STRUCTURED_OUTPUT_CHECK,
         passed=False,
         detail=detail,
-        expected=f"a JSON answer at output.result_path within {limit} bytes",
+        expected=f"{names} found in the last {limit} bytes of stdout",
         found=f"{stdout_bytes} bytes of stdout",
     )
 
@@ -426,7 +450,7 @@ async def _run_and_judge(
     raw_stdout = proc.stdout_tail
     documents = parse_documents(output_format, raw_stdout)
     report = read_structured(plan.profile, documents)
-    lost = _lost_answer(plan.profile, report, proc.stdout_bytes)
+    lost = _lost_answer(plan.profile, report, proc.stdout_bytes, bool(documents))
     if report.answer is not None:
         proc = dataclasses.replace(proc, stdout_tail=report.answer)
     elif output_format != "text":

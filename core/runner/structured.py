@@ -18,6 +18,9 @@ from podium.core.instruments.profile import InstrumentProfile, usable_session_id
 class StructuredReport:
     answer: str | None = None
     reported_error: bool = False
+    # Whether the profile's error flag (`output.error_path`) was found at all, true or false:
+    # when not, the run may have reported an error in output that could not be read.
+    error_seen: bool = False
     session_id: str | None = None
     cost_usd: float | None = None
     input_tokens: int | None = None
@@ -57,10 +60,16 @@ def read_structured(profile: InstrumentProfile, documents: Sequence[Any]) -> Str
         session_id = usable_session_id(_pick(profile.session.id_path, documents))
     usage = profile.usage
     if usage is None:
-        return StructuredReport(answer, bool(flagged), session_id)
+        return StructuredReport(
+            answer=answer,
+            reported_error=bool(flagged),
+            error_seen=flagged is not None,
+            session_id=session_id,
+        )
     return StructuredReport(
         answer=answer,
         reported_error=bool(flagged),
+        error_seen=flagged is not None,
         session_id=session_id,
         cost_usd=_number(_pick(usage.cost_usd_path, documents)),
         input_tokens=_tokens(usage.input_tokens_path, documents),

@@ -1,0 +1,207 @@
+"""What an interrupted attempt leaves in the record, by every route that cuts one off (a
+graceful shutdown, a restart after a crash, a lease taken back): the sheet shows that
+attempt's own output, never an earlier attempt's, and a shutdown records every attempt it
+ends, even one that ignored SIGTERM until the kill grace ran out."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from helpers import wait_until, write_rows
+from test_recovery import apoll, live_group_members
+
+from podium.core.conductor import Conductor
+from podium.core.config import PodiumConfig
+from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.store.base import NewJob
+from podium.core.store.open import open_store
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
+
+pytestmark = pytest.mark.anyio
+
+EARLIER = "printed by the attempt before"
+
+
+def second_attempt_spec(tmp_path: Path, prints: bool, ignores_term: bool = False) -> dict[str, Any]:
+    """One sheet: its first attempt prints EARLIER and fails; its second prints
+    `own output of attempt 2` (or nothing), records its pid and sleeps (ignoring SIGTERM
+    with `ignores_term`)."""
+    pid_file = shlex.quote(str(tmp_path / "pid-1"))
+    trap = "trap '' TERM; " if ignores_term else ""
+    said = 'echo "own output of attempt $PODIUM_ATTEMPT"; ' if prints else ""
+    prompt = (
+        f'if [ "$PODIUM_ATTEMPT" = 1 ]; then echo "{EARLIER}"; exit 1; fi; '
+        f"{trap}{said}echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; sleep 1000"
+    )
+    return {
+        "name": "twice",
+        "retry": {"max_retries": 1, "base_delay_seconds": 0, "jitter": False},
+        "sheets": [{"name": "s1", "prompt": prompt}],
+    }
+
+
+@pytest.mark.parametrize("prints", [True, False], ids=["printed", "printed-nothing"])
+async def test_a_graceful_shutdown_shows_the_interrupted_attempts_own_output(
+    tmp_path: Path, make_config: Callable[..., PodiumConfig], prints: bool
+) -> None:
+    conductor = Conductor(make_config())
+    await conductor.start()
+    try:
+        await conductor.submit_job(spec=second_attempt_spec(tmp_path, prints), job_id="twice")
+        await apoll((tmp_path / "pid-1").exists, 30, "the second attempt to start")
+    finally:
+        await conductor.stop()
+    async with Conductor(make_config()) as second:
+        detail = await second.get_job("twice")
+        [entry] = [h for h in (await second.get_execution_history("twice"))[0] if h.attempt == 2]
+    [sheet] = detail.sheets
+    assert entry.error == "interrupted: the conductor shut down"
+    assert sheet.attempts == 2
+    if prints:
+        assert sheet.output_tail is not None and "own output of attempt 2" in sheet.output_tail
+    else:
+        assert sheet.output_tail is None
+    assert EARLIER not in (sheet.output_tail or "")
+
+
+def attempt_processes(job_id: str) -> list[int]:
+    """Live processes of any attempt of `job_id` (they carry its id in their environment)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("PODIUM_JOB_ID") == job_id and proc.status() != "zombie":
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("escapes", "runner_stuck"),
+    [(False, False), (True, False), (True, True)],
+    ids=["in-its-group", "and-a-setsid-child", "runner-past-its-bound"],
+)
+async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_grace(
+    tmp_path: Path,
+    make_config: Callable[..., PodiumConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    escapes: bool,
+    runner_stuck: bool,
+) -> None:
+    """A sheet that ignores SIGTERM is SIGKILLed after kill_grace_seconds, and so is a child
+    of it that left its group, after its own grace; the shutdown records the attempt as it
+    ended (`the conductor shut down`), leaves nothing running and nothing in flight for the
+    next start to find (`the conductor stopped while it ran`). A runner that has still not
+    ended it when its kill sequence should be over (stuck) is overtaken: the stop kills what
+    is left and records the attempt itself."""
+    if runner_stuck:
+        monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    config = make_config(kill_grace_seconds=1.5)
+    conductor = Conductor(config)
+    await conductor.start()
+    try:
+        spec = second_attempt_spec(tmp_path, prints=True, ignores_term=True)
+        spec["retry"] = {"max_retries": 0}
+        spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
+            'if [ "$PODIUM_ATTEMPT" = 1 ]', 'if [ "$PODIUM_ATTEMPT" = 0 ]'
+        )
+        if escapes:
+            # A child that left the group and ignores SIGTERM too: ended after its own grace.
+            spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
+                "sleep 1000", "setsid bash -c \"trap '' TERM; sleep 1000\" & sleep 1000"
+            )
+        await conductor.submit_job(spec=spec, job_id="stubborn")
+        await apoll((tmp_path / "pid-1").exists, 30, "the sheet to start")
+        sheet_pid = int((tmp_path / "pid-1").read_text())
+    finally:
+        await conductor.stop()
+    try:
+        assert live_group_members(sheet_pid) == []
+        assert attempt_processes("stubborn") == []
+    finally:
+        for pid in attempt_processes("stubborn"):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    # Read before any conductor starts again: the stop itself left the record.
+    store = await open_store(config)
+    try:
+        in_flight = await store.in_flight_attempts()
+        entry = await store.get_attempt("stubborn", 1, 1)
+        sheet = await store.get_sheet("stubborn", 1)
+        job = await store.get_job("stubborn")
+    finally:
+        await store.close()
+    assert in_flight == []
+    assert entry is not None and sheet is not None and job is not None
+    assert entry.outcome is Outcome.INTERRUPTED
+    assert entry.error == "interrupted: the conductor shut down"
+    assert sheet.status is SheetStatus.PENDING
+    assert sheet.last_error == "interrupted: the conductor shut down"
+    assert (job.status, job.pause_reason) == (JobStatus.PAUSED, PauseReason.SHUTDOWN)
+
+
+async def _in_flight_with_an_earlier_output(
+    config: PodiumConfig, tmp_path: Path, owner: str, log_text: str | None
+) -> None:
+    """A job paused by a person whose sheet 1 has attempt 2 in flight, owned by `owner`
+    (its lease already lapsed); the sheet still holds attempt 1's output, and attempt 2's
+    log holds `log_text` (None: no log file at all)."""
+    async with Conductor(config):
+        pass  # creates the store
+    now = utcnow()
+    started = now - timedelta(seconds=10)
+    log = tmp_path / "attempt-2.log"
+    if log_text is not None:
+        log.write_text(log_text)
+    job = JobRow(
+        "cut", "cut", JobStatus.PAUSED, "/tmp", "fp", 1, started, now,
+        pause_reason=PauseReason.USER, started_at=started,
+    )  # fmt: skip
+    sheet = SheetRow("cut", 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=2)
+    sheet.started_at = started
+    sheet.output_tail = EARLIER
+    sheet.log_path = str(log)
+    attempt = AttemptRow(
+        "cut", 1, 2, started, conductor_id=owner, log_path=str(log),
+        lease_expires_at=now - timedelta(seconds=5), lease_renewed_at=started,
+    )  # fmt: skip
+    spec = {"name": "cut", "sheets": [{"name": "s1", "prompt": "true"}]}
+    await write_rows(config, new_jobs=[NewJob(job, spec, [sheet])], new_attempts=[attempt])
+
+
+@pytest.mark.parametrize("route", ["restart", "lease-reclaim"])
+@pytest.mark.parametrize(
+    "log_text", ["noise\n" * 1000 + "own output of attempt 2\n", "", None],
+    ids=["printed", "printed-nothing", "no-log"],
+)  # fmt: skip
+async def test_a_recovered_attempt_shows_its_own_log_tail_not_the_earlier_output(
+    tmp_path: Path, make_config: Callable[..., PodiumConfig], route: str, log_text: str | None
+) -> None:
+    config = make_config()
+    owner = config.conductor_id if route == "restart" else "gone-host"
+    await _in_flight_with_an_earlier_output(config, tmp_path, owner, log_text)
+    async with Conductor(config) as conductor:
+
+        async def recorded() -> bool:
+            rows, _ = await conductor.get_execution_history("cut", sheet_num=1)
+            return rows[0].outcome is Outcome.INTERRUPTED
+
+        await wait_until(recorded, timeout=15)
+        detail = await conductor.get_job("cut")
+    [sheet] = detail.sheets
+    assert (sheet.status, sheet.error_category) == (SheetStatus.PENDING, ErrorCategory.INTERRUPTED)
+    if log_text:
+        assert sheet.output_tail is not None
+        assert sheet.output_tail.endswith("own output of attempt 2\n")
+        assert len(sheet.output_tail.encode()) <= 2048
+    else:
+        assert sheet.output_tail is None
