@@ -134,7 +134,7 @@ async def list_command(
     as_json: bool,
 ) -> int:
     """List jobs, newest first."""
-    from podium.server.remote import reader
+    from podium.server.remote import LocalReader, reader
 
     config = ctx.config()
     arguments: dict[str, Any] = {"limit": limit}
@@ -143,7 +143,7 @@ async def list_command(
             arguments[key] = value
     if cursor:
         arguments["cursor"] = cursor
-    async with reader(config) as (caller, info):
+    async with reader(config) as (caller, _):
         listed = await caller.call("list_jobs", arguments)
     if as_json:
         emit_json(listed)
@@ -172,8 +172,8 @@ async def list_command(
             say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if listed.get("next_cursor"):
         say(f"more: podium list --cursor {listed['next_cursor']}")
-    if info is None:
-        err.print(f"(no conductor is running on {config.home}; read from the store)", markup=False)
+    if isinstance(caller, LocalReader):
+        err.print(f"({caller.note(config.home)})", markup=False)
     return 0
 
 

@@ -195,9 +195,22 @@ class LocalReader:
     """Pure reads while no conductor runs: the same MCP tools, in memory, over a read-only
     view of the store (no lock, no dispatch). Tools that are not read-only are refused."""
 
-    def __init__(self, client: Client, read_only: frozenset[str]) -> None:
+    def __init__(
+        self, client: Client, read_only: frozenset[str], embedded_owner: ConductorInfo | None
+    ) -> None:
         self._read_only = read_only
         self._jobs = JobNames(client)
+        # The `podium serve --embedded` engine that owns the home, if one does.
+        self.embedded_owner = embedded_owner
+
+    def note(self, home: Path) -> str:
+        """Where a read came from, for a person (stderr)."""
+        if self.embedded_owner is not None:
+            return (
+                f"read from the store of the engine embedded in pid {self.embedded_owner.pid}, "
+                f"which owns {home}"
+            )
+        return f"no conductor is running on {home}; read from the store"
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         if tool not in self._read_only:
@@ -208,13 +221,14 @@ class LocalReader:
 @asynccontextmanager
 async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorInfo | None]]:
     """The running conductor for reads, else the store as it is."""
+    embedded: ConductorInfo | None = None
     try:
         info = find_conductor(config)
     except NotAttachableError as exc:
         # An embedded engine owns the home: its store can still be read, when it is the one
         # this command is configured for (it recorded its store where it records owning it).
         refuse_another_store(config, exc.info)
-        info = None
+        info, embedded = None, exc.info
     if info is not None:
         async with connect(info) as remote:
             yield remote, info
@@ -238,7 +252,7 @@ async def reader(config: PodiumConfig) -> AsyncIterator[tuple[Caller, ConductorI
             read_only = frozenset(
                 t.name for t in tools if t.annotations and t.annotations.read_only_hint
             )
-            yield LocalReader(client, read_only), None
+            yield LocalReader(client, read_only, embedded), None
     finally:
         await conductor.stop()
 

@@ -98,6 +98,11 @@ def test_a_read_beside_an_embedded_engine_on_another_store_refuses(tmp_path: Pat
         same = cli(home, "list", "--json", PODIUM_STORE_URL=f"sqlite://{other}")
         assert same.returncode == 0, same.stderr
         assert json.loads(same.stdout)["jobs"] == []
+        listed = cli(home, "list", PODIUM_STORE_URL=f"sqlite://{other}")
+        assert listed.returncode == 0, listed.stderr
+        # It says whose store it read, not that no conductor runs.
+        assert f"engine embedded in pid {embedded.pid}" in listed.stderr, listed.stderr
+        assert "no conductor is running" not in listed.stderr, listed.stderr
     finally:
         assert embedded.stdin is not None
         embedded.stdin.close()
