@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psutil
@@ -243,38 +243,49 @@ def _result(plan: AttemptPlan, proc: ProcessOutcome, **fields: object) -> Attemp
     )
 
 
-async def _validate_unless_cancelled(
-    plan: AttemptPlan, control: RunControl | None, started_ns: int, env: Mapping[str, str]
-) -> list[ValidationResult] | None:
-    """Run the validations; None when a cancel arrives first (a `command_succeeds` check can
-    run long, and cancel must not wait for it)."""
-    if not plan.validations:
-        return []
-    results: list[ValidationResult] = []
+T = TypeVar("T")
+
+
+async def _unless_cancelled(
+    control: RunControl | None, work: Callable[[], Awaitable[T]]
+) -> tuple[T] | None:
+    """`work`'s answer (in a 1-tuple), or None when a cancel arrives first: a check or a
+    pattern search may run long, and a cancel must not wait for it."""
+    answer: list[T] = []
     async with anyio.create_task_group() as group:
 
-        async def validate() -> None:
-            results.extend(
-                await run_validations(
-                    list(plan.validations),
-                    workspace=plan.workspace,
-                    attempt_started_at_ns=started_ns,
-                    env=env,
-                    kill_grace_seconds=plan.kill_grace_seconds,
-                )
-            )
+        async def run() -> None:
+            answer.append(await work())
             group.cancel_scope.cancel()
 
         async def watch_cancel(control: RunControl) -> None:
             await control.wait_cancel_requested()
             group.cancel_scope.cancel()
 
-        group.start_soon(validate)
+        group.start_soon(run)
         if control is not None:
             group.start_soon(watch_cancel, control)
-    if control is not None and control.cancel_requested and len(results) < len(plan.validations):
-        return None
-    return results
+    return (answer[0],) if answer else None
+
+
+async def _validate_unless_cancelled(
+    plan: AttemptPlan, control: RunControl | None, started_ns: int, env: Mapping[str, str]
+) -> list[ValidationResult] | None:
+    """Run the validations; None when a cancel arrives first (a `command_succeeds` check can
+    run long)."""
+    if not plan.validations:
+        return []
+    done = await _unless_cancelled(
+        control,
+        lambda: run_validations(
+            list(plan.validations),
+            workspace=plan.workspace,
+            attempt_started_at_ns=started_ns,
+            env=env,
+            kill_grace_seconds=plan.kill_grace_seconds,
+        ),
+    )
+    return None if done is None else done[0]
 
 
 async def _classify_unless_cancelled(
@@ -286,31 +297,19 @@ async def _classify_unless_cancelled(
     zone: tzinfo | None,
 ) -> Classification | None:
     """The failure's class; None when a cancel arrives first (a pattern RE2 cannot run is
-    searched in a child that may run to its time limit, and cancel must not wait for it)."""
-    classified: list[Classification] = []
-    async with anyio.create_task_group() as group:
-
-        async def classify() -> None:
-            classified.append(
-                await classify_failure(
-                    plan.profile,
-                    text,
-                    documents=documents,
-                    now=clock(),
-                    zone=zone,
-                    kill_grace_seconds=plan.kill_grace_seconds,
-                )
-            )
-            group.cancel_scope.cancel()
-
-        async def watch_cancel(control: RunControl) -> None:
-            await control.wait_cancel_requested()
-            group.cancel_scope.cancel()
-
-        group.start_soon(classify)
-        if control is not None:
-            group.start_soon(watch_cancel, control)
-    return classified[0] if classified else None
+    searched in a child that may run to its time limit)."""
+    done = await _unless_cancelled(
+        control,
+        lambda: classify_failure(
+            plan.profile,
+            text,
+            documents=documents,
+            now=clock(),
+            zone=zone,
+            kill_grace_seconds=plan.kill_grace_seconds,
+        ),
+    )
+    return None if done is None else done[0]
 
 
 async def run_attempt(
