@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 
-MAX_LISTED_SHEETS = 200
+# The answer is bounded (SPEC §9 trap 12) as `diagnose`'s is: a 10,000-sheet spec listed
+# every sheet (~32 KB) and a chain of them as many numbers. Past these, the totals
+# (`sheets_total`, `critical_path_total`) and `note` say what was left out; the figures
+# still cover every sheet.
+MAX_LISTED_SHEETS = 50
+MAX_LISTED_PATH = 100
+MAX_ESTIMATE_BYTES = 16 * 1024
 StartsOn = Callable[[ResolvedSheet], str]
 # What a sheet waited for instead of working: a rate limit (its rate-limited attempts and the
 # holds after them), a person (an approval gate), or anything else that held it between
@@ -123,9 +129,11 @@ class Estimate(_Model):
         description="the longest chain of dependent sheets; no amount of parallelism beats it"
     )
     critical_path: list[int] = Field(description="sheet numbers along that chain")
+    critical_path_total: int
     sequential_seconds: float | None = Field(description="every sheet one after another")
     parallelism: int = Field(description="sheets that may run at once for this job")
     expected_cost_usd: float | None
+    cost_sheets: int
     earlier_runs: int = Field(description="earlier jobs with this name the estimate draws on")
     samples: int = Field(description="earlier completed sheet runs the estimate draws on")
     attempts: int = Field(description="earlier attempts (retries included) behind the samples")
@@ -293,6 +301,16 @@ def _confidence(rows: Sequence[SheetEstimate], earlier_runs: int) -> Confidence:
     return "low"
 
 
+def _left_out(sheets: int, path: int) -> list[str]:
+    """What the capped lists leave out, for `note`."""
+    parts = []
+    if sheets > MAX_LISTED_SHEETS:
+        parts.append(f"sheets lists the first {MAX_LISTED_SHEETS} of {sheets}")
+    if path > MAX_LISTED_PATH:
+        parts.append(f"critical_path the first {MAX_LISTED_PATH} of its {path}")
+    return parts
+
+
 def own_instrument(sheet: ResolvedSheet) -> str:
     return sheet.instrument
 
@@ -338,11 +356,18 @@ def estimate(
             expected_seconds=None,
             critical_path_seconds=None,
             critical_path=[],
+            critical_path_total=0,
             sequential_seconds=None,
             expected_cost_usd=None,
+            cost_sheets=0,
             confidence="none",
-            note="no history: no earlier job with this name, and no earlier completed sheet of "
-            "these instruments",
+            note="; ".join(
+                [
+                    "no history: no earlier job with this name, and no earlier completed sheet "
+                    "of these instruments",
+                    *_left_out(len(rows), 0),
+                ]
+            ),
         )
     fallback = _typical(known) if known else 0.0
     assumed = [r for r in rows if r.expected_seconds is None]
@@ -358,6 +383,8 @@ def estimate(
     makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
     path_seconds, path = critical_path(filled, deps)
     known_costs = [c for c in costs.values() if c is not None]
+    # A gate runs nothing and costs nothing: it is not a sheet the cost leaves out.
+    payable = len(rows) - sum(1 for n in gates if costs.get(n) is None)
     if history.earlier_runs:
         drawn_from = f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
         if history.other_shapes:
@@ -389,13 +416,21 @@ def estimate(
         notes.append(waits)
     if not known_costs:
         notes.append("no instrument reported a cost")
+    elif len(known_costs) < payable:
+        notes.append(
+            f"expected_cost_usd covers {len(known_costs)} of {payable} sheets: no cost was "
+            "reported for the others, whose cost it leaves out"
+        )
+    notes.extend(_left_out(len(rows), len(path)))
     return Estimate(
         **base,
         expected_seconds=round(makespan, 3),
         critical_path_seconds=round(path_seconds, 3),
-        critical_path=path,
+        critical_path=path[:MAX_LISTED_PATH],
+        critical_path_total=len(path),
         sequential_seconds=round(sum(filled.values()), 3),
         expected_cost_usd=round(sum(known_costs), 6) if known_costs else None,
+        cost_sheets=len(known_costs),
         confidence=_confidence(rows, history.earlier_runs),
         note="; ".join(notes),
     )
