@@ -85,7 +85,8 @@ class SheetSamples:
 
 @dataclass
 class History:
-    # Keyed by sheet name (or "#<num>" for unnamed sheets), from earlier runs of this job name.
+    # Keyed by `sheet_key` (name or "#<num>", and a batch sheet's items), from earlier runs of
+    # this job name.
     by_sheet: dict[str, SheetSamples] = field(default_factory=dict)
     by_instrument: dict[str, SheetSamples] = field(default_factory=dict)
     earlier_runs: int = 0
@@ -97,7 +98,8 @@ class History:
     # Actual seconds of each earlier completed run of the same name and the same sheets,
     # waits included (a run of other sheets says nothing of how long these take together).
     observed: list[float] = field(default_factory=list)
-    # Earlier runs of the same name whose sheets were not the spec's.
+    # Earlier runs of the same name whose sheets were not the spec's (by `sheet_key`: a batch
+    # of another size is another shape).
     other_shapes: int = 0
 
 
@@ -143,8 +145,21 @@ class Estimate(_Model):
     sheets_total: int
 
 
-def sheet_key(name: str | None, sheet_num: int) -> str:
-    return name if name else f"#{sheet_num}"
+ItemRange = tuple[int, int] | None  # a batch-form sheet's first and last item
+
+
+def sheet_key(name: str | None, sheet_num: int, items: ItemRange = None) -> str:
+    """What makes two runs of a sheet the same work: its name (else number), and in the
+    batch form the items it covers — `sheet-1` of 2 items a sheet is other work than
+    `sheet-1` of 1 (no sheet name holds a bracket, so the two never collide)."""
+    key = name if name else f"#{sheet_num}"
+    return key if items is None else f"{key}[{items[0]}-{items[1]}]"
+
+
+def spec_sheet_key(sheet: ResolvedSheet) -> str:
+    if sheet.start_item is None or sheet.end_item is None:
+        return sheet_key(sheet.name, sheet.sheet_num)
+    return sheet_key(sheet.name, sheet.sheet_num, (sheet.start_item, sheet.end_item))
 
 
 def _typical(values: Sequence[float]) -> float:
@@ -165,7 +180,7 @@ def _per_sheet(loaded: LoadedSpec, history: History, starts_on: StartsOn) -> _Pe
     for sheet in loaded.sheets:
         instrument = starts_on(sheet)
         basis: Basis = "none"
-        samples = history.by_sheet.get(sheet_key(sheet.name, sheet.sheet_num))
+        samples = history.by_sheet.get(spec_sheet_key(sheet))
         if samples is not None and samples.seconds:
             basis = "same_sheet"
         else:
@@ -389,8 +404,8 @@ def estimate(
         drawn_from = f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
         if history.other_shapes:
             drawn_from += (
-                f" ({history.other_shapes} of them with other sheets than this spec's: "
-                "observed_seconds leaves them out)"
+                f" ({history.other_shapes} of them with other sheets than this spec's, or "
+                "other items per sheet: observed_seconds leaves them out)"
             )
     elif samples:
         drawn_from = (

@@ -12,11 +12,13 @@ job resumed the next day).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from podium.core.estimate import SheetSample, WaitKind, sheet_key, simulate
+from podium.core.estimate import ItemRange, SheetSample, WaitKind, sheet_key, simulate
 from podium.core.models import HistoryEntry, JobDetail, JobStatus, Outcome, SheetStatus
+from podium.core.spec.fanout import layout
 from podium.core.spec.models import RetryPolicy
 
 # Attempt outcomes after which a sheet waited on a person or a restart, not on its own work:
@@ -131,6 +133,26 @@ def _policy(detail: JobDetail) -> RetryPolicy:
         return RetryPolicy()
 
 
+def batch_items(spec: Mapping[str, Any] | None) -> dict[int, ItemRange]:
+    """The items each sheet of a stored batch-form spec covered, by sheet number (none for
+    the explicit form, or a batch block this version cannot read: its sheets then match by
+    name alone, as they always did)."""
+    block = (spec or {}).get("sheet")
+    if not isinstance(block, Mapping):
+        return {}
+    try:
+        size, total = int(block["size"]), int(block["total_items"])
+        counts = [1] * -(-total // size)
+        for stage, count in (block.get("fan_out") or {}).items():
+            counts[int(stage) - 1] = int(count)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        return {}
+    return {
+        num: ((slot.stage - 1) * size + 1, min(slot.stage * size, total))
+        for num, slot in enumerate(layout(counts), start=1)
+    }
+
+
 def run_samples(
     detail: JobDetail, history: Sequence[HistoryEntry], *, parallelism: int, gate: Gate
 ) -> RunSamples:
@@ -138,6 +160,7 @@ def run_samples(
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
     policy = _policy(detail)
+    items = batch_items(detail.spec)
     found: list[tuple[str, str, SheetSample]] = []
     spans: dict[int, float] = {}
     for sheet in detail.sheets:
@@ -150,7 +173,8 @@ def run_samples(
         spans[sheet.sheet_num] = timing.span
         cost = _cost(attempts)
         sample = SheetSample(timing.work, cost, len(attempts), waits=timing.waits)
-        found.append((sheet_key(sheet.name, sheet.sheet_num), sheet.instrument, sample))
+        key = sheet_key(sheet.name, sheet.sheet_num, items.get(sheet.sheet_num))
+        found.append((key, sheet.instrument, sample))
     overhead = None
     actual = None
     if (
@@ -164,5 +188,5 @@ def run_samples(
         # Against the sheets' spans, waits included: a wait inside a sheet is the sheet's
         # (and left out of its sample), not the engine's overhead.
         overhead = actual - simulate(spans, deps, parallelism)
-    keys = frozenset(sheet_key(s.name, s.sheet_num) for s in detail.sheets)
+    keys = frozenset(sheet_key(s.name, s.sheet_num, items.get(s.sheet_num)) for s in detail.sheets)
     return RunSamples(sheets=found, overhead=overhead, seconds=actual, keys=keys)

@@ -16,7 +16,7 @@ from podium.core.estimate import (
     SheetSamples,
     StartsOn,
     estimate,
-    sheet_key,
+    spec_sheet_key,
 )
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.instruments.profile import APPROVAL_KIND
@@ -96,7 +96,7 @@ class Insight:
             statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
         )
         seen: set[str] = set()
-        shape = frozenset(sheet_key(s.name, s.sheet_num) for s in loaded.sheets)
+        shape = frozenset(spec_sheet_key(s) for s in loaded.sheets)
         for run in runs:
             seen.add(run.job_id)
             samples = await self._sheet_samples(run.job_id)
