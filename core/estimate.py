@@ -90,11 +90,13 @@ class History:
     by_sheet: dict[str, SheetSamples] = field(default_factory=dict)
     by_instrument: dict[str, SheetSamples] = field(default_factory=dict)
     earlier_runs: int = 0
-    # Per earlier run: actual job seconds minus the simulated seconds of its own sheets (each
-    # over its whole span, waits included), the engine's overhead that no sheet's duration
-    # shows (dispatch, validations) — and any wait before a sheet's first attempt,
-    # which leaves no record of its own, so the smallest is the one to trust.
-    overheads: list[float] = field(default_factory=list)
+    # Per earlier run (completed, failed or cancelled): actual job seconds minus the simulated
+    # seconds of the sheets that ran (each over its whole span, waits included), per sheet
+    # that ran — the engine's overhead that no sheet's duration shows (dispatch,
+    # validations), which grows with the sheets it dispatches — and any wait before a
+    # sheet's first attempt, which leaves no record of its own, so the smallest is the one
+    # to trust.
+    overheads_per_sheet: list[float] = field(default_factory=list)
     # Actual seconds of each earlier completed run of the same name and the same sheets,
     # waits included (a run of other sheets says nothing of how long these take together).
     observed: list[float] = field(default_factory=list)
@@ -394,7 +396,8 @@ def estimate(
     deps = {s.sheet_num: list(s.depends_on) for s in loaded.sheets}
     # Waits only ever add to a run's overhead: the run that shows the least is the nearest
     # to the engine's own.
-    overhead = min(history.overheads) if history.overheads else 0.0
+    per_sheet = min(history.overheads_per_sheet) if history.overheads_per_sheet else 0.0
+    overhead = per_sheet * loaded.total_sheets
     makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
     path_seconds, path = critical_path(filled, deps)
     known_costs = [c for c in costs.values() if c is not None]
