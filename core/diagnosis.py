@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from podium.core.diagnosis_advice import (
@@ -36,7 +37,7 @@ from podium.core.diagnosis_answer import (
     clip,
     fit,
 )
-from podium.core.log_excerpt import excerpt_around
+from podium.core.log_excerpt import excerpt_around, truncated_at
 from podium.core.models import (
     ErrorCategory,
     HistoryEntry,
@@ -46,6 +47,7 @@ from podium.core.models import (
     PauseReason,
     SheetStatus,
     WaitingReason,
+    format_time,
 )
 
 MAX_FAILING_SHEETS = 10
@@ -106,6 +108,60 @@ def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
         and s.instrument in held
         and all(status.get(d) in done for d in s.depends_on)
     ]
+
+
+def _truncated_text(cut_at: int | None) -> str:
+    if cut_at is None:
+        return ""
+    # A flood: what the run printed last, its error included, may be past the cap.
+    return (
+        f"; its log was truncated at {cut_at} bytes (log_max_bytes): the output after that "
+        "was discarded, so the log does not show how the run ended"
+    )
+
+
+def _moment(until: Any) -> str:
+    return format_time(until) if isinstance(until, datetime) else str(until)
+
+
+def _held_for_rerun(detail: JobDetail, held: dict[str, Any]) -> dict[str, Any]:
+    """The holds a re-run of an ended job would wait behind: those on the instruments of
+    the sheets it runs again (every sheet not completed)."""
+    if not detail.status.is_terminal or detail.status is JobStatus.COMPLETED:
+        return {}
+    again = {s.instrument for s in detail.sheets if s.status is not SheetStatus.COMPLETED}
+    return {i: until for i, until in held.items() if i in again}
+
+
+def _warn_of_holds(steps: list[NextStep], holds: dict[str, Any]) -> list[NextStep]:
+    """A re-run of sheets whose instrument a rate limit still holds waits behind it: the
+    step says so, and how to lift it."""
+    if not holds:
+        return steps
+    words = ", ".join(
+        f"{i!r} is still held by a rate limit until {_moment(u)}" for i, u in holds.items()
+    )
+    out = [
+        step.model_copy(
+            update={
+                "action": f"{step.action} ({words}: the re-run waits for it; clear_rate_limits "
+                "lifts it if you know the limit is gone)"
+            }
+        )
+        if step.tool == "resume" and (step.arguments or {}).get("retry_failed") is True
+        else step
+        for step in steps
+    ]
+    one = next(iter(holds)) if len(holds) == 1 else None
+    out.append(
+        NextStep(
+            action="lift the rate limit that holds the re-run, if you know it is gone",
+            tool="clear_rate_limits",
+            arguments={"instrument": one} if one else {},
+            cli="podium clear --rate-limits" + (f" --instrument {one}" if one else ""),
+        )
+    )
+    return out
 
 
 def _key(step: NextStep) -> str:
@@ -185,8 +241,10 @@ async def diagnose(
         failed = _failed_validations(last_failed)
         decided = rejection(last_failed)
         excerpt = None
+        cut_at = None
         if index < MAX_FAILING_SHEETS and last_failed is not None and last_failed.log_path:
             tail = await read_log(sheet.sheet_num, last_failed.attempt)
+            cut_at = truncated_at(tail)
             lines, matched = excerpt_around(tail, sheet.last_error or last_failed.error)
             if lines:
                 excerpt = LogExcerpt(
@@ -201,7 +259,8 @@ async def diagnose(
                 failed_on=failed_instrument(sheet, last_failed),
                 error_category=sheet.error_category,
                 cause=clip(
-                    sheet_cause(sheet, last_failed, failed, sheet.sheet_num in gates),
+                    sheet_cause(sheet, last_failed, failed, sheet.sheet_num in gates)
+                    + _truncated_text(cut_at),
                     MAX_ERROR_CHARS,
                 )
                 or "",
@@ -275,6 +334,7 @@ async def diagnose(
         and detail.status is not JobStatus.COMPLETED
     ):
         steps.append(resume_step(detail.job_id, "re-run what did not complete"))
+    steps = _warn_of_holds(steps, _held_for_rerun(detail, held))
     result = Diagnosis(
         job_id=detail.job_id,
         name=detail.name,

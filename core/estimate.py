@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from podium.core.spec.loader import LoadedSpec, ResolvedSheet
 
-MAX_LISTED_SHEETS = 200
+# The answer is bounded (SPEC §9 trap 12) as `diagnose`'s is: a 10,000-sheet spec listed
+# every sheet (~32 KB) and a chain of them as many numbers. Past these, the totals
+# (`sheets_total`, `critical_path_total`) and `note` say what was left out; the figures
+# still cover every sheet.
+MAX_LISTED_SHEETS = 50
+MAX_LISTED_PATH = 100
+MAX_ESTIMATE_BYTES = 16 * 1024
 StartsOn = Callable[[ResolvedSheet], str]
 # What a sheet waited for instead of working: a rate limit (its rate-limited attempts and the
 # holds after them), a person (an approval gate), or anything else that held it between
@@ -79,19 +85,23 @@ class SheetSamples:
 
 @dataclass
 class History:
-    # Keyed by sheet name (or "#<num>" for unnamed sheets), from earlier runs of this job name.
+    # Keyed by `sheet_key` (name or "#<num>", and a batch sheet's items), from earlier runs of
+    # this job name.
     by_sheet: dict[str, SheetSamples] = field(default_factory=dict)
     by_instrument: dict[str, SheetSamples] = field(default_factory=dict)
     earlier_runs: int = 0
-    # Per earlier run: actual job seconds minus the simulated seconds of its own sheets (each
-    # over its whole span, waits included), the engine's overhead that no sheet's duration
-    # shows (dispatch, validations) — and any wait before a sheet's first attempt,
-    # which leaves no record of its own, so the smallest is the one to trust.
-    overheads: list[float] = field(default_factory=list)
+    # Per earlier run (completed, failed or cancelled): actual job seconds minus the simulated
+    # seconds of the sheets that ran (each over its whole span, waits included), per sheet
+    # that ran — the engine's overhead that no sheet's duration shows (dispatch,
+    # validations), which grows with the sheets it dispatches — and any wait before a
+    # sheet's first attempt, which leaves no record of its own, so the smallest is the one
+    # to trust.
+    overheads_per_sheet: list[float] = field(default_factory=list)
     # Actual seconds of each earlier completed run of the same name and the same sheets,
     # waits included (a run of other sheets says nothing of how long these take together).
     observed: list[float] = field(default_factory=list)
-    # Earlier runs of the same name whose sheets were not the spec's.
+    # Earlier runs of the same name whose sheets were not the spec's (by `sheet_key`: a batch
+    # of another size is another shape).
     other_shapes: int = 0
 
 
@@ -123,9 +133,11 @@ class Estimate(_Model):
         description="the longest chain of dependent sheets; no amount of parallelism beats it"
     )
     critical_path: list[int] = Field(description="sheet numbers along that chain")
+    critical_path_total: int
     sequential_seconds: float | None = Field(description="every sheet one after another")
     parallelism: int = Field(description="sheets that may run at once for this job")
     expected_cost_usd: float | None
+    cost_sheets: int
     earlier_runs: int = Field(description="earlier jobs with this name the estimate draws on")
     samples: int = Field(description="earlier completed sheet runs the estimate draws on")
     attempts: int = Field(description="earlier attempts (retries included) behind the samples")
@@ -135,8 +147,21 @@ class Estimate(_Model):
     sheets_total: int
 
 
-def sheet_key(name: str | None, sheet_num: int) -> str:
-    return name if name else f"#{sheet_num}"
+ItemRange = tuple[int, int] | None  # a batch-form sheet's first and last item
+
+
+def sheet_key(name: str | None, sheet_num: int, items: ItemRange = None) -> str:
+    """What makes two runs of a sheet the same work: its name (else number), and in the
+    batch form the items it covers — `sheet-1` of 2 items a sheet is other work than
+    `sheet-1` of 1 (no sheet name holds a bracket, so the two never collide)."""
+    key = name if name else f"#{sheet_num}"
+    return key if items is None else f"{key}[{items[0]}-{items[1]}]"
+
+
+def spec_sheet_key(sheet: ResolvedSheet) -> str:
+    if sheet.start_item is None or sheet.end_item is None:
+        return sheet_key(sheet.name, sheet.sheet_num)
+    return sheet_key(sheet.name, sheet.sheet_num, (sheet.start_item, sheet.end_item))
 
 
 def _typical(values: Sequence[float]) -> float:
@@ -157,7 +182,7 @@ def _per_sheet(loaded: LoadedSpec, history: History, starts_on: StartsOn) -> _Pe
     for sheet in loaded.sheets:
         instrument = starts_on(sheet)
         basis: Basis = "none"
-        samples = history.by_sheet.get(sheet_key(sheet.name, sheet.sheet_num))
+        samples = history.by_sheet.get(spec_sheet_key(sheet))
         if samples is not None and samples.seconds:
             basis = "same_sheet"
         else:
@@ -293,6 +318,16 @@ def _confidence(rows: Sequence[SheetEstimate], earlier_runs: int) -> Confidence:
     return "low"
 
 
+def _left_out(sheets: int, path: int) -> list[str]:
+    """What the capped lists leave out, for `note`."""
+    parts = []
+    if sheets > MAX_LISTED_SHEETS:
+        parts.append(f"sheets lists the first {MAX_LISTED_SHEETS} of {sheets}")
+    if path > MAX_LISTED_PATH:
+        parts.append(f"critical_path the first {MAX_LISTED_PATH} of its {path}")
+    return parts
+
+
 def own_instrument(sheet: ResolvedSheet) -> str:
     return sheet.instrument
 
@@ -338,11 +373,18 @@ def estimate(
             expected_seconds=None,
             critical_path_seconds=None,
             critical_path=[],
+            critical_path_total=0,
             sequential_seconds=None,
             expected_cost_usd=None,
+            cost_sheets=0,
             confidence="none",
-            note="no history: no earlier job with this name, and no earlier completed sheet of "
-            "these instruments",
+            note="; ".join(
+                [
+                    "no history: no earlier job with this name, and no earlier completed sheet "
+                    "of these instruments",
+                    *_left_out(len(rows), 0),
+                ]
+            ),
         )
     fallback = _typical(known) if known else 0.0
     assumed = [r for r in rows if r.expected_seconds is None]
@@ -354,16 +396,19 @@ def estimate(
     deps = {s.sheet_num: list(s.depends_on) for s in loaded.sheets}
     # Waits only ever add to a run's overhead: the run that shows the least is the nearest
     # to the engine's own.
-    overhead = min(history.overheads) if history.overheads else 0.0
+    per_sheet = min(history.overheads_per_sheet) if history.overheads_per_sheet else 0.0
+    overhead = per_sheet * loaded.total_sheets
     makespan = simulate(filled, deps, parallelism) + max(0.0, overhead)
     path_seconds, path = critical_path(filled, deps)
     known_costs = [c for c in costs.values() if c is not None]
+    # A gate runs nothing and costs nothing: it is not a sheet the cost leaves out.
+    payable = len(rows) - sum(1 for n in gates if costs.get(n) is None)
     if history.earlier_runs:
         drawn_from = f"from {history.earlier_runs} earlier run(s) of {loaded.spec.name!r}"
         if history.other_shapes:
             drawn_from += (
-                f" ({history.other_shapes} of them with other sheets than this spec's: "
-                "observed_seconds leaves them out)"
+                f" ({history.other_shapes} of them with other sheets than this spec's, or "
+                "other items per sheet: observed_seconds leaves them out)"
             )
     elif samples:
         drawn_from = (
@@ -389,13 +434,21 @@ def estimate(
         notes.append(waits)
     if not known_costs:
         notes.append("no instrument reported a cost")
+    elif len(known_costs) < payable:
+        notes.append(
+            f"expected_cost_usd covers {len(known_costs)} of {payable} sheets: no cost was "
+            "reported for the others, whose cost it leaves out"
+        )
+    notes.extend(_left_out(len(rows), len(path)))
     return Estimate(
         **base,
         expected_seconds=round(makespan, 3),
         critical_path_seconds=round(path_seconds, 3),
-        critical_path=path,
+        critical_path=path[:MAX_LISTED_PATH],
+        critical_path_total=len(path),
         sequential_seconds=round(sum(filled.values()), 3),
         expected_cost_usd=round(sum(known_costs), 6) if known_costs else None,
+        cost_sheets=len(known_costs),
         confidence=_confidence(rows, history.earlier_runs),
         note="; ".join(notes),
     )

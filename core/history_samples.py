@@ -12,11 +12,13 @@ job resumed the next day).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from podium.core.estimate import SheetSample, WaitKind, sheet_key, simulate
+from podium.core.estimate import ItemRange, SheetSample, WaitKind, sheet_key, simulate
 from podium.core.models import HistoryEntry, JobDetail, JobStatus, Outcome, SheetStatus
+from podium.core.spec.fanout import layout
 from podium.core.spec.models import RetryPolicy
 
 # Attempt outcomes after which a sheet waited on a person or a restart, not on its own work:
@@ -30,9 +32,11 @@ Gate = Callable[[str], bool]  # whether an instrument is an approval gate
 @dataclass
 class RunSamples:
     sheets: list[tuple[str, str, SheetSample]]  # (sheet key, instrument, sample)
-    overhead: float | None  # actual job seconds minus the simulation of its own sheets
+    # Actual job seconds minus the simulation of the sheets that ran, over their spans.
+    overhead: float | None
     seconds: float | None = None  # actual job seconds, waits included (completed runs)
     keys: frozenset[str] = frozenset()  # every sheet of the run, by sheet key
+    ran: int = 0  # the sheets the overhead is measured over: those that ran
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,44 @@ def _policy(detail: JobDetail) -> RetryPolicy:
         return RetryPolicy()
 
 
+def _unfinished_spans(
+    detail: JobDetail, by_sheet: Mapping[int, Sequence[HistoryEntry]]
+) -> dict[int, float] | None:
+    """From the first attempt's start to the last one's end, for each sheet that ran and did
+    not complete; None when an attempt has no end (its timeline cannot be measured)."""
+    spans: dict[int, float] = {}
+    for sheet in detail.sheets:
+        attempts = by_sheet.get(sheet.sheet_num, [])
+        if sheet.status is SheetStatus.COMPLETED or not attempts:
+            continue
+        ends = [a.ended_at for a in attempts]
+        if any(end is None or a.outcome is None for a, end in zip(attempts, ends, strict=True)):
+            return None
+        last = max(end for end in ends if end is not None)
+        spans[sheet.sheet_num] = max(0.0, (last - attempts[0].started_at).total_seconds())
+    return spans
+
+
+def batch_items(spec: Mapping[str, Any] | None) -> dict[int, ItemRange]:
+    """The items each sheet of a stored batch-form spec covered, by sheet number (none for
+    the explicit form, or a batch block this version cannot read: its sheets then match by
+    name alone, as they always did)."""
+    block = (spec or {}).get("sheet")
+    if not isinstance(block, Mapping):
+        return {}
+    try:
+        size, total = int(block["size"]), int(block["total_items"])
+        counts = [1] * -(-total // size)
+        for stage, count in (block.get("fan_out") or {}).items():
+            counts[int(stage) - 1] = int(count)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        return {}
+    return {
+        num: ((slot.stage - 1) * size + 1, min(slot.stage * size, total))
+        for num, slot in enumerate(layout(counts), start=1)
+    }
+
+
 def run_samples(
     detail: JobDetail, history: Sequence[HistoryEntry], *, parallelism: int, gate: Gate
 ) -> RunSamples:
@@ -138,31 +180,45 @@ def run_samples(
     for entry in history:
         by_sheet.setdefault(entry.sheet_num, []).append(entry)
     policy = _policy(detail)
+    by_num = {s.sheet_num: s for s in detail.sheets}
+    items = batch_items(detail.spec)
     found: list[tuple[str, str, SheetSample]] = []
     spans: dict[int, float] = {}
+    sound = True
     for sheet in detail.sheets:
         if sheet.status is not SheetStatus.COMPLETED:
             continue
         attempts = by_sheet.get(sheet.sheet_num, [])
         timing = _timing(attempts, policy, _gate_attempt(gate, sheet.instrument))
         if timing is None:
+            sound = False  # it ran, for a time its history cannot tell
             continue
         spans[sheet.sheet_num] = timing.span
         cost = _cost(attempts)
         sample = SheetSample(timing.work, cost, len(attempts), waits=timing.waits)
-        found.append((sheet_key(sheet.name, sheet.sheet_num), sheet.instrument, sample))
+        key = sheet_key(sheet.name, sheet.sheet_num, items.get(sheet.sheet_num))
+        found.append((key, sheet.instrument, sample))
     overhead = None
     actual = None
-    if (
-        detail.status is JobStatus.COMPLETED
-        and detail.started_at is not None
-        and detail.completed_at is not None
-    ):
+    if detail.started_at is not None and detail.completed_at is not None:
         actual = (detail.completed_at - detail.started_at).total_seconds()
-    if actual is not None and detail.sheets and len(spans) == len(detail.sheets):
-        deps = {s.sheet_num: [d for d in s.depends_on if d in spans] for s in detail.sheets}
+    # A failed or cancelled run's attempts started and ended when they say as a completed
+    # run's do: its sheets that did not complete have spans too, and tell the overhead.
+    unfinished = _unfinished_spans(detail, by_sheet)
+    if sound and unfinished is not None and detail.status.is_terminal:
+        spans.update(unfinished)
+    else:
+        spans = {}
+    if actual is not None and spans:
+        deps = {n: [d for d in by_num[n].depends_on if d in spans] for n in spans}
         # Against the sheets' spans, waits included: a wait inside a sheet is the sheet's
         # (and left out of its sample), not the engine's overhead.
         overhead = actual - simulate(spans, deps, parallelism)
-    keys = frozenset(sheet_key(s.name, s.sheet_num) for s in detail.sheets)
-    return RunSamples(sheets=found, overhead=overhead, seconds=actual, keys=keys)
+    keys = frozenset(sheet_key(s.name, s.sheet_num, items.get(s.sheet_num)) for s in detail.sheets)
+    return RunSamples(
+        sheets=found,
+        overhead=overhead,
+        seconds=actual if detail.status is JobStatus.COMPLETED else None,
+        keys=keys,
+        ran=len(spans),
+    )

@@ -16,7 +16,7 @@ from podium.core.estimate import (
     SheetSamples,
     StartsOn,
     estimate,
-    sheet_key,
+    spec_sheet_key,
 )
 from podium.core.history_samples import RunSamples, run_samples
 from podium.core.instruments.profile import APPROVAL_KIND
@@ -91,12 +91,14 @@ class Insight:
 
     async def _estimate_history(self, loaded: LoadedSpec, starts_on: StartsOn) -> History:
         history = History()
-        finished = [JobStatus.COMPLETED, JobStatus.FAILED]
+        # A cancelled run's completed sheets are samples, and its timeline tells the
+        # engine's overhead, as a failed run's does.
+        finished = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
         runs, _ = await self._c.list_jobs(
             statuses=finished, name=loaded.spec.name, limit=ESTIMATE_EARLIER_RUNS
         )
         seen: set[str] = set()
-        shape = frozenset(sheet_key(s.name, s.sheet_num) for s in loaded.sheets)
+        shape = frozenset(spec_sheet_key(s) for s in loaded.sheets)
         for run in runs:
             seen.add(run.job_id)
             samples = await self._sheet_samples(run.job_id)
@@ -106,8 +108,8 @@ class Insight:
             for key, instrument, sample in samples.sheets:
                 history.by_sheet.setdefault(key, SheetSamples()).add(sample)
                 history.by_instrument.setdefault(instrument, SheetSamples()).add(sample)
-            if samples.overhead is not None:
-                history.overheads.append(samples.overhead)
+            if samples.overhead is not None and samples.ran:
+                history.overheads_per_sheet.append(samples.overhead / samples.ran)
             if samples.keys != shape:
                 history.other_shapes += 1
             elif samples.seconds is not None:
@@ -116,9 +118,7 @@ class Insight:
         if wanted:
             # A sheet that completed is a sample whatever became of its job afterwards, as
             # it is for the runs of the same name above.
-            recent, _ = await self._c.list_jobs(
-                statuses=[*finished, JobStatus.CANCELLED], limit=ESTIMATE_INSTRUMENT_RUNS
-            )
+            recent, _ = await self._c.list_jobs(statuses=finished, limit=ESTIMATE_INSTRUMENT_RUNS)
             for run in recent:
                 if run.job_id in seen:
                     continue

@@ -30,6 +30,18 @@ _MATCHED_TEXT = re.compile(
 )
 
 
+# What the runner writes where a sheet's log reached log_max_bytes (core/runner/logs.py).
+_TRUNCATED = re.compile(
+    r"^\[podium: log truncated at (\d+) bytes; further output discarded\]$", re.M
+)
+
+
+def truncated_at(text: str) -> int | None:
+    """The cap a log tail says its log was cut at, when it was."""
+    found = _TRUNCATED.search(text)
+    return int(found.group(1)) if found else None
+
+
 def excerpt_around(text: str, error: str | None) -> tuple[list[str], str | None]:
     """A few lines of a log tail centred on the recorded error: the text a pattern matched
     when there is one, else the last line that looks like an error, else the last lines."""

@@ -107,20 +107,37 @@ def _seconds(value: float | None) -> str:
     return "unknown" if value is None else span_text(value)
 
 
+def _path_text(guess: dict[str, Any]) -> str:
+    path = " -> ".join(str(n) for n in guess["critical_path"]) or "-"
+    total = guess.get("critical_path_total", len(guess["critical_path"]))
+    if total > len(guess["critical_path"]):
+        path += f" -> ... ({total} sheets)"
+    return path
+
+
+def _cost_text(guess: dict[str, Any]) -> str:
+    if guess["expected_cost_usd"] is None:
+        return "-"
+    text = f"${guess['expected_cost_usd']:.4f}"
+    covered = guess.get("cost_sheets")
+    if covered is not None and covered < guess["total_sheets"]:
+        text += f" (of {covered} sheet(s) that reported a cost)"
+    return text
+
+
 def _estimate_text(guess: dict[str, Any]) -> str:
     lines = [
         f"{guess['name']}: {guess['total_sheets']} sheet(s), up to {guess['parallelism']} at once",
         f"  expected duration: {_seconds(guess['expected_seconds'])} "
         f"(critical path {_seconds(guess['critical_path_seconds'])}: sheets "
-        f"{' -> '.join(str(n) for n in guess['critical_path']) or '-'}; "
+        f"{_path_text(guess)}; "
         f"one after another {_seconds(guess['sequential_seconds'])})",
         *(
             [f"  earlier runs took: {_seconds(guess['observed_seconds'])} (median, waits included)"]
             if guess.get("observed_seconds") is not None
             else []
         ),
-        "  expected cost: "
-        + (f"${guess['expected_cost_usd']:.4f}" if guess["expected_cost_usd"] is not None else "-"),
+        f"  expected cost: {_cost_text(guess)}",
         f"  confidence: {guess['confidence']} ({guess['earlier_runs']} earlier run(s), "
         f"{guess['samples']} sheet sample(s))",
         f"  {guess['note']}",
@@ -131,6 +148,8 @@ def _estimate_text(guess: dict[str, Any]) -> str:
             f"  sheet {sheet['sheet_num']}{name}: {_seconds(sheet['expected_seconds'])} "
             f"[{sheet['basis']}, {sheet['samples']} sample(s)]"
         )
+    if guess["sheets_total"] > len(guess["sheets"]):
+        lines.append(f"  ... and {guess['sheets_total'] - len(guess['sheets'])} more sheet(s)")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import wait_for_job, wait_until
 from mcp import Client
 from mcp_types import Implementation
 from test_approvals import finished, gate_spec, wait_gate
@@ -291,3 +291,43 @@ async def test_more_failing_sheets_than_listed_are_all_counted_and_all_resumed(
     assert len(steps) == 2, diagnosis["next_steps"]
     for step in steps:
         assert "15 sheets (1, 2, 3, 4, 8, 9, 10, 11, 12, 16, ...)" in step["action"], step
+
+
+async def test_a_sheet_whose_log_hit_its_cap_says_its_log_was_truncated(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    spec = {
+        "name": "flooded",
+        "retry": {"max_retries": 0},
+        "sheets": [{"prompt": "yes flood | head -c 200000; echo 'Error: boom' >&2; exit 1"}],
+    }
+    async with Conductor(make_config(log_max_bytes=4096)) as conductor:
+        job = await conductor.submit_job(spec=spec)
+        assert (await wait_for_job(conductor, job.job_id)).status.value == "failed"
+        diagnosis = await conductor.diagnose(job.job_id)
+    [sheet] = diagnosis.failing
+    assert "log was truncated at 4096 bytes (log_max_bytes)" in sheet.cause, sheet.cause
+    assert sheet.log_excerpt is not None
+    assert any("log truncated at 4096 bytes" in line for line in sheet.log_excerpt.lines)
+
+
+async def test_a_cancelled_job_whose_instrument_is_still_held_says_so_in_its_rerun_step(
+    client: Client,
+) -> None:
+    spec = {"name": "held-then-cut", "instrument": "metered", "sheets": [{"prompt": "limited"}]}
+    job_id = (await call(client, "submit_job", {"spec": spec}))["job_id"]
+
+    async def waiting() -> bool:
+        return await sheet_status(client, job_id, 1) == "waiting"
+
+    await wait_until(waiting, timeout=20)
+    await call(client, "cancel", {"job_id": job_id})
+    diagnosis = await call(client, "diagnose", {"job_id": job_id})
+    [held] = diagnosis["rate_limits"]
+    [resume] = resume_steps(diagnosis)
+    assert "'metered' is still held by a rate limit" in resume["action"], resume
+    assert f"until {held['until']}" in resume["action"], resume
+    assert "clear_rate_limits" in resume["action"], resume
+    lifts = [s for s in diagnosis["next_steps"] if s["tool"] == "clear_rate_limits"]
+    assert [s["arguments"] for s in lifts] == [{"instrument": "metered"}], diagnosis
+    await call(client, "clear_rate_limits", {})

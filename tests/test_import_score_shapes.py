@@ -15,8 +15,10 @@ from click.testing import CliRunner
 from test_import_score import builtin_traits
 from test_transports import PODIUM
 
+from podium.core.errors import SpecError
 from podium.core.importer import import_score
 from podium.core.importer.score import ScoreError
+from podium.core.spec.bounds import MAX_SPEC_SIZE
 from podium.core.spec.loader import load_spec
 from podium.core.spec.templating import TemplateContext, render
 from podium.server.cli import main
@@ -263,3 +265,37 @@ def test_what_the_report_says_of_a_field_is_what_became_of_it() -> None:
     assert "None" not in why["validations.1"] and "mapping" in why["validations.1"], why
     loaded = load_spec(data=result.spec, instruments=builtin_traits)
     assert [len(s.validations) for s in loaded.sheets] == [1, 1, 1]
+
+
+def test_a_score_too_large_once_expanded_names_the_root_the_limit_and_the_size() -> None:
+    """5,000 stages of a 2 KB prompt, each with its own description (so each is a sheet of
+    the explicit form): the spec passes MAX_SPEC_SIZE. The refusal names the root as every
+    other root-level error does (`<root>: `, not `: `), and says how large it is."""
+    count = 5_000
+    score = _score(
+        prompt={"template": "step {{ sheet_num }} " + "x" * 2_000},
+        sheet={
+            "size": 1,
+            "total_items": count,
+            "descriptions": {n: f"d{n}" for n in range(1, count + 1)},
+        },
+    )
+    with pytest.raises(ScoreError) as refused:
+        import_score(score)
+    message = str(refused.value)
+    assert ": : " not in message, message
+    assert "<root>: the spec expands to " in message, message
+    size = int(message.split("the spec expands to ")[1].split(" ")[0])
+    assert size > MAX_SPEC_SIZE and f"{MAX_SPEC_SIZE} (MAX_SPEC_SIZE)" in message, message
+
+
+def test_a_spec_too_large_once_expanded_says_its_size() -> None:
+    """The same words where a spec is validated: the limit and the size."""
+    spec = {"name": "huge", "sheets": [{"prompt": "x" * 1_000_000} for _ in range(9)]}
+    with pytest.raises(SpecError) as refused:
+        load_spec(data=spec)
+    [error] = refused.value.errors
+    assert error.path == "" and str(error).startswith("<root>: the spec expands to "), error
+    size = int(error.message.split("the spec expands to ")[1].split(" ")[0])
+    assert size > 9_000_000, error
+    assert f"{MAX_SPEC_SIZE} (MAX_SPEC_SIZE)" in error.message, error

@@ -294,7 +294,8 @@ def _repair(spec: dict[str, Any], t: Tracker) -> None:
         except SpecError as exc:
             errors = exc.errors
         if not any(_remove(spec, error.path, error.message, t) for error in errors):
-            problems = "; ".join(f"{e.path}: {e.message}" for e in errors[:5])
+            # As every error prints them: the root as `<root>`, never an empty path.
+            problems = "; ".join(str(e) for e in errors[:5])
             raise ScoreError(f"the score does not translate into a valid spec: {problems}")
     raise ScoreError("the score does not translate into a valid spec")
 

@@ -20,6 +20,7 @@ MAX_SPEC_ALIASES = 1_000  # YAML alias uses in one document
 # Expanded size: one per value plus the characters of every string, with aliases repeated,
 # about the size of the spec written out as JSON.
 MAX_SPEC_SIZE = 8 * 1024 * 1024
+_TOLD_SIZE = 10**12
 
 
 def refuse(message: str) -> SpecError:
@@ -47,6 +48,9 @@ def check_value(value: Any) -> None:
     alias), or expanding past MAX_SPEC_SIZE. Iterative and memoized by identity, so an alias
     bomb is measured in the time its compact form takes, not its expansion."""
     sizes: dict[int, int] = {}
+    # Past the limit the walk goes on (memoized, it costs what the compact form does) so
+    # the refusal can say how large the spec is, not only that it is too large.
+    too_large = False
     on_path: set[int] = set()
     # (value, depth, children pending?) frames of a post-order walk
     stack: list[tuple[Any, int, bool]] = [(value, 1, True)]
@@ -72,10 +76,14 @@ def check_value(value: Any) -> None:
             continue
         on_path.discard(key)
         total = 1 + sum(sizes[id(child)] for child in _children(node))
-        if total > MAX_SPEC_SIZE:
-            raise refuse(
-                f"the spec expands to more than {MAX_SPEC_SIZE} characters (MAX_SPEC_SIZE); "
-                "YAML aliases count once per use"
-            )
+        too_large = too_large or total > MAX_SPEC_SIZE
         sizes[key] = total
         keep.append(node)
+    if too_large:
+        size = sizes[id(value)]
+        # An alias bomb's size has hundreds of digits.
+        told = str(size) if size < _TOLD_SIZE else f"more than {_TOLD_SIZE}"
+        raise refuse(
+            f"the spec expands to {told} characters, more than the {MAX_SPEC_SIZE} "
+            "(MAX_SPEC_SIZE) a spec may hold; YAML aliases count once per use"
+        )
