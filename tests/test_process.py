@@ -621,47 +621,6 @@ def test_capped_log(tmp_path: Path) -> None:
     assert path.read_bytes() == b"abcd" + truncation_marker(4)
 
 
-def test_capped_log_is_made_at_the_first_output(tmp_path: Path) -> None:
-    path = tmp_path / "job" / "sheet-1-attempt-1.log"
-    with CappedLog(path, 10) as log:
-        log.write(b"")
-    assert not path.exists() and not path.parent.exists()  # nothing printed, nothing made
-
-    # A log already at the path (an attempt number that came back) does not pass for the
-    # new attempt's output, printed or not.
-    path.parent.mkdir()
-    path.write_bytes(b"an earlier run's output")
-    with CappedLog(path, 10):
-        assert path.read_bytes() == b""
-    with CappedLog(path, 10) as log:
-        log.write(b"new")
-    assert path.read_bytes() == b"new"
-
-    # After close, output (a late pipe read) is not written.
-    log.write(b"late")
-    assert path.read_bytes() == b"new"
-
-
-@pytest.mark.anyio
-async def test_silent_sheet_run_makes_no_log_and_a_printing_one_does(tmp_path: Path) -> None:
-    silent, printing = tmp_path / "logs" / "silent.log", tmp_path / "logs" / "printing.log"
-    for path, argv in ((silent, ["true"]), (printing, ["sh", "-c", "echo hi; echo err >&2"])):
-        outcome = await run_process(
-            argv,
-            cwd=tmp_path,
-            env=dict(os.environ),
-            stdin_data=None,
-            log_path=path,
-            log_max_bytes=1024,
-            timeout_seconds=10,
-            idle_timeout_seconds=None,
-            kill_grace_seconds=1,
-        )
-        assert outcome.exit_code == 0
-    assert not silent.exists()
-    assert sorted(printing.read_text().split()) == ["err", "hi"]
-
-
 def test_tail_buffer() -> None:
     tail = TailBuffer(5)
     tail.write(b"abc")

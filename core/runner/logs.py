@@ -6,9 +6,7 @@ unbounded amount of a log into memory (SPEC §9 trap 12), so both directions are
 
 from __future__ import annotations
 
-import contextlib
 import os
-from io import FileIO
 from pathlib import Path
 
 # Upper bound for one read of a log file, whatever the caller asks for.
@@ -32,64 +30,48 @@ class CappedLog:
         self.truncated = False
         self.write_error: str | None = None
         self._written = 0
-        # Made at the first output, not before: creating a file is the costliest part of a
-        # sheet that prints nothing (a fraction of a millisecond on ext4, more after many
-        # deletions), and every reader takes a log that is not there as an empty one.
-        self._file: FileIO | None = None
-        self._closed = False
-        # A log left at this path before (an attempt whose number came back) must not pass
-        # for this attempt's output: cut it now, as creating the file would have (a path
-        # that is no regular file, or not writable, fails again at the first write).
-        with contextlib.suppress(OSError):
-            os.truncate(path, 0)
-
-    def _open(self) -> FileIO:
         # Unbuffered, so a concurrent tail reader sees output as soon as the sheet produced it.
         # The directory is made only when missing: a job's sheets share it, and trying to make
         # it at every start costs more than the open.
         try:
-            return FileIO(self.path, "wb")
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return FileIO(self.path, "wb")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         self.total_bytes += len(data)
-        if self.truncated or self.write_error is not None or self._closed:
+        if self.truncated or self.write_error is not None or self._file.closed:
             return
         try:
-            if self._file is None:
-                self._file = self._open()
             room = self.max_bytes - self._written
             if len(data) <= room:
-                self._write_all(self._file, data)
+                self._write_all(data)
                 self._written += len(data)
                 return
             if room > 0:
-                self._write_all(self._file, data[:room])
+                self._write_all(data[:room])
                 self._written += room
-            self._write_all(self._file, truncation_marker(self.max_bytes))
+            self._write_all(truncation_marker(self.max_bytes))
             self.truncated = True
         except OSError as exc:
             # E.g. a full disk: the sheet must keep running (its pipes keep being drained),
             # so remember the failure for the outcome and stop logging.
             self.write_error = f"log write failed: {exc.strerror or exc}"
 
-    @staticmethod
-    def _write_all(file: FileIO, data: bytes) -> None:
+    def _write_all(self, data: bytes) -> None:
         # A raw FileIO write may be partial; loop so nothing is silently dropped.
         view = memoryview(data)
         while view:
-            n = file.write(view)
+            n = self._file.write(view)
             if n is None or n <= 0:
                 raise OSError("short write to log file")
             view = view[n:]
 
     def close(self) -> None:
-        self._closed = True
-        if self._file is not None and not self._file.closed:
+        if not self._file.closed:
             self._file.close()
 
     def __enter__(self) -> CappedLog:
