@@ -14,9 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from helpers import wait_until, write_rows
+from structlog.testing import capture_logs
 from test_recovery import apoll, live_group_members
 
 from podium.core.conductor import Conductor
@@ -123,7 +125,13 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
         await apoll((tmp_path / "pid-1").exists, 30, "the sheet to start")
         sheet_pid = int((tmp_path / "pid-1").read_text())
     finally:
-        await conductor.stop()
+        with capture_logs() as logs:
+            await conductor.stop()
+    # Whether the runner's late result reached the writer before it closed or not, nothing
+    # is said of it as a lost attempt: the stop recorded it.
+    assert not [e for e in logs if e["log_level"] == "warning" and "result" in e["event"]], logs
+    said = " ".join(f"{e['event']} {e.get('error', '')}" for e in logs)
+    assert "another conductor" not in said and "reclaimed" not in said
     try:
         assert live_group_members(sheet_pid) == []
         assert attempt_processes("stubborn") == []
@@ -205,3 +213,63 @@ async def test_a_recovered_attempt_shows_its_own_log_tail_not_the_earlier_output
         assert len(sheet.output_tail.encode()) <= 2048
     else:
         assert sheet.output_tail is None
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["job-paused", "cancel-under-way"])
+async def test_a_late_result_of_an_attempt_the_stop_recorded_is_dropped_saying_so(
+    tmp_path: Path,
+    make_config: Callable[..., PodiumConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    ended: bool,
+) -> None:
+    """A stop whose runner overran the kill sequence records the attempt itself; the
+    runner's late result is then dropped, logged at info as the stop's own record, never as
+    an attempt another conductor took back. With a cancel under way the sheet ends
+    cancelled, showing that attempt's own output. The stop is the engine's (the conductor's
+    stop without closing the writer), so the late result reaches the writer every time."""
+    monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    conductor = Conductor(make_config(kill_grace_seconds=3))
+    await conductor.start()
+    try:
+        spec = second_attempt_spec(tmp_path, prints=True, ignores_term=True)
+        await conductor.submit_job(spec=spec, job_id="late")
+        await apoll((tmp_path / "pid-1").exists, 30, "the second attempt to start")
+        [entry] = conductor.engine.state.running.values()
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                if ended:
+                    # The cancel asks the runner to stop; the stop overtakes it well within
+                    # the runner's 3 s grace for the sheet that ignores SIGTERM.
+                    tg.start_soon(conductor.cancel_job, "late")
+
+                    async def cancelled() -> bool:
+                        job = await conductor.get_job("late")
+                        return job.status is JobStatus.CANCELLED
+
+                    await wait_until(cancelled)
+                await conductor.engine.shutdown()
+                with anyio.fail_after(15):
+                    await entry.done.wait()
+        detail = await conductor.get_job("late")
+        history, _ = await conductor.get_execution_history("late", sheet_num=1)
+    finally:
+        await conductor.stop()
+    [dropped] = [e for e in logs if str(e["event"]).startswith("late attempt result dropped")]
+    assert dropped["log_level"] == "info"
+    assert (dropped["job_id"], dropped["sheet"], dropped["attempt"]) == ("late", 1, 2)
+    assert "recorded interrupted by this conductor's stop" in dropped["error"]
+    said = " ".join(f"{e['event']} {e.get('error', '')}" for e in logs)
+    assert "another conductor" not in said and "reclaimed" not in said
+    assert not [e for e in logs if e["log_level"] == "warning" and "result" in e["event"]]
+    [sheet] = detail.sheets
+    assert history[1].outcome is Outcome.INTERRUPTED
+    assert history[1].error == "interrupted: the conductor shut down"
+    if ended:
+        assert (sheet.status, sheet.last_error) == (SheetStatus.CANCELLED, "the job had ended")
+    else:
+        assert sheet.status is SheetStatus.PENDING
+    assert sheet.attempts == 2
+    assert sheet.output_tail is not None and "own output of attempt 2" in sheet.output_tail
+    assert EARLIER not in sheet.output_tail
+    assert sheet.duration_seconds == history[1].duration_seconds
+    assert entry.recorded_by_stop

@@ -308,12 +308,18 @@ class Recovery:
                 kill_now(pgid)
             await end_attempt_processes(marker, row.started_at.timestamp(), 0)
 
+        def mark(entries: list[RunningSheet]) -> None:
+            for entry in entries:
+                entry.recorded_by_stop = True
+
         def apply(tx: Tx) -> None:
+            recorded = []
             for entry in found:
                 key = (entry.job_id, entry.sheet_num, entry.attempt)
                 current = tx.attempt(key)
                 if current is None or current.outcome is not None:
                     continue  # its runner recorded it after all
+                recorded.append(entry)
                 attempt = tx.edit_attempt(current)
                 sheet = tx.sheet(entry.job_id, entry.sheet_num)
                 edited = None
@@ -332,6 +338,7 @@ class Recovery:
                     )
                 else:
                     interrupt(tx.now, SHUT_DOWN, attempt=attempt, sheet=edited, output=output)
+            tx.after(lambda: mark(recorded))
 
         jobs = sorted({e.job_id for e in found})
         if found:
