@@ -24,6 +24,7 @@ from test_recovery import apoll, live_group_members
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.store.base import NewJob
 from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
@@ -107,6 +108,9 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
     is left and records the attempt itself."""
     if runner_stuck:
         monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    # Its own id: the processes are found by it, machine-wide, and its other cases (or other
+    # runs of it) may be running beside it.
+    job_id = f"stubborn-{os.getpid()}-{int(escapes)}{int(runner_stuck)}"
     config = make_config(kill_grace_seconds=1.5)
     conductor = Conductor(config)
     await conductor.start()
@@ -121,7 +125,7 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
             spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
                 "sleep 1000", "setsid bash -c \"trap '' TERM; sleep 1000\" & sleep 1000"
             )
-        await conductor.submit_job(spec=spec, job_id="stubborn")
+        await conductor.submit_job(spec=spec, job_id=job_id)
         await apoll((tmp_path / "pid-1").exists, 30, "the sheet to start")
         sheet_pid = int((tmp_path / "pid-1").read_text())
     finally:
@@ -134,18 +138,18 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
     assert "another conductor" not in said and "reclaimed" not in said
     try:
         assert live_group_members(sheet_pid) == []
-        assert attempt_processes("stubborn") == []
+        assert attempt_processes(job_id) == []
     finally:
-        for pid in attempt_processes("stubborn"):
+        for pid in attempt_processes(job_id):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     # Read before any conductor starts again: the stop itself left the record.
     store = await open_store(config)
     try:
         in_flight = await store.in_flight_attempts()
-        entry = await store.get_attempt("stubborn", 1, 1)
-        sheet = await store.get_sheet("stubborn", 1)
-        job = await store.get_job("stubborn")
+        entry = await store.get_attempt(job_id, 1, 1)
+        sheet = await store.get_sheet(job_id, 1)
+        job = await store.get_job(job_id)
     finally:
         await store.close()
     assert in_flight == []
@@ -225,10 +229,21 @@ async def test_a_late_result_of_an_attempt_the_stop_recorded_is_dropped_saying_s
     """A stop whose runner overran the kill sequence records the attempt itself; the
     runner's late result is then dropped, logged at info as the stop's own record, never as
     an attempt another conductor took back. With a cancel under way the sheet ends
-    cancelled, showing that attempt's own output. The stop is the engine's (the conductor's
-    stop without closing the writer), so the late result reaches the writer every time."""
+    cancelled, showing that attempt's own output. The runner is held past the stop (its
+    result comes only once the stop has recorded the attempt), and the stop is the engine's
+    (the conductor's stop but for closing the writer), so the late result reaches the
+    writer every time."""
     monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
-    conductor = Conductor(make_config(kill_grace_seconds=3))
+    released = anyio.Event()
+
+    async def overrunning(plan: AttemptPlan, *args: Any, **kwargs: Any) -> AttemptResult:
+        result = await run_attempt(plan, *args, **kwargs)
+        if plan.attempt == 2:
+            await released.wait()
+        return result
+
+    monkeypatch.setattr("podium.core.engine.dispatch.run_attempt", overrunning)
+    conductor = Conductor(make_config(kill_grace_seconds=1.5))
     await conductor.start()
     try:
         spec = second_attempt_spec(tmp_path, prints=True, ignores_term=True)
@@ -238,8 +253,7 @@ async def test_a_late_result_of_an_attempt_the_stop_recorded_is_dropped_saying_s
         with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
                 if ended:
-                    # The cancel asks the runner to stop; the stop overtakes it well within
-                    # the runner's 3 s grace for the sheet that ignores SIGTERM.
+                    # It waits for the sheet to end, which the stop records meanwhile.
                     tg.start_soon(conductor.cancel_job, "late")
 
                     async def cancelled() -> bool:
@@ -248,6 +262,7 @@ async def test_a_late_result_of_an_attempt_the_stop_recorded_is_dropped_saying_s
 
                     await wait_until(cancelled)
                 await conductor.engine.shutdown()
+                released.set()
                 with anyio.fail_after(15):
                     await entry.done.wait()
         detail = await conductor.get_job("late")
