@@ -139,11 +139,17 @@ async def test_a_sheet_cancelled_while_it_runs_shows_that_attempts_output_and_ti
 
 
 async def _cut_off_in_an_ended_job(
-    config: PodiumConfig, tmp_path: Path, owner: str, lease_left: float, log_text: str | None
+    config: PodiumConfig,
+    tmp_path: Path,
+    owner: str,
+    lease_left: float,
+    log_text: str | None,
+    deadline: bool,
 ) -> None:
-    """A job already cancelled whose sheet 1 still has attempt 2 in flight, owned by `owner`
-    (its lease runs out `lease_left` seconds from now): the row still holds attempt 1's
-    output, and attempt 2's log holds `log_text` (None: no log file)."""
+    """A job already ended (cancelled, or failed by its deadline) whose sheet 1 still has
+    attempt 2 in flight, owned by `owner` (its lease runs out `lease_left` seconds from
+    now): the row still holds attempt 1's output, and attempt 2's log holds `log_text`
+    (None: no log file)."""
     async with Conductor(config):
         pass  # creates the store
     now = utcnow()
@@ -152,8 +158,9 @@ async def _cut_off_in_an_ended_job(
     if log_text is not None:
         log.write_text(log_text)
     job = JobRow(
-        "ended", "ended", JobStatus.CANCELLED, "/tmp", "fp", 1, started, now,
-        started_at=started, completed_at=now,
+        "ended", "ended", JobStatus.FAILED if deadline else JobStatus.CANCELLED, "/tmp", "fp",
+        1, started, now, started_at=started, completed_at=now,
+        error="deadline: the job ran longer than deadline_seconds=5" if deadline else None,
     )  # fmt: skip
     sheet = SheetRow("ended", 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=2)
     sheet.started_at = started
@@ -174,19 +181,27 @@ async def _cut_off_in_an_ended_job(
     ids=["restart", "lapsed-before-start", "lapses-while-running"],
 )
 @pytest.mark.parametrize("log_text", ["own output of attempt 2\n", None], ids=["log", "no-log"])
+@pytest.mark.parametrize("deadline", [False, True], ids=["cancelled", "deadline"])
 async def test_an_attempt_cut_off_in_an_ended_job_leaves_its_own_output_on_the_sheet(
     tmp_path: Path,
     make_config: Callable[..., PodiumConfig],
     owner: str,
     lease_left: float,
     log_text: str | None,
+    deadline: bool,
 ) -> None:
     """Found at the next start (ours, or another conductor's whose lease lapsed) or taken
     back when its lease lapses while this conductor runs: the sheet ends cancelled showing
-    attempt 2's output and time (or none), not attempt 1's."""
+    attempt 2's output and time (or none), not attempt 1's, under the category its job's
+    end gives (a deadline's, or a cancel's)."""
     config = make_config()
     await _cut_off_in_an_ended_job(
-        config, tmp_path, config.conductor_id if owner == "self" else owner, lease_left, log_text
+        config,
+        tmp_path,
+        config.conductor_id if owner == "self" else owner,
+        lease_left,
+        log_text,
+        deadline,
     )
     async with Conductor(config) as conductor:
 
@@ -198,7 +213,8 @@ async def test_an_attempt_cut_off_in_an_ended_job_leaves_its_own_output_on_the_s
         detail = await conductor.get_job("ended")
         [entry], _ = await conductor.get_execution_history("ended", sheet_num=1)
     [sheet] = detail.sheets
-    assert (sheet.status, sheet.error_category) == (SheetStatus.CANCELLED, ErrorCategory.CANCELLED)
+    category = ErrorCategory.DEADLINE if deadline else ErrorCategory.CANCELLED
+    assert (sheet.status, sheet.error_category) == (SheetStatus.CANCELLED, category)
     assert sheet.last_error == "the job had ended"
     assert sheet.attempts == 2
     assert sheet.duration_seconds == entry.duration_seconds != 1234.0
