@@ -14,14 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from helpers import wait_until, write_rows
+from structlog.testing import capture_logs
 from test_recovery import apoll, live_group_members
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.store.base import NewJob
 from podium.core.store.open import open_store
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
@@ -105,6 +108,9 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
     is left and records the attempt itself."""
     if runner_stuck:
         monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    # Its own id: the processes are found by it, machine-wide, and its other cases (or other
+    # runs of it) may be running beside it.
+    job_id = f"stubborn-{os.getpid()}-{int(escapes)}{int(runner_stuck)}"
     config = make_config(kill_grace_seconds=1.5)
     conductor = Conductor(config)
     await conductor.start()
@@ -119,25 +125,31 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
             spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
                 "sleep 1000", "setsid bash -c \"trap '' TERM; sleep 1000\" & sleep 1000"
             )
-        await conductor.submit_job(spec=spec, job_id="stubborn")
+        await conductor.submit_job(spec=spec, job_id=job_id)
         await apoll((tmp_path / "pid-1").exists, 30, "the sheet to start")
         sheet_pid = int((tmp_path / "pid-1").read_text())
     finally:
-        await conductor.stop()
+        with capture_logs() as logs:
+            await conductor.stop()
+    # Whether the runner's late result reached the writer before it closed or not, nothing
+    # is said of it as a lost attempt: the stop recorded it.
+    assert not [e for e in logs if e["log_level"] == "warning" and "result" in e["event"]], logs
+    said = " ".join(f"{e['event']} {e.get('error', '')}" for e in logs)
+    assert "another conductor" not in said and "reclaimed" not in said
     try:
         assert live_group_members(sheet_pid) == []
-        assert attempt_processes("stubborn") == []
+        assert attempt_processes(job_id) == []
     finally:
-        for pid in attempt_processes("stubborn"):
+        for pid in attempt_processes(job_id):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     # Read before any conductor starts again: the stop itself left the record.
     store = await open_store(config)
     try:
         in_flight = await store.in_flight_attempts()
-        entry = await store.get_attempt("stubborn", 1, 1)
-        sheet = await store.get_sheet("stubborn", 1)
-        job = await store.get_job("stubborn")
+        entry = await store.get_attempt(job_id, 1, 1)
+        sheet = await store.get_sheet(job_id, 1)
+        job = await store.get_job(job_id)
     finally:
         await store.close()
     assert in_flight == []
@@ -205,3 +217,74 @@ async def test_a_recovered_attempt_shows_its_own_log_tail_not_the_earlier_output
         assert len(sheet.output_tail.encode()) <= 2048
     else:
         assert sheet.output_tail is None
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["job-paused", "cancel-under-way"])
+async def test_a_late_result_of_an_attempt_the_stop_recorded_is_dropped_saying_so(
+    tmp_path: Path,
+    make_config: Callable[..., PodiumConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    ended: bool,
+) -> None:
+    """A stop whose runner overran the kill sequence records the attempt itself; the
+    runner's late result is then dropped, logged at info as the stop's own record, never as
+    an attempt another conductor took back. With a cancel under way the sheet ends
+    cancelled, showing that attempt's own output. The runner is held past the stop (its
+    result comes only once the stop has recorded the attempt), and the stop is the engine's
+    (the conductor's stop but for closing the writer), so the late result reaches the
+    writer every time."""
+    monkeypatch.setattr("podium.core.engine.recovery.stop_seconds", lambda grace: 0.0)
+    released = anyio.Event()
+
+    async def overrunning(plan: AttemptPlan, *args: Any, **kwargs: Any) -> AttemptResult:
+        result = await run_attempt(plan, *args, **kwargs)
+        if plan.attempt == 2:
+            await released.wait()
+        return result
+
+    monkeypatch.setattr("podium.core.engine.dispatch.run_attempt", overrunning)
+    conductor = Conductor(make_config(kill_grace_seconds=1.5))
+    await conductor.start()
+    try:
+        spec = second_attempt_spec(tmp_path, prints=True, ignores_term=True)
+        await conductor.submit_job(spec=spec, job_id="late")
+        await apoll((tmp_path / "pid-1").exists, 30, "the second attempt to start")
+        [entry] = conductor.engine.state.running.values()
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                if ended:
+                    # It waits for the sheet to end, which the stop records meanwhile.
+                    tg.start_soon(conductor.cancel_job, "late")
+
+                    async def cancelled() -> bool:
+                        job = await conductor.get_job("late")
+                        return job.status is JobStatus.CANCELLED
+
+                    await wait_until(cancelled)
+                await conductor.engine.shutdown()
+                released.set()
+                with anyio.fail_after(15):
+                    await entry.done.wait()
+        detail = await conductor.get_job("late")
+        history, _ = await conductor.get_execution_history("late", sheet_num=1)
+    finally:
+        await conductor.stop()
+    [dropped] = [e for e in logs if str(e["event"]).startswith("late attempt result dropped")]
+    assert dropped["log_level"] == "info"
+    assert (dropped["job_id"], dropped["sheet"], dropped["attempt"]) == ("late", 1, 2)
+    assert "recorded interrupted by this conductor's stop" in dropped["error"]
+    said = " ".join(f"{e['event']} {e.get('error', '')}" for e in logs)
+    assert "another conductor" not in said and "reclaimed" not in said
+    assert not [e for e in logs if e["log_level"] == "warning" and "result" in e["event"]]
+    [sheet] = detail.sheets
+    assert history[1].outcome is Outcome.INTERRUPTED
+    assert history[1].error == "interrupted: the conductor shut down"
+    if ended:
+        assert (sheet.status, sheet.last_error) == (SheetStatus.CANCELLED, "the job had ended")
+    else:
+        assert sheet.status is SheetStatus.PENDING
+    assert sheet.attempts == 2
+    assert sheet.output_tail is not None and "own output of attempt 2" in sheet.output_tail
+    assert EARLIER not in sheet.output_tail
+    assert sheet.duration_seconds == history[1].duration_seconds
+    assert entry.recorded_by_stop

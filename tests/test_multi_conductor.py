@@ -280,6 +280,8 @@ async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed
     assert (two.attempt, two.conductor_id, two.outcome) == (2, other.name, Outcome.COMPLETED)
     assert one.version == reclaimed_version  # never written by its late owner
     assert "reclaimed" in owner.log_text()
+    # The refusal says who took the attempt: another conductor, not this one's own stop.
+    assert "another conductor reclaimed it after this conductor's lease" in owner.log_text()
     # The history names where each attempt ran (its log is on that conductor's host).
     assert [e.conductor_id for e in (one.entry(), two.entry())] == [owner.name, other.name]
 

@@ -52,6 +52,28 @@ from podium.core.store.rows import AttemptRow
 IdleHook = Callable[[Tx, str], None]
 
 
+class ResultRefused(PodiumError):
+    """An attempt's result came when the attempt was no longer in flight: its record stands
+    and the result is dropped. `own_stop`: this conductor's graceful stop recorded it
+    interrupted itself (its runner overran the kill sequence), which is expected, not a
+    loss; otherwise another conductor took it back after this one's lease on it ran out."""
+
+    def __init__(self, entry: RunningSheet, *, own_stop: bool) -> None:
+        self.own_stop = own_stop
+        which = f"attempt {entry.attempt} of sheet {entry.sheet_num} of job {entry.job_id}"
+        if own_stop:
+            why = (
+                "was already recorded interrupted by this conductor's stop (its runner had "
+                "not ended it within the kill sequence); its late result is dropped"
+            )
+        else:
+            why = (
+                "is no longer this conductor's: another conductor reclaimed it after this "
+                "conductor's lease on it ran out; its result is refused"
+            )
+        super().__init__(f"{which} {why}")
+
+
 def skip_dependents(tx: Tx, job_state: JobState, sheet_num: int) -> None:
     """Sheet `sheet_num` failed for good: its transitive dependents are skipped, and with
     `on_failure: stop` every sheet that has not started."""
@@ -221,11 +243,11 @@ def record_result(
         job_id, num = entry.job_id, entry.sheet_num
         job_state = tx.state(job_id)
         stored = tx.attempt((job_id, num, entry.attempt))
-        if stored is None:
-            raise PodiumError(
-                f"attempt {entry.attempt} of sheet {num} of job {job_id} is no longer "
-                "this conductor's (its lease was reclaimed)"
-            )
+        if stored is None or stored.outcome is not None:
+            # Seen ended (an earlier op of this group recorded it: only this conductor's
+            # stop does that to an attempt it runs), or gone from the attempts in flight.
+            own = entry.recorded_by_stop or stored is not None
+            raise ResultRefused(entry, own_stop=own)
         sheet = tx.edit_sheet(job_id, num)
         attempt = tx.edit_attempt(stored)
         now = tx.now
@@ -244,7 +266,9 @@ def record_result(
             outcome = Outcome.CANCELLED
             category = ErrorCategory.DEADLINE if reason == "deadline" else ErrorCategory.CANCELLED
             mark_terminal(sheet, SheetStatus.CANCELLED, now, result.error, category)
+            # This attempt's own output and time, as any other end of an attempt shows.
             sheet.output_tail = result.stdout_tail[-4096:]
+            sheet.duration_seconds = result.duration_seconds
         else:
             policy = (
                 job_state.spec.spec.retry

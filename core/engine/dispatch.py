@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 from podium.core.engine import approvals, fallbacks, holding, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
+    ResultRefused,
     needs_earlier,
     plan_attempt,
     record_process,
@@ -470,16 +471,27 @@ class Dispatcher:
                     record_result(self.ctx, self.state, entry, result, self._on_idle)
                 )
         except (NotFoundError, PodiumError) as exc:
-            log.warning(
-                "attempt result not recorded",
-                job_id=entry.job_id,
-                sheet=entry.sheet_num,
-                error=str(exc),
-            )
+            self._not_recorded(entry, exc)
         finally:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
+
+    def _not_recorded(self, entry: RunningSheet, exc: PodiumError) -> None:
+        """Say why an attempt's result was not recorded. After this conductor's stop recorded
+        the attempt itself (and logged why, at error), the late result has nothing left to
+        record, whatever refused it (the attempt ended, or the writer closed): info. A result
+        refused because another conductor took the attempt back is work this one lost, and
+        so is one the store refused: a warning, the error saying which."""
+        where = {"job_id": entry.job_id, "sheet": entry.sheet_num, "attempt": entry.attempt}
+        if entry.recorded_by_stop or (isinstance(exc, ResultRefused) and exc.own_stop):
+            log.info(
+                "late attempt result dropped: this conductor's stop had recorded the attempt",
+                **where,
+                error=str(exc),
+            )
+        else:
+            log.warning("attempt result not recorded", **where, error=str(exc))
 
     async def _previous_attempts(self, entry: RunningSheet) -> list[AttemptRow]:
         """The attempts a retry carries its session and feedback over from, latest first, as

@@ -18,14 +18,15 @@ import structlog
 from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
 from podium.core.engine.rules import (
+    JOB_HAD_ENDED,
     LEASE_RAN_OUT,
     OUTPUT_TAIL_BYTES,
     SHUT_DOWN,
     STOPPED_WHILE_RUNNING,
     final_job_status,
     interrupt,
+    interrupt_in_ended_job,
     last_known_running,
-    mark_terminal,
     reset_for_retry,
     set_job_status,
 )
@@ -51,7 +52,7 @@ from podium.core.runner.process import (
     terminate_group,
 )
 from podium.core.runner.runner import attempt_marker, stop_seconds
-from podium.core.store.rows import AttemptRow
+from podium.core.store.rows import AttemptRow, JobRow
 
 log = structlog.get_logger("podium.recovery")
 
@@ -189,9 +190,15 @@ class Recovery:
                     if current.status is SheetStatus.RUNNING and current.attempts == number:
                         sheet = tx.edit_sheet(job_id, num)
                 if sheet is not None and tx.job(job_id).status.is_terminal:
-                    interrupt(tx.now, LEASE_RAN_OUT, attempt=attempt, ended_at=ended)
-                    mark_terminal(sheet, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
-                    sheet.error_category = ErrorCategory.CANCELLED
+                    interrupt_in_ended_job(
+                        tx.now,
+                        LEASE_RAN_OUT,
+                        attempt=attempt,
+                        sheet=sheet,
+                        category=_ended_category(tx.job(job_id)),
+                        ended_at=ended,
+                        output=outputs.get(key),
+                    )
                 else:
                     interrupt(
                         tx.now,
@@ -301,12 +308,18 @@ class Recovery:
                 kill_now(pgid)
             await end_attempt_processes(marker, row.started_at.timestamp(), 0)
 
+        def mark(entries: list[RunningSheet]) -> None:
+            for entry in entries:
+                entry.recorded_by_stop = True
+
         def apply(tx: Tx) -> None:
+            recorded = []
             for entry in found:
                 key = (entry.job_id, entry.sheet_num, entry.attempt)
                 current = tx.attempt(key)
                 if current is None or current.outcome is not None:
                     continue  # its runner recorded it after all
+                recorded.append(entry)
                 attempt = tx.edit_attempt(current)
                 sheet = tx.sheet(entry.job_id, entry.sheet_num)
                 edited = None
@@ -315,15 +328,28 @@ class Recovery:
                 output = entry.control.output_so_far(OUTPUT_TAIL_BYTES)
                 if edited is not None and tx.job(entry.job_id).status.is_terminal:
                     # A cancel or deadline under way: the sheet ends as the job did.
-                    interrupt(tx.now, SHUT_DOWN, attempt=attempt, output=output)
-                    mark_terminal(edited, SheetStatus.CANCELLED, tx.now, "the job had ended", None)
-                    edited.error_category = ErrorCategory.CANCELLED
+                    interrupt_in_ended_job(
+                        tx.now,
+                        SHUT_DOWN,
+                        attempt=attempt,
+                        sheet=edited,
+                        category=_ended_category(tx.job(entry.job_id)),
+                        output=output,
+                    )
                 else:
                     interrupt(tx.now, SHUT_DOWN, attempt=attempt, sheet=edited, output=output)
+            tx.after(lambda: mark(recorded))
 
         jobs = sorted({e.job_id for e in found})
         if found:
             await self.writer.run(Op(apply, jobs=jobs, name="record stuck attempts"))
+
+
+def _ended_category(job: JobRow) -> ErrorCategory:
+    """What the sheets of an ended job are cancelled under: its deadline, or a cancel."""
+    if (job.error or "").startswith("deadline"):
+        return ErrorCategory.DEADLINE
+    return ErrorCategory.CANCELLED
 
 
 def _outputs(attempts: list[AttemptRow]) -> dict[AttemptKey, str | None]:
@@ -354,15 +380,27 @@ def _reconcile(
     if job.status.is_terminal:
         # Already terminal (a cancel or deadline that the crash interrupted): it keeps its
         # status; its sheets still running or waiting are cancelled.
-        category = (
-            ErrorCategory.DEADLINE
-            if (job.error or "").startswith("deadline")
-            else ErrorCategory.CANCELLED
-        )
+        category = _ended_category(job)
         for num, sheet in tx.sheets(job_id).items():
-            if not sheet.status.is_terminal and num not in theirs:
-                end_unrun(tx, job_id, num, SheetStatus.CANCELLED, "the job had ended", category)
-                changed = True
+            if sheet.status.is_terminal or num in theirs:
+                continue
+            if sheet.status is SheetStatus.RUNNING:
+                # Its attempt was cut off: the sheet shows that attempt's output, not the
+                # one before's (still in the row, since an attempt's start keeps it).
+                attempt, why, output = (cut or {}).get(
+                    (job_id, num, sheet.attempts), (None, STOPPED_WHILE_RUNNING, None)
+                )
+                interrupt_in_ended_job(
+                    now,
+                    why,
+                    attempt=attempt,
+                    sheet=tx.edit_sheet(job_id, num),
+                    category=category,
+                    output=output,
+                )
+            else:
+                end_unrun(tx, job_id, num, SheetStatus.CANCELLED, JOB_HAD_ENDED, category)
+            changed = True
         return changed
     for num, sheet in tx.sheets(job_id).items():
         if num in theirs or awaiting(sheet):

@@ -160,8 +160,38 @@ def interrupt(
         sheet.last_error = error
         sheet.error_category = ErrorCategory.INTERRUPTED
         sheet.duration_seconds = duration
-        kept = output.encode()[-OUTPUT_TAIL_BYTES:].decode(errors="ignore") if output else ""
-        sheet.output_tail = kept or None
+        sheet.output_tail = _kept_output(output)
+
+
+def _kept_output(output: str | None) -> str | None:
+    kept = output.encode()[-OUTPUT_TAIL_BYTES:].decode(errors="ignore") if output else ""
+    return kept or None
+
+
+JOB_HAD_ENDED = "the job had ended"
+
+
+def interrupt_in_ended_job(
+    now: datetime,
+    why: str,
+    *,
+    attempt: AttemptRow | None,
+    sheet: SheetRow,
+    category: ErrorCategory,
+    ended_at: datetime | None = None,
+    output: str | None = None,
+) -> None:
+    """An attempt cut off (restart, lease taken back, a stop past its kill sequence) whose
+    job had already ended (a cancel or deadline under way): the attempt is recorded as
+    `interrupt` records it, and its sheet ends `cancelled` as the job did, showing that
+    attempt's duration and `output` (None: nothing, or nothing this conductor can read),
+    never an earlier attempt's. `attempt` None: the row says running but no attempt of it
+    is in flight, so what it printed is not known."""
+    if attempt is not None:
+        interrupt(now, why, attempt=attempt, ended_at=ended_at)
+    mark_terminal(sheet, SheetStatus.CANCELLED, now, JOB_HAD_ENDED, category)
+    sheet.duration_seconds = attempt.duration_seconds if attempt is not None else None
+    sheet.output_tail = _kept_output(output)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ class RunningSheet:
     stop_reason: str | None = None
     # Its processes are gone and its result is on the way to the store: its slot is free.
     ended: bool = False
+    # The graceful stop recorded it interrupted itself (its runner overran the kill
+    # sequence): the runner's late result is dropped as expected, not as a lost lease.
+    recorded_by_stop: bool = False
 
 
 class JobState:
