@@ -162,9 +162,9 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
+# What became of a job's `on_success` follow-up. (No docstring: it would be published in
+# every job detail's output schema, where the values say it.)
 class FollowUpStatus(StrEnum):
-    """What became of a job's `on_success` follow-up."""
-
     SUBMITTED = "submitted"
     # Not submitted and never tried again: its spec has an error, it lies outside the
     # allowed folders, the conductor refused it for good.
@@ -245,10 +245,10 @@ class FollowUp(_Record):
     """The last word on a job's follow-up: what happened, when, and to which spec."""
 
     status: FollowUpStatus
-    job_id: str | None = Field(None, description="the follow-up job (submitted)")
-    error: str | None = Field(None, description="why not (refused, deferred)")
-    path: str | None = Field(None, description="the spec it submits")
-    at: UtcTime
+    job_id: str | None = None  # the follow-up job, once submitted
+    error: str | None = None  # why not: refused, or deferred for now
+    path: str | None = None  # the spec it submits (resolved)
+    at: UtcTime  # when it came to this (a deferred one: first deferred for that reason)
 
 
 class JobSummary(_Record):
