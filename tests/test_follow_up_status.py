@@ -6,6 +6,7 @@ carries it (show_job, `podium status`), and diagnose names a refused or deferred
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -243,7 +244,9 @@ async def test_a_deferred_follow_up_survives_a_restart_and_is_submitted_at_start
         assert child.chained_from == parent_id and child.status is JobStatus.COMPLETED
 
 
-async def test_show_job_and_status_carry_the_follow_up(chained: Conductor, specs: Path) -> None:
+async def test_show_job_status_and_the_job_resource_carry_the_follow_up(
+    chained: Conductor, specs: Path
+) -> None:
     write_spec(specs, "child.yaml")
     parent_spec = write_spec(specs, "parent.yaml", on_success={"submit": "child.yaml"})
     parent = await chained.submit_job(path=str(parent_spec))
@@ -264,6 +267,10 @@ async def test_show_job_and_status_carry_the_follow_up(chained: Conductor, specs
             )
             assert record["path"] == os.path.realpath(specs / "child.yaml")
             assert record["at"].endswith("Z")
+        read = await client.read_resource(f"podium://jobs/{parent.job_id}/checkpoint")
+        text = getattr(read.contents[0], "text", None)
+        assert isinstance(text, str)
+        assert json.loads(text)["follow_up"] == record  # the job resource says the same
         shown = await client.call_tool("show_job", {"job_id": child_id})
         assert shown.structured_content is not None
         # Always present; null for a job without a follow-up.
