@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from podium.core.models import JobDetail, SheetState, SheetStatus
+from podium.core.models import FollowUp, JobDetail, SheetState, SheetStatus
 from podium.core.spec.storable import redact_spec
 from podium.core.store.base import Store
 from podium.core.store.rows import OUTPUT_TAIL_VIEW_BYTES, JobRow, SheetRow
@@ -58,6 +58,7 @@ def job_detail(
         cost_limit_usd=job.cost_limit_usd,
         chained_from=job.chained_from,
         chain_depth=job.chain_depth,
+        follow_up=FollowUp.model_validate(job.follow_up) if job.follow_up is not None else None,
     )
 
 

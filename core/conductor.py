@@ -160,6 +160,7 @@ class Conductor:
                     lambda: self.store,
                     self._engine.hook_done,
                     self.submit_job,
+                    record_follow_up=self._engine.record_follow_up,
                     base_env={**os.environ, "PODIUM_HOME": str(self.config.home)},
                     kill_grace_seconds=self.config.kill_grace_seconds,
                 )

@@ -18,6 +18,7 @@ from typing import Any
 from podium.core.diagnosis_advice import (
     approval_steps,
     failed_instrument,
+    follow_up_steps,
     host_steps,
     next_steps,
     rejection,
@@ -334,6 +335,7 @@ async def diagnose(
         and detail.status is not JobStatus.COMPLETED
     ):
         steps.append(resume_step(detail.job_id, "re-run what did not complete"))
+    steps.extend(follow_up_steps(detail))
     steps = _warn_of_holds(steps, _held_for_rerun(detail, held))
     result = Diagnosis(
         job_id=detail.job_id,

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from podium.core.diagnosis_answer import FailedValidation, NextStep, SheetDiagnosis, WaitInfo, clip
 from podium.core.estimate import span_text
+from podium.core.job_hooks import DEFERRED_RETRY_SECONDS
 from podium.core.models import (
     Decision,
     ErrorCategory,
+    FollowUpStatus,
     HistoryEntry,
     JobDetail,
     JobStatus,
@@ -364,7 +366,8 @@ def verdict(
     status = detail.status
     progress = f"{detail.completed_sheets}/{detail.total_sheets} sheets completed"
     if status is JobStatus.COMPLETED:
-        return f"completed: {progress}"
+        note = follow_up_note(detail)
+        return f"completed: {progress}" + (f"; {note}" if note else "")
     if failing:
         causes = Counter(s.error_category.value if s.error_category else "failed" for s in failing)
         listed = ", ".join(f"{n} {c}" for c, n in causes.most_common())
@@ -388,3 +391,44 @@ def verdict(
     if status is JobStatus.FAILED:
         return f"failed: {progress}; {detail.error or 'no sheet failed on its own'}"
     return f"{status.value}: {progress}"
+
+
+def follow_up_note(detail: JobDetail) -> str | None:
+    """A follow-up that was refused or is deferred, with why: the job completed, yet what
+    its `on_success` submits does not run (yet)."""
+    found = detail.follow_up
+    if found is None or found.status not in (FollowUpStatus.REFUSED, FollowUpStatus.DEFERRED):
+        return None
+    spec = f" ({found.path})" if found.path else ""
+    reason = clip(found.error, 300) or "no reason recorded"
+    if found.status is FollowUpStatus.REFUSED:
+        return f"its follow-up{spec} was refused: {reason}"
+    return (
+        f"its follow-up{spec} is deferred: {reason}; the conductor tries it again every "
+        f"{DEFERRED_RETRY_SECONDS:g} s"
+    )
+
+
+def follow_up_steps(detail: JobDetail) -> list[NextStep]:
+    found = detail.follow_up
+    if found is None:
+        return []
+    if found.status is FollowUpStatus.REFUSED and found.path:
+        return [
+            NextStep(
+                action="the follow-up was refused and is not tried again: fix its spec and "
+                "submit it yourself (it then has no chained_from)",
+                tool="submit_job",
+                arguments={"path": found.path},
+                cli=f"podium run {found.path}",
+            )
+        ]
+    if found.status is FollowUpStatus.DEFERRED:
+        return [
+            NextStep(
+                action="the follow-up waits until the conductor accepts new work: let running "
+                "jobs finish, or raise max_memory_mb / max_processes (config.yaml, then "
+                "podium reload)"
+            )
+        ]
+    return []

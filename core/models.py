@@ -162,6 +162,19 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
+# What became of a job's `on_success` follow-up. (No docstring: it would be published in
+# every job detail's output schema, where the values say it.)
+class FollowUpStatus(StrEnum):
+    SUBMITTED = "submitted"
+    # Not submitted and never tried again: its spec has an error, it lies outside the
+    # allowed folders, the conductor refused it for good.
+    REFUSED = "refused"
+    # The conductor refused new work for now (backpressure): it is tried again.
+    DEFERRED = "deferred"
+    # The job is at its chain's `max_chain`: there is no follow-up, on purpose.
+    CHAIN_ENDED = "chain_ended"
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
@@ -228,6 +241,16 @@ class SheetState(_Record):
     log_uri: str | None
 
 
+class FollowUp(_Record):
+    """The last word on a job's follow-up: what happened, when, and to which spec."""
+
+    status: FollowUpStatus
+    job_id: str | None = None  # the follow-up job, once submitted
+    error: str | None = None  # why not: refused, or deferred for now
+    path: str | None = None  # the spec it submits (resolved)
+    at: UtcTime  # when it came to this (a deferred one: first deferred for that reason)
+
+
 class JobSummary(_Record):
     job_id: str
     name: str
@@ -262,6 +285,8 @@ class JobDetail(JobSummary):
     # The job whose `on_success` submitted this one, and how many such links lead here.
     chained_from: str | None = None
     chain_depth: int = 0
+    # What became of this job's own `on_success` follow-up (null: it has none, or not yet).
+    follow_up: FollowUp | None = None
     # Set while the job waits to run and its `hosts` name no live conductor: nothing will
     # run it until one starts (why, and what to do).
     waiting_for_host: str | None = None

@@ -188,7 +188,7 @@ async def status(
     ctx: Context, job: str | None, follow: bool, sheet_limit: int, as_json: bool
 ) -> int:
     """A job's status and sheets, or without JOB the conductor's."""
-    from podium.server.follow import Follower, job_state, sheet_line, usage_line
+    from podium.server.follow import Follower, follow_up_line, job_state, sheet_line, usage_line
     from podium.server.remote import controller, reader
 
     config = ctx.config()
@@ -271,6 +271,10 @@ async def status(
         lines.append(f"  error: {d['error']}")
     if d.get("waiting_for_host"):
         lines.append(f"  waiting for a host: {d['waiting_for_host']}")
+    if d.get("chained_from"):
+        lines.append(f"  chained from: {d['chained_from']} (depth {d.get('chain_depth', 0)})")
+    if follow_up := d.get("follow_up"):
+        lines.append(f"  {follow_up_line(follow_up)}")
     if usage := usage_line(d):
         lines.append(f"  {usage}")
     lines += [sheet_line(s) for s in d["sheets"]]

@@ -118,6 +118,21 @@ def usage_line(detail: dict[str, Any]) -> str | None:
     return "; ".join(parts) if parts else None
 
 
+def follow_up_line(follow_up: dict[str, Any]) -> str:
+    """`follow-up: <status> <job id or why not>`, from a job detail's `follow_up`."""
+    status = follow_up["status"]
+    if status == "submitted":
+        return f"follow-up: submitted {follow_up.get('job_id')}"
+    if status == "chain_ended":
+        return "follow-up: chain_ended (the chain reached its max_chain)"
+    line = f"follow-up: {status}: {follow_up.get('error') or 'no reason recorded'}"
+    if status == "refused" and follow_up.get("path"):
+        line += f" (spec {follow_up['path']})"
+    elif status == "deferred":
+        line += "; tried again while the conductor runs"
+    return line
+
+
 def final_line(detail: dict[str, Any]) -> str:
     extra = f": {detail['error']}" if detail.get("error") else ""
     usage = usage_line(detail)

@@ -43,11 +43,16 @@ FIRST_SURFACE = {
 # with the job's cost and token totals (issue 13), which its view shows. run_job (issue 12)
 # returns the job detail too; approve the job summary. estimate grew with
 # critical_path_total and cost_sheets, which say what its capped lists and its cost leave out.
+# The job detail's follow_up (what became of its on_success follow-up: a status enum and four
+# fields, ~230 characters of schema) grew show_job and run_job, and status beyond the first
+# surface's half by FIRST_SURFACE_GROWTH.
 ADDED_TOOL_BUDGETS = {
-    "diagnose": 2_100, "estimate": 1_900, "show_job": 1_700, "show_jobs": 1_200, "approve": 1_150,
-    "run_job": 2_000,
+    "diagnose": 2_100, "estimate": 1_900, "show_job": 1_900, "show_jobs": 1_200, "approve": 1_150,
+    "run_job": 2_200,
 }  # fmt: skip
-TOOLS_LIST_BUDGET = TOOLS_LIST_BEFORE // 2 + sum(ADDED_TOOL_BUDGETS.values())
+FIRST_SURFACE_GROWTH = 215
+FIRST_SURFACE_BUDGET = TOOLS_LIST_BEFORE // 2 + FIRST_SURFACE_GROWTH
+TOOLS_LIST_BUDGET = FIRST_SURFACE_BUDGET + sum(ADDED_TOOL_BUDGETS.values())
 
 FAKE_AGENT_PROFILE = """\
 name: fake-agent
@@ -396,7 +401,7 @@ async def test_tools_list_stays_within_its_budget(client: Client) -> None:
                                     separators=(",", ":"))) for t in listed.tools}  # fmt: skip
     assert set(sizes) == FIRST_SURFACE | set(ADDED_TOOL_BUDGETS), "a tool without a budget"
     first = sum(n for name, n in sizes.items() if name in FIRST_SURFACE)
-    assert first <= TOOLS_LIST_BEFORE // 2, f"the first eleven tools grew to {first}"
+    assert first <= FIRST_SURFACE_BUDGET, f"the first eleven tools grew to {first}"
     for name, budget in ADDED_TOOL_BUDGETS.items():
         assert sizes[name] <= budget, f"{name}: {sizes[name]} > {budget}"
     for tool in listed.tools:

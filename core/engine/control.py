@@ -30,6 +30,7 @@ from podium.core.errors import ConflictError, InvalidTransitionError, NotFoundEr
 from podium.core.events import ChangeEvent
 from podium.core.models import (
     ErrorCategory,
+    FollowUp,
     JobStatus,
     JobSummary,
     PauseReason,
@@ -388,6 +389,22 @@ class Control:
                 tx.edit_job(job_id).pending_hooks.remove(hook)
 
         await self.writer.run(Op(apply, job_rows=[job_id], name="hook done"))
+
+    async def record_follow_up(self, job_id: str, record: FollowUp, *, done: bool) -> None:
+        """What became of a job's follow-up, in one op with clearing its "on_success" hook
+        (`done`; a deferred one stays pending): a crash cannot leave the record saying one
+        thing and the hook another."""
+        value = record.model_dump(mode="json")
+
+        def apply(tx: Tx) -> None:
+            if not tx.has_job(job_id):
+                return  # cleared meanwhile
+            row = tx.edit_job(job_id)
+            row.follow_up = value
+            if done and "on_success" in row.pending_hooks:
+                row.pending_hooks.remove("on_success")
+
+        await self.writer.run(Op(apply, job_rows=[job_id], name="follow-up"))
 
     async def purge_tasks(self, task_ids: Sequence[str]) -> None:
         def apply(tx: Tx) -> None:

@@ -28,7 +28,7 @@ from podium.core.engine.writer import Writer
 from podium.core.errors import InvalidTransitionError, quoted
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
-from podium.core.models import Decision, JobStatus, JobSummary, SheetStatus, utcnow
+from podium.core.models import Decision, FollowUp, JobStatus, JobSummary, SheetStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
@@ -262,6 +262,9 @@ class Engine:
 
     async def hook_done(self, job_id: str, hook: str) -> None:
         await self.control.hook_done(job_id, hook)
+
+    async def record_follow_up(self, job_id: str, record: FollowUp, *, done: bool) -> None:
+        await self.control.record_follow_up(job_id, record, done=done)
 
     async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
         return await self.control.delete(job_ids)

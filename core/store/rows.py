@@ -189,6 +189,9 @@ class JobRow:
     pending_hooks: list[str] = field(default_factory=list)
     chained_from: str | None = None
     chain_depth: int = 0
+    # What became of this job's own follow-up (`FollowUp` as JSON): written by the writer in
+    # the op that clears the "on_success" hook (or leaves it pending, deferred).
+    follow_up: dict[str, Any] | None = None
     # What every attempt of the job cost, as its instruments reported it (summed by the
     # writer with each attempt's result, in the same write).
     cost_usd: float | None = None
