@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from chromium import BROWSER_TEST_TIMEOUT, artifact, chromium
 from dashboard_support import (
     RunningConductor,
@@ -314,3 +315,46 @@ async def test_a_stopped_conductor_is_said_to_be_gone_and_a_refused_stream_logge
             assert "podium dashboard" in await dropped.inner_text("#conn")
     finally:
         stop_conductor(own)
+
+
+async def test_a_chain_is_shown_both_ways_and_a_refused_follow_up_says_why(
+    conductor: RunningConductor,
+) -> None:
+    folder = conductor.home / "workspaces" / "chain-specs"
+    folder.mkdir(parents=True, exist_ok=True)
+    # The first job runs until its gate file appears: the page is open before the follow-up
+    # exists, and shows it as it comes.
+    gate = "while [ ! -e {{ workspace }}/go ]; do sleep 0.05; done; echo one"
+    (folder / "first.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "first", "on_success": {"submit": "second.yaml"}, "sheets": [{"prompt": gate}]}
+        )
+    )
+    (folder / "second.yaml").write_text("name: second\nsheets: [{prompt: echo two}]\n")
+    (folder / "lonely.yaml").write_text(
+        "name: lonely\non_success: {submit: not-there.yaml}\nsheets: [{prompt: echo alone}]\n"
+    )
+    async with conductor.client() as client:
+        first = await call(client, "submit_job", {"path": str(folder / "first.yaml")})
+        lonely = await call(client, "submit_job", {"path": str(folder / "lonely.yaml")})
+    async with dashboard(conductor, f"#/jobs/{first['job_id']}") as page:
+        await page.wait_for_selector(sheet(1, "running"), timeout=WAIT_MS)
+        assert await page.locator("#job-chain > *").count() == 0
+        open(first["workspace"] + "/go", "w").close()
+        submitted = page.locator('#job-follow-up[data-status="submitted"] a')
+        await submitted.wait_for(timeout=WAIT_MS)
+        child_id = await submitted.get_attribute("data-job")
+        assert child_id and child_id.startswith("first-next-")
+        assert (await status_of(conductor, first["job_id"]))["follow_up"]["job_id"] == child_id
+        await submitted.click()
+        await page.locator("#job-title", has_text=child_id).wait_for(timeout=WAIT_MS)
+        parent = page.locator("#job-chained-from a")
+        await parent.wait_for(timeout=WAIT_MS)
+        assert await parent.get_attribute("data-job") == first["job_id"]
+        assert "link 1 of its chain" in await page.locator("#job-chained-from").inner_text()
+        # A job that is no link of a chain shows none of it.
+        await page.goto(conductor.base + f"/#/jobs/{lonely['job_id']}")
+        refused = page.locator('#job-follow-up[data-status="refused"]')
+        await refused.wait_for(timeout=WAIT_MS)
+        assert "not-there.yaml" in await refused.inner_text()
+        assert await page.locator("#job-chained-from").count() == 0
