@@ -33,7 +33,7 @@ from cli_streams import (
     claude_result,
     jl,
 )
-from helpers import wait_for_job
+from helpers import wait_for_job, wait_until
 from test_transports import PODIUM, server_env
 
 from podium.core.conductor import Conductor
@@ -256,6 +256,40 @@ async def test_cost_totals_and_the_cost_limit(
     )
     assert shown.returncode == 0, shown.stderr
     assert "cost $0.9000 of a $2 limit; tokens 3,600 in, 240 out" in shown.stdout
+
+
+async def test_the_cost_limit_error_says_what_sheets_still_running_then_spent(
+    fakes: Fakes, make_config: Callable[..., PodiumConfig]
+) -> None:
+    """Sheets running when the job pauses at its limit finish and are recorded: what they
+    report is added, and the job's error states the total, not the one it paused at."""
+    fakes.install("claude-code")
+    quick = fakes.env("quick", costly(0.3, (10, 1)))
+    slow = fakes.env("slow", {**costly(0.45, (20, 2)), "sleep": 1.5})
+    spec = {
+        "name": "overrun",
+        "instrument": "claude-code",
+        "cost_limit_usd": 0.2,
+        "sheets": [
+            {"name": "quick", "prompt": TASK, "instrument_config": {"env": quick}},
+            {"name": "slow", "prompt": TASK, "instrument_config": {"env": slow}},
+            {"name": "after", "prompt": TASK, "depends_on": ["quick", "slow"]},
+        ],
+    }
+    async with Conductor(make_config()) as c, mcp_client(c) as client:
+        job = await call(client, "submit_job", {"spec": spec})
+        await wait_for_job(c, job["job_id"], statuses=("paused",))
+
+        async def both_recorded() -> bool:
+            entries = await history_of(client, job["job_id"])
+            return len(entries) == 2 and all(e["outcome"] for e in entries)
+
+        await wait_until(both_recorded, timeout=30)
+        detail = await call(client, "status", {"job_id": job["job_id"]})
+        assert detail["pause_reason"] == "cost_limit"
+        assert [s["status"] for s in detail["sheets"]] == ["completed", "completed", "pending"]
+        assert detail["cost_usd"] == pytest.approx(0.75)
+        assert "$0.75" in detail["error"] and "$0.30" not in detail["error"]
 
 
 # ----------------------------------------------------------------------------- new profiles

@@ -307,6 +307,8 @@ def record_result(
             if edited.status in DISPATCHABLE and costs.past_limit(edited, limit):
                 assert limit is not None
                 costs.pause_for_cost(edited, limit, now)
+            else:
+                costs.restate_cost_limit(edited, limit)
         # A job whose last sheet just ended is done, whatever it cost.
         settle_job(tx, job_id)
         if tx.job(job_id).pending_resume is not None and reason != "shutdown":

@@ -48,7 +48,19 @@ def pause_for_cost(job: JobRow, limit: float, now: datetime) -> None:
     set_job_status(job, JobStatus.PAUSED, now)
     job.pause_reason = PauseReason.COST_LIMIT
     job.pending_resume = None
-    job.error = (
+    job.error = _limit_error(job, limit)
+
+
+def restate_cost_limit(job: JobRow, limit: float | None) -> None:
+    """A job paused at its limit whose running sheets went on and reported more: its error
+    says the total now, not the one it paused at."""
+    paused_for_it = job.status is JobStatus.PAUSED and job.pause_reason is PauseReason.COST_LIMIT
+    if paused_for_it and limit is not None and past_limit(job, limit):
+        job.error = _limit_error(job, limit)
+
+
+def _limit_error(job: JobRow, limit: float) -> str:
+    return (
         f"cost limit: the job's instruments reported {_dollars(job.cost_usd or 0.0)}, past "
         f"cost_limit_usd {_dollars(limit)}; resume with a changed spec carrying a higher "
         "cost_limit_usd to go on"
