@@ -88,7 +88,12 @@ class SchemaTooNewError(PodiumError):
 
 
 class BackpressureError(PodiumError):
-    pass
+    """New work refused at critical pressure; `reason` is what is short (memory,
+    processes), without the advice the message gives a person who submitted."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InstrumentUnavailableError(PodiumError):

@@ -162,5 +162,6 @@ class Intake:
         if sample.level is PressureLevel.CRITICAL:
             raise BackpressureError(
                 f"not accepting jobs: {sample.reason}; running jobs continue, submit again "
-                "when usage drops or raise the limit (config.yaml, then podium reload)"
+                "when usage drops or raise the limit (config.yaml, then podium reload)",
+                reason=sample.reason,
             )

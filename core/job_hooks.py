@@ -259,7 +259,10 @@ class JobHooks:
             )
         except BackpressureError as exc:
             log.warning("follow-up deferred", job_id=job.job_id, error=str(exc))
-            return _record(FollowUpStatus.DEFERRED, path, error=str(exc))
+            # The conductor submits it again by itself: the record says why not now, not
+            # the "submit again" a person who submitted is told.
+            why = f"not accepting jobs: {exc.reason}" if exc.reason else str(exc)
+            return _record(FollowUpStatus.DEFERRED, path, error=why)
         except PodiumError as exc:
             if self.stopping:
                 # Refused because the conductor is shutting down: not the spec's fault.

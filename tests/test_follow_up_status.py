@@ -200,6 +200,8 @@ async def defer_a_follow_up(conductor: Conductor, specs: Path, tmp_path: Path) -
     release.touch()
     record = await follow_up_is(conductor, parent.job_id, FollowUpStatus.DEFERRED)
     assert record.job_id is None and "not accepting jobs" in (record.error or "")
+    # It is tried again by the conductor: nobody is told to submit it again.
+    assert "submit again" not in (record.error or "")
     row = await conductor.store.get_job(parent.job_id)
     assert row is not None and row.status is JobStatus.COMPLETED
     assert row.pending_hooks == ["on_success"]  # kept to be tried again
