@@ -114,6 +114,8 @@ class JobHooks:
         self._record_follow_up = record_follow_up
         # Jobs whose follow-up was deferred, tried again at the next retry.
         self._deferred: set[str] = set()
+        # Set when a follow-up is deferred: the retry timer runs only then.
+        self._deferral: anyio.Event | None = None
         self._base_env = dict(base_env)
         self._grace = kill_grace_seconds
         self._send, self._receive = anyio.create_memory_object_stream[str](1000)
@@ -144,6 +146,10 @@ class JobHooks:
 
     async def _retry_deferred(self) -> None:
         while True:
+            # No timer while nothing is deferred: an idle conductor never wakes.
+            if not self._deferred:
+                self._deferral = anyio.Event()
+                await self._deferral.wait()
             await anyio.sleep(DEFERRED_RETRY_SECONDS)
             waiting, self._deferred = self._deferred, set()
             for job_id in sorted(waiting):
@@ -198,6 +204,8 @@ class JobHooks:
         deferred = record.status is FollowUpStatus.DEFERRED
         if deferred:
             self._deferred.add(job.job_id)
+            if self._deferral is not None:
+                self._deferral.set()
             if _same(job.follow_up, record):
                 return
         await self._record_follow_up(job.job_id, record, done=not deferred)
