@@ -111,12 +111,16 @@ def _behind_holds(detail: JobDetail, held: dict[str, Any]) -> list[WaitInfo]:
     ]
 
 
-def _truncated_text(cut_at: int | None) -> str:
-    if cut_at is None:
+def _truncated_text(truncated: bool, cut_at: int | None) -> str:
+    """`truncated`: the attempt's stored flag, or its log's marker (an attempt recorded
+    before the flag was stored reads false); `cut_at`: the cap the marker names, when the
+    log could be read (the cap of the conductor that ran it, which may not be this one's)."""
+    if not truncated:
         return ""
+    at = f"at {cut_at} bytes (log_max_bytes)" if cut_at is not None else "at log_max_bytes"
     # A flood: what the run printed last, its error included, may be past the cap.
     return (
-        f"; its log was truncated at {cut_at} bytes (log_max_bytes): the output after that "
+        f"; its log was truncated {at}: the output after that "
         "was discarded, so the log does not show how the run ended"
     )
 
@@ -261,7 +265,11 @@ async def diagnose(
                 error_category=sheet.error_category,
                 cause=clip(
                     sheet_cause(sheet, last_failed, failed, sheet.sheet_num in gates)
-                    + _truncated_text(cut_at),
+                    + _truncated_text(
+                        cut_at is not None
+                        or (last_failed is not None and last_failed.log_truncated),
+                        cut_at,
+                    ),
                     MAX_ERROR_CHARS,
                 )
                 or "",

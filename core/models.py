@@ -205,6 +205,9 @@ class HistoryEntry(_Record):
     error: str | None = None
     validations: list[ValidationResult] = Field(default_factory=list)
     log_path: str | None
+    # The log reached log_max_bytes (a marker ends it): the attempt's later output, how it
+    # ended included, is not in it.
+    log_truncated: bool = False
     instrument: str | None = None
     # What the CLI reported about the attempt (null when it reports nothing of the kind):
     # the session it ran in (what a retry resumes), the session it continued, and its cost.

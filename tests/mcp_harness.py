@@ -102,6 +102,7 @@ HISTORY_FIELDS = {
     "error_category",
     "validations",
     "log_path",
+    "log_truncated",
 }
 TEMPLATES = {
     "podium://jobs/{job_id}/checkpoint",

@@ -101,6 +101,7 @@ def finish_attempt_row(attempt: AttemptRow, result: AttemptResult, outcome: Outc
     attempt.error = result.error
     attempt.validations = list(result.validations)
     attempt.log_path = result.log_path
+    attempt.log_truncated = result.log_truncated
     # The session the attempt ran in: the one it reported, else the one it continued (a run
     # killed before it said anything is still in that session).
     attempt.session_id = result.session_id or result.resumed_session_id

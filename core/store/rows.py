@@ -259,6 +259,8 @@ class AttemptRow:
     error: str | None = None
     validations: list[ValidationResult] = field(default_factory=list)
     log_path: str | None = None
+    # The log reached log_max_bytes: what the attempt printed after that was discarded.
+    log_truncated: bool = False
     pid: int | None = None
     pgid: int | None = None
     pid_start_time: float | None = None
