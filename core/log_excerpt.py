@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from podium.core.diagnosis_answer import clip
+from podium.core.runner.logs import truncated_at as truncated_at
 
 # The lines of a log's tail read to find the error in.
 LOG_TAIL_SCANNED = 400
@@ -28,18 +29,6 @@ _MATCHED_TEXT = re.compile(
     r": (.+?)(?:; still rate limited after \d+ waits)?$",
     re.DOTALL,
 )
-
-
-# What the runner writes where a sheet's log reached log_max_bytes (core/runner/logs.py).
-_TRUNCATED = re.compile(
-    r"^\[podium: log truncated at (\d+) bytes; further output discarded\]$", re.M
-)
-
-
-def truncated_at(text: str) -> int | None:
-    """The cap a log tail says its log was cut at, when it was."""
-    found = _TRUNCATED.search(text)
-    return int(found.group(1)) if found else None
 
 
 def excerpt_around(text: str, error: str | None) -> tuple[list[str], str | None]:

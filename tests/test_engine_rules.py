@@ -15,6 +15,7 @@ from podium.core.engine.rules import (
     backoff_seconds,
     final_job_status,
     interrupt,
+    interrupt_in_ended_job,
     judge_attempt,
     last_known_running,
     reset_for_retry,
@@ -33,6 +34,7 @@ from podium.core.models import (
     ValidationResult,
     WaitingReason,
 )
+from podium.core.runner.logs import truncation_marker
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.models import RetryPolicy
 from podium.core.store.rows import AttemptRow, JobRow, SheetRow
@@ -280,6 +282,30 @@ def test_an_attempt_the_runner_timed_keeps_its_end_when_interrupted() -> None:
     interrupt(T0, "the conductor stopped while it ran", sheet=alone)
     assert alone.last_error == "interrupted: the conductor stopped while it ran"
     assert alone.duration_seconds is None
+
+
+def test_an_attempt_cut_off_with_a_log_at_its_cap_is_recorded_truncated() -> None:
+    """After a crash or a lease taken back there is no runner's result: the end of the
+    attempt's log says whether it reached log_max_bytes."""
+    cut_log = "last lines" + truncation_marker(4096).decode()
+    for ended_job in (False, True):
+        attempt = AttemptRow("job", 1, 1, T0)
+        row = sheet(1, SheetStatus.RUNNING)
+        if ended_job:
+            why, category = "its conductor's lease ran out", ErrorCategory.CANCELLED
+            interrupt_in_ended_job(
+                T0, why, attempt=attempt, sheet=row, category=category, output=cut_log
+            )
+        else:
+            interrupt(T0, "the conductor stopped", attempt=attempt, sheet=row, output=cut_log)
+        assert attempt.log_truncated, ended_job
+        assert row.output_tail is not None and "log truncated at 4096 bytes" in row.output_tail
+    quiet = AttemptRow("job", 1, 1, T0)
+    interrupt(T0, "the conductor stopped", attempt=quiet, output="all of it, under the cap\n")
+    assert not quiet.log_truncated
+    unread = AttemptRow("job", 1, 1, T0)
+    interrupt(T0, "the conductor stopped", attempt=unread, output=None)
+    assert not unread.log_truncated
 
 
 def test_last_known_running_is_the_last_renewal_within_start_and_now() -> None:

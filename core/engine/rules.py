@@ -19,6 +19,7 @@ from podium.core.models import (
     WaitingReason,
     counts_as_done,
 )
+from podium.core.runner.logs import truncated_at
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
 from podium.core.spec.models import RetryPolicy
@@ -156,12 +157,21 @@ def interrupt(
             attempt.ended_at = end
             attempt.duration_seconds = max(0.0, (end - attempt.started_at).total_seconds())
         duration = attempt.duration_seconds
+        _note_cut_log(attempt, output)
     if sheet is not None:
         reset_for_retry(sheet, now, fresh_budget=False)
         sheet.last_error = error
         sheet.error_category = ErrorCategory.INTERRUPTED
         sheet.duration_seconds = duration
         sheet.output_tail = _kept_output(output)
+
+
+def _note_cut_log(attempt: AttemptRow, output: str | None) -> None:
+    """An attempt cut off has no runner's result to say its log reached log_max_bytes;
+    the end of its log (`output`, read from the log after a crash or a lease taken back)
+    does, with the marker the log ends with."""
+    if output and truncated_at(output) is not None:
+        attempt.log_truncated = True
 
 
 def _kept_output(output: str | None) -> str | None:
@@ -189,7 +199,7 @@ def interrupt_in_ended_job(
     never an earlier attempt's. `attempt` None: the row says running but no attempt of it
     is in flight, so what it printed is not known."""
     if attempt is not None:
-        interrupt(now, why, attempt=attempt, ended_at=ended_at)
+        interrupt(now, why, attempt=attempt, ended_at=ended_at, output=output)
     mark_terminal(sheet, SheetStatus.CANCELLED, now, JOB_HAD_ENDED, category)
     sheet.duration_seconds = attempt.duration_seconds if attempt is not None else None
     sheet.output_tail = _kept_output(output)

@@ -7,6 +7,7 @@ unbounded amount of a log into memory (SPEC §9 trap 12), so both directions are
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 # Upper bound for one read of a log file, whatever the caller asks for.
@@ -16,6 +17,17 @@ _BLOCK = 64 * 1024
 
 def truncation_marker(max_bytes: int) -> bytes:
     return f"\n[podium: log truncated at {max_bytes} bytes; further output discarded]\n".encode()
+
+
+_TRUNCATED = re.compile(
+    r"^\[podium: log truncated at (\d+) bytes; further output discarded\]$", re.M
+)
+
+
+def truncated_at(text: str) -> int | None:
+    """The cap a log's text says the log was cut at (`truncation_marker`), when it was."""
+    found = _TRUNCATED.search(text)
+    return int(found.group(1)) if found else None
 
 
 class CappedLog:
