@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from anyio.abc import Process
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.models import JobDetail
+from podium.core.pressure import PressureLevel, ResourceSample
 from podium.core.store.base import Store, WriteBatch
 from podium.core.store.open import open_store
 
@@ -63,3 +65,16 @@ async def ended(proc: Process, within: float = 15) -> None:
     if proc.returncode is None:
         proc.kill()
         await proc.wait()
+
+
+def press(conductor: Conductor, level: PressureLevel) -> None:
+    """Make the conductor's resource monitor see `level` (memory, simulated) from now on."""
+
+    def prober(max_memory_mb: float, max_processes: int) -> ResourceSample:
+        return ResourceSample(
+            100.0, 1, 0, level, f"memory: simulated ({level.value})", time.monotonic()
+        )
+
+    assert conductor.monitor is not None
+    conductor.monitor._prober = prober
+    conductor._on_sample(conductor.monitor.sample())

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import wait_for_job, wait_until
+from helpers import press, wait_for_job, wait_until
 from mcp import Client
 from test_transports import podium_cli
 
@@ -24,7 +24,7 @@ from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.job_hooks import follow_up_id
 from podium.core.models import FollowUp, FollowUpStatus, JobStatus
-from podium.core.pressure import PressureLevel, ResourceSample
+from podium.core.pressure import PressureLevel
 from podium.core.store.rows import JobRow
 from podium.server.app import PodiumServer
 
@@ -164,21 +164,6 @@ async def test_the_chain_ends_at_max_chain_without_an_error(
     found = await chained.diagnose(second_id)
     assert found.verdict == "completed: 1/1 sheets completed"
     assert not any("follow-up" in s.action for s in found.next_steps)
-
-
-def fixed(level: PressureLevel) -> Callable[[float, int], ResourceSample]:
-    def prober(max_memory_mb: float, max_processes: int) -> ResourceSample:
-        return ResourceSample(
-            100.0, 1, 0, level, f"memory: simulated ({level.value})", time.monotonic()
-        )
-
-    return prober
-
-
-def press(conductor: Conductor, level: PressureLevel) -> None:
-    assert conductor.monitor is not None
-    conductor.monitor._prober = fixed(level)
-    conductor._on_sample(conductor.monitor.sample())
 
 
 async def defer_a_follow_up(conductor: Conductor, specs: Path, tmp_path: Path) -> str:

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from fake_agent_profile import fake_agent_profile
-from helpers import wait_for_job, wait_until
+from helpers import press, wait_for_job, wait_until
 from mcp import Client
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
 from podium.core.models import JobStatus, SheetStatus, WaitingReason
-from podium.core.pressure import PressureLevel, ResourceSample
+from podium.core.pressure import PressureLevel
 from podium.server.app import PodiumServer
 
 pytestmark = pytest.mark.anyio
@@ -185,21 +185,6 @@ async def test_pause_resume_and_restart_with_shown_waiting_sheets(
         cancelled = await again.get_job(behind.job_id)
         assert {s.status for s in cancelled.sheets} == {SheetStatus.CANCELLED}
     await c.start()
-
-
-def _fixed(level: PressureLevel) -> Callable[[float, int], ResourceSample]:
-    def prober(max_memory_mb: float, max_processes: int) -> ResourceSample:
-        return ResourceSample(
-            100.0, 1, 0, level, f"memory: simulated ({level.value})", time.monotonic()
-        )
-
-    return prober
-
-
-def press(conductor: Conductor, level: PressureLevel) -> None:
-    assert conductor.monitor is not None
-    conductor.monitor._prober = _fixed(level)
-    conductor._on_sample(conductor.monitor.sample())
 
 
 async def test_backpressure_shows_waiting_and_lifts(
