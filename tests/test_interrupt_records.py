@@ -111,7 +111,9 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
     # Its own id: the processes are found by it, machine-wide, and its other cases (or other
     # runs of it) may be running beside it.
     job_id = f"stubborn-{os.getpid()}-{int(escapes)}{int(runner_stuck)}"
-    config = make_config(kill_grace_seconds=1.5)
+    # A log cap below what the sheet prints: the record says its log was cut, whoever
+    # makes it (the runner's result, or the stop that overtook a stuck runner).
+    config = make_config(kill_grace_seconds=1.5, log_max_bytes=1024)
     conductor = Conductor(config)
     await conductor.start()
     try:
@@ -119,6 +121,9 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
         spec["retry"] = {"max_retries": 0}
         spec["sheets"][0]["prompt"] = spec["sheets"][0]["prompt"].replace(
             'if [ "$PODIUM_ATTEMPT" = 1 ]', 'if [ "$PODIUM_ATTEMPT" = 0 ]'
+        )
+        spec["sheets"][0]["prompt"] = (
+            "head -c 2048 /dev/zero | tr '\\0' x; echo; " + spec["sheets"][0]["prompt"]
         )
         if escapes:
             # A child that left the group and ignores SIGTERM too: ended after its own grace.
@@ -156,6 +161,7 @@ async def test_a_graceful_stop_records_every_attempt_it_ends_even_past_the_kill_
     assert entry is not None and sheet is not None and job is not None
     assert entry.outcome is Outcome.INTERRUPTED
     assert entry.error == "interrupted: the conductor shut down"
+    assert entry.log_truncated
     assert sheet.status is SheetStatus.PENDING
     assert sheet.last_error == "interrupted: the conductor shut down"
     assert (job.status, job.pause_reason) == (JobStatus.PAUSED, PauseReason.SHUTDOWN)

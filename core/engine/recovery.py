@@ -326,6 +326,8 @@ class Recovery:
                 if sheet.status is SheetStatus.RUNNING and sheet.attempts == entry.attempt:
                     edited = tx.edit_sheet(entry.job_id, entry.sheet_num)
                 output = entry.control.output_so_far(OUTPUT_TAIL_BYTES)
+                log_file = entry.control.log
+                attempt.log_truncated = log_file is not None and log_file.truncated
                 if edited is not None and tx.job(entry.job_id).status.is_terminal:
                     # A cancel or deadline under way: the sheet ends as the job did.
                     interrupt_in_ended_job(

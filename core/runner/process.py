@@ -57,6 +57,9 @@ class RunControl:
         # The attempt's stdout tail as it grows (set once its process is about to start), so
         # views of a running sheet show what it printed so far without touching the store.
         self.output: TailBuffer | None = None
+        # Its log, once made: whether it reached log_max_bytes is known to whoever records
+        # the attempt without the runner's result (a stop past the kill sequence).
+        self.log: CappedLog | None = None
 
     def output_so_far(self, max_bytes: int) -> str | None:
         """The last `max_bytes` of the attempt's stdout so far; None before it started."""
@@ -437,6 +440,8 @@ async def run_process(
 
     def open_log() -> None:
         logs.append(CappedLog(log_path, log_max_bytes))
+        if control is not None:
+            control.log = logs[0]
 
     def on_output(chunk: bytes, is_stdout: bool) -> None:
         logs[0].write(chunk)
