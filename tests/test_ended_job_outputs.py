@@ -134,7 +134,9 @@ async def test_a_sheet_cancelled_while_it_runs_shows_that_attempts_output_and_ti
     assert (first.outcome, second.outcome) == (Outcome.FAILED, Outcome.CANCELLED)
     assert sheet.output_tail is not None and "own output of attempt 2" in sheet.output_tail
     assert EARLIER not in sheet.output_tail
-    assert first.duration_seconds is not None and first.duration_seconds >= 1.5
+    # Attempt 1 ran its 1.5 s (give or take the clocks: 1.498 was seen), attempt 2 was cut
+    # off at once: the sheet shows attempt 2's.
+    assert first.duration_seconds is not None and first.duration_seconds >= 1.2
     assert sheet.duration_seconds == second.duration_seconds != first.duration_seconds
 
 
