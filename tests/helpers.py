@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,10 +13,11 @@ from anyio.abc import Process
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import JobDetail
+from podium.core.models import JobDetail, SheetStatus, utcnow
 from podium.core.pressure import PressureLevel, ResourceSample
-from podium.core.store.base import Store, WriteBatch
+from podium.core.store.base import NewJob, Store, WriteBatch
 from podium.core.store.open import open_store
+from podium.core.store.rows import AttemptRow, JobRow, SheetRow
 
 
 async def wait_for_job(
@@ -55,6 +58,42 @@ async def write_rows(config: PodiumConfig, **rows: Any) -> None:
         await commit_rows(store, **rows)
     finally:
         await store.close()
+
+
+async def seed_second_attempt_in_flight(
+    config: PodiumConfig,
+    tmp_path: Path,
+    job: Callable[[datetime, datetime], JobRow],
+    *,
+    owner: str,
+    lease_left: float,
+    log_text: str | None,
+    earlier_output: str,
+    earlier_duration: float | None = None,
+) -> None:
+    """The rows a conductor that died mid-attempt leaves: `job(started, now)`'s one-sheet
+    job whose sheet 1 has attempt 2 in flight, owned by `owner` (its lease runs out
+    `lease_left` seconds from now), while the sheet row still holds attempt 1's output
+    (and duration); attempt 2's log holds `log_text` (None: no log file at all)."""
+    async with Conductor(config):
+        pass  # creates the store
+    now = utcnow()
+    started = now - timedelta(seconds=10)
+    log = tmp_path / "attempt-2.log"
+    if log_text is not None:
+        log.write_text(log_text)
+    row = job(started, now)
+    sheet = SheetRow(row.job_id, 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=2)
+    sheet.started_at = started
+    sheet.output_tail = earlier_output
+    sheet.duration_seconds = earlier_duration
+    sheet.log_path = str(log)
+    attempt = AttemptRow(
+        row.job_id, 1, 2, started, conductor_id=owner, log_path=str(log),
+        lease_expires_at=now + timedelta(seconds=lease_left), lease_renewed_at=started,
+    )  # fmt: skip
+    spec = {"name": row.name, "sheets": [{"name": "s1", "prompt": "true"}]}
+    await write_rows(config, new_jobs=[NewJob(row, spec, [sheet])], new_attempts=[attempt])
 
 
 async def ended(proc: Process, within: float = 15) -> None:

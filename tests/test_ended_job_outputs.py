@@ -6,19 +6,18 @@ own output, never the one before's (docs/tools.md, "Each sheet")."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for_job, wait_until, write_rows
+from helpers import seed_second_attempt_in_flight, wait_for_job, wait_until
 from mcp_harness import Harness, mcp, ok, wait_status
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus, utcnow
-from podium.core.store.base import NewJob
-from podium.core.store.rows import AttemptRow, JobRow, SheetRow
+from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
+from podium.core.store.rows import JobRow
 
 pytestmark = pytest.mark.anyio
 __all__ = ["mcp"]  # fixture used by name below
@@ -152,29 +151,18 @@ async def _cut_off_in_an_ended_job(
     attempt 2 in flight, owned by `owner` (its lease runs out `lease_left` seconds from
     now): the row still holds attempt 1's output, and attempt 2's log holds `log_text`
     (None: no log file)."""
-    async with Conductor(config):
-        pass  # creates the store
-    now = utcnow()
-    started = now - timedelta(seconds=10)
-    log = tmp_path / "attempt-2.log"
-    if log_text is not None:
-        log.write_text(log_text)
-    job = JobRow(
-        "ended", "ended", JobStatus.FAILED if deadline else JobStatus.CANCELLED, "/tmp", "fp",
-        1, started, now, started_at=started, completed_at=now,
-        error="deadline: the job ran longer than deadline_seconds=5" if deadline else None,
+
+    def job(started: datetime, now: datetime) -> JobRow:
+        return JobRow(
+            "ended", "ended", JobStatus.FAILED if deadline else JobStatus.CANCELLED, "/tmp",
+            "fp", 1, started, now, started_at=started, completed_at=now,
+            error="deadline: the job ran longer than deadline_seconds=5" if deadline else None,
+        )  # fmt: skip
+
+    await seed_second_attempt_in_flight(
+        config, tmp_path, job, owner=owner, lease_left=lease_left, log_text=log_text,
+        earlier_output=EARLIER, earlier_duration=1234.0,
     )  # fmt: skip
-    sheet = SheetRow("ended", 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=2)
-    sheet.started_at = started
-    sheet.output_tail = EARLIER
-    sheet.duration_seconds = 1234.0
-    sheet.log_path = str(log)
-    attempt = AttemptRow(
-        "ended", 1, 2, started, conductor_id=owner, log_path=str(log),
-        lease_expires_at=now + timedelta(seconds=lease_left), lease_renewed_at=started,
-    )  # fmt: skip
-    spec = {"name": "ended", "sheets": [{"name": "s1", "prompt": "true"}]}
-    await write_rows(config, new_jobs=[NewJob(job, spec, [sheet])], new_attempts=[attempt])
 
 
 @pytest.mark.parametrize(

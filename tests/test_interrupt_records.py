@@ -10,24 +10,23 @@ import shlex
 import signal
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
-from helpers import wait_until, write_rows
+from helpers import seed_second_attempt_in_flight, wait_until
 from structlog.testing import capture_logs
 from test_recovery import apoll, live_group_members
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus, utcnow
+from podium.core.models import ErrorCategory, JobStatus, Outcome, PauseReason, SheetStatus
 from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
-from podium.core.store.base import NewJob
 from podium.core.store.open import open_store
-from podium.core.store.rows import AttemptRow, JobRow, SheetRow
+from podium.core.store.rows import JobRow
 
 pytestmark = pytest.mark.anyio
 
@@ -173,27 +172,17 @@ async def _in_flight_with_an_earlier_output(
     """A job paused by a person whose sheet 1 has attempt 2 in flight, owned by `owner`
     (its lease already lapsed); the sheet still holds attempt 1's output, and attempt 2's
     log holds `log_text` (None: no log file at all)."""
-    async with Conductor(config):
-        pass  # creates the store
-    now = utcnow()
-    started = now - timedelta(seconds=10)
-    log = tmp_path / "attempt-2.log"
-    if log_text is not None:
-        log.write_text(log_text)
-    job = JobRow(
-        "cut", "cut", JobStatus.PAUSED, "/tmp", "fp", 1, started, now,
-        pause_reason=PauseReason.USER, started_at=started,
+
+    def job(started: datetime, now: datetime) -> JobRow:
+        return JobRow(
+            "cut", "cut", JobStatus.PAUSED, "/tmp", "fp", 1, started, now,
+            pause_reason=PauseReason.USER, started_at=started,
+        )  # fmt: skip
+
+    await seed_second_attempt_in_flight(
+        config, tmp_path, job, owner=owner, lease_left=-5.0, log_text=log_text,
+        earlier_output=EARLIER,
     )  # fmt: skip
-    sheet = SheetRow("cut", 1, "s1", SheetStatus.RUNNING, "shell", now, attempts=2)
-    sheet.started_at = started
-    sheet.output_tail = EARLIER
-    sheet.log_path = str(log)
-    attempt = AttemptRow(
-        "cut", 1, 2, started, conductor_id=owner, log_path=str(log),
-        lease_expires_at=now - timedelta(seconds=5), lease_renewed_at=started,
-    )  # fmt: skip
-    spec = {"name": "cut", "sheets": [{"name": "s1", "prompt": "true"}]}
-    await write_rows(config, new_jobs=[NewJob(job, spec, [sheet])], new_attempts=[attempt])
 
 
 @pytest.mark.parametrize("route", ["restart", "lease-reclaim"])
