@@ -177,6 +177,27 @@ async def test_a_thirty_sheet_dag_in_layers_with_retries_on_the_timeline(
         await page.wait_for_selector('#job-status[data-status="failed"]', timeout=WAIT_MS)
 
 
+async def test_an_attempt_whose_log_was_cut_says_so_on_the_timeline(
+    conductor: RunningConductor,
+) -> None:
+    """The attempt's bar carries `log_truncated` from the history, and its tooltip says the
+    log was cut; a quiet attempt's says nothing of the kind."""
+    flood = "head -c 11000000 /dev/zero | tr '\\0' x; echo"
+    spec = {
+        "name": "floods",
+        "sheets": [{"name": "loud", "prompt": flood}, {"name": "quiet", "prompt": "echo hi"}],
+    }
+    job = await submit(conductor, spec)
+    async with dashboard(conductor, f"#/jobs/{job['job_id']}") as page:
+        await page.wait_for_selector('#job-status[data-status="completed"]', timeout=WAIT_MS)
+        loud = page.locator('#timeline rect.attempt[data-sheet="1"]')
+        quiet = page.locator('#timeline rect.attempt[data-sheet="2"]')
+        await loud.and_(page.locator('[data-log-truncated="true"]')).wait_for(timeout=WAIT_MS)
+        assert await quiet.get_attribute("data-log-truncated") == "false"
+        assert "log cut at log_max_bytes" in (await loud.locator("title").text_content() or "")
+        assert "log cut" not in (await quiet.locator("title").text_content() or "")
+
+
 async def test_approving_a_pending_approval_by_clicking(conductor: RunningConductor) -> None:
     async with conductor.client() as client:
         tools = {t.name for t in (await client.list_tools()).tools}
