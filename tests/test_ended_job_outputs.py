@@ -212,3 +212,25 @@ async def test_an_attempt_cut_off_in_an_ended_job_leaves_its_own_output_on_the_s
         assert sheet.output_tail == log_text
     else:
         assert sheet.output_tail is None
+
+
+async def test_a_sheet_that_ran_and_printed_nothing_shows_an_empty_output_not_none(
+    conductor: Conductor,
+) -> None:
+    """Ran to its end and printed nothing: "" (it ran; `outputs[N]` reads it empty), where a
+    sheet that never ran shows null."""
+    spec = {
+        "name": "quiet",
+        "sheets": [
+            {"name": "silent", "prompt": "true"},
+            {"name": "reads", "depends_on": ["silent"], "prompt": 'echo "[{{ outputs[1] }}]"'},
+            {"name": "never", "depends_on": ["reads"], "prompt": "exit 3"},
+            {"name": "after", "depends_on": ["never"], "prompt": "echo unreachable"},
+        ],
+    }
+    job = await conductor.submit_job(spec=spec)
+    detail = await wait_for_job(conductor, job.job_id)
+    silent, reads, _, after = detail.sheets
+    assert silent.status is SheetStatus.COMPLETED and silent.output_tail == ""
+    assert reads.output_tail == "[]\n"
+    assert after.attempts == 0 and after.output_tail is None
