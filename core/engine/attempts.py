@@ -267,7 +267,7 @@ def record_result(
             category = ErrorCategory.DEADLINE if reason == "deadline" else ErrorCategory.CANCELLED
             mark_terminal(sheet, SheetStatus.CANCELLED, now, result.error, category)
             # This attempt's own output and time, as any other end of an attempt shows.
-            sheet.output_tail = result.stdout_tail[-4096:]
+            sheet.output_tail = result.stdout_tail[-OUTPUT_TAIL_BYTES:]
             sheet.duration_seconds = result.duration_seconds
         else:
             policy = (
