@@ -3,7 +3,8 @@ execution history; what `estimate` draws on.
 
 A sheet's sample is its working time: how long its attempts' processes ran (failed ones that
 were retried included, time frozen by `pause immediate` not) and the retry backoff between
-them, as long as the job's retry policy makes it.
+them, as long as the job's retry policy makes it (none after the attempt that spent its
+retries: what followed that was a resume).
 Everything else in its span is a wait, kept apart by kind: a rate-limited attempt and the
 hold after it, an approval gate's attempt (it runs nothing: its length is a person's
 delay), and a gap after a failed attempt longer than its backoff (backpressure, or a failed
@@ -97,6 +98,11 @@ def _timing(
                 wait("rate_limit", gap)
             elif is_gate(previous) or failures == 0:
                 wait("held", gap)  # a turned-down gate asked again: a person resumed it
+            elif failures > policy.max_retries:
+                # Its retries were spent: the sheet failed, and a resume (with a fresh retry
+                # budget) ran it again. The policy waited no backoff here.
+                wait("held", gap)
+                failures = 0
             else:
                 backoff = min(gap, _backoff_bound(policy, failures - 1))
                 work += backoff

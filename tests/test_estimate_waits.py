@@ -11,7 +11,7 @@ would have left them: a test cannot wait two hours."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,16 @@ from helpers import commit_rows, wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import HistoryEntry, JobStatus, Outcome, SheetStatus, WaitingReason
+from podium.core.history_samples import run_samples
+from podium.core.models import (
+    HistoryEntry,
+    JobDetail,
+    JobStatus,
+    Outcome,
+    SheetState,
+    SheetStatus,
+    WaitingReason,
+)
 from podium.core.store.open import open_store
 
 pytestmark = pytest.mark.anyio
@@ -321,3 +330,47 @@ async def test_diagnose_does_not_take_an_approvals_wait_for_running_time(
     assert "nobody approved or rejected it" in gate.cause and "24h00m" in gate.cause, gate.cause
     actions = " ".join(s.action for s in result.next_steps)
     assert "idle_timeout_seconds" not in actions and "ask again" in actions, actions
+
+
+def _entry(attempt: int, start: float, end: float, outcome: Outcome) -> HistoryEntry:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return HistoryEntry(
+        sheet_num=1, attempt=attempt, started_at=t0 + timedelta(seconds=start),
+        ended_at=t0 + timedelta(seconds=end), exit_code=0 if outcome is Outcome.COMPLETED else 1,
+        duration_seconds=end - start, outcome=outcome, error_category=None, log_path="x.log",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("max_retries", "failed_runs"), [(0, 1), (1, 2), (3, 4)])
+def test_no_backoff_is_counted_where_the_policy_had_no_retry_left(
+    max_retries: int, failed_runs: int
+) -> None:
+    """The sheet spent its retries (each after its backoff) and failed; someone resumed the
+    job much later (a fresh retry budget) and it completed. The gap before the resume is a
+    hold, not a backoff: the policy waits none once no retry is left."""
+    base = 1.0
+    entries, at = [], 0.0
+    for attempt in range(1, failed_runs + 1):
+        entries.append(_entry(attempt, at, at + 0.5, Outcome.FAILED))
+        at += 0.5 + base * 2 ** (attempt - 1)  # the backoff before the next retry
+    resumed = at + 3600.0
+    entries.append(_entry(failed_runs + 1, resumed, resumed + 0.5, Outcome.COMPLETED))
+    sheet = SheetState(
+        sheet_num=1, name="s", status=SheetStatus.COMPLETED, attempts=failed_runs + 1,
+        depends_on=[], instrument="shell", started_at=None, completed_at=None,
+        duration_seconds=None, last_error=None, error_category=None, waiting_reason=None,
+        waiting_until=None, output_tail=None, log_uri=None,
+    )  # fmt: skip
+    detail = JobDetail(
+        job_id="j", name="resumed", status=JobStatus.COMPLETED, total_sheets=1,
+        completed_sheets=1, failed_sheets=0, submitted_at=entries[0].started_at,
+        started_at=entries[0].started_at, completed_at=entries[-1].ended_at, pause_reason=None,
+        error=None, labels=[], workspace="/w", priority=5, sheets_total_matching=1,
+        sheets=[sheet],
+        spec={"name": "resumed", "retry": {"max_retries": max_retries, "base_delay_seconds": base,
+              "jitter": False}},
+    )  # fmt: skip
+    [(_, _, sample)] = run_samples(detail, entries, parallelism=1, gate=lambda _: False).sheets
+    backoffs = sum(base * 2 ** (n - 1) for n in range(1, failed_runs))
+    assert sample.seconds == pytest.approx(0.5 * (failed_runs + 1) + backoffs)
+    assert sample.waits["held"] == pytest.approx(3600.0 + base * 2 ** (failed_runs - 1))
