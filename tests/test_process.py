@@ -16,6 +16,7 @@ import anyio
 import psutil
 import pytest
 
+from podium.core.runner import groups as groups_module
 from podium.core.runner import process as process_module
 from podium.core.runner.logs import (
     CappedLog,
@@ -579,6 +580,26 @@ def test_leader_matches(spawned_group: subprocess.Popen[bytes]) -> None:
     assert leader_matches(ProcessGroupRef(pid, pid, start))
     assert not leader_matches(ProcessGroupRef(pid, pid, start - 5))
     assert not leader_matches(ProcessGroupRef(pid, pid + 1, start))
+
+
+@pytest.mark.parametrize("boot_time_moved_by", [-1.0, 1.0])
+def test_a_leader_still_matches_after_the_kernel_boot_time_moved_a_second(
+    spawned_group: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    boot_time_moved_by: float,
+) -> None:
+    # /proc/stat's btime is whole seconds of wall clock: a clock step across a second
+    # boundary moves it by one between the spawn that recorded a start and a later look.
+    pid = spawned_group.pid
+    recorded = ProcessGroupRef(pid, pid, groups_module.create_time(pid))
+    moved = psutil.boot_time() + boot_time_moved_by
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: moved)
+    monkeypatch.setattr(groups_module, "_BOOT_TIME", moved)
+    assert leader_matches(recorded)
+    assert not leader_matches(ProcessGroupRef(pid, pid, recorded.start_time + 0.5))
+    assert not leader_matches(
+        ProcessGroupRef(pid, pid, recorded.start_time - 2 * boot_time_moved_by)
+    )
 
 
 @pytest.mark.anyio

@@ -45,12 +45,20 @@ def leader_matches(ref: ProcessGroupRef) -> bool:
     start time tells them apart.
     """
     try:
-        proc = psutil.Process(ref.pid)
-        create_time = proc.create_time()
         pgid = os.getpgid(ref.pid)
-    except (psutil.Error, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
         return False
-    return pgid == ref.pgid and abs(create_time - ref.start_time) <= _START_TIME_TOLERANCE
+    if pgid != ref.pgid:
+        return False
+    started = _boot_relative_start(ref.pid)
+    if started is None:
+        return False
+    # The kernel reports the boot time in whole seconds, derived from the wall clock: when
+    # the clock is stepped across a second boundary it moves by one, and a start time
+    # recorded before then (by this conductor or an earlier one) is off by exactly 1 s.
+    # Ticks since boot never move, so the fraction still has to match.
+    drift = started + _boot_time() - ref.start_time
+    return any(abs(drift - step) <= _START_TIME_TOLERANCE for step in (-1.0, 0.0, 1.0))
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -157,15 +165,28 @@ _BOOT_TIME: float | None = None
 def create_time(pid: int) -> float:
     """The leader's start time, as psutil's `create_time()` computes it (clock ticks since
     boot plus the boot time), without re-reading the boot time for every sheet."""
-    global _BOOT_TIME
+    started = _boot_relative_start(pid)
+    if started is None:
+        return _psutil_create_time(pid)
+    return started + _boot_time()
+
+
+def _boot_relative_start(pid: int) -> float | None:
+    """Seconds from boot to the start of `pid` (None if it cannot be read): immune to clock
+    steps, unlike the wall-clock time built on it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
-        if _BOOT_TIME is None:
-            _BOOT_TIME = psutil.boot_time()
-        return int(fields[19]) / _CLOCK_TICKS + _BOOT_TIME
+        return int(fields[19]) / _CLOCK_TICKS
     except (OSError, IndexError, ValueError):
-        return _psutil_create_time(pid)
+        return None
+
+
+def _boot_time() -> float:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        _BOOT_TIME = psutil.boot_time()
+    return _BOOT_TIME
 
 
 def _psutil_create_time(pid: int) -> float:
