@@ -115,7 +115,7 @@ async def test_yaml_text_with_nul_or_binary_is_refused_through_the_tools(
 
 def test_utf8_binary_and_ordinary_text_still_load() -> None:
     loaded = load_spec(
-        text="name: n\nvariables: {x: !!binary aGk=, y: \"tab\\there\"}\nsheets: [{prompt: echo}]\n"
+        text='name: n\nvariables: {x: !!binary aGk=, y: "tab\\there"}\nsheets: [{prompt: echo}]\n'
     )
     assert loaded.spec.variables == {"x": b"hi", "y": "tab\there"}
 
