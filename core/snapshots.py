@@ -14,8 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from podium.core.checkpoint import read_checkpoint
+from podium.core.errors import SpecError
 from podium.core.models import UtcTime, utcnow
-from podium.core.spec.bounds import MAX_SPEC_BYTES
+from podium.core.spec.bounds import MAX_SPEC_BYTES, check_value
+from podium.core.spec.source import parse_yaml
 from podium.core.spec.storable import redact_spec
 from podium.core.store.base import Store
 
@@ -41,8 +43,12 @@ def _redacted_source(path: Path) -> str | None:
             text = f.read(MAX_SPEC_BYTES + 1).decode("utf-8")
         if len(text) > MAX_SPEC_BYTES:
             return None
-        data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        # The file may have changed since submit: read as a spec is, bounded, so one nested
+        # 5,000 deep or an alias bomb is no spec (a plain safe_load raised RecursionError,
+        # which lost the snapshot, or expanded the bomb in full).
+        data = parse_yaml(text, path)
+        check_value(data)
+    except (OSError, UnicodeDecodeError, SpecError):
         return None
     if not isinstance(data, dict):
         return None

@@ -35,6 +35,7 @@ from podium.core.views import (
 from podium.server.app_view import JOB_VIEW_URI
 from podium.server.guard import RESULT_TEXT, compact_json
 from podium.server.schemas import compact_input_schema, model_output_schema
+from podium.server.sdk_seams import keep_text_arguments
 from podium.server.tool_errors import mapped_errors
 
 SPEC_EXAMPLE = """\
@@ -174,6 +175,8 @@ def _tool(
     # `_answered` built as it is, instead of validating the result again, dumping it again
     # and pretty-printing it into a text the guard used to replace.
     tool.fn_metadata.output_model = None
+    # A spec given as YAML/JSON text, or a job id like "null", must arrive as sent.
+    keep_text_arguments(tool)
     return tool
 
 

@@ -120,3 +120,40 @@ async def test_the_database_shrinks_after_a_large_clear(conductor: Conductor) ->
     assert result.deleted == 30
     after = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
     assert after < before / 4, (before, after)
+
+
+@pytest.mark.parametrize(
+    "rewritten",
+    [
+        "name: deep\nvariables: {x: " + "[" * 5000 + "]" * 5000 + "}\nsheets: [{prompt: echo}]\n",
+        "name: bomb\nvariables:\n  a0: &a0 ["
+        + ", ".join(['"lol"'] * 9)
+        + "]\n"
+        + "".join(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 8))
+        + "sheets: [{prompt: echo}]\n",
+    ],
+    ids=["deep", "alias bomb"],
+)
+async def test_a_spec_file_rewritten_hostile_before_the_job_ends_still_gets_a_snapshot(
+    conductor: Conductor, tmp_path: Path, rewritten: str
+) -> None:
+    # The snapshot reads the spec file again when the job ends; read unbounded, one nested
+    # 5,000 deep raised RecursionError there and the snapshot was lost.
+    gate = tmp_path / "go"
+    spec_file = conductor.config.workspaces_dir / "later.yaml"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(
+        f"name: later\nsheets:\n  - prompt: while [ ! -f {gate} ]; do sleep 0.05; done\n"
+    )
+    job = await conductor.submit_job(path=spec_file)
+    spec_file.write_text(rewritten)
+    gate.touch()
+    assert (await wait_for_job(conductor, job.job_id)).status.value == "completed"
+
+    async def snapshotted() -> bool:
+        return bool(await conductor.list_snapshots(job.job_id))
+
+    await wait_until(snapshotted)
+    snapshot = Path((await conductor.list_snapshots(job.job_id))[0].path)
+    assert (snapshot / "checkpoint.json").is_file()
+    assert not (snapshot / "spec-source.yaml").exists()  # no longer reads as a spec

@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from podium.core.instruments.catalog import builtin_profiles
+from podium.core.spec.bounds import MAX_SPEC_BYTES
 from podium.core.spec.instrument_check import InstrumentTraits
 from podium.core.spec.loader import LoadedSpec, load_spec
 from podium.server.cli import main
@@ -208,3 +209,28 @@ def test_output_to_stdout_and_bad_input(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "sheet: a Marianne score needs a `sheet` mapping" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_hostile_score_is_refused_with_the_limit_not_a_crash(tmp_path: Path) -> None:
+    # The score is read as a spec is (core/spec/source.py, bounds.py): a plain safe_load of
+    # one nested 5,000 deep ended in a RecursionError traceback.
+    head = "name: x\nsheet: {size: 1, total_items: 1}\nprompt: {template: hi}\n"
+    bomb = ["  a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    bomb += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 8)]
+    scores = {
+        "deep": (head + "x: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64"),
+        "bomb": (
+            head.replace("{template: hi}", "{template: hi, variables: {b: *a7}}").replace(
+                "name: x\n", "name: x\nanchors:\n" + "\n".join(bomb) + "\n"
+            ),
+            "MAX_SPEC_SIZE",
+        ),
+        "large": (head + "# " + "x" * MAX_SPEC_BYTES + "\n", "MAX_SPEC_BYTES"),
+    }
+    for name, (text, limit) in scores.items():
+        score = tmp_path / f"{name}.yaml"
+        score.write_text(text)
+        result = CliRunner().invoke(main, ["import-score", str(score)])
+        assert result.exit_code != 0, name
+        assert limit in result.stderr and str(score) in result.stderr, (name, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, name

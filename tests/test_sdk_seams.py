@@ -74,3 +74,21 @@ def test_a_server_session_can_send_an_extension_notification() -> None:
 
     source = inspect.getsource(ServerSession._notify)
     assert "model_dump" in source and 'notify(data["method"]' in source
+
+
+def test_the_sdk_still_parses_text_arguments_and_the_seam_keeps_them() -> None:
+    """When the SDK stops turning `"null"` for a `str | None` parameter into None, the
+    override in sdk_seams.keep_text_arguments is no longer needed."""
+    from mcp.server.mcpserver.tools import Tool
+
+    async def tool(job_id: str | None = None, ids: list[int] | None = None) -> str:
+        return ""
+
+    plain = Tool.from_function(tool)
+    assert plain.fn_metadata.validate_arguments({"job_id": "null"})["job_id"] is None
+    kept = Tool.from_function(tool)
+    sdk_seams.keep_text_arguments(kept)
+    assert kept.fn_metadata.validate_arguments({"job_id": "null", "ids": "[1]"}) == {
+        "job_id": "null",
+        "ids": [1],  # not text: the SDK's pre-parse still applies
+    }

@@ -163,6 +163,15 @@ async def test_content_regex(ws: Path) -> None:
     assert result.detail == "pattern '^[a-z]+$' not found in 'count.txt'"
     bad = await check(ws, v("content_regex", path="count.txt", pattern="(unclosed"))
     assert not bad.passed and bad.detail is not None and "invalid regex" in bad.detail
+    # Patterns `re` refuses with other errors than re.error ended the attempt as an
+    # internal error; a templated pattern is known only here.
+    for pattern, why in (
+        ("a{99999999999}", "the repetition number is too large"),
+        ("(?:" * 1000 + ")" * 1000, "nested too deeply"),
+    ):
+        bad = await check(ws, v("content_regex", path="count.txt", pattern=pattern))
+        assert not bad.passed and bad.detail is not None, pattern
+        assert "invalid regex" in bad.detail and why in bad.detail, bad.detail
 
 
 def write_sparse(path: Path, hole: int, tail: bytes) -> None:

@@ -24,10 +24,12 @@ from podium.core.importer.reasons import reason_for
 from podium.core.importer.stages import Plan, StageBuilder, extension_parts, injections
 from podium.core.importer.template import prompt_template
 from podium.core.importer.tracker import Tracker
+from podium.core.spec.bounds import check_value
 from podium.core.spec.loader import load_spec
 from podium.core.spec.models import BUILTIN_TEMPLATE_VARIABLES, JobSpec
 from podium.core.spec.prompt_check import input_path_problem
 from podium.core.spec.prompting import MAX_CONTEXT_BYTES
+from podium.core.spec.source import parse_yaml, read_spec_file
 
 # Marianne's retry defaults, which differ from Podium's.
 _RETRY_DEFAULTS = {"max_retries": 3, "base_delay_seconds": 10.0, "max_delay_seconds": 3600.0}
@@ -368,9 +370,20 @@ def to_yaml(spec: Mapping[str, Any]) -> str:
 
 
 def read_score(path: Path) -> Any:
+    """The score's YAML, read as a spec is: within MAX_SPEC_BYTES, nested at most
+    MAX_SPEC_DEPTH, with bounded aliases (a plain `safe_load` of a score nested 5,000 deep
+    ended in a RecursionError, and an alias bomb expanded in full)."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScoreError(f"SCORE: cannot read {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScoreError(f"SCORE: {path} is not valid YAML: {exc}") from None
+        text = read_spec_file(path)
+    except SpecError as exc:
+        raise ScoreError(f"SCORE: {_messages(exc)}") from None
+    try:
+        raw = parse_yaml(text, path)
+        check_value(raw)
+    except SpecError as exc:
+        raise ScoreError(f"SCORE: {path}: {_messages(exc)}") from None
+    return raw
+
+
+def _messages(exc: SpecError) -> str:
+    return "; ".join(e.message for e in exc.errors)

@@ -7,9 +7,7 @@ type's fields), already rendered by the caller. Every check is confined to the w
 from __future__ import annotations
 
 import os
-import re
 import signal
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from podium.core.errors import PathNotAllowedError
 from podium.core.models import ValidationResult
 from podium.core.runner.process import run_captured
 from podium.core.runner.regex import RegexOutcome, search_bounded, search_re2
+from podium.core.spec.models import regex_problem
 
 MAX_CONTENT_BYTES = 16 * 1024 * 1024
 COMMAND_CAPTURE_BYTES = 64 * 1024
@@ -121,14 +120,11 @@ async def _check_content(
     (without the GIL) or that runs in a child process under a time limit."""
     if not regex:
         return await anyio.to_thread.run_sync(_contains, path, rel, pattern)
-    try:
-        # Compiling is cheap; only matching backtracks. A FutureWarning (nested set) is no
-        # reason to fail a check.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            re.compile(pattern, re.MULTILINE)
-    except re.error as exc:
-        return False, f"invalid regex {_show(pattern)}: {exc}"
+    # Compiling is cheap; only matching backtracks. A pattern known only now (it reads an
+    # earlier sheet's output, say) may be no regex at all.
+    problem = regex_problem(pattern)
+    if problem is not None:
+        return False, f"invalid regex {_show(pattern)}: {problem}"
     outcome, size = await anyio.to_thread.run_sync(_regex_read, path, rel, pattern)
     if isinstance(outcome, str):
         return False, outcome

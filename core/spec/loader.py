@@ -66,6 +66,7 @@ from podium.core.spec.templating import (
     render,
     undefined_names,
 )
+from podium.core.spec.text_values import text_errors
 
 
 @dataclass(frozen=True)
@@ -279,10 +280,16 @@ def load_spec(
         raise SpecError([FieldError("", f"a spec must be a mapping at the top level, got {found}")])
 
     errors = raw_form_errors(raw)
+    # A stored spec is not held to it: a job accepted before this check fails at run time
+    # where it did then.
+    text_problems = [] if stored else text_errors(raw)
+    errors.extend(text_problems)
     try:
         spec = JobSpec.model_validate(dict(raw))
     except ValidationError as exc:
-        errors.extend(field_errors(exc))
+        # A NUL in an env value is also the model's error; report it once.
+        told = {e.path for e in text_problems}
+        errors.extend(e for e in field_errors(exc) if e.path not in told)
         errors.extend(salvage_errors(raw, {e.path for e in errors}, instruments))
         raise SpecError(errors or [FieldError("", str(exc))]) from None
     if errors:

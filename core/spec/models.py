@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -178,6 +179,25 @@ class ContentContainsValidation(SpecModel):
     )
 
 
+def regex_problem(pattern: str) -> str | None:
+    """Why `pattern` is not a regular expression a `content_regex` can run, or None. Python's
+    `re` refuses some patterns with other errors than `re.error`: a repeat count past its
+    limit (`a{99999999999}`, OverflowError) or groups nested a thousand deep (RecursionError);
+    both ended a submit, or an attempt, as an internal error."""
+    try:
+        # A FutureWarning (a nested set) is no reason to refuse a pattern.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(pattern, re.MULTILINE)
+    except re.error as exc:
+        return str(exc)
+    except OverflowError as exc:
+        return str(exc)
+    except RecursionError:
+        return "groups are nested too deeply to compile"
+    return None
+
+
 class ContentRegexValidation(SpecModel):
     type: Literal["content_regex"] = "content_regex"
     path: ValidationPath = Field(description=_PATH, examples=["out.txt"])
@@ -192,12 +212,12 @@ class ContentRegexValidation(SpecModel):
     @field_validator("pattern")
     @classmethod
     def _pattern_compiles(cls, value: str) -> str:
-        # A templated pattern is only known after rendering; the runner compiles it then.
+        # A templated pattern is only known after rendering: checked then (at submit when
+        # the render is the real one, templating.check_templates; else by the runner).
         if not is_templated(value):
-            try:
-                re.compile(value, re.MULTILINE)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            problem = regex_problem(value)
+            if problem is not None:
+                raise ValueError(f"invalid regular expression: {problem}")
         return value
 
 

@@ -19,12 +19,14 @@ from typing import Any, Literal, Protocol, TypeVar
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
 
-from podium.core.errors import FieldError, PodiumError
+from podium.core.errors import FieldError, PodiumError, quoted
+from podium.core.spec.base import is_templated
 from podium.core.spec.models import (
     BUILTIN_TEMPLATE_VARIABLES,
     TEMPLATED_VALIDATION_FIELDS,
     JobSpec,
     Validation,
+    regex_problem,
 )
 from podium.core.spec.sandbox import (
     RENDER_SECONDS,
@@ -424,16 +426,18 @@ class _PlaceholderOutputs(Mapping[int, str]):
         return sum(1 for _ in self)
 
 
-def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str]]:
-    """(field path, template) of everything rendered for one sheet."""
+def _template_sites(spec: JobSpec, sheet: SheetLike) -> Iterator[tuple[str, str, bool]]:
+    """(field path, template, whether it renders to a regex) of everything rendered for one
+    sheet."""
     index = sheet.stage - 1
-    yield (f"sheets.{index}.prompt" if spec.sheets else "prompt.template"), sheet.prompt
+    yield (f"sheets.{index}.prompt" if spec.sheets else "prompt.template"), sheet.prompt, False
     own = spec.sheets[index].validations if spec.sheets else []
     groups = ((f"sheets.{index}.validations", own), ("validations", spec.validations))
     for prefix, validations in groups:
         for j, validation in enumerate(validations):
             for field in TEMPLATED_VALIDATION_FIELDS[validation.type]:
-                yield f"{prefix}.{j}.{field}", getattr(validation, field)
+                is_regex = validation.type == "content_regex" and field == "pattern"
+                yield f"{prefix}.{j}.{field}", getattr(validation, field), is_regex
 
 
 Renderer = Callable[[str, TemplateContext, float], object]
@@ -486,7 +490,7 @@ def check_templates(
             instance=sheet.instance,
             fan_count=sheet.fan_count,
         )
-        for path, template in _template_sites(spec, sheet):
+        for path, template, is_regex in _template_sites(spec, sheet):
             if path in failed:
                 continue
             try:
@@ -514,7 +518,21 @@ def check_templates(
                         )
                     )
                     return errors
-                render(template, ctx, seconds=left)
+                rendered = render(template, ctx, seconds=left)
+                # Rendered here as at run time (no placeholder read), a pattern that is no
+                # regex would fail every attempt's check the same way.
+                problem = None
+                if is_regex and is_templated(template) and not reads_placeholders(template):
+                    problem = regex_problem(rendered)
+                if problem is not None:
+                    errors.append(
+                        FieldError(
+                            path,
+                            f"renders to {quoted(rendered)} for sheet {sheet.sheet_num}, "
+                            f"not a valid regular expression: {problem}",
+                        )
+                    )
+                    failed.add(path)
             except TemplateRenderError as exc:
                 # Other runtime errors may come from the placeholder values (e.g. empty
                 # outputs), so they are left for the real render, unless the template reads
