@@ -42,7 +42,11 @@ class ClearResult(_View):
     deleted: int
     job_ids: list[str]
     skipped_active: list[str] = Field(
-        default_factory=list, description="matching jobs not deleted because they are active"
+        default_factory=list,
+        description=(
+            "matching jobs not deleted because they are active, or ended but still stopping "
+            "their sheets (clear them again once those have ended)"
+        ),
     )
     not_found: list[str] = Field(default_factory=list)
 

@@ -266,8 +266,13 @@ class Engine:
     async def record_follow_up(self, job_id: str, record: FollowUp, *, done: bool) -> None:
         await self.control.record_follow_up(job_id, record, done=done)
 
-    async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+    async def delete_jobs(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(deleted, kept because still active or still stopping sheets)."""
         return await self.control.delete(job_ids)
+
+    async def wait_stopped(self, job_ids: Sequence[str], within_seconds: float) -> list[str]:
+        """Wait (bounded) for ended jobs' last sheets to stop; returns those still stopping."""
+        return await self.control.wait_stopped(job_ids, within_seconds)
 
     # ----- what the conductor reads and sets -------------------------------------------------
 
