@@ -13,7 +13,8 @@ from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.models import JobStatus, SheetStatus
+from podium.core.errors import InvalidTransitionError
+from podium.core.models import ErrorCategory, JobStatus, SheetStatus, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +81,94 @@ async def test_clear_reports_a_job_whose_sheets_are_still_stopping_past_its_wait
         detail = await wait_for_job(c, job_id)
         assert detail.sheets[0].status is SheetStatus.CANCELLED
         assert (await c.clear_jobs(job_ids=[job_id])).job_ids == [job_id]
+
+
+# ----- approve of a gate that ended undecided -------------------------------------------------
+
+
+def _gate(
+    name: str = "gate", timeout: float | None = None, fail_beside: bool = False
+) -> dict[str, object]:
+    gate: dict[str, object] = {"name": "ask", "instrument": "approval", "prompt": "Ship it?"}
+    if timeout is not None:
+        gate["instrument_config"] = {"timeout_seconds": timeout}
+    sheets: list[dict[str, object]] = [gate]
+    if fail_beside:
+        sheets.append({"name": "beside", "prompt": "sleep 0.3; exit 3"})
+    return {"name": name, "retry": {"max_retries": 0}, "sheets": sheets}
+
+
+async def _gate_open(c: Conductor, job_id: str) -> None:
+    async def waits() -> bool:
+        sheet = (await c.get_job(job_id)).sheets[0]
+        return sheet.status is SheetStatus.WAITING and sheet.waiting_reason is not None
+
+    await wait_until(waits)
+
+
+async def _refused(c: Conductor, job_id: str, decision: str = "approve") -> str:
+    with pytest.raises(InvalidTransitionError) as caught:
+        await c.approvals.approve(job_id, "ask", decision)
+    return str(caught.value)
+
+
+async def test_approve_after_the_job_was_cancelled_says_why_and_that_a_resume_asks_again(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    job_id = (await c.submit_job(spec=_gate())).job_id
+    await _gate_open(c, job_id)
+    await c.cancel_job(job_id)
+    message = await _refused(c, job_id)
+    assert "ended undecided (the job was cancelled while it waited)" in message, message
+    assert "cannot be approved now" in message and "a `resume` of the job asks it again" in message
+    await c.resume_job(job_id)
+    await _gate_open(c, job_id)
+    await c.approvals.approve(job_id, "ask", "approve")
+    assert (await wait_for_job(c, job_id)).status is JobStatus.COMPLETED
+
+
+async def test_approve_after_a_timeout_or_a_failure_of_the_job_says_why(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    timed_out = (await c.submit_job(spec=_gate("late", timeout=0.3))).job_id
+    assert (await wait_for_job(c, timed_out)).status is JobStatus.FAILED
+    message = await _refused(c, timed_out, "reject")
+    assert "no decision came before its timeout_seconds ran out" in message, message
+    assert "cannot be rejected now" in message and "`resume`" in message
+
+    failed = (await c.submit_job(spec=_gate("stopped", fail_beside=True))).job_id
+    await _gate_open(c, failed)
+    assert (await wait_for_job(c, failed)).status is JobStatus.FAILED
+    message = await _refused(c, failed)
+    assert "skipped while it waited: sheet 2 failed and on_failure is stop" in message, message
+    assert "a `resume` of the job asks it again" in message
+
+
+async def test_approve_after_the_gate_timed_out_while_its_job_was_paused_is_refused(
+    conductor: Conductor,
+) -> None:
+    """A paused job's gate is not ended by the dispatcher when its time runs out (nothing
+    of a paused job is picked): a decision after that must not override timeout_seconds."""
+    c = conductor
+    job_id = (await c.submit_job(spec=_gate(timeout=0.5))).job_id
+    await _gate_open(c, job_id)
+    await c.pause_job(job_id)
+    until = (await c.get_job(job_id)).sheets[0].waiting_until
+    assert until is not None
+
+    async def passed() -> bool:
+        return utcnow() > until
+
+    await wait_until(passed)
+    message = await _refused(c, job_id)
+    assert "timeout_seconds ran out" in message and "`resume`" in message, message
+    detail = await c.get_job(job_id)
+    assert detail.sheets[0].status is SheetStatus.FAILED
+    assert detail.sheets[0].error_category is ErrorCategory.TIMEOUT
+    # A resume asks again (given time enough, this once), and that question takes it.
+    await c.resume_job(job_id, spec=_gate(timeout=60))
+    await _gate_open(c, job_id)
+    await c.approvals.approve(job_id, "ask", "approve")
+    assert (await wait_for_job(c, job_id)).status is JobStatus.COMPLETED
