@@ -4,8 +4,10 @@ changed spec renamed or removed sheets."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +15,7 @@ from helpers import wait_for_job, wait_until
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
-from podium.core.errors import InvalidTransitionError
+from podium.core.errors import InvalidTransitionError, SpecError
 from podium.core.models import ErrorCategory, JobStatus, SheetStatus, utcnow
 
 pytestmark = pytest.mark.anyio
@@ -172,3 +174,117 @@ async def test_approve_after_the_gate_timed_out_while_its_job_was_paused_is_refu
     await _gate_open(c, job_id)
     await c.approvals.approve(job_id, "ask", "approve")
     assert (await wait_for_job(c, job_id)).status is JobStatus.COMPLETED
+
+
+# ----- resume with a changed spec that renamed or removed sheets -------------------------------
+
+THREE = {
+    "name": "three",
+    "sheets": [
+        {"name": "a", "prompt": "sleep 0.3"},
+        {"name": "b", "depends_on": ["a"], "prompt": "true"},
+        {"name": "c", "depends_on": ["b"], "prompt": "true"},
+    ],
+}
+
+
+def _changed(edit: Callable[[list[dict[str, Any]]], object]) -> dict[str, Any]:
+    spec = copy.deepcopy(THREE)
+    edit(spec["sheets"])
+    return spec
+
+
+async def _paused_after_a(c: Conductor) -> str:
+    """Paused (by a user) once sheet `a` has completed; `b` and `c` wait."""
+    job_id = (await c.submit_job(spec=THREE)).job_id
+    await wait_for_job(c, job_id, statuses=("running",))
+    await c.pause_job(job_id)
+
+    async def a_done() -> bool:
+        return (await c.get_job(job_id)).sheets[0].status is SheetStatus.COMPLETED
+
+    await wait_until(a_done)
+    detail = await c.get_job(job_id)
+    assert detail.status is JobStatus.PAUSED
+    assert [s.status for s in detail.sheets[1:]] == [SheetStatus.PENDING] * 2
+    return job_id
+
+
+async def test_resume_with_a_renamed_sheet_is_refused_naming_it_and_the_job_stays(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    job_id = await _paused_after_a(c)
+    renamed = _changed(lambda s: (s[1].update(name="b2"), s[2].update(depends_on=["b2"])))
+    with pytest.raises(SpecError) as caught:
+        await c.resume_job(job_id, spec=renamed)
+    message = str(caught.value)
+    assert message.startswith("sheets.1.name: sheet 2 ('b') is named 'b2'"), message
+    assert "cannot rename" in message and "name it 'b' again" in message
+    detail = await c.get_job(job_id, include_spec=True)
+    assert detail.status is JobStatus.PAUSED and detail.sheets[1].name == "b"
+    assert detail.spec is not None and detail.spec["sheets"][1]["name"] == "b"
+
+
+async def test_resume_with_removed_sheets_says_which_why_and_what_instead(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    job_id = await _paused_after_a(c)
+    # `a` (completed) and `c` (pending) dropped; `b` then sits at number 1.
+    with pytest.raises(SpecError) as caught:
+        await c.resume_job(
+            job_id, spec=_changed(lambda s: (s.pop(2), s.pop(0), s[0].pop("depends_on")))
+        )
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("sheets: sheet 1 ('a', completed) is not in the changed spec")
+    assert "never runs a completed sheet again" in lines[0]
+    assert lines[1].startswith("sheets.0: sheet 2 ('b') moved from number 2 to 1"), lines
+    assert lines[2].startswith("sheets: sheet 3 ('c', pending) is not in the changed spec")
+    assert "skip_when" in lines[2]
+    assert (await c.get_job(job_id)).status is JobStatus.PAUSED
+    # What the error offers instead: keep `c`, kept from running.
+    kept = _changed(lambda s: s[2].update(skip_when="true"))
+    await c.resume_job(job_id, spec=kept)
+    detail = await wait_for_job(c, job_id)
+    assert detail.status is JobStatus.COMPLETED
+    assert detail.sheets[2].status is SheetStatus.SKIPPED
+    assert detail.sheets[2].error_category is ErrorCategory.CONDITION
+
+
+async def test_resume_may_name_an_unnamed_sheet_which_is_matched_by_number(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    spec: dict[str, Any] = {"name": "unnamed", "sheets": [{"prompt": "true"}] * 3}
+    job_id = (await c.submit_job(spec=spec, start=False)).job_id
+    named = copy.deepcopy(spec)
+    named["sheets"][1] = {"name": "two", "prompt": "echo 2"}
+    named["sheets"][2] = {"depends_on": ["two"], "prompt": "true"}
+    await c.resume_job(job_id, spec=named)
+    detail = await wait_for_job(c, job_id)
+    assert detail.status is JobStatus.COMPLETED
+    assert [s.name for s in detail.sheets] == [None, "two", None]
+    assert detail.sheets[2].depends_on == [2]
+    # Removing an unnamed sheet is refused, saying what matching by number would do.
+    paused = (await c.submit_job(spec=spec, start=False, job_id="unnamed-2")).job_id
+    shorter = {"name": "unnamed", "sheets": [{"prompt": "true"}] * 2}
+    with pytest.raises(SpecError, match=r"sheet 3 \(pending\) is not in the changed spec") as e:
+        await c.resume_job(paused, spec=shorter)
+    assert "matched by its number" in str(e.value) and "skip_when" in str(e.value)
+
+
+async def test_a_modify_of_a_running_job_that_renames_a_sheet_is_refused_and_it_runs_on(
+    conductor: Conductor,
+) -> None:
+    c = conductor
+    spec = {"name": "long", "sheets": [{"name": "work", "prompt": "sleep 30"}]}
+    job_id = (await c.submit_job(spec=spec)).job_id
+    await wait_for_job(c, job_id, statuses=("running",))
+    renamed = {"name": "long", "sheets": [{"name": "labour", "prompt": "sleep 30"}]}
+    with pytest.raises(SpecError, match=r"sheets\.0\.name: sheet 1 \('work'\) is named 'labour'"):
+        await c.resume_job(job_id, spec=renamed)
+    detail = await c.get_job(job_id)
+    assert detail.status is JobStatus.RUNNING and detail.pause_reason is None
+    await c.cancel_job(job_id)

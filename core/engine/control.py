@@ -112,6 +112,7 @@ def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
         row = tx.edit_sheet(job.job_id, change.sheet_num)
         row.instrument = change.instrument
         row.depends_on = list(change.depends_on)
+        row.name = change.name
         row.updated_at = tx.now
     for sheet in added:
         tx.add_sheet(sheet)
