@@ -43,10 +43,7 @@ class ClearResult(_View):
     job_ids: list[str]
     skipped_active: list[str] = Field(
         default_factory=list,
-        description=(
-            "matching jobs not deleted because they are active, or ended but still stopping "
-            "their sheets (clear them again once those have ended)"
-        ),
+        description="matching jobs kept: active, or still stopping sheets",
     )
     not_found: list[str] = Field(default_factory=list)
 
