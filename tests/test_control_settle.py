@@ -176,6 +176,32 @@ async def test_approve_after_the_gate_timed_out_while_its_job_was_paused_is_refu
     assert (await wait_for_job(c, job_id)).status is JobStatus.COMPLETED
 
 
+async def test_a_gate_timed_out_in_a_paused_job_that_goes_on_says_a_resume_asks_again(
+    conductor: Conductor,
+) -> None:
+    """With on_failure: continue and another sheet still pending, the gate's timeout leaves
+    the job paused, and a resume of a paused job resets failed sheets: that is what to do."""
+    c = conductor
+    spec = _gate("goes-on", timeout=0.5)
+    spec["on_failure"] = "continue"
+    spec["sheets"].append({"name": "later", "depends_on": ["beside"], "prompt": "true"})
+    spec["sheets"].insert(1, {"name": "beside", "prompt": "sleep 0.3"})
+    job_id = (await c.submit_job(spec=spec)).job_id
+    await _gate_open(c, job_id)
+    await c.pause_job(job_id)
+    until = (await c.get_job(job_id)).sheets[0].waiting_until
+    assert until is not None
+
+    async def passed() -> bool:
+        return utcnow() > until
+
+    await wait_until(passed)
+    message = await _refused(c, job_id)
+    assert message.endswith("so it cannot be approved now; a `resume` of the job asks it again")
+    assert (await c.get_job(job_id)).status is JobStatus.PAUSED
+    await c.cancel_job(job_id)
+
+
 # ----- resume with a changed spec that renamed or removed sheets -------------------------------
 
 THREE = {

@@ -282,7 +282,8 @@ def _asks_again(status: SheetStatus, job_status: JobStatus) -> str:
     if not status.is_terminal:
         # Reset already (a changed spec withdrew it, or a resume): it opens by itself.
         return f"it is asked again once {_opens_when(job_status)}"
-    if job_status.is_terminal:
+    if job_status.is_terminal or job_status is JobStatus.PAUSED:
+        # A resume of a paused job resets its failed and skipped sheets as well.
         return "a `resume` of the job asks it again"
     # Ended in a job that runs on (a failed dependency with on_failure: continue): a
     # resume is a no-op until the job has ended.
