@@ -35,6 +35,9 @@ class Housekeeping:
     ) -> None:
         self._c = conductor
         self._recapture = recapture
+        # How long `clear` waits for the sheets of a job that has just been cancelled (or
+        # has run past its deadline) to stop: as long as the cancel itself may take.
+        self.stopping_wait_seconds: float = conductor.config.kill_grace_seconds + 2
 
     async def clear(
         self,
@@ -80,6 +83,12 @@ class Housekeeping:
             selected.append(job)
         skipped = [j.job_id for j in selected if j.status.is_active]
         ended = [j.job_id for j in selected if not j.status.is_active]
+        # A job cancelled a moment ago may still be stopping its sheets, whose attempts are
+        # yet to be written into its rows: wait for them (bounded); a job still stopping
+        # after that is kept, and reported with the active ones.
+        stopping = await self._c.engine.wait_stopped(ended, self.stopping_wait_seconds)
+        skipped += stopping
+        ended = [j for j in ended if j not in stopping]
         # A job that has just ended may still be having its snapshot taken: deleting its
         # files under that capture would leave the snapshot of a job that no longer exists.
         with anyio.move_on_after(CAPTURE_WAIT_SECONDS):
@@ -87,7 +96,8 @@ class Housekeeping:
                 await self._c.engine.hooks_settled(job_id)
         # Their tasks keep answering what they ended with once the jobs are gone.
         await self._c.tasks.finish_jobs(ended)
-        deleted = await self._c.engine.delete_jobs(ended)
+        deleted, kept = await self._c.engine.delete_jobs(ended)
+        skipped += kept
         for job_id in deleted:
             shutil.rmtree(self._c.config.logs_dir / job_id, ignore_errors=True)
             self._c.snapshots.delete_for_job(job_id)

@@ -42,7 +42,8 @@ class ClearResult(_View):
     deleted: int
     job_ids: list[str]
     skipped_active: list[str] = Field(
-        default_factory=list, description="matching jobs not deleted because they are active"
+        default_factory=list,
+        description="matching jobs kept: active, or still stopping sheets",
     )
     not_found: list[str] = Field(default_factory=list)
 

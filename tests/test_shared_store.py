@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from helpers import wait_until
@@ -296,3 +297,49 @@ def _group(proc: psutil.Process) -> int | None:
         return os.getpgid(proc.pid)
     except (ProcessLookupError, psutil.Error):
         return None
+
+
+async def test_a_clear_waits_for_the_sheets_another_conductor_is_still_stopping(
+    make: Make, tmp_path: Path
+) -> None:
+    """A job cancelled through one conductor while another runs its sheet is `cancelled` at
+    once, but its attempt is still to be written by the other: a clear through the first
+    keeps it (reported in skipped_active) until that sheet has ended, then deletes it."""
+    ws = tmp_path / "ws-stopping"
+    prompt = (
+        "trap 'touch stopping; sleep 1.5; touch stopped; exit 143' TERM; "
+        "touch started; sleep 60 & wait"
+    )
+    async with (
+        make("a") as a,
+        make("b", host_labels=["here"], kill_grace_seconds=10) as b,
+        make("c") as c,
+    ):
+        spec = job(tmp_path, "stopping", 1, prompt, hosts=["here"])
+        job_id = (await a.submit_job(spec=spec)).job_id
+
+        async def started() -> bool:
+            return (ws / "started").exists() and b.engine.running_count == 1
+
+        await wait_until(started, timeout=20)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.cancel_job, job_id)
+
+            async def stopping() -> bool:
+                return (ws / "stopping").exists() and await status_of(a, job_id) is (
+                    JobStatus.CANCELLED
+                )
+
+            await wait_until(stopping, timeout=10)
+            # Even the delete itself, from a conductor that never held the job, reads
+            # its sheets in the same op and keeps it.
+            assert await c.engine.delete_jobs([job_id]) == ([], [job_id])
+            a.housekeeping.stopping_wait_seconds = 0.1
+            kept = await a.clear_jobs(job_ids=[job_id])
+            assert kept.deleted == 0 and kept.skipped_active == [job_id], kept
+            assert not (ws / "stopped").exists()
+            a.housekeeping.stopping_wait_seconds = 10
+            cleared = await a.clear_jobs(job_ids=[job_id])
+        assert (ws / "stopped").exists()  # the sheet had ended, and its attempt been written
+        assert cleared.job_ids == [job_id] and cleared.skipped_active == []
+        assert await b.store.get_job(job_id) is None

@@ -221,6 +221,73 @@ class DecisionOutcome:
     applied: bool
     status: SheetStatus
     label: str
+    last_error: str | None = None
+
+
+def refusal(
+    job_id: str,
+    found: DecisionOutcome,
+    latest: AttemptRow | None,
+    stands: Decision | None,
+    job_status: JobStatus,
+    decision: Decision,
+) -> str:
+    """Why a decision cannot apply to a gate that does not wait, and what would ask it
+    (again): a decision that stands, a question that ended undecided (its job was
+    cancelled, failed or changed while it waited, or it timed out), or one never asked."""
+    head = (
+        f"sheet: {found.label} of job {quoted(job_id)} is {found.status.value}, "
+        "not waiting for approval"
+    )
+    if stands is not None and latest is not None:
+        return f"{head}; it was already decided ({stands.value} by {latest.decided_by})"
+    verb = "approved" if decision is Decision.APPROVE else "rejected"
+    ask = _asks_again(found.status, job_status)
+    if latest is not None and latest.decision is None and latest.outcome in _UNDECIDED:
+        why = _why_undecided(latest, job_status)
+        return f"{head}: its question ended undecided ({why}), so it cannot be {verb} now; {ask}"
+    if found.status is SheetStatus.PENDING and not job_status.is_terminal:
+        return f"{head}; its gate opens once {_opens_when(job_status)}"
+    if found.status.is_terminal:
+        why = found.last_error or found.status.value
+        return f"{head}: it ended before its question was asked ({why}); {ask}"
+    return head
+
+
+# How an asked question ends without a decision: taken back (a cancel, a failure of its
+# job, a changed spec, a stored spec that no longer loads) or timed out.
+_UNDECIDED = frozenset({Outcome.CANCELLED, Outcome.TIMEOUT})
+
+
+def _why_undecided(latest: AttemptRow, job_status: JobStatus) -> str:
+    if latest.outcome is Outcome.TIMEOUT:
+        return "no decision came before its timeout_seconds ran out"
+    if latest.error_category is ErrorCategory.DEADLINE:
+        return "the job ran past its deadline_seconds while it waited"
+    if latest.error_category is ErrorCategory.CANCELLED and job_status is JobStatus.CANCELLED:
+        return "the job was cancelled while it waited"
+    if latest.error_category is ErrorCategory.DEPENDENCY_FAILED and latest.error:
+        return f"it was skipped while it waited: {latest.error.removeprefix('skipped: ')}"
+    return f"taken back while it waited: {latest.error or 'no reason recorded'}"
+
+
+def _opens_when(job_status: JobStatus) -> str:
+    if job_status is JobStatus.PAUSED:
+        return "the job is resumed and the sheets it depends on complete"
+    return "the job runs and the sheets it depends on complete"
+
+
+def _asks_again(status: SheetStatus, job_status: JobStatus) -> str:
+    """What asks the question again, as the sheet and its job are now."""
+    if not status.is_terminal:
+        # Reset already (a changed spec withdrew it, or a resume): it opens by itself.
+        return f"it is asked again once {_opens_when(job_status)}"
+    if job_status.is_terminal or job_status is JobStatus.PAUSED:
+        # A resume of a paused job resets its failed and skipped sheets as well.
+        return "a `resume` of the job asks it again"
+    # Ended in a job that runs on (a failed dependency with on_failure: continue): a
+    # resume is a no-op until the job has ended.
+    return "once the job has ended, a `resume` of it asks it again"
 
 
 def decide(
@@ -249,7 +316,21 @@ def decide(
                 "sheets with `instrument: approval` take a decision"
             )
         if not awaiting(sheet):
-            return DecisionOutcome(False, sheet.status, label)
+            return DecisionOutcome(False, sheet.status, label, sheet.last_error)
+        if sheet.waiting_until is not None and sheet.waiting_until <= tx.now:
+            # Its wait ran out before this decision came (while its job was paused, or
+            # just before the dispatcher got to it): a decision after the timeout would
+            # override `timeout_seconds`. It ends as the dispatcher would have ended it.
+            _end(
+                tx,
+                job_state,
+                sheet_num,
+                outcome=Outcome.TIMEOUT,
+                error="no decision before timeout_seconds ran out",
+                category=ErrorCategory.TIMEOUT,
+            )
+            ended = tx.sheet(job_id, sheet_num)
+            return DecisionOutcome(False, ended.status, label, ended.last_error)
         if decision is Decision.APPROVE:
             _end(
                 tx,

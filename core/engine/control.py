@@ -112,6 +112,7 @@ def _change_spec(tx: Tx, job: JobRow, new: LoadedSpec) -> None:
         row = tx.edit_sheet(job.job_id, change.sheet_num)
         row.instrument = change.instrument
         row.depends_on = list(change.depends_on)
+        row.name = change.name
         row.updated_at = tx.now
     for sheet in added:
         tx.add_sheet(sheet)
@@ -431,20 +432,68 @@ class Control:
         job_ids = sorted({r.job_id for r in rows})
         await self.writer.run(Op(apply, job_rows=job_ids, name="finish tasks"))
 
-    async def delete(self, job_ids: Sequence[str]) -> list[str]:
-        """Delete the given jobs that are terminal; active ones are never deleted."""
+    async def _still_stopping(self, job_id: str) -> bool:
+        """Sheets of the ended job still running: a cancel (or a deadline) is still stopping
+        them, and their attempts are still to be written. On a shared store another
+        conductor may be the one stopping them: the rows say."""
+        if self.state.entries_for(job_id):
+            return True
+        if self.writer.store.shared:
+            rows = await self.writer.store.get_sheets(job_id)
+        else:
+            held = self.state.jobs.get(job_id)
+            rows = list(held.sheets.values()) if held is not None else []
+        return any(s.status is SheetStatus.RUNNING for s in rows)
 
-        def apply(tx: Tx) -> list[str]:
-            deleted = []
+    async def wait_stopped(self, job_ids: Sequence[str], within_seconds: float) -> list[str]:
+        """Wait, at most `within_seconds`, until no sheet of these ended jobs runs any more;
+        returns the jobs still stopping sheets after that."""
+        wanted = list(job_ids)
+        with anyio.move_on_after(within_seconds):
+            async with self.writer.events.subscribe() as events:
+                while True:
+                    wanted = [j for j in wanted if await self._still_stopping(j)]
+                    if not wanted:
+                        return []
+                    with anyio.move_on_after(SETTLE_RECHECK_SECONDS):
+                        async for event in events:
+                            if event.job_id in wanted:
+                                break
+        return wanted
+
+    def _runs(self, tx: Tx, job_id: str) -> bool:
+        if self.state.entries_for(job_id):
+            return True
+        if job_id not in self.state.jobs:
+            # Not in hand: on a store of its own, no conductor runs a sheet of it; on a
+            # shared one the op read the whole job, so it is in hand.
+            return False
+        return any(s.status is SheetStatus.RUNNING for s in tx.sheets(job_id).values())
+
+    async def delete(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete the given jobs that have ended; returns (deleted, kept active). Active
+        ones are never deleted, and neither is an ended one whose sheets are still being
+        stopped: their attempts are still to be written into its rows."""
+        shared = self.writer.store.shared
+
+        def apply(tx: Tx) -> tuple[list[str], list[str]]:
+            deleted: list[str] = []
+            active: list[str] = []
             for job_id in job_ids:
-                if tx.has_job(job_id) and tx.job(job_id).status.is_terminal:
-                    if job_id in self.state.jobs and self.state.jobs[job_id].running:
-                        continue  # its last sheets are still being stopped
-                    tx.delete_job(job_id)
-                    deleted.append(job_id)
-            return deleted
+                if not tx.has_job(job_id):
+                    continue  # cleared meanwhile
+                if not tx.job(job_id).status.is_terminal or self._runs(tx, job_id):
+                    active.append(job_id)
+                    continue
+                tx.delete_job(job_id)
+                deleted.append(job_id)
+            return deleted, active
 
-        return await self.writer.run(Op(apply, job_rows=list(job_ids), name="delete jobs"))
+        # On a shared store an ended job's sheets may still run on another conductor: the
+        # op reads them (the whole job), not only the job's row.
+        whole = list(job_ids) if shared else []
+        rows = [] if shared else list(job_ids)
+        return await self.writer.run(Op(apply, jobs=whole, job_rows=rows, name="delete jobs"))
 
 
 def cancel_idle_sheets(

@@ -25,10 +25,10 @@ from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.sync import Sync
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import InvalidTransitionError, quoted
+from podium.core.errors import InvalidTransitionError
 from podium.core.events import EventBus
 from podium.core.instruments.catalog import InstrumentCatalog
-from podium.core.models import Decision, FollowUp, JobStatus, JobSummary, SheetStatus, utcnow
+from podium.core.models import Decision, FollowUp, JobStatus, JobSummary, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.runner import AttemptResult
 from podium.core.spec.loader import LoadedSpec
@@ -237,15 +237,9 @@ class Engine:
             )
             if stands is decision:
                 return await self.control.summary(job_id)
-            hint = ""
-            if found.status is SheetStatus.PENDING:
-                hint = "; its gate opens once the job runs and the sheets it depends on complete"
-            elif stands is not None and latest is not None:
-                hint = f"; it was already decided ({stands.value} by {latest.decided_by})"
+            job = await self.control.summary(job_id)
             raise InvalidTransitionError(
-                f"sheet: {found.label} of job {quoted(job_id)} is {found.status.value}, not "
-                "waiting "
-                f"for approval{hint}"
+                approvals.refusal(job_id, found, latest, stands, job.status, decision)
             )
         return await self.control.summary(job_id)
 
@@ -266,8 +260,13 @@ class Engine:
     async def record_follow_up(self, job_id: str, record: FollowUp, *, done: bool) -> None:
         await self.control.record_follow_up(job_id, record, done=done)
 
-    async def delete_jobs(self, job_ids: Sequence[str]) -> list[str]:
+    async def delete_jobs(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(deleted, kept because still active or still stopping sheets)."""
         return await self.control.delete(job_ids)
+
+    async def wait_stopped(self, job_ids: Sequence[str], within_seconds: float) -> list[str]:
+        """Wait (bounded) for ended jobs' last sheets to stop; returns those still stopping."""
+        return await self.control.wait_stopped(job_ids, within_seconds)
 
     # ----- what the conductor reads and sets -------------------------------------------------
 

@@ -410,29 +410,90 @@ def failed_before_start(error: str, now: datetime, log_path: str) -> AttemptResu
     )
 
 
-def _sheet_key(name: str | None, sheet_num: int) -> str:
-    return f"name:{name}" if name else f"num:{sheet_num}"
+def _spec_path(new: LoadedSpec, sheet_num: int | None, field: str = "") -> str:
+    """Where a sheet of the changed spec is written: `sheets.N` in the explicit form when
+    the list maps one entry to one sheet (no fan-out), else the list (or batch) itself."""
+    explicit = new.spec.sheets
+    if explicit is None:
+        return "sheet"
+    if sheet_num is None or len(explicit) != len(new.sheets) or sheet_num > len(explicit):
+        return "sheets"
+    return f"sheets.{sheet_num - 1}" + (f".{field}" if field else "")
+
+
+def _label(row: SheetRow, status: bool = False) -> str:
+    said = ([repr(row.name)] if row.name else []) + ([row.status.value] if status else [])
+    return f"sheet {row.sheet_num}" + (f" ({', '.join(said)})" if said else "")
+
+
+# What to do instead of removing a sheet, by whether it completed.
+_KEEP_IT = (
+    "keep it as it is (to keep it from running, give it `skip_when: 'true'`)",
+    "keep it as it is (it completed, and a resume never runs a completed sheet again)",
+)
 
 
 def check_spec_change(sheets: Sequence[SheetRow], new: LoadedSpec) -> None:
-    """A changed spec must keep every stored sheet at its number (matched by name, else by
-    number: history and logs hang off the numbers); it may add sheets at the end."""
+    """A changed spec must keep every stored sheet at its number: history, logs and
+    `outputs` hang off the numbers. A named sheet is matched by its name (so it can be
+    neither renamed nor removed), an unnamed one by its number (a name may be given to it);
+    sheets may be added at the end. Every breach is reported at once, naming the sheet, why,
+    and what is allowed instead."""
     errors = []
-    new_by_key = {_sheet_key(s.name, s.sheet_num): s.sheet_num for s in new.sheets}
-    for sheet in sheets:
-        key = _sheet_key(sheet.name, sheet.sheet_num)
-        label = f"sheet {sheet.name!r}" if sheet.name else f"sheet {sheet.sheet_num}"
-        found = new_by_key.get(key)
-        if found is None:
-            errors.append(FieldError("sheets", f"{label} is missing from the changed spec"))
-        elif found != sheet.sheet_num:
+    by_name = {s.name: s.sheet_num for s in new.sheets if s.name}
+    stored_names = {s.name for s in sheets if s.name}
+    count = len(new.sheets)
+    for sheet in sorted(sheets, key=lambda s: s.sheet_num):
+        num = sheet.sheet_num
+        keep = _KEEP_IT[sheet.status is SheetStatus.COMPLETED]
+        if not sheet.name:
+            if num > count:
+                errors.append(
+                    FieldError(
+                        _spec_path(new, None),
+                        f"{_label(sheet, status=True)} is not in the changed spec, "
+                        f"which has {count} sheet(s) for the job's {len(sheets)}: an unnamed "
+                        "sheet is matched by its number, and a changed spec keeps every "
+                        "sheet of the job (removing one would move each later one into the "
+                        f"place, history and logs of the one before); {keep}",
+                    )
+                )
+            continue
+        found = by_name.get(sheet.name)
+        if found == num:
+            continue
+        if found is not None:
             errors.append(
                 FieldError(
-                    f"sheets.{found - 1}",
-                    f"{label} moved from number {sheet.sheet_num} to {found}; a changed spec "
-                    "keeps existing sheets in place and may only add sheets at the end",
+                    _spec_path(new, found),
+                    f"{_label(sheet)} moved from number {num} to {found}; a changed spec "
+                    f"keeps existing sheets in place (put it back at number {num}) and may "
+                    "only add sheets at the end",
                 )
             )
+            continue
+        there = new.sheets[num - 1] if num <= count else None
+        if there is not None and there.name not in stored_names:
+            # Another name, or none, in its place: a rename, which matching by name makes
+            # a removal of this sheet and the addition of another.
+            now_called = f"is named {there.name!r}" if there.name else "has no name"
+            errors.append(
+                FieldError(
+                    _spec_path(new, num, "name"),
+                    f"{_label(sheet)} {now_called} in the changed spec; sheets are "
+                    "matched by name, so a changed spec cannot rename one: name it "
+                    f"{sheet.name!r} again",
+                )
+            )
+            continue
+        errors.append(
+            FieldError(
+                _spec_path(new, None),
+                f"{_label(sheet, status=True)} is not in the changed spec; a "
+                "changed spec keeps every sheet of the job at its number and may only add "
+                f"sheets at the end: {keep}",
+            )
+        )
     if errors:
         raise SpecError(errors)
 
@@ -442,6 +503,7 @@ class SheetChange:
     sheet_num: int
     instrument: str
     depends_on: list[int]
+    name: str | None
 
 
 def spec_change(
@@ -473,11 +535,20 @@ def spec_change(
                 )
             )
             continue
+        # An unnamed sheet may be given a name (it is matched by number); a named one
+        # keeps its own (check_spec_change).
+        name = row.name or resolved.name
         if row.status is SheetStatus.COMPLETED:
+            if name != row.name:
+                changed.append(SheetChange(row.sheet_num, row.instrument, row.depends_on, name))
             continue
         depends_on = list(resolved.depends_on)
-        if row.instrument != resolved.instrument or row.depends_on != depends_on:
-            changed.append(SheetChange(row.sheet_num, resolved.instrument, depends_on))
+        if (
+            row.instrument != resolved.instrument
+            or row.depends_on != depends_on
+            or name != row.name
+        ):
+            changed.append(SheetChange(row.sheet_num, resolved.instrument, depends_on, name))
     return changed, added
 
 
