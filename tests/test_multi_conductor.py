@@ -8,6 +8,7 @@ on the conductors carrying the label. Skipped, saying why, when PostgreSQL is no
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -284,6 +285,57 @@ async def test_a_frozen_conductors_late_write_is_refused_after_another_reclaimed
     assert "another conductor reclaimed it after this conductor's lease" in owner.log_text()
     # The history names where each attempt ran (its log is on that conductor's host).
     assert [e.conductor_id for e in (one.entry(), two.entry())] == [owner.name, other.name]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_a_conductor_killed_alone_has_its_orphaned_sheets_ended_by_the_one_that_reclaims(
+    tmp_path: Path, store_url: str
+) -> None:
+    """kill -9 of the conductor process only, on a host that lives on: its sheets run on,
+    orphaned. The conductor that takes them back after the lease (on the same host) ends
+    their groups before it runs them again, so the side effect happens once."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    gate = ws / "gate"
+    sheets = 2
+    body = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    spec = marked_job("orphans", ws, sheets, body, concurrency={"max_parallel_sheets": 2})
+    async with (
+        conductors(tmp_path, store_url, ["a", "b"], max_concurrent_sheets=1) as procs,
+        reading(store_url, tmp_path) as store,
+    ):
+        job_id = (await procs[0].call("submit_job", {"spec": spec}))["job_id"]
+
+        async def both_running() -> bool:
+            return len([x for x in await store.in_flight_attempts() if x.pid]) == sheets
+
+        await wait_for(both_running, 60, "a sheet on each conductor")
+        in_flight = await store.in_flight_attempts()
+        victim = procs[1]
+        orphans = [x.pid for x in in_flight if x.conductor_id == victim.name and x.pid]
+        assert orphans, in_flight
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+        victim.killed = True
+        assert not any(gone(pid) for pid in orphans), "the sheets outlive their conductor"
+
+        async def orphans_ended() -> bool:
+            return all(gone(pid) for pid in orphans)
+
+        await wait_for(orphans_ended, 60, "the orphaned sheets to be ended")
+        gate.touch()
+        await wait_for(lambda: finished(store, job_id), 60, "the job to end")
+        job = await store.get_job(job_id)
+        rows = await history(store, job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    completed_once_each(rows, sheets)
+    assert counts(ws, sheets) == [1] * sheets
 
 
 async def test_cancel_through_one_conductor_ends_the_sheets_another_runs(

@@ -75,6 +75,7 @@ class Engine:
         """Serve writes in `task_group`, reconcile the store (unless `recover` is false),
         take the active jobs in hand and, with `dispatch`, start running them."""
         self._task_group = task_group
+        self.recovery.background = task_group
         task_group.start_soon(self.writer.serve)
         while not self.writer.serving:
             await anyio.lowlevel.checkpoint()

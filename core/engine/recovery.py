@@ -9,11 +9,13 @@ ours: another conductor's pids mean nothing on this host.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from datetime import datetime
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from podium.core.engine.approvals import awaiting, end_unrun
 from podium.core.engine.context import EngineContext
@@ -68,6 +70,9 @@ class Recovery:
         self.ctx = ctx
         self.writer = writer
         self.state = state
+        # Where groups of reclaimed attempts are ended: a kill waits out kill_grace_seconds,
+        # which the heartbeat that reclaims must not wait for (its own lease would lapse).
+        self.background: TaskGroup | None = None
 
     def _claimable(self, attempt: AttemptRow, now: datetime) -> bool:
         if attempt.conductor_id in (None, self.ctx.config.conductor_id):
@@ -171,15 +176,15 @@ class Recovery:
                 await self.writer.load(job_id)
         state = self.state
 
-        def apply(tx: Tx) -> int:
-            taken = 0
+        def apply(tx: Tx) -> list[AttemptKey]:
+            taken: list[AttemptKey] = []
             for key in keys:
                 row = tx.attempt(key)
                 if row is None or row.outcome is not None:
                     continue  # another conductor took it back first
                 if row.lease_expires_at is not None and row.lease_expires_at > tx.now:
                     continue  # renewed after all: its owner was slow, not gone
-                taken += 1
+                taken.append(key)
                 job_id, num, number = key
                 attempt = tx.edit_attempt(row)
                 # Its owner last showed it running when it last renewed the lease.
@@ -210,6 +215,7 @@ class Recovery:
                     )
             return taken
 
+        hosts = {c.conductor_id: c.host for c in await store.conductors()}
         try:
             taken = await self.writer.run(Op(apply, jobs=jobs, name="reclaim"))
         finally:
@@ -218,8 +224,28 @@ class Recovery:
                 if held is not None and not self._ours(held):
                     del self.state.attempts[key]
         if taken:
-            log.warning("reclaimed attempts whose conductor's lease ran out", count=taken)
+            log.warning("reclaimed attempts whose conductor's lease ran out", count=len(taken))
+        self._end_reclaimed_here(
+            [a for a in expired if (a.job_id, a.sheet_num, a.attempt) in taken], hosts
+        )
         return min(left) if left else None
+
+    def _end_reclaimed_here(self, taken: list[AttemptRow], hosts: Mapping[str, str]) -> None:
+        """A conductor killed on a host that lives on leaves its sheets running, orphaned: the
+        sheets taken back from it are about to run again, so their old groups on this host
+        are ended (only where the recorded leader still matches, pid and start time: the
+        same proof of ownership a restart asks for). On another host nobody can reach them;
+        a dead host took them with it."""
+        here = socket.gethostname()
+        for attempt in taken:
+            owner = attempt.conductor_id
+            if owner is None or hosts.get(owner) != here:
+                continue
+            if not (attempt.pgid and attempt.pid and attempt.pid_start_time is not None):
+                continue
+            ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
+            if self.background is not None:
+                self.background.start_soon(self._kill_leftover, ref)
 
     async def _kill_leftover(self, ref: ProcessGroupRef) -> None:
         if await kill_recorded_group(ref, self.ctx.config.kill_grace_seconds):
