@@ -69,8 +69,6 @@ class SheetSamples:
     # The samples themselves: one sheet run is in its sheet's and its instrument's samples,
     # and is one sample however many rows draw on it.
     runs: list[SheetSample] = field(default_factory=list)
-    # Per kind, the wait of each sample that waited that way.
-    waits: dict[WaitKind, list[float]] = field(default_factory=dict)
 
     def add(self, sample: SheetSample) -> None:
         self.seconds.append(sample.seconds)
@@ -78,9 +76,6 @@ class SheetSamples:
         if sample.cost_usd is not None:
             self.costs.append(sample.cost_usd)
         self.attempts += sample.attempts
-        for kind, seconds in sample.waits.items():
-            if seconds > 0:
-                self.waits.setdefault(kind, []).append(seconds)
 
 
 @dataclass
@@ -220,11 +215,12 @@ def span_text(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
-def _waits_note(drawn: Sequence[SheetSamples]) -> str | None:
-    """What the samples drawn on waited for, which the figures leave out."""
+def _waits_note(drawn: Sequence[SheetSample]) -> str | None:
+    """What the sheet runs drawn on waited for, which the figures leave out. Each run once:
+    one is in its sheet's samples and its instrument's, and both may be drawn on."""
     parts = []
     for kind, words in WAIT_WORDS.items():
-        waited = [w for samples in drawn for w in samples.waits.get(kind, [])]
+        waited = [run.waits[kind] for run in drawn if run.waits.get(kind, 0) > 0]
         if waited:
             parts.append(f"{words} ({len(waited)} sheet run(s), longest {span_text(max(waited))})")
     if not parts:
@@ -429,7 +425,7 @@ def estimate(
             f"{len(assumed_gates)} approval sheet(s) without history assumed to need no "
             "working time"
         )
-    waits = _waits_note(list(found.drawn.values()))
+    waits = _waits_note(list(drawn.values()))
     if waits:
         notes.append(waits)
     if not known_costs:

@@ -57,14 +57,43 @@ def excerpt_around(text: str, error: str | None) -> tuple[list[str], str | None]
                 needle = None
                 break
     if index is None:
-        chosen = lines[-MAX_EXCERPT_LINES:]
+        chosen = list(range(max(0, len(lines) - MAX_EXCERPT_LINES), len(lines)))
     else:
         start = max(0, index - _CONTEXT_BEFORE)
-        chosen = lines[start : min(len(lines), index + _CONTEXT_AFTER + 1)]
+        chosen = list(range(start, min(len(lines), index + _CONTEXT_AFTER + 1)))
         if index < len(lines) - 1 - _CONTEXT_AFTER:
             # The error is not at the end: the last line says how the run ended.
-            chosen = [*chosen[: MAX_EXCERPT_LINES - 2], "...", lines[-1]]
-    matched = needle or (lines[index] if index is not None else None)
-    return [clip(line, MAX_LINE_CHARS) or "" for line in chosen[-MAX_EXCERPT_LINES:]], clip(
-        matched, MAX_LINE_CHARS
-    )
+            chosen = [*chosen[: MAX_EXCERPT_LINES - 2], -1, len(lines) - 1]
+    around = None
+    if index is not None:
+        # AI CLIs print one long JSON object a line: the error is often past what a clip
+        # from the start keeps, so the line the excerpt centres on is cut around the error.
+        line = lines[index]
+        if needle:
+            at = line.find(needle)
+            span = (at, at + len(needle))
+        else:
+            errorish = _ERRORISH.search(line)
+            span = errorish.span() if errorish else (0, 0)
+        around = _clip_around(line, span, MAX_LINE_CHARS)
+    shown = [
+        "..." if i < 0 else around if i == index and around is not None else lines[i]
+        for i in chosen[-MAX_EXCERPT_LINES:]
+    ]
+    matched = needle or around
+    return [clip(line, MAX_LINE_CHARS) or "" for line in shown], clip(matched, MAX_LINE_CHARS)
+
+
+def _clip_around(line: str, span: tuple[int, int], limit: int) -> str:
+    """At most `limit` characters of `line` that keep the text at `span` (start, end),
+    with "..." where the line was cut."""
+    if len(line) <= limit:
+        return line
+    start, end = span
+    if end <= limit - 3:
+        return line[: limit - 3] + "..."
+    keep = limit - 6
+    begin = max(0, start - (keep - (end - start)) // 2)
+    if begin + keep >= len(line) - 3:
+        return "..." + line[len(line) - (limit - 3) :]
+    return "..." + line[begin : begin + keep] + "..."

@@ -5,6 +5,7 @@ rendered template, on every attempt. Cross-sheet context is also there for templ
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,41 @@ async def test_context_for_templates_beyond_ancestors_and_4_kib(conductor: Condu
         "two",
     ]
     assert (detail.sheets[3].output_tail or "").split() == ["no", "file", "8000", "4096"]
+
+
+async def test_the_context_keeps_output_bytes_not_characters_and_tojson_reads_it(
+    conductor: Conductor,
+) -> None:
+    """`output_bytes` of non-ASCII output: a slice of the text kept 1,001 characters (2,001 bytes)
+    for `output_bytes: 1001`. And `tojson` of `outputs` or `previous_outputs` failed the sheet
+    ("Object of type _Outputs is not JSON serializable")."""
+    spec = {
+        "name": "context-bytes",
+        "context": {"previous_sheets": 0, "output_bytes": 1001},
+        "sheets": [
+            {"name": "accents", "prompt": "python3 -c \"print('é' * 3000)\""},
+            {
+                "name": "count",
+                "depends_on": ["accents"],
+                "prompt": "echo {{ previous_outputs[1] | length }}",
+            },
+            {
+                "name": "dump",
+                "depends_on": ["accents"],
+                "prompt": "cat > earlier.json <<'EOF'\n{{ previous_outputs | tojson }}\nEOF\n"
+                "cat > ancestors.json <<'EOF'\n{{ outputs | tojson }}\nEOF",
+            },
+        ],
+    }
+    submitted = await conductor.submit_job(spec=spec)
+    detail = await wait_for_job(conductor, submitted.job_id)
+    assert detail.status is JobStatus.COMPLETED, [s.last_error for s in detail.sheets]
+    # 1001 bytes: the newline and 500 'é'.
+    assert (detail.sheets[1].output_tail or "").strip() == "501"
+    workspace = Path(detail.workspace)
+    assert json.loads((workspace / "earlier.json").read_text()) == {"1": "é" * 500 + "\n"}
+    # `outputs`: the last 4 KiB of an ancestor's.
+    assert json.loads((workspace / "ancestors.json").read_text()) == {"1": "é" * 2047 + "\n"}
 
 
 async def test_prompt_files_are_confined(recorder: Conductor, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from podium.core.diagnosis_answer import (
     fit,
     size_of,
 )
-from podium.core.log_excerpt import excerpt_around
+from podium.core.log_excerpt import MAX_LINE_CHARS, excerpt_around
 from podium.core.models import ErrorCategory, JobStatus, SheetStatus
 
 pytestmark = pytest.mark.anyio
@@ -188,6 +188,33 @@ def test_excerpt_centres_on_the_matched_error_text() -> None:
     # Nothing error-like: the tail.
     excerpt, _ = excerpt_around("\n".join(str(i) for i in range(50)), None)
     assert excerpt == [str(i) for i in range(38, 50)]
+
+
+def test_a_long_line_is_cut_around_its_error_not_from_its_start() -> None:
+    """AI CLIs print a JSON object a line; the error sits far past the first 240
+    characters, and a clip from the start showed everything but it."""
+    record = json.dumps(
+        {"type": "result", "cwd": "/work" * 100, "result": "Invalid API key - run /login"}
+    )
+    text = "\n".join(["starting", record, '{"type": "exit"}'])
+    excerpt, matched = excerpt_around(text, "exited with code 1; auth: Invalid API key")
+    assert matched == "Invalid API key"
+    [shown] = [line for line in excerpt if "cwd" in line or "Invalid" in line]
+    assert "Invalid API key" in shown and len(shown) <= MAX_LINE_CHARS, shown
+    assert shown.startswith("...")
+    assert excerpt[0] == "starting" and excerpt[-1] == '{"type": "exit"}'
+
+    # No pattern matched: the error-looking line is cut around what looks like an error,
+    # at the end of a 2 MB line as in the middle of one.
+    for line in ("x" * 2_000_000 + " error: disk full", "y" * 5000 + " fatal: no " + "z" * 5000):
+        excerpt, matched = excerpt_around(f"a\n{line}\n", "exited with code 3")
+        word = "error: disk full" if "disk" in line else "fatal: no"
+        assert matched is not None and word in matched and len(matched) <= MAX_LINE_CHARS
+        assert any(word in shown for shown in excerpt), excerpt
+        assert all(len(shown) <= MAX_LINE_CHARS for shown in excerpt)
+    # A line whose error is within the first 240 characters is cut as before.
+    excerpt, matched = excerpt_around("error: short " + "w" * 1000, None)
+    assert matched == ("error: short " + "w" * 1000)[: MAX_LINE_CHARS - 3] + "..."
 
 
 def test_fit_cuts_a_huge_answer_below_the_cap() -> None:

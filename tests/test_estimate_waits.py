@@ -233,6 +233,29 @@ async def test_retried_attempts_count_with_their_backoff_but_not_a_hold(
     assert "other holds (1 sheet run(s), longest 2h00m)" in guess.note, guess.note
 
 
+async def test_a_hold_is_counted_once_when_its_sheet_and_its_instrument_are_both_drawn_on(
+    config: PodiumConfig,
+) -> None:
+    """Sheet `a`'s run is in its own samples and its instrument's, which the new sheet `b`
+    draws on: the note named the one held run twice ("2 sheet run(s)")."""
+    spec = {
+        "name": "flaky",
+        "retry": {"max_retries": 2, "base_delay_seconds": 0.5, "jitter": False},
+        "sheets": [{"name": "a", "prompt": FAILS_ONCE.format(mark="a.mark", seconds=0.3)}],
+    }
+    async with Conductor(config) as conductor:
+        job_id, [failed, _] = await run(conductor, spec)
+    assert failed.ended_at is not None
+    await stretch(config, job_id, failed.ended_at, HOURS)
+    grown = {**spec, "sheets": [*spec["sheets"], {"name": "b", "prompt": "true"}]}
+    async with Conductor(config) as conductor:
+        guess = await conductor.estimate(spec=grown)
+    sheets = by_name(guess)
+    assert sheets["a"].basis == "same_sheet" and sheets["b"].basis == "same_instrument", guess
+    assert guess.samples == 1
+    assert "other holds (1 sheet run(s), longest 2h00m)" in guess.note, guess.note
+
+
 async def test_a_job_paused_between_its_sheets_does_not_lengthen_the_next_estimate(
     config: PodiumConfig,
 ) -> None:
@@ -374,3 +397,44 @@ def test_no_backoff_is_counted_where_the_policy_had_no_retry_left(
     backoffs = sum(base * 2 ** (n - 1) for n in range(1, failed_runs))
     assert sample.seconds == pytest.approx(0.5 * (failed_runs + 1) + backoffs)
     assert sample.waits["held"] == pytest.approx(3600.0 + base * 2 ** (failed_runs - 1))
+
+
+def test_a_retry_dispatched_just_after_its_backoff_was_not_held() -> None:
+    """The engine starts a retry a few milliseconds after its backoff ends: that is no hold,
+    and the note said "other holds (1 sheet run(s), longest 0.0s)" after every retry."""
+    base = 0.05
+    entries = [
+        _entry(1, 0.0, 0.3, Outcome.FAILED),
+        _entry(2, 0.3 + base + 0.009, 0.7, Outcome.COMPLETED),  # 9 ms of dispatch
+    ]
+    [(_, _, sample)] = run_samples(
+        _one_sheet_job(entries, max_retries=2, base=base), entries, parallelism=1,
+        gate=lambda _: False,
+    ).sheets  # fmt: skip
+    assert sample.waits == {}, sample
+    assert sample.seconds == pytest.approx(0.3 + base + 0.341)
+    # A retry held back for seconds past its backoff (backpressure) still is a hold.
+    entries[1] = _entry(2, 0.3 + base + 5.0, 5.7, Outcome.COMPLETED)
+    [(_, _, sample)] = run_samples(
+        _one_sheet_job(entries, max_retries=2, base=base), entries, parallelism=1,
+        gate=lambda _: False,
+    ).sheets  # fmt: skip
+    assert sample.waits["held"] == pytest.approx(5.0)
+
+
+def _one_sheet_job(entries: list[HistoryEntry], max_retries: int, base: float) -> JobDetail:
+    sheet = SheetState(
+        sheet_num=1, name="s", status=SheetStatus.COMPLETED, attempts=len(entries),
+        depends_on=[], instrument="shell", started_at=None, completed_at=None,
+        duration_seconds=None, last_error=None, error_category=None, waiting_reason=None,
+        waiting_until=None, output_tail=None, log_uri=None,
+    )  # fmt: skip
+    return JobDetail(
+        job_id="j", name="retried", status=JobStatus.COMPLETED, total_sheets=1,
+        completed_sheets=1, failed_sheets=0, submitted_at=entries[0].started_at,
+        started_at=entries[0].started_at, completed_at=entries[-1].ended_at, pause_reason=None,
+        error=None, labels=[], workspace="/w", priority=5, sheets_total_matching=1,
+        sheets=[sheet],
+        spec={"name": "retried", "retry": {"max_retries": max_retries, "base_delay_seconds": base,
+              "jitter": False}},
+    )  # fmt: skip

@@ -36,8 +36,9 @@ def previous_outputs(job_state: JobState, context: ContextSpec, sheet_num: int) 
         row = job_state.sheets.get(num)
         if row is None or row.output_tail is None:
             continue
-        text = row.output_tail[-context.output_bytes :]
-        total += len(text)
+        # Bytes, as the field says: a slice of the text kept up to 4x that of non-ASCII output.
+        text = row.output_tail.encode()[-context.output_bytes :].decode(errors="ignore")
+        total += len(text.encode())
         if total > TOTAL_LIMIT_BYTES:
             break
         out[num] = text

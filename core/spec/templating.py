@@ -89,6 +89,18 @@ environment = BoundedSandbox(
 environment.filters["shell_quote"] = guard_filter(shell_quote)
 
 
+def _json_default(value: object) -> object:
+    # `outputs` and `previous_outputs` are read-only mappings of their own (they refuse
+    # non-ancestors): `tojson` failed on them with "Object of type _Outputs is not JSON
+    # serializable", failing the sheet at run time.
+    if isinstance(value, Mapping):
+        return {str(key): value[key] for key in value}
+    raise TypeError(f"a {type(value).__name__} cannot be written as JSON")
+
+
+environment.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
+
+
 @dataclass
 class TemplateContext:
     workspace: str
