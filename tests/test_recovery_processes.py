@@ -216,3 +216,40 @@ async def test_recovery_finds_an_unrecorded_group_by_its_attempt_mark(
         kill_group_quietly(leader.pid)
         unrelated.kill()
         unrelated.wait()
+
+
+async def test_a_start_ends_what_attempts_taken_back_meanwhile_left_running(
+    make_config: Callable[..., PodiumConfig], tmp_path: Path
+) -> None:
+    """An attempt another conductor took back while this one was dead is no longer in
+    flight, so no record leads to its processes; they still carry this home's mark and are
+    ended at the start. Marks of another home, and unmarked processes, are left alone."""
+    from podium.core.runner.runner import attempt_marker
+
+    config = make_config()
+    other_home = tmp_path / "other-home"
+
+    def marked(home: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["sleep", "60"],
+            env={**os.environ, "PODIUM_ATTEMPT_OF": attempt_marker(str(home), "gone", 1, 1)},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    orphan = marked(config.home)
+    # Its home's name starts with this one's: the mark's separator tells them apart.
+    neighbour = marked(Path(str(config.home) + "2"))
+    stranger = marked(other_home)
+    unmarked = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        async with Conductor(config):
+            assert orphan.poll() is not None or psutil.Process(orphan.pid).status() == (
+                psutil.STATUS_ZOMBIE
+            )
+            for untouched in (neighbour, stranger, unmarked):
+                assert untouched.poll() is None
+    finally:
+        for proc in (orphan, neighbour, stranger, unmarked):
+            kill_group_quietly(proc.pid)
+            proc.wait(timeout=10)

@@ -44,7 +44,7 @@ from podium.core.models import (
     utcnow,
 )
 from podium.core.runner import cgroups
-from podium.core.runner.escapees import end_attempt_processes
+from podium.core.runner.escapees import end_attempt_processes, end_processes, find_marked_by_home
 from podium.core.runner.groups import kill_now
 from podium.core.runner.logs import read_output_tail
 from podium.core.runner.process import (
@@ -107,6 +107,13 @@ class Recovery:
                     ref = ProcessGroupRef(attempt.pid, attempt.pgid, attempt.pid_start_time)
                     kills.start_soon(self._kill_leftover, ref)
                 kills.start_soon(self._kill_marked, attempt)
+        # Whatever else still carries this home's mark: an attempt another conductor took
+        # back after this one's lease ran out (no longer in flight, so not among the above)
+        # runs on orphaned, beside the run that replaced it.
+        leftovers = await anyio.to_thread.run_sync(find_marked_by_home, str(self.ctx.config.home))
+        if leftovers:
+            log.warning("ending processes of attempts taken back meanwhile", count=len(leftovers))
+            await end_processes(leftovers, self.ctx.config.kill_grace_seconds)
         # Attempt cgroups the crash left: whatever is still in them is ended, whoever ran it.
         ended = await anyio.to_thread.run_sync(cgroups.release_leftovers, str(self.ctx.config.home))
         if ended:

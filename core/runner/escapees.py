@@ -104,6 +104,28 @@ def find_attempt_processes(
     return found
 
 
+def find_marked_by_home(home: str) -> list[psutil.Process]:
+    """Live processes whose mark names an attempt of the conductor of `home`, whatever the
+    attempt. At that conductor's start nothing of its own runs yet, so every one is left
+    over: an attempt another conductor took back (and ran again) while this one was dead,
+    or one whose record was lost with the crash."""
+    prefix = home + "|"
+    own = os.getpid()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        if proc.pid == own or proc.pid <= 1:
+            continue
+        try:
+            mark = proc.environ().get(MARK_VARIABLE)
+            if mark is None or not mark.startswith(prefix):
+                continue
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def find_left_behind(mark: str, since: float, leader: int | None = None) -> list[psutil.Process]:
     """What `find_attempt_processes` finds, for an attempt of this conductor that just
     ended (`leader`: its first process): as subreaper, among the few processes where what
