@@ -18,6 +18,7 @@ from cli_streams import (
     PLUS_LIMIT,
     SESSION,
     claude_init,
+    claude_rejected,
     claude_run,
     codex_failure,
     gemini_failure,
@@ -129,6 +130,26 @@ async def test_claude_reset_time_already_past_today_means_tomorrow(cli: FakeCli)
     later = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
     result = await cli.run("claude-code", now=later)
     assert_waits(result, datetime(2026, 3, 11, 13, 0, tzinfo=UTC), now=later)
+
+
+async def test_claude_reset_moment_just_past_names_no_moment(cli: FakeCli) -> None:
+    # "resets 10:28am" printed at 10:30: within the grace it means now, which lifts nothing
+    # (the engine backs off), so the error must not say it is limited "until 10:28".
+    cli.script_attempts({"stdout": claude_run("You've hit your limit · resets 10:28am (UTC)"),
+                         "exit": 1})  # fmt: skip
+    result = await cli.run("claude-code")
+    assert result.outcome is Outcome.RATE_LIMITED
+    assert result.reset_at is None and result.retry_after_seconds is None
+    assert "until" not in (result.error or ""), result.error
+
+
+async def test_a_stale_rejected_event_gives_way_to_the_prose_reset(cli: FakeCli) -> None:
+    # The event's resetsAt is an hour past; the prose names a moment to come, which is the wait.
+    stale = int((NOW - timedelta(hours=1)).timestamp())
+    text = "You've hit your limit · resets 1pm (Europe/Lisbon)"
+    cli.script_attempts({"stdout": claude_run(text, extra=[claude_rejected(stale)]), "exit": 1})
+    result = await cli.run("claude-code")
+    assert_waits(result, datetime(2026, 3, 10, 13, 0, tzinfo=UTC))
 
 
 async def test_claude_dated_reset(cli: FakeCli) -> None:
