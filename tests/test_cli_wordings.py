@@ -152,6 +152,30 @@ async def test_a_stale_rejected_event_gives_way_to_the_prose_reset(cli: FakeCli)
     assert_waits(result, datetime(2026, 3, 10, 13, 0, tzinfo=UTC))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # anthropics/claude-code #12789, verbatim: a hint follows the zone after another "·".
+        "Weekly limit reached · resets 10am (Asia/Seoul) · /upgrade to Max or turn on /extra-usage",
+        "You've hit your limit · resets 10am (Asia/Seoul) · /upgrade to Max or turn on "
+        "/extra-usage",
+    ],
+)
+async def test_claude_reset_followed_by_a_hint(cli: FakeCli, text: str) -> None:
+    cli.script_attempts({"stdout": claude_run(text), "exit": 1})
+    result = await cli.run("claude-code")
+    assert_waits(result, datetime(2026, 3, 11, 1, 0, tzinfo=UTC))  # 10am in Seoul
+
+
+async def test_claude_weekly_limit_reached_without_a_reset_is_still_a_limit(
+    cli: FakeCli,
+) -> None:
+    cli.script_attempts({"stdout": claude_run("Weekly limit reached · /upgrade to Max"),
+                         "exit": 1})  # fmt: skip
+    result = await cli.run("claude-code")
+    assert result.outcome is Outcome.RATE_LIMITED and result.reset_at is None
+
+
 async def test_claude_dated_reset(cli: FakeCli) -> None:
     text = "You've hit your limit · resets Apr 23 at 4pm (America/New_York)"
     cli.script_attempts({"stdout": claude_run(text), "exit": 1})
