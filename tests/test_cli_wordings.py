@@ -352,6 +352,25 @@ async def test_gemini_resource_exhausted_please_retry_in(cli: FakeCli) -> None:
     assert_waits(result, NOW + timedelta(seconds=15))
 
 
+@pytest.mark.parametrize(
+    "step",
+    [
+        # google-gemini/gemini-cli #27761 and #17081, verbatim, as each was reported.
+        {"stderr": "Error: Cloud Code Assist API error (429): Individual quota reached.\n"
+                   " Contact your administrator to enable overages\n", "exit": 1},
+        {"stdout": gemini_failure("Error", "Usage limit reached for gemini-3-flash-preview."),
+         "exit": 1},
+    ],
+    ids=["individual-quota-429", "usage-limit-for-model"],
+)  # fmt: skip
+async def test_gemini_plan_quota_without_a_reset_is_a_limit(
+    cli: FakeCli, step: dict[str, Any]
+) -> None:
+    cli.script_attempts(step)
+    result = await cli.run("gemini-cli")
+    assert result.outcome is Outcome.RATE_LIMITED and result.reset_at is None
+
+
 @pytest.mark.parametrize(("code", "message"), [(42, "Invalid input"), (53, "Reached max turns")])
 async def test_gemini_input_and_turn_limit_exits_are_plain_failures(
     cli: FakeCli, code: int, message: str
