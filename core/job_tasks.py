@@ -18,7 +18,15 @@ import structlog
 from podium.core.errors import InvalidTransitionError, PodiumError
 from podium.core.models import Decision, JobDetail, JobStatus, SheetStatus, WaitingReason, utcnow
 from podium.core.store.rows import TaskRow
-from podium.core.tasks import TaskState, derive_task, final_row, new_task, read_task
+from podium.core.tasks import (
+    TaskExpiredError,
+    TaskState,
+    derive_task,
+    final_row,
+    new_task,
+    read_task,
+    task_state,
+)
 
 if TYPE_CHECKING:
     from podium.core.conductor import Conductor
@@ -101,7 +109,13 @@ class JobTasks:
             spec=spec, spec_yaml=spec_yaml, path=path, job_id=job_id, task=make
         )
         self._task_added.set()
-        return await self.get(made[-1].task_id)
+        try:
+            return await self.get(made[-1].task_id)
+        except TaskExpiredError:
+            # A `task_ttl_hours` shorter than making the task took: the job was submitted and
+            # runs, so the caller gets its handle (whose ttlMs says it is over), never an
+            # error that reads as if nothing was submitted and invites a second submit.
+            return await task_state(self._c.store, made[-1])
 
     async def get(self, task_id: str) -> TaskState:
         state = await read_task(self._c.store, task_id, utcnow())

@@ -138,7 +138,10 @@ async def read_task(store: Store, task_id: str, now: datetime) -> TaskState:
     (a terminal state derived here is the caller's to store, see `JobTasks.get`)."""
     task = await store.get_task(task_id)
     if task is None:
-        raise TaskNotFoundError(f"taskId: task {quoted(task_id)} not found")
+        # Expired rows are purged: the id alone cannot tell which, so say both.
+        raise TaskNotFoundError(
+            f"taskId: task {quoted(task_id)} not found (never made, or expired and purged)"
+        )
     if task.expires_at <= now:
         raise TaskExpiredError(f"taskId: task {quoted(task_id)} has expired (its ttlMs passed)")
     return await task_state(store, task)

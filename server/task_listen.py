@@ -82,8 +82,19 @@ class TaskListen:
             return await call_next(ctx)
         if not declared(ctx):
             require_client_extension(ctx, TASKS_EXTENSION)
-        if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
-            raise MCPError(code=INVALID_PARAMS, message="notifications.taskIds: a list of ids")
+        if not isinstance(task_ids, list):
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message="notifications.taskIds: expected a list of task id strings "
+                f"(got {type(task_ids).__name__})",
+            )
+        for i, task_id in enumerate(task_ids):
+            if not isinstance(task_id, str):
+                raise MCPError(
+                    code=INVALID_PARAMS,
+                    message=f"notifications.taskIds.{i}: expected a task id string, as "
+                    f"run_job answered (got {type(task_id).__name__})",
+                )
         if len(task_ids) > MAX_LISTENED_TASKS:
             raise MCPError(
                 code=INVALID_PARAMS,

@@ -258,6 +258,29 @@ async def test_cost_totals_and_the_cost_limit(
     assert "cost $0.9000 of a $2 limit; tokens 3,600 in, 240 out" in shown.stdout
 
 
+@pytest.mark.parametrize("garbage", [1e300, 2**70, 10**400], ids=["1e300", "2**70", "10**400"])
+async def test_a_cli_reporting_absurd_numbers_is_recorded_without_them(
+    fakes: Fakes, make_config: Callable[..., PodiumConfig], garbage: float
+) -> None:
+    # Counts no 64-bit column holds (nor a float, for 10**400) once stopped the store's writer,
+    # and with it the conductor; a count past any real run is no count.
+    fakes.install("claude-code")
+    result = jl(type="result", subtype="success", is_error=False, result="done",
+                session_id=SESSION, total_cost_usd=garbage,
+                usage={"input_tokens": garbage, "output_tokens": 80})  # fmt: skip
+    env = fakes.env("absurd", {"stdout": [claude_init(), result]})
+    spec = {"name": "absurd", "instrument": "claude-code", "instrument_config": {"env": env},
+            "sheets": [{"prompt": TASK}]}  # fmt: skip
+    async with Conductor(make_config()) as c, mcp_client(c) as client:
+        job = await call(client, "submit_job", {"spec": spec})
+        assert (await wait_for_job(c, job["job_id"])).status is JobStatus.COMPLETED
+        [entry] = await history_of(client, job["job_id"])
+        assert entry["input_tokens"] is None and entry["output_tokens"] == 80
+        detail = await call(client, "status", {"job_id": job["job_id"]})
+        assert detail["output_tokens"] == 80
+        assert (await call(client, "status", {}))["ready"] is True
+
+
 async def test_the_cost_limit_error_says_what_sheets_still_running_then_spent(
     fakes: Fakes, make_config: Callable[..., PodiumConfig]
 ) -> None:

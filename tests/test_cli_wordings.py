@@ -18,6 +18,7 @@ from cli_streams import (
     PLUS_LIMIT,
     SESSION,
     claude_init,
+    claude_rejected,
     claude_run,
     codex_failure,
     gemini_failure,
@@ -129,6 +130,50 @@ async def test_claude_reset_time_already_past_today_means_tomorrow(cli: FakeCli)
     later = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
     result = await cli.run("claude-code", now=later)
     assert_waits(result, datetime(2026, 3, 11, 13, 0, tzinfo=UTC), now=later)
+
+
+async def test_claude_reset_moment_just_past_names_no_moment(cli: FakeCli) -> None:
+    # "resets 10:28am" printed at 10:30: within the grace it means now, which lifts nothing
+    # (the engine backs off), so the error must not say it is limited "until 10:28".
+    cli.script_attempts({"stdout": claude_run("You've hit your limit · resets 10:28am (UTC)"),
+                         "exit": 1})  # fmt: skip
+    result = await cli.run("claude-code")
+    assert result.outcome is Outcome.RATE_LIMITED
+    assert result.reset_at is None and result.retry_after_seconds is None
+    assert "until" not in (result.error or ""), result.error
+
+
+async def test_a_stale_rejected_event_gives_way_to_the_prose_reset(cli: FakeCli) -> None:
+    # The event's resetsAt is an hour past; the prose names a moment to come, which is the wait.
+    stale = int((NOW - timedelta(hours=1)).timestamp())
+    text = "You've hit your limit · resets 1pm (Europe/Lisbon)"
+    cli.script_attempts({"stdout": claude_run(text, extra=[claude_rejected(stale)]), "exit": 1})
+    result = await cli.run("claude-code")
+    assert_waits(result, datetime(2026, 3, 10, 13, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # anthropics/claude-code #12789, verbatim: a hint follows the zone after another "·".
+        "Weekly limit reached · resets 10am (Asia/Seoul) · /upgrade to Max or turn on /extra-usage",
+        "You've hit your limit · resets 10am (Asia/Seoul) · /upgrade to Max or turn on "
+        "/extra-usage",
+    ],
+)
+async def test_claude_reset_followed_by_a_hint(cli: FakeCli, text: str) -> None:
+    cli.script_attempts({"stdout": claude_run(text), "exit": 1})
+    result = await cli.run("claude-code")
+    assert_waits(result, datetime(2026, 3, 11, 1, 0, tzinfo=UTC))  # 10am in Seoul
+
+
+async def test_claude_weekly_limit_reached_without_a_reset_is_still_a_limit(
+    cli: FakeCli,
+) -> None:
+    cli.script_attempts({"stdout": claude_run("Weekly limit reached · /upgrade to Max"),
+                         "exit": 1})  # fmt: skip
+    result = await cli.run("claude-code")
+    assert result.outcome is Outcome.RATE_LIMITED and result.reset_at is None
 
 
 async def test_claude_dated_reset(cli: FakeCli) -> None:
@@ -305,6 +350,25 @@ async def test_gemini_resource_exhausted_please_retry_in(cli: FakeCli) -> None:
                          "exit": 1})  # fmt: skip
     result = await cli.run("gemini-cli")
     assert_waits(result, NOW + timedelta(seconds=15))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        # google-gemini/gemini-cli #27761 and #17081, verbatim, as each was reported.
+        {"stderr": "Error: Cloud Code Assist API error (429): Individual quota reached.\n"
+                   " Contact your administrator to enable overages\n", "exit": 1},
+        {"stdout": gemini_failure("Error", "Usage limit reached for gemini-3-flash-preview."),
+         "exit": 1},
+    ],
+    ids=["individual-quota-429", "usage-limit-for-model"],
+)  # fmt: skip
+async def test_gemini_plan_quota_without_a_reset_is_a_limit(
+    cli: FakeCli, step: dict[str, Any]
+) -> None:
+    cli.script_attempts(step)
+    result = await cli.run("gemini-cli")
+    assert result.outcome is Outcome.RATE_LIMITED and result.reset_at is None
 
 
 @pytest.mark.parametrize(("code", "message"), [(42, "Invalid input"), (53, "Reached max turns")])

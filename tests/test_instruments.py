@@ -489,6 +489,39 @@ model_flag: "--model"
 """
 
 
+def test_a_quota_pool_named_after_another_instrument_is_refused(
+    tmp_path: Path, only_bash_on_path: Path
+) -> None:
+    # Holds are kept under the pool's name, else the instrument's: a pool "codex-cli" would
+    # hold codex-cli (on another account) whenever this profile hit its limit.
+    user_dir = tmp_path / "instruments"
+    user_dir.mkdir()
+    profile = "executable: claude\nargs: ['-p']\nprompt_via: stdin\n"
+    (user_dir / "my-claude.yaml").write_text(f"name: my-claude\n{profile}quota_pool: codex-cli\n")
+    (user_dir / "claude-code.yaml").write_text(
+        f"name: claude-code\n{profile}quota_pool: codex-cli\n"
+    )
+    # A pool named after an instrument in that same pool is one account, as meant.
+    (user_dir / "team.yaml").write_text(f"name: team\n{profile}quota_pool: team\n")
+    (user_dir / "team-2.yaml").write_text(f"name: team-2\n{profile}quota_pool: team\n")
+
+    catalog = InstrumentCatalog.load(user_dir)
+
+    errors = sorted(catalog.load_errors)
+    assert len(errors) == 2, errors
+    for error, file in zip(errors, ["claude-code.yaml", "my-claude.yaml"], strict=True):
+        assert file in error
+        assert (
+            "quota_pool: 'codex-cli' is the name of an instrument that is not in that pool" in error
+        )
+    assert catalog.get("my-claude") is None
+    claude = catalog.get("claude-code")
+    assert claude is not None and claude.source == "builtin"
+    keys = catalog.hold_keys()
+    assert keys["codex-cli"] == "codex-cli" and keys["claude-code"] == "claude-code"
+    assert keys["team"] == keys["team-2"] == "team"
+
+
 def test_user_profile_overrides_builtin_and_broken_one_is_reported(
     tmp_path: Path, only_bash_on_path: Path
 ) -> None:

@@ -92,6 +92,19 @@ async def test_a_listen_for_task_ids_that_name_no_task_is_refused_naming_each(
         await request(client, "tasks/cancel", {"taskId": known})
 
 
+async def test_malformed_task_ids_are_refused_naming_the_item(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    async with serving(make_config(), Acks()) as (client, _):
+        for ids, where, got in (("task-x", "taskIds", "str"), (["task-a", 7], "taskIds.1", "int")):
+            with anyio.fail_after(10), pytest.raises(MCPError) as refused:
+                await request(client, "subscriptions/listen", {"notifications": {"taskIds": ids}})
+            message = refused.value.error.message
+            assert refused.value.error.code == -32602
+            assert message.startswith(f"notifications.{where}: expected a"), message
+            assert f"(got {got})" in message, message
+
+
 async def test_a_task_that_expires_while_listened_to_ends_and_so_does_the_stream(
     make_config: Callable[..., PodiumConfig],
 ) -> None:

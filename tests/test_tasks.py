@@ -238,6 +238,32 @@ async def test_a_task_past_its_ttl_answers_invalid_params_and_is_purged(
         await conductor.stop()
 
 
+async def test_a_ttl_shorter_than_making_the_task_still_answers_the_handle(
+    make_config: Any,
+) -> None:
+    """A task that expired before run_job could answer: the job runs, so the answer is its
+    handle (ttlMs says it is over), not a tool error that reads as if nothing was submitted
+    (a client would submit the job again)."""
+    conductor = Conductor(make_config(task_ttl_hours=1e-7))  # 0.36 ms
+    await conductor.start()
+    try:
+        server = PodiumServer(conductor)
+        async with server.running(), Client(server.mcp, extensions=[TasksClient()]) as client:
+            handle = await start_task(client, SLOW)
+            assert handle["resultType"] == "task" and handle["ttlMs"] == 1
+            job_id = handle["_meta"]["podium/job_id"]
+            assert (await conductor.get_job(job_id)).status.value in ("queued", "running")
+            with pytest.raises(MCPError) as expired:
+                await get_task(client, handle["taskId"])
+            # Expired, or already purged as expired: either way the message says so.
+            message = expired.value.error.message
+            assert expired.value.error.code == -32602
+            assert "has expired" in message or "expired and purged" in message, message
+            await conductor.cancel_job(job_id)
+    finally:
+        await conductor.stop()
+
+
 # ----- through real processes: the HTTP conductor and the stdio bridge -----------------------
 
 

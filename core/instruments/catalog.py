@@ -168,8 +168,9 @@ def _sources(
 ) -> tuple[dict[str, tuple[InstrumentProfile, str]], list[ProfileProblem], dict[str, str | None]]:
     """Every profile by name with where it came from (a user file wins over the built-in),
     each user file not used, with why, and the digest of each user file as it was read."""
+    builtins = builtin_profiles()
     sources: dict[str, tuple[InstrumentProfile, str]] = {
-        name: (p, "builtin") for name, p in builtin_profiles().items()
+        name: (p, "builtin") for name, p in builtins.items()
     }
     problems: list[ProfileProblem] = []
     digests: dict[str, str | None] = {}
@@ -202,6 +203,25 @@ def _sources(
                     )
                 )
             sources[profile.name] = (profile, str(path))
+    for name, (profile, origin) in list(sources.items()):
+        pool = profile.quota_pool
+        other = sources.get(pool) if pool is not None and pool != name else None
+        if other is None or other[0].quota_pool == pool:
+            continue
+        # A hold is kept under the pool's name, else the instrument's: a pool named after an
+        # instrument outside it would tie that instrument's limits to this account's.
+        problems.append(
+            ProfileProblem(
+                origin,
+                f"quota_pool: {pool!r} is the name of an instrument that is not in that "
+                f"pool (a limit on either would hold the other); name the pool otherwise, "
+                f"or give {pool!r} the same quota_pool",
+            )
+        )
+        if name in builtins:
+            sources[name] = (builtins[name], "builtin")
+        else:
+            del sources[name]
     return sources, problems, digests
 
 

@@ -54,9 +54,12 @@ def _reset(
         return None, None
     value = spec.value if spec.value is not None else captured
     moment = reset_moment(value, spec.kind, now=now, zone=zone, zone_name=zone_name or spec.zone)
-    if moment is None:
+    if moment is None or moment <= now:
+        # A moment already past ("resets 10:28am" printed at 10:30, a stale event) says
+        # nothing about when the limit lifts: no "until" in the error that the wait (a
+        # backoff) would contradict, and a later pattern that names a moment to come wins.
         return None, None
-    return moment, max((moment - now).total_seconds(), 0.0)
+    return moment, (moment - now).total_seconds()
 
 
 def _rate_limit(

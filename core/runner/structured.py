@@ -29,12 +29,17 @@ class StructuredReport:
     cache_write_tokens: int | None = None
 
 
+# More tokens than any run spends: a larger count is garbage, and would not fit the store's
+# 64-bit integers (nor the job's totals).
+MAX_TOKENS = 10**12
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int of hundreds of digits
         return None
     return number if math.isfinite(number) and number >= 0 else None
 
@@ -45,7 +50,7 @@ def _pick(selector: JsonSelector | None, documents: Sequence[Any]) -> Any:
 
 def _tokens(selector: JsonSelector | None, documents: Sequence[Any]) -> int | None:
     number = _number(_pick(selector, documents))
-    return None if number is None else int(number)
+    return None if number is None or number > MAX_TOKENS else int(number)
 
 
 def read_structured(profile: InstrumentProfile, documents: Sequence[Any]) -> StructuredReport:
