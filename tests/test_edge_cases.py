@@ -275,3 +275,36 @@ async def test_a_resume_in_the_same_group_as_a_write_to_the_finished_job_runs_it
     resumed = await conductor.resume_job(job.job_id)
     assert resumed.status in (JobStatus.QUEUED, JobStatus.RUNNING)
     assert (await wait_for_job(conductor, job.job_id, timeout=10)).status is JobStatus.COMPLETED
+
+
+async def test_a_result_the_store_cannot_hold_fails_the_sheet_not_the_conductor(
+    conductor: Conductor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value in an attempt's result that the store refuses (here an exit code past a
+    64-bit integer) must fail that attempt, saying so; it ended the dispatcher, and with it
+    every other job of the conductor."""
+    import dataclasses
+
+    from podium.core.engine import dispatch
+
+    real = dispatch.run_attempt
+
+    async def unstorable(*args: Any, **kwargs: Any) -> AttemptResult:
+        result = await real(*args, **kwargs)
+        if "unstorable" in result.stdout_tail:
+            return dataclasses.replace(result, exit_code=2**70)
+        return result
+
+    monkeypatch.setattr(dispatch, "run_attempt", unstorable)
+    bad = await conductor.submit_job(
+        spec={"name": "bad", "sheets": [{"prompt": "echo unstorable"}], "retry": {"max_retries": 0}}
+    )
+    detail = await wait_for_job(conductor, bad.job_id)
+    assert detail.status is JobStatus.FAILED
+    [sheet] = detail.sheets
+    assert "the store could not record this attempt's result" in (sheet.last_error or "")
+    history, _ = await conductor.get_execution_history(bad.job_id)
+    assert [a.outcome for a in history] == [Outcome.FAILED]
+    # The conductor goes on with other work.
+    good = await conductor.submit_job(spec={"name": "good", "sheets": [{"prompt": "echo fine"}]})
+    assert (await wait_for_job(conductor, good.job_id)).status is JobStatus.COMPLETED

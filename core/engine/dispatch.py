@@ -6,6 +6,7 @@ nothing to do it never wakes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import time
@@ -46,7 +47,7 @@ from podium.core.errors import NotFoundError, PodiumError
 from podium.core.models import JobStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.runner import AttemptPlan, run_attempt
+from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
 from podium.core.spec.templating import TemplateRenderError, render
 from podium.core.store.rows import AttemptRow
 
@@ -472,10 +473,42 @@ class Dispatcher:
                 )
         except (NotFoundError, PodiumError) as exc:
             self._not_recorded(entry, exc)
+        except Exception as exc:
+            # The store refused a value of the result itself (one it cannot hold): left to
+            # rise, it ended the dispatcher, and the conductor with it.
+            log.exception(
+                "the store refused an attempt's result",
+                job_id=entry.job_id,
+                sheet=entry.sheet_num,
+                attempt=entry.attempt,
+            )
+            await self._record_bare(entry, result, exc)
         finally:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
+
+    async def _record_bare(
+        self, entry: RunningSheet, result: AttemptResult, exc: Exception
+    ) -> None:
+        """Record the attempt failed with only what any store holds (its times and log), the
+        error saying why its result is missing."""
+        bare = dataclasses.replace(
+            failed_before_start(
+                f"internal error: the store could not record this attempt's result ({exc!r:.300})",
+                result.started_at,
+                result.log_path,
+            ),
+            ended_at=result.ended_at,
+            duration_seconds=result.duration_seconds,
+        )
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.writer.run(
+                    record_result(self.ctx, self.state, entry, bare, self._on_idle)
+                )
+        except Exception as again:
+            log.error("attempt result not recorded", job_id=entry.job_id, error=repr(again))
 
     def _not_recorded(self, entry: RunningSheet, exc: PodiumError) -> None:
         """Say why an attempt's result was not recorded. After this conductor's stop recorded
