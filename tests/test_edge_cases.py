@@ -308,3 +308,14 @@ async def test_a_result_the_store_cannot_hold_fails_the_sheet_not_the_conductor(
     # The conductor goes on with other work.
     good = await conductor.submit_job(spec={"name": "good", "sheets": [{"prompt": "echo fine"}]})
     assert (await wait_for_job(conductor, good.job_id)).status is JobStatus.COMPLETED
+
+
+async def test_a_sheet_that_prints_nul_completes_on_every_store(conductor: Conductor) -> None:
+    """PostgreSQL's text refuses NUL: the result of a sheet that printed one was lost and
+    the sheet failed there. Its tail keeps U+FFFD in the NUL's place."""
+    job = await conductor.submit_job(
+        spec={"name": "nul", "sheets": [{"prompt": "printf 'a\\0b\\n'; printf 'c\\0d' >&2"}]}
+    )
+    detail = await wait_for_job(conductor, job.job_id)
+    assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
+    assert detail.sheets[0].output_tail == "a\ufffdb\n"

@@ -524,6 +524,27 @@ async def test_attempt_is_inserted_in_flight_then_finished(store: Store) -> None
     assert entry.ended_at == T0 + timedelta(minutes=1, seconds=3.25)
 
 
+async def test_text_holding_a_nul_is_kept_with_it_replaced_alike_in_every_store(
+    store: Store,
+) -> None:
+    """A sheet may print NUL, and a tail or an error quotes it: PostgreSQL's text refuses
+    the character (the whole result was lost), so every store keeps U+FFFD in its place."""
+    await make_job(store, "job-1", status=JobStatus.RUNNING)
+    assert await commit(store, new_attempts=[attempt_row("job-1", 1, 1)]) is None
+    stored = await store.get_attempt("job-1", 1, 1)
+    assert stored is not None
+    done = clone(stored)
+    done.ended_at, done.outcome = T0 + timedelta(seconds=1), Outcome.FAILED
+    done.error, done.note = "exited: a\0b", "\0\0note"
+    done.validations = [ValidationResult(type="content_contains", passed=False, detail="x\0y")]
+    assert await commit(store, attempts=[done]) is None
+    read = await store.get_attempt("job-1", 1, 1)
+    assert read is not None
+    assert (read.error, read.note) == ("exited: a\ufffdb", "\ufffd\ufffdnote")
+    # JSON columns carry it escaped, so it comes back as it was.
+    assert read.validations[0].detail == "x\0y"
+
+
 async def test_leases_are_renewed_only_for_the_owners_attempts_in_flight(store: Store) -> None:
     await make_job(store, "job-1", status=JobStatus.RUNNING)
     old = T0 + timedelta(seconds=30)

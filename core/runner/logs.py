@@ -139,7 +139,7 @@ class TailBuffer:
         # Trimming may have cut a multi-byte character in half; drop its orphaned tail bytes
         # rather than showing a replacement character at the start.
         start = _skip_partial_utf8_start(self._buf) if self._trimmed else 0
-        return self._buf[start:].decode("utf-8", errors="replace")
+        return tail_text(self._buf[start:])
 
     def recent_text(self, max_bytes: int) -> str:
         """At most the last `max_bytes` of what was written so far, as text that neither
@@ -152,9 +152,16 @@ class TailBuffer:
         data = bytes(self._buf[-max_bytes:]) if cut else bytes(self._buf)
         start = _skip_partial_utf8_start(data) if cut or self._trimmed else 0
         end = len(data) - _incomplete_utf8_suffix(data)
-        text = data[start : max(start, end)].decode("utf-8", errors="replace")
+        text = tail_text(data[start : max(start, end)])
         self._recent = (self._writes, max_bytes, text)
         return text
+
+
+def tail_text(data: bytes | bytearray) -> str:
+    """A tail as the store keeps it (see store.codec.without_nul): NUL as U+FFFD, so the
+    running view and a fresh read agree; the log keeps the bytes."""
+    text = data.decode("utf-8", errors="replace")
+    return text.replace("\0", "\ufffd") if "\0" in text else text
 
 
 def _incomplete_utf8_suffix(data: bytes) -> int:
@@ -218,7 +225,7 @@ def read_output_tail(path: str | None, max_bytes: int) -> str | None:
         return None
     if start > 0:
         data = data[_skip_partial_utf8_start(data) :]
-    return data.decode("utf-8", errors="replace") or None
+    return tail_text(data) or None
 
 
 def read_log_range(path: Path, offset: int, max_bytes: int) -> tuple[str, int, bool]:

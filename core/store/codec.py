@@ -75,6 +75,14 @@ def json_pair(base: Any) -> Pair:
     return json.dumps, json.loads
 
 
+def without_nul(text: str) -> str:
+    """Text as every store keeps it: a NUL (which a sheet may print, and an error or a tail
+    may quote) becomes U+FFFD. PostgreSQL's text refuses NUL outright, so the result that
+    held one was lost; SQLite keeps the same so both stores answer alike. The log keeps the
+    bytes."""
+    return text.replace("\0", "\ufffd") if "\0" in text else text
+
+
 def _column(
     name: str, hint: Any, converters: Converters
 ) -> tuple[str, Convert | None, Convert | None]:
@@ -83,6 +91,8 @@ def _column(
     base = next(a for a in args if a is not type(None)) if is_optional else hint
     kind = type_kind(base)
     encode, decode = converters(kind, base)
+    if base is str and encode is None:
+        encode = without_nul
     column = f"{name}_json" if kind == "json" else name
     if is_optional:
         encode = optional(encode) if encode is not None else None
