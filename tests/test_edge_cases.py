@@ -319,3 +319,56 @@ async def test_a_sheet_that_prints_nul_completes_on_every_store(conductor: Condu
     detail = await wait_for_job(conductor, job.job_id)
     assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
     assert detail.sheets[0].output_tail == "a\ufffdb\n"
+
+
+class FlakyStore:
+    """Fails the next `failures` writes that `which` picks (as an unreachable store does),
+    then lets everything through."""
+
+    def __init__(self, conductor: Conductor, which: Callable[[Any], bool], failures: int) -> None:
+        self.writer = conductor.engine.writer
+        self.real = self.writer.store.write
+        self.which, self.left, self.refused = which, failures, 0
+
+    async def write(self, batches: Any) -> Any:
+        if self.left > 0 and any(self.which(b) for b in batches):
+            self.left -= 1
+            self.refused += 1
+            raise OSError("the store is unreachable")
+        return await self.real(batches)
+
+
+def ends_an_attempt(batch: Any) -> bool:
+    return any(a.outcome is not None for a in batch.attempts)
+
+
+def starts_an_attempt(batch: Any) -> bool:
+    return bool(batch.new_attempts)
+
+
+@pytest.mark.parametrize(
+    ("which", "failures"),
+    [(ends_an_attempt, 2), (starts_an_attempt, 2)],
+    ids=["its-result", "its-start"],
+)
+async def test_a_store_unreachable_for_a_moment_loses_no_result_and_no_conductor(
+    conductor: Conductor,
+    monkeypatch: pytest.MonkeyPatch,
+    which: Callable[[Any], bool],
+    failures: int,
+) -> None:
+    """Writes that fail for a while (not refused by rule, not a value the store cannot
+    hold): the attempt's full result is recorded once the store answers again, and a start
+    that failed is made by a later pass. Raised, either ended the conductor; a result never
+    recorded left its sheet running with nothing behind it."""
+    flaky = FlakyStore(conductor, which, failures)
+    monkeypatch.setattr(flaky.writer.store, "write", flaky.write)
+    job = await conductor.submit_job(
+        spec={"name": "flaky", "sheets": [{"prompt": "echo made it"}], "retry": {"max_retries": 0}}
+    )
+    detail = await wait_for_job(conductor, job.job_id, timeout=30)
+    assert flaky.refused == failures
+    assert detail.status is JobStatus.COMPLETED, detail.sheets[0].last_error
+    assert detail.sheets[0].output_tail == "made it\n"
+    history, _ = await conductor.get_execution_history(job.job_id)
+    assert [a.outcome for a in history] == [Outcome.COMPLETED]

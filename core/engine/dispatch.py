@@ -6,7 +6,6 @@ nothing to do it never wakes."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import itertools
 import time
@@ -21,17 +20,16 @@ from anyio.abc import TaskGroup
 from podium.core.engine import approvals, fallbacks, holding, ratelimits
 from podium.core.engine.attempts import (
     IdleHook,
-    ResultRefused,
     needs_earlier,
     plan_attempt,
     record_process,
-    record_result,
     settle_job,
 )
 from podium.core.engine.conditions import skip_command_reason, skip_when_reason
 from podium.core.engine.context import HIGH_PRESSURE_GAP_SECONDS, EngineContext
 from podium.core.engine.control import expire, fail_unloadable
 from podium.core.engine.picking import pick_ready
+from podium.core.engine.recording import record_attempt
 from podium.core.engine.rules import (
     begin_attempt,
     failed_before_start,
@@ -43,15 +41,17 @@ from podium.core.engine.sheet_context import template_context
 from podium.core.engine.state import DISPATCHABLE, EngineState, JobState, RunningSheet
 from podium.core.engine.tx import Op, Tx
 from podium.core.engine.writer import Writer
-from podium.core.errors import NotFoundError, PodiumError
+from podium.core.errors import PodiumError
 from podium.core.models import JobStatus, utcnow
 from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef
-from podium.core.runner.runner import AttemptPlan, AttemptResult, run_attempt
+from podium.core.runner.runner import AttemptPlan, run_attempt
 from podium.core.spec.templating import TemplateRenderError, render
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.dispatch")
+# After a pass that failed (the store unreachable), how long until the next one.
+PASS_RETRY_SECONDS = 1.0
 
 PROCESS_RECORD_DELAY_SECONDS = 0.2
 
@@ -113,7 +113,13 @@ class Dispatcher:
         try:
             while not self._stopping:
                 self._wake.clear()
-                wake_at = await self._pass()
+                try:
+                    wake_at = await self._pass()
+                except Exception:
+                    # The store unreachable for a moment, say: raised, it ended the
+                    # conductor. What the pass did not do, the next one does.
+                    log.exception("a dispatch pass failed; trying again shortly")
+                    wake_at = utcnow() + timedelta(seconds=PASS_RETRY_SECONDS)
                 if self._stopping:
                     break
                 if wake_at != alarm_at:
@@ -394,6 +400,12 @@ class Dispatcher:
             started = await self.writer.run(Op(apply, name="start sheets"))
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
+        except Exception:
+            # The store failed the write (unreachable for a moment, say): raised, it ended
+            # the conductor. The sheets go back to be picked again, after a pause, so a
+            # store that stays down is not asked in a busy loop.
+            log.exception("could not start sheets; trying again shortly")
+            await anyio.sleep(PASS_RETRY_SECONDS)
         finally:
             self.state.starting.difference_update(picks)
             for job_id, _ in picks:
@@ -467,64 +479,11 @@ class Dispatcher:
         self.state.end_running(entry)
         self.wake()
         try:
-            with anyio.CancelScope(shield=True):
-                await self.writer.run(
-                    record_result(self.ctx, self.state, entry, result, self._on_idle)
-                )
-        except (NotFoundError, PodiumError) as exc:
-            self._not_recorded(entry, exc)
-        except Exception as exc:
-            # The store refused a value of the result itself (one it cannot hold): left to
-            # rise, it ended the dispatcher, and the conductor with it.
-            log.exception(
-                "the store refused an attempt's result",
-                job_id=entry.job_id,
-                sheet=entry.sheet_num,
-                attempt=entry.attempt,
-            )
-            await self._record_bare(entry, result, exc)
+            await record_attempt(self.writer, self.ctx, self.state, entry, result, self._on_idle)
         finally:
             self.state.drop_running(entry)
             entry.done.set()
             self.wake()
-
-    async def _record_bare(
-        self, entry: RunningSheet, result: AttemptResult, exc: Exception
-    ) -> None:
-        """Record the attempt failed with only what any store holds (its times and log), the
-        error saying why its result is missing."""
-        bare = dataclasses.replace(
-            failed_before_start(
-                f"internal error: the store could not record this attempt's result ({exc!r:.300})",
-                result.started_at,
-                result.log_path,
-            ),
-            ended_at=result.ended_at,
-            duration_seconds=result.duration_seconds,
-        )
-        try:
-            with anyio.CancelScope(shield=True):
-                await self.writer.run(
-                    record_result(self.ctx, self.state, entry, bare, self._on_idle)
-                )
-        except Exception as again:
-            log.error("attempt result not recorded", job_id=entry.job_id, error=repr(again))
-
-    def _not_recorded(self, entry: RunningSheet, exc: PodiumError) -> None:
-        """Say why an attempt's result was not recorded. After this conductor's stop recorded
-        the attempt itself (and logged why, at error), the late result has nothing left to
-        record, whatever refused it (the attempt ended, or the writer closed): info. A result
-        refused because another conductor took the attempt back is work this one lost, and
-        so is one the store refused: a warning, the error saying which."""
-        where = {"job_id": entry.job_id, "sheet": entry.sheet_num, "attempt": entry.attempt}
-        if entry.recorded_by_stop or (isinstance(exc, ResultRefused) and exc.own_stop):
-            log.info(
-                "late attempt result dropped: this conductor's stop had recorded the attempt",
-                **where,
-                error=str(exc),
-            )
-        else:
-            log.warning("attempt result not recorded", **where, error=str(exc))
 
     async def _previous_attempts(self, entry: RunningSheet) -> list[AttemptRow]:
         """The attempts a retry carries its session and feedback over from, latest first, as
