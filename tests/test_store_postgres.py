@@ -267,3 +267,35 @@ async def test_a_lost_listener_connection_reconnects_and_says_everything_may_hav
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_connection_the_server_ended_is_store_unavailable_then_replaced(
+    url: str, tmp_path: Path
+) -> None:
+    """A server restart (here: its sessions ended) fails the next use of a pooled
+    connection. That is `StoreUnavailableError`, which callers wait out and ask again, not
+    a raw driver error that ended the conductor; the pool then connects anew."""
+    import psycopg
+
+    from podium.core.store.base import StoreUnavailableError
+
+    store = await open_pg(url, tmp_path, "cut")
+    try:
+        assert await store.commit([WriteBatch(new_jobs=[new_job("job-1")])]) == [None]
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'podium cut'"
+            )
+        with pytest.raises(StoreUnavailableError, match="cannot be reached"):
+            await store.get_job("job-1")
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    job = await store.get_job("job-1")
+                    break
+                except StoreUnavailableError:
+                    await anyio.sleep(0.05)  # another pooled connection the server ended
+        assert job is not None and job.job_id == "job-1"
+    finally:
+        await store.close()

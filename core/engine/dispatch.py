@@ -47,6 +47,7 @@ from podium.core.pressure import PressureLevel
 from podium.core.runner.process import ProcessGroupRef
 from podium.core.runner.runner import AttemptPlan, run_attempt
 from podium.core.spec.templating import TemplateRenderError, render
+from podium.core.store.base import StoreUnavailableError
 from podium.core.store.rows import AttemptRow
 
 log = structlog.get_logger("podium.dispatch")
@@ -398,6 +399,9 @@ class Dispatcher:
         started: list[tuple[str, int, int]] = []
         try:
             started = await self.writer.run(Op(apply, name="start sheets"))
+        except StoreUnavailableError as exc:
+            log.warning("could not start sheets; trying again shortly", error=str(exc))
+            await anyio.sleep(PASS_RETRY_SECONDS)
         except PodiumError as exc:
             log.warning("could not start sheets", error=str(exc))
         except Exception:

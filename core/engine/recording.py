@@ -24,6 +24,7 @@ from podium.core.engine.state import EngineState, RunningSheet
 from podium.core.engine.writer import Writer
 from podium.core.errors import PodiumError
 from podium.core.runner.runner import AttemptResult
+from podium.core.store.base import StoreUnavailableError
 
 log = structlog.get_logger("podium.dispatch")
 
@@ -64,6 +65,10 @@ async def record_attempt(
                 with anyio.CancelScope(shield=True):
                     await writer.run(record_result(ctx, state, entry, attempt_result, on_idle))
                 return
+            except StoreUnavailableError as exc:
+                log.warning("the store is unreachable for now", error=str(exc), **where)
+                refused = exc
+                break
             except PodiumError as exc:
                 _not_recorded(entry, exc)
                 return

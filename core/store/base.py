@@ -53,6 +53,11 @@ class StoreError(PodiumError):
     """The store refused a request for a reason a caller can act on (e.g. a bad cursor)."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached for now (a database server restarting, a network cut):
+    the same request may go through later."""
+
+
 @dataclass(slots=True)
 class NewJob:
     job: JobRow

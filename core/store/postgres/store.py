@@ -31,6 +31,7 @@ from podium.core.store.base import (
     OnChange,
     Overview,
     StoreChange,
+    StoreUnavailableError,
     WriteBatch,
     Written,
 )
@@ -109,9 +110,16 @@ class PostgresStore:
     # ----- plumbing -------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        with anyio.CancelScope(shield=True):
-            async with self._pool.connection() as conn:
-                result = await fn(conn)
+        try:
+            with anyio.CancelScope(shield=True):
+                async with self._pool.connection() as conn:
+                    result = await fn(conn)
+        except _RETRYABLE:
+            raise
+        except psycopg.OperationalError as exc:
+            # The server or the way to it is gone for now (a pool timeout is one too):
+            # callers wait and ask again rather than fail what they were doing for good.
+            raise StoreUnavailableError(f"the PostgreSQL store cannot be reached: {exc}") from exc
         return result
 
     async def _snapshot(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
