@@ -234,6 +234,30 @@ def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: P
     assert afile.read_text() == "not a home\n"
 
 
+def test_a_home_that_cannot_be_created_is_named_by_every_engine_command(tmp_path: Path) -> None:
+    """A home whose folder cannot be made (here a file stands in its path; a read-only disk
+    fails the same way) is refused by each command that runs an engine with the reason,
+    never a traceback from creating its log folder."""
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder\n")
+    home = afile / "home"
+    for args in (
+        ["start"],
+        ["start", "--detach"],
+        ["serve", "--embedded"],
+        ["serve", "--transport", "sse", "--port", "0"],
+        ["run", str(afile)],
+    ):
+        used = podium_cli(home, *args)
+        assert used.returncode == 2, (args, used.stdout, used.stderr)
+        assert "Traceback" not in used.stderr, used.stderr
+        assert f"cannot create the Podium home {home}: Not a directory" in used.stderr, (
+            args,
+            used.stderr,
+        )
+    assert afile.read_text() == "not a folder\n"
+
+
 def test_a_spec_is_checked_before_the_home_exists_without_creating_it(tmp_path: Path) -> None:
     """`validate` and `estimate` work before the first `podium run` (a new user checks a
     spec first), against an empty home of the moment; the home named stays uncreated."""
