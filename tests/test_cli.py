@@ -161,6 +161,28 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
     assert podium_cli(home, "stop", "--force").returncode == 0
 
 
+def test_run_names_its_job_id_option_in_errors(tmp_path: Path) -> None:
+    """`podium run --job-id` refused (a bad id, or an id taken by another spec) names the
+    option to change, not the JOB argument of the other commands or the tool's job_id."""
+    home = make_home(tmp_path)
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nsheets: [{prompt: 'true'}]\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\nsheets: [{prompt: 'true'}]\n")
+    try:
+        assert podium_cli(home, "run", "--job-id", "taken", str(first)).returncode == 0
+        taken = podium_cli(home, "run", "--job-id", "taken", str(other))
+        assert taken.returncode == 2, taken.stderr
+        assert "--job-id: job 'taken' already exists with a different spec" in taken.stderr
+        assert "choose another --job-id" in taken.stderr, taken.stderr
+        bad = podium_cli(home, "run", "--job-id", "a b", str(other))
+        assert bad.returncode == 2 and "--job-id: 'a b' is not allowed" in bad.stderr, bad.stderr
+        for refused in (taken, bad):
+            assert "JOB" not in refused.stderr and "job_id" not in refused.stderr
+    finally:
+        podium_cli(home, "stop", "--force")
+
+
 def test_piped_errors_keep_their_lines_and_name_cli_options(tmp_path: Path) -> None:
     """Standard error that is not a terminal (a log, a pipe to grep) gets each message line
     whole, never folded at 80 columns in the middle of a command to type; and `clear`
