@@ -4,7 +4,8 @@ behind `status` with `wait_seconds`, driven by the change events the engine publ
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -14,6 +15,31 @@ from podium.core.store.base import Store
 from podium.core.store.rows import JobRow
 
 OnTick = Callable[[float], Awaitable[None]]
+
+
+class Cut:
+    """Whether the event of `ended_by` cut its body short."""
+
+    def __init__(self) -> None:
+        self.short = False
+
+
+@asynccontextmanager
+async def ended_by(event: anyio.Event) -> AsyncIterator[Cut]:
+    """A body cancelled once `event` is set (at once if it is set already)."""
+    cut = Cut()
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await event.wait()
+            cut.short = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            yield cut
+        finally:
+            tg.cancel_scope.cancel()
 
 
 async def wait_for_change(

@@ -96,6 +96,7 @@ class Conductor:
         self.catalog: InstrumentCatalog | None = None
         self._started_monotonic = 0.0
         self._stopping = False
+        self._stop_begun = anyio.Event()
         self.monitor: ResourceMonitor | None = None
         self._clock = clock
         self._zone = zone
@@ -180,6 +181,7 @@ class Conductor:
         """Graceful stop: running sheets are ended and their jobs paused (`shutdown`)."""
         if self._stack is None:
             return
+        self.begin_stop()
         self._stopping = True
         if self._job_hooks is not None:
             self._job_hooks.stopping = True
@@ -191,6 +193,16 @@ class Conductor:
         stack, self._stack = self._stack, None
         await stack.aclose()
         log.info("conductor stopped", home=str(self.config.home))
+
+    def begin_stop(self) -> None:
+        """The conductor is about to stop: every long-poll (`wait_for_change`, run_job's
+        wait) returns what it has now. A server calls this before it closes its connections,
+        so a waiting client gets its answer rather than a connection cut mid-wait."""
+        self._stop_begun.set()
+
+    @property
+    def stop_begun(self) -> anyio.Event:
+        return self._stop_begun
 
     async def __aenter__(self) -> Conductor:
         await self.start()
@@ -520,11 +532,15 @@ class Conductor:
         tick_seconds: float = 5.0,
     ) -> bool:
         """Wait until the job's status changes or it ends (any job's, without a job id), at
-        most `wait_seconds` (change_wait.py); whether something changed."""
+        most `wait_seconds` (change_wait.py), or the conductor begins to stop; whether
+        something changed (a stop counts)."""
         job = await self._job_row(job_id) if job_id is not None else None
-        return await change_wait.wait_for_change(
-            self.events, self.store, job, wait_seconds, on_tick, tick_seconds
-        )
+        changed = False
+        async with change_wait.ended_by(self._stop_begun) as cut:
+            changed = await change_wait.wait_for_change(
+                self.events, self.store, job, wait_seconds, on_tick, tick_seconds
+            )
+        return changed or cut.short
 
     # ----- diagnose and estimate -------------------------------------------------------------
 

@@ -30,7 +30,12 @@ def ensure_home(config: PodiumConfig) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PodiumError(f"cannot create {folder} in the Podium home: {exc.strerror}") from exc
+            where = (
+                f"the Podium home {folder}"
+                if folder == config.home
+                else f"{folder} in the Podium home"
+            )
+            raise PodiumError(f"cannot create {where}: {exc.strerror}") from exc
 
 
 def read_lock_owner(lock_path: Path) -> int | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from podium.core import change_wait
 from podium.core.errors import InvalidTransitionError, PodiumError
 from podium.core.models import Decision, JobDetail, JobStatus, SheetStatus, WaitingReason, utcnow
 from podium.core.store.rows import TaskRow
@@ -74,10 +75,13 @@ class JobTasks:
                 if await self._awaits_approval(submitted.job_id):
                     # Read again: the gate may have opened after the first look.
                     return await self._c.get_job(submitted.job_id)
-                with anyio.move_on_after(min(left, RUN_JOB_TICK_SECONDS)):
-                    async for event in events:
-                        if event.job_id == submitted.job_id:
-                            break
+                async with change_wait.ended_by(self._c.stop_begun) as stopping:
+                    with anyio.move_on_after(min(left, RUN_JOB_TICK_SECONDS)):
+                        async for event in events:
+                            if event.job_id == submitted.job_id:
+                                break
+                if stopping.short:
+                    return await self._c.get_job(submitted.job_id)
                 if on_tick is not None:
                     await on_tick(time.monotonic() - started)
 

@@ -12,7 +12,7 @@ import click
 
 from podium.core.config import PodiumConfig
 from podium.core.errors import HomeLockedError, PodiumError
-from podium.core.home import ConductorInfo
+from podium.core.home import ConductorInfo, ensure_home
 from podium.server.cli_base import (
     ACTIVE,
     EXIT_FAILED,
@@ -56,6 +56,9 @@ async def start(ctx: Context, detach: bool, child: bool, log_level: str) -> int:
     # Only the process that runs the engine pays for importing it (and the MCP server).
     from podium.server.serve import HttpOptions, serve
 
+    # A home that cannot be made (a read-only disk, a file in its path) is a clear error
+    # here, not a traceback from creating the log folder below.
+    ensure_home(config)
     if child:
         os.chdir(config.home)  # hold no caller's directory open
     # A detached child's stderr is conductor.log already.
@@ -206,6 +209,7 @@ async def serve(
                 "conductor reads it) or use --embedded"
             )
         return await run_bridge(config)
+    ensure_home(config)  # as in `start`: a clear error, before the log folder is made
     configure_logging(config.logs_dir, level=log_level)
     if embedded and transport != "stdio":
         raise PodiumError("--embedded is for stdio; sse and streamable-http always embed")

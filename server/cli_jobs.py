@@ -3,6 +3,7 @@ home's conductor (changing them is cli_control's)."""
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import anyio
 import click
 
-from podium.core.errors import PodiumError
+from podium.core.errors import PodiumError, SpecError
 from podium.core.models import JobStatus
 from podium.server.cli_base import (
     EXIT_FAILED,
@@ -57,7 +58,7 @@ async def run(
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with controller(config) as (remote, started):
                 started_note(config, started, remote.info.pid)
-                submitted = await remote.submit_path(path, job_id)
+                submitted = await _submit(remote, path, job_id)
                 job = submitted["job_id"]
                 sheets, workspace = submitted["total_sheets"], submitted["workspace"]
                 say(f"job {job} ({sheets} sheets), workspace {workspace}")
@@ -85,6 +86,20 @@ async def run(
         if job is not None and connection_lost(exc):
             return lost_while_following(job)
         raise
+
+
+async def _submit(remote: Any, path: Path, job_id: str | None) -> dict[str, Any]:
+    try:
+        submitted: dict[str, Any] = await remote.submit_path(path, job_id)
+    except SpecError:
+        raise
+    except PodiumError as exc:
+        # The conductor names its argument, job_id, which here is the option --job-id (not
+        # the JOB of the other commands).
+        if not str(exc).startswith("job_id:"):
+            raise
+        raise PodiumError(re.sub(r"\bjob_id\b", "--job-id", str(exc))) from exc
+    return submitted
 
 
 async def _after_follow(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
@@ -89,13 +90,23 @@ def boolean_argument_message(given: dict[str, Any], schema: dict[str, Any]) -> s
     return "\n".join(lines) or None
 
 
-def argument_errors(exc: ValidationError) -> str:
+def argument_errors(exc: ValidationError, given: Mapping[str, Any]) -> str:
     lines = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "arguments"
+        loc = error["loc"]
+        # One value where a list is taken (`status: "done"`) is validated as a list of one;
+        # its error is about that argument, not an item ".0" the caller never wrote.
+        if len(loc) == 2 and loc[1] == 0 and isinstance(given.get(str(loc[0])), str):
+            loc = loc[:1]
+        path = ".".join(str(part) for part in loc) or "arguments"
         message = error["msg"]
         if path == "spec" and isinstance(error.get("input"), str):
             message = "expected an object, got a string; pass YAML or JSON text as spec_yaml"
+        elif error["type"] == "enum" and isinstance(error.get("input"), str):
+            allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            close = difflib.get_close_matches(error["input"], allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message += f" (got {quoted(error['input'])}{hint})"
         lines.append(f"{path}: {message}")
     return "\n".join(lines)
 
@@ -175,7 +186,7 @@ class RequestGuard:
             try:
                 tool.fn_metadata.arg_model.model_validate(arguments)
             except ValidationError as exc:
-                return _error(argument_errors(exc))
+                return _error(argument_errors(exc, arguments))
         result = await call_next(ctx)
         return _finish(result, tool.name)
 

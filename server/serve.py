@@ -341,8 +341,9 @@ async def _serve_http(
                 await stop.wait()
             if not stop.is_set():
                 await wait_until_idle(conductor, tracker, _minutes(idle_exit_minutes))
-            # Open dashboard event streams end first; uvicorn then waits for open responses
-            # (at most GRACEFUL_SHUTDOWN_SECONDS).
+            # Long-polls answer and open dashboard event streams end first; uvicorn then
+            # waits for open responses (at most GRACEFUL_SHUTDOWN_SECONDS).
+            conductor.begin_stop()
             dashboard.close()
             uv.should_exit = True
 

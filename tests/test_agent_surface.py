@@ -573,3 +573,15 @@ async def test_instructions_point_to_the_spec_format(conductor: Conductor) -> No
         assert text and "\n" not in text
         assert "podium://spec/schema" in text and "spec_from_task" in text
         assert "wait_seconds" in text and "always present" in text
+
+
+async def test_a_single_status_refused_names_the_argument_and_the_value(client: Client) -> None:
+    """A bare value that is not a status is reported as that argument (no `.0` of a list the
+    caller never wrote), with the value given and the closest status; in a list, the item."""
+    single = await tool_error(client, "list_jobs", {"status": "complete"})
+    assert single.startswith("status: Input should be 'queued'"), single
+    assert "(got 'complete'; did you mean 'completed'?)" in single, single
+    sheet = await tool_error(client, "status", {"job_id": "x", "sheet_status": "fail"})
+    assert sheet.startswith("sheet_status: ") and "did you mean 'failed'" in sheet, sheet
+    listed = await tool_error(client, "clear", {"statuses": ["completed", "bogus"]})
+    assert listed.startswith("statuses.1: ") and "(got 'bogus')" in listed, listed

@@ -161,6 +161,28 @@ def test_errors_use_cli_words(tmp_path: Path) -> None:
     assert podium_cli(home, "stop", "--force").returncode == 0
 
 
+def test_run_names_its_job_id_option_in_errors(tmp_path: Path) -> None:
+    """`podium run --job-id` refused (a bad id, or an id taken by another spec) names the
+    option to change, not the JOB argument of the other commands or the tool's job_id."""
+    home = make_home(tmp_path)
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nsheets: [{prompt: 'true'}]\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\nsheets: [{prompt: 'true'}]\n")
+    try:
+        assert podium_cli(home, "run", "--job-id", "taken", str(first)).returncode == 0
+        taken = podium_cli(home, "run", "--job-id", "taken", str(other))
+        assert taken.returncode == 2, taken.stderr
+        assert "--job-id: job 'taken' already exists with a different spec" in taken.stderr
+        assert "choose another --job-id" in taken.stderr, taken.stderr
+        bad = podium_cli(home, "run", "--job-id", "a b", str(other))
+        assert bad.returncode == 2 and "--job-id: 'a b' is not allowed" in bad.stderr, bad.stderr
+        for refused in (taken, bad):
+            assert "JOB" not in refused.stderr and "job_id" not in refused.stderr
+    finally:
+        podium_cli(home, "stop", "--force")
+
+
 def test_piped_errors_keep_their_lines_and_name_cli_options(tmp_path: Path) -> None:
     """Standard error that is not a terminal (a log, a pipe to grep) gets each message line
     whole, never folded at 80 columns in the middle of a command to type; and `clear`
@@ -232,6 +254,30 @@ def test_a_home_that_is_missing_or_not_a_folder_is_named_not_created(tmp_path: P
         assert "Traceback" not in used.stderr, used.stderr
         assert str(afile) in used.stderr and "not a directory" in used.stderr, used.stderr
     assert afile.read_text() == "not a home\n"
+
+
+def test_a_home_that_cannot_be_created_is_named_by_every_engine_command(tmp_path: Path) -> None:
+    """A home whose folder cannot be made (here a file stands in its path; a read-only disk
+    fails the same way) is refused by each command that runs an engine with the reason,
+    never a traceback from creating its log folder."""
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder\n")
+    home = afile / "home"
+    for args in (
+        ["start"],
+        ["start", "--detach"],
+        ["serve", "--embedded"],
+        ["serve", "--transport", "sse", "--port", "0"],
+        ["run", str(afile)],
+    ):
+        used = podium_cli(home, *args)
+        assert used.returncode == 2, (args, used.stdout, used.stderr)
+        assert "Traceback" not in used.stderr, used.stderr
+        assert f"cannot create the Podium home {home}: Not a directory" in used.stderr, (
+            args,
+            used.stderr,
+        )
+    assert afile.read_text() == "not a folder\n"
 
 
 def test_a_spec_is_checked_before_the_home_exists_without_creating_it(tmp_path: Path) -> None:

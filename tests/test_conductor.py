@@ -385,6 +385,40 @@ async def test_stop_refuses_with_an_active_job_and_force_pauses_it(tmp_path: Pat
         kill_group_of(pid_file)
 
 
+async def test_long_polls_are_answered_when_the_conductor_stops(tmp_path: Path) -> None:
+    """`podium stop` while clients long-poll (on a paused job, and on the conductor): each
+    wait returns the status as it is, not an error from a connection cut after uvicorn's
+    grace period; and the stop does not sit out that grace period."""
+    home = make_home(tmp_path)
+    started = podium_cli(home, "start", "--detach")
+    assert started.returncode == 0, started.stderr
+    pid = conductor_pid(home)
+    answers: dict[str, Any] = {}
+    async with conductor_client(home) as client:
+        spec = {"name": "held", "sheets": [{"prompt": "echo never"}]}
+        await call(client, "submit_job", {"spec": spec, "job_id": "held-job", "start": False})
+        await call(client, "pause", {"job_id": "held-job"})
+
+        async def wait(name: str, arguments: dict[str, Any]) -> None:
+            result = await client.call_tool("status", {**arguments, "wait_seconds": 40})
+            answers[name] = (result.is_error, result.structured_content, time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "job", {"job_id": "held-job"})
+            tg.start_soon(wait, "conductor", {})
+            await anyio.sleep(1)
+            began = time.monotonic()
+            stopped = await anyio.to_thread.run_sync(podium_cli, home, "stop")
+            took = time.monotonic() - began
+    assert stopped.returncode == 0, stopped.stderr
+    assert not running(pid)
+    job_error, job, job_at = answers["job"]
+    assert not job_error and job["status"] == "paused", job
+    conductor_error, conductor, conductor_at = answers["conductor"]
+    assert not conductor_error and conductor["pid"] == pid, conductor
+    assert max(job_at, conductor_at) - began < 2.5 and took < 2.5, (job_at, conductor_at, took)
+
+
 async def test_idle_conductor_stops_by_itself(tmp_path: Path) -> None:
     """idle_exit_minutes: no active job and no client for that long -> a clean stop; an active
     job keeps it up."""

@@ -69,3 +69,33 @@ async def test_wait_without_job_wakes_on_a_new_submission(conductor: Conductor) 
         tg.start_soon(submit_later)
         with anyio.fail_after(5):
             assert await conductor.wait_for_change(None, 20)
+
+
+async def test_a_stop_beginning_ends_every_wait_with_what_there_is(conductor: Conductor) -> None:
+    """begin_stop (what a server calls before it closes its connections) wakes the status
+    long-poll, scoped or not, and run_job's wait, each with the job as it is; a wait begun
+    after it returns at once, with no tick still to come."""
+    held = await conductor.submit_job(
+        spec={"name": "held", "sheets": [{"prompt": "true"}]}, start=False
+    )
+    results: dict[str, object] = {}
+
+    async def wait(name: str, job_id: str | None) -> None:
+        results[name] = await conductor.wait_for_change(job_id, 40)
+
+    async def run() -> None:
+        results["run_job"] = await conductor.tasks.run_job(
+            spec={"name": "slow", "sheets": [{"prompt": "sleep 30"}]}
+        )
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "job", held.job_id)
+            tg.start_soon(wait, "any", None)
+            tg.start_soon(run)
+            await anyio.sleep(0.5)
+            conductor.begin_stop()
+        assert results["job"] is True and results["any"] is True
+        detail = results["run_job"]
+        assert getattr(detail, "status", None) in (JobStatus.QUEUED, JobStatus.RUNNING), detail
+        assert await conductor.wait_for_change(held.job_id, 40) is True
