@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -788,3 +789,39 @@ def test_ai_profiles_say_whether_session_resume_is_supported(
     said = re.search(r"^# Session resume: (supported|not supported)", text, re.MULTILINE)
     assert said is not None, f"{name}.yaml must say whether session resume is supported"
     assert (said.group(1) == "supported") == (builtins[name].session is not None)
+
+
+def test_a_version_probe_leaves_nothing_behind_and_reads_no_failure_as_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    from podium.core.instruments import catalog
+
+    def script(name: str, body: str) -> str:
+        path = tmp_path / name
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(0o755)
+        return str(path)
+
+    assert catalog._version_line([script("ok", "echo 'fakecli 1.2.3'")]) == "fakecli 1.2.3"
+    failing = script("bad", "echo 'error: unknown option --version' >&2; exit 2")
+    assert catalog._version_line([failing]) is None
+    # A wrapper that leaves a helper holding its output: at the timeout the probe keeps
+    # what the wrapper printed before it ended, and the helper is ended with it.
+    monkeypatch.setattr(catalog, "VERSION_SECONDS", 1.0)
+    pid_file = tmp_path / "helper.pid"
+    lingering = script("linger", f"echo 'fakecli 2.0.0'; sleep 300 & echo $! > {pid_file}")
+    assert catalog._version_line([lingering]) == "fakecli 2.0.0"
+    helper = int(pid_file.read_text())
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 10  # the SIGKILL is sent; its delivery takes a moment
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone()

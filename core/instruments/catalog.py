@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +22,7 @@ from podium.core.errors import PodiumError, quoted
 from podium.core.instruments.profile import InstrumentProfile, hold_key
 from podium.core.instruments.versions import version_matches
 from podium.core.models import utcnow
+from podium.core.runner.groups import UnsafeKillError, signal_group
 from podium.core.spec.instrument_check import InstrumentTraits
 
 
@@ -125,20 +128,47 @@ def _probe(profile: InstrumentProfile) -> tuple[bool, str | None, str | None]:
         return False, None, None
     version = None
     if profile.check is not None:
-        try:
-            done = subprocess.run(
-                [path, *profile.check.version_args],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=10,
-                text=True,
-                errors="replace",
-            )
-            first_line = (done.stdout or done.stderr).strip().splitlines()
-            version = first_line[0][:200] if first_line else None
-        except (OSError, subprocess.TimeoutExpired):
-            version = None
+        version = _version_line([path, *profile.check.version_args])
     return True, version, path
+
+
+VERSION_SECONDS = 10.0
+
+
+def _version_line(argv: list[str]) -> str | None:
+    """The first line a CLI's version command prints, or None when it fails, prints
+    nothing or takes longer than VERSION_SECONDS. It runs in a group of its own, ended
+    after: a wrapper script that leaves a helper behind holding the pipes kept the probe
+    waiting for its whole timeout and left the helper running."""
+    try:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError:
+        return None
+    try:
+        out, err = child.communicate(timeout=VERSION_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        # What it printed before a helper it left kept the pipes open still counts, if it
+        # ended well itself.
+        out, err = exc.output or b"", exc.stderr or b""
+    finally:
+        with contextlib.suppress(UnsafeKillError):
+            signal_group(child.pid, signal.SIGKILL)
+        # Not communicate(): a helper that left the group may still hold the pipes.
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=VERSION_SECONDS)
+    if child.returncode != 0:
+        return None  # "unknown option", or killed at the timeout: no version
+    text = (out or err).decode("utf-8", errors="replace").strip().splitlines()
+    return text[0][:200] if text else None
 
 
 def profile_files(user_dir: Path | None) -> list[Path]:
