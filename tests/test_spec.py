@@ -302,6 +302,28 @@ def test_unknown_top_level_field_is_named() -> None:
     assert "sheets" in error.message  # lists the allowed names
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "inside"),
+    [
+        ("concurrency", 50, "max_parallel_sheets"),
+        ("retry", "3", "max_retries"),
+        ("context", 3, "previous_sheets"),
+        ("variables", 5, None),
+    ],
+)
+def test_a_value_where_a_mapping_goes_says_what_goes_in_it(
+    field: str, value: object, inside: str | None
+) -> None:
+    """`concurrency: 50` meant `concurrency: {max_parallel_sheets: 50}`: the error names
+    the fields of the mapping, not only that one was expected."""
+    error = only_error(data=spec(**{field: value}))
+    assert error.path == field
+    assert error.message.startswith("expected a mapping")
+    if inside is not None:
+        assert f"(fields: {inside}" in error.message
+    assert "got a" in error.message
+
+
 def test_unknown_nested_fields() -> None:
     errors = errors_of(
         data=spec(

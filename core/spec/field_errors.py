@@ -180,7 +180,10 @@ def _message(error: ErrorDetails, path: str) -> str:
             return f"missing field 'type'; allowed validation types: {types}"
         return f"unknown validation type {ctx.get('tag')!r}; allowed validation types: {types}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping, got {describe_kind(value)}"
+        # `concurrency: 4` for `concurrency: {max_parallel_sheets: 4}`: say what goes in it.
+        _, model = _walk(loc)
+        fields = f" (fields: {', '.join(model.model_fields)})" if model is not None else ""
+        return f"expected a mapping{fields}, got {describe_kind(value)}"
     if kind == "list_type":
         return f"expected a list, got {describe_kind(value)}"
     if kind in ("sheet_ref", BOOLEAN_NUMBER_ERROR, STRICT_BOOLEAN_ERROR):
