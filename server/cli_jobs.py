@@ -61,7 +61,8 @@ async def run(
                 submitted = await _submit(remote, path, job_id)
                 job = submitted["job_id"]
                 sheets, workspace = submitted["total_sheets"], submitted["workspace"]
-                say(f"job {job} ({sheets} sheets), workspace {workspace}")
+                noun = "sheet" if sheets == 1 else "sheets"
+                say(f"job {job} ({sheets} {noun}), workspace {workspace}")
                 interrupted: int | None = None
                 detail: dict[str, Any] | None = None
                 async with anyio.create_task_group() as tg:

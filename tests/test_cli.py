@@ -170,7 +170,8 @@ def test_run_names_its_job_id_option_in_errors(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("name: other\nsheets: [{prompt: 'true'}]\n")
     try:
-        assert podium_cli(home, "run", "--job-id", "taken", str(first)).returncode == 0
+        ran = podium_cli(home, "run", "--job-id", "taken", str(first))
+        assert ran.returncode == 0 and "job taken (1 sheet), workspace" in ran.stdout, ran.stdout
         taken = podium_cli(home, "run", "--job-id", "taken", str(other))
         assert taken.returncode == 2, taken.stderr
         assert "--job-id: job 'taken' already exists with a different spec" in taken.stderr
