@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from anyio.abc import Process
 
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig
+from podium.core.errors import SpecError
 from podium.core.models import JobDetail, SheetStatus, utcnow
 from podium.core.pressure import PressureLevel, ResourceSample
 from podium.core.store.base import NewJob, Store, WriteBatch
@@ -117,3 +119,15 @@ def press(conductor: Conductor, level: PressureLevel) -> None:
     assert conductor.monitor is not None
     conductor.monitor._prober = prober
     conductor._on_sample(conductor.monitor.sample())
+
+
+async def assert_submit_refused(
+    conductor: Conductor, spec: dict[str, Any], path: str, says: str
+) -> None:
+    """Submitting `spec` is refused with one error, at `path`, saying `says`; nothing is
+    stored."""
+    with pytest.raises(SpecError) as caught:
+        await conductor.submit_job(spec=spec)
+    assert [e.path for e in caught.value.errors] == [path], caught.value
+    assert says in caught.value.errors[0].message
+    assert (await conductor.list_jobs())[0] == []

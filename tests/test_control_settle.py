@@ -108,6 +108,20 @@ async def _gate_open(c: Conductor, job_id: str) -> None:
     await wait_until(waits)
 
 
+async def _pause_past_the_gates_timeout(c: Conductor, job_id: str) -> None:
+    """Its gate open, the job paused, and the gate's time run out (nothing of a paused job
+    is picked, so nothing ended it)."""
+    await _gate_open(c, job_id)
+    await c.pause_job(job_id)
+    until = (await c.get_job(job_id)).sheets[0].waiting_until
+    assert until is not None
+
+    async def passed() -> bool:
+        return utcnow() > until
+
+    await wait_until(passed)
+
+
 async def _refused(c: Conductor, job_id: str, decision: str = "approve") -> str:
     with pytest.raises(InvalidTransitionError) as caught:
         await c.approvals.approve(job_id, "ask", decision)
@@ -155,15 +169,7 @@ async def test_approve_after_the_gate_timed_out_while_its_job_was_paused_is_refu
     of a paused job is picked): a decision after that must not override timeout_seconds."""
     c = conductor
     job_id = (await c.submit_job(spec=_gate(timeout=0.5))).job_id
-    await _gate_open(c, job_id)
-    await c.pause_job(job_id)
-    until = (await c.get_job(job_id)).sheets[0].waiting_until
-    assert until is not None
-
-    async def passed() -> bool:
-        return utcnow() > until
-
-    await wait_until(passed)
+    await _pause_past_the_gates_timeout(c, job_id)
     message = await _refused(c, job_id)
     assert "timeout_seconds ran out" in message and "`resume`" in message, message
     detail = await c.get_job(job_id)
@@ -187,15 +193,7 @@ async def test_a_gate_timed_out_in_a_paused_job_that_goes_on_says_a_resume_asks_
     spec["sheets"].append({"name": "later", "depends_on": ["beside"], "prompt": "true"})
     spec["sheets"].insert(1, {"name": "beside", "prompt": "sleep 0.3"})
     job_id = (await c.submit_job(spec=spec)).job_id
-    await _gate_open(c, job_id)
-    await c.pause_job(job_id)
-    until = (await c.get_job(job_id)).sheets[0].waiting_until
-    assert until is not None
-
-    async def passed() -> bool:
-        return utcnow() > until
-
-    await wait_until(passed)
+    await _pause_past_the_gates_timeout(c, job_id)
     message = await _refused(c, job_id)
     assert message.endswith("so it cannot be approved now; a `resume` of the job asks it again")
     assert (await c.get_job(job_id)).status is JobStatus.PAUSED

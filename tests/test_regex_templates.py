@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import wait_for_job
+from helpers import assert_submit_refused, wait_for_job
 
 from podium.core.conductor import Conductor
-from podium.core.errors import SpecError
 from podium.core.models import JobStatus, SheetStatus
 from podium.core.spec import load_spec
 
@@ -71,12 +70,7 @@ SUBMIT_ERRORS: dict[str, tuple[dict[str, Any], str, str]] = {
 async def test_a_pattern_known_at_submit_to_be_no_regex_is_refused(
     conductor: Conductor, case: str
 ) -> None:
-    spec, path, message = SUBMIT_ERRORS[case]
-    with pytest.raises(SpecError) as caught:
-        await conductor.submit_job(spec=spec)
-    assert [e.path for e in caught.value.errors] == [path], caught.value
-    assert message in caught.value.errors[0].message
-    assert (await conductor.list_jobs())[0] == []
+    await assert_submit_refused(conductor, *SUBMIT_ERRORS[case])
 
 
 def test_templated_patterns_that_are_regexes_still_load() -> None:

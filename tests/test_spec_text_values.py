@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import assert_submit_refused
 from hostile import served, text_of
 
 from podium.core.conductor import Conductor
-from podium.core.errors import SpecError
 from podium.core.spec import load_spec
 
 pytestmark = pytest.mark.anyio
@@ -77,12 +77,7 @@ MAPPINGS: dict[str, tuple[dict[str, Any], str, str]] = {
 async def test_text_a_job_cannot_carry_is_a_submit_error_naming_the_field(
     conductor: Conductor, case: str
 ) -> None:
-    spec, path, why = MAPPINGS[case]
-    with pytest.raises(SpecError) as caught:
-        await conductor.submit_job(spec=spec)
-    assert [e.path for e in caught.value.errors] == [path], caught.value
-    assert why in caught.value.errors[0].message
-    assert (await conductor.list_jobs())[0] == []
+    await assert_submit_refused(conductor, *MAPPINGS[case])
 
 
 YAML = {

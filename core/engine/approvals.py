@@ -55,6 +55,18 @@ def awaiting(sheet: SheetRow) -> bool:
     return sheet.status is SheetStatus.WAITING and sheet.waiting_reason is WaitingReason.APPROVAL
 
 
+def _time_out(tx: Tx, job_state: JobState, sheet_num: int) -> None:
+    """End an open gate whose `timeout_seconds` ran out without a decision."""
+    _end(
+        tx,
+        job_state,
+        sheet_num,
+        outcome=Outcome.TIMEOUT,
+        error="no decision before timeout_seconds ran out",
+        category=ErrorCategory.TIMEOUT,
+    )
+
+
 def open_or_expire(ctx: EngineContext, tx: Tx, job_state: JobState, sheet_num: int) -> None:
     """The dispatcher picked approval sheet `sheet_num`: open its gate, or, if it was
     waiting and its time is up, fail it."""
@@ -62,14 +74,7 @@ def open_or_expire(ctx: EngineContext, tx: Tx, job_state: JobState, sheet_num: i
     sheet = tx.sheet(job_id, sheet_num)
     now = tx.now
     if awaiting(sheet):
-        _end(
-            tx,
-            job_state,
-            sheet_num,
-            outcome=Outcome.TIMEOUT,
-            error="no decision before timeout_seconds ran out",
-            category=ErrorCategory.TIMEOUT,
-        )
+        _time_out(tx, job_state, sheet_num)
         return
     timeout = _timeout_seconds(ctx, job_state, sheet_num)
     try:
@@ -321,14 +326,7 @@ def decide(
             # Its wait ran out before this decision came (while its job was paused, or
             # just before the dispatcher got to it): a decision after the timeout would
             # override `timeout_seconds`. It ends as the dispatcher would have ended it.
-            _end(
-                tx,
-                job_state,
-                sheet_num,
-                outcome=Outcome.TIMEOUT,
-                error="no decision before timeout_seconds ran out",
-                category=ErrorCategory.TIMEOUT,
-            )
+            _time_out(tx, job_state, sheet_num)
             ended = tx.sheet(job_id, sheet_num)
             return DecisionOutcome(False, ended.status, label, ended.last_error)
         if decision is Decision.APPROVE:
