@@ -82,6 +82,27 @@ async def test_validate_and_submit_refuse_every_bomb_naming_the_field(
         assert (await conductor.list_jobs())[0] == []
 
 
+DEEP = {
+    "parentheses": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "if blocks": "{% if 1 %}" * 3000 + "x" + "{% endif %}" * 3000,
+}
+
+
+@pytest.mark.parametrize("template", list(DEEP.values()), ids=list(DEEP))
+async def test_a_template_nested_too_deep_is_refused_at_its_field(
+    conductor: Conductor, template: str
+) -> None:
+    """Jinja recurses per level: the RecursionError reached the tool's last-resort mapping,
+    "validate_spec: the input is nested too deep", naming no field and no report."""
+    sheet = {"prompt": "echo", "validations": [{"type": "command_succeeds", "command": template}]}
+    async with served(conductor) as s:
+        report = await s.ok("validate_spec", {"spec": {"name": "deep", "sheets": [sheet]}})
+        assert not report["valid"]
+        [error] = report["errors"]
+        assert error["path"] == "sheets.0.validations.0.command", error
+        assert "nested too deeply" in error["message"], error
+
+
 async def test_a_bomb_that_only_goes_off_at_run_time_fails_its_sheet(
     conductor: Conductor,
 ) -> None:
