@@ -487,3 +487,41 @@ async def test_an_open_gate_stays_a_gate_when_its_approval_profile_goes(
             assert (entry["outcome"], entry["decision"]) == ("timeout", None), entry
     finally:
         await conductor.stop()
+
+
+@pytest.mark.parametrize("cap", ["max_parallel_sheets", "max_concurrent_sheets"])
+async def test_a_gate_opens_while_other_sheets_fill_every_slot(
+    make_config: Any, tmp_path: Path, cap: str
+) -> None:
+    """A gate takes no slot (docs/spec-format.md): it stayed `pending`, its question not
+    asked, while its job's other sheets (here a fan-out) held every slot."""
+    gate_file = tmp_path / "go"
+    spec: dict[str, Any] = {
+        "name": "busy-gate",
+        "sheets": [
+            {
+                "name": "work",
+                "fan_out": 2,
+                "prompt": f"while [ ! -e {gate_file} ]; do sleep 0.05; done",
+            },
+            {"name": "ask", "instrument": "approval", "prompt": "Go on?"},
+        ],
+    }
+    if cap == "max_parallel_sheets":
+        spec["concurrency"] = {"max_parallel_sheets": 2}
+    conductor = Conductor(
+        make_config(**({"max_concurrent_sheets": 2} if cap != "max_parallel_sheets" else {}))
+    )
+    await conductor.start()
+    server = PodiumServer(conductor)
+    try:
+        async with server.running(), Client(server.mcp) as c:
+            job_id = (await call(c, "submit_job", {"spec": spec}))["job_id"]
+            detail = await wait_gate(c, job_id, sheet=3)
+            assert [s["status"] for s in detail["sheets"][:2]] == ["running", "running"]
+            await call(c, "approve", {"job_id": job_id, "sheet": "ask", "decision": "approve"})
+            gate_file.touch()
+            assert (await finished(c, job_id))["status"] == "completed"
+    finally:
+        gate_file.touch()
+        await conductor.stop()

@@ -15,6 +15,7 @@ from chromium import BROWSER_TEST_TIMEOUT, artifact, chromium
 from dashboard_support import (
     RunningConductor,
     call,
+    gated,
     gated_job,
     start_conductor,
     stop_conductor,
@@ -106,6 +107,27 @@ async def test_a_running_jobs_dag_turns_completed_without_reload(
         await page.locator("#sheet-log", has_text="work done").wait_for(timeout=WAIT_MS)
         assert await page.locator("#timeline rect.attempt").count() == 2
         await page.screenshot(path=str(artifact("dashboard-job-view.png")), full_page=True)
+
+
+async def test_a_busy_job_keeps_its_view_moving(conductor: RunningConductor) -> None:
+    """Sheets that change more often than the page's refresh delay: the view refreshed only
+    after a quiet spell, so a busy job's DAG stood still until its last sheet was done."""
+    busy = [{"name": f"b{i}", "prompt": "sleep 0.02"} for i in range(600)]
+    spec = {
+        "name": "busy",
+        "sheets": [gated("hold"), *busy],
+        "concurrency": {"max_parallel_sheets": 6},
+    }
+    async with dashboard(conductor) as page:
+        job = await submit(conductor, spec)
+        try:
+            await page.evaluate(f"location.hash = '#/jobs/{job['job_id']}'")
+            await page.wait_for_selector(sheet(201, "completed"), timeout=WAIT_MS)
+            now = await status_of(conductor, job["job_id"])
+            # The page caught up while sheets were still changing, not after they all had.
+            assert now["completed_sheets"] < len(busy), now["completed_sheets"]
+        finally:
+            open(job["workspace"] + "/go", "w").close()
 
 
 async def test_pause_and_resume_by_clicking(conductor: RunningConductor) -> None:

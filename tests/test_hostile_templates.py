@@ -38,6 +38,10 @@ BOMBS = {
     "{{ '{:>999999999}'.format(1) }}": "width",
     "{{ '%0999999999d' | format(1) }}": "width",
     "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}": "4194304 characters",
+    # A global, not a method or a filter: it built a million paragraphs (a minute) unchecked.
+    "{{ lipsum(1000000) }}": "1000000 characters",
+    "{{ lipsum(10**7) }}": "exceeds 1000000",
+    "{{ lipsum(1, max=10**6) }}": "10000 words",
 }
 
 
@@ -56,6 +60,9 @@ def test_ordinary_templates_still_render() -> None:
     assert render(source, CTX) == f"aabcb ABC 1,2 {9**4096 % 7}"
     assert render("{% for i in range(3) %}{{ i }}{% endfor %}", CTX) == "012"
     assert render("{{ '%05d' % 42 }} {{ '{:>4}'.format(1) }}", CTX) == "00042    1"
+    assert render("{{ lipsum(3) }}", CTX).count("<p>") == 3
+    plain = render("{{ lipsum(2, html=False, min=5, max=6) }}", CTX).split("\n\n")
+    assert len(plain) == 2 and all(len(p.split()) == 5 and "<" not in p for p in plain)
 
 
 async def test_validate_and_submit_refuse_every_bomb_naming_the_field(
@@ -73,6 +80,27 @@ async def test_validate_and_submit_refuse_every_bomb_naming_the_field(
             assert submitted.is_error
             assert "sheets.0.prompt" in submitted.content[0].text  # type: ignore[union-attr]
         assert (await conductor.list_jobs())[0] == []
+
+
+DEEP = {
+    "parentheses": "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+    "if blocks": "{% if 1 %}" * 3000 + "x" + "{% endif %}" * 3000,
+}
+
+
+@pytest.mark.parametrize("template", list(DEEP.values()), ids=list(DEEP))
+async def test_a_template_nested_too_deep_is_refused_at_its_field(
+    conductor: Conductor, template: str
+) -> None:
+    """Jinja recurses per level: the RecursionError reached the tool's last-resort mapping,
+    "validate_spec: the input is nested too deep", naming no field and no report."""
+    sheet = {"prompt": "echo", "validations": [{"type": "command_succeeds", "command": template}]}
+    async with served(conductor) as s:
+        report = await s.ok("validate_spec", {"spec": {"name": "deep", "sheets": [sheet]}})
+        assert not report["valid"]
+        [error] = report["errors"]
+        assert error["path"] == "sheets.0.validations.0.command", error
+        assert "nested too deeply" in error["message"], error
 
 
 async def test_a_bomb_that_only_goes_off_at_run_time_fails_its_sheet(

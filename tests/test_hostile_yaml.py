@@ -110,3 +110,35 @@ async def test_bombs_in_a_loop_leave_other_clients_answered(conductor: Conductor
     assert not latencies.errors
     assert latencies.p99() < 0.25, (rounds, sorted(latencies.seconds)[-5:])
     assert len(latencies.seconds) >= PROBES, rounds
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("2001-13-45", "'2001-13-45' is not a valid timestamp: month must be in 1..12"),
+        ("9" * 5000, "is not a valid int: Exceeds the limit (4300 digits)"),
+        ("!!float abc", "'abc' is not a valid float"),
+    ],
+    ids=["month 13", "5000 digits", "tagged float"],
+)
+async def test_a_scalar_yaml_cannot_build_is_a_spec_error_with_its_line(
+    conductor: Conductor, value: str, detail: str
+) -> None:
+    """SafeLoader's scalar constructors raise plain ValueErrors: the answer was a bare tool
+    error (`validate_spec: month must be in 1..12`) with no line, no field, not a report."""
+    text = f"name: dates\nvariables:\n  when: {value}\nsheets: [{{prompt: echo}}]\n"
+    async with served(conductor) as s:
+        for tool in ("validate_spec", "submit_job"):
+            result = await s.call(tool, {"spec_yaml": text})
+            if tool == "validate_spec":
+                assert not result.is_error, text_of(result)
+                assert result.structured_content is not None
+                [error] = result.structured_content["errors"]
+                message = error["message"]
+            else:
+                assert result.is_error
+                message = text_of(result)
+            assert "invalid YAML at line 3, column 9" in message, message
+            assert detail in message, message
+            assert "set_int_max_str_digits" not in message
+    assert (await conductor.list_jobs())[0] == []

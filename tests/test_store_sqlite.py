@@ -5,11 +5,13 @@ timings). The behaviour every store shares is in test_store_contract.py."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from podium.core.errors import SchemaTooNewError
@@ -368,3 +370,46 @@ async def test_a_failed_migration_rolls_back_completely(
         await SQLiteStore.open(path)
     assert raw_value(path, "SELECT version FROM schema_version") == LATEST_SCHEMA_VERSION
     assert "half_done" not in table_names(path)
+
+
+# ----- big writes --------------------------------------------------------------------------
+
+
+async def test_a_write_of_thousands_of_rows_leaves_the_loop_free(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A job of thousands of sheets (a spec may have 10,000) committed on the event loop held it
+    for ~2 s: every other client of the conductor waited that long. Such a write runs in a
+    worker thread; a small write meanwhile waits for it and then lands."""
+    lags: list[float] = []
+    stop = anyio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            await anyio.sleep(0.01)
+            lags.append(time.monotonic() - t0 - 0.01)
+
+    big = job("big")
+    rows = [sheet("big", n) for n in range(1, 30_001)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.sleep(0.05)
+        writes = [store.commit([WriteBatch(new_jobs=[NewJob(big, {"name": "demo"}, rows)])])]
+        results: list[list[Any]] = []
+
+        async def small() -> None:
+            await anyio.sleep(0.02)  # starts while the big write runs
+            results.append(
+                await store.commit([WriteBatch(new_jobs=[NewJob(job("small"), {}, [])])])
+            )
+
+        tg.start_soon(small)
+        results.append(await writes[0])
+        while len(results) < 2:
+            await anyio.sleep(0.01)
+        stop.set()
+    assert results == [[None], [None]]
+    assert raw_value(db_path, "SELECT total_sheets FROM jobs WHERE job_id = 'big'") == 30_000
+    assert raw_value(db_path, "SELECT count(*) FROM jobs") == 2
+    assert max(lags) < 0.15, sorted(lags)[-3:]

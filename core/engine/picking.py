@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from podium.core.engine import ratelimits
+from podium.core.engine import approvals, ratelimits
 from podium.core.engine.context import EngineContext
 from podium.core.engine.scheduler import Candidate, free_slots, pick_next
 from podium.core.engine.state import EngineState, JobState
@@ -22,12 +22,6 @@ def pick_ready(ctx: EngineContext, state: EngineState, now: datetime) -> list[tu
     # A slot is a live process: an attempt whose processes ended frees its slot while
     # its result is still being committed, so the next sheet's start shares that commit.
     free = free_slots(limits, state.live)
-    if free <= 0:
-        return []
-    held = state.held_keys(now)
-    released = state.released_keys()
-    busy = ratelimits.busy_released(state, released)
-    candidates: dict[str, Candidate] = {}
     active_jobs = len(state.live_by_job)
     pool: Iterable[JobState] = state.jobs.values()
     if active_jobs >= limits.max_concurrent_jobs:
@@ -35,12 +29,24 @@ def pick_ready(ctx: EngineContext, state: EngineState, now: datetime) -> list[tu
         # looks at those few rather than every job in hand.
         pool = [state.jobs[j] for j in state.live_by_job if j in state.jobs]
     labels = ctx.config.run_labels
+    pool = [
+        job_state
+        for job_state in pool
+        if job_state.dispatchable
+        and not (
+            job_state.spec is not None
+            and job_state.spec.spec.hosts
+            and labels.isdisjoint(job_state.spec.spec.hosts)
+        )  # for other conductors (the job's `hosts`)
+    ]
+    gates = _ready_gates(ctx, pool)
+    if free <= 0:
+        return gates
+    held = state.held_keys(now)
+    released = state.released_keys()
+    busy = ratelimits.busy_released(state, released)
+    candidates: dict[str, Candidate] = {}
     for job_state in pool:
-        if not job_state.dispatchable:
-            continue
-        hosts = job_state.spec.spec.hosts if job_state.spec is not None else None
-        if hosts and labels.isdisjoint(hosts):
-            continue  # for other conductors (the job's `hosts`)
         keys = job_state.ready_keys()
         if not keys:
             continue
@@ -56,7 +62,7 @@ def pick_ready(ctx: EngineContext, state: EngineState, now: datetime) -> list[tu
                 job.submitted_at,
                 startable,
             )
-    picks: list[tuple[str, int]] = []
+    picks: list[tuple[str, int]] = gates
     newly_active: set[str] = set()
     while free > 0 and candidates:
         chosen = pick_next(candidates.values(), limits, active_jobs)
@@ -86,6 +92,21 @@ def pick_ready(ctx: EngineContext, state: EngineState, now: datetime) -> list[tu
             ctx.last_slow_dispatch = time.monotonic()
             break
     return picks
+
+
+def _ready_gates(ctx: EngineContext, pool: Iterable[JobState]) -> list[tuple[str, int]]:
+    """Every ready approval sheet of `pool`, slots or not: a gate runs no process and takes
+    no slot, so one stayed `pending` (no question asked) while its job's other sheets filled
+    `max_parallel_sheets` or the conductor's `max_concurrent_sheets`."""
+    gates: list[tuple[str, int]] = []
+    for job_state in pool:
+        for key in list(job_state.ready_keys()):
+            # An approval profile has no accounts, so its hold key is its name.
+            if not approvals.is_gate(ctx, key):
+                continue
+            while (num := job_state.pop(key)) is not None:
+                gates.append((job_state.job_id, num))
+    return gates
 
 
 def _elsewhere(state: EngineState, job_state: JobState) -> int:

@@ -16,6 +16,7 @@ for hours, `~` doubles a string until memory runs out. So here:
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 import threading
@@ -28,7 +29,9 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup, escape
 
 MAX_INT_BITS = 65_536  # about 20,000 decimal digits: arithmetic on them takes microseconds
 MAX_VALUE_LENGTH = 1_000_000  # characters of a string, items of a list
@@ -39,6 +42,9 @@ RENDER_SECONDS = 0.25
 
 # A format width or precision this long would make a huge string: '%0999999999d' % 1.
 _HUGE_FORMAT_WIDTH = re.compile(r"\d{7,}|%[^a-zA-Z%]*\*")
+# Words in one `lipsum` paragraph: one paragraph is built without a tick, so its size is
+# what bounds its time (10,000 words take milliseconds).
+MAX_LIPSUM_WORDS = 10_000
 _TICKING_FILTER = "_podium_ticking"
 _CONCAT_FILTER = "_podium_concat"
 
@@ -170,6 +176,31 @@ def guard_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    """Jinja's `lipsum`, a paragraph at a time under the budget: the global is a plain call,
+    so `lipsum(1000000)` went past every check (its arguments are not a str's or a list's) and
+    built a million paragraphs, a minute of CPU, before its result was measured."""
+    for name, value in (("n", n), ("min", min), ("max", max)):
+        _check_int_arg(value, f"lipsum() {name}")
+    if max > MAX_LIPSUM_WORDS:
+        raise BudgetExceeded(f"lipsum() max: {max} exceeds {MAX_LIPSUM_WORDS} words a paragraph")
+    # A paragraph of `min` words is at least 2 * min characters (a word and a space each).
+    if n * 2 * builtins.max(min, 1) > MAX_VALUE_LENGTH:
+        raise BudgetExceeded(f"lipsum() would exceed {MAX_VALUE_LENGTH} characters")
+    paragraphs: list[str] = []
+    size = 0
+    for _ in range(n):
+        tick()
+        paragraph = generate_lorem_ipsum(1, html=False, min=min, max=max)
+        size += len(paragraph) + 2
+        if size > MAX_VALUE_LENGTH:
+            raise BudgetExceeded(f"lipsum() would exceed {MAX_VALUE_LENGTH} characters")
+        paragraphs.append(paragraph)
+    if not html:
+        return "\n\n".join(paragraphs)
+    return Markup("\n".join(f"<p>{escape(p)}</p>" for p in paragraphs))
+
+
 class _Bounded(NodeTransformer):
     """Every loop's iterable charges the budget per item; every `~` goes through a checked
     concatenation."""
@@ -193,6 +224,7 @@ class BoundedSandbox(SandboxedEnvironment):
         self.filters = {name: guard_filter(f) for name, f in self.filters.items()}
         self.filters[_TICKING_FILTER] = _ticking
         self.filters[_CONCAT_FILTER] = _concat
+        self.globals["lipsum"] = bounded_lipsum
 
     def concat(self, parts: Iterable[str]) -> str:
         """Join rendered output, stopping at MAX_OUTPUT_CHARS."""

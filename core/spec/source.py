@@ -36,6 +36,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # SafeLoader's scalar constructors raise plain ValueErrors for `2001-13-45` (a date
+        # with month 13) or an integer past Python's 4300 digits; those reached the caller as
+        # a bare message with no line and no field.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            value = node.value if isinstance(node.value, str) else ""
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            kind = node.tag.rsplit(":", 1)[-1]
+            why = str(exc).split("; use sys.set_int_max_str_digits()")[0]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{shown!r} is not a valid {kind}: {why} (quote it to keep it as text)",
+                node.start_mark,
+            ) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:

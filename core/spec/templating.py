@@ -221,6 +221,13 @@ def compile_template(source: str) -> Template:
             kind="syntax",
             line=exc.lineno,
         ) from None
+    except RecursionError:
+        # Jinja's parser and compiler recurse per level: `{{ ((((...1)))) }}` 5,000 deep
+        # reached the tool as "the input is nested too deep", naming no field.
+        raise TemplateRenderError(
+            "template syntax error: expressions or blocks are nested too deeply to compile",
+            kind="syntax",
+        ) from None
 
 
 _GUARD_TESTS = frozenset({"defined", "undefined"})

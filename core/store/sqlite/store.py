@@ -4,7 +4,8 @@ One writer connection and a small pool of reader connections (connections.py). R
 worker threads, one call per connection at a time, each read whole in its thread; in WAL
 mode a reader always sees the last committed state, never a half-written one. A write runs
 its transaction where it is called (commit.py), then waits for the fsync that makes it
-durable (durability.py).
+durable (durability.py); a write of many rows (a job of thousands of sheets) runs its
+transaction in a worker thread instead, so it does not hold every other client meanwhile.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ async def _nothing() -> None:
     return None
 
 
+# A batch with more rows than this commits in a worker thread: inserting 10,000 sheets took
+# ~2 s on the event loop, and every other client waited that long. Smaller ones (nearly all:
+# one transition each) stay on the loop, where they take well under a millisecond.
+THREADED_WRITE_ROWS = 500
+
+
+def _rows_in(batches: Sequence[WriteBatch]) -> int:
+    return sum(
+        len(b.new_sheets) + len(b.sheets) + len(b.new_attempts) + len(b.attempts)
+        + sum(len(new.sheets) for new in b.new_jobs)
+        for b in batches
+    )  # fmt: skip
+
+
 class SQLiteStore:
     """The `Store` protocol over one SQLite file."""
 
@@ -97,6 +112,9 @@ class SQLiteStore:
         self._all_readers = tuple(readers)
         self._read_slots = anyio.Semaphore(len(self._readers))
         self._read_limiter = anyio.CapacityLimiter(len(self._readers))
+        # Set while a write runs in a worker thread: the writer connection is that thread's
+        # until it is done, and every other write waits for it (see `_writer_free`).
+        self._threaded_write: anyio.Event | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
@@ -113,8 +131,27 @@ class SQLiteStore:
 
     # ----- plumbing -------------------------------------------------------------------------
 
+    async def _writer_free(self) -> None:
+        # No checkpoint when no threaded write runs: a write on the loop starts at once, as
+        # it always did.
+        while self._threaded_write is not None:
+            await self._threaded_write.wait()
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(writer)` in a worker thread, to its end even if the caller is cancelled: a
+        transaction it commits must reach the caller (who applies it to its view)."""
+        done = self._threaded_write = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                result = await anyio.to_thread.run_sync(fn, self._writer)
+        finally:
+            self._threaded_write = None
+            done.set()
+        return result
+
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write transaction here (no await inside it), then make it durable."""
+        await self._writer_free()
         result = fn(self._writer)
         await self._wal.durable(self._wal.committed())
         return result
@@ -175,7 +212,11 @@ class SQLiteStore:
     async def write(self, batches: Sequence[WriteBatch]) -> Written:
         if not batches:
             return Written([], _nothing)
-        results = commit(self._writer, batches)
+        await self._writer_free()
+        if _rows_in(batches) > THREADED_WRITE_ROWS:
+            results = await self._in_thread(lambda conn: commit(conn, batches))
+        else:
+            results = commit(self._writer, batches)
         generation = self._wal.committed()
         return Written(results, lambda: self._wal.durable(generation))
 
