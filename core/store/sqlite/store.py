@@ -122,6 +122,9 @@ class SQLiteStore:
         return cls(path, writer, readers)
 
     async def close(self) -> None:
+        # A write in a worker thread still has the writer connection: it ends first.
+        await self._writer_free()
+
         def close_all() -> None:
             for conn in (*self._all_readers, self._writer):
                 conn.close()
