@@ -53,36 +53,53 @@ async def record_attempt(
     result: AttemptResult,
     on_idle: IdleHook,
 ) -> None:
-    where = {"job_id": entry.job_id, "sheet": entry.sheet_num, "attempt": entry.attempt}
     pause = FIRST_PAUSE_SECONDS
     while True:
-        refused: Exception | None = None
-        for attempt_result in (result, None):
-            if attempt_result is None:
-                assert refused is not None
-                attempt_result = bare_result(result, refused)
-            try:
-                with anyio.CancelScope(shield=True):
-                    await writer.run(record_result(ctx, state, entry, attempt_result, on_idle))
+        refused = await _record(writer, ctx, state, entry, result, on_idle)
+        if refused is None:
+            return
+        if not isinstance(refused, StoreUnavailableError) and await _store_answers(
+            writer, entry.job_id
+        ):
+            # The store answers, so what it cannot take is the result itself.
+            bare = bare_result(result, refused)
+            if await _record(writer, ctx, state, entry, bare, on_idle) is None:
                 return
-            except StoreUnavailableError as exc:
-                log.warning("the store is unreachable for now", error=str(exc), **where)
-                refused = exc
-                break
-            except PodiumError as exc:
-                _not_recorded(entry, exc)
-                return
-            except Exception as exc:
-                log.exception("the store refused an attempt's result", **where)
-                refused = exc
-                if not await _store_answers(writer, entry.job_id):
-                    break  # unreachable: not the result's fault, so no bare record yet
-        # Neither went through: the store is unreachable, most likely. The pause is not
-        # shielded, so a stop ends the wait (the attempt stays in flight in the store, and
-        # the next start recovers it).
-        log.warning("attempt result not recorded yet; trying again", pause=pause, **where)
+        # The pause is not shielded, so a stop ends the wait (the attempt stays in flight in
+        # the store, and the next start recovers it).
+        log.warning(
+            "attempt result not recorded yet; trying again",
+            pause=pause,
+            job_id=entry.job_id,
+            sheet=entry.sheet_num,
+            attempt=entry.attempt,
+        )
         await anyio.sleep(pause)
         pause = min(pause * 2, MAX_PAUSE_SECONDS)
+
+
+async def _record(
+    writer: Writer,
+    ctx: EngineContext,
+    state: EngineState,
+    entry: RunningSheet,
+    result: AttemptResult,
+    on_idle: IdleHook,
+) -> Exception | None:
+    """None once the result is recorded (or dropped by rule); else what refused it."""
+    where = {"job_id": entry.job_id, "sheet": entry.sheet_num, "attempt": entry.attempt}
+    try:
+        with anyio.CancelScope(shield=True):
+            await writer.run(record_result(ctx, state, entry, result, on_idle))
+    except StoreUnavailableError as exc:
+        log.warning("the store is unreachable for now", error=str(exc), **where)
+        return exc
+    except PodiumError as exc:
+        _not_recorded(entry, exc)
+    except Exception as exc:
+        log.exception("the store refused an attempt's result", **where)
+        return exc
+    return None
 
 
 async def _store_answers(writer: Writer, job_id: str) -> bool:
