@@ -28,10 +28,15 @@ def _json(value: Any) -> str:
 
 
 def _sheet_number(job_id: str, sheet_num: str) -> int:
-    if not sheet_num.isdigit() or len(sheet_num) > 6 or int(sheet_num) < 1:
+    # isascii: "²" passes isdigit() but int() refuses it; a fullwidth digit would alias sheet N.
+    if (
+        not (sheet_num.isascii() and sheet_num.isdigit())
+        or len(sheet_num) > 6
+        or int(sheet_num) < 1
+    ):
         raise ResourceNotFoundError(
             f"sheet {quoted(sheet_num)} of job {quoted(job_id)} not found: sheets are numbered "
-            "from 1"
+            "from 1 in ASCII digits"
         )
     return int(sheet_num)
 

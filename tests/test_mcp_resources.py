@@ -110,6 +110,9 @@ async def test_read_every_resource_of_a_finished_job(mcp: Harness) -> None:
         ("podium://jobs/{missing}/sheets/1/log", "{missing}"),
         ("podium://jobs/{job}/sheets/9/log", "9"),
         ("podium://jobs/{job}/sheets/zero/log", "zero"),
+        # Unicode digits pass str.isdigit() but not int(): "²" once gave -32603 ValueError.
+        ("podium://jobs/{job}/sheets/\u00b2/log", "\u00b2"),
+        ("podium://jobs/{job}/sheets/1\u00b2/log", "1\u00b2"),
         ("podium://snapshots/{missing}/20990101T000000000000Z", "{missing}"),
         ("podium://snapshots/{job}/20990101T000000000000Z", "20990101T000000000000Z"),
     ],
