@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 PENDING_APPROVALS_SHOWN = 20
 
 
-async def _known_job(store: Store, job_id: str) -> None:
-    if await store.get_job(job_id) is None:
+async def _known_job(store: Store, job_id: str) -> int:
+    """The job's number of sheets, or its not-found error."""
+    job = await store.get_job(job_id)
+    if job is None:
         raise job_not_found(job_id)
+    return job.total_sheets
 
 
 async def sheet_number(store: Store, job_id: str, sheet: int | str) -> int:
@@ -35,8 +38,11 @@ async def sheet_number(store: Store, job_id: str, sheet: int | str) -> int:
         # No job has a sheet past MAX_SHEETS; a larger number would not fit the store.
         if 1 <= num <= MAX_SHEETS and await store.get_sheet(job_id, num) is not None:
             return num
-        await _known_job(store, job_id)
-        raise NotFoundError(f"sheet: job {quoted(job_id)} has no sheet {num}")
+        total = await _known_job(store, job_id)
+        # Says "not found" and what exists, like every other missing-sheet error.
+        raise NotFoundError(
+            f"sheet: job {quoted(job_id)} has no sheet {num} (not found; it has {total})"
+        )
     rows = await store.get_sheets(job_id)
     if not rows:
         await _known_job(store, job_id)

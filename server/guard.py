@@ -111,6 +111,16 @@ def argument_errors(exc: ValidationError, given: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
+
+
 def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
@@ -176,17 +186,26 @@ class RequestGuard:
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             raise _not_found("tool", name, self._tools)
-        arguments = ctx.params.get("arguments") or {}
-        if isinstance(arguments, dict):
-            message = unknown_argument_message(
-                tool.name, arguments, tool.parameters
-            ) or boolean_argument_message(arguments, tool.parameters)
-            if message is not None:
-                return _error(message)
-            try:
-                tool.fn_metadata.arg_model.model_validate(arguments)
-            except ValidationError as exc:
-                return _error(argument_errors(exc, arguments))
+        arguments = ctx.params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            # The SDK's own answer to this is "Invalid request parameters" with no detail.
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"arguments: must be an object of argument names to values, got "
+                f"{_json_kind(arguments)}; {tool.name} takes "
+                f"{', '.join(sorted(tool.parameters.get('properties') or {})) or 'none'}",
+            )
+        message = unknown_argument_message(
+            tool.name, arguments, tool.parameters
+        ) or boolean_argument_message(arguments, tool.parameters)
+        if message is not None:
+            return _error(message)
+        try:
+            tool.fn_metadata.arg_model.model_validate(arguments)
+        except ValidationError as exc:
+            return _error(argument_errors(exc, arguments))
         result = await call_next(ctx)
         return _finish(result, tool.name)
 

@@ -27,15 +27,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _sheet_number(job_id: str, sheet_num: str) -> int:
-    if not sheet_num.isdigit() or len(sheet_num) > 6 or int(sheet_num) < 1:
-        raise ResourceNotFoundError(
-            f"sheet {quoted(sheet_num)} of job {quoted(job_id)} not found: sheets are numbered "
-            "from 1"
-        )
-    return int(sheet_num)
-
-
 def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
     async def guarded(coro: Any) -> str:
         try:
@@ -152,13 +143,15 @@ def register_resources(mcp: MCPServer[Any], conductor: Conductor) -> None:
     @mcp.resource(
         "podium://jobs/{job_id}/sheets/{sheet_num}/log",
         name="sheet-log",
-        description=f"The last {LOG_TAIL_LINES} lines of a sheet's latest attempt log",
+        description=f"The last {LOG_TAIL_LINES} lines of a sheet's latest attempt log (the "
+        "sheet by number, or by name)",
         mime_type="text/plain",
     )
     async def sheet_log(job_id: str, sheet_num: str) -> str:
         async def read() -> str:
-            number = _sheet_number(job_id, sheet_num)
-            chunk = await conductor.read_logs(job_id, sheet=number, tail_lines=LOG_TAIL_LINES)
+            # The engine reads a sheet number (or name) from text itself: it checks the job
+            # first, then the range, so an unknown job is never reported as a missing sheet.
+            chunk = await conductor.read_logs(job_id, sheet=sheet_num, tail_lines=LOG_TAIL_LINES)
             return chunk.text
 
         return await guarded(read())

@@ -22,6 +22,7 @@ from mcp_harness import (
     ok,
     read_text,
 )
+from mcp_types import INVALID_PARAMS, CallToolResult, Request
 
 pytestmark = pytest.mark.anyio
 __all__ = ["mcp"]  # fixture used by name below
@@ -114,6 +115,24 @@ async def test_unknown_argument_is_named_with_a_suggestion(mcp: Harness) -> None
     assert (await ok(mcp, "status", {"job_id": job["job_id"]}))["status"] == "paused"
     message = await fails(mcp, "submit_job", {"specyaml": "name: x"})
     assert "specyaml" in message and "spec_yaml" in message
+
+
+class RawToolCall(Request[dict[str, Any], str]):
+    """A tools/call whose params the client does not check, to send what a buggy agent might."""
+
+    name_param = "name"
+
+
+@pytest.mark.parametrize("arguments", [[], ["job_id"], "job_id=x", 5, True])
+async def test_arguments_that_are_not_an_object_are_named(mcp: Harness, arguments: Any) -> None:
+    # The SDK alone answers "Invalid request parameters" with empty data: nothing to act on.
+    request = RawToolCall(method="tools/call", params={"name": "status", "arguments": arguments})
+    with pytest.raises(MCPError) as info:
+        await mcp.client.session.send_request(request, CallToolResult)
+    message = info.value.error.message
+    assert info.value.error.code == INVALID_PARAMS
+    assert message.startswith("arguments: must be an object"), message
+    assert "job_id" in message and "wait_seconds" in message, message
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,11 @@ async def test_read_every_resource_of_a_finished_job(mcp: Harness) -> None:
         ("podium://jobs/{missing}/logs", "{missing}"),
         ("podium://jobs/{missing}/sheets/1/log", "{missing}"),
         ("podium://jobs/{job}/sheets/9/log", "9"),
+        ("podium://jobs/{job}/sheets/99999999999999999999/log", "99999999999999999999"),
         ("podium://jobs/{job}/sheets/zero/log", "zero"),
+        # Unicode digits pass str.isdigit() but not int(): "²" once gave -32603 ValueError.
+        ("podium://jobs/{job}/sheets/\u00b2/log", "\u00b2"),
+        ("podium://jobs/{job}/sheets/1\u00b2/log", "1\u00b2"),
         ("podium://snapshots/{missing}/20990101T000000000000Z", "{missing}"),
         ("podium://snapshots/{job}/20990101T000000000000Z", "20990101T000000000000Z"),
     ],
@@ -125,6 +129,16 @@ async def test_unknown_job_sheet_or_snapshot_resource_is_not_found(
     assert named.format(**values) in message, message
     assert any(w in message for w in ("not found", "no job", "no sheet", "not a sheet")), message
     assert "Error creating resource" not in message
+
+
+@pytest.mark.parametrize("sheet", ["0", "99999999999999999999", "zero", "\u00b2", "1"])
+async def test_a_sheet_log_of_an_unknown_job_says_the_job_is_not_found(
+    mcp: Harness, sheet: str
+) -> None:
+    # Not "sheet '0' of job 'ghost-job' not found", which reads as if the job existed.
+    with pytest.raises(MCPError) as info:
+        await mcp.client.read_resource(f"podium://jobs/ghost-job/sheets/{sheet}/log")
+    assert "job_id: job 'ghost-job' not found" in str(info.value), str(info.value)
 
 
 # ----- change notifications -----------------------------------------------------------------
