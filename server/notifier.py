@@ -18,12 +18,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from podium.core.events import ChangeEvent, EventBus
-from podium.server.sdk_seams import add_request_handler
+from podium.server.sdk_seams import add_request_handler, connection_of
 
 log = structlog.get_logger("podium.notifier")
 
 JOBS_URI = "podium://jobs"
 MIN_INTERVAL_SECONDS = 1.0
+# Past this many URIs in the throttle table, those out of their quiet period are dropped.
+PRUNE_AT = 256
 
 
 _CHECKPOINT = re.compile(r"podium://jobs/(?P<job_id>[^/]+)/checkpoint")
@@ -48,7 +50,8 @@ class ChangeNotifier:
     def __init__(self, bus: InMemorySubscriptionBus, events: EventBus) -> None:
         self._bus = bus
         self._events = events
-        self._legacy: dict[str, set[Any]] = {}
+        # URI -> the subscribed connections, each with a session to send on.
+        self._legacy: dict[str, dict[object, Any]] = {}
         self._last_sent: dict[str, float] = {}
         self._pending: set[str] = set()
         self._wake = anyio.Event()
@@ -64,13 +67,18 @@ class ChangeNotifier:
             problem = await check(uri)
             if problem is not None:
                 raise MCPError(code=INVALID_PARAMS, message=problem, data={"uri": uri})
-            self._legacy.setdefault(uri, set()).add(ctx.session)
+            self._legacy.setdefault(uri, {})[connection_of(ctx.session)] = ctx.session
             return EmptyResult()
 
         async def unsubscribe(
             ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
         ) -> EmptyResult:
-            self._legacy.get(str(params.uri), set()).discard(ctx.session)
+            uri = str(params.uri)
+            sessions = self._legacy.get(uri)
+            if sessions is not None:
+                sessions.pop(connection_of(ctx.session), None)
+                if not sessions:
+                    del self._legacy[uri]
             return EmptyResult()
 
         add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
@@ -109,6 +117,14 @@ class ChangeNotifier:
                 self._pending.discard(uri)
                 self._last_sent[uri] = now
                 await self._send(uri)
+            if len(self._last_sent) > PRUNE_AT:
+                # A URI last sent a quiet period ago throttles nothing: kept, the table grew
+                # by one entry for every job a long-running conductor ever had.
+                self._last_sent = {
+                    uri: sent
+                    for uri, sent in self._last_sent.items()
+                    if now - sent < MIN_INTERVAL_SECONDS
+                }
             if self._pending and not due:
                 soonest = min(self._last_sent.get(uri, 0.0) for uri in self._pending)
                 self._wake = anyio.Event()
@@ -117,9 +133,12 @@ class ChangeNotifier:
 
     async def _send(self, uri: str) -> None:
         await self._bus.publish(ResourceUpdated(uri=uri))
-        for session in list(self._legacy.get(uri, ())):
+        for connection, session in list(self._legacy.get(uri, {}).items()):
             try:
                 await session.send_resource_updated(uri)
             except Exception:  # a closed session must not stop notifications for others
-                self._legacy.get(uri, set()).discard(session)
+                subscribed = self._legacy.get(uri, {})
+                subscribed.pop(connection, None)
+                if not subscribed:
+                    self._legacy.pop(uri, None)
                 log.debug("dropped legacy subscriber", uri=uri)

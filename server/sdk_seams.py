@@ -79,6 +79,19 @@ async def send_extension_notification(
     await send(note, related_request_id=related_request_id)
 
 
+def connection_of(session: Any) -> object:
+    """The client connection a request's session speaks on. The SDK builds a new
+    `ServerSession` for every request, so a session does not name its client twice: a
+    legacy unsubscribe matched no subscription, and each subscribe added another."""
+    connection = getattr(session, "_connection", None)
+    if connection is None:
+        raise SdkSeamError(
+            f"mcp {version('mcp')}: ServerSession has no _connection; "
+            "server/sdk_seams.py needs updating for this SDK"
+        )
+    return connection
+
+
 def _admits_text(annotation: Any) -> bool:
     origin = get_origin(annotation)
     if origin is Annotated:

@@ -239,3 +239,21 @@ async def test_list_jobs_answers_what_the_summary_models_dump(mcp: Harness) -> N
     assert jobs[cancelled["job_id"]]["completed_at"].endswith("Z")
     text = text_of(result)
     assert text == json.dumps(listed, separators=(",", ":"), ensure_ascii=False)
+
+
+async def test_an_unsubscribed_legacy_client_hears_no_more_updates(mcp: Harness) -> None:
+    if mcp.mode != "legacy":
+        pytest.skip("resources/unsubscribe is the 2025-11-25 era's")
+    job = await ok(mcp, "submit_job", {"spec": QUICK, "start": False})
+    uri = f"podium://jobs/{job['job_id']}/checkpoint"
+    await anyio.sleep(1.2)  # past the notifier's quiet period for the submit's update
+    await legacy_subscribe(mcp, uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        await mcp.client.unsubscribe_resource(uri)
+        await mcp.client.unsubscribe_resource(uri)  # twice is harmless
+    await ok(mcp, "resume", {"job_id": job["job_id"]})
+    assert (await wait_status(mcp, job["job_id"]))["status"] == "completed"
+    # Something else this client still hears, sent after the job's last change.
+    await expect_update(mcp, "podium://jobs", lambda: ok(mcp, "submit_job", {"spec": QUICK}))
+    assert uri not in mcp.updates
