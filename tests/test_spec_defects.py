@@ -29,7 +29,7 @@ from test_recovery import (
 from podium.core import jsondata
 from podium.core.conductor import Conductor
 from podium.core.config import PodiumConfig, load_config
-from podium.core.errors import SpecError
+from podium.core.errors import InvalidTransitionError, SpecError
 from podium.core.models import ErrorCategory, JobStatus, Outcome, SheetStatus
 from podium.core.spec import TemplateContext, load_spec, render_sheet_prompt
 from podium.server.daemon import find_conductor
@@ -367,8 +367,9 @@ def corrupt_stored_spec(config: PodiumConfig, job_id: str, text: str) -> None:
         json.dumps({"name": "BAD NAME", "sheets": [{"prompt": "true"}]}),
         json.dumps({"name": "broken", "sheets": [{"prompt": "{{ gone }}"}]}),
         json.dumps([1, 2, 3]),
+        "[" * 5000 + "]" * 5000,
     ],
-    ids=["invalid-json", "invalid-field", "template-error", "not-a-mapping"],
+    ids=["invalid-json", "invalid-field", "template-error", "not-a-mapping", "nested-too-deep"],
 )
 async def test_unloadable_stored_spec_fails_only_that_job(
     make_config: Callable[..., PodiumConfig], corrupt: str
@@ -411,6 +412,23 @@ async def test_unloadable_stored_spec_fails_only_that_job(
         assert (await wait_for_job(second, bad.job_id)).status is JobStatus.COMPLETED
     finally:
         await second.stop()
+
+
+async def test_a_resume_of_an_ended_job_whose_stored_spec_is_too_deep_answers(
+    make_config: Callable[..., PodiumConfig],
+) -> None:
+    """Decoding a stored spec nested thousands deep raised RecursionError in the writer as it
+    loaded the job: the writer ended and the resume waited forever."""
+    config = make_config()
+    async with Conductor(config) as first:
+        done = await first.submit_job(spec={"name": "deep", "sheets": [{"prompt": "true"}]})
+        assert (await wait_for_job(first, done.job_id)).status is JobStatus.COMPLETED
+    corrupt_stored_spec(config, done.job_id, "[" * 5000 + "]" * 5000)
+    async with Conductor(config) as second:
+        with anyio.fail_after(20), pytest.raises(InvalidTransitionError, match="nothing to resume"):
+            await second.resume_job(done.job_id)
+        later = await second.submit_job(spec={"name": "later", "sheets": [{"prompt": "true"}]})
+        assert (await wait_for_job(second, later.job_id)).status is JobStatus.COMPLETED
 
 
 # --- 2. names set in blocks, guarded uses, defaults ------------------------------------------

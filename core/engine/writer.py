@@ -155,7 +155,10 @@ class Writer:
                         group = self._queue[:MAX_GROUP]
                         del self._queue[: len(group)]
                         with anyio.CancelScope(shield=True):
-                            await self._process(group)
+                            try:
+                                await self._process(group)
+                            except Exception as exc:
+                                self._fail_unanswered(group, exc)
         finally:
             self._serving = False
             self._closed = True
@@ -170,6 +173,20 @@ class Writer:
                 pending.done.set()
             self._queue.clear()
             self._deferred.clear()
+
+    def _fail_unanswered(self, group: list[_Pending[Any]], exc: Exception) -> None:
+        """A group failed outside its ops (reading what it needed, say): every op of it not
+        answered yet fails with that error. Raised, it ended the writer with the callers
+        still waiting on ops it had taken off the queue; they never returned."""
+        log.exception("a group of changes failed", error=repr(exc))
+        # Those committed already are answered once durable; those queued again or deferred
+        # (a conflict) are still to run.
+        later = {id(p) for item in self._unannounced for p in item.done}
+        later |= {id(p) for p in self._queue} | {id(p) for _, p in self._deferred}
+        for pending in group:
+            if not pending.done.is_set() and id(pending) not in later:
+                pending.error = exc
+                pending.done.set()
 
     def mark_stale(
         self,

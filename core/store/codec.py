@@ -21,6 +21,7 @@ from enum import Enum
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
+from podium.core import jsondata
 from podium.core.errors import quoted
 from podium.core.models import ValidationResult, parse_time
 from podium.core.store.base import StoreError
@@ -204,6 +205,22 @@ def tables(converters: Converters, param: Callable[[str], str]) -> dict[str, Tab
         "conductors": table("conductors", ConductorRow, ["conductor_id"]),
         "tasks": table("tasks", TaskRow, ["task_id"]),
     }
+
+
+def spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A stored spec that cannot be decoded must fail its own job, not every read of the
+    jobs table, so the problem travels with the record instead of raising here. Nested
+    too deep for the decoder (a damaged row) is one such problem: raised, it ended the
+    writer that was loading the job, and the call waiting on it never returned."""
+    try:
+        spec = jsondata.loads(text)
+    except ValueError as exc:
+        return None, f"the stored spec is not readable JSON ({exc})"
+    except RecursionError:
+        return None, "the stored spec is nested too deeply to read"
+    if not isinstance(spec, dict):
+        return None, "the stored spec is not a mapping"
+    return spec, None
 
 
 def encode_cursor(submitted_at: str, job_id: str) -> str:

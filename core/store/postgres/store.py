@@ -22,7 +22,6 @@ import psycopg
 import psycopg.errors
 import structlog
 
-from podium.core import jsondata
 from podium.core.models import JobStatus, SheetStatus, format_time, parse_time
 from podium.core.store.base import (
     MAX_LIST_LIMIT,
@@ -35,7 +34,7 @@ from podium.core.store.base import (
     WriteBatch,
     Written,
 )
-from podium.core.store.codec import Table, decode_cursor, encode_cursor
+from podium.core.store.codec import Table, decode_cursor, encode_cursor, spec_from_text
 from podium.core.store.postgres.codec import ATTEMPTS, CONDUCTORS, HOLDS, JOBS, SHEETS, TASKS, Q
 from podium.core.store.postgres.commit import commit
 from podium.core.store.postgres.connections import Conn, Cursor, Pool, open_pool
@@ -57,16 +56,6 @@ WRITE_TRIES = 5
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 log = structlog.get_logger("podium.store.postgres")
-
-
-def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        spec = jsondata.loads(text)
-    except ValueError as exc:
-        return None, f"the stored spec is not readable JSON ({exc})"
-    if not isinstance(spec, dict):
-        return None, "the stored spec is not a mapping"
-    return spec, None
 
 
 def _statuses(statuses: Sequence[SheetStatus | JobStatus] | None) -> list[str] | None:
@@ -231,7 +220,7 @@ class PostgresStore:
                 return None
             await cur.execute(Q["select_sheets"], {"job_id": job_id})
             sheets = await cur.fetchall()
-            spec, error = _spec_from_text(found[-1])
+            spec, error = spec_from_text(found[-1])
             return JobRecord(
                 JOBS.decode(found[:-1]), [SHEETS.decode(s) for s in sheets], spec, error
             )
@@ -268,7 +257,7 @@ class PostgresStore:
 
     async def get_spec(self, job_id: str) -> dict[str, Any] | None:
         text = await self._scalar(Q["select_spec"], {"job_id": job_id})
-        return None if text is None else _spec_from_text(text)[0]
+        return None if text is None else spec_from_text(text)[0]
 
     async def get_sheets(self, job_id: str) -> list[SheetRow]:
         return await self._rows(SHEETS, Q["select_sheets"], {"job_id": job_id})

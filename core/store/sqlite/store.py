@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import anyio
 
-from podium.core import jsondata
 from podium.core.models import (
     JobStatus,
     SheetStatus,
@@ -37,7 +36,7 @@ from podium.core.store.base import (
     WriteBatch,
     Written,
 )
-from podium.core.store.codec import Table, decode_cursor, encode_cursor
+from podium.core.store.codec import Table, decode_cursor, encode_cursor, spec_from_text
 from podium.core.store.rows import (
     AttemptRow,
     ConductorRow,
@@ -60,18 +59,6 @@ RECLAIM_PAGES_PER_STEP = 512
 
 def _statuses_json(statuses: Sequence[SheetStatus | JobStatus] | None) -> str | None:
     return None if not statuses else json.dumps([s.value for s in statuses])
-
-
-def _spec_from_text(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """A stored spec that cannot be decoded must fail its own job, not every read of the
-    jobs table, so the problem travels with the record instead of raising here."""
-    try:
-        spec = jsondata.loads(text)
-    except ValueError as exc:
-        return None, f"the stored spec is not readable JSON ({exc})"
-    if not isinstance(spec, dict):
-        return None, "the stored spec is not a mapping"
-    return spec, None
 
 
 def _pending_approvals(conn: sqlite3.Connection, limit: int) -> tuple[list[SheetRow], int]:
@@ -280,7 +267,7 @@ class SQLiteStore:
             if found is None:
                 return None
             sheets = conn.execute(Q["select_sheets"], {"job_id": job_id}).fetchall()
-            spec, error = _spec_from_text(found[-1])
+            spec, error = spec_from_text(found[-1])
             return JobRecord(
                 JOBS.decode(found[:-1]), [SHEETS.decode(s) for s in sheets], spec, error
             )
@@ -318,7 +305,7 @@ class SQLiteStore:
     async def get_spec(self, job_id: str) -> dict[str, Any] | None:
         def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
             found = conn.execute(Q["select_spec"], {"job_id": job_id}).fetchone()
-            return None if found is None else _spec_from_text(found[0])[0]
+            return None if found is None else spec_from_text(found[0])[0]
 
         return await self._read(run)
 
