@@ -21,6 +21,7 @@ from podium.core.engine.attempts import IdleHook, ResultRefused, record_result
 from podium.core.engine.context import EngineContext
 from podium.core.engine.rules import failed_before_start
 from podium.core.engine.state import EngineState, RunningSheet
+from podium.core.engine.tx import Op
 from podium.core.engine.writer import Writer
 from podium.core.errors import PodiumError
 from podium.core.runner.runner import AttemptResult
@@ -53,9 +54,12 @@ async def record_attempt(
     result: AttemptResult,
     on_idle: IdleHook,
 ) -> None:
+    def op(recorded: AttemptResult) -> Op[None]:
+        return record_result(ctx, state, entry, recorded, on_idle)
+
     pause = FIRST_PAUSE_SECONDS
     while True:
-        refused = await _record(writer, ctx, state, entry, result, on_idle)
+        refused = await _record(writer, entry, op(result))
         if refused is None:
             return
         if not isinstance(refused, StoreUnavailableError) and await _store_answers(
@@ -63,7 +67,7 @@ async def record_attempt(
         ):
             # The store answers, so what it cannot take is the result itself.
             bare = bare_result(result, refused)
-            if await _record(writer, ctx, state, entry, bare, on_idle) is None:
+            if await _record(writer, entry, op(bare)) is None:
                 return
         # The pause is not shielded, so a stop ends the wait (the attempt stays in flight in
         # the store, and the next start recovers it).
@@ -78,19 +82,12 @@ async def record_attempt(
         pause = min(pause * 2, MAX_PAUSE_SECONDS)
 
 
-async def _record(
-    writer: Writer,
-    ctx: EngineContext,
-    state: EngineState,
-    entry: RunningSheet,
-    result: AttemptResult,
-    on_idle: IdleHook,
-) -> Exception | None:
+async def _record(writer: Writer, entry: RunningSheet, op: Op[None]) -> Exception | None:
     """None once the result is recorded (or dropped by rule); else what refused it."""
     where = {"job_id": entry.job_id, "sheet": entry.sheet_num, "attempt": entry.attempt}
     try:
         with anyio.CancelScope(shield=True):
-            await writer.run(record_result(ctx, state, entry, result, on_idle))
+            await writer.run(op)
     except StoreUnavailableError as exc:
         log.warning("the store is unreachable for now", error=str(exc), **where)
         return exc
